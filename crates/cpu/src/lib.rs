@@ -1,0 +1,1 @@
+//! CPU backend (placeholder; see issue 2).

@@ -1,0 +1,1 @@
+//! Model engine (placeholder; see issue 4).
