@@ -1,1 +1,25 @@
-//! CPU backend (placeholder; see issue 2).
+//! CPU backend and correctness oracle for MInference attention.
+//!
+//! * [`CpuBackend`] implements [`minference_core::AttentionBackend`]: one tiled flash-style mainloop
+//!   (64-row query blocks × 64-key tiles, base-2 online softmax in f32, `matrixmultiply` sgemm for
+//!   Q·Kᵀ and P·V) fed by pluggable key-tile iterators (dense, A-shape, sparse index).
+//! * [`reference`]: f64 masked attention, the ground truth of every test.
+//! * [`backend_suite`]: property checks that run against any backend (CPU here, CUDA elsewhere).
+//! * [`bench`]: the CPU benchmark behind `minference bench cpu`.
+
+mod attention;
+mod backend;
+mod error;
+mod estimate;
+mod exp2;
+mod gemm;
+mod mainloop;
+mod sparse;
+mod staging;
+pub mod backend_suite;
+pub mod reference;
+pub mod rng;
+pub mod tiles;
+
+pub use backend::CpuBackend;
+pub use error::{CpuError, CpuResult};
