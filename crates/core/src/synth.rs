@@ -59,15 +59,15 @@ impl SynthConfig {
         SynthConfig {
             mode: SynthMode::Structured,
             sink_tokens: 4,
-            sink_strength: 8.0,
-            local_decay: 12.0,
+            sink_strength: 10.5,
+            local_decay: 7.0,
             rope_base: 10_000.0,
             n_far_slashes: 3,
-            far_slash_strength: 6.0,
-            far_slash_min: 256,
-            far_slash_max: 4096,
+            far_slash_strength: 3.0,
+            far_slash_min: 512,
+            far_slash_max: 8000,
             n_retrieval_columns: 8,
-            retrieval_strength: 6.0,
+            retrieval_strength: 5.0,
             noise: 0.5,
         }
     }
