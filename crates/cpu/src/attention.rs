@@ -55,10 +55,7 @@ pub(crate) fn run(shape: &AttnShape, q: HostTensor, k: HostTensor, v: HostTensor
         |ws, (_, id, span, block_out)| {
             let rows = span.rows();
             let q_row = id.h * total_q + q_starts[id.b] + id.m * TILE;
-            q.read_into(q_row * d, &mut ws.q[..rows * d]);
-            for x in &mut ws.q[..rows * d] {
-                *x *= q_scale;
-            }
+            ws.stage_q(&q, q_row * d, rows, q_scale);
             let kv_row = shape.kv_head_of(id.h) * total_kv + kv_starts[id.b];
             let kv_range = kv_row * d..(kv_row + span.kv_len) * d;
             let kv = KvRows { k: &k32[kv_range.clone()], v: &v32[kv_range] };

@@ -26,18 +26,6 @@ pub(crate) fn exp2_nonpositive(x: f32) -> f32 {
     p * scale
 }
 
-/// Replaces each `x` by `2^(x - max)` and returns the sum. `max` must be >= every element.
-#[inline]
-pub(crate) fn exp2_shift_sum(row: &mut [f32], max: f32) -> f32 {
-    let mut sum = 0.0f32;
-    for x in row.iter_mut() {
-        let p = exp2_nonpositive(*x - max);
-        *x = p;
-        sum += p;
-    }
-    sum
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

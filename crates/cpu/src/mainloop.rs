@@ -1,38 +1,52 @@
 //! The one attention mainloop: a 64-row query block against a stream of key tiles, with a single
-//! online softmax (base 2, f32) per row over everything the stream yields.
+//! online softmax (base 2, f32) per row over everything the stream yields. Scores are kept
+//! transposed (`st[key * 64 + row]`, see `kernels.rs`).
 
-use crate::exp2::{exp2_nonpositive, exp2_shift_sum};
-use crate::gemm::{sgemm, Mat};
+use crate::kernels::{accumulate_pv, scores_t, softmax_update, Isa, SoftmaxState};
 use crate::tiles::{KeyTile, RowSpan};
-use minference_core::TILE;
+use minference_core::{HostTensor, TILE};
 
 /// Per-thread scratch, allocated once per worker and reused for every query block.
 pub(crate) struct Workspace {
+    isa: Isa,
     head_dim: usize,
-    /// Query block, pre-multiplied by `scale · log2(e)`, `[64, D]`.
-    pub q: Vec<f32>,
-    /// Logits, then probabilities, of one tile, `[64, 64]`.
-    scores: Vec<f32>,
-    /// Gathered K / V rows of a column group, `[64, D]`.
+    /// Query block transposed and pre-multiplied by `scale · log2(e)`, `[D, 64]`; rows past the
+    /// block's end are zero.
+    qt: Vec<f32>,
+    /// Logits, then probabilities, of one tile, `[64 keys, 64 rows]`.
+    st: Vec<f32>,
+    /// Gathered K / V rows of a column group (and Q staging), `[64, D]`.
     k_gather: Vec<f32>,
     v_gather: Vec<f32>,
-    /// Unnormalised output `[64, D]`, running max and denominator per row.
+    /// Unnormalised output `[64, D]`.
     acc: Vec<f32>,
-    row_max: [f32; TILE],
-    row_sum: [f32; TILE],
+    softmax: SoftmaxState,
 }
 
 impl Workspace {
     pub fn new(head_dim: usize) -> Self {
         Workspace {
+            isa: Isa::detect(head_dim),
             head_dim,
-            q: vec![0.0; TILE * head_dim],
-            scores: vec![0.0; TILE * TILE],
+            qt: vec![0.0; TILE * head_dim],
+            st: vec![0.0; TILE * TILE],
             k_gather: vec![0.0; TILE * head_dim],
             v_gather: vec![0.0; TILE * head_dim],
             acc: vec![0.0; TILE * head_dim],
-            row_max: [f32::NEG_INFINITY; TILE],
-            row_sum: [0.0; TILE],
+            softmax: SoftmaxState::new(),
+        }
+    }
+
+    /// Stages `rows` query rows starting at element `start` of `q`, scaled by `scale`.
+    pub fn stage_q(&mut self, q: &HostTensor, start: usize, rows: usize, scale: f32) {
+        let d = self.head_dim;
+        let staged = &mut self.k_gather[..rows * d];
+        q.read_into(start, staged);
+        self.qt.fill(0.0);
+        for (r, row) in staged.chunks_exact(d).enumerate() {
+            for (x, &val) in row.iter().enumerate() {
+                self.qt[x * TILE + r] = val * scale;
+            }
         }
     }
 }
@@ -44,7 +58,7 @@ pub(crate) struct KvRows<'a> {
     pub v: &'a [f32],
 }
 
-/// Attends `span.rows()` query rows already staged in `ws.q` over `tiles`, writing the normalised
+/// Attends the query rows staged by [`Workspace::stage_q`] over `tiles`, writing the normalised
 /// output `[rows, D]` to `out`. Rows that no tile reaches get 0 (documented empty-mask behaviour).
 pub(crate) fn attend_block<'t>(
     ws: &mut Workspace,
@@ -53,98 +67,58 @@ pub(crate) fn attend_block<'t>(
     tiles: impl Iterator<Item = KeyTile<'t>>,
     out: &mut [f32],
 ) {
-    let d = ws.head_dim;
+    let (d, isa) = (ws.head_dim, ws.isa);
     let rows = span.rows();
-    ws.acc[..rows * d].fill(0.0);
-    ws.row_max[..rows].fill(f32::NEG_INFINITY);
-    ws.row_sum[..rows].fill(0.0);
+    ws.acc.fill(0.0);
+    ws.softmax.reset();
 
     for tile in tiles {
-        let keys = match tile {
+        let (v_rows, n) = match tile {
             KeyTile::Range { start, end, ashape } => {
                 let n = end - start;
-                let k_tile = Mat { data: &kv.k[start * d..end * d], rs: 1, cs: d };
-                sgemm(rows, d, n, 1.0, Mat { data: &ws.q, rs: d, cs: 1 }, k_tile, 0.0, &mut ws.scores, TILE);
-                // Fully visible tile: every key is at or before the first row and passes A-shape.
+                scores_t(isa, &kv.k[start * d..end * d], n, d, &ws.qt, &mut ws.st);
+                // Only keys past the first row's position, or an A-shape window edge, need masking.
                 let causal_ok = end - 1 <= span.first;
                 let ashape_ok = ashape.is_none_or(|a| span.last - start < a.n_local || end <= a.n_init);
                 if !(causal_ok && ashape_ok) {
-                    for r in 0..rows {
-                        let pos = span.first + r;
-                        let row = &mut ws.scores[r * TILE..r * TILE + n];
-                        for (j, s) in row.iter_mut().enumerate() {
-                            let key = start + j;
-                            let keep = key <= pos && ashape.is_none_or(|a| a.keeps(pos, key));
-                            if !keep {
+                    for (j, scores) in ws.st[..n * TILE].chunks_exact_mut(TILE).enumerate() {
+                        let key = start + j;
+                        for (r, s) in scores.iter_mut().enumerate() {
+                            let pos = span.first + r;
+                            if !(key <= pos && ashape.is_none_or(|a| a.keeps(pos, key))) {
                                 *s = f32::NEG_INFINITY;
                             }
                         }
                     }
                 }
-                online_softmax_update(ws, rows, n);
-                let v_tile = Mat { data: &kv.v[start * d..end * d], rs: d, cs: 1 };
-                sgemm(rows, n, d, 1.0, Mat { data: &ws.scores, rs: TILE, cs: 1 }, v_tile, 1.0, &mut ws.acc, d);
-                continue;
+                (&kv.v[start * d..end * d], n)
             }
-            KeyTile::Columns(cols) => cols,
-        };
-        // Column group: gather K/V rows into dense tiles (callers validated 0 <= col < kv_len).
-        let n = keys.len();
-        for (j, &c) in keys.iter().enumerate() {
-            let c = c as usize;
-            ws.k_gather[j * d..(j + 1) * d].copy_from_slice(&kv.k[c * d..(c + 1) * d]);
-            ws.v_gather[j * d..(j + 1) * d].copy_from_slice(&kv.v[c * d..(c + 1) * d]);
-        }
-        let k_tile = Mat { data: &ws.k_gather, rs: 1, cs: d };
-        sgemm(rows, d, n, 1.0, Mat { data: &ws.q, rs: d, cs: 1 }, k_tile, 0.0, &mut ws.scores, TILE);
-        if keys.iter().any(|&c| c as usize > span.first) {
-            for r in 0..rows {
-                let pos = span.first + r;
-                for (s, &c) in ws.scores[r * TILE..r * TILE + n].iter_mut().zip(keys) {
-                    if c as usize > pos {
-                        *s = f32::NEG_INFINITY;
-                    }
+            KeyTile::Columns(keys) => {
+                // Gather K/V rows into dense tiles (callers validated 0 <= col < kv_len).
+                let n = keys.len();
+                for (j, &c) in keys.iter().enumerate() {
+                    let c = c as usize;
+                    ws.k_gather[j * d..(j + 1) * d].copy_from_slice(&kv.k[c * d..(c + 1) * d]);
+                    ws.v_gather[j * d..(j + 1) * d].copy_from_slice(&kv.v[c * d..(c + 1) * d]);
                 }
+                scores_t(isa, &ws.k_gather, n, d, &ws.qt, &mut ws.st);
+                // Valid indices put every column before the block; mask defensively otherwise.
+                for (scores, &c) in ws.st[..n * TILE].chunks_exact_mut(TILE).zip(keys) {
+                    let hidden = (c as usize).saturating_sub(span.first).min(TILE);
+                    scores[..hidden].fill(f32::NEG_INFINITY);
+                }
+                (&ws.v_gather[..], n)
             }
-        }
-        online_softmax_update(ws, rows, n);
-        let v_tile = Mat { data: &ws.v_gather, rs: d, cs: 1 };
-        sgemm(rows, n, d, 1.0, Mat { data: &ws.scores, rs: TILE, cs: 1 }, v_tile, 1.0, &mut ws.acc, d);
+        };
+        softmax_update(isa, &mut ws.st, n, &mut ws.softmax);
+        accumulate_pv(isa, &ws.st, n, v_rows, d, &ws.softmax.alpha, &mut ws.acc, rows);
     }
 
     for r in 0..rows {
-        let l = ws.row_sum[r];
+        let l = ws.softmax.row_sum[r];
         let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
         for (o, a) in out[r * d..(r + 1) * d].iter_mut().zip(&ws.acc[r * d..(r + 1) * d]) {
             *o = a * inv;
-        }
-    }
-}
-
-/// Turns the logits of `rows × n` in `ws.scores` into probabilities relative to the updated running
-/// max, rescaling the accumulator and denominator of rows whose max grew.
-fn online_softmax_update(ws: &mut Workspace, rows: usize, n: usize) {
-    let d = ws.head_dim;
-    for r in 0..rows {
-        let row = &mut ws.scores[r * TILE..r * TILE + n];
-        let tile_max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let old_max = ws.row_max[r];
-        let new_max = old_max.max(tile_max);
-        if new_max == f32::NEG_INFINITY {
-            // Nothing visible yet for this row: contribute nothing, keep state.
-            row.fill(0.0);
-            continue;
-        }
-        let sum = exp2_shift_sum(row, new_max);
-        if new_max > old_max {
-            let alpha = exp2_nonpositive(old_max - new_max);
-            ws.row_sum[r] = ws.row_sum[r] * alpha + sum;
-            for a in &mut ws.acc[r * d..(r + 1) * d] {
-                *a *= alpha;
-            }
-            ws.row_max[r] = new_max;
-        } else {
-            ws.row_sum[r] += sum;
         }
     }
 }

@@ -1,0 +1,34 @@
+//! `cargo run -p minference-cpu --release --example cpu_bench -- [N ...] [--random] [--f32]`
+//! Prints the CPU benchmark's markdown table (until `minference bench cpu` wires it).
+
+use minference_core::{DType, SynthConfig};
+use minference_cpu::bench::{run_cpu_bench, CpuBenchConfig};
+
+fn main() {
+    let mut cfg = CpuBenchConfig::default();
+    let mut lengths = Vec::new();
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--random" => cfg.synth = SynthConfig::random(),
+            "--f32" => cfg.dtype = DType::F32,
+            "--no-calibration" => cfg.calibration_len = 0,
+            n => match n.parse() {
+                Ok(n) => lengths.push(n),
+                Err(_) => {
+                    eprintln!("unknown argument `{n}`");
+                    std::process::exit(2);
+                }
+            },
+        }
+    }
+    if !lengths.is_empty() {
+        cfg.lengths = lengths;
+    }
+    match run_cpu_bench(&cfg) {
+        Ok(report) => print!("{report}"),
+        Err(e) => {
+            eprintln!("benchmark failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}
