@@ -1,0 +1,334 @@
+//! The CPU forward pass: chunked prefill (norms, projections and MLP in token chunks; attention per
+//! KV-head group through an `AttentionBackend`), LM head on the last position only, and dense
+//! decode steps over the KV cache.
+
+use crate::attention::AttentionChoice;
+use crate::error::{ModelError, Result};
+use crate::kv_cache::KvCache;
+use crate::model::Model;
+use crate::ops;
+use crate::rope::Rope;
+use minference_core::{AttentionBackend, AttnShape, HeadPattern, HostTensor, SeqLen};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Tokens per chunk for norms, projections and the MLP (bounds activation memory).
+pub const DEFAULT_CHUNK_TOKENS: usize = 512;
+/// Cache rows reserved beyond the prompt for decode steps.
+const DEFAULT_DECODE_RESERVE: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefillProgress {
+    pub layer: usize,
+    pub layers: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PrefillStats {
+    pub tokens: usize,
+    pub seconds: f64,
+    pub attention_seconds: f64,
+    /// Query heads run with a sparse pattern, summed over layers.
+    pub sparse_heads: usize,
+    pub dense_heads: usize,
+}
+
+/// Q and K of one (layer, head) after RoPE, `[tokens, head_dim]` each.
+#[derive(Debug, Clone)]
+pub struct CapturedQk {
+    pub layer: usize,
+    pub head: usize,
+    pub tokens: usize,
+    pub head_dim: usize,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+}
+
+pub struct Engine<B: AttentionBackend> {
+    model: Arc<Model>,
+    backend: B,
+    rope: Rope,
+    cache: KvCache,
+    chunk_tokens: usize,
+    /// Allow prompts past the model's trained context (RoPE extrapolation, at the user's risk).
+    allow_context_extension: bool,
+    capture_target: Option<(usize, usize)>,
+    captured: Option<CapturedQk>,
+}
+
+fn backend_err(e: impl std::fmt::Display) -> ModelError {
+    ModelError::Backend(e.to_string())
+}
+
+impl<B: AttentionBackend> Engine<B> {
+    pub fn new(model: impl Into<Arc<Model>>, backend: B) -> Self {
+        let model = model.into();
+        let cfg = model.config();
+        let rope = Rope::new(cfg);
+        let cache = KvCache::new(cfg.layers, cfg.kv_heads, cfg.head_dim, 0);
+        Engine {
+            model,
+            backend,
+            rope,
+            cache,
+            chunk_tokens: DEFAULT_CHUNK_TOKENS,
+            allow_context_extension: false,
+            capture_target: None,
+            captured: None,
+        }
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+    pub fn cache(&self) -> &KvCache {
+        &self.cache
+    }
+
+    pub fn set_chunk_tokens(&mut self, n: usize) {
+        self.chunk_tokens = n.max(1);
+    }
+
+    pub fn set_allow_context_extension(&mut self, allow: bool) {
+        self.allow_context_extension = allow;
+    }
+
+    /// Runs a fresh prompt (clearing the cache) and returns the logits of its last position.
+    pub fn prefill(
+        &mut self,
+        tokens: &[u32],
+        attention: &AttentionChoice,
+        progress: &mut dyn FnMut(PrefillProgress),
+    ) -> Result<(Vec<f32>, PrefillStats)> {
+        if tokens.is_empty() {
+            return Err(ModelError::Input("empty prompt".into()));
+        }
+        if let AttentionChoice::MInference(plan) = attention {
+            plan.validate(self.model.config())?;
+        }
+        self.check_context(tokens.len())?;
+        let cfg = self.model.config();
+        self.cache = KvCache::new(cfg.layers, cfg.kv_heads, cfg.head_dim, tokens.len() + DEFAULT_DECODE_RESERVE);
+        self.forward(tokens, attention, progress)
+    }
+
+    /// Appends tokens after the cached ones (dense attention) and returns the last logits.
+    pub fn extend(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.is_empty() {
+            return Err(ModelError::Input("no tokens to append".into()));
+        }
+        self.check_context(self.cache.len() + tokens.len())?;
+        self.cache.reserve(tokens.len());
+        Ok(self.forward(tokens, &AttentionChoice::Dense, &mut |_| {})?.0)
+    }
+
+    /// One decode step: feeds `token`, returns the next-token logits.
+    pub fn decode_step(&mut self, token: u32) -> Result<Vec<f32>> {
+        if self.cache.is_empty() {
+            return Err(ModelError::Input("decode_step before prefill".into()));
+        }
+        self.extend(&[token])
+    }
+
+    /// Q and K (after RoPE) of one layer and query head for `tokens`, from a dense forward that
+    /// stops after that layer. For attention benchmarks on real indices.
+    pub fn capture_qk(&mut self, tokens: &[u32], layer: usize, head: usize) -> Result<CapturedQk> {
+        let cfg = self.model.config();
+        if layer >= cfg.layers || head >= cfg.heads {
+            return Err(ModelError::Input(format!(
+                "capture target layer {layer} head {head} outside {} layers × {} heads",
+                cfg.layers, cfg.heads
+            )));
+        }
+        self.capture_target = Some((layer, head));
+        let result = self.prefill(tokens, &AttentionChoice::Dense, &mut |_| {});
+        self.capture_target = None;
+        result?;
+        self.captured.take().ok_or_else(|| ModelError::Input("capture produced nothing".into()))
+    }
+
+    fn check_context(&self, total: usize) -> Result<()> {
+        let context = self.model.config().context_length;
+        if total > context && !self.allow_context_extension {
+            return Err(ModelError::ContextOverflow { tokens: total, context });
+        }
+        Ok(())
+    }
+
+    fn forward(
+        &mut self,
+        tokens: &[u32],
+        attention: &AttentionChoice,
+        progress: &mut dyn FnMut(PrefillProgress),
+    ) -> Result<(Vec<f32>, PrefillStats)> {
+        let start = Instant::now();
+        let model = Arc::clone(&self.model);
+        let cfg = model.config();
+        let w = &model.weights;
+        let (n, hidden, d) = (tokens.len(), cfg.hidden, cfg.head_dim);
+        let (heads, kv_heads) = (cfg.heads, cfg.kv_heads);
+        let cached = self.cache.len();
+        let mut stats = PrefillStats { tokens: n, ..Default::default() };
+
+        let mut x = vec![0f32; n * hidden];
+        for (t, &tok) in tokens.iter().enumerate() {
+            let row = tok as usize;
+            if row >= cfg.vocab {
+                return Err(ModelError::Input(format!("token id {tok} outside the vocabulary of {}", cfg.vocab)));
+            }
+            x[t * hidden..(t + 1) * hidden].copy_from_slice(&w.embed[row * hidden..(row + 1) * hidden]);
+        }
+
+        let chunk = self.chunk_tokens.min(n);
+        // Q of every token, head-major [heads, n, d]; reused for the attention output.
+        let mut q_all = vec![0f32; heads * n * d];
+        let mut normed = vec![0f32; chunk * hidden];
+        let mut q_rows = vec![0f32; chunk * cfg.q_dim()];
+        let mut k_rows = vec![0f32; chunk * cfg.kv_dim()];
+        let mut v_rows = vec![0f32; chunk * cfg.kv_dim()];
+        let mut proj = vec![0f32; chunk * hidden];
+        let mut gate = vec![0f32; chunk * cfg.intermediate];
+        let mut up = vec![0f32; chunk * cfg.intermediate];
+
+        for (l, lw) in w.layers.iter().enumerate() {
+            // 1. Norm + Q/K/V projections + RoPE, in token chunks.
+            for c0 in (0..n).step_by(chunk) {
+                let c = chunk.min(n - c0);
+                let xs = &x[c0 * hidden..(c0 + c) * hidden];
+                ops::rms_norm(xs, &lw.attn_norm, cfg.rms_eps, &mut normed[..c * hidden]);
+                ops::linear(&normed[..c * hidden], c, &lw.wq, &mut q_rows[..c * cfg.q_dim()]);
+                ops::linear(&normed[..c * hidden], c, &lw.wk, &mut k_rows[..c * cfg.kv_dim()]);
+                ops::linear(&normed[..c * hidden], c, &lw.wv, &mut v_rows[..c * cfg.kv_dim()]);
+                self.rope.apply(&mut q_rows[..c * cfg.q_dim()], heads, cached + c0);
+                self.rope.apply(&mut k_rows[..c * cfg.kv_dim()], kv_heads, cached + c0);
+                for t in 0..c {
+                    for h in 0..heads {
+                        let dst = (h * n + c0 + t) * d;
+                        q_all[dst..dst + d].copy_from_slice(&q_rows[(t * heads + h) * d..(t * heads + h + 1) * d]);
+                    }
+                }
+                self.cache.write(l, cached + c0, &k_rows[..c * cfg.kv_dim()], &v_rows[..c * cfg.kv_dim()]);
+            }
+            self.capture(l, &q_all, n, cached)?;
+
+            // 2. Attention, one KV-head group at a time; output overwrites that group's Q.
+            let t_attn = Instant::now();
+            let patterns = attention.layer_patterns(l, n, cached);
+            self.attend(l, &mut q_all, n, cached, patterns, &mut stats)?;
+            stats.attention_seconds += t_attn.elapsed().as_secs_f64();
+
+            // 3. Output projection + residual, then norm + SwiGLU MLP + residual, in token chunks.
+            for c0 in (0..n).step_by(chunk) {
+                let c = chunk.min(n - c0);
+                for t in 0..c {
+                    for h in 0..heads {
+                        let src = (h * n + c0 + t) * d;
+                        q_rows[(t * heads + h) * d..(t * heads + h + 1) * d].copy_from_slice(&q_all[src..src + d]);
+                    }
+                }
+                let xs = &mut x[c0 * hidden..(c0 + c) * hidden];
+                ops::linear(&q_rows[..c * cfg.q_dim()], c, &lw.wo, &mut proj[..c * hidden]);
+                ops::add_in_place(xs, &proj[..c * hidden]);
+                ops::rms_norm(xs, &lw.mlp_norm, cfg.rms_eps, &mut normed[..c * hidden]);
+                let inter = c * cfg.intermediate;
+                ops::linear(&normed[..c * hidden], c, &lw.w_gate, &mut gate[..inter]);
+                ops::linear(&normed[..c * hidden], c, &lw.w_up, &mut up[..inter]);
+                ops::swiglu(&mut gate[..inter], &up[..inter]);
+                ops::linear(&gate[..inter], c, &lw.w_down, &mut proj[..c * hidden]);
+                ops::add_in_place(xs, &proj[..c * hidden]);
+            }
+            progress(PrefillProgress { layer: l, layers: cfg.layers });
+            if self.capture_target.is_some_and(|(cl, _)| cl == l) {
+                break;
+            }
+        }
+        self.cache.set_len(cached + n);
+
+        // Final norm and LM head on the last position only.
+        let last = &x[(n - 1) * hidden..n * hidden];
+        let mut last_norm = vec![0f32; hidden];
+        ops::rms_norm(last, &w.final_norm, cfg.rms_eps, &mut last_norm);
+        let mut logits = vec![0f32; cfg.vocab];
+        match &w.lm_head {
+            Some(head) => ops::linear(&last_norm, 1, head, &mut logits),
+            None => {
+                // Tied head: the embedding matrix is the [vocab, hidden] weight.
+                use rayon::prelude::*;
+                logits.par_iter_mut().enumerate().for_each(|(o, v)| {
+                    *v = ops::dot(&w.embed[o * hidden..(o + 1) * hidden], &last_norm);
+                });
+            }
+        }
+        stats.seconds = start.elapsed().as_secs_f64();
+        Ok((logits, stats))
+    }
+
+    fn capture(&mut self, layer: usize, q_all: &[f32], n: usize, cached: usize) -> Result<()> {
+        let Some((cl, ch)) = self.capture_target else { return Ok(()) };
+        if cl != layer {
+            return Ok(());
+        }
+        let cfg = self.model.config();
+        let d = cfg.head_dim;
+        let g = ch / (cfg.heads / cfg.kv_heads);
+        let (k, _) = self.cache.head(layer, g, cached + n);
+        self.captured = Some(CapturedQk {
+            layer,
+            head: ch,
+            tokens: n,
+            head_dim: d,
+            q: q_all[ch * n * d..(ch + 1) * n * d].to_vec(),
+            k: k.to_vec(),
+        });
+        Ok(())
+    }
+
+    fn attend(
+        &self,
+        layer: usize,
+        q_all: &mut [f32],
+        n: usize,
+        cached: usize,
+        patterns: Option<&[HeadPattern]>,
+        stats: &mut PrefillStats,
+    ) -> Result<()> {
+        let cfg = self.model.config();
+        let d = cfg.head_dim;
+        let group = cfg.heads / cfg.kv_heads;
+        let shape = AttnShape {
+            heads: group,
+            kv_heads: 1,
+            head_dim: d,
+            seqs: vec![SeqLen { q_len: n, kv_len: cached + n }],
+        };
+        for g in 0..cfg.kv_heads {
+            let (k, v) = self.cache.head(layer, g, cached + n);
+            let q = &q_all[g * group * n * d..(g + 1) * group * n * d];
+            let group_patterns = patterns.map(|p| &p[g * group..(g + 1) * group]);
+            let out = match group_patterns {
+                Some(p) if p.iter().any(|h| *h != HeadPattern::Dense) => {
+                    stats.sparse_heads += p.iter().filter(|h| **h != HeadPattern::Dense).count();
+                    stats.dense_heads += p.iter().filter(|h| **h == HeadPattern::Dense).count();
+                    let (qt, kt, vt) = (HostTensor::F32(q), HostTensor::F32(k), HostTensor::F32(v));
+                    let vs = self.backend.estimate_vs(&shape, qt, kt, p).map_err(backend_err)?;
+                    let index = self.backend.build_index(&shape, qt, kt, p, &vs).map_err(backend_err)?;
+                    self.backend.sparse(&shape, qt, kt, vt, p, &index).map_err(backend_err)?
+                }
+                _ => {
+                    stats.dense_heads += group;
+                    self.backend
+                        .dense(&shape, HostTensor::F32(q), HostTensor::F32(k), HostTensor::F32(v))
+                        .map_err(backend_err)?
+                }
+            };
+            if out.len() != group * n * d {
+                return Err(ModelError::Backend(format!("backend returned {} values, expected {}", out.len(), group * n * d)));
+            }
+            q_all[g * group * n * d..(g + 1) * group * n * d].copy_from_slice(&out);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,91 @@
+//! A loaded model: config, f32 weights and (when the files carry one) its tokenizer.
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::gguf::GgufFile;
+use crate::source::SafetensorsDir;
+use crate::tokenizer::Tokenizer;
+use crate::weights::{NameScheme, Weights};
+use std::path::Path;
+
+pub struct Model {
+    config: ModelConfig,
+    pub(crate) weights: Weights,
+    /// The tokenizer, or why there is none (kept so that token-id use still works).
+    tokenizer: std::result::Result<Tokenizer, String>,
+    random_weights: bool,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("config", &self.config).field("random_weights", &self.random_weights).finish()
+    }
+}
+
+impl Model {
+    /// Loads a GGUF file or an HF safetensors directory (`config.json` + `*.safetensors`).
+    pub fn load(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            Self::load_safetensors_dir(path)
+        } else if path.exists() {
+            Self::load_gguf(path)
+        } else {
+            Err(ModelError::Io { path: path.display().to_string(), source: std::io::ErrorKind::NotFound.into() })
+        }
+    }
+
+    pub fn load_gguf(path: &Path) -> Result<Self> {
+        let file = GgufFile::open(path)?;
+        Self::from_gguf(&file)
+    }
+
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let config = ModelConfig::from_gguf(file)?;
+        let weights = Weights::load(&config, file, NameScheme::Gguf)?;
+        let tokenizer = Tokenizer::from_gguf(file).map_err(|e| e.to_string());
+        Ok(Model { config, weights, tokenizer, random_weights: false })
+    }
+
+    pub fn load_safetensors_dir(dir: &Path) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
+        let config = ModelConfig::from_hf_json(&text)?;
+        let src = SafetensorsDir::open(dir)?;
+        let weights = Weights::load(&config, &src, NameScheme::HuggingFace)?;
+        let tokenizer = Tokenizer::from_hf_dir(dir).map_err(|e| e.to_string());
+        Ok(Model { config, weights, tokenizer, random_weights: false })
+    }
+
+    /// A model of a named shape (see [`ModelConfig::NAMED_SHAPES`]) with random weights;
+    /// `layers` overrides the depth (full-size shapes need tens of GB in f32).
+    pub fn random(shape: &str, layers: Option<usize>, seed: u64) -> Result<Self> {
+        let mut config = ModelConfig::named_shape(shape)?;
+        if let Some(l) = layers {
+            config.layers = l;
+        }
+        Self::random_with_config(config, seed)
+    }
+
+    pub fn random_with_config(config: ModelConfig, seed: u64) -> Result<Self> {
+        let weights = Weights::random(&config, seed)?;
+        Ok(Model {
+            config,
+            weights,
+            tokenizer: Err("random-weight models have no tokenizer; pass token ids".into()),
+            random_weights: true,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// True for [`Model::random`] models: every reported output must say "random weights".
+    pub fn has_random_weights(&self) -> bool {
+        self.random_weights
+    }
+
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer.as_ref().map_err(|m| ModelError::Tokenizer(m.clone()))
+    }
+}
