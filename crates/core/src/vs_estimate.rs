@@ -144,8 +144,28 @@ fn row_logits(
             return Err(CoreError::NonFinite(format!("VS estimate keys {j0}..{}", j0 + width)));
         }
         // Rows before first_pos + a < j0 see nothing of this block.
-        let a_start = j0.saturating_sub(first_pos);
-        for a in a_start..rows {
+        let mut a = j0.saturating_sub(first_pos);
+        // Four rows at a time share each key load; keys up to the first row's position are
+        // visible to all four.
+        while a + 4 <= rows {
+            let visible = (first_pos + a + 1 - j0).min(width);
+            let q4 = &q_last[a * head_dim..(a + 4) * head_dim];
+            for t in 0..visible {
+                let s = dot4(q4, &kb[t * head_dim..(t + 1) * head_dim]);
+                for (r, v) in s.iter().enumerate() {
+                    logits[(a + r) * n + j0 + t] = v * scale;
+                }
+            }
+            for r in 1..4 {
+                let qrow = &q_last[(a + r) * head_dim..(a + r + 1) * head_dim];
+                let row_visible = (first_pos + a + r + 1 - j0).min(width);
+                for t in visible..row_visible {
+                    logits[(a + r) * n + j0 + t] = dot(qrow, &kb[t * head_dim..(t + 1) * head_dim]) * scale;
+                }
+            }
+            a += 4;
+        }
+        for a in a..rows {
             let qrow = &q_last[a * head_dim..(a + 1) * head_dim];
             let visible = (first_pos + a + 1 - j0).min(width);
             let out = &mut logits[a * n + j0..a * n + j0 + visible];
@@ -174,6 +194,36 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
         s += x * y;
     }
     s
+}
+
+/// Dot products of four consecutive rows of `q4` (`4 × D`) with one key: the key chunk is loaded
+/// once for all four rows. Same summation order as [`dot`], so results are identical.
+#[inline]
+fn dot4(q4: &[f32], key: &[f32]) -> [f32; 4] {
+    let d = key.len();
+    let rows: [&[f32]; 4] = [&q4[..d], &q4[d..2 * d], &q4[2 * d..3 * d], &q4[3 * d..4 * d]];
+    let mut acc = [[0.0f32; 8]; 4];
+    let full = d / 8 * 8;
+    let mut c = 0;
+    while c < full {
+        let kc = &key[c..c + 8];
+        for (acc_r, row) in acc.iter_mut().zip(&rows) {
+            let qc = &row[c..c + 8];
+            for l in 0..8 {
+                acc_r[l] += qc[l] * kc[l];
+            }
+        }
+        c += 8;
+    }
+    let mut out = [0.0f32; 4];
+    for (r, (o, a)) in out.iter_mut().zip(&acc).enumerate() {
+        let mut s = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+        for (x, y) in rows[r][full..].iter().zip(&key[full..]) {
+            s += x * y;
+        }
+        *o = s;
+    }
+    out
 }
 
 /// Steps 1, 6, 7 of §1.3.2 on precomputed scores: clamp the budgets, force verticals `0..30` and
