@@ -25,8 +25,13 @@ pub fn ashape_key_ranges(
     let window_start = (pos_first + 1).saturating_sub(n_local).min(kv_len);
     let window_end = if n_local == 0 { window_start } else { (pos_last + 1).min(kv_len) };
     let window_start = window_start.min(window_end);
-    // Sinks: keys < n_init that are visible to the last row and left of the window.
-    let sink_end = n_init.min(pos_last + 1).min(window_start).min(kv_len);
+    // Sinks: keys < n_init visible to the last row and left of a non-empty window.
+    let mut sink_end = n_init.min(pos_last + 1).min(kv_len);
+    if window_start < window_end {
+        sink_end = sink_end.min(window_start);
+    }
+    let window_start = window_start.max(sink_end);
+    let window_end = window_end.max(window_start);
     [(0, sink_end), (window_start, window_end)]
 }
 
