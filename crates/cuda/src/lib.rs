@@ -1,1 +1,30 @@
-//! CUDA backend (placeholder; see issue 3).
+//! CUDA (Hopper, sm_90a) backend of MInference: one FA2-style attention mainloop with pluggable
+//! key-tile producers (dense, A-shape, CSR sparse index), VS estimation and index conversion on the
+//! GPU, Block-Sparse estimation, all heads of a layer per launch.
+//!
+//! Entry points: [`CudaBackend`] (the shared [`minference_core::AttentionBackend`] on host tensors)
+//! and the device-resident API ([`Gpu`], [`DeviceTensor`], [`layer_attention`]) for benchmarks and
+//! the model engine. Without a GPU everything returns [`CudaError::NoGpu`].
+
+pub mod attention;
+pub mod backend;
+pub mod bench;
+pub mod build_index;
+pub mod context;
+pub mod error;
+pub mod estimate;
+pub mod index;
+pub mod kernels;
+pub mod layer;
+pub mod layout;
+pub mod tensor;
+
+pub use attention::attention;
+pub use backend::CudaBackend;
+pub use build_index::build_index;
+pub use context::Gpu;
+pub use error::{CudaError, Result};
+pub use estimate::{estimate_vs, DeviceVsSelection};
+pub use index::DeviceIndex;
+pub use layer::{layer_attention, LayerTimings};
+pub use tensor::DeviceTensor;

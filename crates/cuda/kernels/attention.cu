@@ -1,0 +1,156 @@
+// One attention mainloop (FA2 style, mma.sync + cp.async double buffering) with pluggable key-tile
+// producers (tiles.cuh): dense causal range, A-shape (sinks + window), and the CSR sparse index
+// (64-wide tiles at arbitrary starts, then gathered 64-column groups). All heads of a layer per
+// launch, GQA by indexing (kv head = h / group), packed varlen sequences with q/kv offsets.
+#include "flash.cuh"
+#include "tiles.cuh"
+
+template <int D, typename T, typename Tiles>
+__device__ __forceinline__ void run_tiles(const Tiles& tiles, const MaskCtx& mc, const u16* kb, const u16* vb,
+                                          const int* cols, const u32 (&qf)[D / 16][4], u16* sk, u16* sv,
+                                          float (&acc)[D / 8][4], float (&mrow)[2], float (&lrow)[2],
+                                          float scale_log2, int tid, int warp, int lane) {
+    const int n = tiles.count();
+    auto issue = [&](int t) {
+        TileRef tr = tiles.tile(t);
+        u16* kt = sk + (t & 1) * 64 * D;
+        u16* vt = sv + (t & 1) * 64 * D;
+        if (tr.gather < 0) {
+            auto rk = [&](int r) -> const u16* {
+                int key = tr.start + r;
+                return (key >= 0 && key < mc.kv_len) ? kb + (i64)key * D : nullptr;
+            };
+            auto rv = [&](int r) -> const u16* {
+                int key = tr.start + r;
+                return (key >= 0 && key < mc.kv_len) ? vb + (i64)key * D : nullptr;
+            };
+            load_tile_async<D, 128>(kt, rk, tid);
+            load_tile_async<D, 128>(vt, rv, tid);
+        } else {
+            auto rk = [&](int r) -> const u16* { return r < tr.gather ? kb + (i64)cols[tr.start + r] * D : nullptr; };
+            auto rv = [&](int r) -> const u16* { return r < tr.gather ? vb + (i64)cols[tr.start + r] * D : nullptr; };
+            load_tile_async<D, 128>(kt, rk, tid);
+            load_tile_async<D, 128>(vt, rv, tid);
+        }
+        cp_async_commit();
+    };
+    if (n > 0) issue(0);
+    const int r0 = warp * 16 + (lane >> 2);
+    for (int t = 0; t < n; ++t) {
+        cp_async_wait_all();
+        __syncthreads();
+        if (t + 1 < n) issue(t + 1);
+        TileRef tr = tiles.tile(t);
+        const u16* kt = sk + (t & 1) * 64 * D;
+        const u16* vt = sv + (t & 1) * 64 * D;
+        float s[8][4];
+        qk_tile<D, T>(s, qf, kt, lane);
+        const bool full = mc.full(tr);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                float x = s[j][e] * scale_log2;
+                if (!full) {
+                    int col = j * 8 + (lane & 3) * 2 + (e & 1);
+                    int row = r0 + (e >> 1) * 8;
+                    if (!mc.valid(tr, col, mc.pos0 + row)) x = MI_NEG_INF;
+                }
+                s[j][e] = x;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            float mx = MI_NEG_INF;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * i], s[j][2 * i + 1]));
+            mx = quad_max(mx);
+            float m_new = fmaxf(mrow[i], mx);
+            float ref = (m_new == MI_NEG_INF) ? 0.f : m_new;
+            float alpha = fast_exp2(mrow[i] - ref);
+            mrow[i] = m_new;
+            float sum = 0.f;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                float p0 = fast_exp2(s[j][2 * i] - ref);
+                float p1 = fast_exp2(s[j][2 * i + 1] - ref);
+                s[j][2 * i] = p0;
+                s[j][2 * i + 1] = p1;
+                sum += p0 + p1;
+            }
+            lrow[i] = lrow[i] * alpha + sum;
+#pragma unroll
+            for (int dn = 0; dn < D / 8; ++dn) {
+                acc[dn][2 * i] *= alpha;
+                acc[dn][2 * i + 1] *= alpha;
+            }
+        }
+        pv_tile<D, T>(acc, s, vt, lane);
+    }
+}
+
+template <int D, typename T>
+__device__ __forceinline__ void attn_block(const AttnParams& p) {
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    u16* sq = (u16*)smem_raw;
+    u16* sk = sq + 64 * D;
+    u16* sv = sk + 2 * 64 * D;
+    BlockGeom g;
+    if (!block_geom(p, g)) return;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const u16* qb = (const u16*)p.q + ((i64)g.h * p.total_q + g.q_start) * D;
+    const u16* kb = (const u16*)p.k + ((i64)g.kvh * p.total_kv + g.kv_start) * D;
+    const u16* vb = (const u16*)p.v + ((i64)g.kvh * p.total_kv + g.kv_start) * D;
+
+    auto rq = [&](int r) -> const u16* {
+        int row = g.m * 64 + r;
+        return row < g.q_len ? qb + (i64)row * D : nullptr;
+    };
+    load_tile_async<D, 128>(sq, rq, tid);
+    cp_async_commit();
+    cp_async_wait_all();
+    __syncthreads();
+    u32 qf[D / 16][4];
+    load_q_frags<D>(qf, sq, warp, lane);
+
+    float acc[D / 8][4];
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn) acc[dn][0] = acc[dn][1] = acc[dn][2] = acc[dn][3] = 0.f;
+    float mrow[2] = {MI_NEG_INF, MI_NEG_INF};
+    float lrow[2] = {0.f, 0.f};
+    with_tiles(p, g, block_mask(g), [&](const auto& tiles, const MaskCtx& mc) {
+        run_tiles<D, T>(tiles, mc, kb, vb, (const int*)p.col_index, qf, sk, sv, acc, mrow, lrow, p.scale_log2, tid,
+                        warp, lane);
+    });
+
+    // Epilogue: normalise and store rows < q_len. A row that saw no key (l == 0) is written as 0.
+    const int r0 = warp * 16 + (lane >> 2);
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        float l = quad_sum(lrow[i]);
+        float inv = l > 0.f ? 1.f / l : 0.f;
+        int row = g.m * 64 + r0 + i * 8;
+        if (row >= g.q_len) continue;
+        i64 base = ((i64)g.h * p.total_q + g.q_start + row) * D;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; ++dn) {
+            int col = dn * 8 + (lane & 3) * 2;
+            float o0 = acc[dn][2 * i] * inv, o1 = acc[dn][2 * i + 1] * inv;
+            if (p.out_f32) {
+                float2* dst = (float2*)((float*)p.out + base + col);
+                *dst = make_float2(o0, o1);
+            } else {
+                u32* dst = (u32*)((u16*)p.out + base + col);
+                *dst = Elem<T>::pack2(o0, o1);
+            }
+        }
+    }
+}
+
+#define MI_ATTN_ENTRY(NAME, D, T) \
+    extern "C" __global__ void __launch_bounds__(128) NAME(const AttnParams p) { attn_block<D, T>(p); }
+
+MI_ATTN_ENTRY(attn_bf16_d64, 64, Bf16)
+MI_ATTN_ENTRY(attn_bf16_d128, 128, Bf16)
+MI_ATTN_ENTRY(attn_f16_d64, 64, F16)
+MI_ATTN_ENTRY(attn_f16_d128, 128, F16)

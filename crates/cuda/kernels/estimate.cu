@@ -1,0 +1,396 @@
+// Online index estimation on the GPU: Vertical-Slash (last-64 softmax, vertical and diagonal sums,
+// forcing, exact top-k) and Block-Sparse (block means, block scores, top-k with forced blocks),
+// all heads of a layer per launch. Semantics follow crates/core (vs_estimate.rs, bs_estimate.rs).
+#include "flash.cuh"
+#include "select.cuh"
+
+// Per VS work item (one sequence-head), int[8]: b, h, score_off, diag_off, k_v, k_s, sel_v_off, sel_s_off.
+#define IT_B 0
+#define IT_H 1
+#define IT_SCORE 2
+#define IT_DIAG 3
+#define IT_KV 4
+#define IT_KS 5
+#define IT_SELV 6
+#define IT_SELS 7
+#define IT_STRIDE 8
+
+#define VS_FORCED_VERTICALS 30
+#define VS_FORCED_SLASHES 100
+
+struct F32 {};
+
+struct EstGeom {
+    const void* qb;  // this head's query rows of the sequence
+    const void* kb;  // this kv head's key rows of the sequence
+    int q_len, kv_len, L;
+};
+
+template <typename T> struct ElemBytes { static constexpr int v = 2; };
+template <> struct ElemBytes<F32> { static constexpr int v = 4; };
+
+template <typename T>
+__device__ __forceinline__ EstGeom est_geom(const int* item, const int* seqs, const void* q, const void* k, int heads,
+                                            int kv_heads, int total_q, int total_kv, int D) {
+    const int b = item[IT_B], h = item[IT_H];
+    const int* s = seqs + 4 * b;
+    EstGeom g;
+    g.q_len = s[2];
+    g.kv_len = s[3];
+    g.L = min(64, g.q_len);
+    const int kvh = h / (heads / kv_heads);
+    g.qb = (const unsigned char*)q + ((i64)h * total_q + s[0]) * D * ElemBytes<T>::v;
+    g.kb = (const unsigned char*)k + ((i64)kvh * total_kv + s[1]) * D * ElemBytes<T>::v;
+    return g;
+}
+
+// Produces S[64][65] = scaled (log2-domain) logits of the L estimation rows (row a at position
+// kv_len - L + a) against keys j0..j0+63, -inf where not visible. Tensor cores for half inputs.
+template <int D, typename T>
+struct EstLogits {
+    static constexpr int SMEM = 2 * 64 * D * 2;
+    u16* sq;
+    u16* sk;
+    u32 qf[D / 16][4];
+
+    __device__ void init(unsigned char* smem, const EstGeom& g) {
+        const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+        sq = (u16*)smem;
+        sk = sq + 64 * D;
+        const u16* qb = (const u16*)g.qb;
+        auto rq = [&](int r) -> const u16* { return r < g.L ? qb + (i64)(g.q_len - g.L + r) * D : nullptr; };
+        load_tile_async<D, 128>(sq, rq, tid);
+        cp_async_commit();
+        cp_async_wait_all();
+        __syncthreads();
+        load_q_frags<D>(qf, sq, warp, lane);
+    }
+
+    __device__ void tile(float* S, const EstGeom& g, int j0, float scale_log2) {
+        const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+        const u16* kb = (const u16*)g.kb;
+        __syncthreads();
+        auto rk = [&](int r) -> const u16* {
+            int key = j0 + r;
+            return key < g.kv_len ? kb + (i64)key * D : nullptr;
+        };
+        load_tile_async<D, 128>(sk, rk, tid);
+        cp_async_commit();
+        cp_async_wait_all();
+        __syncthreads();
+        float s[8][4];
+        qk_tile<D, T>(s, qf, sk, lane);
+        const int r0 = warp * 16 + (lane >> 2);
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                int a = r0 + (e >> 1) * 8;
+                int c = j * 8 + (lane & 3) * 2 + (e & 1);
+                int key = j0 + c;
+                bool ok = a < g.L && key < g.kv_len && key <= g.kv_len - g.L + a;
+                S[a * 65 + c] = ok ? s[j][e] * scale_log2 : MI_NEG_INF;
+            }
+        __syncthreads();
+    }
+};
+
+template <int D>
+struct EstLogits<D, F32> {
+    static constexpr int SMEM = 2 * 64 * (D + 1) * 4;
+    float* sq;
+    float* sk;
+
+    __device__ void init(unsigned char* smem, const EstGeom& g) {
+        sq = (float*)smem;
+        sk = sq + 64 * (D + 1);
+        const float* qb = (const float*)g.qb;
+        for (int i = threadIdx.x; i < 64 * D; i += blockDim.x) {
+            int r = i / D, d = i % D;
+            sq[r * (D + 1) + d] = r < g.L ? qb[(i64)(g.q_len - g.L + r) * D + d] : 0.f;
+        }
+    }
+
+    __device__ void tile(float* S, const EstGeom& g, int j0, float scale_log2) {
+        const float* kb = (const float*)g.kb;
+        __syncthreads();
+        for (int i = threadIdx.x; i < 64 * D; i += blockDim.x) {
+            int r = i / D, d = i % D;
+            int key = j0 + r;
+            sk[r * (D + 1) + d] = key < g.kv_len ? kb[(i64)key * D + d] : 0.f;
+        }
+        __syncthreads();
+        const int a = threadIdx.x & 63;
+        for (int c = (threadIdx.x >> 6) * 32, ce = c + 32; c < ce; ++c) {
+            int key = j0 + c;
+            bool ok = a < g.L && key < g.kv_len && key <= g.kv_len - g.L + a;
+            float acc = 0.f;
+#pragma unroll 8
+            for (int d = 0; d < D; ++d) acc = fmaf(sq[a * (D + 1) + d], sk[c * (D + 1) + d], acc);
+            S[a * 65 + c] = ok ? acc * scale_log2 : MI_NEG_INF;
+        }
+        __syncthreads();
+    }
+};
+
+// Pass 1: per-row partial (max, sum of exp2) over a chunk of key tiles. stats: float2[item][chunk][64].
+template <int D, typename T>
+__device__ void vs_rowstats(const void* q, const void* k, const int* seqs, const int* items, int heads, int kv_heads,
+                            int total_q, int total_kv, float scale_log2, int chunk_tiles, int n_chunks,
+                            float2* stats) {
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    float* S = (float*)(smem_raw + EstLogits<D, T>::SMEM);
+    const int* item = items + IT_STRIDE * blockIdx.y;
+    EstGeom g = est_geom<T>(item, seqs, q, k, heads, kv_heads, total_q, total_kv, D);
+    const int chunk = blockIdx.x;
+    const int a = threadIdx.x;
+    float m = MI_NEG_INF, l = 0.f;
+    const int t_begin = chunk * chunk_tiles;
+    const int n_tiles = (g.kv_len + 63) / 64;
+    if (t_begin < n_tiles) {
+        EstLogits<D, T> lg;
+        lg.init(smem_raw, g);
+        const int t_end = min(n_tiles, t_begin + chunk_tiles);
+        for (int t = t_begin; t < t_end; ++t) {
+            lg.tile(S, g, t * 64, scale_log2);
+            if (a < 64) {
+                const float* row = S + a * 65;
+                float mx = MI_NEG_INF;
+                for (int c = 0; c < 64; ++c) mx = fmaxf(mx, row[c]);
+                float m_new = fmaxf(m, mx);
+                if (m_new != MI_NEG_INF) {
+                    float sum = 0.f;
+                    for (int c = 0; c < 64; ++c) sum += exp2f(row[c] - m_new);
+                    l = l * exp2f(m - m_new) + sum;
+                    m = m_new;
+                }
+            }
+        }
+    }
+    if (a < 64) stats[((i64)blockIdx.y * n_chunks + chunk) * 64 + a] = make_float2(m, l);
+}
+
+// Pass 1b: combine chunk partials into per-row (max, 1/sum). rowfin: float2[item][64].
+extern "C" __global__ void vs_combine(const float2* stats, int n_chunks, float2* rowfin) {
+    const int a = threadIdx.x;
+    const float2* st = stats + (i64)blockIdx.x * n_chunks * 64;
+    float m = MI_NEG_INF;
+    for (int c = 0; c < n_chunks; ++c) m = fmaxf(m, st[c * 64 + a].x);
+    float l = 0.f;
+    if (m != MI_NEG_INF)
+        for (int c = 0; c < n_chunks; ++c) {
+            float2 v = st[c * 64 + a];
+            if (v.x != MI_NEG_INF) l += v.y * exp2f(v.x - m);
+        }
+    rowfin[blockIdx.x * 64 + a] = make_float2(m, l > 0.f ? 1.f / l : 0.f);
+}
+
+// Pass 2: probabilities of one 64-key tile; vertical sums (forced first 30 columns) and the 127
+// diagonal partial sums of the tile (diag[item][tile][e], diagonal d = kv_len - L - 64*tile - 63 + e).
+template <int D, typename T>
+__device__ void vs_scores(const void* q, const void* k, const int* seqs, const int* items, int heads, int kv_heads,
+                          int total_q, int total_kv, float scale_log2, const float2* rowfin, float* vscore,
+                          float* diag) {
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    float* P = (float*)(smem_raw + EstLogits<D, T>::SMEM);  // [64][65]
+    const int tid = threadIdx.x;
+    const int* item = items + IT_STRIDE * blockIdx.y;
+    EstGeom g = est_geom<T>(item, seqs, q, k, heads, kv_heads, total_q, total_kv, D);
+    const int t = blockIdx.x;
+    const int n_tiles = (g.kv_len + 63) / 64;
+    if (t >= n_tiles) return;
+    const int j0 = t * 64;
+    EstLogits<D, T> lg;
+    lg.init(smem_raw, g);
+    lg.tile(P, g, j0, scale_log2);
+    const float2* rf = rowfin + blockIdx.y * 64;
+    for (int i = tid; i < 64 * 64; i += blockDim.x) {
+        int a = i >> 6, c = i & 63;
+        float x = P[a * 65 + c];
+        float2 st = rf[a];
+        P[a * 65 + c] = (x == MI_NEG_INF) ? 0.f : exp2f(x - st.x) * st.y;
+    }
+    __syncthreads();
+    if (tid < 64) {
+        int key = j0 + tid;
+        if (key < g.kv_len) {
+            float acc = 0.f;
+            for (int a = 0; a < g.L; ++a) acc += P[a * 65 + tid];
+            vscore[item[IT_SCORE] + key] = key < VS_FORCED_VERTICALS ? MI_POS_INF : acc;
+        }
+    }
+    if (tid < 127) {
+        const int e = tid;  // a - c + 63
+        float acc = 0.f;
+        for (int a = 0; a < g.L; ++a) {
+            int c = a - e + 63;
+            if (c >= 0 && c < 64) acc += P[a * 65 + c];
+        }
+        diag[(i64)item[IT_DIAG] + (i64)t * 127 + e] = acc;
+    }
+}
+
+// Pass 3: slash scores sscore[d] = sum of the (at most 2) tile partials on diagonal d, forced d < 100.
+extern "C" __global__ void vs_slash_reduce(const int* seqs, const int* items, const float* diag, float* sscore) {
+    const int* item = items + IT_STRIDE * blockIdx.y;
+    const int* s = seqs + 4 * item[IT_B];
+    const int q_len = s[2], kv_len = s[3];
+    const int L = min(64, q_len);
+    const int d = blockIdx.x * blockDim.x + threadIdx.x;
+    if (d >= kv_len) return;
+    const int n_tiles = (kv_len + 63) / 64;
+    float acc = 0.f;
+    const int x = kv_len - L - 63 - d;
+    const int y = kv_len - L + 63 - d;
+    if (y >= 0) {
+        int t_lo = x <= 0 ? 0 : (x + 63) / 64;
+        int t_hi = min(y / 64, n_tiles - 1);
+        for (int t = t_lo; t <= t_hi; ++t) {
+            int e = d - kv_len + L + 64 * t + 63;
+            if (e >= 0 && e < 127) acc += diag[(i64)item[IT_DIAG] + (i64)t * 127 + e];
+        }
+    }
+    sscore[item[IT_SCORE] + d] = d < VS_FORCED_SLASHES ? MI_POS_INF : acc;
+}
+
+// Pass 4: exact top-k of verticals (blockIdx.y == 0, ascending output) and slashes (== 1,
+// descending output) per item.
+extern "C" __global__ void __launch_bounds__(1024) vs_topk(const int* seqs, const int* items, const float* vscore,
+                                                            const float* sscore, int* sel_v, int* sel_s) {
+    __shared__ u32 hist[256];
+    __shared__ u64 state[2];
+    __shared__ u32 scan[1024];
+    const int* item = items + IT_STRIDE * blockIdx.x;
+    const int kv_len = seqs[4 * item[IT_B] + 3];
+    const bool slash = blockIdx.y == 1;
+    const float* sc = (slash ? sscore : vscore) + item[IT_SCORE];
+    const int k = slash ? item[IT_KS] : item[IT_KV];
+    int* out = slash ? sel_s + item[IT_SELS] : sel_v + item[IT_SELV];
+    if (k <= 0) return;
+    auto key_of = [&](int i) -> u64 { return topk_key(sc[i], (u32)i); };
+    u64 thr = k >= kv_len ? 0ull : radix_kth_largest<1024>(kv_len, k, key_of, hist, state);
+    auto write = [&](int rank, int i) {
+        if (slash)
+            out[k - 1 - rank] = i;
+        else
+            out[rank] = i;
+    };
+    compact_ge<1024>(kv_len, thr, key_of, write, scan);
+}
+
+#define MI_EST_ENTRIES(SUF, D, T)                                                                               \
+    extern "C" __global__ void __launch_bounds__(128)                                                             \
+        vs_rowstats_##SUF(const void* q, const void* k, const int* seqs, const int* items, int heads, int kv_heads, \
+                          int total_q, int total_kv, float scale_log2, int chunk_tiles, int n_chunks,             \
+                          float2* stats) {                                                                        \
+        vs_rowstats<D, T>(q, k, seqs, items, heads, kv_heads, total_q, total_kv, scale_log2, chunk_tiles,         \
+                          n_chunks, stats);                                                                       \
+    }                                                                                                             \
+    extern "C" __global__ void __launch_bounds__(128)                                                             \
+        vs_scores_##SUF(const void* q, const void* k, const int* seqs, const int* items, int heads, int kv_heads,   \
+                        int total_q, int total_kv, float scale_log2, const float2* rowfin, float* vscore,         \
+                        float* diag) {                                                                            \
+        vs_scores<D, T>(q, k, seqs, items, heads, kv_heads, total_q, total_kv, scale_log2, rowfin, vscore, diag); \
+    }
+
+MI_EST_ENTRIES(bf16_d64, 64, Bf16)
+MI_EST_ENTRIES(bf16_d128, 128, Bf16)
+MI_EST_ENTRIES(f16_d64, 64, F16)
+MI_EST_ENTRIES(f16_d128, 128, F16)
+MI_EST_ENTRIES(f32_d64, 64, F32)
+MI_EST_ENTRIES(f32_d128, 128, F32)
+
+// ---------------------------------------------------------------------------------------------
+// Block-Sparse estimation. Per BS item int[4]: b, h, k_b, row0 (the item's first row in sel/sel_cnt;
+// sel holds `kcap` entries per row block).
+
+// Block means over real rows, accumulated in double (as core). One CTA per (block, item, q|k);
+// D threads. out: qmean[item][R][D] or kmean[item][Rk][D] with offsets qoff/koff per item.
+template <typename T>
+__device__ __forceinline__ float load_elem(const void* base, i64 i) {
+    return Elem<T>::to_f32(((const u16*)base)[i]);
+}
+template <>
+__device__ __forceinline__ float load_elem<F32>(const void* base, i64 i) {
+    return ((const float*)base)[i];
+}
+
+template <typename T>
+__device__ void bs_pool(const void* q, const void* k, const int* seqs, const int* items, int heads, int kv_heads,
+                        int total_q, int total_kv, int D, const long long* mean_off, float* means) {
+    const int* item = items + 4 * blockIdx.y;
+    const int* s = seqs + 4 * item[0];
+    const int h = item[1];
+    const bool keys = blockIdx.z == 1;
+    const int len = keys ? s[3] : s[2];
+    const int blk = blockIdx.x;
+    if (blk * 64 >= len) return;
+    const int kvh = h / (heads / kv_heads);
+    const i64 row0 = keys ? ((i64)kvh * total_kv + s[1]) : ((i64)h * total_q + s[0]);
+    const void* base = keys ? k : q;
+    const int rows = min(64, len - blk * 64);
+    const int d = threadIdx.x;
+    if (d >= D) return;
+    double acc = 0.0;
+    for (int r = 0; r < rows; ++r) acc += (double)load_elem<T>(base, (row0 + blk * 64 + r) * D + d);
+    means[mean_off[2 * blockIdx.y + (keys ? 1 : 0)] + (i64)blk * D + d] = (float)(acc / rows);
+}
+
+#define MI_POOL_ENTRY(NAME, T)                                                                                  \
+    extern "C" __global__ void NAME(const void* q, const void* k, const int* seqs, const int* items, int heads,      \
+                                    int kv_heads, int total_q, int total_kv, int D, const long long* mean_off,       \
+                                    float* means) {                                                                 \
+        bs_pool<T>(q, k, seqs, items, heads, kv_heads, total_q, total_kv, D, mean_off, means);                       \
+    }
+MI_POOL_ENTRY(bs_pool_bf16, Bf16)
+MI_POOL_ENTRY(bs_pool_f16, F16)
+MI_POOL_ENTRY(bs_pool_f32, F32)
+
+// One CTA per (row block m, item): block scores of all visible key blocks (f32 dots), forced blocks
+// (0 and the diagonal blocks) as +inf, exact top-max(k_b, forced) in ascending block order.
+// Dynamic shared memory: visible_max floats of scores + D floats of the query mean.
+extern "C" __global__ void __launch_bounds__(256) bs_select(const int* seqs, const int* items, int D,
+                                                           const long long* mean_off, const float* means, int kcap,
+                                                           int* sel, int* sel_cnt, int m_base) {
+    extern __shared__ __align__(128) unsigned char bs_smem[];
+    __shared__ u32 hist[256];
+    __shared__ u64 state[2];
+    __shared__ u32 scan[256];
+    const int* item = items + 4 * blockIdx.y;
+    const int* s = seqs + 4 * item[0];
+    const int q_len = s[2], kv_len = s[3];
+    const int m = m_base + blockIdx.x;
+    const int R = (q_len + 63) / 64;
+    if (m >= R) return;
+    const int off = kv_len - q_len;
+    const int first_pos = off + 64 * m;
+    const int last_pos = off + min(64 * m + 64, q_len) - 1;
+    const int visible = last_pos / 64 + 1;
+    const int diag_first = first_pos / 64;
+    float* sc = (float*)bs_smem;
+    float* qm = sc + visible;
+    const float* qmean = means + mean_off[2 * blockIdx.y] + (i64)m * D;
+    const float* kmean = means + mean_off[2 * blockIdx.y + 1];
+    for (int d = threadIdx.x; d < D; d += 256) qm[d] = qmean[d];
+    __syncthreads();
+    for (int n = threadIdx.x; n < visible; n += 256) {
+        const float4* kr = (const float4*)(kmean + (i64)n * D);
+        float acc = 0.f;
+        for (int d4 = 0; d4 < D / 4; ++d4) {
+            float4 kv = kr[d4];
+            acc += qm[4 * d4] * kv.x + qm[4 * d4 + 1] * kv.y + qm[4 * d4 + 2] * kv.z + qm[4 * d4 + 3] * kv.w;
+        }
+        bool forced = n == 0 || n >= diag_first;
+        sc[n] = forced ? MI_POS_INF : acc;
+    }
+    __syncthreads();
+    const int forced_count = 1 + (visible - max(diag_first, 1));
+    int k = max(item[2], forced_count);
+    if (k > visible) k = visible;
+    auto key_of = [&](int i) -> u64 { return topk_key(sc[i], (u32)i); };
+    u64 thr = k >= visible ? 0ull : radix_kth_largest<256>(visible, k, key_of, hist, state);
+    int* out = sel + ((i64)item[3] + m) * kcap;
+    auto write = [&](int rank, int i) { out[rank] = i * 64; };
+    compact_ge<256>(visible, thr, key_of, write, scan);
+    if (threadIdx.x == 0) sel_cnt[item[3] + m] = k;
+}

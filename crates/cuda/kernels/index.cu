@@ -1,0 +1,163 @@
+// Sparse-index assembly on the GPU: VS conversion (one thread per row block, exactly core's
+// convert_vs_head), BS block lists, and the CSR exclusive scan. Count pass -> scan -> fill pass.
+#include "common.cuh"
+
+#define IT_B 0
+#define IT_H 1
+#define IT_SELV 6
+#define IT_SELS 7
+#define IT_STRIDE 8
+
+struct CountSink {
+    u32 tiles, cols;
+    __device__ void tile(long long) { ++tiles; }
+    __device__ void col(long long) { ++cols; }
+};
+struct FillSink {
+    int* tile_out;
+    int* col_out;
+    __device__ void tile(long long t) { *tile_out++ = (int)t; }
+    __device__ void col(long long c) { *col_out++ = (int)c; }
+};
+
+template <typename Sink>
+__device__ __forceinline__ void emit_range(Sink& sink, long long rs, long long re, long long kv_len) {
+    for (long long t = rs; t < re && t < kv_len; t += 64) sink.tile(t);
+}
+
+// Row block m of one head: verticals vs[0..nv) ascending, slashes ss[0..ns) descending.
+template <typename Sink>
+__device__ void convert_row_block(Sink& sink, const int* vs, int nv, const int* ss, int ns, int q_len, int kv_len,
+                                  int m) {
+    const long long tile = 64;
+    const long long kv = kv_len;
+    const long long start = (long long)(kv_len - q_len) + tile * m;
+    const long long end = start + tile;
+    const long long key_end = end < kv ? end : kv;
+    // first slash index with ss[si] < end (ss descending)
+    int lo = 0, hi = ns;
+    while (lo < hi) {
+        int mid = (lo + hi) >> 1;
+        if ((long long)ss[mid] >= end)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    int si = lo, vi = 0;
+    long long last_end = 0;
+    if (si < ns) {
+        long long e = end - ss[si];
+        if (e < tile) e = tile;
+        ++si;
+        long long rs = e - tile, re = e;
+        while (true) {
+            long long v = vi < nv ? (long long)vs[vi] : 0x7fffffffffffffffll;
+            if (v < re) {
+                if (v < rs) sink.col(v);
+                ++vi;
+            } else if (si < ns) {
+                long long e2 = end - ss[si];
+                if (e2 < tile) e2 = tile;
+                ++si;
+                if (e2 > re + tile) {
+                    emit_range(sink, rs, re, kv);
+                    rs = e2 - tile;
+                    re = e2;
+                } else if (e2 > re) {
+                    re += tile;
+                }
+            } else {
+                emit_range(sink, rs, re, kv);
+                last_end = re;
+                break;
+            }
+        }
+    }
+    const long long tail = start > last_end ? start : last_end;
+    for (; vi < nv; ++vi) {
+        long long v = vs[vi];
+        if (v >= key_end) break;
+        if (v < start) {
+            sink.col(v);
+        } else {
+            emit_range(sink, tail, tail + tile, kv);
+            break;
+        }
+    }
+}
+
+// fill == 0: writes tile_cnt/col_cnt per slot; fill == 1: writes tile_start/col_index at the
+// scanned offsets. grid (ceil(max R / 128), n_items), 128 threads.
+extern "C" __global__ void vs_convert(const int* seqs, const int* items, const int* sel_v, const int* sel_s,
+                                      const u32* slot_base, int fill, u32* tile_cnt,
+                                      u32* col_cnt, const u32* tile_ptr, const u32* col_ptr, int* tile_start,
+                                      int* col_index) {
+    const int* item = items + IT_STRIDE * blockIdx.y;
+    const int b = item[IT_B], h = item[IT_H];
+    const int q_len = seqs[4 * b + 2], kv_len = seqs[4 * b + 3];
+    const int R = (q_len + 63) / 64;
+    const int m = blockIdx.x * blockDim.x + threadIdx.x;
+    if (m >= R) return;
+    const int nv = item[4], ns = item[5];  // clamped k_v, k_s
+    const int* vs = sel_v + item[IT_SELV];
+    const int* ss = sel_s + item[IT_SELS];
+    const u32 slot = slot_base[b] + (u32)h * (u32)R + (u32)m;
+    if (!fill) {
+        CountSink c{0, 0};
+        convert_row_block(c, vs, nv, ss, ns, q_len, kv_len, m);
+        tile_cnt[slot] = c.tiles;
+        col_cnt[slot] = c.cols;
+    } else {
+        FillSink f{tile_start + tile_ptr[slot], col_index + col_ptr[slot]};
+        convert_row_block(f, vs, nv, ss, ns, q_len, kv_len, m);
+    }
+}
+
+// BS items int[4]: b, h, k_b, row0. Count or copy the selected block starts of each row block.
+extern "C" __global__ void bs_assemble(const int* seqs, const int* items, const int* sel, const int* sel_cnt,
+                                       int kcap, const u32* slot_base, int fill, u32* tile_cnt, const u32* tile_ptr,
+                                       int* tile_start) {
+    const int* item = items + 4 * blockIdx.y;
+    const int b = item[0], h = item[1];
+    const int q_len = seqs[4 * b + 2];
+    const int R = (q_len + 63) / 64;
+    const int m = blockIdx.x * blockDim.x + threadIdx.x;
+    if (m >= R) return;
+    const u32 slot = slot_base[b] + (u32)h * (u32)R + (u32)m;
+    const int cnt = sel_cnt[item[3] + m];
+    if (!fill) {
+        tile_cnt[slot] = (u32)cnt;
+    } else {
+        const int* src = sel + ((i64)item[3] + m) * kcap;
+        int* dst = tile_start + tile_ptr[slot];
+        for (int i = 0; i < cnt; ++i) dst[i] = src[i];
+    }
+}
+
+// Exclusive scan of n counts into n+1 pointers; blockIdx.x selects (cnt0, ptr0) or (cnt1, ptr1).
+extern "C" __global__ void __launch_bounds__(1024) scan_counts(const u32* cnt0, u32* ptr0, const u32* cnt1, u32* ptr1,
+                                                                int n) {
+    __shared__ u32 part[1024];
+    const u32* cnt = blockIdx.x == 0 ? cnt0 : cnt1;
+    u32* ptr = blockIdx.x == 0 ? ptr0 : ptr1;
+    const int tid = threadIdx.x;
+    const int per = (n + 1023) / 1024;
+    const int begin = min(n, tid * per), end = min(n, begin + per);
+    u32 s = 0;
+    for (int i = begin; i < end; ++i) s += cnt[i];
+    part[tid] = s;
+    __syncthreads();
+    // Hillis-Steele inclusive scan over the 1024 partial sums.
+    for (int off = 1; off < 1024; off <<= 1) {
+        u32 v = tid >= off ? part[tid - off] : 0u;
+        __syncthreads();
+        part[tid] += v;
+        __syncthreads();
+    }
+    u32 acc = tid == 0 ? 0u : part[tid - 1];
+    for (int i = begin; i < end; ++i) {
+        ptr[i] = acc;
+        acc += cnt[i];
+    }
+    if (tid == 1023) ptr[n] = part[1023];
+}

@@ -1,0 +1,86 @@
+//! Launch of the attention kernels (one launch for all heads and sequences of a layer).
+
+use crate::context::Gpu;
+use crate::error::{CudaError, Result};
+use crate::index::DeviceIndex;
+use crate::kernels::AttnParams;
+use crate::layout::{check_patterns, dtype_suffix, max_row_blocks, Meta};
+use crate::tensor::DeviceTensor;
+use minference_core::{AttnShape, DType, HeadPattern};
+
+/// `out = attention(q, k, v)` with each head's pattern; VS/BS heads read `index`.
+/// `out` is f32 or the input dtype (f32 inputs need an f32 output).
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    gpu: &Gpu,
+    shape: &AttnShape,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    v: &DeviceTensor,
+    patterns: &[HeadPattern],
+    index: Option<&DeviceIndex>,
+    out: &mut DeviceTensor,
+) -> Result<()> {
+    crate::layout::check_problem(shape, (q.dtype, q.len), (k.dtype, k.len), Some((v.dtype, v.len)))?;
+    check_patterns(shape, patterns)?;
+    if out.len != shape.q_elems() {
+        return Err(CudaError::Invalid(format!("output has {} elements, shape needs {}", out.len, shape.q_elems())));
+    }
+    if out.dtype != DType::F32 && out.dtype != q.dtype {
+        return Err(CudaError::Invalid(format!("output dtype {:?} must be f32 or the input dtype", out.dtype)));
+    }
+    let needs_index = patterns.iter().any(|p| matches!(p, HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. }));
+    let meta = Meta::new(gpu, shape, patterns)?;
+    let empty = gpu.alloc_zeros::<u32>(1)?;
+    let (tile_ptr, tile_start, col_ptr, col_index) = match index {
+        Some(ix) => {
+            if ix.n_slots != meta.n_slots {
+                return Err(CudaError::Invalid(format!("index has {} slots, shape needs {}", ix.n_slots, meta.n_slots)));
+            }
+            (gpu.ptr(&ix.tile_ptr), gpu.ptr(&ix.tile_start), gpu.ptr(&ix.col_ptr), gpu.ptr(&ix.col_index))
+        }
+        None if needs_index => return Err(CudaError::Invalid("VS/BS heads need a sparse index".into())),
+        None => {
+            let e = gpu.ptr(&empty);
+            (e, e, e, e)
+        }
+    };
+    let d = shape.head_dim;
+    let params = AttnParams {
+        q: q.ptr(gpu),
+        k: k.ptr(gpu),
+        v: v.ptr(gpu),
+        out: out.ptr(gpu),
+        seqs: gpu.ptr(&meta.seqs),
+        head_kind: gpu.ptr(&meta.head_kind),
+        head_init: gpu.ptr(&meta.head_init),
+        head_local: gpu.ptr(&meta.head_local),
+        slot_base: gpu.ptr(&meta.slot_base),
+        tile_ptr,
+        tile_start,
+        col_ptr,
+        col_index,
+        heads: shape.heads as i32,
+        kv_heads: shape.kv_heads as i32,
+        total_q: shape.total_q() as i32,
+        total_kv: shape.total_kv() as i32,
+        out_f32: (out.dtype == DType::F32) as i32,
+        scale_log2: std::f32::consts::LOG2_E / (d as f32).sqrt(),
+        pad0: 0,
+        pad1: 0,
+    };
+    let grid = (max_row_blocks(shape) as u32, shape.heads as u32, shape.seqs.len() as u32);
+    if q.dtype == DType::F32 {
+        if out.dtype != DType::F32 {
+            return Err(CudaError::Invalid("f32 inputs need an f32 output".into()));
+        }
+        let smem = 3 * 64 * (d + 1) * 4;
+        gpu.launch_attn(&format!("attn_f32_d{d}"), grid, 64, smem, &params)?;
+    } else {
+        let smem = 5 * 64 * d * 2;
+        gpu.launch_attn(&format!("attn_{}_d{d}", dtype_suffix(q.dtype)), grid, 128, smem, &params)?;
+    }
+    // Dropping `meta` frees stream-ordered, after the kernel.
+    drop(meta);
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Attention benchmark (filled in below).

@@ -1,0 +1,199 @@
+//! Sparse-index assembly on the GPU for all heads: VS conversion (core's convert_vs_head, one thread
+//! per row block) and Block-Sparse estimation (core's estimate_bs_head: real-row block means, f32
+//! block scores, block 0 and the diagonal blocks forced, exact top-k), then a CSR count → scan → fill.
+
+use crate::context::{Arg, Gpu};
+use crate::error::{CudaError, Result};
+use crate::estimate::DeviceVsSelection;
+use crate::index::DeviceIndex;
+use crate::layout::{check_patterns, check_problem, dtype_suffix, max_kv, max_row_blocks, Meta};
+use crate::tensor::DeviceTensor;
+use minference_core::{AttnShape, HeadPattern};
+
+struct BsItems {
+    packed: Vec<i32>,
+    mean_off: Vec<i64>,
+    n: usize,
+    rows: usize,
+    means: usize,
+}
+
+fn bs_items(shape: &AttnShape, patterns: &[HeadPattern]) -> Result<BsItems> {
+    let d = shape.head_dim;
+    let mut it = BsItems { packed: Vec::new(), mean_off: Vec::new(), n: 0, rows: 0, means: 0 };
+    for (b, seq) in shape.seqs.iter().enumerate() {
+        for (h, p) in patterns.iter().enumerate() {
+            let HeadPattern::BlockSparse { k_b } = *p else { continue };
+            let k_b = i32::try_from(k_b.min(seq.kv_len.div_ceil(64))).unwrap_or(i32::MAX);
+            it.packed.extend([b as i32, h as i32, k_b, it.rows as i32]);
+            it.mean_off.push(it.means as i64);
+            it.means += seq.row_blocks() * d;
+            it.mean_off.push(it.means as i64);
+            it.means += seq.kv_len.div_ceil(64) * d;
+            it.rows += seq.row_blocks();
+            it.n += 1;
+        }
+    }
+    if it.rows > i32::MAX as usize {
+        return Err(CudaError::Invalid("too many block-sparse row blocks".into()));
+    }
+    Ok(it)
+}
+
+/// Builds the index of every VS and BS head (dense and A-shape slots stay empty).
+pub fn build_index(
+    gpu: &Gpu,
+    shape: &AttnShape,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    patterns: &[HeadPattern],
+    vs: &DeviceVsSelection,
+) -> Result<DeviceIndex> {
+    check_problem(shape, (q.dtype, q.len), (k.dtype, k.len), None)?;
+    check_patterns(shape, patterns)?;
+    let meta = Meta::new(gpu, shape, patterns)?;
+    let n_slots = meta.n_slots;
+    let tile_cnt = gpu.alloc_zeros::<u32>(n_slots)?;
+    let col_cnt = gpu.alloc_zeros::<u32>(n_slots)?;
+    let tile_ptr = gpu.alloc::<u32>(n_slots + 1)?;
+    let col_ptr = gpu.alloc::<u32>(n_slots + 1)?;
+    let r_max = max_row_blocks(shape);
+    let d = shape.head_dim;
+    let n_vs = vs.items.len();
+
+    let convert = |fill: i32, tile_start: u64, col_index: u64| -> Result<()> {
+        gpu.launch(
+            "vs_convert",
+            (r_max.div_ceil(128) as u32, n_vs as u32, 1),
+            128,
+            0,
+            &[
+                Arg::P(gpu.ptr(&meta.seqs)),
+                Arg::P(gpu.ptr(&vs.items_dev)),
+                Arg::P(gpu.ptr(&vs.sel_v)),
+                Arg::P(gpu.ptr(&vs.sel_s)),
+                Arg::P(gpu.ptr(&meta.slot_base)),
+                Arg::I(fill),
+                Arg::P(gpu.ptr(&tile_cnt)),
+                Arg::P(gpu.ptr(&col_cnt)),
+                Arg::P(gpu.ptr(&tile_ptr)),
+                Arg::P(gpu.ptr(&col_ptr)),
+                Arg::P(tile_start),
+                Arg::P(col_index),
+            ],
+        )
+    };
+    convert(0, 0, 0)?;
+
+    // Block-sparse heads: pooled means, per-row-block selection.
+    let bs = bs_items(shape, patterns)?;
+    let kcap = patterns
+        .iter()
+        .filter_map(|p| if let HeadPattern::BlockSparse { k_b } = p { Some(*k_b) } else { None })
+        .max()
+        .unwrap_or(0)
+        .min(max_kv(shape).div_ceil(64))
+        + 3;
+    let bs_dev = gpu.upload(&bs.packed)?;
+    let mean_off = gpu.upload(&bs.mean_off)?;
+    let sel = gpu.alloc::<i32>(bs.rows * kcap)?;
+    let sel_cnt = gpu.alloc::<i32>(bs.rows)?;
+    if bs.n > 0 {
+        let means = gpu.alloc::<f32>(bs.means)?;
+        let blocks = r_max.max(max_kv(shape).div_ceil(64));
+        gpu.launch(
+            &format!("bs_pool_{}", dtype_suffix(q.dtype)),
+            (blocks as u32, bs.n as u32, 2),
+            d as u32,
+            0,
+            &[
+                Arg::P(q.ptr(gpu)),
+                Arg::P(k.ptr(gpu)),
+                Arg::P(gpu.ptr(&meta.seqs)),
+                Arg::P(gpu.ptr(&bs_dev)),
+                Arg::I(shape.heads as i32),
+                Arg::I(shape.kv_heads as i32),
+                Arg::I(shape.total_q() as i32),
+                Arg::I(shape.total_kv() as i32),
+                Arg::I(d as i32),
+                Arg::P(gpu.ptr(&mean_off)),
+                Arg::P(gpu.ptr(&means)),
+            ],
+        )?;
+        let smem = (max_kv(shape).div_ceil(64) + d) * 4;
+        if smem > gpu.smem_limit() {
+            return Err(CudaError::Invalid(format!(
+                "block-sparse selection needs {smem} bytes of shared memory per row block; the device allows {} (kv_len too long)",
+                gpu.smem_limit()
+            )));
+        }
+        gpu.launch(
+            "bs_select",
+            (r_max as u32, bs.n as u32, 1),
+            256,
+            smem,
+            &[
+                Arg::P(gpu.ptr(&meta.seqs)),
+                Arg::P(gpu.ptr(&bs_dev)),
+                Arg::I(d as i32),
+                Arg::P(gpu.ptr(&mean_off)),
+                Arg::P(gpu.ptr(&means)),
+                Arg::I(kcap as i32),
+                Arg::P(gpu.ptr(&sel)),
+                Arg::P(gpu.ptr(&sel_cnt)),
+                Arg::I(0),
+            ],
+        )?;
+    }
+    let assemble = |fill: i32, tile_start: u64| -> Result<()> {
+        gpu.launch(
+            "bs_assemble",
+            (r_max.div_ceil(128) as u32, bs.n as u32, 1),
+            128,
+            0,
+            &[
+                Arg::P(gpu.ptr(&meta.seqs)),
+                Arg::P(gpu.ptr(&bs_dev)),
+                Arg::P(gpu.ptr(&sel)),
+                Arg::P(gpu.ptr(&sel_cnt)),
+                Arg::I(kcap as i32),
+                Arg::P(gpu.ptr(&meta.slot_base)),
+                Arg::I(fill),
+                Arg::P(gpu.ptr(&tile_cnt)),
+                Arg::P(gpu.ptr(&tile_ptr)),
+                Arg::P(tile_start),
+            ],
+        )
+    };
+    assemble(0, 0)?;
+
+    gpu.launch(
+        "scan_counts",
+        (2, 1, 1),
+        1024,
+        0,
+        &[
+            Arg::P(gpu.ptr(&tile_cnt)),
+            Arg::P(gpu.ptr(&tile_ptr)),
+            Arg::P(gpu.ptr(&col_cnt)),
+            Arg::P(gpu.ptr(&col_ptr)),
+            Arg::I(n_slots as i32),
+        ],
+    )?;
+    let n_tiles = download_at(gpu, &tile_ptr, n_slots)? as usize;
+    let n_cols = download_at(gpu, &col_ptr, n_slots)? as usize;
+    let tile_start = gpu.alloc::<i32>(n_tiles)?;
+    let col_index = gpu.alloc::<i32>(n_cols)?;
+    convert(1, gpu.ptr(&tile_start), gpu.ptr(&col_index))?;
+    assemble(1, gpu.ptr(&tile_start))?;
+    Ok(DeviceIndex { tile_ptr, tile_start, col_ptr, col_index, n_slots, n_tiles, n_cols })
+}
+
+fn download_at(gpu: &Gpu, s: &cudarc::driver::CudaSlice<u32>, i: usize) -> Result<u32> {
+    let mut out = [0u32; 1];
+    gpu.stream()
+        .memcpy_dtoh(&s.slice(i..i + 1), &mut out)
+        .map_err(|e| CudaError::Driver { context: "reading the index size".into(), message: format!("{e:?}") })?;
+    gpu.sync()?;
+    Ok(out[0])
+}

@@ -1,0 +1,234 @@
+//! Device discovery, module loading, allocations that report out-of-memory with sizes, launches
+//! and timing events. One stream; every allocation and kernel is ordered on it.
+
+use crate::error::{CudaError, DriverContext, Result};
+use crate::kernels;
+use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags, CUfunction_attribute};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
+    PushKernelArg, ValidAsZeroBits,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// A kernel argument passed by value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Arg {
+    P(u64),
+    I(i32),
+    F(f32),
+}
+
+/// One GPU with the MInference kernels loaded.
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    _modules: Vec<Arc<CudaModule>>,
+    funcs: HashMap<String, CudaFunction>,
+    name: String,
+    smem_optin: usize,
+}
+
+/// Every kernel entry point, by unit.
+const ENTRIES: &[(&str, &[&str])] = &[
+    ("attention", &["attn_bf16_d64", "attn_bf16_d128", "attn_f16_d64", "attn_f16_d128"]),
+    ("attention_f32", &["attn_f32_d64", "attn_f32_d128"]),
+    (
+        "estimate",
+        &[
+            "vs_rowstats_bf16_d64",
+            "vs_rowstats_bf16_d128",
+            "vs_rowstats_f16_d64",
+            "vs_rowstats_f16_d128",
+            "vs_rowstats_f32_d64",
+            "vs_rowstats_f32_d128",
+            "vs_scores_bf16_d64",
+            "vs_scores_bf16_d128",
+            "vs_scores_f16_d64",
+            "vs_scores_f16_d128",
+            "vs_scores_f32_d64",
+            "vs_scores_f32_d128",
+            "vs_combine",
+            "vs_slash_reduce",
+            "vs_topk",
+            "bs_pool_bf16",
+            "bs_pool_f16",
+            "bs_pool_f32",
+            "bs_select",
+        ],
+    ),
+    ("index", &["vs_convert", "bs_assemble", "scan_counts"]),
+];
+
+impl Gpu {
+    /// Opens GPU `ordinal`. Never panics: a missing driver, no device, a non-Hopper device or
+    /// kernels that cannot be loaded all come back as errors ([`CudaError::NoGpu`] for the first three).
+    pub fn open(ordinal: usize) -> Result<Gpu> {
+        // SAFETY: only checks whether libcuda can be opened.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(CudaError::NoGpu("the CUDA driver library (libcuda.so) is not installed".into()));
+        }
+        let init = std::panic::catch_unwind(cudarc::driver::result::init)
+            .map_err(|_| CudaError::NoGpu("the CUDA driver library could not be loaded".into()))?;
+        init.map_err(|e| CudaError::NoGpu(format!("cuInit failed: {e:?}")))?;
+        let count = CudaContext::device_count().map_err(|e| CudaError::NoGpu(format!("cuDeviceGetCount: {e:?}")))?;
+        if count <= 0 {
+            return Err(CudaError::NoGpu("the driver reports no CUDA device".into()));
+        }
+        if ordinal >= count as usize {
+            return Err(CudaError::NoGpu(format!("GPU {ordinal} requested but only {count} present")));
+        }
+        let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
+            .map_err(|_| CudaError::NoGpu("creating a CUDA context panicked".into()))?
+            .map_err(|e| CudaError::NoGpu(format!("creating a CUDA context failed: {e:?}")))?;
+        let name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let (major, minor) = ctx.compute_capability().ctx("compute capability")?;
+        if (major, minor) != (9, 0) {
+            return Err(CudaError::NoGpu(format!(
+                "{name} has compute capability {major}.{minor}; these kernels are built for sm_90a (H100/H200)"
+            )));
+        }
+        // SAFETY: one stream orders everything, so cudarc's per-buffer events are not needed.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().ctx("creating a stream")?;
+        let smem_optin = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .ctx("shared memory limit")? as usize;
+        let mut modules = Vec::new();
+        let mut funcs = HashMap::new();
+        for (unit, names) in ENTRIES {
+            let module = kernels::load_unit(&ctx, unit)?;
+            for &n in names.iter() {
+                let f = module
+                    .load_function(n)
+                    .map_err(|e| CudaError::KernelLoad(format!("kernel `{n}` missing from `{unit}`: {e:?}")))?;
+                let static_smem = f.shared_size_bytes().unwrap_or(0).max(0) as usize;
+                let dynamic = smem_optin.saturating_sub(static_smem) as i32;
+                f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamic)
+                    .ctx(&format!("raising the shared memory limit of {n}"))?;
+                funcs.insert(n.to_string(), f);
+            }
+            modules.push(module);
+        }
+        Ok(Gpu { ctx, stream, _modules: modules, funcs, name, smem_optin })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+    /// Largest dynamic shared memory a block may use.
+    pub fn smem_limit(&self) -> usize {
+        self.smem_optin
+    }
+
+    /// (free, total) device memory in bytes.
+    pub fn mem_info(&self) -> Result<(usize, usize)> {
+        self.ctx.mem_get_info().ctx("cuMemGetInfo")
+    }
+
+    /// Stream-ordered allocation; out of memory reports the bytes asked and free.
+    pub fn alloc<T: DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
+        let bytes = n.max(1) * std::mem::size_of::<T>();
+        // SAFETY: contents are written by a kernel or a copy before they are read.
+        match unsafe { self.stream.alloc::<T>(n.max(1)) } {
+            Ok(s) => Ok(s),
+            Err(e) => Err(self.oom_or(e, bytes)),
+        }
+    }
+
+    pub fn alloc_zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
+        let mut s = self.alloc::<T>(n)?;
+        self.stream.memset_zeros(&mut s).ctx("memset")?;
+        Ok(s)
+    }
+
+    fn oom_or(&self, e: cudarc::driver::DriverError, bytes: usize) -> CudaError {
+        if e.0 == cudarc::driver::sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY {
+            let (free, total) = self.mem_info().unwrap_or((0, 0));
+            CudaError::OutOfMemory { asked: bytes, free, total }
+        } else {
+            CudaError::Driver { context: format!("allocating {bytes} bytes"), message: format!("{e:?}") }
+        }
+    }
+
+    pub fn upload<T: DeviceRepr>(&self, data: &[T]) -> Result<CudaSlice<T>> {
+        let mut s = self.alloc::<T>(data.len())?;
+        if !data.is_empty() {
+            self.stream.memcpy_htod(data, &mut s).ctx("host-to-device copy")?;
+        }
+        Ok(s)
+    }
+
+    /// Copies the first `n` elements back (synchronises the stream).
+    pub fn download<T: DeviceRepr + Default + Clone>(&self, s: &CudaSlice<T>, n: usize) -> Result<Vec<T>> {
+        let mut out = vec![T::default(); n];
+        if n > 0 {
+            self.stream.memcpy_dtoh(&s.slice(0..n), &mut out).ctx("device-to-host copy")?;
+        }
+        self.sync()?;
+        Ok(out)
+    }
+
+    pub fn sync(&self) -> Result<()> {
+        self.stream.synchronize().ctx("stream synchronize")
+    }
+
+    /// A timing event (CU_EVENT_DEFAULT: the default flags disable timing).
+    pub fn event(&self) -> Result<CudaEvent> {
+        self.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).ctx("creating an event")
+    }
+
+    pub fn record(&self, e: &CudaEvent) -> Result<()> {
+        e.record(&self.stream).ctx("recording an event")
+    }
+
+    pub(crate) fn ptr<T>(&self, s: &CudaSlice<T>) -> u64 {
+        let (p, _sync) = s.device_ptr(&self.stream);
+        p
+    }
+
+    pub(crate) fn func(&self, name: &str) -> Result<&CudaFunction> {
+        self.funcs.get(name).ok_or_else(|| CudaError::KernelLoad(format!("kernel `{name}` not loaded")))
+    }
+
+    pub(crate) fn launch(&self, name: &str, grid: (u32, u32, u32), block: u32, smem: usize, args: &[Arg]) -> Result<()> {
+        if smem > self.smem_optin {
+            return Err(CudaError::Invalid(format!(
+                "{name} needs {smem} bytes of shared memory, the device allows {}",
+                self.smem_optin
+            )));
+        }
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
+        }
+        let f = self.func(name)?;
+        let mut b = self.stream.launch_builder(f);
+        for a in args {
+            match a {
+                Arg::P(p) => b.arg(p),
+                Arg::I(i) => b.arg(i),
+                Arg::F(x) => b.arg(x),
+            };
+        }
+        let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem as u32 };
+        // SAFETY: argument lists match the kernels' signatures in kernels/*.cu.
+        unsafe { b.launch(cfg) }.ctx(name)?;
+        Ok(())
+    }
+
+    pub(crate) fn launch_attn(&self, name: &str, grid: (u32, u32, u32), block: u32, smem: usize, p: &kernels::AttnParams) -> Result<()> {
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
+        }
+        let f = self.func(name)?;
+        let mut b = self.stream.launch_builder(f);
+        b.arg(p);
+        let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem as u32 };
+        // SAFETY: AttnParams mirrors the kernel's parameter struct.
+        unsafe { b.launch(cfg) }.ctx(name)?;
+        Ok(())
+    }
+}

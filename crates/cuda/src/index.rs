@@ -1,0 +1,76 @@
+//! The CSR sparse index on the device: upload (validated, since the kernel gathers K/V rows at the
+//! column indices), download, and the sizes.
+
+use crate::context::Gpu;
+use crate::error::{CudaError, Result};
+use crate::layout::slot_base;
+use cudarc::driver::CudaSlice;
+use minference_core::{AttnShape, SparseIndex};
+
+pub struct DeviceIndex {
+    pub(crate) tile_ptr: CudaSlice<u32>,
+    pub(crate) tile_start: CudaSlice<i32>,
+    pub(crate) col_ptr: CudaSlice<u32>,
+    pub(crate) col_index: CudaSlice<i32>,
+    pub n_slots: usize,
+    pub n_tiles: usize,
+    pub n_cols: usize,
+}
+
+impl DeviceIndex {
+    /// Validates `index` against `shape` and copies it to the device.
+    pub fn upload(gpu: &Gpu, shape: &AttnShape, index: &SparseIndex) -> Result<DeviceIndex> {
+        validate(shape, index)?;
+        Ok(DeviceIndex {
+            tile_ptr: gpu.upload(&index.tile_ptr)?,
+            tile_start: gpu.upload(&index.tile_start)?,
+            col_ptr: gpu.upload(&index.col_ptr)?,
+            col_index: gpu.upload(&index.col_index)?,
+            n_slots: index.slots(),
+            n_tiles: index.tile_start.len(),
+            n_cols: index.col_index.len(),
+        })
+    }
+
+    pub fn download(&self, gpu: &Gpu, shape: &AttnShape) -> Result<SparseIndex> {
+        Ok(SparseIndex {
+            heads: shape.heads,
+            slot_base: slot_base(shape),
+            tile_ptr: gpu.download(&self.tile_ptr, self.n_slots + 1)?,
+            tile_start: gpu.download(&self.tile_start, self.n_tiles)?,
+            col_ptr: gpu.download(&self.col_ptr, self.n_slots + 1)?,
+            col_index: gpu.download(&self.col_index, self.n_cols)?,
+        })
+    }
+
+    /// Bytes of the four CSR arrays.
+    pub fn bytes(&self) -> usize {
+        4 * (2 * (self.n_slots + 1) + self.n_tiles + self.n_cols)
+    }
+}
+
+fn validate(shape: &AttnShape, index: &SparseIndex) -> Result<()> {
+    let bad = |m: String| Err(CudaError::Invalid(format!("sparse index: {m}")));
+    let base = slot_base(shape);
+    if index.slot_base != base || index.heads != shape.heads {
+        return bad("slot_base / heads do not match the shape".into());
+    }
+    let slots = *base.last().unwrap_or(&0) as usize;
+    if index.tile_ptr.len() != slots + 1 || index.col_ptr.len() != slots + 1 {
+        return bad(format!("tile_ptr/col_ptr must have {} entries", slots + 1));
+    }
+    for (name, ptr, len) in [("tile_ptr", &index.tile_ptr, index.tile_start.len()), ("col_ptr", &index.col_ptr, index.col_index.len())] {
+        if ptr[0] != 0 || ptr.windows(2).any(|w| w[0] > w[1]) || ptr[slots] as usize != len {
+            return bad(format!("{name} must start at 0, not decrease, and end at {len}"));
+        }
+    }
+    for (b, seq) in shape.seqs.iter().enumerate() {
+        for s in base[b] as usize..base[b + 1] as usize {
+            let cols = &index.col_index[index.col_ptr[s] as usize..index.col_ptr[s + 1] as usize];
+            if let Some(&c) = cols.iter().find(|&&c| c < 0 || c as usize >= seq.kv_len) {
+                return bad(format!("column {c} of slot {s} outside 0..{}", seq.kv_len));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! The embedded kernels (cubins from build.rs, or flattened sources for NVRTC) and the parameter
+//! block of the attention kernels.
+
+use crate::error::{CudaError, Result};
+use cudarc::driver::{CudaContext, CudaModule, DeviceRepr};
+use cudarc::nvrtc::{CompileOptions, Ptx};
+use std::sync::Arc;
+
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+}
+
+/// Kernel translation units (file stems of `kernels/*.cu`).
+pub const UNITS: [&str; 4] = ["attention", "attention_f32", "estimate", "index"];
+
+/// Whether build.rs embedded a cubin for every unit.
+pub fn has_cubins() -> bool {
+    UNITS.iter().all(|u| generated::CUBINS.iter().any(|(n, _)| n == u))
+}
+
+/// Loads one unit: the embedded sm_90a cubin, else NVRTC on the embedded source.
+pub fn load_unit(ctx: &Arc<CudaContext>, unit: &str) -> Result<Arc<CudaModule>> {
+    if let Some((_, bytes)) = generated::CUBINS.iter().find(|(n, _)| *n == unit) {
+        return ctx
+            .load_module(Ptx::from_binary(bytes.to_vec()))
+            .map_err(|e| CudaError::KernelLoad(format!("loading the embedded cubin `{unit}` failed: {e:?}")));
+    }
+    let src = generated::SOURCES
+        .iter()
+        .find(|(n, _)| *n == unit)
+        .map(|(_, s)| *s)
+        .ok_or_else(|| CudaError::KernelLoad(format!("kernel unit `{unit}` is not embedded")))?;
+    // SAFETY: only checks whether the NVRTC shared library can be opened.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err(CudaError::KernelLoad(format!(
+            "no cubin for `{unit}` was built (nvcc missing at build time) and libnvrtc is not available at run time; \
+             rebuild with nvcc on PATH or NVCC set, or install libnvrtc"
+        )));
+    }
+    let opts = CompileOptions {
+        arch: Some("sm_90a"),
+        options: vec!["-std=c++17".into(), "-lineinfo".into(), "-default-device".into()],
+        ..Default::default()
+    };
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts)
+        .map_err(|e| CudaError::KernelLoad(format!("NVRTC failed on `{unit}`: {e:?}")))?;
+    ctx.load_module(ptx).map_err(|e| CudaError::KernelLoad(format!("loading NVRTC output of `{unit}` failed: {e:?}")))
+}
+
+/// Parameter block of the attention kernels; must match `AttnParams` in kernels/tiles.cuh.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttnParams {
+    pub q: u64,
+    pub k: u64,
+    pub v: u64,
+    pub out: u64,
+    pub seqs: u64,
+    pub head_kind: u64,
+    pub head_init: u64,
+    pub head_local: u64,
+    pub slot_base: u64,
+    pub tile_ptr: u64,
+    pub tile_start: u64,
+    pub col_ptr: u64,
+    pub col_index: u64,
+    pub heads: i32,
+    pub kv_heads: i32,
+    pub total_q: i32,
+    pub total_kv: i32,
+    pub out_f32: i32,
+    pub scale_log2: f32,
+    pub pad0: i32,
+    pub pad1: i32,
+}
+
+// SAFETY: plain-old-data with the C layout the kernel expects.
+unsafe impl DeviceRepr for AttnParams {}
+
+pub const HEAD_DENSE: i32 = 0;
+pub const HEAD_ASHAPE: i32 = 1;
+pub const HEAD_INDEX: i32 = 2;
+
+/// Compiles every embedded source with NVRTC (no GPU needed); returns each unit's PTX size.
+/// Used by a test so that the fallback path cannot rot; `Ok(None)` when libnvrtc is absent.
+pub fn check_nvrtc_sources() -> Result<Option<Vec<(String, usize)>>> {
+    // SAFETY: only checks whether the NVRTC shared library can be opened.
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for (unit, src) in generated::SOURCES {
+        let opts = CompileOptions { arch: Some("sm_90a"), options: vec!["-std=c++17".into(), "-default-device".into()], ..Default::default() };
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts)
+            .map_err(|e| CudaError::KernelLoad(format!("NVRTC failed on `{unit}`: {e:?}")))?;
+        out.push((unit.to_string(), ptx.to_src().len()));
+    }
+    Ok(Some(out))
+}

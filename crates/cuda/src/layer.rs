@@ -1,0 +1,66 @@
+//! One layer of MInference prefill attention on device tensors: VS estimation, index build and the
+//! sparse/dense attention of every head in its own pattern, timed per phase with CUDA events.
+
+use crate::attention::attention;
+use crate::build_index::build_index;
+use crate::context::Gpu;
+use crate::error::Result;
+use crate::estimate::estimate_vs;
+use crate::index::DeviceIndex;
+use crate::tensor::DeviceTensor;
+use minference_core::{AttnShape, HeadPattern};
+
+/// Milliseconds of the three phases (device time between events) and the index size.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LayerTimings {
+    pub estimate_ms: f32,
+    pub index_ms: f32,
+    pub attention_ms: f32,
+    pub index_tiles: usize,
+    pub index_cols: usize,
+}
+
+impl LayerTimings {
+    pub fn total_ms(&self) -> f32 {
+        self.estimate_ms + self.index_ms + self.attention_ms
+    }
+}
+
+/// Estimation + index + attention for one layer; `out` receives the attention output.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_attention(
+    gpu: &Gpu,
+    shape: &AttnShape,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    v: &DeviceTensor,
+    patterns: &[HeadPattern],
+    out: &mut DeviceTensor,
+) -> Result<(LayerTimings, Option<DeviceIndex>)> {
+    let needs_index = patterns.iter().any(|p| matches!(p, HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. }));
+    let (e0, e1, e2, e3) = (gpu.event()?, gpu.event()?, gpu.event()?, gpu.event()?);
+    gpu.record(&e0)?;
+    let index = if needs_index {
+        let vs = estimate_vs(gpu, shape, q, k, patterns)?;
+        gpu.record(&e1)?;
+        let index = build_index(gpu, shape, q, k, patterns, &vs)?;
+        gpu.record(&e2)?;
+        Some(index)
+    } else {
+        gpu.record(&e1)?;
+        gpu.record(&e2)?;
+        None
+    };
+    attention(gpu, shape, q, k, v, patterns, index.as_ref(), out)?;
+    gpu.record(&e3)?;
+    gpu.sync()?;
+    let ms = |a: &cudarc::driver::CudaEvent, b: &cudarc::driver::CudaEvent| a.elapsed_ms(b).unwrap_or(f32::NAN);
+    let t = LayerTimings {
+        estimate_ms: ms(&e0, &e1),
+        index_ms: ms(&e1, &e2),
+        attention_ms: ms(&e2, &e3),
+        index_tiles: index.as_ref().map_or(0, |i| i.n_tiles),
+        index_cols: index.as_ref().map_or(0, |i| i.n_cols),
+    };
+    Ok((t, index))
+}

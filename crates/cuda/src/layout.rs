@@ -1,0 +1,127 @@
+//! Host-side validation and the small per-launch metadata arrays (sequences, per-head patterns,
+//! slot bases) the kernels read.
+
+use crate::context::Gpu;
+use crate::error::{CudaError, Result};
+use crate::kernels::{HEAD_ASHAPE, HEAD_DENSE, HEAD_INDEX};
+use cudarc::driver::CudaSlice;
+use minference_core::{AttnShape, DType, HeadPattern};
+
+pub const SUPPORTED_HEAD_DIMS: [usize; 2] = [64, 128];
+
+/// Checks a problem against what the kernels support (shape invariants, head dim, int32 ranges,
+/// grid limits, tensor lengths and one dtype for Q/K/V).
+pub fn check_problem(shape: &AttnShape, q: (DType, usize), k: (DType, usize), v: Option<(DType, usize)>) -> Result<()> {
+    shape.validate()?;
+    if !SUPPORTED_HEAD_DIMS.contains(&shape.head_dim) {
+        return Err(CudaError::UnsupportedHeadDim(shape.head_dim));
+    }
+    let total_kv_elems = shape.kv_heads.checked_mul(shape.total_kv()).and_then(|x| x.checked_mul(shape.head_dim));
+    if shape.total_q() > i32::MAX as usize || shape.total_kv() > i32::MAX as usize || total_kv_elems.is_none() {
+        return Err(CudaError::Invalid("token counts must fit in int32".into()));
+    }
+    if shape.heads > 65_535 || shape.seqs.len() > 65_535 {
+        return Err(CudaError::Invalid("at most 65535 heads and 65535 sequences per launch".into()));
+    }
+    if q.1 != shape.q_elems() {
+        return Err(CudaError::Invalid(format!("Q has {} elements, shape needs {}", q.1, shape.q_elems())));
+    }
+    if k.1 != shape.kv_elems() {
+        return Err(CudaError::Invalid(format!("K has {} elements, shape needs {}", k.1, shape.kv_elems())));
+    }
+    if k.0 != q.0 {
+        return Err(CudaError::Invalid(format!("Q is {:?} but K is {:?}", q.0, k.0)));
+    }
+    if let Some(v) = v {
+        if v.1 != shape.kv_elems() {
+            return Err(CudaError::Invalid(format!("V has {} elements, shape needs {}", v.1, shape.kv_elems())));
+        }
+        if v.0 != q.0 {
+            return Err(CudaError::Invalid(format!("Q is {:?} but V is {:?}", q.0, v.0)));
+        }
+    }
+    Ok(())
+}
+
+pub fn check_patterns(shape: &AttnShape, patterns: &[HeadPattern]) -> Result<()> {
+    if patterns.len() != shape.heads {
+        return Err(CudaError::Invalid(format!("{} patterns for {} heads", patterns.len(), shape.heads)));
+    }
+    for (h, p) in patterns.iter().enumerate() {
+        if let HeadPattern::BlockSparse { k_b: 0 } = p {
+            return Err(CudaError::Invalid(format!("head {h}: block-sparse k_b must be > 0")));
+        }
+    }
+    Ok(())
+}
+
+/// Slot numbering of the sparse index (see core's index.rs).
+pub fn slot_base(shape: &AttnShape) -> Vec<u32> {
+    let mut out = Vec::with_capacity(shape.seqs.len() + 1);
+    let mut acc = 0u32;
+    for s in &shape.seqs {
+        out.push(acc);
+        acc += (shape.heads * s.row_blocks()) as u32;
+    }
+    out.push(acc);
+    out
+}
+
+pub fn max_row_blocks(shape: &AttnShape) -> usize {
+    shape.seqs.iter().map(|s| s.row_blocks()).max().unwrap_or(0)
+}
+
+pub fn max_kv(shape: &AttnShape) -> usize {
+    shape.seqs.iter().map(|s| s.kv_len).max().unwrap_or(0)
+}
+
+/// Device copies of the per-launch metadata.
+pub struct Meta {
+    pub seqs: CudaSlice<i32>,
+    pub head_kind: CudaSlice<i32>,
+    pub head_init: CudaSlice<i32>,
+    pub head_local: CudaSlice<i32>,
+    pub slot_base: CudaSlice<u32>,
+    pub n_slots: usize,
+}
+
+impl Meta {
+    pub fn new(gpu: &Gpu, shape: &AttnShape, patterns: &[HeadPattern]) -> Result<Meta> {
+        let mut seqs = Vec::with_capacity(4 * shape.seqs.len());
+        for (b, s) in shape.seqs.iter().enumerate() {
+            seqs.extend([shape.q_start(b) as i32, shape.kv_start(b) as i32, s.q_len as i32, s.kv_len as i32]);
+        }
+        let cap = |x: usize| x.min(max_kv(shape) + 1) as i32;
+        let mut kind = Vec::with_capacity(shape.heads);
+        let mut init = Vec::with_capacity(shape.heads);
+        let mut local = Vec::with_capacity(shape.heads);
+        for p in patterns {
+            let (k, i, l) = match *p {
+                HeadPattern::Dense => (HEAD_DENSE, 0, 0),
+                HeadPattern::AShape { n_init, n_local } => (HEAD_ASHAPE, cap(n_init), cap(n_local)),
+                HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. } => (HEAD_INDEX, 0, 0),
+            };
+            kind.push(k);
+            init.push(i);
+            local.push(l);
+        }
+        let base = slot_base(shape);
+        let n_slots = *base.last().unwrap_or(&0) as usize;
+        Ok(Meta {
+            seqs: gpu.upload(&seqs)?,
+            head_kind: gpu.upload(&kind)?,
+            head_init: gpu.upload(&init)?,
+            head_local: gpu.upload(&local)?,
+            slot_base: gpu.upload(&base)?,
+            n_slots,
+        })
+    }
+}
+
+pub fn dtype_suffix(dtype: DType) -> &'static str {
+    match dtype {
+        DType::Bf16 => "bf16",
+        DType::F16 => "f16",
+        DType::F32 => "f32",
+    }
+}
