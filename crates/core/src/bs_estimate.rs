@@ -41,6 +41,9 @@ pub fn estimate_bs_head(
     if seq.q_len == 0 || seq.q_len > seq.kv_len {
         return Err(CoreError::Shape(format!("need 0 < q_len <= kv_len, got {} / {}", seq.q_len, seq.kv_len)));
     }
+    if seq.kv_len > i32::MAX as usize {
+        return Err(CoreError::Shape(format!("kv_len {} exceeds i32 key positions", seq.kv_len)));
+    }
     let q_means = block_means(q, q_row0, seq.q_len, head_dim, "queries")?;
     let k_means = block_means(k, k_row0, seq.kv_len, head_dim, "keys")?;
     let off = seq.offset();
