@@ -2,6 +2,7 @@
 
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
+use minference_core::config::ModelPatternConfig;
 use minference_core::HeadPattern;
 
 /// Prefill attention: plain dense, or MInference with per-layer/per-head patterns.
@@ -32,6 +33,22 @@ impl MInferencePlan {
     pub fn from_lookup(cfg: &ModelConfig, mut lookup: impl FnMut(usize, usize) -> HeadPattern) -> Self {
         let patterns = (0..cfg.layers).map(|l| (0..cfg.heads).map(|h| lookup(l, h)).collect()).collect();
         MInferencePlan { patterns, starting_layer: 0, dense_below: 0 }
+    }
+
+    /// Patterns from an MInference config file, checked against the model's layers and heads.
+    pub fn from_config(cfg: &ModelConfig, config: &ModelPatternConfig) -> Result<Self> {
+        config
+            .validate_model(cfg.layers, cfg.heads)
+            .map_err(|e| ModelError::Config(format!("pattern config: {e}")))?;
+        let mut patterns = Vec::with_capacity(cfg.layers);
+        for l in 0..cfg.layers {
+            let layer = (0..cfg.heads)
+                .map(|h| config.pattern(l, h))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| ModelError::Config(format!("pattern config: {e}")))?;
+            patterns.push(layer);
+        }
+        Ok(MInferencePlan { patterns, starting_layer: 0, dense_below: 0 })
     }
 
     pub fn with_starting_layer(mut self, layer: usize) -> Self {
