@@ -1,5 +1,6 @@
 //! Drives the mainloop over every (sequence, head, row block) work item with rayon.
 
+use crate::kernels::Isa;
 use crate::mainloop::{attend_block, KvRows, Workspace};
 use crate::staging::as_f32;
 use crate::tiles::{RowSpan, TileIter};
@@ -22,7 +23,7 @@ pub(crate) trait TilePlan: Sync {
 }
 
 /// Attention of all heads with inputs already validated; returns `O` `[heads, total_q, D]` in f32.
-pub(crate) fn run(shape: &AttnShape, q: HostTensor, k: HostTensor, v: HostTensor, plan: &impl TilePlan) -> Vec<f32> {
+pub(crate) fn run(shape: &AttnShape, q: HostTensor, k: HostTensor, v: HostTensor, plan: &impl TilePlan, isa: Isa) -> Vec<f32> {
     let d = shape.head_dim;
     let total_q = shape.total_q();
     let total_kv = shape.total_kv();
@@ -51,7 +52,7 @@ pub(crate) fn run(shape: &AttnShape, q: HostTensor, k: HostTensor, v: HostTensor
     let kv_starts: Vec<usize> = (0..shape.seqs.len()).map(|b| shape.kv_start(b)).collect();
     let q_starts: Vec<usize> = (0..shape.seqs.len()).map(|b| shape.q_start(b)).collect();
     items.into_par_iter().for_each_init(
-        || Workspace::new(d),
+        || Workspace::new(d, isa),
         |ws, (_, id, span, block_out)| {
             let rows = span.rows();
             let q_row = id.h * total_q + q_starts[id.b] + id.m * TILE;

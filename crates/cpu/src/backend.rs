@@ -2,6 +2,7 @@
 
 use crate::attention::{run, DensePlan};
 use crate::error::{CpuError, CpuResult};
+use crate::kernels::Isa;
 use crate::sparse::{check_index, SparsePlan};
 use crate::staging::{check_qk, check_qkv};
 use minference_core::{AttentionBackend, AttnShape, HeadPattern, HostTensor, SparseIndex, VsSelection};
@@ -9,11 +10,24 @@ use minference_core::{AttentionBackend, AttnShape, HeadPattern, HostTensor, Spar
 /// Multi-threaded CPU attention (rayon's global pool). Inputs with NaN/Inf are rejected with
 /// [`CpuError::NonFinite`] rather than propagated.
 #[derive(Debug, Clone, Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    portable_only: bool,
+}
 
 impl CpuBackend {
+    /// Uses the AVX-512 micro-kernels when the CPU has them (and `head_dim % 16 == 0`).
     pub fn new() -> Self {
-        CpuBackend
+        CpuBackend { portable_only: false }
+    }
+
+    /// Always uses the portable micro-kernels (`matrixmultiply` sgemm): for testing that path and
+    /// for comparing the two.
+    pub fn portable() -> Self {
+        CpuBackend { portable_only: true }
+    }
+
+    fn isa(&self, head_dim: usize) -> Isa {
+        Isa::detect(head_dim, self.portable_only)
     }
 }
 
@@ -28,12 +42,16 @@ impl AttentionBackend for CpuBackend {
     type Error = CpuError;
 
     fn name(&self) -> String {
-        format!("CPU ({} threads)", rayon::current_num_threads())
+        let kernels = match Isa::detect(64, self.portable_only) {
+            Isa::Avx512 => "AVX-512 kernels",
+            Isa::Portable => "portable kernels",
+        };
+        format!("CPU ({} threads, {kernels})", rayon::current_num_threads())
     }
 
     fn dense(&self, shape: &AttnShape, q: HostTensor, k: HostTensor, v: HostTensor) -> CpuResult<Vec<f32>> {
         check_qkv(shape, &q, &k, &v)?;
-        Ok(run(shape, q, k, v, &DensePlan))
+        Ok(run(shape, q, k, v, &DensePlan, self.isa(shape.head_dim)))
     }
 
     fn estimate_vs(
@@ -73,6 +91,6 @@ impl AttentionBackend for CpuBackend {
         check_qkv(shape, &q, &k, &v)?;
         check_patterns(shape, patterns)?;
         check_index(shape, index)?;
-        Ok(run(shape, q, k, v, &SparsePlan { shape, patterns, index }))
+        Ok(run(shape, q, k, v, &SparsePlan { shape, patterns, index }, self.isa(shape.head_dim)))
     }
 }

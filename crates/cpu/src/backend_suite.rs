@@ -153,10 +153,10 @@ fn dense_vs_reference<B: AttentionBackend>(backend: &B, case: &Case, what: &str)
     Ok(out)
 }
 
-/// Dense == f64 reference for every length of [`LENGTHS`], D ∈ {64, 128}, GQA ratios 1/3/4/7.
+/// Dense == f64 reference for every length of [`LENGTHS`], D ∈ {64, 128, 96}, GQA ratios 1/3/4/7.
 pub fn check_dense_matches_reference<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
     for (i, &n) in LENGTHS.iter().enumerate() {
-        for (j, d) in [64usize, 128].into_iter().enumerate() {
+        for (j, d) in [64usize, 128, 96].into_iter().enumerate() {
             let (heads, kv_heads) = GQA[(i + j) % GQA.len()];
             let shape = AttnShape::single(heads, kv_heads, d, n);
             let case = Case::random(shape, DType::F32, seed ^ (n * 1000 + d) as u64);
@@ -231,7 +231,7 @@ pub fn check_ashape_matches_masked<B: AttentionBackend>(backend: &B, seed: u64) 
 pub fn check_vs_estimated_matches_masked<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
     let budgets = [(30, 100), (40, 150), (3, 60), (100, 50)];
     let patterns: Vec<HeadPattern> = budgets.iter().map(|&(k_v, k_s)| HeadPattern::VerticalSlash { k_v, k_s }).collect();
-    for (n, d) in [(257usize, 128usize), (200, 64), (63, 64)] {
+    for (n, d) in [(257usize, 128usize), (200, 64), (63, 64), (130, 96)] {
         let case = Case::random(AttnShape::single(4, 2, d, n), DType::F32, seed ^ n as u64);
         let what = format!("VS estimated N={n} D={d}");
         let vs = backend.estimate_vs(&case.shape, case.q.view(), case.k.view(), &patterns).map_err(err(&what))?;

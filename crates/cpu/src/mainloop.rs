@@ -24,9 +24,9 @@ pub(crate) struct Workspace {
 }
 
 impl Workspace {
-    pub fn new(head_dim: usize) -> Self {
+    pub fn new(head_dim: usize, isa: Isa) -> Self {
         Workspace {
-            isa: Isa::detect(head_dim),
+            isa,
             head_dim,
             qt: vec![0.0; TILE * head_dim],
             st: vec![0.0; TILE * TILE],

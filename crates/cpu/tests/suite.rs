@@ -1,6 +1,6 @@
 //! Runs every backend-suite check on the CPU backend, plus property tests over random shapes.
 
-use minference_core::{AttnShape, DType, SeqLen};
+use minference_core::{AttentionBackend, AttnShape, DType, SeqLen};
 use minference_cpu::backend_suite::*;
 use minference_cpu::CpuBackend;
 use proptest::prelude::*;
@@ -9,10 +9,12 @@ macro_rules! suite_test {
     ($($name:ident),* $(,)?) => {$(
         #[test]
         fn $name() {
-            let backend = CpuBackend::new();
-            for seed in [1u64, 2] {
-                if let Err(e) = backend_suite::$name(&backend, seed) {
-                    panic!("seed {seed}: {e}");
+            // Both micro-kernel sets (they coincide on CPUs without AVX-512).
+            for backend in [CpuBackend::new(), CpuBackend::portable()] {
+                for seed in [1u64, 2] {
+                    if let Err(e) = backend_suite::$name(&backend, seed) {
+                        panic!("{} seed {seed}: {e}", backend.name());
+                    }
                 }
             }
         }
@@ -46,7 +48,7 @@ fn all_checks_lists_every_check() {
 }
 
 fn arb_shape() -> impl Strategy<Value = AttnShape> {
-    (1usize..=3, 1usize..=4, prop::sample::select(vec![16usize, 64, 128]), prop::collection::vec((1usize..200, 0usize..70), 1..4))
+    (1usize..=3, 1usize..=4, prop::sample::select(vec![16usize, 40, 64, 96, 128]), prop::collection::vec((1usize..200, 0usize..70), 1..4))
         .prop_map(|(kv_heads, group, head_dim, seqs)| AttnShape {
             heads: kv_heads * group,
             kv_heads,
@@ -64,8 +66,9 @@ proptest! {
         dtype in prop::sample::select(vec![DType::F32, DType::Bf16, DType::F16]),
         seed in any::<u64>(),
     ) {
-        let backend = CpuBackend::new();
-        let result = check_mixed_patterns_on(&backend, shape, dtype, seed);
-        prop_assert!(result.is_ok(), "{}", result.unwrap_err());
+        for backend in [CpuBackend::new(), CpuBackend::portable()] {
+            let result = check_mixed_patterns_on(&backend, shape.clone(), dtype, seed);
+            prop_assert!(result.is_ok(), "{}: {}", backend.name(), result.unwrap_err());
+        }
     }
 }

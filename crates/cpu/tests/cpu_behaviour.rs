@@ -1,0 +1,57 @@
+//! CPU-specific documented behaviour that the generic suite leaves to each backend.
+
+use minference_core::{AttentionBackend, AttnShape, DType, HeadPattern, HostTensor, RowBlockIndex, SparseIndex};
+use minference_cpu::backend_suite::{Case, KernelMask};
+use minference_cpu::reference::masked_attention_f64_flagged;
+use minference_cpu::{CpuBackend, CpuError};
+
+/// A row whose kernel mask is empty gets output 0, and the reference flags exactly those rows.
+#[test]
+fn empty_mask_rows_are_zero_and_flagged() {
+    let shape = AttnShape::single(1, 1, 64, 130);
+    let case = Case::random(shape.clone(), DType::F32, 5);
+    // Row block 1 (rows 64..127): one tile at key 100 → rows 64..99 see nothing. Block 0 and 2: empty.
+    let rows = vec![
+        RowBlockIndex::default(),
+        RowBlockIndex { tiles: vec![100], columns: vec![] },
+        RowBlockIndex::default(),
+    ];
+    let index = SparseIndex::from_slots(&shape, rows).expect("valid index");
+    let patterns = [HeadPattern::VerticalSlash { k_v: 30, k_s: 100 }];
+    let (q, k, v) = (case.q.view(), case.k.view(), case.v.view());
+    let out = CpuBackend::new().sparse(&shape, q, k, v, &patterns, &index).expect("sparse runs");
+    let mask = KernelMask::new(&shape, &patterns, &index);
+    let reference = masked_attention_f64_flagged(&shape, q, k, v, |b, h, i, j| mask.keeps(b, h, i, j));
+    let empty: Vec<usize> = reference.empty_rows.iter().map(|&(_, _, i)| i).collect();
+    let expected: Vec<usize> = (0..64).chain(64..100).chain(128..130).collect();
+    assert_eq!(empty, expected);
+    for (i, row) in out.chunks(64).enumerate() {
+        let zero = row.iter().all(|&x| x == 0.0);
+        assert_eq!(zero, expected.contains(&i), "row {i}");
+        let want = &reference.out[i * 64..(i + 1) * 64];
+        assert!(row.iter().zip(want).all(|(a, b)| (*a as f64 - b).abs() < 1e-4), "row {i}");
+    }
+}
+
+/// NaN/Inf anywhere in Q, K or V is rejected with `NonFinite`, naming the tensor.
+#[test]
+fn non_finite_inputs_are_rejected_by_name() {
+    let shape = AttnShape::single(2, 1, 64, 10);
+    let case = Case::random(shape.clone(), DType::F32, 1);
+    let mut v = case.v.view().to_f32_vec();
+    v[3] = f32::NEG_INFINITY;
+    let err = CpuBackend::new().dense(&shape, case.q.view(), case.k.view(), HostTensor::F32(&v));
+    assert_eq!(err, Err(CpuError::NonFinite("v")));
+}
+
+/// The index must fit the shape: a slot table for another shape is an error, not a panic.
+#[test]
+fn index_of_another_shape_is_rejected() {
+    let shape = AttnShape::single(2, 1, 64, 130);
+    let other = AttnShape::single(2, 1, 64, 200);
+    let case = Case::random(shape.clone(), DType::F32, 1);
+    let patterns = [HeadPattern::BlockSparse { k_b: 2 }; 2];
+    let result =
+        CpuBackend::new().sparse(&shape, case.q.view(), case.k.view(), case.v.view(), &patterns, &SparseIndex::empty(&other));
+    assert!(matches!(result, Err(CpuError::InvalidIndex(_))), "{result:?}");
+}
