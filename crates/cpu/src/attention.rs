@@ -47,7 +47,7 @@ pub(crate) fn run(shape: &AttnShape, q: HostTensor, k: HostTensor, v: HostTensor
             }
         }
     }
-    items.sort_by(|a, b| b.0.cmp(&a.0));
+    items.sort_by_key(|item| std::cmp::Reverse(item.0));
 
     let kv_starts: Vec<usize> = (0..shape.seqs.len()).map(|b| shape.kv_start(b)).collect();
     let q_starts: Vec<usize> = (0..shape.seqs.len()).map(|b| shape.q_start(b)).collect();

@@ -4,7 +4,10 @@
 //! the same functions on its backend.
 //!
 //! Tolerances vs the f64 reference on unit-variance inputs: f32 inputs max-abs ≤ 1e-4; bf16/f16
-//! inputs max-abs ≤ 2e-2 and mean-abs ≤ 2e-3.
+//! inputs max-abs ≤ 2e-2 and mean-abs ≤ 2e-3 (the reference sees the same rounded inputs).
+//!
+//! Checks that take an input dtype exist as `check_x` (f32), `check_x_bf16` and `check_x_with`;
+//! [`all_checks`] lists the f32 set plus the dtype-specific checks, [`all_checks_bf16`] the bf16 set.
 
 use crate::reference::{dense_reference_f64, masked_attention_f64_flagged};
 use crate::rng::SplitMix64;
@@ -30,6 +33,23 @@ pub fn all_checks<B: AttentionBackend>() -> Vec<(&'static str, Check<B>)> {
         ("no_nan_every_row_written", check_no_nan_every_row_written::<B>),
         ("padding_independence", check_padding_independence::<B>),
         ("rejects_bad_input", check_rejects_bad_input::<B>),
+    ]
+}
+
+/// The dtype-parameterised checks with bf16 inputs (for backends that compute in bf16).
+pub fn all_checks_bf16<B: AttentionBackend>() -> Vec<(&'static str, Check<B>)> {
+    vec![
+        ("dense_matches_reference_bf16", check_dense_matches_reference_bf16::<B>),
+        ("varlen_offsets_bf16", check_varlen_offsets_bf16::<B>),
+        ("ashape_matches_masked_bf16", check_ashape_matches_masked_bf16::<B>),
+        ("vs_estimated_matches_masked_bf16", check_vs_estimated_matches_masked_bf16::<B>),
+        ("vs_random_selection_matches_masked_bf16", check_vs_random_selection_matches_masked_bf16::<B>),
+        ("bs_matches_masked_bf16", check_bs_matches_masked_bf16::<B>),
+        ("random_index_matches_masked_bf16", check_random_index_matches_masked_bf16::<B>),
+        ("full_budget_equals_dense_bf16", check_full_budget_equals_dense_bf16::<B>),
+        ("causality_bf16", check_causality_bf16::<B>),
+        ("column_permutation_bf16", check_column_permutation_bf16::<B>),
+        ("padding_independence_bf16", check_padding_independence_bf16::<B>),
     ]
 }
 
@@ -154,12 +174,12 @@ fn dense_vs_reference<B: AttentionBackend>(backend: &B, case: &Case, what: &str)
 }
 
 /// Dense == f64 reference for every length of [`LENGTHS`], D ∈ {64, 128, 96}, GQA ratios 1/3/4/7.
-pub fn check_dense_matches_reference<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+pub fn check_dense_matches_reference_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
     for (i, &n) in LENGTHS.iter().enumerate() {
         for (j, d) in [64usize, 128, 96].into_iter().enumerate() {
             let (heads, kv_heads) = GQA[(i + j) % GQA.len()];
             let shape = AttnShape::single(heads, kv_heads, d, n);
-            let case = Case::random(shape, DType::F32, seed ^ (n * 1000 + d) as u64);
+            let case = Case::random(shape, dtype, seed ^ (n * 1000 + d) as u64);
             dense_vs_reference(backend, &case, &format!("dense N={n} D={d} H={heads}/{kv_heads}"))?;
         }
     }
@@ -200,8 +220,8 @@ pub fn mixed_patterns(heads: usize) -> Vec<HeadPattern> {
 }
 
 /// Dense and every sparse pattern on a varlen batch with offsets.
-pub fn check_varlen_offsets<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
-    let case = Case::random(varlen_shape(8, 2, 64), DType::F32, seed);
+pub fn check_varlen_offsets_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
+    let case = Case::random(varlen_shape(8, 2, 64), dtype, seed);
     dense_vs_reference(backend, &case, "dense varlen")?;
     sparse_vs_masked(backend, &case, &mixed_patterns(8), None, "mixed patterns varlen").map(|_| ())
 }
@@ -216,11 +236,11 @@ pub fn check_mixed_patterns_on<B: AttentionBackend>(backend: &B, shape: AttnShap
 }
 
 /// A-shape == masked reference with the exact §1.2 predicate, sinks inside and outside the window.
-pub fn check_ashape_matches_masked<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+pub fn check_ashape_matches_masked_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
     let params = [(4, 64), (100, 30), (0, 1), (7, 200), (64, 64), (1, 129)];
     let patterns: Vec<HeadPattern> = params.iter().map(|&(n_init, n_local)| HeadPattern::AShape { n_init, n_local }).collect();
     for (n, d) in [(257usize, 64usize), (130, 128), (1, 64)] {
-        let case = Case::random(AttnShape::single(6, 3, d, n), DType::F32, seed ^ n as u64);
+        let case = Case::random(AttnShape::single(6, 3, d, n), dtype, seed ^ n as u64);
         sparse_vs_masked(backend, &case, &patterns, None, &format!("A-shape N={n} D={d}"))?;
     }
     Ok(())
@@ -228,11 +248,11 @@ pub fn check_ashape_matches_masked<B: AttentionBackend>(backend: &B, seed: u64) 
 
 /// VS with online-estimated selections (the real pipeline) == masked reference; the ideal VS mask
 /// is contained in the kernel mask (spec §8 items 13, 15).
-pub fn check_vs_estimated_matches_masked<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+pub fn check_vs_estimated_matches_masked_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
     let budgets = [(30, 100), (40, 150), (3, 60), (100, 50)];
     let patterns: Vec<HeadPattern> = budgets.iter().map(|&(k_v, k_s)| HeadPattern::VerticalSlash { k_v, k_s }).collect();
     for (n, d) in [(257usize, 128usize), (200, 64), (63, 64), (130, 96)] {
-        let case = Case::random(AttnShape::single(4, 2, d, n), DType::F32, seed ^ n as u64);
+        let case = Case::random(AttnShape::single(4, 2, d, n), dtype, seed ^ n as u64);
         let what = format!("VS estimated N={n} D={d}");
         let vs = backend.estimate_vs(&case.shape, case.q.view(), case.k.view(), &patterns).map_err(err(&what))?;
         let index = sparse_vs_masked(backend, &case, &patterns, Some(vs.clone()), &what)?;
@@ -289,7 +309,7 @@ pub fn random_vs_selection(seq: SeqLen, k_v: usize, k_s: usize, rng: &mut SplitM
 }
 
 /// VS with random (unclustered) selections, incl. varlen and offsets.
-pub fn check_vs_random_selection_matches_masked<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+pub fn check_vs_random_selection_matches_masked_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
     let mut rng = SplitMix64::new(seed);
     for shape in [AttnShape::single(3, 1, 64, 300), varlen_shape(2, 1, 128)] {
         let patterns = vec![HeadPattern::VerticalSlash { k_v: 60, k_s: 120 }; shape.heads];
@@ -299,7 +319,7 @@ pub fn check_vs_random_selection_matches_masked<B: AttentionBackend>(backend: &B
                 vs.push(random_vs_selection(*seq, 20, 8, &mut rng));
             }
         }
-        let case = Case::random(shape, DType::F32, seed ^ 7);
+        let case = Case::random(shape, dtype, seed ^ 7);
         let what = format!("VS random selection {:?}", case.shape.seqs);
         let index = sparse_vs_masked(backend, &case, &patterns, Some(vs.clone()), &what)?;
         check_ideal_in_kernel(&case.shape, &patterns, &vs, &index, &what)?;
@@ -309,10 +329,10 @@ pub fn check_vs_random_selection_matches_masked<B: AttentionBackend>(backend: &B
 
 /// BS == masked reference; row block `m < k_b` sees all causal keys (spec §8 item 19),
 /// including `N mod 64 == 0`.
-pub fn check_bs_matches_masked<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+pub fn check_bs_matches_masked_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
     let patterns = [HeadPattern::BlockSparse { k_b: 1 }, HeadPattern::BlockSparse { k_b: 2 }, HeadPattern::BlockSparse { k_b: 3 }];
     for (n, d) in [(320usize, 64usize), (257, 128), (64, 64)] {
-        let case = Case::random(AttnShape::single(3, 1, d, n), DType::F32, seed ^ n as u64);
+        let case = Case::random(AttnShape::single(3, 1, d, n), dtype, seed ^ n as u64);
         let what = format!("BS N={n} D={d}");
         let index = sparse_vs_masked(backend, &case, &patterns, None, &what)?;
         let mask = KernelMask::new(&case.shape, &patterns, &index);
@@ -363,11 +383,11 @@ pub fn random_index(shape: &AttnShape, rng: &mut SplitMix64) -> SparseIndex {
 }
 
 /// The sparse kernel alone, on hand-made indices (no estimation involved).
-pub fn check_random_index_matches_masked<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+pub fn check_random_index_matches_masked_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
     let mut rng = SplitMix64::new(seed);
     for (shape, dtype) in [
-        (AttnShape::single(4, 4, 64, 330), DType::F32),
-        (varlen_shape(3, 1, 128), DType::F32),
+        (AttnShape::single(4, 4, 64, 330), dtype),
+        (varlen_shape(3, 1, 128), dtype),
         (AttnShape::single(4, 1, 128, 300), DType::Bf16),
     ] {
         let case = Case::random(shape, dtype, rng.next_u64());
@@ -385,10 +405,10 @@ pub fn check_random_index_matches_masked<B: AttentionBackend>(backend: &B, seed:
 
 /// Full budgets reproduce dense: VS with every column and distance, BS with `k_b >= R`, A-shape
 /// with `n_local >= N` (spec §8 item 14).
-pub fn check_full_budget_equals_dense<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+pub fn check_full_budget_equals_dense_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
     for n in [130usize, 257] {
         let shape = AttnShape::single(3, 1, 64, n);
-        let case = Case::random(shape.clone(), DType::F32, seed ^ n as u64);
+        let case = Case::random(shape.clone(), dtype, seed ^ n as u64);
         let (q, k, v) = (case.q.view(), case.k.view(), case.v.view());
         let patterns = [
             HeadPattern::VerticalSlash { k_v: n, k_s: n },
@@ -400,7 +420,7 @@ pub fn check_full_budget_equals_dense<B: AttentionBackend>(backend: &B, seed: u6
         let what = format!("full budget N={n}");
         let index = backend.build_index(&shape, q, k, &patterns, &vs).map_err(err(&what))?;
         let out = backend.sparse(&shape, q, k, v, &patterns, &index).map_err(err(&what))?;
-        compare(&out, &dense_reference_f64(&shape, q, k, v), DType::F32, &what)?;
+        compare(&out, &dense_reference_f64(&shape, q, k, v), dtype, &what)?;
     }
     Ok(())
 }
@@ -425,10 +445,10 @@ fn perturb_after(case: &Case, seq: usize, key_after: usize, rng: &mut SplitMix64
 
 /// Perturbing K/V rows `j > t` leaves every output row at position `<= t` bit-identical, for all
 /// patterns with one fixed index (spec §8 item 16).
-pub fn check_causality<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+pub fn check_causality_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
     let mut rng = SplitMix64::new(seed);
     let shape = AttnShape::single(8, 2, 64, 260);
-    let case = Case::random(shape.clone(), DType::F32, rng.next_u64());
+    let case = Case::random(shape.clone(), dtype, rng.next_u64());
     let patterns = mixed_patterns(shape.heads);
     let (q, k, v) = (case.q.view(), case.k.view(), case.v.view());
     let vs = backend.estimate_vs(&shape, q, k, &patterns).map_err(err("causality"))?;
@@ -451,10 +471,10 @@ pub fn check_causality<B: AttentionBackend>(backend: &B, seed: u64) -> Result<()
 }
 
 /// Shuffling the columns of every slot changes the output only within rounding (spec §8 item 17).
-pub fn check_column_permutation<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+pub fn check_column_permutation_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
     let mut rng = SplitMix64::new(seed);
     let shape = AttnShape::single(2, 1, 128, 400);
-    let case = Case::random(shape.clone(), DType::F32, rng.next_u64());
+    let case = Case::random(shape.clone(), dtype, rng.next_u64());
     let patterns = vec![HeadPattern::VerticalSlash { k_v: 150, k_s: 100 }; 2];
     let vs: Vec<VsSelection> = (0..2).map(|_| random_vs_selection(shape.seqs[0], 150, 0, &mut rng)).collect();
     let (q, k, v) = (case.q.view(), case.k.view(), case.v.view());
@@ -470,7 +490,7 @@ pub fn check_column_permutation<B: AttentionBackend>(backend: &B, seed: u64) -> 
     let a = backend.sparse(&shape, q, k, v, &patterns, &index).map_err(err("permutation"))?;
     let b = backend.sparse(&shape, q, k, v, &patterns, &shuffled).map_err(err("permutation"))?;
     let b64: Vec<f64> = b.iter().map(|&x| x as f64).collect();
-    compare(&a, &b64, DType::F32, "column permutation")
+    compare(&a, &b64, dtype, "column permutation")
 }
 
 /// Every valid row is finite and written (non-zero for random V), for lengths at block edges and
@@ -509,10 +529,10 @@ pub fn check_no_nan_every_row_written<B: AttentionBackend>(backend: &B, seed: u6
 
 /// Outputs of one sequence of a packed batch do not depend on its neighbours' contents, and equal
 /// the output of that sequence run alone (spec §8 item 21).
-pub fn check_padding_independence<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+pub fn check_padding_independence_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
     let mut rng = SplitMix64::new(seed);
     let shape = varlen_shape(4, 2, 64);
-    let case = Case::random(shape.clone(), DType::F32, rng.next_u64());
+    let case = Case::random(shape.clone(), dtype, rng.next_u64());
     let patterns = mixed_patterns(4);
     let (q, k, v) = (case.q.view(), case.k.view(), case.v.view());
     let vs = backend.estimate_vs(&shape, q, k, &patterns).map_err(err("padding"))?;
@@ -536,7 +556,7 @@ pub fn check_padding_independence<B: AttentionBackend>(backend: &B, seed: u64) -
         for h in 0..heads {
             out.extend_from_slice(&all[(h * per_head + start) * d..(h * per_head + start + len) * d]);
         }
-        OwnedTensor::F32(out)
+        OwnedTensor::from_f32(&out, dtype)
     };
     let seq = shape.seqs[2];
     let aq = pick(&case.q, shape.total_q(), q2, seq.q_len);
@@ -544,10 +564,9 @@ pub fn check_padding_independence<B: AttentionBackend>(backend: &B, seed: u64) -
     let av = pick(&case.v, shape.total_kv(), shape.kv_start(2), seq.kv_len);
     let alone = backend.dense(&alone_shape, aq.view(), ak.view(), av.view()).map_err(err("padding"))?;
     let batched = backend.dense(&shape, q, k, v).map_err(err("padding"))?;
-    let batched_seq2 = pick(&OwnedTensor::F32(batched), shape.total_q(), q2, seq.q_len);
-    let OwnedTensor::F32(batched_seq2) = batched_seq2 else { return Err("padding: internal".into()) };
+    let batched_seq2 = pick(&OwnedTensor::F32(batched), shape.total_q(), q2, seq.q_len).view().to_f32_vec();
     let alone64: Vec<f64> = alone.iter().map(|&x| x as f64).collect();
-    compare(&batched_seq2, &alone64, DType::F32, "padding: batched vs alone")
+    compare(&batched_seq2, &alone64, dtype, "padding: batched vs alone")
 }
 
 /// Bad inputs are errors, never panics: wrong lengths, mixed dtypes, pattern count, NaN/Inf,
@@ -595,4 +614,30 @@ pub fn check_rejects_bad_input<B: AttentionBackend>(backend: &B, seed: u64) -> R
     truncated.tile_ptr.pop();
     expect_err("truncated tile_ptr", backend.sparse(&shape, q, k, v, &vs_patterns, &truncated).is_err())?;
     Ok(())
+}
+
+/// The checks that take an input dtype, as `(backend, seed)` functions for f32 and bf16 inputs.
+macro_rules! dtype_variants {
+    ($($with:ident => $f32:ident, $bf16:ident;)*) => {$(
+        pub fn $f32<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+            $with(backend, seed, DType::F32)
+        }
+        pub fn $bf16<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+            $with(backend, seed, DType::Bf16)
+        }
+    )*};
+}
+
+dtype_variants! {
+    check_dense_matches_reference_with => check_dense_matches_reference, check_dense_matches_reference_bf16;
+    check_varlen_offsets_with => check_varlen_offsets, check_varlen_offsets_bf16;
+    check_ashape_matches_masked_with => check_ashape_matches_masked, check_ashape_matches_masked_bf16;
+    check_vs_estimated_matches_masked_with => check_vs_estimated_matches_masked, check_vs_estimated_matches_masked_bf16;
+    check_vs_random_selection_matches_masked_with => check_vs_random_selection_matches_masked, check_vs_random_selection_matches_masked_bf16;
+    check_bs_matches_masked_with => check_bs_matches_masked, check_bs_matches_masked_bf16;
+    check_random_index_matches_masked_with => check_random_index_matches_masked, check_random_index_matches_masked_bf16;
+    check_full_budget_equals_dense_with => check_full_budget_equals_dense, check_full_budget_equals_dense_bf16;
+    check_causality_with => check_causality, check_causality_bf16;
+    check_column_permutation_with => check_column_permutation, check_column_permutation_bf16;
+    check_padding_independence_with => check_padding_independence, check_padding_independence_bf16;
 }

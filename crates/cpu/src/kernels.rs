@@ -29,7 +29,7 @@ impl Isa {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            if head_dim % 16 == 0 && std::arch::is_x86_feature_detected!("avx512f") {
+            if head_dim.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
                 return Isa::Avx512;
             }
         }
@@ -64,7 +64,7 @@ pub(crate) fn scores_t(isa: Isa, k: &[f32], nk: usize, d: usize, qt: &[f32], st:
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn accumulate_pv(isa: Isa, pt: &[f32], nk: usize, v: &[f32], d: usize, alpha: &[f32; TILE], acc: &mut [f32], rows: usize) {
     assert!(nk <= TILE && rows <= TILE && pt.len() >= TILE * TILE && v.len() >= nk * d && acc.len() >= TILE * d);
-    assert!(isa != Isa::Avx512 || d % 16 == 0);
+    assert!(isa != Isa::Avx512 || d.is_multiple_of(16));
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `scores_t`; rows are processed in groups of 4 within the 64 rows of `acc`.
@@ -130,8 +130,8 @@ fn softmax_body(st: &mut [f32], nk: usize, state: &mut SoftmaxState) {
             *sum += *x;
         }
     }
-    for r in 0..TILE {
-        state.row_sum[r] = state.row_sum[r] * state.alpha[r] + tile_sum[r];
+    for ((sum, alpha), tile) in state.row_sum.iter_mut().zip(&state.alpha).zip(&tile_sum) {
+        *sum = *sum * alpha + tile;
     }
 }
 

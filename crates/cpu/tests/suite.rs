@@ -40,11 +40,23 @@ suite_test!(
     check_no_nan_every_row_written,
     check_padding_independence,
     check_rejects_bad_input,
+    check_dense_matches_reference_bf16,
+    check_varlen_offsets_bf16,
+    check_ashape_matches_masked_bf16,
+    check_vs_estimated_matches_masked_bf16,
+    check_vs_random_selection_matches_masked_bf16,
+    check_bs_matches_masked_bf16,
+    check_random_index_matches_masked_bf16,
+    check_full_budget_equals_dense_bf16,
+    check_causality_bf16,
+    check_column_permutation_bf16,
+    check_padding_independence_bf16,
 );
 
 #[test]
 fn all_checks_lists_every_check() {
     assert_eq!(all_checks::<CpuBackend>().len(), 14);
+    assert_eq!(all_checks_bf16::<CpuBackend>().len(), 11);
 }
 
 fn arb_shape() -> impl Strategy<Value = AttnShape> {
