@@ -57,4 +57,9 @@ impl DeviceTensor {
     pub(crate) fn ptr(&self, gpu: &Gpu) -> u64 {
         gpu.ptr(&self.buf)
     }
+
+    /// Raw device address, for kernels of other crates (the model engine) launched on `gpu`'s stream.
+    pub fn device_ptr(&self, gpu: &Gpu) -> u64 {
+        gpu.ptr(&self.buf)
+    }
 }

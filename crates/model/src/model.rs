@@ -80,6 +80,11 @@ impl Model {
         &self.config
     }
 
+    /// The f32 weights (read by the GPU engine to upload them).
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
     /// True for [`Model::random`] models: every reported output must say "random weights".
     pub fn has_random_weights(&self) -> bool {
         self.random_weights
