@@ -1,1 +1,297 @@
-//! Attention benchmark (filled in below).
+//! The attention benchmark behind `minference bench attention`: one Llama-3-8B-shaped layer
+//! (H=32, H_kv=8, D=128, bf16) per length, our dense kernel and the MInference layer (estimation,
+//! index build, attention, timed separately with CUDA events) for several pattern sets and index
+//! regimes. Kernel density and effective TF/s count the 64×64 tiles the kernel actually computed.
+
+use crate::context::{Arg, Gpu};
+use crate::error::Result;
+use crate::layer::{layer_attention, LayerTimings};
+use crate::tensor::DeviceTensor;
+use crate::{attention, DeviceIndex};
+use minference_core::{generate_qkv, AttnShape, DType, HeadPattern, OwnedTensor, SynthConfig};
+
+/// Which per-head patterns a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatternSet {
+    /// MInference's Llama-3-8B-262K budget mix: (1000,6096) 46%, (30,800) 27%, (100,800) 15%,
+    /// (3500,100) 9%, (500,700) 3%.
+    LlamaMix,
+    /// Every head VS(1000, 6096).
+    VsOnly,
+    /// Every head Block-Sparse top-100.
+    BsTop100,
+    /// Every head A-shape 1024 + 4096.
+    AShape,
+}
+
+impl PatternSet {
+    pub fn name(&self) -> &'static str {
+        match self {
+            PatternSet::LlamaMix => "vs-mix",
+            PatternSet::VsOnly => "vs(1000,6096)",
+            PatternSet::BsTop100 => "bs-top100",
+            PatternSet::AShape => "a-shape(1024,4096)",
+        }
+    }
+
+    pub fn patterns(&self, heads: usize) -> Vec<HeadPattern> {
+        match self {
+            PatternSet::LlamaMix => llama_mix(heads),
+            PatternSet::VsOnly => vec![HeadPattern::VerticalSlash { k_v: 1000, k_s: 6096 }; heads],
+            PatternSet::BsTop100 => vec![HeadPattern::BlockSparse { k_b: 100 }; heads],
+            PatternSet::AShape => vec![HeadPattern::AShape { n_init: 1024, n_local: 4096 }; heads],
+        }
+    }
+}
+
+/// Per-head budgets in the proportions of the Llama-3-8B-262K config, spread over the heads.
+pub fn llama_mix(heads: usize) -> Vec<HeadPattern> {
+    let mix = [((1000, 6096), 0.46), ((30, 800), 0.27), ((100, 800), 0.15), ((3500, 100), 0.09), ((500, 700), 0.03)];
+    let mut out = Vec::with_capacity(heads);
+    let mut acc = 0.0;
+    for (i, &((k_v, k_s), frac)) in mix.iter().enumerate() {
+        acc += frac;
+        let upto = if i + 1 == mix.len() { heads } else { ((acc * heads as f64).round() as usize).min(heads) };
+        while out.len() < upto {
+            out.push(HeadPattern::VerticalSlash { k_v, k_s });
+        }
+    }
+    // Interleave so that every KV group gets a mix (heads of one group are adjacent).
+    let mut shuffled = Vec::with_capacity(heads);
+    let stride = 7usize;
+    let mut seen = vec![false; heads];
+    let mut i = 0;
+    while shuffled.len() < heads {
+        while seen[i % heads] {
+            i += 1;
+        }
+        seen[i % heads] = true;
+        shuffled.push(out[i % heads]);
+        i += stride;
+    }
+    shuffled
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Regime {
+    /// i.i.d. normal Q/K (VS worst case: scattered slashes).
+    Random,
+    /// core's structured synthetic generator (sinks, local decay, far slashes, retrieval columns),
+    /// one KV group generated on the host and replicated to the others.
+    Structured,
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub lengths: Vec<usize>,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub sets: Vec<PatternSet>,
+    pub regimes: Vec<Regime>,
+    /// Dense runs only up to this length (a 1M dense layer takes ~30 s).
+    pub dense_max: usize,
+    /// Random-regime runs only up to this length (random indices make VS nearly dense).
+    pub random_max: usize,
+    pub reps: usize,
+    pub seed: u64,
+}
+
+impl Default for BenchConfig {
+    fn default() -> Self {
+        BenchConfig {
+            lengths: vec![16_384, 32_768, 65_536, 131_072, 262_144, 524_288, 1_048_576],
+            heads: 32,
+            kv_heads: 8,
+            head_dim: 128,
+            sets: vec![PatternSet::LlamaMix, PatternSet::VsOnly, PatternSet::BsTop100, PatternSet::AShape],
+            regimes: vec![Regime::Structured, Regime::Random],
+            dense_max: 262_144,
+            random_max: 131_072,
+            reps: 3,
+            seed: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchRow {
+    pub n: usize,
+    pub what: String,
+    pub regime: Option<Regime>,
+    /// Median over reps.
+    pub timings: LayerTimings,
+    /// Tiles computed / tiles of dense causal attention.
+    pub density: f64,
+    /// FLOPs of the computed tiles / attention time.
+    pub effective_tflops: f64,
+    /// Dense-equivalent FLOPs / whole layer time.
+    pub dense_equiv_tflops: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub card: String,
+    pub rows: Vec<BenchRow>,
+}
+
+fn fill_normal(gpu: &Gpu, t: &mut DeviceTensor, seed: u64) -> Result<()> {
+    let code = match t.dtype {
+        DType::Bf16 => 0,
+        DType::F16 => 1,
+        DType::F32 => 2,
+    };
+    let p = t.ptr(gpu);
+    gpu.launch("fill_normal", (1024, 1, 1), 256, 0, &[Arg::P(p), Arg::P(t.len as u64), Arg::P(seed), Arg::F(1.0), Arg::I(code)])
+}
+
+fn inputs(gpu: &Gpu, shape: &AttnShape, regime: Regime, seed: u64) -> Result<[DeviceTensor; 3]> {
+    let mut q = DeviceTensor::alloc(gpu, DType::Bf16, shape.q_elems())?;
+    let mut k = DeviceTensor::alloc(gpu, DType::Bf16, shape.kv_elems())?;
+    let mut v = DeviceTensor::alloc(gpu, DType::Bf16, shape.kv_elems())?;
+    fill_normal(gpu, &mut v, seed ^ 0x76)?;
+    match regime {
+        Regime::Random => {
+            fill_normal(gpu, &mut q, seed ^ 0x71)?;
+            fill_normal(gpu, &mut k, seed ^ 0x6b)?;
+        }
+        Regime::Structured => {
+            let group = shape.heads / shape.kv_heads;
+            let one = AttnShape { heads: group, kv_heads: 1, ..shape.clone() };
+            let (qf, kf, _) = generate_qkv(&one, &SynthConfig::structured(), seed);
+            let (qh, kh) = (OwnedTensor::from_f32(&qf, DType::Bf16), OwnedTensor::from_f32(&kf, DType::Bf16));
+            drop((qf, kf));
+            let (qg, kg) = (DeviceTensor::upload(gpu, qh.view())?, DeviceTensor::upload(gpu, kh.view())?);
+            for g in 0..shape.kv_heads {
+                let qb = qg.len * 2;
+                let kb = kg.len * 2;
+                let mut qdst = q.buf.slice_mut(g * qb..(g + 1) * qb);
+                gpu.stream().memcpy_dtod(&qg.buf, &mut qdst).map_err(|e| crate::CudaError::Driver { context: "replicating Q".into(), message: format!("{e:?}") })?;
+                let mut kdst = k.buf.slice_mut(g * kb..(g + 1) * kb);
+                gpu.stream().memcpy_dtod(&kg.buf, &mut kdst).map_err(|e| crate::CudaError::Driver { context: "replicating K".into(), message: format!("{e:?}") })?;
+            }
+        }
+    }
+    gpu.sync()?;
+    Ok([q, k, v])
+}
+
+/// (tiles computed, tiles of dense causal attention) for one sequence of length n.
+fn tile_counts(gpu: &Gpu, n: usize, patterns: &[HeadPattern], index: Option<&DeviceIndex>) -> Result<(f64, f64)> {
+    let r = n.div_ceil(64);
+    let dense_per_head: f64 = (0..r).map(|m| ((m * 64 + 63).min(n - 1) / 64 + 1) as f64).sum();
+    let (tile_ptr, col_ptr) = match index {
+        Some(ix) => (gpu.download(&ix.tile_ptr, ix.n_slots + 1)?, gpu.download(&ix.col_ptr, ix.n_slots + 1)?),
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut computed = 0.0;
+    for (h, p) in patterns.iter().enumerate() {
+        match *p {
+            HeadPattern::Dense => computed += dense_per_head,
+            HeadPattern::AShape { n_init, n_local } => {
+                for m in 0..r {
+                    let pos0 = m * 64;
+                    let pos_last = (m * 64 + 63).min(n - 1);
+                    let win_end = pos_last / 64 + 1;
+                    let win_begin = ((pos0 + 1).saturating_sub(n_local) / 64).min(win_end);
+                    let sink_end = n_init.min(n).div_ceil(64).min(win_end);
+                    computed += (sink_end.min(win_begin) + win_end - win_begin) as f64;
+                }
+            }
+            _ => {
+                for m in 0..r {
+                    let s = h * r + m;
+                    if s + 1 < tile_ptr.len() {
+                        computed += (tile_ptr[s + 1] - tile_ptr[s]) as f64 + ((col_ptr[s + 1] - col_ptr[s]) as f64 / 64.0).ceil();
+                    }
+                }
+            }
+        }
+    }
+    Ok((computed, dense_per_head * patterns.len() as f64))
+}
+
+fn median(mut xs: Vec<LayerTimings>) -> LayerTimings {
+    xs.sort_by(|a, b| a.total_ms().total_cmp(&b.total_ms()));
+    xs[xs.len() / 2]
+}
+
+/// Runs the benchmark; `progress` receives each row as it is measured.
+pub fn run_attention_bench(gpu: &Gpu, cfg: &BenchConfig, mut progress: impl FnMut(&BenchRow)) -> Result<BenchReport> {
+    let mut rows = Vec::new();
+    for &n in &cfg.lengths {
+        let shape = AttnShape::single(cfg.heads, cfg.kv_heads, cfg.head_dim, n);
+        let dense_flops = shape.dense_causal_flops();
+        let tile_flops = 4.0 * 64.0 * 64.0 * cfg.head_dim as f64;
+        for &regime in &cfg.regimes {
+            if regime == Regime::Random && n > cfg.random_max {
+                continue;
+            }
+            let [q, k, v] = inputs(gpu, &shape, regime, cfg.seed ^ n as u64)?;
+            let mut out = DeviceTensor::alloc(gpu, DType::Bf16, shape.q_elems())?;
+            if n <= cfg.dense_max && regime == cfg.regimes[0] {
+                let dense = vec![HeadPattern::Dense; cfg.heads];
+                let mut times = Vec::new();
+                for rep in 0..=cfg.reps {
+                    let (e0, e1) = (gpu.event()?, gpu.event()?);
+                    gpu.record(&e0)?;
+                    attention(gpu, &shape, &q, &k, &v, &dense, None, &mut out)?;
+                    gpu.record(&e1)?;
+                    gpu.sync()?;
+                    let ms = e0.elapsed_ms(&e1).unwrap_or(f32::NAN);
+                    if rep > 0 || cfg.reps == 0 {
+                        times.push(LayerTimings { attention_ms: ms, ..Default::default() });
+                    }
+                }
+                let t = median(times);
+                let tf = dense_flops / (t.attention_ms as f64 * 1e-3) / 1e12;
+                let row = BenchRow { n, what: "dense (ours)".into(), regime: None, timings: t, density: 1.0, effective_tflops: tf, dense_equiv_tflops: tf };
+                progress(&row);
+                rows.push(row);
+            }
+            for set in &cfg.sets {
+                let patterns = set.patterns(cfg.heads);
+                let mut times = Vec::new();
+                let mut last_index = None;
+                for rep in 0..=cfg.reps {
+                    let (t, index) = layer_attention(gpu, &shape, &q, &k, &v, &patterns, &mut out)?;
+                    if rep > 0 || cfg.reps == 0 {
+                        times.push(t);
+                    }
+                    last_index = index;
+                }
+                let t = median(times);
+                let (computed, dense_tiles) = tile_counts(gpu, n, &patterns, last_index.as_ref())?;
+                drop(last_index);
+                let row = BenchRow {
+                    n,
+                    what: set.name().into(),
+                    regime: Some(regime),
+                    timings: t,
+                    density: computed / dense_tiles,
+                    effective_tflops: computed * tile_flops / (t.attention_ms as f64 * 1e-3) / 1e12,
+                    dense_equiv_tflops: dense_flops / (t.total_ms() as f64 * 1e-3) / 1e12,
+                };
+                progress(&row);
+                rows.push(row);
+            }
+        }
+    }
+    Ok(BenchReport { card: gpu.name().to_string(), rows })
+}
+
+/// One line per row (markdown table body).
+pub fn format_row(r: &BenchRow) -> String {
+    let regime = match r.regime {
+        None => "-",
+        Some(Regime::Random) => "random",
+        Some(Regime::Structured) => "structured",
+    };
+    let t = &r.timings;
+    format!(
+        "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.0} | {:.0} |",
+        r.n, r.what, regime, t.total_ms(), t.estimate_ms, t.index_ms, t.attention_ms, r.density, r.effective_tflops, r.dense_equiv_tflops
+    )
+}
+
+pub const TABLE_HEADER: &str = "| N | method | regime | total ms | estimate ms | index ms | attention ms | kernel density | eff. TF/s | dense-equiv TF/s |\n|---|---|---|---|---|---|---|---|---|---|";

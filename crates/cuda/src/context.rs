@@ -58,6 +58,7 @@ const ENTRIES: &[(&str, &[&str])] = &[
         ],
     ),
     ("index", &["vs_convert", "bs_assemble", "scan_counts"]),
+    ("fill", &["fill_normal"]),
 ];
 
 impl Gpu {

@@ -1,0 +1,71 @@
+//! Device-resident API: poisoned outputs are fully written, the layer pipeline times its phases,
+//! and bad input is an error.
+
+mod common;
+
+use minference_core::{AttnShape, DType, HeadPattern, OwnedTensor};
+use minference_cpu::backend_suite::mixed_patterns;
+use minference_cpu::rng::SplitMix64;
+use minference_cuda::{layer_attention, CudaBackend, CudaError, DeviceTensor};
+use minference_core::AttentionBackend;
+
+#[test]
+fn opening_without_gpu_is_an_error_not_a_panic() {
+    // On a machine without a driver this is NoGpu; with one it succeeds. Never a panic.
+    match CudaBackend::new() {
+        Ok(b) => assert!(!b.name().is_empty()),
+        Err(e) => println!("no GPU, skipped: {e}"),
+    }
+}
+
+#[test]
+fn poisoned_outputs_are_fully_written() {
+    let Some(backend) = common::gpu_backend() else { return };
+    let gpu = backend.gpu();
+    for (n, d, out_dtype) in [(257usize, 64usize, DType::Bf16), (1000, 128, DType::F32), (65, 128, DType::Bf16)] {
+        let shape = AttnShape::single(8, 2, d, n);
+        let mut rng = SplitMix64::new(n as u64);
+        let q = OwnedTensor::from_f32(&rng.normals(shape.q_elems()), DType::Bf16);
+        let k = OwnedTensor::from_f32(&rng.normals(shape.kv_elems()), DType::Bf16);
+        let v = OwnedTensor::from_f32(&rng.normals(shape.kv_elems()), DType::Bf16);
+        let (q, k, v) = (
+            DeviceTensor::upload(gpu, q.view()).unwrap(),
+            DeviceTensor::upload(gpu, k.view()).unwrap(),
+            DeviceTensor::upload(gpu, v.view()).unwrap(),
+        );
+        let mut out = DeviceTensor::alloc(gpu, out_dtype, shape.q_elems()).unwrap();
+        out.fill_bytes(gpu, 0xff).unwrap();
+        let patterns = mixed_patterns(8);
+        let (t, index) = layer_attention(gpu, &shape, &q, &k, &v, &patterns, &mut out).expect("layer");
+        assert!(index.is_some());
+        assert!(t.estimate_ms >= 0.0 && t.index_ms >= 0.0 && t.attention_ms > 0.0, "{t:?}");
+        let o = out.download_f32(gpu).unwrap();
+        if let Some(i) = o.iter().position(|x| !x.is_finite()) {
+            panic!("N={n} D={d}: element {i} not written or not finite");
+        }
+    }
+}
+
+#[test]
+fn unsupported_inputs_are_errors() {
+    let Some(backend) = common::gpu_backend() else { return };
+    let shape = AttnShape::single(2, 1, 96, 10);
+    let q = OwnedTensor::from_f32(&vec![0.5; shape.q_elems()], DType::Bf16);
+    let k = OwnedTensor::from_f32(&vec![0.5; shape.kv_elems()], DType::Bf16);
+    match backend.dense(&shape, q.view(), k.view(), k.view()) {
+        Err(CudaError::UnsupportedHeadDim(96)) => {}
+        other => panic!("expected UnsupportedHeadDim, got {other:?}"),
+    }
+    let shape = AttnShape::single(2, 1, 64, 10);
+    let patterns = vec![HeadPattern::BlockSparse { k_b: 0 }; 2];
+    let q = OwnedTensor::from_f32(&vec![0.5; shape.q_elems()], DType::Bf16);
+    let k = OwnedTensor::from_f32(&vec![0.5; shape.kv_elems()], DType::Bf16);
+    assert!(backend.estimate_vs(&shape, q.view(), k.view(), &patterns).is_err());
+    let gpu = backend.gpu();
+    let (free, _) = gpu.mem_info().unwrap();
+    match DeviceTensor::alloc(gpu, DType::Bf16, free) {
+        Err(CudaError::OutOfMemory { asked, free: f, .. }) => assert!(asked > f),
+        Err(e) => panic!("expected OutOfMemory, got {e}"),
+        Ok(_) => panic!("allocating twice the free memory succeeded"),
+    }
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Builds the CUDA crate's GPU tests (and the attention benchmark) here, where Rust is, into .devbin/,
+# for the GPU machine, which has no Rust. Prints the one command to run there.
+#
+#   scripts/gpu-tests.sh            # build .devbin/{gpu-tests.tar.zst,cargo-nextest,bench_attention}
+# then call the device tool with carry [".devbin"] and the printed command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+grep -qx '/.devbin/' .git/info/exclude 2>/dev/null || echo '/.devbin/' >> .git/info/exclude
+mkdir -p .devbin
+export MINFERENCE_REQUIRE_CUBINS=1
+export CARGO_PROFILE_RELEASE_DEBUG=0   # keeps the archive small enough to carry
+cargo nextest archive --release -p minference-cuda --archive-file .devbin/gpu-tests.tar.zst
+cargo build --release -p minference-cuda --example bench_attention
+cp "${CARGO_TARGET_DIR:-target}/release/examples/bench_attention" .devbin/
+cp "$(command -v cargo-nextest)" .devbin/
+cp bench/sdpa_baseline.py .devbin/ 2>/dev/null || true
+du -sh .devbin/*
+cat <<'CMD'
+Run on the GPU machine (device tool, carry [".devbin"]):
+  ./.devbin/cargo-nextest nextest run --archive-file .devbin/gpu-tests.tar.zst --workspace-remap . --no-fail-fast --test-threads 1
+CMD
