@@ -1,7 +1,12 @@
 //! The `minference` command.
 
 mod bench_cpu;
+mod device;
+mod gpu;
 mod lengths;
+mod model_args;
+mod progress;
+mod run_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -15,6 +20,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run a prompt through a model with MInference prefill and stream the answer.
+    Run(run_cmd::RunArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -29,6 +36,7 @@ enum BenchCommand {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match &cli.command {
+        Command::Run(a) => run_cmd::run(a),
         Command::Bench(BenchCommand::Cpu(a)) => bench_cpu::run(a),
     }
 }

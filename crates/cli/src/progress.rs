@@ -1,0 +1,23 @@
+//! Progress bars for long prefills (one tick per layer).
+
+use indicatif::{ProgressBar, ProgressStyle};
+use minference_model::PrefillProgress;
+
+/// A per-layer bar, hidden for short prompts where it would only flicker.
+pub fn layer_bar(tokens: usize, layers: usize, label: &str) -> ProgressBar {
+    if tokens < 2048 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(layers as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] layer {pos}/{len} {elapsed_precise}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+pub fn tick(bar: &ProgressBar) -> impl FnMut(PrefillProgress) + '_ {
+    move |p: PrefillProgress| bar.set_position((p.layer + 1) as u64)
+}
