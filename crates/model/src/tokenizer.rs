@@ -9,6 +9,8 @@ use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::SplitDelimiterBehavior;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::AddedToken;
 
@@ -33,6 +35,25 @@ impl std::fmt::Debug for Tokenizer {
 
 fn tok_err(e: impl std::fmt::Display) -> ModelError {
     ModelError::Tokenizer(e.to_string())
+}
+
+/// Word-splitting regexes of the BPE families that differ from GPT-2's (as in their tokenizer.json).
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The pre-tokenizer named by GGUF's `tokenizer.ggml.pre`.
+fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
+    let split = |re: &str| -> Result<PreTokenizerWrapper> {
+        let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false).map_err(tok_err)?;
+        Ok(Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into())
+    };
+    Ok(match pre {
+        // SmolLM2 splits digits individually, then applies GPT-2's byte-level regex.
+        "smollm" => Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into(),
+        "qwen2" => split(QWEN2_SPLIT)?,
+        "llama3" | "llama-bpe" => split(LLAMA3_SPLIT)?,
+        _ => ByteLevel::new(false, true, true).into(),
+    })
 }
 
 impl Tokenizer {
@@ -99,14 +120,8 @@ impl Tokenizer {
         }
         let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(tok_err)?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
-        let byte_level = ByteLevel::new(false, true, true);
         let pre = file.get("tokenizer.ggml.pre").and_then(|v| v.as_str()).unwrap_or("default");
-        // SmolLM2 (and Qwen2) split digits individually before the byte-level regex.
-        let pre_tok: PreTokenizerWrapper = if matches!(pre, "smollm" | "qwen2") {
-            Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into()
-        } else {
-            byte_level.into()
-        };
+        let pre_tok = pre_tokenizer(pre)?;
         inner.with_pre_tokenizer(Some(pre_tok));
         inner.with_decoder(Some(ByteLevel::default()));
         let specials: Vec<AddedToken> = tokens

@@ -43,6 +43,19 @@ fn tokenizer_is_rebuilt_from_gguf_metadata() {
 }
 
 #[test]
+fn every_pre_tokenizer_round_trips_text() {
+    let text = "It's 2026: naïve café, 12345 tokens!\n\n  spaced\tout <|im_end|>";
+    for pre in ["default", "smollm", "qwen2", "llama-bpe"] {
+        let f = GgufFile::from_bytes(common::tiny_llama_with_pre(&TINY, "llama", pre).build()).unwrap_or_else(|e| panic!("{e}"));
+        let m = Model::from_gguf(&f).unwrap_or_else(|e| panic!("{e}"));
+        let tok = m.tokenizer().unwrap_or_else(|e| panic!("{pre}: {e}"));
+        let ids = tok.encode(text).unwrap_or_else(|e| panic!("{pre}: {e}"));
+        assert_eq!(tok.decode(&ids, false).unwrap_or_default(), text, "{pre}");
+        assert_eq!(ids.last().copied(), tok.token_to_id("<|im_end|>"), "{pre}");
+    }
+}
+
+#[test]
 fn decode_steps_match_a_longer_prefill() {
     let mut e = Engine::new(tiny(), CpuBackend::new());
     let p = prompt(40);

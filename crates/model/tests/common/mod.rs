@@ -148,6 +148,11 @@ pub const TINY: TinyShape = TinyShape { hidden: 32, heads: 4, kv_heads: 2, inter
 /// A complete tiny Llama GGUF with a byte-level BPE tokenizer (256 bytes + merges "h e", "l l"
 /// + ChatML specials) and deterministic pseudo-random weights.
 pub fn tiny_llama(shape: &TinyShape, arch: &str) -> GgufBuilder {
+    tiny_llama_with_pre(shape, arch, "default")
+}
+
+/// As [`tiny_llama`], with `tokenizer.ggml.pre` = `pre`.
+pub fn tiny_llama_with_pre(shape: &TinyShape, arch: &str, pre: &str) -> GgufBuilder {
     let mut tokens = byte_level_alphabet();
     tokens.push("he".into());
     tokens.push("ll".into());
@@ -169,7 +174,7 @@ pub fn tiny_llama(shape: &TinyShape, arch: &str) -> GgufBuilder {
         .f32(&format!("{arch}.rope.freq_base"), 10000.0)
         .f32(&format!("{arch}.attention.layer_norm_rms_epsilon"), 1e-5)
         .string("tokenizer.ggml.model", "gpt2")
-        .string("tokenizer.ggml.pre", "default")
+        .string("tokenizer.ggml.pre", pre)
         .str_array("tokenizer.ggml.tokens", &tokens)
         .i32_array("tokenizer.ggml.token_type", &types)
         .str_array("tokenizer.ggml.merges", &["h e".to_string(), "l l".to_string()])
