@@ -1,0 +1,77 @@
+//! Compiles `kernels/model_ops.cu` to an sm_90a cubin with nvcc and embeds it, plus the source for
+//! the NVRTC fallback when no nvcc is found (same discovery order as crates/cuda/build.rs:
+//! `$NVCC`, `PATH`, `/usr/local/cuda/bin`, the pip wheel `<site-packages>/nvidia/cu13/bin/nvcc`).
+//! `MINFERENCE_REQUIRE_CUBINS=1` turns a missing nvcc or a failed compile into a build error.
+
+use std::env;
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let source = manifest.join("kernels/model_ops.cu");
+    println!("cargo:rerun-if-changed={}", source.display());
+    println!("cargo:rerun-if-env-changed=NVCC");
+    println!("cargo:rerun-if-env-changed=MINFERENCE_REQUIRE_CUBINS");
+    let require = env::var("MINFERENCE_REQUIRE_CUBINS").map(|v| v == "1").unwrap_or(false);
+
+    let cubin = out_dir.join("model_ops.cubin");
+    let mut built = false;
+    match find_nvcc() {
+        None => warn_or_fail(require, "nvcc not found: the GPU engine will compile its kernels with NVRTC at run time"),
+        Some(nvcc) => {
+            let result = Command::new(&nvcc)
+                .args(["-gencode=arch=compute_90a,code=sm_90a", "-cubin", "-O3", "-lineinfo", "-std=c++17", "-o"])
+                .arg(&cubin)
+                .arg(&source)
+                .output();
+            match result {
+                Ok(o) if o.status.success() => built = true,
+                Ok(o) => warn_or_fail(require, &format!("nvcc failed:\n{}", String::from_utf8_lossy(&o.stderr))),
+                Err(e) => warn_or_fail(require, &format!("could not run {}: {e}", nvcc.display())),
+            }
+        }
+    }
+    let generated = format!(
+        "pub const SOURCE: &str = include_str!({:?});\npub const CUBIN: Option<&[u8]> = {};\n",
+        source.display().to_string(),
+        if built { format!("Some(include_bytes!({:?}))", cubin.display().to_string()) } else { "None".to_string() }
+    );
+    fs::write(out_dir.join("model_ops.rs"), generated).expect("write model_ops.rs");
+}
+
+fn warn_or_fail(require: bool, msg: &str) {
+    if require {
+        panic!("MINFERENCE_REQUIRE_CUBINS=1: {msg}");
+    }
+    for line in msg.lines().take(40) {
+        println!("cargo:warning={line}");
+    }
+}
+
+fn find_nvcc() -> Option<PathBuf> {
+    if let Ok(p) = env::var("NVCC") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    if let Ok(path) = env::var("PATH") {
+        for dir in env::split_paths(&path) {
+            let c = dir.join("nvcc");
+            if c.is_file() {
+                return Some(c);
+            }
+        }
+    }
+    let local = PathBuf::from("/usr/local/cuda/bin/nvcc");
+    if local.is_file() {
+        return Some(local);
+    }
+    let out = Command::new("python3").args(["-c", "import nvidia; print(nvidia.__path__[0])"]).output().ok()?;
+    let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let wheel = PathBuf::from(root).join("cu13/bin/nvcc");
+    wheel.is_file().then_some(wheel)
+}

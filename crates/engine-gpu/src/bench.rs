@@ -1,0 +1,235 @@
+//! End-to-end time-to-first-token benchmark on a random-weight model of a named shape: dense and
+//! MInference prefill of the same prompts in one run, as a markdown or CSV table.
+
+use crate::engine::{GpuEngine, GpuPrefillStats};
+use crate::error::{EngineError, Result};
+use minference_core::HeadPattern;
+use minference_cuda::Gpu;
+use minference_model::{AttentionChoice, MInferencePlan, ModelConfig};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum E2eAttention {
+    Dense,
+    /// MInference's default for heads without a searched config: VS(1000, 6096) on every head of
+    /// every layer (random weights have no head structure to search).
+    MInference,
+}
+
+impl E2eAttention {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "dense" => Ok(E2eAttention::Dense),
+            "minference" | "sparse" => Ok(E2eAttention::MInference),
+            other => Err(EngineError::Input(format!("unknown attention `{other}` (dense, minference)"))),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            E2eAttention::Dense => "dense",
+            E2eAttention::MInference => "minference",
+        }
+    }
+    pub fn choice(self, cfg: &ModelConfig) -> AttentionChoice {
+        match self {
+            E2eAttention::Dense => AttentionChoice::Dense,
+            E2eAttention::MInference => AttentionChoice::MInference(MInferencePlan::uniform(cfg, HeadPattern::DEFAULT)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct E2eOptions {
+    pub seed: u64,
+    /// Dense rows above this many tokens are reported as skipped (dense 1M prefill takes many minutes).
+    pub dense_max_tokens: Option<usize>,
+    /// A short prefill of each kind before timing (module loads, cuBLASLt heuristics).
+    pub warmup_tokens: usize,
+}
+
+impl Default for E2eOptions {
+    fn default() -> Self {
+        E2eOptions { seed: 0x5EED, dense_max_tokens: None, warmup_tokens: 4096 }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct E2eRow {
+    pub tokens: usize,
+    pub attention: E2eAttention,
+    /// The prefill's statistics, or why the row has none (skipped, out of memory, ...).
+    pub outcome: std::result::Result<GpuPrefillStats, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct E2eTable {
+    pub gpu: String,
+    pub shape: String,
+    pub rows: Vec<E2eRow>,
+}
+
+/// Seeded token ids in `0..vocab` (SplitMix64).
+pub fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            ((z ^ (z >> 31)) % vocab as u64) as u32
+        })
+        .collect()
+}
+
+/// Runs every (length, attention) pair on one random-weight engine and tabulates TTFT.
+pub fn bench_e2e(
+    gpu: Arc<Gpu>,
+    shape: &str,
+    lengths: &[usize],
+    kinds: &[E2eAttention],
+    opts: &E2eOptions,
+    log: &mut dyn FnMut(&str),
+) -> Result<E2eTable> {
+    let mut engine = GpuEngine::random(Arc::clone(&gpu), shape, opts.seed)?;
+    engine.set_allow_context_extension(true);
+    engine.set_max_new_tokens(1);
+    let cfg = engine.config().clone();
+    log(&format!("{} on {}: random weights generated on the device", cfg.name, gpu.name()));
+    if opts.warmup_tokens > 0 {
+        let tokens = random_tokens(opts.warmup_tokens, cfg.vocab, opts.seed ^ 1);
+        for kind in kinds {
+            engine.prefill(&tokens, &kind.choice(&cfg), &mut |_| {})?;
+        }
+        engine.reset()?;
+    }
+    let mut rows = Vec::new();
+    for &n in lengths {
+        let tokens = random_tokens(n, cfg.vocab, opts.seed ^ n as u64);
+        for &kind in kinds {
+            if kind == E2eAttention::Dense && opts.dense_max_tokens.is_some_and(|m| n > m) {
+                rows.push(E2eRow { tokens: n, attention: kind, outcome: Err("skipped (above --dense-max)".into()) });
+                continue;
+            }
+            let outcome = engine.prefill(&tokens, &kind.choice(&cfg), &mut |_| {}).map(|(_, s)| s).map_err(|e| e.to_string());
+            engine.reset()?;
+            match &outcome {
+                Ok(s) => log(&format!("{n} tokens {}: TTFT {:.3} s (random weights)", kind.name(), s.seconds)),
+                Err(e) => log(&format!("{n} tokens {}: {e}", kind.name())),
+            }
+            rows.push(E2eRow { tokens: n, attention: kind, outcome });
+        }
+    }
+    Ok(E2eTable { gpu: gpu.name().to_string(), shape: cfg.name.clone(), rows })
+}
+
+impl E2eTable {
+    fn dense_ttft(&self, tokens: usize) -> Option<f64> {
+        self.rows
+            .iter()
+            .find(|r| r.tokens == tokens && r.attention == E2eAttention::Dense)
+            .and_then(|r| r.outcome.as_ref().ok())
+            .map(|s| s.seconds)
+    }
+
+    pub fn to_markdown(&self) -> String {
+        let mut out = format!(
+            "TTFT, {} (random weights), {}; MInference = VS(1000, 6096) on every head\n\n\
+             | tokens | attention | TTFT s | speedup vs dense | QKV s | attention s (estimate + index + kernel) | O-proj s | MLP s | KV offload s | KV layers offloaded |\n\
+             |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            self.shape, self.gpu
+        );
+        for r in &self.rows {
+            match &r.outcome {
+                Ok(s) => {
+                    let speedup = self.dense_ttft(r.tokens).map_or("-".to_string(), |d| format!("{:.2}×", d / s.seconds));
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {:.3} | {} | {:.3} | {:.3} ({:.3} + {:.3} + {:.3}) | {:.3} | {:.3} | {:.3} | {} |",
+                        r.tokens,
+                        r.attention.name(),
+                        s.seconds,
+                        speedup,
+                        s.qkv_ms / 1e3,
+                        (s.estimate_ms + s.index_ms + s.attention_ms) / 1e3,
+                        s.estimate_ms / 1e3,
+                        s.index_ms / 1e3,
+                        s.attention_ms / 1e3,
+                        s.o_proj_ms / 1e3,
+                        s.mlp_ms / 1e3,
+                        s.offload_ms / 1e3,
+                        s.plan.kv_offloaded_layers
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "| {} | {} | {e} | | | | | | | |", r.tokens, r.attention.name());
+                }
+            }
+        }
+        out
+    }
+
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from(
+            "gpu,shape,weights,tokens,attention,ttft_s,qkv_s,estimate_s,index_s,attention_kernel_s,o_proj_s,mlp_s,offload_s,kv_offloaded_layers,status\n",
+        );
+        for r in &self.rows {
+            let head = format!("\"{}\",\"{}\",random,{},{}", self.gpu, self.shape, r.tokens, r.attention.name());
+            match &r.outcome {
+                Ok(s) => {
+                    let _ = writeln!(
+                        out,
+                        "{head},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{},ok",
+                        s.seconds,
+                        s.qkv_ms / 1e3,
+                        s.estimate_ms / 1e3,
+                        s.index_ms / 1e3,
+                        s.attention_ms / 1e3,
+                        s.o_proj_ms / 1e3,
+                        s.mlp_ms / 1e3,
+                        s.offload_ms / 1e3,
+                        s.plan.kv_offloaded_layers
+                    );
+                }
+                Err(e) => {
+                    let _ = writeln!(out, "{head},,,,,,,,,,\"{}\"", e.replace('"', "'"));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_seeded_and_in_range() {
+        let a = random_tokens(1000, 49152, 7);
+        assert_eq!(a, random_tokens(1000, 49152, 7));
+        assert_ne!(a, random_tokens(1000, 49152, 8));
+        assert!(a.iter().all(|t| (*t as usize) < 49152));
+    }
+
+    #[test]
+    fn attention_names_round_trip_and_bad_names_error() {
+        for k in [E2eAttention::Dense, E2eAttention::MInference] {
+            assert_eq!(E2eAttention::parse(k.name()).ok(), Some(k));
+        }
+        assert!(E2eAttention::parse("flash").is_err());
+    }
+
+    #[test]
+    fn skipped_rows_render_in_both_formats() {
+        let t = E2eTable {
+            gpu: "test".into(),
+            shape: "qwen2.5-7b".into(),
+            rows: vec![E2eRow { tokens: 1 << 20, attention: E2eAttention::Dense, outcome: Err("skipped".into()) }],
+        };
+        assert!(t.to_markdown().contains("random weights"));
+        assert!(t.to_markdown().contains("skipped"));
+        assert_eq!(t.to_csv().lines().count(), 2);
+    }
+}

@@ -1,0 +1,478 @@
+//! The GPU forward: prefill one KV-head group at a time (norm + fused QKV GEMM + RoPE written
+//! head-major, MInference or dense attention through `minference_cuda::layer_attention`, output
+//! projection accumulated into the residual), the MLP in token chunks, the LM head on the last
+//! position; decode steps dense over the device KV cache.
+
+use crate::error::{EngineError, Result};
+use crate::gemm::Gemm;
+use crate::kv::KvCache;
+use crate::ops::{dptr, Ops, DECODE_CHUNK};
+use crate::plan::{plan_gpu_memory, GpuMemoryPlan, PlanInput};
+use crate::rope::rope_inv_freq;
+use crate::timing::{Phase, PhaseTimer};
+use crate::weights::{weight_bytes, DeviceWeights};
+use cudarc::driver::CudaSlice;
+use minference_core::{AttnShape, DType, HeadPattern};
+use minference_cuda::{layer_attention, DeviceTensor, Gpu};
+use minference_model::{AttentionChoice, Model, ModelConfig, ModelError, PrefillProgress};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Tokens per chunk of norms, projections and MLP.
+pub const DEFAULT_CHUNK_TOKENS: usize = 8192;
+/// Decode tokens reserved in the KV cache after a prefill.
+pub const DEFAULT_MAX_NEW_TOKENS: usize = 256;
+/// Largest query-heads-per-KV-head group the decode kernel handles.
+const MAX_GROUP: usize = 64;
+
+/// Wall time and device time per phase of one prefill (milliseconds unless named otherwise).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuPrefillStats {
+    pub tokens: usize,
+    /// Wall time from the call to the logits on the host (time to first token).
+    pub seconds: f64,
+    pub embed_ms: f64,
+    pub qkv_ms: f64,
+    pub estimate_ms: f64,
+    pub index_ms: f64,
+    pub attention_ms: f64,
+    pub o_proj_ms: f64,
+    pub mlp_ms: f64,
+    pub offload_ms: f64,
+    pub lm_head_ms: f64,
+    pub sparse_heads: usize,
+    pub dense_heads: usize,
+    pub index_tiles: usize,
+    pub plan: GpuMemoryPlan,
+}
+
+/// Single-token buffers for decode steps, allocated after a prefill.
+struct DecodeBufs {
+    token: CudaSlice<i32>,
+    x: CudaSlice<u16>,
+    normed: CudaSlice<u16>,
+    normed_f32: CudaSlice<f32>,
+    qkv: CudaSlice<u16>,
+    q: CudaSlice<u16>,
+    o: CudaSlice<u16>,
+    gate_up: CudaSlice<u16>,
+    act: CudaSlice<u16>,
+    part: CudaSlice<f32>,
+    logits: CudaSlice<f32>,
+}
+
+pub struct GpuEngine {
+    gpu: Arc<Gpu>,
+    cfg: ModelConfig,
+    random_weights: bool,
+    ops: Ops,
+    gemm: Gemm,
+    weights: DeviceWeights,
+    inv_freq: CudaSlice<f64>,
+    chunk_tokens: usize,
+    max_new_tokens: usize,
+    allow_offload: bool,
+    allow_context_extension: bool,
+    cache: Option<KvCache>,
+    decode: Option<DecodeBufs>,
+}
+
+fn check_config(cfg: &ModelConfig) -> Result<()> {
+    cfg.validate()?;
+    let gs = cfg.heads / cfg.kv_heads;
+    if ![64, 128].contains(&cfg.head_dim) {
+        return Err(EngineError::Input(format!("head_dim {} is not supported on the GPU (64 or 128)", cfg.head_dim)));
+    }
+    if gs > MAX_GROUP || cfg.heads % cfg.kv_heads != 0 {
+        return Err(EngineError::Input(format!("{} query heads per KV head is not supported on the GPU", gs)));
+    }
+    Ok(())
+}
+
+/// Patterns of `layer` for a fresh prompt of `n` tokens; `None` = all dense.
+fn layer_patterns(choice: &AttentionChoice, layer: usize, n: usize) -> Option<&[HeadPattern]> {
+    match choice {
+        AttentionChoice::Dense => None,
+        AttentionChoice::MInference(p) => {
+            if n < p.dense_below.max(2) || layer < p.starting_layer {
+                return None;
+            }
+            let pats = p.patterns.get(layer)?;
+            (!pats.iter().all(|h| *h == HeadPattern::Dense)).then_some(pats.as_slice())
+        }
+    }
+}
+
+/// Largest VS budget of a plan (sizes the index in the memory plan).
+fn vs_budget(choice: &AttentionChoice) -> (usize, usize) {
+    let mut best = (1000, 6096);
+    if let AttentionChoice::MInference(p) = choice {
+        for h in p.patterns.iter().flatten() {
+            if let HeadPattern::VerticalSlash { k_v, k_s } = *h {
+                best = (best.0.max(k_v), best.1.max(k_s));
+            }
+        }
+    }
+    best
+}
+
+impl GpuEngine {
+    /// Uploads `model`'s weights to the device in bf16.
+    pub fn new(gpu: Arc<Gpu>, model: Arc<Model>) -> Result<Self> {
+        let cfg = model.config().clone();
+        check_config(&cfg)?;
+        let ops = Ops::load(&gpu)?;
+        let weights = DeviceWeights::upload(&gpu, &cfg, model.weights())?;
+        Self::assemble(gpu, cfg, model.has_random_weights(), ops, weights)
+    }
+
+    /// A model of a named shape (`ModelConfig::NAMED_SHAPES`) with random weights made on the device.
+    pub fn random(gpu: Arc<Gpu>, shape: &str, seed: u64) -> Result<Self> {
+        Self::random_with_config(gpu, ModelConfig::named_shape(shape)?, seed)
+    }
+
+    pub fn random_with_config(gpu: Arc<Gpu>, cfg: ModelConfig, seed: u64) -> Result<Self> {
+        check_config(&cfg)?;
+        let needed = weight_bytes(&cfg);
+        let (free, _) = gpu.mem_info()?;
+        if needed > free as u64 {
+            return Err(EngineError::OutOfMemory(format!(
+                "the {} weights need {:.2} GiB in bf16; the device has {:.2} GiB free",
+                cfg.name,
+                needed as f64 / (1u64 << 30) as f64,
+                free as f64 / (1u64 << 30) as f64
+            )));
+        }
+        let ops = Ops::load(&gpu)?;
+        let weights = DeviceWeights::random(&gpu, &ops, &cfg, seed)?;
+        Self::assemble(gpu, cfg, true, ops, weights)
+    }
+
+    fn assemble(gpu: Arc<Gpu>, cfg: ModelConfig, random_weights: bool, ops: Ops, weights: DeviceWeights) -> Result<Self> {
+        let gemm = Gemm::new(&gpu)?;
+        let inv_freq = gpu.upload(&rope_inv_freq(&cfg))?;
+        Ok(GpuEngine {
+            gpu,
+            cfg,
+            random_weights,
+            ops,
+            gemm,
+            weights,
+            inv_freq,
+            chunk_tokens: DEFAULT_CHUNK_TOKENS,
+            max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
+            allow_offload: true,
+            allow_context_extension: false,
+            cache: None,
+            decode: None,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.gpu
+    }
+    /// Every output of a random-weight engine must say "random weights".
+    pub fn has_random_weights(&self) -> bool {
+        self.random_weights
+    }
+    pub fn set_chunk_tokens(&mut self, n: usize) {
+        self.chunk_tokens = n.max(1);
+    }
+    /// Decode tokens reserved in the KV cache by the next prefill.
+    pub fn set_max_new_tokens(&mut self, n: usize) {
+        self.max_new_tokens = n.max(1);
+    }
+    pub fn set_allow_offload(&mut self, allow: bool) {
+        self.allow_offload = allow;
+    }
+    pub fn set_allow_context_extension(&mut self, allow: bool) {
+        self.allow_context_extension = allow;
+    }
+    /// Tokens in the KV cache (prompt + decoded).
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.as_ref().map_or(0, |c| c.len)
+    }
+
+    /// Frees the KV cache and decode buffers.
+    pub fn reset(&mut self) -> Result<()> {
+        self.gpu.sync()?;
+        self.cache = None;
+        self.decode = None;
+        self.gpu.sync()?;
+        Ok(())
+    }
+
+    /// The memory plan a prefill of `tokens` tokens would use now.
+    pub fn plan(&self, tokens: usize, attention: &AttentionChoice) -> Result<GpuMemoryPlan> {
+        let (free, _) = self.gpu.mem_info()?;
+        // The weights are already resident: count them as available, the plan adds them back.
+        let mut input = PlanInput::new(tokens, free as u64 + weight_bytes(&self.cfg));
+        input.max_new_tokens = self.max_new_tokens;
+        input.chunk_tokens = self.chunk_tokens;
+        input.vs_budget = vs_budget(attention);
+        input.allow_offload = self.allow_offload;
+        plan_gpu_memory(&self.cfg, &input)
+    }
+
+    fn check_tokens(&self, tokens: &[u32], total: usize) -> Result<()> {
+        if let Some(bad) = tokens.iter().find(|t| **t as usize >= self.cfg.vocab) {
+            return Err(EngineError::Input(format!("token id {bad} outside the vocabulary of {}", self.cfg.vocab)));
+        }
+        if total > self.cfg.context_length && !self.allow_context_extension {
+            return Err(ModelError::ContextOverflow { tokens: total, context: self.cfg.context_length }.into());
+        }
+        if total > i32::MAX as usize {
+            return Err(EngineError::Input(format!("{total} tokens exceed the kernels' int32 range")));
+        }
+        Ok(())
+    }
+
+    /// Runs a fresh prompt (the old cache is freed first) and returns the last position's logits.
+    pub fn prefill(
+        &mut self,
+        tokens: &[u32],
+        attention: &AttentionChoice,
+        progress: &mut dyn FnMut(PrefillProgress),
+    ) -> Result<(Vec<f32>, GpuPrefillStats)> {
+        let start = Instant::now();
+        if tokens.is_empty() {
+            return Err(EngineError::Input("empty prompt".into()));
+        }
+        self.check_tokens(tokens, tokens.len())?;
+        if let AttentionChoice::MInference(p) = attention {
+            if p.patterns.len() != self.cfg.layers || p.patterns.iter().any(|l| l.len() != self.cfg.heads) {
+                return Err(EngineError::Input(format!(
+                    "attention plan covers {} layers; the model has {} layers of {} heads",
+                    p.patterns.len(),
+                    self.cfg.layers,
+                    self.cfg.heads
+                )));
+            }
+        }
+        self.reset()?;
+        let plan = self.plan(tokens.len(), attention)?;
+        let gpu = Arc::clone(&self.gpu);
+        let cfg = self.cfg.clone();
+        let (n, h, d, inter) = (tokens.len(), cfg.hidden, cfg.head_dim, cfg.intermediate);
+        let (kvh, gs) = (cfg.kv_heads, cfg.heads / cfg.kv_heads);
+        let slot = (gs + 2) * d;
+        let chunk = self.chunk_tokens.min(n);
+
+        let mut cache = KvCache::new(&gpu, cfg.layers, kvh, d, &plan, self.max_new_tokens)?;
+        let ids: Vec<i32> = tokens.iter().map(|t| *t as i32).collect();
+        let tok_dev = gpu.upload(&ids)?;
+        let x = gpu.alloc::<u16>(n * h)?;
+        let q_g = DeviceTensor::alloc(&gpu, DType::Bf16, gs * n * d)?;
+        let mut o_g = DeviceTensor::alloc(&gpu, DType::Bf16, gs * n * d)?;
+        let normed = gpu.alloc::<u16>(chunk * h)?;
+        let qkv = gpu.alloc::<u16>(chunk * slot)?;
+        let gate_up = gpu.alloc::<u16>(chunk * 2 * inter)?;
+        let act = gpu.alloc::<u16>(chunk * inter)?;
+        let (xp, normed_p, qkv_p, gu_p, act_p) = (dptr(&gpu, &x), dptr(&gpu, &normed), dptr(&gpu, &qkv), dptr(&gpu, &gate_up), dptr(&gpu, &act));
+        let inv_freq = dptr(&gpu, &self.inv_freq);
+
+        let mut timer = PhaseTimer::default();
+        let mut stats = GpuPrefillStats {
+            tokens: n,
+            seconds: 0.0,
+            embed_ms: 0.0,
+            qkv_ms: 0.0,
+            estimate_ms: 0.0,
+            index_ms: 0.0,
+            attention_ms: 0.0,
+            o_proj_ms: 0.0,
+            mlp_ms: 0.0,
+            offload_ms: 0.0,
+            lm_head_ms: 0.0,
+            sparse_heads: 0,
+            dense_heads: 0,
+            index_tiles: 0,
+            plan: plan.clone(),
+        };
+        let t = timer.start(&gpu)?;
+        self.ops.embed(&gpu, dptr(&gpu, &tok_dev), dptr(&gpu, &self.weights.embed), xp, n, h)?;
+        timer.stop(&gpu, Phase::Embed, t)?;
+
+        let dense_group = vec![HeadPattern::Dense; gs];
+        for l in 0..cfg.layers {
+            let lw = &self.weights.layers[l];
+            let (w_qkv, w_o, w_gu, w_down) = (dptr(&gpu, &lw.w_qkv), dptr(&gpu, &lw.w_o), dptr(&gpu, &lw.w_gate_up), dptr(&gpu, &lw.w_down));
+            let (attn_norm, mlp_norm) = (dptr(&gpu, &lw.attn_norm), dptr(&gpu, &lw.mlp_norm));
+            let bias = lw.qkv_bias.as_ref().map(|b| dptr(&gpu, b));
+            let patterns = layer_patterns(attention, l, n);
+            for g in 0..kvh {
+                let (k_dst, v_dst) = {
+                    let kv = cache.prefix(l, g)?;
+                    (kv.k.device_ptr(&gpu), kv.v.device_ptr(&gpu))
+                };
+                let qp = q_g.device_ptr(&gpu);
+                let t = timer.start(&gpu)?;
+                for c0 in (0..n).step_by(chunk) {
+                    let c = chunk.min(n - c0);
+                    self.ops.rms_norm(&gpu, xp + (c0 * h * 2) as u64, attn_norm, normed_p, c, h, cfg.rms_eps)?;
+                    let w_group = w_qkv + (g * slot * h * 2) as u64;
+                    self.gemm.linear(&gpu, (normed_p, h), (w_group, h), (qkv_p, slot), c, h, slot, false)?;
+                    let b = bias.map_or(0, |b| b + (g * slot * 4) as u64);
+                    self.ops.qkv_rope_scatter(&gpu, qkv_p, b, inv_freq, (qp, k_dst, v_dst), c, gs, d, (n, c0, c0, c0))?;
+                }
+                timer.stop(&gpu, Phase::Qkv, t)?;
+
+                let group_patterns = patterns.map_or(dense_group.as_slice(), |p| &p[g * gs..(g + 1) * gs]);
+                let sparse = group_patterns.iter().filter(|p| **p != HeadPattern::Dense).count();
+                stats.sparse_heads += sparse;
+                stats.dense_heads += gs - sparse;
+                let shape = AttnShape::single(gs, 1, d, n);
+                let kv = cache.prefix(l, g)?;
+                let (lt, index) = layer_attention(&gpu, &shape, &q_g, &kv.k, &kv.v, group_patterns, &mut o_g)?;
+                drop(index);
+                stats.estimate_ms += lt.estimate_ms as f64;
+                stats.index_ms += lt.index_ms as f64;
+                stats.attention_ms += lt.attention_ms as f64;
+                stats.index_tiles += lt.index_tiles;
+
+                // O of this group, token-major into Q's buffer, then x += O_g · W_o[:, group columns]ᵀ.
+                let t = timer.start(&gpu)?;
+                self.ops.heads_to_rows(&gpu, o_g.device_ptr(&gpu), qp, n, gs, d)?;
+                let w_cols = w_o + (g * gs * d * 2) as u64;
+                self.gemm.linear(&gpu, (qp, gs * d), (w_cols, cfg.q_dim()), (xp, h), n, gs * d, h, true)?;
+                timer.stop(&gpu, Phase::OProj, t)?;
+            }
+            if cache.is_offloaded(l) {
+                let t = timer.start(&gpu)?;
+                cache.offload(&gpu, l)?;
+                timer.stop(&gpu, Phase::Offload, t)?;
+            }
+            let t = timer.start(&gpu)?;
+            for c0 in (0..n).step_by(chunk) {
+                let c = chunk.min(n - c0);
+                let xc = xp + (c0 * h * 2) as u64;
+                self.ops.rms_norm(&gpu, xc, mlp_norm, normed_p, c, h, cfg.rms_eps)?;
+                self.gemm.linear(&gpu, (normed_p, h), (w_gu, h), (gu_p, 2 * inter), c, h, 2 * inter, false)?;
+                self.ops.swiglu(&gpu, gu_p, act_p, c, inter)?;
+                self.gemm.linear(&gpu, (act_p, inter), (w_down, inter), (xc, h), c, inter, h, true)?;
+            }
+            timer.stop(&gpu, Phase::Mlp, t)?;
+            gpu.sync()?;
+            timer.flush()?;
+            progress(PrefillProgress { layer: l, layers: cfg.layers });
+        }
+        cache.len = n;
+
+        let mut bufs = self.decode_buffers(n)?;
+        let t = timer.start(&gpu)?;
+        let logits = self.lm_head(xp + ((n - 1) * h * 2) as u64, &mut bufs)?;
+        timer.stop(&gpu, Phase::LmHead, t)?;
+        gpu.sync()?;
+        timer.flush()?;
+        // Free the prompt-sized buffers before decode.
+        drop((x, q_g, o_g, normed, qkv, gate_up, act, tok_dev));
+        self.cache = Some(cache);
+        self.decode = Some(bufs);
+
+        stats.embed_ms = timer.ms(Phase::Embed);
+        stats.qkv_ms = timer.ms(Phase::Qkv);
+        stats.o_proj_ms = timer.ms(Phase::OProj);
+        stats.mlp_ms = timer.ms(Phase::Mlp);
+        stats.offload_ms = timer.ms(Phase::Offload);
+        stats.lm_head_ms = timer.ms(Phase::LmHead);
+        stats.seconds = start.elapsed().as_secs_f64();
+        Ok((logits, stats))
+    }
+
+    fn decode_buffers(&self, n: usize) -> Result<DecodeBufs> {
+        let cfg = &self.cfg;
+        let (h, d, gs, inter) = (cfg.hidden, cfg.head_dim, cfg.heads / cfg.kv_heads, cfg.intermediate);
+        let splits = (n + self.max_new_tokens).div_ceil(DECODE_CHUNK);
+        let g = &self.gpu;
+        Ok(DecodeBufs {
+            token: g.alloc::<i32>(1)?,
+            x: g.alloc::<u16>(h)?,
+            normed: g.alloc::<u16>(h)?,
+            normed_f32: g.alloc::<f32>(h)?,
+            qkv: g.alloc::<u16>((gs + 2) * d)?,
+            q: g.alloc::<u16>(gs * d)?,
+            o: g.alloc::<u16>(cfg.q_dim())?,
+            gate_up: g.alloc::<u16>(2 * inter)?,
+            act: g.alloc::<u16>(inter)?,
+            part: g.alloc::<f32>(splits * gs * (d + 2))?,
+            logits: g.alloc::<f32>(cfg.vocab)?,
+        })
+    }
+
+    /// Final norm of the row at `row_ptr` and the LM head (f32 logits, copied to the host).
+    fn lm_head(&self, row_ptr: u64, bufs: &mut DecodeBufs) -> Result<Vec<f32>> {
+        let gpu = &self.gpu;
+        let cfg = &self.cfg;
+        let nf = dptr(gpu, &bufs.normed_f32);
+        self.ops.rms_norm_f32out(gpu, row_ptr, dptr(gpu, &self.weights.final_norm), nf, cfg.hidden, cfg.rms_eps)?;
+        let w = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embed);
+        self.ops.gemv_rows(gpu, dptr(gpu, w), nf, dptr(gpu, &bufs.logits), cfg.vocab, cfg.hidden)?;
+        Ok(gpu.download(&bufs.logits, cfg.vocab)?)
+    }
+
+    /// Feeds one token after the cached ones (dense attention over the cache) and returns the
+    /// next-token logits.
+    pub fn decode_step(&mut self, token: u32) -> Result<Vec<f32>> {
+        let (Some(mut cache), Some(mut bufs)) = (self.cache.take(), self.decode.take()) else {
+            return Err(EngineError::Input("decode_step before prefill".into()));
+        };
+        let result = self.decode_inner(token, &mut cache, &mut bufs);
+        self.cache = Some(cache);
+        self.decode = Some(bufs);
+        result
+    }
+
+    fn decode_inner(&mut self, token: u32, cache: &mut KvCache, bufs: &mut DecodeBufs) -> Result<Vec<f32>> {
+        let pos = cache.len;
+        self.check_tokens(&[token], pos + 1)?;
+        if pos + 1 > cache.n_prefix + cache.tail_capacity {
+            return Err(EngineError::Input(format!(
+                "the KV cache holds {} decode tokens after the prompt (set_max_new_tokens before prefill)",
+                cache.tail_capacity
+            )));
+        }
+        let gpu = Arc::clone(&self.gpu);
+        let cfg = self.cfg.clone();
+        let (h, d, inter, kvh) = (cfg.hidden, cfg.head_dim, cfg.intermediate, cfg.kv_heads);
+        let gs = cfg.heads / kvh;
+        let slot = (gs + 2) * d;
+        gpu.stream()
+            .memcpy_htod(&[token as i32], &mut bufs.token)
+            .map_err(crate::error::driver("uploading the token"))?;
+        let (xp, np, qkvp, qp, op) = (dptr(&gpu, &bufs.x), dptr(&gpu, &bufs.normed), dptr(&gpu, &bufs.qkv), dptr(&gpu, &bufs.q), dptr(&gpu, &bufs.o));
+        let (gup, actp, partp) = (dptr(&gpu, &bufs.gate_up), dptr(&gpu, &bufs.act), dptr(&gpu, &bufs.part));
+        let inv_freq = dptr(&gpu, &self.inv_freq);
+        self.ops.embed(&gpu, dptr(&gpu, &bufs.token), dptr(&gpu, &self.weights.embed), xp, 1, h)?;
+        let tail_row = pos - cache.n_prefix;
+        for l in 0..cfg.layers {
+            let lw = &self.weights.layers[l];
+            let (w_qkv, w_o, w_gu, w_down) = (dptr(&gpu, &lw.w_qkv), dptr(&gpu, &lw.w_o), dptr(&gpu, &lw.w_gate_up), dptr(&gpu, &lw.w_down));
+            let bias = lw.qkv_bias.as_ref().map(|b| dptr(&gpu, b));
+            self.ops.rms_norm(&gpu, xp, dptr(&gpu, &lw.attn_norm), np, 1, h, cfg.rms_eps)?;
+            for g in 0..kvh {
+                self.gemm.linear(&gpu, (np, h), (w_qkv + (g * slot * h * 2) as u64, h), (qkvp, slot), 1, h, slot, false)?;
+                let (k_tail, v_tail) = cache.tail_ptrs(&gpu, l, g);
+                let b = bias.map_or(0, |b| b + (g * slot * 4) as u64);
+                self.ops.qkv_rope_scatter(&gpu, qkvp, b, inv_freq, (qp, k_tail, v_tail), 1, gs, d, (1, 0, tail_row, pos))?;
+                if cache.is_offloaded(l) {
+                    cache.stage(&gpu, l, g)?;
+                }
+                let kv = cache.prefix(l, g)?;
+                let ptrs = (kv.k.device_ptr(&gpu), kv.v.device_ptr(&gpu), k_tail, v_tail);
+                let out = op + (g * gs * d * 2) as u64;
+                self.ops.decode_attention(&gpu, qp, ptrs, cache.n_prefix, pos + 1, gs, d, partp, out)?;
+            }
+            self.gemm.linear(&gpu, (op, cfg.q_dim()), (w_o, cfg.q_dim()), (xp, h), 1, cfg.q_dim(), h, true)?;
+            self.ops.rms_norm(&gpu, xp, dptr(&gpu, &lw.mlp_norm), np, 1, h, cfg.rms_eps)?;
+            self.gemm.linear(&gpu, (np, h), (w_gu, h), (gup, 2 * inter), 1, h, 2 * inter, false)?;
+            self.ops.swiglu(&gpu, gup, actp, 1, inter)?;
+            self.gemm.linear(&gpu, (actp, inter), (w_down, inter), (xp, h), 1, inter, h, true)?;
+        }
+        let logits = self.lm_head(xp, bufs)?;
+        cache.len = pos + 1;
+        Ok(logits)
+    }
+}

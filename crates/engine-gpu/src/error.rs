@@ -1,0 +1,28 @@
+use minference_cuda::CudaError;
+use minference_model::ModelError;
+use thiserror::Error;
+
+/// Errors of the GPU engine; nothing panics on bad input, a missing GPU or too little memory.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Cuda(#[from] CudaError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("CUDA driver error in {context}: {message}")]
+    Driver { context: String, message: String },
+    #[error("cuBLASLt error in {context}: {message}")]
+    Blas { context: String, message: String },
+    #[error("not enough GPU memory: {0}")]
+    OutOfMemory(String),
+    #[error("invalid input: {0}")]
+    Input(String),
+    #[error("GPU engine kernels: {0}")]
+    KernelLoad(String),
+}
+
+pub type Result<T> = std::result::Result<T, EngineError>;
+
+pub(crate) fn driver(context: &str) -> impl FnOnce(cudarc::driver::DriverError) -> EngineError + '_ {
+    move |e| EngineError::Driver { context: context.to_string(), message: format!("{e:?}") }
+}

@@ -1,0 +1,208 @@
+//! The engine's own kernels (kernels/model_ops.cu): loading and typed launch wrappers.
+
+use crate::error::{driver, EngineError, Result};
+use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::{CompileOptions, Ptx};
+use minference_cuda::Gpu;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/model_ops.rs"));
+}
+
+const ENTRIES: &[&str] = &[
+    "init_uniform_bf16",
+    "embed_rows",
+    "rms_norm_bf16",
+    "rms_norm_f32out",
+    "qkv_rope_scatter",
+    "swiglu_bf16",
+    "heads_to_rows",
+    "gemv_rows_f32",
+    "decode_attn_partial",
+    "decode_attn_combine",
+];
+
+/// Keys per block of the decode attention (DECODE_CHUNK in the kernel).
+pub const DECODE_CHUNK: usize = 256;
+
+/// A kernel argument passed by value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Arg {
+    P(u64),
+    I(i32),
+    L(i64),
+    U(u64),
+    F(f32),
+}
+
+/// Device address of a slice (the engine orders everything on the Gpu's one stream).
+pub(crate) fn dptr<T>(gpu: &Gpu, s: &CudaSlice<T>) -> u64 {
+    let (p, _sync) = s.device_ptr(gpu.stream());
+    p
+}
+
+pub struct Ops {
+    _module: Arc<CudaModule>,
+    funcs: HashMap<&'static str, CudaFunction>,
+}
+
+impl Ops {
+    /// Loads the embedded cubin, or compiles the embedded source with NVRTC when none was built.
+    pub fn load(gpu: &Gpu) -> Result<Ops> {
+        let ctx = gpu.stream().context();
+        let module = match generated::CUBIN {
+            Some(bytes) => ctx
+                .load_module(Ptx::from_binary(bytes.to_vec()))
+                .map_err(|e| EngineError::KernelLoad(format!("loading the embedded cubin failed: {e:?}")))?,
+            None => {
+                // SAFETY: only checks whether the NVRTC shared library can be opened.
+                if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+                    return Err(EngineError::KernelLoad(
+                        "no cubin was built (nvcc missing at build time) and libnvrtc is not available".into(),
+                    ));
+                }
+                let opts = CompileOptions { arch: Some("sm_90a"), options: vec!["-std=c++17".into()], ..Default::default() };
+                let ptx = cudarc::nvrtc::compile_ptx_with_opts(generated::SOURCE, opts)
+                    .map_err(|e| EngineError::KernelLoad(format!("NVRTC failed: {e:?}")))?;
+                ctx.load_module(ptx).map_err(|e| EngineError::KernelLoad(format!("loading NVRTC output failed: {e:?}")))?
+            }
+        };
+        let mut funcs = HashMap::new();
+        for &name in ENTRIES {
+            let f = module
+                .load_function(name)
+                .map_err(|e| EngineError::KernelLoad(format!("kernel `{name}` missing: {e:?}")))?;
+            funcs.insert(name, f);
+        }
+        Ok(Ops { _module: module, funcs })
+    }
+
+    pub(crate) fn launch(&self, gpu: &Gpu, name: &str, grid: u32, block: u32, smem: u32, args: &[Arg]) -> Result<()> {
+        if grid == 0 {
+            return Ok(());
+        }
+        let f = self.funcs.get(name).ok_or_else(|| EngineError::KernelLoad(format!("kernel `{name}` not loaded")))?;
+        let mut b = gpu.stream().launch_builder(f);
+        for a in args {
+            match a {
+                Arg::P(p) => b.arg(p),
+                Arg::I(i) => b.arg(i),
+                Arg::L(l) => b.arg(l),
+                Arg::U(u) => b.arg(u),
+                Arg::F(x) => b.arg(x),
+            };
+        }
+        let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: smem };
+        // SAFETY: every wrapper below passes the argument list of its kernel in kernels/model_ops.cu.
+        unsafe { b.launch(cfg) }.map_err(driver(name))?;
+        Ok(())
+    }
+
+    /// Fills `n` bf16 values at `ptr` with uniform values in [-scale, scale) from `seed`.
+    pub(crate) fn init_uniform(&self, gpu: &Gpu, ptr: u64, n: usize, seed: u64, scale: f32) -> Result<()> {
+        let grid = n.div_ceil(256).clamp(1, 65_536) as u32;
+        self.launch(gpu, "init_uniform_bf16", grid, 256, 0, &[Arg::P(ptr), Arg::L(n as i64), Arg::U(seed), Arg::F(scale)])
+    }
+
+    pub(crate) fn embed(&self, gpu: &Gpu, tokens: u64, table: u64, out: u64, n: usize, hidden: usize) -> Result<()> {
+        self.launch(gpu, "embed_rows", n as u32, 256, 0, &[Arg::P(tokens), Arg::P(table), Arg::P(out), Arg::I(hidden as i32)])
+    }
+
+    pub(crate) fn rms_norm(&self, gpu: &Gpu, x: u64, w: u64, out: u64, rows: usize, width: usize, eps: f32) -> Result<()> {
+        let args = [Arg::P(x), Arg::P(w), Arg::P(out), Arg::I(width as i32), Arg::F(eps)];
+        self.launch(gpu, "rms_norm_bf16", rows as u32, 256, 0, &args)
+    }
+
+    pub(crate) fn rms_norm_f32out(&self, gpu: &Gpu, x: u64, w: u64, out: u64, width: usize, eps: f32) -> Result<()> {
+        let args = [Arg::P(x), Arg::P(w), Arg::P(out), Arg::I(width as i32), Arg::F(eps)];
+        self.launch(gpu, "rms_norm_f32out", 1, 256, 0, &args)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn qkv_rope_scatter(
+        &self,
+        gpu: &Gpu,
+        qkv: u64,
+        bias: u64,
+        inv_freq: u64,
+        (q_out, k_out, v_out): (u64, u64, u64),
+        tokens: usize,
+        gs: usize,
+        head_dim: usize,
+        (q_rows, q_row0, kv_row0, pos0): (usize, usize, usize, usize),
+    ) -> Result<()> {
+        let args = [
+            Arg::P(qkv),
+            Arg::P(bias),
+            Arg::P(inv_freq),
+            Arg::P(q_out),
+            Arg::P(k_out),
+            Arg::P(v_out),
+            Arg::I(gs as i32),
+            Arg::I(head_dim as i32),
+            Arg::L(q_rows as i64),
+            Arg::L(q_row0 as i64),
+            Arg::L(kv_row0 as i64),
+            Arg::L(pos0 as i64),
+        ];
+        self.launch(gpu, "qkv_rope_scatter", tokens as u32, (head_dim / 2) as u32, 0, &args)
+    }
+
+    pub(crate) fn swiglu(&self, gpu: &Gpu, gate_up: u64, out: u64, rows: usize, inter: usize) -> Result<()> {
+        let grid = (rows * inter).div_ceil(256).clamp(1, 65_536) as u32;
+        self.launch(gpu, "swiglu_bf16", grid, 256, 0, &[Arg::P(gate_up), Arg::P(out), Arg::L(rows as i64), Arg::I(inter as i32)])
+    }
+
+    pub(crate) fn heads_to_rows(&self, gpu: &Gpu, src: u64, dst: u64, n: usize, gs: usize, head_dim: usize) -> Result<()> {
+        let grid = (n * gs * head_dim / 8).div_ceil(256).clamp(1, 65_536) as u32;
+        let args = [Arg::P(src), Arg::P(dst), Arg::L(n as i64), Arg::I(gs as i32), Arg::I(head_dim as i32)];
+        self.launch(gpu, "heads_to_rows", grid, 256, 0, &args)
+    }
+
+    pub(crate) fn gemv_rows(&self, gpu: &Gpu, w: u64, x: u64, out: u64, rows: usize, cols: usize) -> Result<()> {
+        let grid = (rows * 32).div_ceil(256) as u32;
+        self.launch(gpu, "gemv_rows_f32", grid, 256, 0, &[Arg::P(w), Arg::P(x), Arg::P(out), Arg::I(rows as i32), Arg::I(cols as i32)])
+    }
+
+    /// Dense decode attention of one KV-head group; `part` holds `splits * gs * (head_dim + 2)` floats.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn decode_attention(
+        &self,
+        gpu: &Gpu,
+        q: u64,
+        (k_pre, v_pre, k_tail, v_tail): (u64, u64, u64, u64),
+        n_pre: usize,
+        n_keys: usize,
+        gs: usize,
+        head_dim: usize,
+        part: u64,
+        out: u64,
+    ) -> Result<()> {
+        let splits = n_keys.div_ceil(DECODE_CHUNK);
+        let part_m = part;
+        let part_l = part + 4 * (splits * gs) as u64;
+        let part_acc = part + 8 * (splits * gs) as u64;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let smem = (4 * gs * (head_dim + DECODE_CHUNK)) as u32;
+        let args = [
+            Arg::P(q),
+            Arg::P(k_pre),
+            Arg::P(v_pre),
+            Arg::P(k_tail),
+            Arg::P(v_tail),
+            Arg::I(n_pre as i32),
+            Arg::I(n_keys as i32),
+            Arg::I(gs as i32),
+            Arg::I(head_dim as i32),
+            Arg::F(scale),
+            Arg::P(part_m),
+            Arg::P(part_l),
+            Arg::P(part_acc),
+        ];
+        self.launch(gpu, "decode_attn_partial", splits as u32, DECODE_CHUNK as u32, smem, &args)?;
+        let args = [Arg::P(part_m), Arg::P(part_l), Arg::P(part_acc), Arg::I(splits as i32), Arg::I(gs as i32), Arg::I(head_dim as i32), Arg::P(out)];
+        self.launch(gpu, "decode_attn_combine", gs as u32, head_dim as u32, 0, &args)
+    }
+}

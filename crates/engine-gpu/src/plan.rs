@@ -1,0 +1,234 @@
+//! Device memory plan of a GPU prefill: what the group-wise forward allocates for a prompt of N
+//! tokens, and how many layers' KV cache stay resident (the rest go to pinned host memory).
+//!
+//! The forward keeps on the device: the weights, the residual stream `[N, hidden]`, Q and the
+//! attention output of ONE KV-head group (`2 × group × N × D`), the sparse index of one group, the
+//! MLP buffers of one token chunk, and the KV cache (`2 × kv_heads × N × D` per layer, plus the
+//! decode tail). Nothing is N × N and nothing is N × intermediate.
+
+use crate::error::{EngineError, Result};
+use crate::weights::weight_bytes;
+use minference_model::ModelConfig;
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanInput {
+    pub tokens: usize,
+    /// Decode tail reserved per layer.
+    pub max_new_tokens: usize,
+    pub chunk_tokens: usize,
+    /// VS budget bounding one head's sparse index.
+    pub vs_budget: (usize, usize),
+    /// Device bytes available to the engine (free memory + what the engine already holds).
+    pub device_bytes: u64,
+    /// Whether KV layers may live in pinned host memory.
+    pub allow_offload: bool,
+    /// Context, allocator slack, cuBLASLt workspace, attention scratch.
+    pub overhead_bytes: u64,
+}
+
+impl PlanInput {
+    pub fn new(tokens: usize, device_bytes: u64) -> Self {
+        PlanInput {
+            tokens,
+            max_new_tokens: 256,
+            chunk_tokens: crate::engine::DEFAULT_CHUNK_TOKENS,
+            vs_budget: (1000, 6096),
+            device_bytes,
+            allow_offload: true,
+            overhead_bytes: 1 << 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuMemoryPlan {
+    pub tokens: usize,
+    pub weights_bytes: u64,
+    /// KV cache of one layer (prefill part), all KV heads.
+    pub kv_layer_bytes: u64,
+    /// Decode tail of all layers (always on the device).
+    pub kv_tail_bytes: u64,
+    pub kv_resident_layers: usize,
+    pub kv_offloaded_layers: usize,
+    pub residual_bytes: u64,
+    /// Q + attention output of one KV-head group.
+    pub group_bytes: u64,
+    pub index_bytes: u64,
+    pub chunk_bytes: u64,
+    pub decode_bytes: u64,
+    pub overhead_bytes: u64,
+    /// Everything on the device with this placement.
+    pub device_needed_bytes: u64,
+    pub device_bytes: u64,
+    /// Pinned host bytes for offloaded layers.
+    pub host_bytes: u64,
+}
+
+impl GpuMemoryPlan {
+    pub fn describe(&self) -> String {
+        let g = |b: u64| format!("{:.2} GiB", b as f64 / GIB);
+        format!(
+            "{} tokens: weights {}, KV cache {} per layer ({} layers on device, {} in pinned host memory, {}), residual {}, \
+             Q+O of one KV group {}, index {}, MLP chunk {}, overhead {} → device {} of {}",
+            self.tokens,
+            g(self.weights_bytes),
+            g(self.kv_layer_bytes),
+            self.kv_resident_layers,
+            self.kv_offloaded_layers,
+            g(self.host_bytes),
+            g(self.residual_bytes),
+            g(self.group_bytes),
+            g(self.index_bytes),
+            g(self.chunk_bytes),
+            g(self.overhead_bytes),
+            g(self.device_needed_bytes),
+            g(self.device_bytes),
+        )
+    }
+}
+
+/// Plans a prefill of `input.tokens` tokens; refuses with the bytes needed and available when even
+/// full offload does not fit.
+pub fn plan_gpu_memory(cfg: &ModelConfig, input: &PlanInput) -> Result<GpuMemoryPlan> {
+    cfg.validate()?;
+    if input.tokens == 0 {
+        return Err(EngineError::Input("empty prompt".into()));
+    }
+    let overflow = || EngineError::OutOfMemory(format!("byte counts for {} tokens overflow", input.tokens));
+    let n = input.tokens as u64;
+    let (d, kvh, layers) = (cfg.head_dim as u64, cfg.kv_heads as u64, cfg.layers as u64);
+    let gs = (cfg.heads / cfg.kv_heads) as u64;
+    let (h, inter) = (cfg.hidden as u64, cfg.intermediate as u64);
+    let mul = |a: u64, b: u64| a.checked_mul(b).ok_or_else(overflow);
+
+    let weights_bytes = weight_bytes(cfg);
+    let kv_layer_bytes = mul(mul(2 * kvh * d * 2, n)?, 1)?;
+    let kv_tail_bytes = layers * 2 * kvh * d * 2 * input.max_new_tokens.max(1) as u64;
+    let residual_bytes = mul(n, h * 2)?;
+    let group_bytes = mul(n, 2 * gs * d * 2)?;
+    // Per (head, 64-row block): up to k_v columns and about k_s / 64 slash tiles (+ estimate scratch).
+    let row_blocks = n.div_ceil(64);
+    let (kv_budget, ks_budget) = (input.vs_budget.0 as u64, input.vs_budget.1 as u64);
+    let index_bytes = mul(mul(gs * row_blocks, kv_budget + ks_budget / 16 + 8)?, 4 * 2)? + mul(n, gs * 16)?;
+    let chunk = input.chunk_tokens.min(input.tokens).max(1) as u64;
+    let chunk_bytes = chunk * 2 * (h + (gs + 2) * d + 3 * inter);
+    let decode_partials = mul(4 * gs * (d + 2), n.div_ceil(crate::ops::DECODE_CHUNK as u64))?;
+    let decode_bytes = 2 * (h * 2 + (gs + 2) * d + 3 * inter + cfg.q_dim() as u64) + 4 * (cfg.vocab as u64 + h) + decode_partials;
+    let fixed = [weights_bytes, kv_tail_bytes, residual_bytes, group_bytes, index_bytes, chunk_bytes, decode_bytes, input.overhead_bytes]
+        .iter()
+        .try_fold(0u64, |a, &b| a.checked_add(b))
+        .ok_or_else(overflow)?;
+
+    let all_resident = fixed.checked_add(mul(kv_layer_bytes, layers)?).ok_or_else(overflow)?;
+    let base = GpuMemoryPlan {
+        tokens: input.tokens,
+        weights_bytes,
+        kv_layer_bytes,
+        kv_tail_bytes,
+        kv_resident_layers: cfg.layers,
+        kv_offloaded_layers: 0,
+        residual_bytes,
+        group_bytes,
+        index_bytes,
+        chunk_bytes,
+        decode_bytes,
+        overhead_bytes: input.overhead_bytes,
+        device_needed_bytes: all_resident,
+        device_bytes: input.device_bytes,
+        host_bytes: 0,
+    };
+    if all_resident <= input.device_bytes {
+        return Ok(base);
+    }
+    // Offloaded layers share one device staging layer.
+    let with_staging = fixed.checked_add(kv_layer_bytes).ok_or_else(overflow)?;
+    let gib = |b: u64| b as f64 / GIB;
+    if !input.allow_offload || with_staging > input.device_bytes {
+        return Err(EngineError::OutOfMemory(format!(
+            "a prefill of {} tokens needs {:.2} GiB on the device with the KV cache resident{} but {:.2} GiB are available \
+             (weights {:.2} GiB, KV cache {:.2} GiB, residual stream {:.2} GiB, per-group Q/O {:.2} GiB, index {:.2} GiB, \
+             MLP chunk {:.2} GiB, overhead {:.2} GiB)",
+            input.tokens,
+            gib(all_resident),
+            if input.allow_offload { format!(" ({:.2} GiB with every KV layer offloaded to pinned host memory)", gib(with_staging)) } else { String::new() },
+            gib(input.device_bytes),
+            gib(weights_bytes),
+            gib(kv_layer_bytes * layers),
+            gib(residual_bytes),
+            gib(group_bytes),
+            gib(index_bytes),
+            gib(chunk_bytes),
+            gib(input.overhead_bytes),
+        )));
+    }
+    let room = input.device_bytes - with_staging;
+    let resident = ((room / kv_layer_bytes.max(1)) as usize).min(cfg.layers.saturating_sub(1));
+    let offloaded = cfg.layers - resident;
+    Ok(GpuMemoryPlan {
+        kv_resident_layers: resident,
+        kv_offloaded_layers: offloaded,
+        device_needed_bytes: with_staging + resident as u64 * kv_layer_bytes,
+        host_bytes: offloaded as u64 * kv_layer_bytes,
+        ..base
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qwen() -> ModelConfig {
+        ModelConfig::named_shape("qwen2.5-7b").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Free memory of an 80 GB H100 after the CUDA context.
+    const H100_FREE: u64 = 84_500_000_000;
+
+    #[test]
+    fn qwen_32k_is_fully_resident() {
+        let p = plan_gpu_memory(&qwen(), &PlanInput::new(32 << 10, H100_FREE)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.kv_offloaded_layers, 0);
+        assert!(p.device_needed_bytes <= H100_FREE);
+    }
+
+    #[test]
+    fn qwen_1m_fits_an_h100_with_a_few_layers_offloaded() {
+        let p = plan_gpu_memory(&qwen(), &PlanInput::new(1 << 20, H100_FREE)).unwrap_or_else(|e| panic!("{e}"));
+        // 1M × 2 × 4 × 128 × 2 B per layer.
+        assert_eq!(p.kv_layer_bytes, 2 * 4 * 128 * 2 * (1 << 20));
+        assert!(p.kv_offloaded_layers >= 1 && p.kv_offloaded_layers < 28, "{}", p.describe());
+        assert!(p.device_needed_bytes <= H100_FREE);
+        assert_eq!(p.kv_resident_layers + p.kv_offloaded_layers, 28);
+    }
+
+    #[test]
+    fn refuses_with_bytes_needed_and_available() {
+        let err = plan_gpu_memory(&qwen(), &PlanInput::new(1 << 20, 16 << 30)).expect_err("16 GiB cannot hold it");
+        let msg = err.to_string();
+        assert!(msg.contains("needs") && msg.contains("available") && msg.contains("GiB"), "{msg}");
+        let mut no_offload = PlanInput::new(1 << 20, H100_FREE);
+        no_offload.allow_offload = false;
+        assert!(plan_gpu_memory(&qwen(), &no_offload).is_err());
+    }
+
+    #[test]
+    fn more_memory_never_offloads_more() {
+        let cfg = qwen();
+        let mut last = usize::MAX;
+        for gb in [40u64, 60, 80, 100, 140] {
+            let p = plan_gpu_memory(&cfg, &PlanInput::new(1 << 20, gb * 1_000_000_000));
+            if let Ok(p) = p {
+                assert!(p.kv_offloaded_layers <= last);
+                last = p.kv_offloaded_layers;
+            }
+        }
+        assert_eq!(last, 0, "140 GB holds the whole 1M-token cache");
+    }
+
+    #[test]
+    fn huge_prompts_do_not_overflow() {
+        assert!(plan_gpu_memory(&qwen(), &PlanInput::new(usize::MAX / 4, u64::MAX)).is_err());
+    }
+}
