@@ -33,6 +33,8 @@ pub fn all_checks<B: AttentionBackend>() -> Vec<(&'static str, Check<B>)> {
         ("no_nan_every_row_written", check_no_nan_every_row_written::<B>),
         ("padding_independence", check_padding_independence::<B>),
         ("rejects_bad_input", check_rejects_bad_input::<B>),
+        ("short_prompt_vs_equals_dense", check_short_prompt_vs_equals_dense::<B>),
+        ("dense_pattern_equals_dense", check_dense_pattern_equals_dense::<B>),
     ]
 }
 
@@ -50,6 +52,7 @@ pub fn all_checks_bf16<B: AttentionBackend>() -> Vec<(&'static str, Check<B>)> {
         ("causality_bf16", check_causality_bf16::<B>),
         ("column_permutation_bf16", check_column_permutation_bf16::<B>),
         ("padding_independence_bf16", check_padding_independence_bf16::<B>),
+        ("short_prompt_vs_equals_dense_bf16", check_short_prompt_vs_equals_dense_bf16::<B>),
     ]
 }
 
@@ -569,6 +572,35 @@ pub fn check_padding_independence_with<B: AttentionBackend>(backend: &B, seed: u
     compare(&batched_seq2, &alone64, dtype, "padding: batched vs alone")
 }
 
+/// Short prompts with MInference's default budget VS(1000, 6096) reproduce dense: the clamped
+/// budget covers every column and diagonal (spec §8 item 26), with estimated selections.
+pub fn check_short_prompt_vs_equals_dense_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
+    for n in [65usize, 257] {
+        let shape = AttnShape::single(4, 2, 64, n);
+        let case = Case::random(shape.clone(), dtype, seed ^ n as u64);
+        let (q, k, v) = (case.q.view(), case.k.view(), case.v.view());
+        let patterns = vec![HeadPattern::DEFAULT; 4];
+        let what = format!("short prompt VS(1000, 6096) N={n}");
+        let vs = backend.estimate_vs(&shape, q, k, &patterns).map_err(err(&what))?;
+        let index = backend.build_index(&shape, q, k, &patterns, &vs).map_err(err(&what))?;
+        let out = backend.sparse(&shape, q, k, v, &patterns, &index).map_err(err(&what))?;
+        compare(&out, &dense_reference_f64(&shape, q, k, v), dtype, &what)?;
+    }
+    Ok(())
+}
+
+/// `sparse` with every head `Dense` equals `dense` (dense layers / decode steps go either way),
+/// on a varlen batch with offsets and a one-row sequence.
+pub fn check_dense_pattern_equals_dense<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+    let case = Case::random(varlen_shape(4, 1, 128), DType::F32, seed);
+    let (shape, q, k, v) = (&case.shape, case.q.view(), case.k.view(), case.v.view());
+    let patterns = vec![HeadPattern::Dense; shape.heads];
+    let dense = backend.dense(shape, q, k, v).map_err(err("dense pattern"))?;
+    let sparse = backend.sparse(shape, q, k, v, &patterns, &SparseIndex::empty(shape)).map_err(err("dense pattern"))?;
+    let dense64: Vec<f64> = dense.iter().map(|&x| x as f64).collect();
+    compare(&sparse, &dense64, DType::F32, "sparse with dense patterns vs dense")
+}
+
 /// Bad inputs are errors, never panics: wrong lengths, mixed dtypes, pattern count, NaN/Inf,
 /// invalid shapes, out-of-range index columns.
 pub fn check_rejects_bad_input<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
@@ -640,4 +672,5 @@ dtype_variants! {
     check_causality_with => check_causality, check_causality_bf16;
     check_column_permutation_with => check_column_permutation, check_column_permutation_bf16;
     check_padding_independence_with => check_padding_independence, check_padding_independence_bf16;
+    check_short_prompt_vs_equals_dense_with => check_short_prompt_vs_equals_dense, check_short_prompt_vs_equals_dense_bf16;
 }

@@ -55,3 +55,17 @@ fn index_of_another_shape_is_rejected() {
         CpuBackend::new().sparse(&shape, case.q.view(), case.k.view(), case.v.view(), &patterns, &SparseIndex::empty(&other));
     assert!(matches!(result, Err(CpuError::InvalidIndex(_))), "{result:?}");
 }
+
+/// On the CPU the dense path and a `Dense` head of `sparse` are the same mainloop with the same
+/// iterator, so their outputs are bit-identical (decode steps and dense layers agree exactly).
+#[test]
+fn dense_pattern_is_bit_identical_to_dense() {
+    let shape = minference_cpu::backend_suite::varlen_shape(4, 2, 64);
+    let case = Case::random(shape.clone(), DType::Bf16, 9);
+    let (q, k, v) = (case.q.view(), case.k.view(), case.v.view());
+    let backend = CpuBackend::new();
+    let dense = backend.dense(&shape, q, k, v).expect("dense runs");
+    let patterns = vec![HeadPattern::Dense; shape.heads];
+    let sparse = backend.sparse(&shape, q, k, v, &patterns, &SparseIndex::empty(&shape)).expect("sparse runs");
+    assert!(dense.iter().zip(&sparse).all(|(a, b)| a.to_bits() == b.to_bits()));
+}

@@ -51,12 +51,15 @@ suite_test!(
     check_causality_bf16,
     check_column_permutation_bf16,
     check_padding_independence_bf16,
+    check_short_prompt_vs_equals_dense,
+    check_short_prompt_vs_equals_dense_bf16,
+    check_dense_pattern_equals_dense,
 );
 
 #[test]
 fn all_checks_lists_every_check() {
-    assert_eq!(all_checks::<CpuBackend>().len(), 14);
-    assert_eq!(all_checks_bf16::<CpuBackend>().len(), 11);
+    assert_eq!(all_checks::<CpuBackend>().len(), 16);
+    assert_eq!(all_checks_bf16::<CpuBackend>().len(), 12);
 }
 
 fn arb_shape() -> impl Strategy<Value = AttnShape> {
