@@ -54,6 +54,9 @@ pub struct Engine<B: AttentionBackend> {
     allow_context_extension: bool,
     capture_target: Option<(usize, usize)>,
     captured: Option<CapturedQk>,
+    /// When set, the next forward keeps the residual stream of every position (see `prefill_hidden`).
+    keep_hidden: bool,
+    kept_hidden: Option<Vec<f32>>,
 }
 
 fn backend_err(e: impl std::fmt::Display) -> ModelError {
@@ -75,6 +78,8 @@ impl<B: AttentionBackend> Engine<B> {
             allow_context_extension: false,
             capture_target: None,
             captured: None,
+            keep_hidden: false,
+            kept_hidden: None,
         }
     }
 
@@ -131,6 +136,22 @@ impl<B: AttentionBackend> Engine<B> {
             return Err(ModelError::Input("decode_step before prefill".into()));
         }
         self.extend(&[token])
+    }
+
+    /// Like `prefill`, but returns the residual stream after the last layer (before the final norm)
+    /// of every position, `[tokens, hidden]`, for scoring all positions (see `lm_head`).
+    pub fn prefill_hidden(
+        &mut self,
+        tokens: &[u32],
+        attention: &AttentionChoice,
+        progress: &mut dyn FnMut(PrefillProgress),
+    ) -> Result<(Vec<f32>, PrefillStats)> {
+        self.keep_hidden = true;
+        let result = self.prefill(tokens, attention, progress);
+        self.keep_hidden = false;
+        let (_, stats) = result?;
+        let hidden = self.kept_hidden.take().ok_or_else(|| ModelError::Input("prefill kept no hidden states".into()))?;
+        Ok((hidden, stats))
     }
 
     /// Q and K (after RoPE) of one layer and query head for `tokens`, from a dense forward that
@@ -261,6 +282,9 @@ impl<B: AttentionBackend> Engine<B> {
                     *v = ops::dot(&w.embed[o * hidden..(o + 1) * hidden], &last_norm);
                 });
             }
+        }
+        if self.keep_hidden {
+            self.kept_hidden = Some(x);
         }
         stats.seconds = start.elapsed().as_secs_f64();
         Ok((logits, stats))

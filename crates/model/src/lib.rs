@@ -21,6 +21,7 @@ pub mod fetch;
 pub mod generate;
 pub mod gguf;
 pub mod kv_cache;
+pub mod lm_head;
 pub mod memory;
 pub mod model;
 pub mod ops;
