@@ -1,0 +1,33 @@
+//! Offline kernel-aware pattern search (spec §3, issue 5), the seeded synthetic KV-retrieval
+//! calibration prompt, and attention pictures.
+//!
+//! * [`head::search_head`]: one head's Q/K/V → every candidate scored against exact dense attention
+//!   (computed in 64-row blocks, never `N × N`).
+//! * [`candidates`]: presets (paper Table 7, the released code) and kernel-aware candidates fitted
+//!   to a target kernel cost on the head's actual indices (core coverage accounting).
+//! * [`driver::search_model`]: runs a model densely on a calibration prompt and searches every
+//!   (layer, head); the result is MInference's JSON config.
+//! * [`kv_prompt`]: InfiniteBench-style kv_retrieval prompt to a token budget.
+//! * [`viz`]: attention heat maps with the chosen pattern's kernel mask, as PNG.
+
+pub mod candidates;
+pub mod capture;
+pub mod dense;
+pub mod driver;
+pub mod error;
+pub mod font;
+mod gemm;
+pub mod head;
+pub mod kv_prompt;
+pub mod mask;
+pub mod objective;
+pub mod viz;
+
+pub use candidates::{Candidate, CandidateSpace, HeadCandidates, Preset, TargetCost};
+pub use dense::{dense_output, HeadInputs};
+pub use driver::{search_model, HeadReport, ModelSearch};
+pub use error::{Result, SearchError};
+pub use head::{search_head, CandidateScore, HeadSearch, SearchOptions};
+pub use kv_prompt::{kv_retrieval_prompt, KvPrompt};
+pub use mask::HeadMask;
+pub use objective::Objective;
