@@ -2,6 +2,7 @@
 
 mod bench_cpu;
 mod device;
+mod eval_cmd;
 mod gpu;
 mod lengths;
 mod model_args;
@@ -25,6 +26,9 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Accuracy evaluations: needle retrieval grid, perplexity / KL / kernel density.
+    #[command(subcommand)]
+    Eval(eval_cmd::EvalCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -38,5 +42,6 @@ fn main() -> Result<()> {
     match &cli.command {
         Command::Run(a) => run_cmd::run(a),
         Command::Bench(BenchCommand::Cpu(a)) => bench_cpu::run(a),
+        Command::Eval(c) => eval_cmd::run(c),
     }
 }

@@ -1,0 +1,312 @@
+//! `minference eval needle` and `minference eval ppl`: dense vs MInference on a real model (CPU).
+
+use crate::lengths::parse_length;
+use crate::model_args::{attention_choice, load_model, AttentionKind, ModelArgs};
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use minference_core::HeadPattern;
+use minference_cpu::CpuBackend;
+use minference_eval::{
+    build_needle_prompt, needle_value, parse_depths, run_needle_cell, score_streams, write_png, CoverageRecorder, Haystack,
+    NeedleGrid, PromptFrame,
+};
+use minference_model::{AttentionChoice, Engine, MInferencePlan, Model, Tokenizer};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum EvalCommand {
+    /// Needle (passkey) retrieval over lengths × depths, each attention kind on the same cells; PNG heat map.
+    Needle(NeedleArgs),
+    /// Perplexity, mean NLL, next-token KL and kernel density on the end of a long document.
+    Ppl(PplArgs),
+}
+
+/// The attention kinds to compare; the first one is the reference.
+#[derive(clap::Args, Debug)]
+pub struct VariantArgs {
+    /// Attention kinds (`minference` = --config, the shipped config, or VS(1000, 6096)).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [AttentionKind::Dense, AttentionKind::Minference])]
+    pub attention: Vec<AttentionKind>,
+    /// Extra variants with one Vertical-Slash budget on every head, `verticals:slashes`
+    /// (e.g. `100:800,350:100`).
+    #[arg(long, value_delimiter = ',', value_parser = parse_budget)]
+    pub budgets: Vec<(usize, usize)>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct NeedleArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub variants: VariantArgs,
+    /// Prompt lengths in tokens.
+    #[arg(long, value_delimiter = ',', value_parser = parse_length, default_value = "1k,2k,4k,8k")]
+    pub lengths: Vec<usize>,
+    /// Needle depths in percent of the haystack, e.g. `0,25,50,75,100` or `0,10,..,100`.
+    #[arg(long, default_value = "0,25,50,75,100")]
+    pub depths: String,
+    /// Use the prompt verbatim, ending in "The pass key is" (no chat template).
+    #[arg(long)]
+    pub raw: bool,
+    /// Haystack text file (UTF-8); default: filler sentences chosen by --seed.
+    #[arg(long)]
+    pub haystack: Option<PathBuf>,
+    /// Seed of the filler rotation and of the pass keys.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Tokens decoded per cell (default 8 raw, 24 with the chat template).
+    #[arg(long)]
+    pub max_new_tokens: Option<usize>,
+    /// Heat-map PNG.
+    #[arg(short, long, default_value = "needle.png")]
+    pub output: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PplArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub variants: VariantArgs,
+    /// The document (UTF-8 text).
+    #[arg(long)]
+    pub file: PathBuf,
+    /// Tokens of the document prefilled (its first `len`).
+    #[arg(long, value_parser = parse_length, default_value = "8192")]
+    pub len: usize,
+    /// Positions scored: the last `last` tokens of the prefix.
+    #[arg(long, value_parser = parse_length, default_value = "4096")]
+    pub last: usize,
+}
+
+fn parse_budget(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("`{s}` is not a budget `verticals:slashes` (e.g. 100:800)");
+    let (v, sl) = s.trim().split_once(':').ok_or_else(bad)?;
+    let (v, sl) = (v.trim().parse::<usize>().map_err(|_| bad())?, sl.trim().parse::<usize>().map_err(|_| bad())?);
+    if v == 0 && sl == 0 {
+        return Err("a budget needs at least one vertical or slash".into());
+    }
+    Ok((v, sl))
+}
+
+pub fn run(command: &EvalCommand) -> Result<()> {
+    match command {
+        EvalCommand::Needle(a) => run_needle(a),
+        EvalCommand::Ppl(a) => run_ppl(a),
+    }
+}
+
+/// `(short title, attention)` for every requested variant, in order.
+fn variants(args: &VariantArgs, model_args: &ModelArgs, model: &Model) -> Result<Vec<(String, AttentionChoice)>> {
+    let mut out = Vec::new();
+    for &kind in &args.attention {
+        let (choice, what) = attention_choice(model_args, model, kind)?;
+        let title = match (kind, &model_args.config) {
+            (AttentionKind::Dense, _) => "dense".to_string(),
+            (AttentionKind::Minference, Some(p)) => format!("config {}", p.file_stem().unwrap_or_default().to_string_lossy()),
+            (AttentionKind::Minference, None) if what.contains(".json") => "shipped config".to_string(),
+            (AttentionKind::Minference, None) => "VS(1000,6096)".to_string(),
+        };
+        eprintln!("attention `{title}`: {what}");
+        out.push((title, choice));
+    }
+    for &(k_v, k_s) in &args.budgets {
+        let plan = MInferencePlan::uniform(model.config(), HeadPattern::VerticalSlash { k_v, k_s })
+            .with_starting_layer(model_args.starting_layer)
+            .with_dense_below(model_args.dense_below);
+        out.push((format!("VS({k_v},{k_s})"), AttentionChoice::MInference(plan)));
+    }
+    if out.is_empty() {
+        bail!("nothing to evaluate: give --attention and/or --budgets");
+    }
+    Ok(out)
+}
+
+fn cell_bar(total: usize, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta}) {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+fn encoder(tokenizer: &Tokenizer) -> impl Fn(&str) -> minference_eval::Result<Vec<u32>> + '_ {
+    move |text| Ok(tokenizer.encode(text)?)
+}
+
+fn run_needle(args: &NeedleArgs) -> Result<()> {
+    let depths = parse_depths(&args.depths)?;
+    if args.lengths.is_empty() {
+        bail!("--lengths needs at least one length");
+    }
+    let model = std::sync::Arc::new(load_model(&args.model)?);
+    let context = model.config().context_length;
+    if let Some(l) = args.lengths.iter().find(|&&l| l > context) {
+        bail!("length {l} is longer than the model's context of {context} tokens");
+    }
+    let tokenizer = model.tokenizer()?;
+    let encode = encoder(tokenizer);
+    let haystack = match &args.haystack {
+        Some(path) => Haystack::from_file(path, &encode)?,
+        None => Haystack::filler(args.seed, &encode)?,
+    };
+    let frame = if args.raw {
+        PromptFrame::raw()
+    } else {
+        const MARKER: &str = "\u{1}USER\u{1}";
+        PromptFrame::from_rendered(&tokenizer.chat_prompt(MARKER, None), MARKER)?
+    };
+    let max_new_tokens = args.max_new_tokens.unwrap_or(if args.raw { 8 } else { 24 });
+    let variants = variants(&args.variants, &args.model, &model)?;
+    let names: Vec<String> = variants.iter().map(|(n, _)| n.clone()).collect();
+    let mut grid = NeedleGrid::new(args.lengths.clone(), depths.clone(), names);
+    eprintln!(
+        "needle: model {} | CPU | {} mode | haystack {} | {} lengths × {} depths × {} attention kinds",
+        model.config().name,
+        if args.raw { "raw" } else { "chat" },
+        args.haystack.as_ref().map_or(format!("filler (seed {})", args.seed), |p| p.display().to_string()),
+        args.lengths.len(),
+        depths.len(),
+        variants.len()
+    );
+
+    let mut engine = Engine::new(model.clone(), CpuBackend::new());
+    let bar = cell_bar(args.lengths.len() * depths.len() * variants.len(), "needle");
+    let start = Instant::now();
+    for (c, &length) in args.lengths.iter().enumerate() {
+        for (r, &depth) in depths.iter().enumerate() {
+            let value = needle_value(args.seed, length, depth);
+            let prompt = build_needle_prompt(&haystack, &frame, &encode, length, depth, &value)?;
+            for (v, (name, attention)) in variants.iter().enumerate() {
+                let cell = run_needle_cell(&mut engine, tokenizer, &prompt, attention, max_new_tokens, &mut |_| {})
+                    .with_context(|| format!("needle cell {length} tokens, depth {depth}%, {name}"))?;
+                bar.set_message(format!(
+                    "{name} {length} tok {depth}%: {} ({:.1} s)",
+                    if cell.found { "found" } else { "missed" },
+                    cell.seconds
+                ));
+                bar.inc(1);
+                grid.cells[v][r][c] = Some(cell);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    println!(
+        "## Needle retrieval: {} ({} mode, {} decoded tokens, seed {}), CPU, {:.0} s",
+        model.config().name,
+        if args.raw { "raw" } else { "chat" },
+        max_new_tokens,
+        args.seed,
+        start.elapsed().as_secs_f64()
+    );
+    print!("{}", grid.markdown());
+    let caption = format!(
+        "{} | needle retrieval, {} prompt | columns: prompt tokens, rows: needle depth | green found, red missed",
+        model.config().name,
+        if args.raw { "raw" } else { "chat" }
+    );
+    write_png(&args.output, &grid.panels(), &args.lengths, &depths, &caption)?;
+    eprintln!("heat map written to {}", args.output.display());
+    Ok(())
+}
+
+/// The first `len` tokens of a UTF-8 document.
+fn document_tokens(path: &PathBuf, tokenizer: &Tokenizer, len: usize) -> Result<Vec<u32>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!("{} is not UTF-8 (invalid byte at offset {})", path.display(), e.utf8_error().valid_up_to())
+    })?;
+    if text.trim().is_empty() {
+        bail!("{} is empty", path.display());
+    }
+    let mut tokens = tokenizer.encode(&text)?;
+    if tokens.len() < len {
+        bail!("{} has only {} tokens; --len asks for {len}", path.display(), tokens.len());
+    }
+    tokens.truncate(len);
+    Ok(tokens)
+}
+
+fn run_ppl(args: &PplArgs) -> Result<()> {
+    let model = std::sync::Arc::new(load_model(&args.model)?);
+    let context = model.config().context_length;
+    if args.len > context {
+        bail!("--len {} is longer than the model's context of {context} tokens", args.len);
+    }
+    if args.last == 0 || args.last >= args.len {
+        bail!("--last must be in 1..{} (the first token has no prediction)", args.len);
+    }
+    let tokenizer = model.tokenizer()?;
+    let tokens = document_tokens(&args.file, tokenizer, args.len)?;
+    let variants = variants(&args.variants, &args.model, &model)?;
+    eprintln!(
+        "ppl: model {} | CPU | {} | first {} tokens, scoring the last {}",
+        model.config().name,
+        args.file.display(),
+        args.len,
+        args.last
+    );
+
+    let mut engine = Engine::new(model.clone(), CoverageRecorder::new(CpuBackend::new()));
+    let layers = model.config().layers;
+    let bar = cell_bar(variants.len() * layers, "prefill");
+    let mut streams = Vec::with_capacity(variants.len());
+    let mut densities = Vec::with_capacity(variants.len());
+    let mut seconds = Vec::with_capacity(variants.len());
+    for (v, (name, attention)) in variants.iter().enumerate() {
+        bar.set_message(name.clone());
+        engine.backend().take();
+        let (hidden, stats) = engine.prefill_hidden(&tokens, attention, &mut |p| bar.set_position((v * layers + p.layer + 1) as u64))?;
+        densities.push(engine.backend().take().density());
+        seconds.push(stats.seconds);
+        streams.push(hidden);
+    }
+    bar.finish_and_clear();
+    eprintln!("scoring {} positions of {} prefills", args.last, streams.len());
+    let refs: Vec<&[f32]> = streams.iter().map(Vec::as_slice).collect();
+    let positions = args.len - 1 - args.last..args.len - 1;
+    let scores = score_streams(&model, &tokens, positions, &refs)?;
+
+    let reference = &variants[0].0;
+    println!(
+        "## Perplexity: {} on {} (first {} tokens, last {} scored), CPU\n",
+        model.config().name,
+        args.file.display(),
+        args.len,
+        args.last
+    );
+    println!("| attention | mean NLL | Δ NLL vs {reference} | perplexity | Δ ppl | KL({reference} ‖ ·) nats/token | kernel density | prefill s |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let base = scores[0];
+    for (((name, _), s), (density, secs)) in variants.iter().zip(&scores).zip(densities.iter().zip(&seconds)) {
+        println!(
+            "| {name} | {:.4} | {:+.2}% | {:.3} | {:+.2}% | {:.5} | {:.1}% | {:.1} |",
+            s.mean_nll,
+            100.0 * (s.mean_nll / base.mean_nll - 1.0),
+            s.perplexity,
+            100.0 * (s.perplexity / base.perplexity - 1.0),
+            s.mean_kl,
+            100.0 * density,
+            secs
+        );
+    }
+    println!("\nkernel density: causal (query, key) pairs the attention kernels computed over every layer and head of the whole prefill, from the indices they used.");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_parse() {
+        assert_eq!(parse_budget("100:800"), Ok((100, 800)));
+        assert!(parse_budget("100").is_err());
+        assert!(parse_budget("0:0").is_err());
+        assert!(parse_budget("a:1").is_err());
+    }
+}
