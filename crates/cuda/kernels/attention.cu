@@ -5,7 +5,7 @@
 #include "flash.cuh"
 #include "tiles.cuh"
 
-template <int D, typename T, typename Tiles>
+template <int D, typename T, int THREADS, typename Tiles>
 __device__ __forceinline__ void run_tiles(const Tiles& tiles, const MaskCtx& mc, const u16* kb, const u16* vb,
                                           const int* cols, const u32 (&qf)[D / 16][4], u16* sk, u16* sv,
                                           float (&acc)[D / 8][4], float (&mrow)[2], float (&lrow)[2],
@@ -24,13 +24,13 @@ __device__ __forceinline__ void run_tiles(const Tiles& tiles, const MaskCtx& mc,
                 int key = tr.start + r;
                 return (key >= 0 && key < mc.kv_len) ? vb + (i64)key * D : nullptr;
             };
-            load_tile_async<D, 128>(kt, rk, tid);
-            load_tile_async<D, 128>(vt, rv, tid);
+            load_tile_async<D, THREADS>(kt, rk, tid);
+            load_tile_async<D, THREADS>(vt, rv, tid);
         } else {
             auto rk = [&](int r) -> const u16* { return r < tr.gather ? kb + (i64)cols[tr.start + r] * D : nullptr; };
             auto rv = [&](int r) -> const u16* { return r < tr.gather ? vb + (i64)cols[tr.start + r] * D : nullptr; };
-            load_tile_async<D, 128>(kt, rk, tid);
-            load_tile_async<D, 128>(vt, rv, tid);
+            load_tile_async<D, THREADS>(kt, rk, tid);
+            load_tile_async<D, THREADS>(vt, rv, tid);
         }
         cp_async_commit();
     };
@@ -89,24 +89,25 @@ __device__ __forceinline__ void run_tiles(const Tiles& tiles, const MaskCtx& mc,
     }
 }
 
-template <int D, typename T>
+template <int D, typename T, int BM>
 __device__ __forceinline__ void attn_block(const AttnParams& p) {
+    constexpr int THREADS = BM * 2;  // one warp per 16 rows
     extern __shared__ __align__(128) unsigned char smem_raw[];
     u16* sq = (u16*)smem_raw;
-    u16* sk = sq + 64 * D;
+    u16* sk = sq + BM * D;
     u16* sv = sk + 2 * 64 * D;
     BlockGeom g;
-    if (!block_geom(p, g)) return;
+    if (!block_geom<BM>(p, g)) return;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const u16* qb = (const u16*)p.q + ((i64)g.h * p.total_q + g.q_start) * D;
     const u16* kb = (const u16*)p.k + ((i64)g.kvh * p.total_kv + g.kv_start) * D;
     const u16* vb = (const u16*)p.v + ((i64)g.kvh * p.total_kv + g.kv_start) * D;
 
     auto rq = [&](int r) -> const u16* {
-        int row = g.m * 64 + r;
+        int row = g.m * BM + r;
         return row < g.q_len ? qb + (i64)row * D : nullptr;
     };
-    load_tile_async<D, 128>(sq, rq, tid);
+    load_tile_async<D, THREADS, decltype(rq), BM>(sq, rq, tid);
     cp_async_commit();
     cp_async_wait_all();
     __syncthreads();
@@ -118,8 +119,8 @@ __device__ __forceinline__ void attn_block(const AttnParams& p) {
     for (int dn = 0; dn < D / 8; ++dn) acc[dn][0] = acc[dn][1] = acc[dn][2] = acc[dn][3] = 0.f;
     float mrow[2] = {MI_NEG_INF, MI_NEG_INF};
     float lrow[2] = {0.f, 0.f};
-    with_tiles(p, g, block_mask(g), [&](const auto& tiles, const MaskCtx& mc) {
-        run_tiles<D, T>(tiles, mc, kb, vb, (const int*)p.col_index, qf, sk, sv, acc, mrow, lrow, p.scale_log2, tid,
+    with_tiles(p, g, block_mask<BM>(g), [&](const auto& tiles, const MaskCtx& mc) {
+        run_tiles<D, T, THREADS>(tiles, mc, kb, vb, (const int*)p.col_index, qf, sk, sv, acc, mrow, lrow, p.scale_log2, tid,
                         warp, lane);
     });
 
@@ -129,7 +130,7 @@ __device__ __forceinline__ void attn_block(const AttnParams& p) {
     for (int i = 0; i < 2; ++i) {
         float l = quad_sum(lrow[i]);
         float inv = l > 0.f ? 1.f / l : 0.f;
-        int row = g.m * 64 + r0 + i * 8;
+        int row = g.m * BM + r0 + i * 8;
         if (row >= g.q_len) continue;
         i64 base = ((i64)g.h * p.total_q + g.q_start + row) * D;
 #pragma unroll
@@ -147,10 +148,15 @@ __device__ __forceinline__ void attn_block(const AttnParams& p) {
     }
 }
 
-#define MI_ATTN_ENTRY(NAME, D, T) \
-    extern "C" __global__ void __launch_bounds__(128) NAME(const AttnParams p) { attn_block<D, T>(p); }
+// 64-row blocks (4 warps) for every pattern; 128-row blocks (8 warps) halve the K/V traffic per
+// FLOP for the dense and A-shape heads.
+#define MI_ATTN_ENTRY(NAME, D, T)                                                                            \
+    extern "C" __global__ void __launch_bounds__(128) NAME(const AttnParams p) { attn_block<D, T, 64>(p); } \
+    extern "C" __global__ void __launch_bounds__(256) NAME##_m128(const AttnParams p) { attn_block<D, T, 128>(p); }
 
 MI_ATTN_ENTRY(attn_bf16_d64, 64, Bf16)
+MI_ATTN_ENTRY(attn_bf16_d96, 96, Bf16)
 MI_ATTN_ENTRY(attn_bf16_d128, 128, Bf16)
 MI_ATTN_ENTRY(attn_f16_d64, 64, F16)
+MI_ATTN_ENTRY(attn_f16_d96, 96, F16)
 MI_ATTN_ENTRY(attn_f16_d128, 128, F16)

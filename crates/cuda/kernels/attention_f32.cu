@@ -11,7 +11,7 @@ __device__ __forceinline__ void attn_f32_block(const AttnParams& p) {
     float* sk = sq + 64 * LD;
     float* sv = sk + 64 * LD;
     BlockGeom g;
-    if (!block_geom(p, g)) return;
+    if (!block_geom<64>(p, g)) return;
     const int tid = threadIdx.x;  // 64 threads, one query row each
     const float* qb = (const float*)p.q + ((i64)g.h * p.total_q + g.q_start) * D;
     const float* kb = (const float*)p.k + ((i64)g.kvh * p.total_kv + g.kv_start) * D;
@@ -29,7 +29,7 @@ __device__ __forceinline__ void attn_f32_block(const AttnParams& p) {
     float mrow = MI_NEG_INF, lrow = 0.f;
     const int pos = g.m * 64 + tid + (g.kv_len - g.q_len);
 
-    with_tiles(p, g, block_mask(g), [&](const auto& tiles, const MaskCtx& mc) {
+    with_tiles(p, g, block_mask<64>(g), [&](const auto& tiles, const MaskCtx& mc) {
         const int n = tiles.count();
         for (int t = 0; t < n; ++t) {
             TileRef tr = tiles.tile(t);
@@ -76,4 +76,5 @@ __device__ __forceinline__ void attn_f32_block(const AttnParams& p) {
 }
 
 extern "C" __global__ void __launch_bounds__(64) attn_f32_d64(const AttnParams p) { attn_f32_block<64>(p); }
+extern "C" __global__ void __launch_bounds__(64) attn_f32_d96(const AttnParams p) { attn_f32_block<96>(p); }
 extern "C" __global__ void __launch_bounds__(64) attn_f32_d128(const AttnParams p) { attn_f32_block<128>(p); }

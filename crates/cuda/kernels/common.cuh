@@ -87,10 +87,12 @@ __device__ __forceinline__ float fast_exp2(float x) {
 }
 
 // Element offset of (row, col) in a [rows][D] bf16 tile whose 16-byte chunks are XOR-swizzled by
-// row, so that ldmatrix reads of 8 consecutive rows hit 8 different bank groups.
+// row, so that ldmatrix reads of 8 consecutive rows hit different bank groups. D = 96 has 12 chunks
+// per row, so only the low 2 chunk bits are swizzled there (stays inside the row).
 template <int D>
 __device__ __forceinline__ int swz(int row, int col) {
-    return row * D + ((((col >> 3) ^ (row & 7))) << 3) + (col & 7);
+    constexpr int MASK = ((D / 8) % 8 == 0) ? 7 : 3;
+    return row * D + ((((col >> 3) ^ (row & MASK))) << 3) + (col & 7);
 }
 
 // Order-preserving map of a float to u32 (larger float -> larger integer).

@@ -294,10 +294,13 @@ extern "C" __global__ void __launch_bounds__(1024) vs_topk(const int* seqs, cons
     }
 
 MI_EST_ENTRIES(bf16_d64, 64, Bf16)
+MI_EST_ENTRIES(bf16_d96, 96, Bf16)
 MI_EST_ENTRIES(bf16_d128, 128, Bf16)
 MI_EST_ENTRIES(f16_d64, 64, F16)
+MI_EST_ENTRIES(f16_d96, 96, F16)
 MI_EST_ENTRIES(f16_d128, 128, F16)
 MI_EST_ENTRIES(f32_d64, 64, F32)
+MI_EST_ENTRIES(f32_d96, 96, F32)
 MI_EST_ENTRIES(f32_d128, 128, F32)
 
 // ---------------------------------------------------------------------------------------------
@@ -346,12 +349,74 @@ MI_POOL_ENTRY(bs_pool_bf16, Bf16)
 MI_POOL_ENTRY(bs_pool_f16, F16)
 MI_POOL_ENTRY(bs_pool_f32, F32)
 
-// One CTA per (row block m, item): block scores of all visible key blocks (f32 dots), forced blocks
-// (0 and the diagonal blocks) as +inf, exact top-max(k_b, forced) in ascending block order.
-// Dynamic shared memory: visible_max floats of scores + D floats of the query mean.
-extern "C" __global__ void __launch_bounds__(256) bs_select(const int* seqs, const int* items, int D,
-                                                           const long long* mean_off, const float* means, int kcap,
-                                                           int* sel, int* sel_cnt, int m_base) {
+// Block scores of a chunk of query-block rows: scores[item][m - m_base][n] = Q̄_m · K̄_n (f32, d in
+// order) for the key blocks n <= last_pos(m) / 64. One CTA per 64x64 (rows, key blocks) tile with
+// 256 threads computing 4x4 each; the means are staged through shared memory 32 dims at a time.
+// Only a chunk of rows is materialised, never the whole R x R matrix.
+extern "C" __global__ void __launch_bounds__(256) bs_scores(const int* seqs, const int* items, int D,
+                                                           const long long* mean_off, const float* means,
+                                                           int m_base, int rows_chunk, int row_stride,
+                                                           float* scores) {
+    __shared__ float sq[32][65];
+    __shared__ float sk[32][65];
+    const int* item = items + 4 * blockIdx.z;
+    const int* s = seqs + 4 * item[0];
+    const int q_len = s[2], kv_len = s[3];
+    const int R = (q_len + 63) / 64, Rk = (kv_len + 63) / 64;
+    const int off = kv_len - q_len;
+    const int r0 = m_base + blockIdx.y * 64;  // first query block of the tile
+    const int n0 = blockIdx.x * 64;           // first key block of the tile
+    if (r0 >= R || r0 >= m_base + rows_chunk || n0 >= Rk) return;
+    const int r_last = min(min(r0 + 63, R - 1), m_base + rows_chunk - 1);
+    const int vis_last = (off + min(64 * r_last + 64, q_len) - 1) / 64 + 1;
+    if (n0 >= vis_last) return;
+    const float* qm = means + mean_off[2 * blockIdx.z];
+    const float* km = means + mean_off[2 * blockIdx.z + 1];
+    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
+    float acc[4][4] = {};
+    for (int d0 = 0; d0 < D; d0 += 32) {
+        __syncthreads();
+        for (int i = tid; i < 64 * 32; i += 256) {
+            int r = i >> 5, d = i & 31;
+            int m = r0 + r, n = n0 + r;
+            sq[d][r] = (m <= r_last && d0 + d < D) ? qm[(i64)m * D + d0 + d] : 0.f;
+            sk[d][r] = (n < Rk && d0 + d < D) ? km[(i64)n * D + d0 + d] : 0.f;
+        }
+        __syncthreads();
+        const int dn = min(32, D - d0);
+        for (int d = 0; d < dn; ++d) {
+            float a[4], b[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                a[i] = sq[d][ty * 4 + i];
+                b[i] = sk[d][tx * 4 + i];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        int m = r0 + ty * 4 + i;
+        if (m > r_last) continue;
+        int visible = (off + min(64 * m + 64, q_len) - 1) / 64 + 1;
+        float* row = scores + ((i64)blockIdx.z * rows_chunk + (m - m_base)) * row_stride;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            int n = n0 + tx * 4 + j;
+            if (n < visible) row[n] = acc[i][j];
+        }
+    }
+}
+
+// One CTA per (row block m, item) of the chunk: the row's block scores, forced blocks (0 and the
+// diagonal blocks) as +inf, exact top-max(k_b, forced) in ascending block order.
+// Dynamic shared memory: visible_max floats.
+extern "C" __global__ void __launch_bounds__(256) bs_select(const int* seqs, const int* items, const float* scores,
+                                                           int m_base, int rows_chunk, int row_stride, int kcap,
+                                                           int* sel, int* sel_cnt) {
     extern __shared__ __align__(128) unsigned char bs_smem[];
     __shared__ u32 hist[256];
     __shared__ u64 state[2];
@@ -361,27 +426,17 @@ extern "C" __global__ void __launch_bounds__(256) bs_select(const int* seqs, con
     const int q_len = s[2], kv_len = s[3];
     const int m = m_base + blockIdx.x;
     const int R = (q_len + 63) / 64;
-    if (m >= R) return;
+    if (m >= R || (int)blockIdx.x >= rows_chunk) return;
     const int off = kv_len - q_len;
     const int first_pos = off + 64 * m;
     const int last_pos = off + min(64 * m + 64, q_len) - 1;
     const int visible = last_pos / 64 + 1;
     const int diag_first = first_pos / 64;
     float* sc = (float*)bs_smem;
-    float* qm = sc + visible;
-    const float* qmean = means + mean_off[2 * blockIdx.y] + (i64)m * D;
-    const float* kmean = means + mean_off[2 * blockIdx.y + 1];
-    for (int d = threadIdx.x; d < D; d += 256) qm[d] = qmean[d];
-    __syncthreads();
+    const float* row = scores + ((i64)blockIdx.y * rows_chunk + blockIdx.x) * row_stride;
     for (int n = threadIdx.x; n < visible; n += 256) {
-        const float4* kr = (const float4*)(kmean + (i64)n * D);
-        float acc = 0.f;
-        for (int d4 = 0; d4 < D / 4; ++d4) {
-            float4 kv = kr[d4];
-            acc += qm[4 * d4] * kv.x + qm[4 * d4 + 1] * kv.y + qm[4 * d4 + 2] * kv.z + qm[4 * d4 + 3] * kv.w;
-        }
         bool forced = n == 0 || n >= diag_first;
-        sc[n] = forced ? MI_POS_INF : acc;
+        sc[n] = forced ? MI_POS_INF : row[n];
     }
     __syncthreads();
     const int forced_count = 1 + (visible - max(diag_first, 1));

@@ -3,14 +3,14 @@
 #pragma once
 #include "common.cuh"
 
-// Issues cp.async copies of up to 64 rows of D elements into a swizzled [64][D] tile.
+// Issues cp.async copies of ROWS rows of D elements into a swizzled [ROWS][D] tile.
 // `row_src(r)` returns the global row pointer or nullptr for a zero row.
-template <int D, int THREADS, typename RowSrc>
+template <int D, int THREADS, typename RowSrc, int ROWS = 64>
 __device__ __forceinline__ void load_tile_async(u16* tile, RowSrc row_src, int tid) {
     constexpr int CHUNKS = D / 8;  // 16-byte chunks per row
     u32 base = smem_addr(tile);
 #pragma unroll
-    for (int i = tid; i < 64 * CHUNKS; i += THREADS) {
+    for (int i = tid; i < ROWS * CHUNKS; i += THREADS) {
         int r = i / CHUNKS, c = i % CHUNKS;
         const u16* src = row_src(r);
         bool ok = src != nullptr;

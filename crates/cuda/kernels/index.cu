@@ -89,7 +89,7 @@ __device__ void convert_row_block(Sink& sink, const int* vs, int nv, const int* 
 // fill == 0: writes tile_cnt/col_cnt per slot; fill == 1: writes tile_start/col_index at the
 // scanned offsets. grid (ceil(max R / 128), n_items), 128 threads.
 extern "C" __global__ void vs_convert(const int* seqs, const int* items, const int* sel_v, const int* sel_s,
-                                      const u32* slot_base, int fill, u32* tile_cnt,
+                                      const u32* slot_base, int smem_cap, int fill, u32* tile_cnt,
                                       u32* col_cnt, const u32* tile_ptr, const u32* col_ptr, int* tile_start,
                                       int* col_index) {
     const int* item = items + IT_STRIDE * blockIdx.y;
@@ -97,10 +97,20 @@ extern "C" __global__ void vs_convert(const int* seqs, const int* items, const i
     const int q_len = seqs[4 * b + 2], kv_len = seqs[4 * b + 3];
     const int R = (q_len + 63) / 64;
     const int m = blockIdx.x * blockDim.x + threadIdx.x;
-    if (m >= R) return;
+    if ((int)(blockIdx.x * blockDim.x) >= R) return;  // whole CTA idle (keeps the barrier uniform)
     const int nv = item[4], ns = item[5];  // clamped k_v, k_s
+    // Every thread of the CTA walks the same selection: stage it in shared memory when it fits.
+    extern __shared__ __align__(16) int vs_smem[];
     const int* vs = sel_v + item[IT_SELV];
     const int* ss = sel_s + item[IT_SELS];
+    if (nv + ns <= smem_cap) {
+        for (int i = threadIdx.x; i < nv; i += blockDim.x) vs_smem[i] = vs[i];
+        for (int i = threadIdx.x; i < ns; i += blockDim.x) vs_smem[nv + i] = ss[i];
+        __syncthreads();
+        vs = vs_smem;
+        ss = vs_smem + nv;
+    }
+    if (m >= R) return;
     const u32 slot = slot_base[b] + (u32)h * (u32)R + (u32)m;
     if (!fill) {
         CountSink c{0, 0};

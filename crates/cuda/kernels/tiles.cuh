@@ -15,7 +15,8 @@ struct AttnParams {
     int heads, kv_heads, total_q, total_kv;
     int out_f32;
     float scale_log2;
-    int pad0, pad1;
+    int kinds;  // bit mask of head kinds this launch computes (1 << KIND_*); other heads are skipped
+    int pad1;
 };
 
 enum { KIND_DENSE = 0, KIND_ASHAPE = 1, KIND_INDEX = 2 };
@@ -79,6 +80,7 @@ struct BlockGeom {
     int b, h, m, R, q_start, kv_start, q_len, kv_len, kvh;
 };
 
+template <int BM = 64>
 __device__ __forceinline__ bool block_geom(const AttnParams& p, BlockGeom& g) {
     g.b = blockIdx.z;
     g.h = blockIdx.y;
@@ -87,26 +89,29 @@ __device__ __forceinline__ bool block_geom(const AttnParams& p, BlockGeom& g) {
     g.kv_start = seq[1];
     g.q_len = seq[2];
     g.kv_len = seq[3];
-    g.R = (g.q_len + 63) / 64;
+    g.R = (g.q_len + BM - 1) / BM;
     if ((int)blockIdx.x >= g.R) return false;
+    if (!((p.kinds >> ((const int*)p.head_kind)[g.h]) & 1)) return false;
     g.m = g.R - 1 - (int)blockIdx.x;  // heaviest row blocks first
     g.kvh = g.h / (p.heads / p.kv_heads);
     return true;
 }
 
+template <int BM = 64>
 __device__ __forceinline__ MaskCtx block_mask(const BlockGeom& g) {
     const int offset = g.kv_len - g.q_len;
     MaskCtx mc;
     mc.kv_len = g.kv_len;
-    mc.pos0 = g.m * 64 + offset;
-    mc.pos_last = min(g.m * 64 + 63, g.q_len - 1) + offset;
+    mc.pos0 = g.m * BM + offset;
+    mc.pos_last = min(g.m * BM + BM - 1, g.q_len - 1) + offset;
     mc.ashape = 0;
     mc.n_init = 0;
     mc.n_local = 0;
     return mc;
 }
 
-// Calls body(tiles, mc) with the producer of this head's pattern.
+// Calls body(tiles, mc) with the producer of this head's pattern. Index heads need 64-row blocks
+// (the index is per 64-row block); dense and A-shape heads work for any block height.
 template <typename Body>
 __device__ __forceinline__ void with_tiles(const AttnParams& p, const BlockGeom& g, MaskCtx mc, Body body) {
     const int kind = ((const int*)p.head_kind)[g.h];

@@ -3,8 +3,8 @@
 use crate::context::Gpu;
 use crate::error::{CudaError, Result};
 use crate::index::DeviceIndex;
-use crate::kernels::AttnParams;
-use crate::layout::{check_patterns, dtype_suffix, max_row_blocks, Meta};
+use crate::kernels::{AttnParams, HEAD_ASHAPE, HEAD_DENSE, HEAD_INDEX};
+use crate::layout::{check_patterns, dtype_suffix, Meta};
 use crate::tensor::DeviceTensor;
 use minference_core::{AttnShape, DType, HeadPattern};
 
@@ -66,19 +66,29 @@ pub fn attention(
         total_kv: shape.total_kv() as i32,
         out_f32: (out.dtype == DType::F32) as i32,
         scale_log2: std::f32::consts::LOG2_E / (d as f32).sqrt(),
-        pad0: 0,
+        kinds: 0b111,
         pad1: 0,
     };
-    let grid = (max_row_blocks(shape) as u32, shape.heads as u32, shape.seqs.len() as u32);
+    let (b, h) = (shape.seqs.len() as u32, shape.heads as u32);
+    let rows = |bm: usize| shape.seqs.iter().map(|s| s.q_len.div_ceil(bm)).max().unwrap_or(0) as u32;
     if q.dtype == DType::F32 {
         if out.dtype != DType::F32 {
             return Err(CudaError::Invalid("f32 inputs need an f32 output".into()));
         }
         let smem = 3 * 64 * (d + 1) * 4;
-        gpu.launch_attn(&format!("attn_f32_d{d}"), grid, 64, smem, &params)?;
+        gpu.launch_attn(&format!("attn_f32_d{d}"), (rows(64), h, b), 64, smem, &params)?;
     } else {
-        let smem = 5 * 64 * d * 2;
-        gpu.launch_attn(&format!("attn_{}_d{d}", dtype_suffix(q.dtype)), grid, 128, smem, &params)?;
+        // Dense and A-shape heads in 128-row blocks; index heads need the index's 64-row blocks.
+        let name = format!("attn_{}_d{d}", dtype_suffix(q.dtype));
+        let has_analytic = patterns.iter().any(|p| matches!(p, HeadPattern::Dense | HeadPattern::AShape { .. }));
+        if has_analytic {
+            let p128 = AttnParams { kinds: (1 << HEAD_DENSE) | (1 << HEAD_ASHAPE), ..params };
+            gpu.launch_attn(&format!("{name}_m128"), (rows(128), h, b), 256, 6 * 64 * d * 2, &p128)?;
+        }
+        if needs_index {
+            let p64 = AttnParams { kinds: 1 << HEAD_INDEX, ..params };
+            gpu.launch_attn(&name, (rows(64), h, b), 128, 5 * 64 * d * 2, &p64)?;
+        }
     }
     // Dropping `meta` frees stream-ordered, after the kernel.
     drop(meta);

@@ -61,18 +61,22 @@ pub fn build_index(
     let d = shape.head_dim;
     let n_vs = vs.items.len();
 
+    // Each CTA stages its head's selection in shared memory when it fits.
+    let max_sel = vs.items.iter().map(|i| i.k_v + i.k_s).max().unwrap_or(0);
+    let smem_cap = max_sel.min(gpu.smem_limit() / 4);
     let convert = |fill: i32, tile_start: u64, col_index: u64| -> Result<()> {
         gpu.launch(
             "vs_convert",
             (r_max.div_ceil(128) as u32, n_vs as u32, 1),
             128,
-            0,
+            smem_cap * 4,
             &[
                 Arg::P(gpu.ptr(&meta.seqs)),
                 Arg::P(gpu.ptr(&vs.items_dev)),
                 Arg::P(gpu.ptr(&vs.sel_v)),
                 Arg::P(gpu.ptr(&vs.sel_s)),
                 Arg::P(gpu.ptr(&meta.slot_base)),
+                Arg::I(smem_cap as i32),
                 Arg::I(fill),
                 Arg::P(gpu.ptr(&tile_cnt)),
                 Arg::P(gpu.ptr(&col_cnt)),
@@ -120,30 +124,56 @@ pub fn build_index(
                 Arg::P(gpu.ptr(&means)),
             ],
         )?;
-        let smem = (max_kv(shape).div_ceil(64) + d) * 4;
+        // Block scores for a chunk of query-block rows at a time (at most ~1 GiB), then the
+        // per-row selection; never the whole R x R matrix.
+        let rk_max = max_kv(shape).div_ceil(64);
+        let smem = rk_max * 4;
         if smem > gpu.smem_limit() {
             return Err(CudaError::Invalid(format!(
                 "block-sparse selection needs {smem} bytes of shared memory per row block; the device allows {} (kv_len too long)",
                 gpu.smem_limit()
             )));
         }
-        gpu.launch(
-            "bs_select",
-            (r_max as u32, bs.n as u32, 1),
-            256,
-            smem,
-            &[
-                Arg::P(gpu.ptr(&meta.seqs)),
-                Arg::P(gpu.ptr(&bs_dev)),
-                Arg::I(d as i32),
-                Arg::P(gpu.ptr(&mean_off)),
-                Arg::P(gpu.ptr(&means)),
-                Arg::I(kcap as i32),
-                Arg::P(gpu.ptr(&sel)),
-                Arg::P(gpu.ptr(&sel_cnt)),
-                Arg::I(0),
-            ],
-        )?;
+        let rows_chunk = ((1usize << 30) / (4 * rk_max * bs.n)).clamp(64, r_max.div_ceil(64) * 64) / 64 * 64;
+        let scores = gpu.alloc::<f32>(bs.n * rows_chunk * rk_max)?;
+        let mut m0 = 0;
+        while m0 < r_max {
+            gpu.launch(
+                "bs_scores",
+                (rk_max.div_ceil(64) as u32, (rows_chunk / 64) as u32, bs.n as u32),
+                256,
+                0,
+                &[
+                    Arg::P(gpu.ptr(&meta.seqs)),
+                    Arg::P(gpu.ptr(&bs_dev)),
+                    Arg::I(d as i32),
+                    Arg::P(gpu.ptr(&mean_off)),
+                    Arg::P(gpu.ptr(&means)),
+                    Arg::I(m0 as i32),
+                    Arg::I(rows_chunk as i32),
+                    Arg::I(rk_max as i32),
+                    Arg::P(gpu.ptr(&scores)),
+                ],
+            )?;
+            gpu.launch(
+                "bs_select",
+                (rows_chunk as u32, bs.n as u32, 1),
+                256,
+                smem,
+                &[
+                    Arg::P(gpu.ptr(&meta.seqs)),
+                    Arg::P(gpu.ptr(&bs_dev)),
+                    Arg::P(gpu.ptr(&scores)),
+                    Arg::I(m0 as i32),
+                    Arg::I(rows_chunk as i32),
+                    Arg::I(rk_max as i32),
+                    Arg::I(kcap as i32),
+                    Arg::P(gpu.ptr(&sel)),
+                    Arg::P(gpu.ptr(&sel_cnt)),
+                ],
+            )?;
+            m0 += rows_chunk;
+        }
     }
     let assemble = |fill: i32, tile_start: u64| -> Result<()> {
         gpu.launch(

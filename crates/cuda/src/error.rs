@@ -7,7 +7,7 @@ pub enum CudaError {
     /// No driver, no device, or a device these kernels cannot run on: callers fall back to the CPU.
     #[error("no usable GPU: {0}")]
     NoGpu(String),
-    #[error("unsupported head_dim {0}: supported head dims are 64 and 128")]
+    #[error("unsupported head_dim {0}: supported head dims are 64, 96 and 128")]
     UnsupportedHeadDim(usize),
     #[error("unsupported dtype {0:?}: supported input dtypes are bf16 and f16 (f32 runs on a slow exact path)")]
     UnsupportedDType(DType),

@@ -70,7 +70,8 @@ pub struct AttnParams {
     pub total_kv: i32,
     pub out_f32: i32,
     pub scale_log2: f32,
-    pub pad0: i32,
+    /// Bit mask of head kinds (1 << HEAD_*) this launch computes.
+    pub kinds: i32,
     pub pad1: i32,
 }
 

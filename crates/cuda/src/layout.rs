@@ -7,7 +7,7 @@ use crate::kernels::{HEAD_ASHAPE, HEAD_DENSE, HEAD_INDEX};
 use cudarc::driver::CudaSlice;
 use minference_core::{AttnShape, DType, HeadPattern};
 
-pub const SUPPORTED_HEAD_DIMS: [usize; 2] = [64, 128];
+pub const SUPPORTED_HEAD_DIMS: [usize; 3] = [64, 96, 128];
 
 /// Checks a problem against what the kernels support (shape invariants, head dim, int32 ranges,
 /// grid limits, tensor lengths and one dtype for Q/K/V).

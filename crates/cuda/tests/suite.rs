@@ -3,38 +3,35 @@
 mod common;
 
 use minference_core::{AttentionBackend, AttnShape, DType};
+
 use minference_cpu::backend_suite::{self, check_mixed_patterns_on, varlen_shape, GQA, LENGTHS};
 
-macro_rules! suite_test {
-    ($($name:ident),* $(,)?) => {$(
-        #[test]
-        fn $name() {
-            let Some(backend) = common::gpu_backend() else { return };
-            for seed in [1u64, 2] {
-                if let Err(e) = backend_suite::$name(&backend, seed) {
-                    panic!("{} seed {seed}: {e}", backend.name());
-                }
+/// Runs every check of a list with two seeds; reports all failures at once.
+fn run_all(checks: Vec<(&'static str, backend_suite::Check<minference_cuda::CudaBackend>)>) {
+    let Some(backend) = common::gpu_backend() else { return };
+    let mut failures = Vec::new();
+    for (name, check) in &checks {
+        for seed in [1u64, 2] {
+            if let Err(e) = check(&backend, seed) {
+                failures.push(format!("{name} seed {seed}: {e}"));
             }
         }
-    )*};
+    }
+    println!("{} checks run on {}", checks.len(), backend.name());
+    assert!(failures.is_empty(), "{} failures on {}:\n{}", failures.len(), backend.name(), failures.join("\n"));
 }
 
-suite_test!(
-    check_dense_matches_reference,
-    check_dense_half_dtypes,
-    check_varlen_offsets,
-    check_ashape_matches_masked,
-    check_vs_estimated_matches_masked,
-    check_vs_random_selection_matches_masked,
-    check_bs_matches_masked,
-    check_random_index_matches_masked,
-    check_full_budget_equals_dense,
-    check_causality,
-    check_column_permutation,
-    check_no_nan_every_row_written,
-    check_padding_independence,
-    check_rejects_bad_input,
-);
+/// f32 inputs (exact SIMT path, tolerance 1e-4) and the half-precision dense checks.
+#[test]
+fn backend_suite_all_checks() {
+    run_all(backend_suite::all_checks());
+}
+
+/// The same properties with bf16 inputs (tensor-core path, tolerance 2e-2 / 2e-3).
+#[test]
+fn backend_suite_bf16_checks() {
+    run_all(backend_suite::all_checks_bf16());
+}
 
 /// The tensor-core path (bf16, f16): every pattern, lengths around the 64-row edges, D = 64 and
 /// 128, GQA ratios 1, 3, 4, 7, and a varlen batch with q/kv offsets.
@@ -44,7 +41,7 @@ fn mixed_patterns_half_precision() {
     let mut seed = 10u64;
     for dtype in [DType::Bf16, DType::F16] {
         for (i, &n) in LENGTHS.iter().enumerate() {
-            for (j, d) in [64usize, 128].into_iter().enumerate() {
+            for (j, d) in [64usize, 96, 128].into_iter().enumerate() {
                 let (heads, kv_heads) = GQA[(i + j) % GQA.len()];
                 seed += 1;
                 let shape = AttnShape::single(heads, kv_heads, d, n);
