@@ -1,4 +1,5 @@
-//! `cargo run -p minference-cpu --release --example cpu_bench -- [N ...] [--random] [--f32]`
+//! `cargo run -p minference-cpu --release --example cpu_bench -- [N ...] [--random] [--f32]
+//! [--no-calibration] [--threads T]`
 //! Prints the CPU benchmark's markdown table (until `minference bench cpu` wires it).
 
 use minference_core::{DType, SynthConfig};
@@ -7,8 +8,10 @@ use minference_cpu::bench::{run_cpu_bench, CpuBenchConfig};
 fn main() {
     let mut cfg = CpuBenchConfig::default();
     let mut lengths = Vec::new();
-    for arg in std::env::args().skip(1) {
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--threads" => cfg.threads = args.next().and_then(|t| t.parse().ok()),
             "--random" => cfg.synth = SynthConfig::random(),
             "--f32" => cfg.dtype = DType::F32,
             "--no-calibration" => cfg.calibration_len = 0,

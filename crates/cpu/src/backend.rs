@@ -5,25 +5,49 @@ use crate::error::{CpuError, CpuResult};
 use crate::kernels::Isa;
 use crate::sparse::{check_index, SparsePlan};
 use crate::staging::{check_qk, check_qkv};
+use std::sync::Arc;
+
 use minference_core::{AttentionBackend, AttnShape, HeadPattern, HostTensor, SparseIndex, VsSelection};
 
-/// Multi-threaded CPU attention (rayon's global pool). Inputs with NaN/Inf are rejected with
-/// [`CpuError::NonFinite`] rather than propagated.
+/// Multi-threaded CPU attention (rayon's global pool unless [`CpuBackend::with_threads`]). Inputs
+/// with NaN/Inf are rejected with [`CpuError::NonFinite`] rather than propagated.
 #[derive(Debug, Clone, Default)]
 pub struct CpuBackend {
     portable_only: bool,
+    pool: Option<Arc<rayon::ThreadPool>>,
 }
 
 impl CpuBackend {
     /// Uses the AVX-512 micro-kernels when the CPU has them (and `head_dim % 16 == 0`).
     pub fn new() -> Self {
-        CpuBackend { portable_only: false }
+        CpuBackend { portable_only: false, pool: None }
     }
 
     /// Always uses the portable micro-kernels (`matrixmultiply` sgemm): for testing that path and
     /// for comparing the two.
     pub fn portable() -> Self {
-        CpuBackend { portable_only: true }
+        CpuBackend { portable_only: true, pool: None }
+    }
+
+    /// Runs on a dedicated pool of `threads` workers instead of rayon's global pool.
+    pub fn with_threads(self, threads: usize) -> CpuResult<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| CpuError::ThreadPool(e.to_string()))?;
+        Ok(CpuBackend { pool: Some(Arc::new(pool)), ..self })
+    }
+
+    fn threads(&self) -> usize {
+        self.pool.as_ref().map_or_else(rayon::current_num_threads, |p| p.current_num_threads())
+    }
+
+    /// Runs `f` on this backend's pool.
+    fn install<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => f(),
+        }
     }
 
     fn isa(&self, head_dim: usize) -> Isa {
@@ -46,12 +70,12 @@ impl AttentionBackend for CpuBackend {
             Isa::Avx512 => "AVX-512 kernels",
             Isa::Portable => "portable kernels",
         };
-        format!("CPU ({} threads, {kernels})", rayon::current_num_threads())
+        format!("CPU ({} threads, {kernels})", self.threads())
     }
 
     fn dense(&self, shape: &AttnShape, q: HostTensor, k: HostTensor, v: HostTensor) -> CpuResult<Vec<f32>> {
         check_qkv(shape, &q, &k, &v)?;
-        Ok(run(shape, q, k, v, &DensePlan, self.isa(shape.head_dim)))
+        Ok(self.install(|| run(shape, q, k, v, &DensePlan, self.isa(shape.head_dim))))
     }
 
     fn estimate_vs(
@@ -63,7 +87,7 @@ impl AttentionBackend for CpuBackend {
     ) -> CpuResult<Vec<VsSelection>> {
         check_qk(shape, &q, &k)?;
         check_patterns(shape, patterns)?;
-        crate::estimate::estimate_vs_all(shape, q, k, patterns)
+        self.install(|| crate::estimate::estimate_vs_all(shape, q, k, patterns))
     }
 
     fn build_index(
@@ -76,7 +100,7 @@ impl AttentionBackend for CpuBackend {
     ) -> CpuResult<SparseIndex> {
         check_qk(shape, &q, &k)?;
         check_patterns(shape, patterns)?;
-        crate::estimate::build_index_all(shape, q, k, patterns, vs)
+        self.install(|| crate::estimate::build_index_all(shape, q, k, patterns, vs))
     }
 
     fn sparse(
@@ -91,6 +115,6 @@ impl AttentionBackend for CpuBackend {
         check_qkv(shape, &q, &k, &v)?;
         check_patterns(shape, patterns)?;
         check_index(shape, index)?;
-        Ok(run(shape, q, k, v, &SparsePlan { shape, patterns, index }, self.isa(shape.head_dim)))
+        Ok(self.install(|| run(shape, q, k, v, &SparsePlan { shape, patterns, index }, self.isa(shape.head_dim))))
     }
 }

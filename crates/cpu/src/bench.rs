@@ -30,6 +30,8 @@ pub struct CpuBenchConfig {
     pub ashape: (usize, usize),
     /// Sequence length of the calibration figures (0 skips them).
     pub calibration_len: usize,
+    /// Worker threads (`None`: rayon's global pool).
+    pub threads: Option<usize>,
 }
 
 impl Default for CpuBenchConfig {
@@ -46,6 +48,7 @@ impl Default for CpuBenchConfig {
             bs_top_k: 100,
             ashape: (1024, 4096),
             calibration_len: 8192,
+            threads: None,
         }
     }
 }
@@ -301,7 +304,7 @@ fn bench_length(backend: &CpuBackend, cfg: &CpuBenchConfig, n: usize) -> Result<
 /// Dense with the portable (`matrixmultiply`) micro-kernels, to show what the AVX-512 ones gain.
 fn bench_portable_dense(cfg: &CpuBenchConfig, n: usize) -> Result<PatternRow, String> {
     let x = inputs(cfg, n, &cfg.synth);
-    let mut row = bench_pattern(&CpuBackend::portable(), cfg, &x, "dense, portable kernels".into(), vec![HeadPattern::Dense; cfg.heads])?;
+    let mut row = bench_pattern(&backend_for(cfg, CpuBackend::portable())?, cfg, &x, "dense, portable kernels".into(), vec![HeadPattern::Dense; cfg.heads])?;
     row.density = 1.0;
     Ok(row)
 }
@@ -359,12 +362,19 @@ fn calibrate(backend: &CpuBackend, cfg: &CpuBenchConfig) -> Result<Calibration, 
     })
 }
 
+fn backend_for(cfg: &CpuBenchConfig, backend: CpuBackend) -> Result<CpuBackend, String> {
+    match cfg.threads {
+        Some(t) => backend.with_threads(t).map_err(|e| e.to_string()),
+        None => Ok(backend),
+    }
+}
+
 /// sgemm runs per measurement: enough CPU time (~0.5 s) for the 10 ms clock-tick resolution.
 const SGEMM_REPS: usize = 20;
 
 /// Runs the whole benchmark. Errors (none expected on valid configs) are reported as strings.
 pub fn run_cpu_bench(cfg: &CpuBenchConfig) -> Result<CpuBenchReport, String> {
-    let backend = CpuBackend::new();
+    let backend = backend_for(cfg, CpuBackend::new())?;
     // The machine may be shared: the ceiling is the best of several sgemm runs spread over the bench.
     let mut sgemm = sgemm_rate(1024, SGEMM_REPS);
     let mut lengths = Vec::new();

@@ -69,3 +69,16 @@ fn dense_pattern_is_bit_identical_to_dense() {
     let sparse = backend.sparse(&shape, q, k, v, &patterns, &SparseIndex::empty(&shape)).expect("sparse runs");
     assert!(dense.iter().zip(&sparse).all(|(a, b)| a.to_bits() == b.to_bits()));
 }
+
+/// A dedicated pool gives the same results as the global one (work items are independent).
+#[test]
+fn dedicated_thread_pool_matches_global_pool() {
+    let shape = AttnShape::single(4, 1, 64, 200);
+    let case = Case::random(shape.clone(), DType::F32, 4);
+    let (q, k, v) = (case.q.view(), case.k.view(), case.v.view());
+    let single = CpuBackend::new().with_threads(1).expect("pool starts");
+    assert!(single.name().contains("1 threads"), "{}", single.name());
+    let a = single.dense(&shape, q, k, v).expect("dense runs");
+    let b = CpuBackend::new().dense(&shape, q, k, v).expect("dense runs");
+    assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+}
