@@ -73,6 +73,24 @@ impl ModelConfig {
                 return bad(format!("{what} is 0"));
             }
         }
+        // Far beyond any real model; keeps every size product below overflow.
+        const MAX_DIM: usize = 1 << 24;
+        for (what, v, max) in [
+            ("hidden size", self.hidden, MAX_DIM),
+            ("intermediate size", self.intermediate, MAX_DIM),
+            ("head count", self.heads, 1 << 16),
+            ("head dim", self.head_dim, 1 << 16),
+            ("vocab size", self.vocab, MAX_DIM),
+            ("layer count", self.layers, 1 << 12),
+            ("context length", self.context_length, 1 << 34),
+        ] {
+            if v > max {
+                return bad(format!("{what} {v} exceeds the supported maximum {max}"));
+            }
+        }
+        if self.heads * self.head_dim > MAX_DIM {
+            return bad(format!("{} heads × head dim {} is too large", self.heads, self.head_dim));
+        }
         if self.heads % self.kv_heads != 0 {
             return bad(format!("head count {} is not a multiple of kv head count {}", self.heads, self.kv_heads));
         }

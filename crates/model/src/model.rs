@@ -49,11 +49,15 @@ impl Model {
     pub fn load_safetensors_dir(dir: &Path) -> Result<Self> {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|e| ModelError::io(&cfg_path, e))?;
-        let config = ModelConfig::from_hf_json(&text)?;
         let src = SafetensorsDir::open(dir)?;
-        let weights = Weights::load(&config, &src, NameScheme::HuggingFace)?;
-        let tokenizer = Tokenizer::from_hf_dir(dir).map_err(|e| e.to_string());
-        Ok(Model { config, weights, tokenizer, random_weights: false })
+        Self::from_safetensors(&text, &src, Tokenizer::from_hf_dir(dir))
+    }
+
+    /// A model from `config.json` text and opened shards (the tokenizer given or its error).
+    pub fn from_safetensors(config_json: &str, src: &SafetensorsDir, tokenizer: Result<Tokenizer>) -> Result<Self> {
+        let config = ModelConfig::from_hf_json(config_json)?;
+        let weights = Weights::load(&config, src, NameScheme::HuggingFace)?;
+        Ok(Model { config, weights, tokenizer: tokenizer.map_err(|e| e.to_string()), random_weights: false })
     }
 
     /// A model of a named shape (see [`ModelConfig::NAMED_SHAPES`]) with random weights;

@@ -34,10 +34,24 @@ impl TensorSource for GgufFile {
     }
 }
 
+enum Shard {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Shard {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Shard::Mapped(m) => m,
+            Shard::Owned(v) => v,
+        }
+    }
+}
+
 /// A directory with `config.json` and one or more `*.safetensors` shards, memory-mapped.
 pub struct SafetensorsDir {
     pub dir: PathBuf,
-    maps: Vec<Mmap>,
+    maps: Vec<Shard>,
     /// Tensor name → (shard index, row-major shape, dtype).
     index: BTreeMap<String, (usize, Vec<usize>, Dtype)>,
 }
@@ -54,22 +68,40 @@ impl SafetensorsDir {
             return Err(ModelError::Safetensors(format!("no *.safetensors files in {}", dir.display())));
         }
         let mut maps = Vec::with_capacity(shards.len());
-        let mut index = BTreeMap::new();
-        for (i, path) in shards.iter().enumerate() {
+        for path in &shards {
             let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
             // SAFETY: read-only map; the safetensors parser bounds-checks every tensor against its length.
             let map = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
-            let st = SafeTensors::deserialize(&map)
-                .map_err(|e| ModelError::Safetensors(format!("{}: {e}", path.display())))?;
+            maps.push((path.display().to_string(), Shard::Mapped(map)));
+        }
+        Self::index(dir.to_path_buf(), maps)
+    }
+
+    /// Shards held in memory (tests, fuzzing).
+    pub fn from_shard_bytes(shards: Vec<Vec<u8>>) -> Result<Self> {
+        let named = shards.into_iter().enumerate().map(|(i, b)| (format!("shard {i}"), Shard::Owned(b))).collect();
+        Self::index(PathBuf::new(), named)
+    }
+
+    fn index(dir: PathBuf, shards: Vec<(String, Shard)>) -> Result<Self> {
+        let mut index = BTreeMap::new();
+        let mut maps = Vec::with_capacity(shards.len());
+        for (i, (label, shard)) in shards.into_iter().enumerate() {
+            let st = SafeTensors::deserialize(shard.bytes()).map_err(|e| ModelError::Safetensors(format!("{label}: {e}")))?;
             for (name, view) in st.tensors() {
                 if index.insert(name.clone(), (i, view.shape().to_vec(), view.dtype())).is_some() {
                     return Err(ModelError::Safetensors(format!("tensor `{name}` appears in more than one shard")));
                 }
             }
             drop(st);
-            maps.push(map);
+            maps.push(shard);
         }
-        Ok(SafetensorsDir { dir: dir.to_path_buf(), maps, index })
+        Ok(SafetensorsDir { dir, maps, index })
+    }
+
+    /// Names of all tensors.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
     }
 }
 
@@ -80,7 +112,7 @@ impl TensorSource for SafetensorsDir {
 
     fn load_f32(&self, name: &str) -> Result<Vec<f32>> {
         let (shard, _, _) = self.index.get(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
-        let st = SafeTensors::deserialize(&self.maps[*shard]).map_err(|e| ModelError::Safetensors(e.to_string()))?;
+        let st = SafeTensors::deserialize(self.maps[*shard].bytes()).map_err(|e| ModelError::Safetensors(e.to_string()))?;
         let view = st.tensor(name).map_err(|e| ModelError::Safetensors(format!("`{name}`: {e}")))?;
         let data = view.data();
         let out = match view.dtype() {
