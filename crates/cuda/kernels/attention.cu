@@ -5,11 +5,15 @@
 #include "flash.cuh"
 #include "tiles.cuh"
 
-template <int D, typename T, int THREADS, typename Tiles>
+template <int V> struct IntTag { static constexpr int value = V; };
+
+// The mainloop. Each warp owns MT m16 row tiles (rows warp*16*MT ..); MT == 1 keeps Q in registers,
+// MT == 2 reads Q fragments from shared memory and reuses every K/V fragment twice.
+template <int D, typename T, int THREADS, int MT, typename Tiles>
 __device__ __forceinline__ void run_tiles(const Tiles& tiles, const MaskCtx& mc, const u16* kb, const u16* vb,
-                                          const int* cols, const u32 (&qf)[D / 16][4], u16* sk, u16* sv,
-                                          float (&acc)[D / 8][4], float (&mrow)[2], float (&lrow)[2],
-                                          float scale_log2, int tid, int warp, int lane) {
+                                          const int* cols, const u32 (&qf)[D / 16][4], const u16* sq, u16* sk,
+                                          u16* sv, float (&acc)[MT][D / 8][4], float (&mrow)[MT][2],
+                                          float (&lrow)[MT][2], float scale_log2, int tid, int warp, int lane) {
     const int n = tiles.count();
     auto issue = [&](int t) {
         TileRef tr = tiles.tile(t);
@@ -35,7 +39,7 @@ __device__ __forceinline__ void run_tiles(const Tiles& tiles, const MaskCtx& mc,
         cp_async_commit();
     };
     if (n > 0) issue(0);
-    const int r0 = warp * 16 + (lane >> 2);
+    const int row_base = warp * 16 * MT;
     for (int t = 0; t < n; ++t) {
         cp_async_wait_all();
         __syncthreads();
@@ -43,55 +47,77 @@ __device__ __forceinline__ void run_tiles(const Tiles& tiles, const MaskCtx& mc,
         TileRef tr = tiles.tile(t);
         const u16* kt = sk + (t & 1) * 64 * D;
         const u16* vt = sv + (t & 1) * 64 * D;
-        float s[8][4];
-        qk_tile<D, T>(s, qf, kt, lane);
         const bool full = mc.full(tr);
+        // One online-softmax step over NJ*8 keys starting at key_off.
+        auto step = [&](auto nj_tag, int key_off) {
+            constexpr int NJ = decltype(nj_tag)::value;
+            float s[MT][NJ][4];
+            if constexpr (MT == 1 && NJ == 8) {
+                qk_tile<D, T>(s[0], qf, kt, lane);
+            } else {
+                qk_tile_mt<D, T, MT, NJ>(s, sq, row_base, kt, key_off, lane);
+            }
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
+            for (int mt = 0; mt < MT; ++mt) {
+                const int r0 = row_base + mt * 16 + (lane >> 2);
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                float x = s[j][e] * scale_log2;
-                if (!full) {
-                    int col = j * 8 + (lane & 3) * 2 + (e & 1);
-                    int row = r0 + (e >> 1) * 8;
-                    if (!mc.valid(tr, col, mc.pos0 + row)) x = MI_NEG_INF;
+                for (int j = 0; j < NJ; ++j) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        float x = s[mt][j][e] * scale_log2;
+                        if (!full) {
+                            int col = key_off + j * 8 + (lane & 3) * 2 + (e & 1);
+                            int row = r0 + (e >> 1) * 8;
+                            if (!mc.valid(tr, col, mc.pos0 + row)) x = MI_NEG_INF;
+                        }
+                        s[mt][j][e] = x;
+                    }
                 }
-                s[j][e] = x;
+#pragma unroll
+                for (int i = 0; i < 2; ++i) {
+                    float mx = MI_NEG_INF;
+#pragma unroll
+                    for (int j = 0; j < NJ; ++j) mx = fmaxf(mx, fmaxf(s[mt][j][2 * i], s[mt][j][2 * i + 1]));
+                    mx = quad_max(mx);
+                    float m_new = fmaxf(mrow[mt][i], mx);
+                    float ref = (m_new == MI_NEG_INF) ? 0.f : m_new;
+                    float alpha = fast_exp2(mrow[mt][i] - ref);
+                    mrow[mt][i] = m_new;
+                    float sum = 0.f;
+#pragma unroll
+                    for (int j = 0; j < NJ; ++j) {
+                        float p0 = fast_exp2(s[mt][j][2 * i] - ref);
+                        float p1 = fast_exp2(s[mt][j][2 * i + 1] - ref);
+                        s[mt][j][2 * i] = p0;
+                        s[mt][j][2 * i + 1] = p1;
+                        sum += p0 + p1;
+                    }
+                    lrow[mt][i] = lrow[mt][i] * alpha + sum;
+#pragma unroll
+                    for (int dn = 0; dn < D / 8; ++dn) {
+                        acc[mt][dn][2 * i] *= alpha;
+                        acc[mt][dn][2 * i + 1] *= alpha;
+                    }
+                }
             }
+            if constexpr (MT == 1 && NJ == 8) {
+                pv_tile<D, T>(acc[0], s[0], vt, lane);
+            } else {
+                pv_tile_mt<D, T, MT, NJ>(acc, s, vt, key_off, lane);
+            }
+        };
+        if constexpr (MT == 1) {
+            step(IntTag<8>{}, 0);
+        } else {
+            step(IntTag<4>{}, 0);
+            step(IntTag<4>{}, 32);
         }
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-            float mx = MI_NEG_INF;
-#pragma unroll
-            for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * i], s[j][2 * i + 1]));
-            mx = quad_max(mx);
-            float m_new = fmaxf(mrow[i], mx);
-            float ref = (m_new == MI_NEG_INF) ? 0.f : m_new;
-            float alpha = fast_exp2(mrow[i] - ref);
-            mrow[i] = m_new;
-            float sum = 0.f;
-#pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                float p0 = fast_exp2(s[j][2 * i] - ref);
-                float p1 = fast_exp2(s[j][2 * i + 1] - ref);
-                s[j][2 * i] = p0;
-                s[j][2 * i + 1] = p1;
-                sum += p0 + p1;
-            }
-            lrow[i] = lrow[i] * alpha + sum;
-#pragma unroll
-            for (int dn = 0; dn < D / 8; ++dn) {
-                acc[dn][2 * i] *= alpha;
-                acc[dn][2 * i + 1] *= alpha;
-            }
-        }
-        pv_tile<D, T>(acc, s, vt, lane);
     }
 }
 
-template <int D, typename T, int BM>
+template <int D, typename T, int BM, int MT>
 __device__ __forceinline__ void attn_block(const AttnParams& p) {
-    constexpr int THREADS = BM * 2;  // one warp per 16 rows
+    constexpr int THREADS = BM * 2 / MT;  // one warp per 16*MT rows
     extern __shared__ __align__(128) unsigned char smem_raw[];
     u16* sq = (u16*)smem_raw;
     u16* sk = sq + BM * D;
@@ -112,47 +138,59 @@ __device__ __forceinline__ void attn_block(const AttnParams& p) {
     cp_async_wait_all();
     __syncthreads();
     u32 qf[D / 16][4];
-    load_q_frags<D>(qf, sq, warp, lane);
+    if constexpr (MT == 1) load_q_frags<D>(qf, sq, warp, lane);
 
-    float acc[D / 8][4];
+    float acc[MT][D / 8][4];
+    float mrow[MT][2], lrow[MT][2];
 #pragma unroll
-    for (int dn = 0; dn < D / 8; ++dn) acc[dn][0] = acc[dn][1] = acc[dn][2] = acc[dn][3] = 0.f;
-    float mrow[2] = {MI_NEG_INF, MI_NEG_INF};
-    float lrow[2] = {0.f, 0.f};
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int dn = 0; dn < D / 8; ++dn) acc[mt][dn][0] = acc[mt][dn][1] = acc[mt][dn][2] = acc[mt][dn][3] = 0.f;
+        mrow[mt][0] = mrow[mt][1] = MI_NEG_INF;
+        lrow[mt][0] = lrow[mt][1] = 0.f;
+    }
     with_tiles(p, g, block_mask<BM>(g), [&](const auto& tiles, const MaskCtx& mc) {
-        run_tiles<D, T, THREADS>(tiles, mc, kb, vb, (const int*)p.col_index, qf, sk, sv, acc, mrow, lrow, p.scale_log2, tid,
-                        warp, lane);
+        run_tiles<D, T, THREADS, MT>(tiles, mc, kb, vb, (const int*)p.col_index, qf, sq, sk, sv, acc, mrow, lrow,
+                                     p.scale_log2, tid, warp, lane);
     });
 
     // Epilogue: normalise and store rows < q_len. A row that saw no key (l == 0) is written as 0.
-    const int r0 = warp * 16 + (lane >> 2);
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        float l = quad_sum(lrow[i]);
-        float inv = l > 0.f ? 1.f / l : 0.f;
-        int row = g.m * BM + r0 + i * 8;
-        if (row >= g.q_len) continue;
-        i64 base = ((i64)g.h * p.total_q + g.q_start + row) * D;
+    for (int mt = 0; mt < MT; ++mt) {
+        const int r0 = warp * 16 * MT + mt * 16 + (lane >> 2);
 #pragma unroll
-        for (int dn = 0; dn < D / 8; ++dn) {
-            int col = dn * 8 + (lane & 3) * 2;
-            float o0 = acc[dn][2 * i] * inv, o1 = acc[dn][2 * i + 1] * inv;
-            if (p.out_f32) {
-                float2* dst = (float2*)((float*)p.out + base + col);
-                *dst = make_float2(o0, o1);
-            } else {
-                u32* dst = (u32*)((u16*)p.out + base + col);
-                *dst = Elem<T>::pack2(o0, o1);
+        for (int i = 0; i < 2; ++i) {
+            float l = quad_sum(lrow[mt][i]);
+            float inv = l > 0.f ? 1.f / l : 0.f;
+            int row = g.m * BM + r0 + i * 8;
+            if (row >= g.q_len) continue;
+            i64 base = ((i64)g.h * p.total_q + g.q_start + row) * D;
+#pragma unroll
+            for (int dn = 0; dn < D / 8; ++dn) {
+                int col = dn * 8 + (lane & 3) * 2;
+                float o0 = acc[mt][dn][2 * i] * inv, o1 = acc[mt][dn][2 * i + 1] * inv;
+                if (p.out_f32) {
+                    float2* dst = (float2*)((float*)p.out + base + col);
+                    *dst = make_float2(o0, o1);
+                } else {
+                    u32* dst = (u32*)((u16*)p.out + base + col);
+                    *dst = Elem<T>::pack2(o0, o1);
+                }
             }
         }
     }
 }
 
-// 64-row blocks (4 warps) for every pattern; 128-row blocks (8 warps) halve the K/V traffic per
-// FLOP for the dense and A-shape heads.
+// 64-row blocks (4 warps x 16 rows) for every pattern; for the dense and A-shape heads also 128-row
+// blocks of 4 warps x 32 rows (K/V fragments reused by two m-tiles) or 8 warps x 16 rows.
 #define MI_ATTN_ENTRY(NAME, D, T)                                                                            \
-    extern "C" __global__ void __launch_bounds__(128) NAME(const AttnParams p) { attn_block<D, T, 64>(p); } \
-    extern "C" __global__ void __launch_bounds__(256) NAME##_m128(const AttnParams p) { attn_block<D, T, 128>(p); }
+    extern "C" __global__ void __launch_bounds__(128) NAME(const AttnParams p) { attn_block<D, T, 64, 1>(p); } \
+    extern "C" __global__ void __launch_bounds__(128) NAME##_m128(const AttnParams p) {                       \
+        attn_block<D, T, 128, 2>(p);                                                                         \
+    }                                                                                                        \
+    extern "C" __global__ void __launch_bounds__(256) NAME##_m128w8(const AttnParams p) {                     \
+        attn_block<D, T, 128, 1>(p);                                                                         \
+    }
 
 MI_ATTN_ENTRY(attn_bf16_d64, 64, Bf16)
 MI_ATTN_ENTRY(attn_bf16_d96, 96, Bf16)

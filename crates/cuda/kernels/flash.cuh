@@ -86,3 +86,68 @@ __device__ __forceinline__ float quad_sum(float x) {
     x += __shfl_xor_sync(0xffffffffu, x, 2);
     return x;
 }
+
+// Variants for warps owning MT m16 tiles (16*MT rows): K/V fragments loaded once per warp are used
+// by every m-tile, which divides the shared-memory traffic per FLOP by MT. Q fragments are read
+// from the swizzled Q tile in shared memory (registers would not hold MT copies). Each call covers
+// NJ*8 keys starting at key_off of the 64-key tile (smaller steps keep the scores in registers).
+template <int D, typename T, int MT, int NJ>
+__device__ __forceinline__ void qk_tile_mt(float (&s)[MT][NJ][4], const u16* q_tile, int row_base, const u16* k_tile,
+                                           int key_off, int lane) {
+    const u32 qbase = smem_addr(q_tile), kbase = smem_addr(k_tile);
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int j = 0; j < NJ; ++j) s[mt][j][0] = s[mt][j][1] = s[mt][j][2] = s[mt][j][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        u32 a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            int row = row_base + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+            int col = kk * 16 + (lane >> 4) * 8;
+            ldmatrix_x4(a[mt], qbase + 2u * (u32)swz<D>(row, col));
+        }
+#pragma unroll
+        for (int np = 0; np < NJ / 2; ++np) {
+            int key = key_off + np * 16 + (lane & 7) + (lane >> 4) * 8;
+            int col = kk * 16 + ((lane >> 3) & 1) * 8;
+            u32 b[4];
+            ldmatrix_x4(b, kbase + 2u * (u32)swz<D>(key, col));
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                Elem<T>::mma(s[mt][2 * np], a[mt], b[0], b[1]);
+                Elem<T>::mma(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+            }
+        }
+    }
+}
+
+template <int D, typename T, int MT, int NJ>
+__device__ __forceinline__ void pv_tile_mt(float (&acc)[MT][D / 8][4], const float (&p)[MT][NJ][4], const u16* v_tile,
+                                           int key_off, int lane) {
+    const u32 base = smem_addr(v_tile);
+#pragma unroll
+    for (int kk = 0; kk < NJ / 2; ++kk) {
+        u32 a[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            a[mt][0] = Elem<T>::pack2(p[mt][2 * kk][0], p[mt][2 * kk][1]);
+            a[mt][1] = Elem<T>::pack2(p[mt][2 * kk][2], p[mt][2 * kk][3]);
+            a[mt][2] = Elem<T>::pack2(p[mt][2 * kk + 1][0], p[mt][2 * kk + 1][1]);
+            a[mt][3] = Elem<T>::pack2(p[mt][2 * kk + 1][2], p[mt][2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int dp = 0; dp < D / 16; ++dp) {
+            int key = key_off + kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+            int col = dp * 16 + (lane >> 4) * 8;
+            u32 b[4];
+            ldmatrix_x4_trans(b, base + 2u * (u32)swz<D>(key, col));
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                Elem<T>::mma(acc[mt][2 * dp], a[mt], b[0], b[1]);
+                Elem<T>::mma(acc[mt][2 * dp + 1], a[mt], b[2], b[3]);
+            }
+        }
+    }
+}

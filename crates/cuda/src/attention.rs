@@ -8,6 +8,28 @@ use crate::layout::{check_patterns, dtype_suffix, Meta};
 use crate::tensor::DeviceTensor;
 use minference_core::{AttnShape, DType, HeadPattern};
 
+/// CTA shape for the dense and A-shape heads (index heads always use 64-row blocks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenseVariant {
+    /// 64 rows, 4 warps x 16 rows.
+    Rows64,
+    /// 128 rows, 4 warps x 32 rows (default).
+    Rows128Warps4,
+    /// 128 rows, 8 warps x 16 rows.
+    Rows128Warps8,
+}
+
+impl DenseVariant {
+    /// `MINFERENCE_DENSE_VARIANT` = `m64` | `m128` | `m128w8` (for benchmarking the variants).
+    pub fn from_env() -> DenseVariant {
+        match std::env::var("MINFERENCE_DENSE_VARIANT").as_deref() {
+            Ok("m64") => DenseVariant::Rows64,
+            Ok("m128w8") => DenseVariant::Rows128Warps8,
+            _ => DenseVariant::Rows128Warps4,
+        }
+    }
+}
+
 /// `out = attention(q, k, v)` with each head's pattern; VS/BS heads read `index`.
 /// `out` is f32 or the input dtype (f32 inputs need an f32 output).
 #[allow(clippy::too_many_arguments)]
@@ -82,8 +104,20 @@ pub fn attention(
         let name = format!("attn_{}_d{d}", dtype_suffix(q.dtype));
         let has_analytic = patterns.iter().any(|p| matches!(p, HeadPattern::Dense | HeadPattern::AShape { .. }));
         if has_analytic {
-            let p128 = AttnParams { kinds: (1 << HEAD_DENSE) | (1 << HEAD_ASHAPE), ..params };
-            gpu.launch_attn(&format!("{name}_m128"), (rows(128), h, b), 256, 6 * 64 * d * 2, &p128)?;
+            let kinds = (1 << HEAD_DENSE) | (1 << HEAD_ASHAPE);
+            match DenseVariant::from_env() {
+                DenseVariant::Rows64 => {
+                    gpu.launch_attn(&name, (rows(64), h, b), 128, 5 * 64 * d * 2, &AttnParams { kinds, ..params })?;
+                }
+                DenseVariant::Rows128Warps4 => {
+                    let p128 = AttnParams { kinds, ..params };
+                    gpu.launch_attn(&format!("{name}_m128"), (rows(128), h, b), 128, 6 * 64 * d * 2, &p128)?;
+                }
+                DenseVariant::Rows128Warps8 => {
+                    let p128 = AttnParams { kinds, ..params };
+                    gpu.launch_attn(&format!("{name}_m128w8"), (rows(128), h, b), 256, 6 * 64 * d * 2, &p128)?;
+                }
+            }
         }
         if needs_index {
             let p64 = AttnParams { kinds: 1 << HEAD_INDEX, ..params };
