@@ -6,7 +6,7 @@
 //! * Column group: up to 64 gathered key columns (PIT-style), causal mask only as a safety net
 //!   (valid indices put every column before the block).
 
-use minference_core::TILE;
+use minference_core::{ashape_key_ranges, ashape_keep, TILE};
 
 /// The A-shape predicate (spec §1.2): keep key `j` for position `p` iff `p - j < n_local || j < n_init`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +18,7 @@ pub struct AShapeMask {
 impl AShapeMask {
     #[inline]
     pub fn keeps(&self, pos: usize, key: usize) -> bool {
-        key <= pos && (pos - key < self.n_local || key < self.n_init)
+        ashape_keep(pos, key, self.n_init, self.n_local)
     }
 }
 
@@ -58,14 +58,12 @@ impl<'a> TileIter<'a> {
         TileIter::Ranges { ranges: [(0, end), (0, 0)], which: 0, cursor: 0, ashape: None }
     }
 
-    /// A-shape: a sink range `0..min(n_init, window_start)` and the window range
-    /// `window_start..=last`; disjoint, so no key is counted twice. Sinks that fall inside the window
-    /// range are kept by the window tiles' predicate.
+    /// A-shape: core's two disjoint ranges — the sinks left of the window, `0..min(n_init,
+    /// window_start)`, and the union of the rows' windows, `first + 1 - n_local ..= last` — so no key
+    /// is counted twice. Sinks inside the window range are kept by the window tiles' predicate.
     pub fn ashape(span: RowSpan, mask: AShapeMask) -> Self {
-        let end = (span.last + 1).min(span.kv_len);
-        let window_start = if mask.n_local == 0 { end } else { (span.first + 1).saturating_sub(mask.n_local).min(end) };
-        let sink_end = mask.n_init.min(window_start);
-        TileIter::Ranges { ranges: [(0, sink_end), (window_start, end)], which: 0, cursor: 0, ashape: Some(mask) }
+        let ranges = ashape_key_ranges(span.first, span.last, mask.n_init, mask.n_local, span.kv_len);
+        TileIter::Ranges { ranges, which: 0, cursor: 0, ashape: Some(mask) }
     }
 
     /// Tiles (arbitrary starts, clamped to `0..kv_len`) then columns in groups of 64.
