@@ -82,3 +82,39 @@ fn dedicated_thread_pool_matches_global_pool() {
     let b = CpuBackend::new().dense(&shape, q, k, v).expect("dense runs");
     assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
 }
+
+/// The tiles the CPU iterators visit are exactly what core's coverage accounting charges
+/// (`tiles64 + gather_groups` per head), so the bench's executed-FLOP figures describe real work.
+#[test]
+fn iterated_tiles_match_core_coverage() {
+    use minference_core::{index_head_coverage, TILE};
+    use minference_cpu::backend_suite::{mixed_patterns, varlen_shape};
+    use minference_cpu::tiles::{AShapeMask, KeyTile, RowSpan, TileIter};
+
+    let shape = varlen_shape(8, 2, 64);
+    let case = Case::random(shape.clone(), DType::F32, 3);
+    let patterns = mixed_patterns(shape.heads);
+    let backend = CpuBackend::new();
+    let (q, k) = (case.q.view(), case.k.view());
+    let vs = backend.estimate_vs(&shape, q, k, &patterns).expect("estimate runs");
+    let index = backend.build_index(&shape, q, k, &patterns, &vs).expect("index builds");
+    for (b, seq) in shape.seqs.iter().enumerate() {
+        for (h, pattern) in patterns.iter().enumerate() {
+            let mut visited = 0u64;
+            for m in 0..seq.row_blocks() {
+                let first = seq.offset() + m * TILE;
+                let last = (first + TILE - 1).min(seq.kv_len - 1);
+                let span = RowSpan { first, last, kv_len: seq.kv_len };
+                let slot = index.slot(&shape, b, h, m);
+                let tiles = match *pattern {
+                    HeadPattern::Dense => TileIter::dense(span),
+                    HeadPattern::AShape { n_init, n_local } => TileIter::ashape(span, AShapeMask { n_init, n_local }),
+                    _ => TileIter::index(index.tiles(slot), index.columns(slot), seq.kv_len),
+                };
+                visited += tiles.filter(|t| !matches!(t, KeyTile::Range { start, end, .. } if start == end)).count() as u64;
+            }
+            let cov = index_head_coverage(pattern, &index, &shape, b, h).expect("coverage");
+            assert_eq!(visited, cov.tiles64 + cov.gather_groups, "sequence {b} head {h} {pattern:?}");
+        }
+    }
+}
