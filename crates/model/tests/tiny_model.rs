@@ -119,6 +119,24 @@ fn full_budget_minference_equals_dense_and_starting_layer_is_respected() {
 }
 
 #[test]
+fn mixed_dense_and_sparse_heads_in_one_group() {
+    let m = std::sync::Arc::new(tiny());
+    let cfg = m.config().clone();
+    let p = prompt(130);
+    let mut e = Engine::new(m, CpuBackend::new());
+    let (dense, _) = e.prefill(&p, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|err| panic!("{err}"));
+    let plan = MInferencePlan::from_lookup(&cfg, |l, h| match (l + h) % 4 {
+        0 => HeadPattern::Dense,
+        1 => HeadPattern::VerticalSlash { k_v: 1000, k_s: 6096 },
+        2 => HeadPattern::AShape { n_init: 4, n_local: 1000 },
+        _ => HeadPattern::BlockSparse { k_b: 100 },
+    });
+    let (mixed, stats) = e.prefill(&p, &AttentionChoice::MInference(plan), &mut |_| {}).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(stats.sparse_heads + stats.dense_heads, cfg.layers * cfg.heads);
+    assert!(max_abs_diff(&dense, &mixed) < 1e-3, "{}", max_abs_diff(&dense, &mixed));
+}
+
+#[test]
 fn plan_from_an_minference_config_file() {
     let m = tiny();
     let cfg = m.config();
@@ -149,7 +167,13 @@ fn capture_qk_writes_a_safetensors_file() {
 /// give the same logits: checks the safetensors loader and the GGUF Q/K un-permutation.
 #[test]
 fn safetensors_directory_matches_gguf() {
-    let bytes = tiny_llama(&TINY, "llama").build();
+    for arch in ["llama", "qwen2"] {
+        safetensors_matches_gguf(arch);
+    }
+}
+
+fn safetensors_matches_gguf(arch: &str) {
+    let bytes = tiny_llama(&TINY, arch).build();
     let f = GgufFile::from_bytes(bytes).unwrap_or_else(|e| panic!("{e}"));
     let gguf_model = Model::from_gguf(&f).unwrap_or_else(|e| panic!("{e}"));
     let cfg = gguf_model.config().clone();
@@ -162,6 +186,11 @@ fn safetensors_directory_matches_gguf() {
             return v.clone();
         }
         let parts: Vec<&str> = n.splitn(3, '.').collect();
+        let (stem, suffix) = parts[2].rsplit_once('.').unwrap_or((parts[2], ""));
+        if suffix == "bias" {
+            let proj = &stem["attn_".len()..];
+            return format!("model.layers.{}.self_attn.{proj}_proj.bias", parts[1]);
+        }
         let hf = match parts[2] {
             "attn_norm.weight" => "input_layernorm.weight",
             "attn_q.weight" => "self_attn.q_proj.weight",
@@ -180,7 +209,10 @@ fn safetensors_directory_matches_gguf() {
     for t in &f.tensors {
         let mut v = f.tensor_f32(&t.name).unwrap_or_else(|e| panic!("{e}"));
         let shape: Vec<usize> = t.dims.iter().rev().copied().collect();
-        let heads = if t.name.ends_with("attn_q.weight") {
+        // llama.cpp permutes Llama's Q/K rows only; Qwen2 GGUFs keep HF's order.
+        let heads = if arch != "llama" {
+            0
+        } else if t.name.ends_with("attn_q.weight") {
             cfg.heads
         } else if t.name.ends_with("attn_k.weight") {
             cfg.kv_heads
@@ -200,7 +232,7 @@ fn safetensors_directory_matches_gguf() {
         };
         data.push((rename(&t.name), shape, dtype, bytes));
     }
-    let dir = std::env::temp_dir().join(format!("mi-st-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("mi-st-{arch}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
         .iter()
@@ -212,13 +244,15 @@ fn safetensors_directory_matches_gguf() {
     safetensors::serialize_to_file(second.to_vec(), None::<HashMap<String, String>>, &dir.join("model-00002-of-00002.safetensors"))
         .unwrap_or_else(|e| panic!("{e}"));
     let config = serde_json::json!({
-        "model_type": "llama", "hidden_size": cfg.hidden, "intermediate_size": cfg.intermediate,
+        "model_type": arch, "hidden_size": cfg.hidden, "intermediate_size": cfg.intermediate,
         "num_hidden_layers": cfg.layers, "num_attention_heads": cfg.heads, "num_key_value_heads": cfg.kv_heads,
         "vocab_size": cfg.vocab, "max_position_embeddings": cfg.context_length, "rms_norm_eps": cfg.rms_eps,
         "rope_theta": cfg.rope_theta, "tie_word_embeddings": true
     });
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap_or_else(|e| panic!("{e}"));
     let st_model = Model::load(&dir).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(st_model.config().qkv_bias, arch == "qwen2");
+    assert_eq!(gguf_model.config().qkv_bias, arch == "qwen2");
     // No tokenizer.json in the directory: loading works, asking for the tokenizer names the file.
     match st_model.tokenizer() {
         Err(ModelError::Tokenizer(msg)) => assert!(msg.contains("tokenizer.json"), "{msg}"),
@@ -228,7 +262,7 @@ fn safetensors_directory_matches_gguf() {
     let (a, _) = Engine::new(gguf_model, CpuBackend::new()).prefill(&p, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     let (b, _) = Engine::new(st_model, CpuBackend::new()).prefill(&p, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(max_abs_diff(&a, &b) < 1e-4, "{}", max_abs_diff(&a, &b));
+    assert!(max_abs_diff(&a, &b) < 1e-4, "{arch}: {}", max_abs_diff(&a, &b));
 }
 
 #[test]

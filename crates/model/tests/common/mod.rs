@@ -199,6 +199,12 @@ pub fn tiny_llama_with_pre(shape: &TinyShape, arch: &str, pre: &str) -> GgufBuil
         b.tensor_f32(&n("attn_q"), &[h as u64, q as u64], &rand(h * q, s * 2.0));
         b.tensor_f32(&n("attn_k"), &[h as u64, kv as u64], &rand(h * kv, s * 2.0));
         b.tensor_f32(&n("attn_v"), &[h as u64, kv as u64], &rand(h * kv, s));
+        if arch == "qwen2" {
+            let bias = |x: &str| format!("blk.{l}.{x}.bias");
+            b.tensor_f32(&bias("attn_q"), &[q as u64], &rand(q, 0.5));
+            b.tensor_f32(&bias("attn_k"), &[kv as u64], &rand(kv, 0.5));
+            b.tensor_f32(&bias("attn_v"), &[kv as u64], &rand(kv, 0.5));
+        }
         b.tensor_f32(&n("attn_output"), &[q as u64, h as u64], &rand(q * h, s));
         b.tensor_f32(&n("ffn_norm"), &[h as u64], &vec![1.0; h]);
         b.tensor_f32(&n("ffn_gate"), &[h as u64, i as u64], &rand(h * i, s));
