@@ -73,6 +73,7 @@ pub struct GpuEngine {
     max_new_tokens: usize,
     allow_offload: bool,
     allow_context_extension: bool,
+    memory_limit: Option<u64>,
     cache: Option<KvCache>,
     decode: Option<DecodeBufs>,
 }
@@ -163,6 +164,7 @@ impl GpuEngine {
             max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
             allow_offload: true,
             allow_context_extension: false,
+            memory_limit: None,
             cache: None,
             decode: None,
         })
@@ -191,6 +193,11 @@ impl GpuEngine {
     pub fn set_allow_context_extension(&mut self, allow: bool) {
         self.allow_context_extension = allow;
     }
+    /// Caps the device bytes the memory plan may use (weights included); tests use it to force
+    /// KV offload on a large GPU.
+    pub fn set_memory_limit(&mut self, bytes: Option<u64>) {
+        self.memory_limit = bytes;
+    }
     /// Tokens in the KV cache (prompt + decoded).
     pub fn cached_tokens(&self) -> usize {
         self.cache.as_ref().map_or(0, |c| c.len)
@@ -209,7 +216,8 @@ impl GpuEngine {
     pub fn plan(&self, tokens: usize, attention: &AttentionChoice) -> Result<GpuMemoryPlan> {
         let (free, _) = self.gpu.mem_info()?;
         // The weights are already resident: count them as available, the plan adds them back.
-        let mut input = PlanInput::new(tokens, free as u64 + weight_bytes(&self.cfg));
+        let available = free as u64 + weight_bytes(&self.cfg);
+        let mut input = PlanInput::new(tokens, self.memory_limit.map_or(available, |m| m.min(available)));
         input.max_new_tokens = self.max_new_tokens;
         input.chunk_tokens = self.chunk_tokens;
         input.vs_budget = vs_budget(attention);
