@@ -13,9 +13,9 @@ use minference_core::{AttnShape, DType, HeadPattern};
 pub enum DenseVariant {
     /// 64 rows, 4 warps x 16 rows.
     Rows64,
-    /// 128 rows, 4 warps x 32 rows (default).
+    /// 128 rows, 4 warps x 32 rows.
     Rows128Warps4,
-    /// 128 rows, 8 warps x 16 rows.
+    /// 128 rows, 8 warps x 16 rows (default: fastest measured, bench/NOTES.md v3).
     Rows128Warps8,
 }
 
@@ -24,8 +24,8 @@ impl DenseVariant {
     pub fn from_env() -> DenseVariant {
         match std::env::var("MINFERENCE_DENSE_VARIANT").as_deref() {
             Ok("m64") => DenseVariant::Rows64,
-            Ok("m128w8") => DenseVariant::Rows128Warps8,
-            _ => DenseVariant::Rows128Warps4,
+            Ok("m128") => DenseVariant::Rows128Warps4,
+            _ => DenseVariant::Rows128Warps8,
         }
     }
 }
