@@ -167,6 +167,8 @@ impl<B: AttentionBackend> Engine<B> {
         self.capture_target = Some((layer, head));
         let result = self.prefill(tokens, &AttentionChoice::Dense, &mut |_| {});
         self.capture_target = None;
+        // The forward stopped after the captured layer: later layers' cache rows are not filled.
+        self.cache.set_len(0);
         result?;
         self.captured.take().ok_or_else(|| ModelError::Input("capture produced nothing".into()))
     }

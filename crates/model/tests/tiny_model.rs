@@ -161,6 +161,8 @@ fn capture_qk_writes_a_safetensors_file() {
     assert_eq!(st.tensor("q").map(|t| t.shape().to_vec()).unwrap_or_default(), vec![70, 8]);
     let _ = std::fs::remove_dir_all(&dir);
     assert!(matches!(e.capture_qk(&prompt(5), 9, 0), Err(ModelError::Input(_))));
+    // A partial forward leaves no cache to decode from.
+    assert!(matches!(e.decode_step(1), Err(ModelError::Input(_))));
 }
 
 /// The same weights as an HF safetensors directory (HF names, HF's half-split Q/K row order)
