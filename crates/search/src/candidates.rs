@@ -120,11 +120,13 @@ pub struct CandidateSpace {
     pub adaptive: Option<AdaptiveBudget>,
     /// ChangeSpace step for token-valued settings (paper: 50).
     pub step: usize,
+    /// Explicit patterns scored as they are (origin `given`), e.g. a config's entry.
+    pub given: Vec<HeadPattern>,
 }
 
 impl Default for CandidateSpace {
     fn default() -> Self {
-        CandidateSpace { presets: vec![Preset::KernelAware], target: TargetCost::default(), adaptive: None, step: 50 }
+        CandidateSpace { presets: vec![Preset::KernelAware], target: TargetCost::default(), adaptive: None, step: 50, given: Vec::new() }
     }
 }
 
@@ -228,6 +230,9 @@ impl<'a> HeadCandidates<'a> {
         }
         if let Some(p) = adaptive_vs {
             push(self.candidate(p, "adaptive")?, &mut out);
+        }
+        for p in &space.given {
+            push(self.candidate(*p, "given")?, &mut out);
         }
         if out.is_empty() {
             return Err(SearchError::Input("the candidate space is empty".into()));

@@ -95,3 +95,77 @@ impl<V: GroupVisitor> AttentionBackend for VisitingBackend<V> {
         Err(SearchError::Input("the search backend runs dense attention only".into()))
     }
 }
+
+/// Q, K, V of one query head (K and V are its KV group's), `[n, D]` each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapturedHead {
+    pub head: usize,
+    pub n: usize,
+    pub head_dim: usize,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+/// Runs layers `0..=layer` densely and keeps every query head's Q/K/V of `layer`.
+struct LayerCapture {
+    layer: usize,
+    heads: std::sync::Mutex<Vec<CapturedHead>>,
+}
+
+impl GroupVisitor for LayerCapture {
+    fn visit(&self, g: &GroupInputs) -> Result<Vec<f32>> {
+        use rayon::prelude::*;
+        let (n, d) = (g.n, g.head_dim);
+        let outs: Vec<Result<Vec<f32>>> = (0..g.group)
+            .into_par_iter()
+            .map(|local| {
+                let q = &g.q[local * n * d..(local + 1) * n * d];
+                crate::dense::dense_output(&crate::dense::HeadInputs::new(q, g.k, Some(g.v), d)?)
+            })
+            .collect();
+        if g.layer == self.layer {
+            let mut heads = self.heads.lock().map_err(|_| SearchError::Input("a capture thread panicked".into()))?;
+            for local in 0..g.group {
+                heads.push(CapturedHead {
+                    head: g.kv_group * g.group + local,
+                    n,
+                    head_dim: d,
+                    q: g.q[local * n * d..(local + 1) * n * d].to_vec(),
+                    k: g.k.to_vec(),
+                    v: g.v.to_vec(),
+                });
+            }
+        }
+        let mut out = Vec::with_capacity(g.group * n * d);
+        for o in outs {
+            out.extend_from_slice(&o?);
+        }
+        Ok(out)
+    }
+}
+
+/// Q/K/V (after RoPE) of every query head of `layer` for `tokens`, from a dense forward that stops
+/// after that layer. Heads are in order.
+pub fn capture_layer(model: std::sync::Arc<minference_model::Model>, tokens: &[u32], layer: usize) -> Result<Vec<CapturedHead>> {
+    let cfg = model.config().clone();
+    if layer >= cfg.layers {
+        return Err(SearchError::Input(format!("layer {layer} does not exist (the model has {} layers)", cfg.layers)));
+    }
+    if tokens.is_empty() {
+        return Err(SearchError::Input("the prompt is empty".into()));
+    }
+    let visitor = LayerCapture { layer, heads: std::sync::Mutex::new(Vec::new()) };
+    let mut engine = minference_model::Engine::new(model, VisitingBackend::new(visitor, cfg.kv_heads).stop_after(layer));
+    let result = engine.prefill(tokens, &minference_model::AttentionChoice::Dense, &mut |_| {});
+    let mut heads = std::mem::take(
+        &mut *engine.backend().visitor().heads.lock().map_err(|_| SearchError::Input("a capture thread panicked".into()))?,
+    );
+    // The forward ends with the STOPPED error once the layer is captured (unless it was the last).
+    if heads.len() != cfg.heads {
+        result?;
+        return Err(SearchError::Input(format!("captured {} heads of layer {layer}, expected {}", heads.len(), cfg.heads)));
+    }
+    heads.sort_by_key(|h| h.head);
+    Ok(heads)
+}

@@ -10,6 +10,7 @@
 //! * [`kv_prompt`]: InfiniteBench-style kv_retrieval prompt to a token budget.
 //! * [`viz`]: attention heat maps with the chosen pattern's kernel mask, as PNG.
 
+pub mod calibration;
 pub mod candidates;
 pub mod capture;
 pub mod dense;

@@ -1,0 +1,196 @@
+//! `minference search`: offline kernel-aware pattern search on a calibration prompt (issue 5).
+
+use anyhow::{anyhow, bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use minference_core::AdaptiveBudget;
+use minference_model::Model;
+use minference_search::calibration::{load_calibration, CalibrationSource};
+use minference_search::{search_model, CandidateSpace, Objective, Preset, SearchOptions, TargetCost};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+#[derive(clap::Args, Debug)]
+#[command(group = clap::ArgGroup::new("calibration_source").required(true).args(["calibration", "synthetic_kv_retrieval"]))]
+pub struct SearchArgs {
+    /// GGUF file or safetensors directory (default: the SmolLM2 model under ./models, fetched if absent).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Calibration prompt: a text file.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+    /// Calibration prompt: a seeded synthetic KV-retrieval prompt (InfiniteBench kv_retrieval style).
+    #[arg(long)]
+    pub synthetic_kv_retrieval: bool,
+    /// Seed of the synthetic prompt.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Calibration length in tokens (k = 1024). Default: the file's length, or 4096 for the synthetic prompt.
+    #[arg(long, value_parser = parse_tokens)]
+    pub len: Option<usize>,
+    /// Where to write the config (MInference's JSON format).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// recall: attention-weight recall over rows past the floor (maximised); output: relative L2 error
+    /// of the head's output (minimised); output-count: output elements off by more than 5e-3.
+    #[arg(long, default_value = "recall")]
+    pub objective: String,
+    /// Cost the kernel-aware candidates are fitted to: ashape:INIT,LOCAL (kernel work of that A-shape
+    /// at the calibration length) or work:FRACTION (share of dense kernel work).
+    #[arg(long, default_value = "ashape:1024,4096")]
+    pub target_cost: String,
+    /// Candidate sets, comma-separated: kernel-aware, paper (Table 7), code (released search lists).
+    #[arg(long, default_value = "kernel-aware")]
+    pub presets: String,
+    /// Replace fixed Vertical-Slash budgets by per-head adaptive ones (share `--gamma` of the estimated mass).
+    #[arg(long)]
+    pub adaptive: bool,
+    #[arg(long, default_value_t = 0.9)]
+    pub gamma: f64,
+    /// First scored row (default min(2500, N/4)).
+    #[arg(long)]
+    pub floor: Option<usize>,
+    /// Also write every head's candidates and scores as TSV here.
+    #[arg(long)]
+    pub details: Option<PathBuf>,
+    /// Also write the calibration prompt's text here.
+    #[arg(long)]
+    pub save_prompt: Option<PathBuf>,
+}
+
+fn parse_tokens(s: &str) -> std::result::Result<usize, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let (digits, mult) = match t.strip_suffix('k') {
+        Some(d) => (d, 1024),
+        None => (t.as_str(), 1),
+    };
+    let n: usize = digits.parse().map_err(|_| format!("`{s}` is not a token count (examples: 4096, 8k)"))?;
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("`{s}`: a token count must be > 0 and not huge")),
+        Some(v) => Ok(v),
+    }
+}
+
+/// Search options from the command-line strings (shared with `viz`).
+pub fn search_options(objective: &str, target_cost: &str, presets: &str, adaptive: Option<f64>, floor: Option<usize>) -> Result<SearchOptions> {
+    let objective = match objective {
+        "recall" => Objective::Recall,
+        "output" | "output-rel-l2" => Objective::OutputRelL2,
+        "output-count" => Objective::OutputCount { threshold: 5e-3 },
+        other => bail!("unknown objective `{other}` (expected recall, output or output-count)"),
+    };
+    let presets = presets.split(',').filter(|p| !p.trim().is_empty()).map(Preset::parse).collect::<Result<Vec<_>, _>>()?;
+    if presets.is_empty() {
+        bail!("--presets names no candidate set");
+    }
+    let space = CandidateSpace {
+        presets,
+        target: TargetCost::parse(target_cost)?,
+        adaptive: adaptive.map(|gamma| AdaptiveBudget { gamma, ..AdaptiveBudget::default() }),
+        ..CandidateSpace::default()
+    };
+    Ok(SearchOptions { objective, space, floor })
+}
+
+/// The model at `path`, or the default one.
+pub fn load_model(path: &Option<PathBuf>) -> Result<Model> {
+    let path = match path {
+        Some(p) => p.clone(),
+        None => minference_model::ensure_default_model()?,
+    };
+    Model::load(&path).with_context(|| format!("loading model {}", path.display()))
+}
+
+pub fn run(args: &SearchArgs) -> Result<()> {
+    let opts = search_options(&args.objective, &args.target_cost, &args.presets, args.adaptive.then_some(args.gamma), args.floor)?;
+    // Fail on an unwritable output before spending minutes on the search.
+    let out_file = std::fs::File::create(&args.output).with_context(|| format!("cannot write the config to {}", args.output.display()))?;
+    let result = search_and_write(args, &opts, out_file);
+    if result.is_err() {
+        // Best effort: do not leave an empty config behind.
+        let _ = std::fs::remove_file(&args.output);
+    }
+    result
+}
+
+fn search_and_write(args: &SearchArgs, opts: &SearchOptions, mut out_file: std::fs::File) -> Result<()> {
+    let model = load_model(&args.model)?;
+    let cfg = model.config().clone();
+    let source = match &args.calibration {
+        Some(p) => CalibrationSource::File(p.clone()),
+        None => CalibrationSource::SyntheticKvRetrieval { seed: args.seed },
+    };
+    let calibration = load_calibration(model.tokenizer()?, &source, args.len, cfg.context_length)?;
+    if let Some(p) = &args.save_prompt {
+        std::fs::write(p, &calibration.text).with_context(|| format!("writing {}", p.display()))?;
+    }
+    eprintln!(
+        "searching {} ({} layers × {} heads) on {}; objective {}, presets {}, target {}",
+        cfg.name,
+        cfg.layers,
+        cfg.heads,
+        calibration.description,
+        opts.objective.name(),
+        args.presets,
+        args.target_cost
+    );
+    let style = ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} heads {elapsed}")
+        .map_err(|e| anyhow!(e))?
+        .progress_chars("=> ");
+    // One bar per layer: a new bar starts when the first head of the next layer finishes.
+    let bar: Mutex<Option<(usize, ProgressBar)>> = Mutex::new(None);
+    let on_head = |layer: usize, _head: usize| {
+        let Ok(mut guard) = bar.lock() else { return };
+        if guard.as_ref().is_none_or(|(l, _)| *l != layer) {
+            if let Some((_, old)) = guard.take() {
+                old.finish();
+            }
+            let pb = ProgressBar::new(cfg.heads as u64).with_style(style.clone()).with_prefix(format!("layer {layer}"));
+            *guard = Some((layer, pb));
+        }
+        if let Some((_, pb)) = guard.as_ref() {
+            pb.inc(1);
+        }
+    };
+    let search = search_model(Arc::new(model), &calibration.tokens, opts, &on_head)?;
+    if let Ok(mut guard) = bar.lock() {
+        if let Some((_, pb)) = guard.take() {
+            pb.finish();
+        }
+    }
+    out_file.write_all(search.config.to_json_string().as_bytes()).with_context(|| format!("writing {}", args.output.display()))?;
+    if let Some(p) = &args.details {
+        let mut tsv = String::from("layer\thead\tchosen\tpattern\ta\tb\torigin\tscore\trecall\tdensity\twork\n");
+        for r in &search.heads {
+            for (i, c) in r.search.candidates.iter().enumerate() {
+                let (a, b) = pattern_numbers(&c.pattern);
+                tsv += &format!(
+                    "{}\t{}\t{}\t{}\t{a}\t{b}\t{}\t{}\t{:.6}\t{:.6}\t{:.6}\n",
+                    r.layer,
+                    r.head,
+                    (i == r.search.best) as u8,
+                    c.pattern.name(),
+                    c.origin,
+                    c.score,
+                    c.recall,
+                    c.density,
+                    c.work
+                );
+            }
+        }
+        std::fs::write(p, tsv).with_context(|| format!("writing {}", p.display()))?;
+    }
+    println!("{}", search.summary());
+    println!("wrote {}", args.output.display());
+    Ok(())
+}
+
+fn pattern_numbers(p: &minference_core::HeadPattern) -> (usize, usize) {
+    use minference_core::HeadPattern::*;
+    match *p {
+        VerticalSlash { k_v, k_s } => (k_v, k_s),
+        AShape { n_init, n_local } => (n_init, n_local),
+        BlockSparse { k_b } => (k_b, 0),
+        Dense => (0, 0),
+    }
+}
