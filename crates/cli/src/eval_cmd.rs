@@ -190,6 +190,9 @@ fn run_needle(args: &NeedleArgs) -> Result<()> {
                     cell.seconds
                 ));
                 bar.inc(1);
+                if bar.is_hidden() {
+                    eprintln!("{name} {length} tok {depth}%: {} {:?} ({:.1} s)", if cell.found { "found" } else { "missed" }, cell.answer, cell.seconds);
+                }
                 grid.cells[v][r][c] = Some(cell);
             }
         }
@@ -261,7 +264,9 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
         bar.set_message(name.clone());
         engine.backend().take();
         let (hidden, stats) = engine.prefill_hidden(&tokens, attention, &mut |p| bar.set_position((v * layers + p.layer + 1) as u64))?;
-        densities.push(engine.backend().take().density());
+        let density = engine.backend().take().density();
+        eprintln!("prefill `{name}`: {:.1} s, kernel density {:.1}%", stats.seconds, 100.0 * density);
+        densities.push(density);
         seconds.push(stats.seconds);
         streams.push(hidden);
     }
@@ -301,6 +306,44 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ppl_args(file: PathBuf, len: usize, last: usize) -> Option<PplArgs> {
+        let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
+        if !model.is_file() {
+            eprintln!("SKIPPED: {} not found; run scripts/fetch-model.sh", model.display());
+            return None;
+        }
+        Some(PplArgs {
+            model: ModelArgs { model: Some(model), config: None, starting_layer: 0, dense_below: 0 },
+            variants: VariantArgs { attention: vec![AttentionKind::Dense], budgets: vec![] },
+            file,
+            len,
+            last,
+        })
+    }
+
+    #[test]
+    fn ppl_bad_input_gives_clear_errors() {
+        let dir = std::env::temp_dir().join(format!("minference-eval-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let (latin1, empty, short) = (dir.join("latin1.txt"), dir.join("empty.txt"), dir.join("short.txt"));
+        std::fs::write(&latin1, b"caf\xe9").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&empty, b"").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&short, "fn main() {}\n").unwrap_or_else(|e| panic!("{e}"));
+        let cases = [
+            (short.clone(), 16384, 100, "context"),
+            (short.clone(), 1024, 1024, "--last"),
+            (latin1, 1024, 100, "not UTF-8"),
+            (empty, 1024, 100, "empty"),
+            (short, 1024, 100, "only"),
+        ];
+        for (file, len, last, expected) in cases {
+            let Some(args) = ppl_args(file, len, last) else { return };
+            let err = run_ppl(&args).expect_err("bad input must fail");
+            assert!(format!("{err:#}").contains(expected), "expected `{expected}` in: {err:#}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn budgets_parse() {
