@@ -32,7 +32,7 @@ impl Sampler {
             .collect();
         probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         let total: f32 = probs.iter().map(|p| p.1).sum();
-        if !(total > 0.0) {
+        if total.is_nan() || total <= 0.0 {
             return argmax(logits);
         }
         let mut keep = probs.len();
