@@ -56,6 +56,22 @@ fn every_pre_tokenizer_round_trips_text() {
 }
 
 #[test]
+fn text_stream_emits_whole_characters_only() {
+    let m = tiny();
+    let tok = m.tokenizer().unwrap_or_else(|e| panic!("{e}"));
+    let text = "naïve 数字 ok";
+    let ids = tok.encode(text).unwrap_or_else(|e| panic!("{e}"));
+    let mut stream = minference_model::TextStream::new();
+    let mut out = String::new();
+    for id in ids {
+        let piece = stream.push(tok, id).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!piece.contains('\u{FFFD}'), "partial character emitted: {piece:?}");
+        out.push_str(&piece);
+    }
+    assert_eq!(out, text);
+}
+
+#[test]
 fn decode_steps_match_a_longer_prefill() {
     let mut e = Engine::new(tiny(), CpuBackend::new());
     let p = prompt(40);
