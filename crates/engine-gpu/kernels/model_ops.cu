@@ -131,14 +131,15 @@ extern "C" __global__ void swiglu_bf16(const bf16* gu, bf16* out, long long rows
     }
 }
 
-// Head-major [gs, n, D] → token-major [n, gs * D], 8 elements (16 bytes) per thread; D % 8 == 0.
-extern "C" __global__ void heads_to_rows(const uint4* src, uint4* dst, long long n, int gs, int head_dim) {
-    const int dv = head_dim >> 3;
+// Head-major [gs, n, D] → token-major rows: dst[t * row_stride + h * D + d] (row_stride in
+// elements), 8 elements (16 bytes) per thread; D and row_stride are multiples of 8.
+extern "C" __global__ void heads_to_rows(const uint4* src, uint4* dst, long long n, int gs, int head_dim, int row_stride) {
+    const int dv = head_dim >> 3, sv = row_stride >> 3;
     const long long total = n * gs * dv, stride = (long long)gridDim.x * blockDim.x;
     for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total; idx += stride) {
         const long long t = idx / (gs * dv);
         const int rem = (int)(idx - t * gs * dv), h = rem / dv, d = rem - h * dv;
-        dst[idx] = src[((long long)h * n + t) * dv + d];
+        dst[t * sv + rem] = src[((long long)h * n + t) * dv + d];
     }
 }
 

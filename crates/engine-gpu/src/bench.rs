@@ -135,10 +135,12 @@ impl E2eTable {
 
     pub fn to_markdown(&self) -> String {
         let mut out = format!(
-            "TTFT, {} (random weights), {}; MInference = VS(1000, 6096) on every head\n\n\
+            "TTFT, {}{}, {}; MInference = VS(1000, 6096) on every head\n\n\
              | tokens | attention | TTFT s | speedup vs dense | QKV s | attention s (estimate + index + kernel) | O-proj s | MLP s | KV offload s | KV layers offloaded |\n\
              |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-            self.shape, self.gpu
+            self.shape,
+            if self.shape.contains("random weights") { "" } else { " (random weights)" },
+            self.gpu
         );
         for r in &self.rows {
             match &r.outcome {

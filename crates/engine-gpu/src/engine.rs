@@ -1,7 +1,8 @@
-//! The GPU forward: prefill one KV-head group at a time (norm + fused QKV GEMM + RoPE written
-//! head-major, MInference or dense attention through `minference_cuda::layer_attention`, output
-//! projection accumulated into the residual), the MLP in token chunks, the LM head on the last
-//! position; decode steps dense over the device KV cache.
+//! The GPU forward: prefill attention one KV-head group at a time (norm + fused QKV GEMM + RoPE
+//! written head-major, K/V straight into the cache, MInference or dense attention through
+//! `minference_cuda::layer_attention`, output gathered token-major), then one output projection
+//! accumulated into the residual, the MLP in token chunks, the LM head on the last position;
+//! decode steps dense over the device KV cache.
 
 use crate::error::{EngineError, Result};
 use crate::gemm::Gemm;
@@ -275,6 +276,10 @@ impl GpuEngine {
         let x = gpu.alloc::<u16>(n * h)?;
         let q_g = DeviceTensor::alloc(&gpu, DType::Bf16, gs * n * d)?;
         let mut o_g = DeviceTensor::alloc(&gpu, DType::Bf16, gs * n * d)?;
+        // Attention output of every head, token-major: the residual may only change after the
+        // last group's Q/K/V were computed from it.
+        let o_all = gpu.alloc::<u16>(n * cfg.q_dim())?;
+        let o_all_p = dptr(&gpu, &o_all);
         let normed = gpu.alloc::<u16>(chunk * h)?;
         let qkv = gpu.alloc::<u16>(chunk * slot)?;
         let gate_up = gpu.alloc::<u16>(chunk * 2 * inter)?;
@@ -341,13 +346,14 @@ impl GpuEngine {
                 stats.attention_ms += lt.attention_ms as f64;
                 stats.index_tiles += lt.index_tiles;
 
-                // O of this group, token-major into Q's buffer, then x += O_g · W_o[:, group columns]ᵀ.
                 let t = timer.start(&gpu)?;
-                self.ops.heads_to_rows(&gpu, o_g.device_ptr(&gpu), qp, n, gs, d)?;
-                let w_cols = w_o + (g * gs * d * 2) as u64;
-                self.gemm.linear(&gpu, (qp, gs * d), (w_cols, cfg.q_dim()), (xp, h), n, gs * d, h, true)?;
+                let dst = o_all_p + (g * gs * d * 2) as u64;
+                self.ops.heads_to_rows(&gpu, o_g.device_ptr(&gpu), dst, n, gs, d, cfg.q_dim())?;
                 timer.stop(&gpu, Phase::OProj, t)?;
             }
+            let t = timer.start(&gpu)?;
+            self.gemm.linear(&gpu, (o_all_p, cfg.q_dim()), (w_o, cfg.q_dim()), (xp, h), n, cfg.q_dim(), h, true)?;
+            timer.stop(&gpu, Phase::OProj, t)?;
             if cache.is_offloaded(l) {
                 let t = timer.start(&gpu)?;
                 cache.offload(&gpu, l)?;
@@ -376,7 +382,7 @@ impl GpuEngine {
         gpu.sync()?;
         timer.flush()?;
         // Free the prompt-sized buffers before decode.
-        drop((x, q_g, o_g, normed, qkv, gate_up, act, tok_dev));
+        drop((x, q_g, o_g, o_all, normed, qkv, gate_up, act, tok_dev));
         self.cache = Some(cache);
         self.decode = Some(bufs);
 

@@ -22,6 +22,17 @@ struct Key {
     ld_w: usize,
     ld_y: usize,
     accumulate: bool,
+    /// Byte alignment of W, x, y (capped at 256): the heuristic's algorithm may assume it.
+    align: (u32, u32, u32),
+}
+
+/// Largest power of two (≤ 256) dividing `addr`.
+fn alignment(addr: u64) -> u32 {
+    if addr == 0 {
+        256
+    } else {
+        (1u64 << addr.trailing_zeros().min(8)) as u32
+    }
 }
 
 struct Plan {
@@ -100,6 +111,19 @@ impl Gemm {
                 &ws as *const usize as *const c_void,
                 std::mem::size_of::<usize>(),
             );
+            // cuBLASLt assumes 256-byte aligned pointers unless told otherwise; group column
+            // offsets (e.g. W_o of one KV group) can be less aligned.
+            let mut set = set;
+            for (attr, bytes) in [
+                (sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, k.align.0),
+                (sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, k.align.1),
+                (sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, k.align.2),
+                (sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, k.align.2),
+            ] {
+                set = set.and_then(|_| {
+                    lt::set_matmul_pref_attribute(pref, attr, &bytes as *const u32 as *const c_void, std::mem::size_of::<u32>())
+                });
+            }
             let heur = set.and_then(|_| lt::get_matmul_algo_heuristic(self.handle, desc, a, b, c, c, pref));
             let _ = lt::destroy_matmul_pref(pref);
             let heur = heur.map_err(|e| EngineError::Blas {
@@ -131,7 +155,7 @@ impl Gemm {
         if ld_x < in_dim || ld_w < in_dim || ld_y < out_dim {
             return Err(EngineError::Input(format!("GEMM leading dimensions {ld_x}/{ld_w}/{ld_y} below in {in_dim} / out {out_dim}")));
         }
-        let key = Key { rows, in_dim, out_dim, ld_x, ld_w, ld_y, accumulate };
+        let key = Key { rows, in_dim, out_dim, ld_x, ld_w, ld_y, accumulate, align: (alignment(w), alignment(x), alignment(y)) };
         let handle = self.handle;
         self.plan(key)?;
         let plan = self.plans.get(&key).ok_or_else(|| EngineError::Input("GEMM plan cache".into()))?;
@@ -162,6 +186,19 @@ impl Gemm {
             )
         }
         .map_err(blas("cublasLtMatmul"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alignment;
+
+    #[test]
+    fn alignment_is_the_lowest_set_bit_capped_at_256() {
+        assert_eq!(alignment(0x7f00_0000_0000), 256);
+        assert_eq!(alignment(0x7f00_0000_0180), 128);
+        assert_eq!(alignment(0x7f00_0000_0002), 2);
+        assert_eq!(alignment(0), 256);
     }
 }
 

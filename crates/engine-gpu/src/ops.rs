@@ -155,9 +155,11 @@ impl Ops {
         self.launch(gpu, "swiglu_bf16", grid, 256, 0, &[Arg::P(gate_up), Arg::P(out), Arg::L(rows as i64), Arg::I(inter as i32)])
     }
 
-    pub(crate) fn heads_to_rows(&self, gpu: &Gpu, src: u64, dst: u64, n: usize, gs: usize, head_dim: usize) -> Result<()> {
+    /// Head-major `[gs, n, D]` at `src` → rows of `row_stride` elements at `dst` (columns `0..gs*D`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn heads_to_rows(&self, gpu: &Gpu, src: u64, dst: u64, n: usize, gs: usize, head_dim: usize, row_stride: usize) -> Result<()> {
         let grid = (n * gs * head_dim / 8).div_ceil(256).clamp(1, 65_536) as u32;
-        let args = [Arg::P(src), Arg::P(dst), Arg::L(n as i64), Arg::I(gs as i32), Arg::I(head_dim as i32)];
+        let args = [Arg::P(src), Arg::P(dst), Arg::L(n as i64), Arg::I(gs as i32), Arg::I(head_dim as i32), Arg::I(row_stride as i32)];
         self.launch(gpu, "heads_to_rows", grid, 256, 0, &args)
     }
 

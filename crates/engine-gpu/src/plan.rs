@@ -53,7 +53,7 @@ pub struct GpuMemoryPlan {
     pub kv_resident_layers: usize,
     pub kv_offloaded_layers: usize,
     pub residual_bytes: u64,
-    /// Q + attention output of one KV-head group.
+    /// Q + attention output of one KV-head group, and the token-major output of all heads.
     pub group_bytes: u64,
     pub index_bytes: u64,
     pub chunk_bytes: u64,
@@ -71,7 +71,7 @@ impl GpuMemoryPlan {
         let g = |b: u64| format!("{:.2} GiB", b as f64 / GIB);
         format!(
             "{} tokens: weights {}, KV cache {} per layer ({} layers on device, {} in pinned host memory, {}), residual {}, \
-             Q+O of one KV group {}, index {}, MLP chunk {}, overhead {} → device {} of {}",
+             attention Q/O {}, index {}, MLP chunk {}, overhead {} → device {} of {}",
             self.tokens,
             g(self.weights_bytes),
             g(self.kv_layer_bytes),
@@ -107,7 +107,8 @@ pub fn plan_gpu_memory(cfg: &ModelConfig, input: &PlanInput) -> Result<GpuMemory
     let kv_layer_bytes = mul(mul(2 * kvh * d * 2, n)?, 1)?;
     let kv_tail_bytes = layers * 2 * kvh * d * 2 * input.max_new_tokens.max(1) as u64;
     let residual_bytes = mul(n, h * 2)?;
-    let group_bytes = mul(n, 2 * gs * d * 2)?;
+    // Q and O of one group head-major, plus O of every head token-major.
+    let group_bytes = mul(n, 2 * gs * d * 2 + cfg.q_dim() as u64 * 2)?;
     // Per (head, 64-row block): up to k_v columns and about k_s / 64 slash tiles (+ estimate scratch).
     let row_blocks = n.div_ceil(64);
     let (kv_budget, ks_budget) = (input.vs_budget.0 as u64, input.vs_budget.1 as u64);
@@ -148,7 +149,7 @@ pub fn plan_gpu_memory(cfg: &ModelConfig, input: &PlanInput) -> Result<GpuMemory
     if !input.allow_offload || with_staging > input.device_bytes {
         return Err(EngineError::OutOfMemory(format!(
             "a prefill of {} tokens needs {:.2} GiB on the device with the KV cache resident{} but {:.2} GiB are available \
-             (weights {:.2} GiB, KV cache {:.2} GiB, residual stream {:.2} GiB, per-group Q/O {:.2} GiB, index {:.2} GiB, \
+             (weights {:.2} GiB, KV cache {:.2} GiB, residual stream {:.2} GiB, attention Q/O {:.2} GiB, index {:.2} GiB, \
              MLP chunk {:.2} GiB, overhead {:.2} GiB)",
             input.tokens,
             gib(all_resident),
