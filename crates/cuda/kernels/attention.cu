@@ -4,12 +4,13 @@
 // launch, GQA by indexing (kv head = h / group), packed varlen sequences with q/kv offsets.
 #include "flash.cuh"
 #include "tiles.cuh"
+#include "wgmma.cuh"
 
 template <int V> struct IntTag { static constexpr int value = V; };
 
 // The mainloop. Each warp owns MT m16 row tiles (rows warp*16*MT ..); MT == 1 keeps Q in registers,
 // MT == 2 reads Q fragments from shared memory and reuses every K/V fragment twice.
-template <int D, typename T, int THREADS, int MT, typename Tiles>
+template <int D, typename T, int THREADS, int MT, int BM, bool WG, typename Tiles>
 __device__ __forceinline__ void run_tiles(const Tiles& tiles, const MaskCtx& mc, const u16* kb, const u16* vb,
                                           const int* cols, const u32 (&qf)[D / 16][4], const u16* sq, u16* sk,
                                           u16* sv, float (&acc)[MT][D / 8][4], float (&mrow)[MT][2],
@@ -42,6 +43,7 @@ __device__ __forceinline__ void run_tiles(const Tiles& tiles, const MaskCtx& mc,
     const int row_base = warp * 16 * MT;
     for (int t = 0; t < n; ++t) {
         cp_async_wait_all();
+        if constexpr (WG) fence_proxy_async();
         __syncthreads();
         if (t + 1 < n) issue(t + 1);
         TileRef tr = tiles.tile(t);
@@ -52,10 +54,12 @@ __device__ __forceinline__ void run_tiles(const Tiles& tiles, const MaskCtx& mc,
         auto step = [&](auto nj_tag, int key_off) {
             constexpr int NJ = decltype(nj_tag)::value;
             float s[MT][NJ][4];
-            if constexpr (MT == 1 && NJ == 8) {
+            if constexpr (WG) {
+                wg_qk_tile<D, T>(s[0], qf, kt);
+            } else if constexpr (MT == 1 && NJ == 8) {
                 qk_tile<D, T>(s[0], qf, kt, lane);
             } else {
-                qk_tile_mt<D, T, MT, NJ>(s, sq, row_base, kt, key_off, lane);
+                qk_tile_mt<D, T, MT, NJ, BM>(s, sq, row_base, kt, key_off, lane);
             }
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt) {
@@ -100,7 +104,9 @@ __device__ __forceinline__ void run_tiles(const Tiles& tiles, const MaskCtx& mc,
                     }
                 }
             }
-            if constexpr (MT == 1 && NJ == 8) {
+            if constexpr (WG) {
+                wg_pv_tile<D, T>(acc[0], s[0], vt);
+            } else if constexpr (MT == 1 && NJ == 8) {
                 pv_tile<D, T>(acc[0], s[0], vt, lane);
             } else {
                 pv_tile_mt<D, T, MT, NJ>(acc, s, vt, key_off, lane);
@@ -115,11 +121,15 @@ __device__ __forceinline__ void run_tiles(const Tiles& tiles, const MaskCtx& mc,
     }
 }
 
-template <int D, typename T, int BM, int MT>
+// WG: wgmma (warpgroups of 4 warps = 64 rows) instead of mma.sync; needs MT == 1, D % 64 == 0 and
+// 1024-byte aligned tiles (the dynamic buffer is over-allocated by 1 KiB and aligned here).
+template <int D, typename T, int BM, int MT, bool WG>
 __device__ __forceinline__ void attn_block(const AttnParams& p) {
+    static_assert(!WG || (MT == 1 && D % 64 == 0), "wgmma path needs 16-row warps and D % 64 == 0");
     constexpr int THREADS = BM * 2 / MT;  // one warp per 16*MT rows
-    extern __shared__ __align__(128) unsigned char smem_raw[];
-    u16* sq = (u16*)smem_raw;
+    extern __shared__ __align__(1024) unsigned char smem_raw[];
+    const u32 mis = smem_addr(smem_raw) & 1023u;
+    u16* sq = (u16*)(smem_raw + (mis ? 1024u - mis : 0u));
     u16* sk = sq + BM * D;
     u16* sv = sk + 2 * 64 * D;
     BlockGeom g;
@@ -138,7 +148,7 @@ __device__ __forceinline__ void attn_block(const AttnParams& p) {
     cp_async_wait_all();
     __syncthreads();
     u32 qf[D / 16][4];
-    if constexpr (MT == 1) load_q_frags<D>(qf, sq, warp, lane);
+    if constexpr (MT == 1) load_q_frags<D, BM>(qf, sq, warp, lane);
 
     float acc[MT][D / 8][4];
     float mrow[MT][2], lrow[MT][2];
@@ -150,7 +160,7 @@ __device__ __forceinline__ void attn_block(const AttnParams& p) {
         lrow[mt][0] = lrow[mt][1] = 0.f;
     }
     with_tiles(p, g, block_mask<BM>(g), [&](const auto& tiles, const MaskCtx& mc) {
-        run_tiles<D, T, THREADS, MT>(tiles, mc, kb, vb, (const int*)p.col_index, qf, sq, sk, sv, acc, mrow, lrow,
+        run_tiles<D, T, THREADS, MT, BM, WG>(tiles, mc, kb, vb, (const int*)p.col_index, qf, sq, sk, sv, acc, mrow, lrow,
                                      p.scale_log2, tid, warp, lane);
     });
 
@@ -182,14 +192,22 @@ __device__ __forceinline__ void attn_block(const AttnParams& p) {
 }
 
 // 64-row blocks (4 warps x 16 rows) for every pattern; for the dense and A-shape heads also 128-row
-// blocks of 4 warps x 32 rows (K/V fragments reused by two m-tiles) or 8 warps x 16 rows.
-#define MI_ATTN_ENTRY(NAME, D, T)                                                                            \
-    extern "C" __global__ void __launch_bounds__(128) NAME(const AttnParams p) { attn_block<D, T, 64, 1>(p); } \
-    extern "C" __global__ void __launch_bounds__(128) NAME##_m128(const AttnParams p) {                       \
-        attn_block<D, T, 128, 2>(p);                                                                         \
-    }                                                                                                        \
-    extern "C" __global__ void __launch_bounds__(256) NAME##_m128w8(const AttnParams p) {                     \
-        attn_block<D, T, 128, 1>(p);                                                                         \
+// blocks of 4 warps x 32 rows (K/V fragments reused by two m-tiles) or 8 warps x 16 rows. `_wg`:
+// the same with wgmma (D = 64, 128).
+#define MI_ATTN_ENTRY(NAME, D, T)                                                                              \
+    extern "C" __global__ void __launch_bounds__(128) NAME(const AttnParams p) { attn_block<D, T, 64, 1, false>(p); } \
+    extern "C" __global__ void __launch_bounds__(128) NAME##_m128(const AttnParams p) {                         \
+        attn_block<D, T, 128, 2, false>(p);                                                                    \
+    }                                                                                                          \
+    extern "C" __global__ void __launch_bounds__(256) NAME##_m128w8(const AttnParams p) {                       \
+        attn_block<D, T, 128, 1, false>(p);                                                                    \
+    }
+#define MI_ATTN_WG_ENTRY(NAME, D, T)                                                                           \
+    extern "C" __global__ void __launch_bounds__(128) NAME##_wg(const AttnParams p) {                           \
+        attn_block<D, T, 64, 1, true>(p);                                                                      \
+    }                                                                                                          \
+    extern "C" __global__ void __launch_bounds__(256) NAME##_m128w8_wg(const AttnParams p) {                    \
+        attn_block<D, T, 128, 1, true>(p);                                                                     \
     }
 
 MI_ATTN_ENTRY(attn_bf16_d64, 64, Bf16)
@@ -198,3 +216,7 @@ MI_ATTN_ENTRY(attn_bf16_d128, 128, Bf16)
 MI_ATTN_ENTRY(attn_f16_d64, 64, F16)
 MI_ATTN_ENTRY(attn_f16_d96, 96, F16)
 MI_ATTN_ENTRY(attn_f16_d128, 128, F16)
+MI_ATTN_WG_ENTRY(attn_bf16_d64, 64, Bf16)
+MI_ATTN_WG_ENTRY(attn_bf16_d128, 128, Bf16)
+MI_ATTN_WG_ENTRY(attn_f16_d64, 64, F16)
+MI_ATTN_WG_ENTRY(attn_f16_d128, 128, F16)

@@ -86,13 +86,18 @@ __device__ __forceinline__ float fast_exp2(float x) {
     return r;
 }
 
-// Element offset of (row, col) in a [rows][D] bf16 tile whose 16-byte chunks are XOR-swizzled by
-// row, so that ldmatrix reads of 8 consecutive rows hit different bank groups. D = 96 has 12 chunks
-// per row, so only the low 2 chunk bits are swizzled there (stays inside the row).
-template <int D>
+// Element offset of (row, col) in a [ROWS][D] 16-bit tile. When D is a multiple of 64 the tile is
+// stored as D/64 sub-tiles of [ROWS][64] (128-byte rows) whose 16-byte chunks are XOR-swizzled by
+// row & 7: that is the canonical 128-byte-swizzle layout wgmma descriptors read, and ldmatrix reads
+// of 8 consecutive rows hit 8 different bank groups. D = 96 keeps [ROWS][96] rows and swizzles only
+// the low 2 chunk bits (stays inside the row).
+template <int D, int ROWS = 64>
 __device__ __forceinline__ int swz(int row, int col) {
-    constexpr int MASK = ((D / 8) % 8 == 0) ? 7 : 3;
-    return row * D + ((((col >> 3) ^ (row & MASK))) << 3) + (col & 7);
+    if constexpr (D % 64 == 0) {
+        return (col >> 6) * (ROWS * 64) + row * 64 + ((((col & 63) >> 3) ^ (row & 7)) << 3) + (col & 7);
+    } else {
+        return row * D + ((((col >> 3) ^ (row & 3))) << 3) + (col & 7);
+    }
 }
 
 // Order-preserving map of a float to u32 (larger float -> larger integer).

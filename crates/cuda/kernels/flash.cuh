@@ -15,19 +15,19 @@ __device__ __forceinline__ void load_tile_async(u16* tile, RowSrc row_src, int t
         const u16* src = row_src(r);
         bool ok = src != nullptr;
         const u16* p = ok ? src + c * 8 : nullptr;
-        cp_async16(base + 2u * (u32)swz<D>(r, c * 8), ok ? (const void*)p : (const void*)tile, ok);
+        cp_async16(base + 2u * (u32)swz<D, ROWS>(r, c * 8), ok ? (const void*)p : (const void*)tile, ok);
     }
 }
 
 // Q fragments (A operand) of this warp's 16 rows, for all D/16 k-steps.
-template <int D>
+template <int D, int ROWS = 64>
 __device__ __forceinline__ void load_q_frags(u32 (&qf)[D / 16][4], const u16* q_tile, int warp, int lane) {
     u32 base = smem_addr(q_tile);
     int row = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
         int col = kk * 16 + (lane >> 4) * 8;
-        ldmatrix_x4(qf[kk], base + 2u * (u32)swz<D>(row, col));
+        ldmatrix_x4(qf[kk], base + 2u * (u32)swz<D, ROWS>(row, col));
     }
 }
 
@@ -91,7 +91,7 @@ __device__ __forceinline__ float quad_sum(float x) {
 // by every m-tile, which divides the shared-memory traffic per FLOP by MT. Q fragments are read
 // from the swizzled Q tile in shared memory (registers would not hold MT copies). Each call covers
 // NJ*8 keys starting at key_off of the 64-key tile (smaller steps keep the scores in registers).
-template <int D, typename T, int MT, int NJ>
+template <int D, typename T, int MT, int NJ, int QROWS>
 __device__ __forceinline__ void qk_tile_mt(float (&s)[MT][NJ][4], const u16* q_tile, int row_base, const u16* k_tile,
                                            int key_off, int lane) {
     const u32 qbase = smem_addr(q_tile), kbase = smem_addr(k_tile);
@@ -106,7 +106,7 @@ __device__ __forceinline__ void qk_tile_mt(float (&s)[MT][NJ][4], const u16* q_t
         for (int mt = 0; mt < MT; ++mt) {
             int row = row_base + mt * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
             int col = kk * 16 + (lane >> 4) * 8;
-            ldmatrix_x4(a[mt], qbase + 2u * (u32)swz<D>(row, col));
+            ldmatrix_x4(a[mt], qbase + 2u * (u32)swz<D, QROWS>(row, col));
         }
 #pragma unroll
         for (int np = 0; np < NJ / 2; ++np) {

@@ -30,6 +30,12 @@ impl DenseVariant {
     }
 }
 
+/// Whether the wgmma (Hopper warpgroup MMA) kernels are used: D = 64 or 128, unless
+/// `MINFERENCE_WGMMA=0` asks for the mma.sync kernels.
+pub fn use_wgmma(head_dim: usize) -> bool {
+    (head_dim == 64 || head_dim == 128) && std::env::var("MINFERENCE_WGMMA").map_or(true, |v| v != "0")
+}
+
 /// `out = attention(q, k, v)` with each head's pattern; VS/BS heads read `index`.
 /// `out` is f32 or the input dtype (f32 inputs need an f32 output).
 #[allow(clippy::too_many_arguments)]
@@ -101,27 +107,31 @@ pub fn attention(
         gpu.launch_attn(&format!("attn_f32_d{d}"), (rows(64), h, b), 64, smem, &params)?;
     } else {
         // Dense and A-shape heads in 128-row blocks; index heads need the index's 64-row blocks.
+        // wgmma kernels (`_wg`) exist for D = 64 and 128; 1 KiB extra lets the kernel align its tiles.
         let name = format!("attn_{}_d{d}", dtype_suffix(q.dtype));
+        let wg = use_wgmma(d);
+        let wg_suffix = if wg { "_wg" } else { "" };
+        let align = if wg { 1024 } else { 0 };
         let has_analytic = patterns.iter().any(|p| matches!(p, HeadPattern::Dense | HeadPattern::AShape { .. }));
         if has_analytic {
             let kinds = (1 << HEAD_DENSE) | (1 << HEAD_ASHAPE);
+            let p2 = AttnParams { kinds, ..params };
             match DenseVariant::from_env() {
                 DenseVariant::Rows64 => {
-                    gpu.launch_attn(&name, (rows(64), h, b), 128, 5 * 64 * d * 2, &AttnParams { kinds, ..params })?;
+                    gpu.launch_attn(&format!("{name}{wg_suffix}"), (rows(64), h, b), 128, 5 * 64 * d * 2 + align, &p2)?;
                 }
                 DenseVariant::Rows128Warps4 => {
-                    let p128 = AttnParams { kinds, ..params };
-                    gpu.launch_attn(&format!("{name}_m128"), (rows(128), h, b), 128, 6 * 64 * d * 2, &p128)?;
+                    gpu.launch_attn(&format!("{name}_m128"), (rows(128), h, b), 128, 6 * 64 * d * 2, &p2)?;
                 }
                 DenseVariant::Rows128Warps8 => {
-                    let p128 = AttnParams { kinds, ..params };
-                    gpu.launch_attn(&format!("{name}_m128w8"), (rows(128), h, b), 256, 6 * 64 * d * 2, &p128)?;
+                    let smem = 6 * 64 * d * 2 + align;
+                    gpu.launch_attn(&format!("{name}_m128w8{wg_suffix}"), (rows(128), h, b), 256, smem, &p2)?;
                 }
             }
         }
         if needs_index {
             let p64 = AttnParams { kinds: 1 << HEAD_INDEX, ..params };
-            gpu.launch_attn(&name, (rows(64), h, b), 128, 5 * 64 * d * 2, &p64)?;
+            gpu.launch_attn(&format!("{name}{wg_suffix}"), (rows(64), h, b), 128, 5 * 64 * d * 2 + align, &p64)?;
         }
     }
     // Dropping `meta` frees stream-ordered, after the kernel.
