@@ -17,12 +17,14 @@ cp "$(command -v cargo-nextest)" .devbin/
 cp bench/sdpa_baseline.py .devbin/ 2>/dev/null || true
 # The cubins and ptxas report, for the SASS check with cuobjdump (needs nvdisasm, present there).
 out_dir=$(ls -td "${CARGO_TARGET_DIR:-target}"/release/build/minference-cuda-*/out | head -1)
-mkdir -p .devbin/cubins
-cp "$out_dir"/*.cubin "$out_dir"/ptxas-report.txt .devbin/cubins/
+rm -rf .devbin/cubins
+tar -C "$out_dir" -czf .devbin/cubins.tgz $(cd "$out_dir" && ls *.cubin) ptxas-report.txt
+strip .devbin/bench_attention
 du -sh .devbin/*
 cat <<'CMD'
 Run on the GPU machine (device tool, carry [".devbin"]):
   ./.devbin/cargo-nextest nextest run --archive-file .devbin/gpu-tests.tar.zst --workspace-remap . --no-fail-fast
 SASS check there:
-  for f in .devbin/cubins/*.cubin; do cuobjdump --dump-sass $f | grep -oE "HGMMA|HMMA|LDGSTS|LDSM|LDL|STL" | sort | uniq -c; done
+  mkdir -p /tmp/cubins && tar -C /tmp/cubins -xzf .devbin/cubins.tgz
+  for f in /tmp/cubins/*.cubin; do cuobjdump --dump-sass $f | grep -oE "HGMMA|HMMA|LDGSTS|LDSM|LDL|STL" | sort | uniq -c; done
 CMD
