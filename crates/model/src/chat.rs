@@ -6,6 +6,9 @@ pub enum ChatTemplate {
     /// `<|im_start|>role\ncontent<|im_end|>\n` turns; `default_system` is inserted when the
     /// caller gives none, as the model's own template does.
     ChatMl { default_system: Option<String> },
+    /// Llama 3: `<|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>` turns after
+    /// `<|begin_of_text|>`.
+    Llama3 { default_system: Option<String> },
     /// No known template: the user text is used as is.
     Raw,
 }
@@ -16,6 +19,8 @@ impl ChatTemplate {
         if jinja.contains("<|im_start|>") || (jinja.is_empty() && has_token("<|im_start|>")) {
             let default_system = default_system_of(jinja);
             ChatTemplate::ChatMl { default_system }
+        } else if jinja.contains("<|start_header_id|>") || (jinja.is_empty() && has_token("<|start_header_id|>")) {
+            ChatTemplate::Llama3 { default_system: None }
         } else {
             ChatTemplate::Raw
         }
@@ -30,6 +35,16 @@ impl ChatTemplate {
                     s.push_str(&format!("<|im_start|>system\n{sys}<|im_end|>\n"));
                 }
                 s.push_str(&format!("<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"));
+                s
+            }
+            ChatTemplate::Llama3 { default_system } => {
+                let turn = |role: &str, text: &str| format!("<|start_header_id|>{role}<|end_header_id|>\n\n{text}<|eot_id|>");
+                let mut s = String::from("<|begin_of_text|>");
+                if let Some(sys) = system.or(default_system.as_deref()) {
+                    s.push_str(&turn("system", sys));
+                }
+                s.push_str(&turn("user", user));
+                s.push_str("<|start_header_id|>assistant<|end_header_id|>\n\n");
                 s
             }
         }
@@ -65,6 +80,15 @@ mod tests {
             "<|im_start|>system\nYou are SmolLM<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
         );
         assert!(t.render("hi", Some("S")).starts_with("<|im_start|>system\nS<|im_end|>"));
+    }
+
+    #[test]
+    fn llama3_template_is_recognised() {
+        let t = ChatTemplate::detect("{{ '<|start_header_id|>' + message['role'] }}", |_| false);
+        assert_eq!(
+            t.render("hi", None),
+            "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+        );
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct Tokenizer {
     /// Tokens that end generation (eos and the chat template's end-of-turn token).
     pub stop_tokens: Vec<u32>,
     pub chat: ChatTemplate,
+    /// Whether a prompt starts with `bos` (GGUF `tokenizer.ggml.add_bos_token`, HF
+    /// `tokenizer_config.json` `add_bos_token`).
+    pub add_bos: bool,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -78,7 +81,8 @@ impl Tokenizer {
         let bos = token_id("bos_token").or_else(|| cfg_id("bos_token_id"));
         let eos = token_id("eos_token").or_else(|| cfg_id("eos_token_id"));
         let template = tok_cfg.as_ref().and_then(|c| c.get("chat_template")).and_then(|t| t.as_str()).unwrap_or("");
-        Ok(Self::finish(inner, bos, eos, template))
+        let add_bos = tok_cfg.as_ref().and_then(|c| c.get("add_bos_token")).and_then(|v| v.as_bool()).unwrap_or(false);
+        Ok(Self::finish(inner, bos, eos, template, add_bos))
     }
 
     /// Rebuilds the tokenizer from GGUF metadata.
@@ -133,10 +137,11 @@ impl Tokenizer {
         inner.add_special_tokens(specials).map_err(tok_err)?;
         let id = |key: &str| file.get(key).and_then(MetaValue::as_u64).map(|v| v as u32).filter(|&v| (v as usize) < tokens.len());
         let template = file.get("tokenizer.chat_template").and_then(|v| v.as_str()).unwrap_or("");
-        Ok(Self::finish(inner, id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"), template))
+        let add_bos = file.get("tokenizer.ggml.add_bos_token").and_then(MetaValue::as_bool).unwrap_or(false);
+        Ok(Self::finish(inner, id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"), template, add_bos))
     }
 
-    fn finish(inner: tokenizers::Tokenizer, bos: Option<u32>, eos: Option<u32>, template: &str) -> Self {
+    fn finish(inner: tokenizers::Tokenizer, bos: Option<u32>, eos: Option<u32>, template: &str, add_bos: bool) -> Self {
         let chat = ChatTemplate::detect(template, |t| inner.token_to_id(t).is_some());
         let mut stop_tokens: Vec<u32> = eos.into_iter().collect();
         for t in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>"] {
@@ -146,12 +151,24 @@ impl Tokenizer {
                 }
             }
         }
-        Tokenizer { inner, bos, eos, stop_tokens, chat }
+        Tokenizer { inner, bos, eos, stop_tokens, chat, add_bos }
     }
 
     /// Token ids of `text` (special-token strings in the text become their ids).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self.inner.encode(text, false).map_err(tok_err)?.get_ids().to_vec())
+    }
+
+    /// Token ids of a prompt: [`Tokenizer::encode`], with `bos` in front when the model wants one
+    /// and the text does not already start with it.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(text)?;
+        if let (true, Some(bos)) = (self.add_bos, self.bos) {
+            if ids.first() != Some(&bos) {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
     }
 
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {

@@ -56,6 +56,28 @@ fn every_pre_tokenizer_round_trips_text() {
 }
 
 #[test]
+fn prompts_get_bos_only_when_the_model_asks_for_it() {
+    let tok_of = |add_bos: bool| {
+        let mut b = tiny_llama(&TINY, "llama");
+        b.bool("tokenizer.ggml.add_bos_token", add_bos);
+        let f = GgufFile::from_bytes(b.build()).unwrap_or_else(|e| panic!("{e}"));
+        Model::from_gguf(&f).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let with = tok_of(true);
+    let tok = with.tokenizer().unwrap_or_else(|e| panic!("{e}"));
+    let bos = tok.bos.unwrap_or(u32::MAX);
+    let ids = tok.encode_prompt("hi").unwrap_or_default();
+    assert_eq!(ids[0], bos);
+    assert_eq!(ids[1..], tok.encode("hi").unwrap_or_default()[..]);
+    // Already present (e.g. written by a chat template): not doubled.
+    let again = tok.encode_prompt("<|im_start|>hi").unwrap_or_default();
+    assert_eq!(again.iter().filter(|&&t| t == bos).count(), 1);
+    let without = tok_of(false);
+    let tok = without.tokenizer().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(tok.encode_prompt("hi").unwrap_or_default(), tok.encode("hi").unwrap_or_default());
+}
+
+#[test]
 fn text_stream_emits_whole_characters_only() {
     let m = tiny();
     let tok = m.tokenizer().unwrap_or_else(|e| panic!("{e}"));
