@@ -88,7 +88,7 @@ fn cell_colour(p_max: f32, kept: f32, floor: f32) -> [u8; 3] {
     let t = if p_max <= 0.0 { 0.0 } else { (p_max.max(floor).log10() - lf) / -lf };
     let heat = heat_colour(t);
     // Kernel mask as a translucent green layer.
-    let alpha = 0.35 * kept.clamp(0.0, 1.0);
+    let alpha = 0.45 * kept.clamp(0.0, 1.0);
     let green = [0.1, 0.85, 0.35];
     [0, 1, 2].map(|c| ((heat[c] * (1.0 - alpha) + green[c] * alpha) * 255.0).round() as u8)
 }
