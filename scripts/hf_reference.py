@@ -26,6 +26,12 @@ PROMPTS = [
     "In 1969, Apollo 11 landed on the Moon. The mission lasted 8 days, 3 hours and 18 minutes, "
     "and Neil Armstrong said: \"That's one small step for man, one giant leap for mankind.\"",
 ]
+# A long prompt (~1.6K tokens) so that RoPE and attention are checked far from position 0.
+PROMPTS.append("".join(
+    f"Entry {i}: the {['red', 'green', 'blue', 'amber'][i % 4]} train left platform {i % 7} "
+    f"at {8 + i % 12}:{(i * 13) % 60:02d} carrying {(i * 37) % 400} passengers.\n"
+    for i in range(70)
+) + "Question: which platform did entry 42 leave from? Answer:")
 TOP_K = 5
 GREEDY_TOKENS = 12
 
