@@ -54,6 +54,7 @@ pub struct Engine<B: AttentionBackend> {
     allow_context_extension: bool,
     capture_target: Option<(usize, usize)>,
     captured: Option<CapturedQk>,
+    memory_limit: Option<u64>,
     /// When set, the next forward keeps the residual stream of every position (see `prefill_hidden`).
     keep_hidden: bool,
     kept_hidden: Option<Vec<f32>>,
@@ -68,7 +69,7 @@ impl<B: AttentionBackend> Engine<B> {
         let model = model.into();
         let cfg = model.config();
         let rope = Rope::new(cfg);
-        let cache = KvCache::new(cfg.layers, cfg.kv_heads, cfg.head_dim, 0);
+        let cache = KvCache::empty(cfg.layers, cfg.kv_heads, cfg.head_dim);
         Engine {
             model,
             backend,
@@ -78,6 +79,7 @@ impl<B: AttentionBackend> Engine<B> {
             allow_context_extension: false,
             capture_target: None,
             captured: None,
+            memory_limit: None,
             keep_hidden: false,
             kept_hidden: None,
         }
@@ -115,8 +117,11 @@ impl<B: AttentionBackend> Engine<B> {
             plan.validate(self.model.config())?;
         }
         self.check_context(tokens.len())?;
+        self.check_memory(tokens.len())?;
         let cfg = self.model.config();
-        self.cache = KvCache::new(cfg.layers, cfg.kv_heads, cfg.head_dim, tokens.len() + DEFAULT_DECODE_RESERVE);
+        // Free the previous cache before allocating the new one.
+        self.cache = KvCache::empty(cfg.layers, cfg.kv_heads, cfg.head_dim);
+        self.cache = KvCache::new(cfg.layers, cfg.kv_heads, cfg.head_dim, tokens.len() + DEFAULT_DECODE_RESERVE)?;
         self.forward(tokens, attention, progress)
     }
 
@@ -126,7 +131,7 @@ impl<B: AttentionBackend> Engine<B> {
             return Err(ModelError::Input("no tokens to append".into()));
         }
         self.check_context(self.cache.len() + tokens.len())?;
-        self.cache.reserve(tokens.len());
+        self.cache.reserve(tokens.len())?;
         Ok(self.forward(tokens, &AttentionChoice::Dense, &mut |_| {})?.0)
     }
 
@@ -173,6 +178,25 @@ impl<B: AttentionBackend> Engine<B> {
         self.captured.take().ok_or_else(|| ModelError::Input("capture produced nothing".into()))
     }
 
+    /// Caps the host memory a prefill may use (default: the machine's available memory).
+    pub fn set_memory_limit(&mut self, bytes: Option<u64>) {
+        self.memory_limit = bytes;
+    }
+
+    fn check_memory(&self, n: usize) -> Result<()> {
+        let need = crate::memory::cpu_prefill_bytes(self.model.config(), n, self.chunk_tokens, DEFAULT_DECODE_RESERVE);
+        let Some(limit) = self.memory_limit.or_else(crate::memory::available_host_bytes) else { return Ok(()) };
+        if need > limit {
+            let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+            return Err(ModelError::OutOfMemory(format!(
+                "prefilling {n} tokens on the CPU needs about {:.2} GiB (KV cache, Q, residual stream in f32); {:.2} GiB available",
+                gib(need),
+                gib(limit)
+            )));
+        }
+        Ok(())
+    }
+
     fn check_context(&self, total: usize) -> Result<()> {
         let context = self.model.config().context_length;
         if total > context && !self.allow_context_extension {
@@ -196,7 +220,7 @@ impl<B: AttentionBackend> Engine<B> {
         let cached = self.cache.len();
         let mut stats = PrefillStats { tokens: n, ..Default::default() };
 
-        let mut x = vec![0f32; n * hidden];
+        let mut x = crate::memory::zeroed(n * hidden, "the residual stream")?;
         for (t, &tok) in tokens.iter().enumerate() {
             let row = tok as usize;
             if row >= cfg.vocab {
@@ -207,7 +231,7 @@ impl<B: AttentionBackend> Engine<B> {
 
         let chunk = self.chunk_tokens.min(n);
         // Q of every token, head-major [heads, n, d]; reused for the attention output.
-        let mut q_all = vec![0f32; heads * n * d];
+        let mut q_all = crate::memory::zeroed(heads * n * d, "the queries of one layer")?;
         let mut normed = vec![0f32; chunk * hidden];
         let mut q_rows = vec![0f32; chunk * cfg.q_dim()];
         let mut k_rows = vec![0f32; chunk * cfg.kv_dim()];

@@ -1,6 +1,9 @@
 //! Per-layer KV cache in the backend's head-major layout, `[kv_heads, capacity, head_dim]`, so
 //! the first `len` rows of each head are one contiguous slice the backend can read directly.
 
+use crate::error::Result;
+use crate::memory::zeroed;
+
 #[derive(Debug, Clone)]
 pub struct KvCache {
     pub(crate) k: Vec<Vec<f32>>,
@@ -12,16 +15,20 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(layers: usize, kv_heads: usize, head_dim: usize, capacity: usize) -> Self {
+    pub fn new(layers: usize, kv_heads: usize, head_dim: usize, capacity: usize) -> Result<Self> {
         let size = kv_heads * capacity * head_dim;
-        KvCache {
-            k: (0..layers).map(|_| vec![0.0; size]).collect(),
-            v: (0..layers).map(|_| vec![0.0; size]).collect(),
-            kv_heads,
-            head_dim,
-            capacity,
-            len: 0,
+        let mut k = Vec::with_capacity(layers);
+        let mut v = Vec::with_capacity(layers);
+        for _ in 0..layers {
+            k.push(zeroed(size, "the KV cache")?);
+            v.push(zeroed(size, "the KV cache")?);
         }
+        Ok(KvCache { k, v, kv_heads, head_dim, capacity, len: 0 })
+    }
+
+    /// A cache with no rows (nothing allocated).
+    pub fn empty(layers: usize, kv_heads: usize, head_dim: usize) -> Self {
+        KvCache { k: vec![Vec::new(); layers], v: vec![Vec::new(); layers], kv_heads, head_dim, capacity: 0, len: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -39,24 +46,27 @@ impl KvCache {
     }
 
     /// Makes room for `extra` more tokens, doubling the capacity when it runs out.
-    pub(crate) fn reserve(&mut self, extra: usize) {
+    pub(crate) fn reserve(&mut self, extra: usize) -> Result<()> {
         let need = self.len + extra;
         if need <= self.capacity {
-            return;
+            return Ok(());
         }
         let new_cap = need.max(self.capacity * 2);
-        let (d, old) = (self.head_dim, self.capacity);
-        let regrow = |buf: &mut Vec<f32>| {
-            let mut grown = vec![0.0; self.kv_heads * new_cap * d];
-            for h in 0..self.kv_heads {
-                let src = &buf[h * old * d..h * old * d + self.len * d];
-                grown[h * new_cap * d..h * new_cap * d + self.len * d].copy_from_slice(src);
+        let (d, old, len, heads) = (self.head_dim, self.capacity, self.len, self.kv_heads);
+        let regrow = |buf: &mut Vec<f32>| -> Result<()> {
+            let mut grown = zeroed(heads * new_cap * d, "the KV cache")?;
+            for h in 0..heads {
+                let src = &buf[h * old * d..h * old * d + len * d];
+                grown[h * new_cap * d..h * new_cap * d + len * d].copy_from_slice(src);
             }
             *buf = grown;
+            Ok(())
         };
-        self.k.iter_mut().for_each(regrow);
-        self.v.iter_mut().for_each(regrow);
+        for buf in self.k.iter_mut().chain(self.v.iter_mut()) {
+            regrow(buf)?;
+        }
         self.capacity = new_cap;
+        Ok(())
     }
 
     /// Writes rows `[tokens, kv_heads * head_dim]` for positions `start..start+tokens` of `layer`.

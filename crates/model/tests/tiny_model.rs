@@ -376,6 +376,18 @@ fn prompt_longer_than_the_context_is_refused_unless_extension_is_allowed() {
 }
 
 #[test]
+fn prefill_beyond_the_memory_limit_is_refused_before_allocating() {
+    let mut e = Engine::new(tiny(), CpuBackend::new());
+    e.set_memory_limit(Some(256 << 10));
+    match e.prefill(&prompt(400), &AttentionChoice::Dense, &mut |_| {}) {
+        Err(e @ ModelError::OutOfMemory(_)) => assert!(e.to_string().contains("GiB"), "{e}"),
+        other => panic!("expected OutOfMemory, got {:?}", other.map(|r| r.1)),
+    }
+    e.set_memory_limit(None);
+    assert!(e.prefill(&prompt(400), &AttentionChoice::Dense, &mut |_| {}).is_ok());
+}
+
+#[test]
 fn bad_token_ids_and_empty_prompts_are_errors() {
     let mut e = Engine::new(tiny(), CpuBackend::new());
     assert!(matches!(e.prefill(&[], &AttentionChoice::Dense, &mut |_| {}), Err(ModelError::Input(_))));
