@@ -99,20 +99,22 @@ pub fn render_head(h: &HeadInputs, mask: &HeadMask, caption: &[String], opts: &V
     let full = n <= opts.full_limit;
     let width = n.min(opts.max_px.max(16));
     let (first_row, rows, height) = if full { (0, n, width) } else { (n - n.min(64), n.min(64), n.min(64) * 4) };
-    // Per pixel: max probability, kept entries, causal entries.
-    let mut pmax = vec![0f32; width * height];
-    let mut kept = vec![0u32; width * height];
-    let mut causal = vec![0u32; width * height];
+    // Accumulation grid: one cell row per pixel row (full view) or per query row (last rows).
+    let grid_h = if full { height } else { rows };
+    // Per cell: max probability, kept entries, causal entries.
+    let mut pmax = vec![0f32; width * grid_h];
+    let mut kept = vec![0u32; width * grid_h];
+    let mut causal = vec![0u32; width * grid_h];
     for_each_prob_block(h, first_row, |p| {
         for a in 0..p.rows {
             let pos = p.row0 + a;
             if pos < first_row {
                 continue;
             }
-            let y = (pos - first_row) * height / rows;
+            let gy = (pos - first_row) * grid_h / rows;
             let row = p.row(a);
             for (key, &prob) in row[..=pos].iter().enumerate() {
-                let cell = y * width + key * width / n;
+                let cell = gy * width + key * width / n;
                 pmax[cell] = pmax[cell].max(prob);
                 causal[cell] += 1;
                 kept[cell] += mask.keep(pos, key, n) as u32;
@@ -124,8 +126,9 @@ pub fn render_head(h: &HeadInputs, mask: &HeadMask, caption: &[String], opts: &V
     let img_w = width.max(caption.iter().map(|l| text_width(l, CAPTION_SCALE)).max().unwrap_or(0) + 8);
     let mut img = RgbImage::new(img_w, height + caption_h, BACKGROUND);
     for y in 0..height {
+        let gy = y * grid_h / height;
         for x in 0..width {
-            let c = y * width + x;
+            let c = gy * width + x;
             if causal[c] > 0 {
                 img.set(x, caption_h + y, cell_colour(pmax[c], kept[c] as f32 / causal[c] as f32, opts.floor_prob));
             }
@@ -183,6 +186,10 @@ mod tests {
         let opts = VizOptions { full_limit: 100, max_px: 200, ..VizOptions::default() };
         let img = render_head(&h, &HeadMask::Dense, &[], &opts).unwrap();
         assert_eq!((img.width, img.height), (200, 64 * 4 + 6));
+        // Every pixel row is drawn (each query row spans 4 of them); uniform attention is not black.
+        for y in 6..img.height {
+            assert_ne!(img.get(0, y), BACKGROUND, "row {y}");
+        }
     }
 
     #[test]

@@ -212,3 +212,19 @@ fn searched_config_round_trips_and_published_format_loads_unchanged() {
     assert_eq!(parsed.pattern(0, 2).unwrap(), HeadPattern::VerticalSlash { k_v: 3500, k_s: 100 });
     assert_eq!(ModelPatternConfig::from_json_str(&parsed.to_json_string(), "again").unwrap(), parsed);
 }
+
+#[test]
+fn shipped_smollm2_config_loads_and_fits_the_model_shape() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/smollm2-135m-instruct.json");
+    let text = std::fs::read_to_string(path).unwrap();
+    let c = ModelPatternConfig::from_json_str(&text, path).unwrap();
+    c.validate_model(30, 9).unwrap();
+    assert!(c.layers.iter().all(|l| l.heads.len() == 9));
+    for l in &c.layers {
+        for e in l.heads.values() {
+            assert!(e.score > 0.0 && e.score <= 1.0, "recall score {}", e.score);
+            assert_ne!(e.pattern, HeadPattern::Dense);
+        }
+    }
+    assert_eq!(ModelPatternConfig::from_json_str(&c.to_json_string(), "again").unwrap(), c);
+}
