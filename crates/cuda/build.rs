@@ -14,7 +14,8 @@ use std::process::Command;
 const GENCODE: &str = "-gencode=arch=compute_90a,code=sm_90a";
 
 fn main() {
-    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let kernel_dir = manifest.join("kernels");
     println!("cargo:rerun-if-changed={}", kernel_dir.display());
@@ -22,7 +23,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=MINFERENCE_REQUIRE_CUBINS");
     println!("cargo:rerun-if-env-changed=PATH");
 
-    let require = env::var("MINFERENCE_REQUIRE_CUBINS").map(|v| v == "1").unwrap_or(false);
+    let require = env::var("MINFERENCE_REQUIRE_CUBINS")
+        .map(|v| v == "1")
+        .unwrap_or(false);
     let mut units: Vec<PathBuf> = fs::read_dir(&kernel_dir)
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
@@ -43,27 +46,59 @@ fn main() {
     let mut ptxas_report = String::new();
 
     for unit in &units {
-        let stem = unit.file_stem().and_then(|s| s.to_str()).unwrap_or("kernel").to_string();
+        let stem = unit
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("kernel")
+            .to_string();
         let flat = flatten(unit, &kernel_dir, &mut Vec::new());
         let flat_path = out_dir.join(format!("{stem}.flat.cu"));
         fs::write(&flat_path, &flat).expect("write flattened source");
-        writeln!(generated, "    ({stem:?}, include_str!({:?})),", flat_path.display().to_string()).ok();
+        writeln!(
+            generated,
+            "    ({stem:?}, include_str!({:?})),",
+            flat_path.display().to_string()
+        )
+        .ok();
 
         if let Some(nvcc) = &nvcc {
             let cubin = out_dir.join(format!("{stem}.cubin"));
             let result = Command::new(nvcc)
-                .args([GENCODE, "-cubin", "-O3", "-lineinfo", "-Xptxas", "-v", "-std=c++17", "-o"])
+                .args([
+                    GENCODE,
+                    "-cubin",
+                    "-O3",
+                    "-lineinfo",
+                    "-Xptxas",
+                    "-v",
+                    "-std=c++17",
+                    "-o",
+                ])
                 .arg(&cubin)
                 .arg(unit)
                 .arg(format!("-I{}", kernel_dir.display()))
                 .output();
             match result {
                 Ok(o) if o.status.success() => {
-                    writeln!(ptxas_report, "=== {stem}\n{}", String::from_utf8_lossy(&o.stderr)).ok();
-                    writeln!(cubins, "    ({stem:?}, include_bytes!({:?})),", cubin.display().to_string()).ok();
+                    writeln!(
+                        ptxas_report,
+                        "=== {stem}\n{}",
+                        String::from_utf8_lossy(&o.stderr)
+                    )
+                    .ok();
+                    writeln!(
+                        cubins,
+                        "    ({stem:?}, include_bytes!({:?})),",
+                        cubin.display().to_string()
+                    )
+                    .ok();
                 }
                 Ok(o) => {
-                    let msg = format!("nvcc failed on {}:\n{}", unit.display(), String::from_utf8_lossy(&o.stderr));
+                    let msg = format!(
+                        "nvcc failed on {}:\n{}",
+                        unit.display(),
+                        String::from_utf8_lossy(&o.stderr)
+                    );
                     fail_or_warn(require, &msg);
                 }
                 Err(e) => fail_or_warn(require, &format!("could not run {}: {e}", nvcc.display())),

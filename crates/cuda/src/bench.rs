@@ -37,21 +37,43 @@ impl PatternSet {
     pub fn patterns(&self, heads: usize) -> Vec<HeadPattern> {
         match self {
             PatternSet::LlamaMix => llama_mix(heads),
-            PatternSet::VsOnly => vec![HeadPattern::VerticalSlash { k_v: 1000, k_s: 6096 }; heads],
+            PatternSet::VsOnly => vec![
+                HeadPattern::VerticalSlash {
+                    k_v: 1000,
+                    k_s: 6096
+                };
+                heads
+            ],
             PatternSet::BsTop100 => vec![HeadPattern::BlockSparse { k_b: 100 }; heads],
-            PatternSet::AShape => vec![HeadPattern::AShape { n_init: 1024, n_local: 4096 }; heads],
+            PatternSet::AShape => vec![
+                HeadPattern::AShape {
+                    n_init: 1024,
+                    n_local: 4096
+                };
+                heads
+            ],
         }
     }
 }
 
 /// Per-head budgets in the proportions of the Llama-3-8B-262K config, spread over the heads.
 pub fn llama_mix(heads: usize) -> Vec<HeadPattern> {
-    let mix = [((1000, 6096), 0.46), ((30, 800), 0.27), ((100, 800), 0.15), ((3500, 100), 0.09), ((500, 700), 0.03)];
+    let mix = [
+        ((1000, 6096), 0.46),
+        ((30, 800), 0.27),
+        ((100, 800), 0.15),
+        ((3500, 100), 0.09),
+        ((500, 700), 0.03),
+    ];
     let mut out = Vec::with_capacity(heads);
     let mut acc = 0.0;
     for (i, &((k_v, k_s), frac)) in mix.iter().enumerate() {
         acc += frac;
-        let upto = if i + 1 == mix.len() { heads } else { ((acc * heads as f64).round() as usize).min(heads) };
+        let upto = if i + 1 == mix.len() {
+            heads
+        } else {
+            ((acc * heads as f64).round() as usize).min(heads)
+        };
         while out.len() < upto {
             out.push(HeadPattern::VerticalSlash { k_v, k_s });
         }
@@ -104,7 +126,12 @@ impl Default for BenchConfig {
             heads: 32,
             kv_heads: 8,
             head_dim: 128,
-            sets: vec![PatternSet::LlamaMix, PatternSet::VsOnly, PatternSet::BsTop100, PatternSet::AShape],
+            sets: vec![
+                PatternSet::LlamaMix,
+                PatternSet::VsOnly,
+                PatternSet::BsTop100,
+                PatternSet::AShape,
+            ],
             regimes: vec![Regime::Structured, Regime::Random],
             dense_max: 262_144,
             random_max: 131_072,
@@ -142,7 +169,19 @@ fn fill_normal(gpu: &Gpu, t: &mut DeviceTensor, seed: u64) -> Result<()> {
         DType::F32 => 2,
     };
     let p = t.ptr(gpu);
-    gpu.launch("fill_normal", (1024, 1, 1), 256, 0, &[Arg::P(p), Arg::P(t.len as u64), Arg::P(seed), Arg::F(1.0), Arg::I(code)])
+    gpu.launch(
+        "fill_normal",
+        (1024, 1, 1),
+        256,
+        0,
+        &[
+            Arg::P(p),
+            Arg::P(t.len as u64),
+            Arg::P(seed),
+            Arg::F(1.0),
+            Arg::I(code),
+        ],
+    )
 }
 
 fn inputs(gpu: &Gpu, shape: &AttnShape, regime: Regime, seed: u64) -> Result<[DeviceTensor; 3]> {
@@ -157,18 +196,38 @@ fn inputs(gpu: &Gpu, shape: &AttnShape, regime: Regime, seed: u64) -> Result<[De
         }
         Regime::Structured => {
             let group = shape.heads / shape.kv_heads;
-            let one = AttnShape { heads: group, kv_heads: 1, ..shape.clone() };
+            let one = AttnShape {
+                heads: group,
+                kv_heads: 1,
+                ..shape.clone()
+            };
             let (qf, kf, _) = generate_qkv(&one, &SynthConfig::structured(), seed);
-            let (qh, kh) = (OwnedTensor::from_f32(&qf, DType::Bf16), OwnedTensor::from_f32(&kf, DType::Bf16));
+            let (qh, kh) = (
+                OwnedTensor::from_f32(&qf, DType::Bf16),
+                OwnedTensor::from_f32(&kf, DType::Bf16),
+            );
             drop((qf, kf));
-            let (qg, kg) = (DeviceTensor::upload(gpu, qh.view())?, DeviceTensor::upload(gpu, kh.view())?);
+            let (qg, kg) = (
+                DeviceTensor::upload(gpu, qh.view())?,
+                DeviceTensor::upload(gpu, kh.view())?,
+            );
             for g in 0..shape.kv_heads {
                 let qb = qg.len * 2;
                 let kb = kg.len * 2;
                 let mut qdst = q.buf.slice_mut(g * qb..(g + 1) * qb);
-                gpu.stream().memcpy_dtod(&qg.buf, &mut qdst).map_err(|e| crate::CudaError::Driver { context: "replicating Q".into(), message: format!("{e:?}") })?;
+                gpu.stream().memcpy_dtod(&qg.buf, &mut qdst).map_err(|e| {
+                    crate::CudaError::Driver {
+                        context: "replicating Q".into(),
+                        message: format!("{e:?}"),
+                    }
+                })?;
                 let mut kdst = k.buf.slice_mut(g * kb..(g + 1) * kb);
-                gpu.stream().memcpy_dtod(&kg.buf, &mut kdst).map_err(|e| crate::CudaError::Driver { context: "replicating K".into(), message: format!("{e:?}") })?;
+                gpu.stream().memcpy_dtod(&kg.buf, &mut kdst).map_err(|e| {
+                    crate::CudaError::Driver {
+                        context: "replicating K".into(),
+                        message: format!("{e:?}"),
+                    }
+                })?;
             }
         }
     }
@@ -177,11 +236,21 @@ fn inputs(gpu: &Gpu, shape: &AttnShape, regime: Regime, seed: u64) -> Result<[De
 }
 
 /// (tiles computed, tiles of dense causal attention) for one sequence of length n.
-fn tile_counts(gpu: &Gpu, n: usize, patterns: &[HeadPattern], index: Option<&DeviceIndex>) -> Result<(f64, f64)> {
+fn tile_counts(
+    gpu: &Gpu,
+    n: usize,
+    patterns: &[HeadPattern],
+    index: Option<&DeviceIndex>,
+) -> Result<(f64, f64)> {
     let r = n.div_ceil(64);
-    let dense_per_head: f64 = (0..r).map(|m| ((m * 64 + 63).min(n - 1) / 64 + 1) as f64).sum();
+    let dense_per_head: f64 = (0..r)
+        .map(|m| ((m * 64 + 63).min(n - 1) / 64 + 1) as f64)
+        .sum();
     let (tile_ptr, col_ptr) = match index {
-        Some(ix) => (gpu.download(&ix.tile_ptr, ix.n_slots + 1)?, gpu.download(&ix.col_ptr, ix.n_slots + 1)?),
+        Some(ix) => (
+            gpu.download(&ix.tile_ptr, ix.n_slots + 1)?,
+            gpu.download(&ix.col_ptr, ix.n_slots + 1)?,
+        ),
         None => (Vec::new(), Vec::new()),
     };
     let mut computed = 0.0;
@@ -202,7 +271,8 @@ fn tile_counts(gpu: &Gpu, n: usize, patterns: &[HeadPattern], index: Option<&Dev
                 for m in 0..r {
                     let s = h * r + m;
                     if s + 1 < tile_ptr.len() {
-                        computed += (tile_ptr[s + 1] - tile_ptr[s]) as f64 + ((col_ptr[s + 1] - col_ptr[s]) as f64 / 64.0).ceil();
+                        computed += (tile_ptr[s + 1] - tile_ptr[s]) as f64
+                            + ((col_ptr[s + 1] - col_ptr[s]) as f64 / 64.0).ceil();
                     }
                 }
             }
@@ -217,7 +287,11 @@ fn median(mut xs: Vec<LayerTimings>) -> LayerTimings {
 }
 
 /// Runs the benchmark; `progress` receives each row as it is measured.
-pub fn run_attention_bench(gpu: &Gpu, cfg: &BenchConfig, mut progress: impl FnMut(&BenchRow)) -> Result<BenchReport> {
+pub fn run_attention_bench(
+    gpu: &Gpu,
+    cfg: &BenchConfig,
+    mut progress: impl FnMut(&BenchRow),
+) -> Result<BenchReport> {
     let mut rows = Vec::new();
     for &n in &cfg.lengths {
         let shape = AttnShape::single(cfg.heads, cfg.kv_heads, cfg.head_dim, n);
@@ -240,12 +314,23 @@ pub fn run_attention_bench(gpu: &Gpu, cfg: &BenchConfig, mut progress: impl FnMu
                     gpu.sync()?;
                     let ms = e0.elapsed_ms(&e1).unwrap_or(f32::NAN);
                     if rep > 0 || cfg.reps == 0 {
-                        times.push(LayerTimings { attention_ms: ms, ..Default::default() });
+                        times.push(LayerTimings {
+                            attention_ms: ms,
+                            ..Default::default()
+                        });
                     }
                 }
                 let t = median(times);
                 let tf = dense_flops / (t.attention_ms as f64 * 1e-3) / 1e12;
-                let row = BenchRow { n, what: "dense (ours)".into(), regime: None, timings: t, density: 1.0, effective_tflops: tf, dense_equiv_tflops: tf };
+                let row = BenchRow {
+                    n,
+                    what: "dense (ours)".into(),
+                    regime: None,
+                    timings: t,
+                    density: 1.0,
+                    effective_tflops: tf,
+                    dense_equiv_tflops: tf,
+                };
                 progress(&row);
                 rows.push(row);
             }
@@ -277,7 +362,10 @@ pub fn run_attention_bench(gpu: &Gpu, cfg: &BenchConfig, mut progress: impl FnMu
             }
         }
     }
-    Ok(BenchReport { card: gpu.name().to_string(), rows })
+    Ok(BenchReport {
+        card: gpu.name().to_string(),
+        rows,
+    })
 }
 
 /// One line per row (markdown table body).
@@ -290,7 +378,16 @@ pub fn format_row(r: &BenchRow) -> String {
     let t = &r.timings;
     format!(
         "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.0} | {:.0} |",
-        r.n, r.what, regime, t.total_ms(), t.estimate_ms, t.index_ms, t.attention_ms, r.density, r.effective_tflops, r.dense_equiv_tflops
+        r.n,
+        r.what,
+        regime,
+        t.total_ms(),
+        t.estimate_ms,
+        t.index_ms,
+        t.attention_ms,
+        r.density,
+        r.effective_tflops,
+        r.dense_equiv_tflops
     )
 }
 

@@ -31,16 +31,31 @@ pub struct DeviceVsSelection {
     pub(crate) sel_s: CudaSlice<i32>,
 }
 
-fn items_for(shape: &AttnShape, patterns: &[HeadPattern], budgets: impl Fn(usize, usize) -> Option<(usize, usize)>) -> Vec<VsItem> {
+fn items_for(
+    shape: &AttnShape,
+    patterns: &[HeadPattern],
+    budgets: impl Fn(usize, usize) -> Option<(usize, usize)>,
+) -> Vec<VsItem> {
     let mut items = Vec::new();
     let (mut score, mut diag, mut sv, mut ss) = (0, 0, 0, 0);
     for (b, seq) in shape.seqs.iter().enumerate() {
-        for h in 0..shape.heads {
-            if !matches!(patterns[h], HeadPattern::VerticalSlash { .. }) {
+        for (h, pattern) in patterns.iter().enumerate().take(shape.heads) {
+            if !matches!(pattern, HeadPattern::VerticalSlash { .. }) {
                 continue;
             }
-            let Some((k_v, k_s)) = budgets(b, h) else { continue };
-            items.push(VsItem { b, h, score_off: score, diag_off: diag, k_v, k_s, sel_v_off: sv, sel_s_off: ss });
+            let Some((k_v, k_s)) = budgets(b, h) else {
+                continue;
+            };
+            items.push(VsItem {
+                b,
+                h,
+                score_off: score,
+                diag_off: diag,
+                k_v,
+                k_s,
+                sel_v_off: sv,
+                sel_s_off: ss,
+            });
             score += seq.kv_len;
             diag += seq.kv_len.div_ceil(64) * 127;
             sv += k_v;
@@ -53,19 +68,39 @@ fn items_for(shape: &AttnShape, patterns: &[HeadPattern], budgets: impl Fn(usize
 fn pack_items(items: &[VsItem]) -> Result<Vec<i32>> {
     let mut out = Vec::with_capacity(items.len() * 8);
     for it in items {
-        for x in [it.b, it.h, it.score_off, it.diag_off, it.k_v, it.k_s, it.sel_v_off, it.sel_s_off] {
-            out.push(i32::try_from(x).map_err(|_| CudaError::Invalid("VS buffers exceed int32 offsets".into()))?);
+        for x in [
+            it.b,
+            it.h,
+            it.score_off,
+            it.diag_off,
+            it.k_v,
+            it.k_s,
+            it.sel_v_off,
+            it.sel_s_off,
+        ] {
+            out.push(
+                i32::try_from(x)
+                    .map_err(|_| CudaError::Invalid("VS buffers exceed int32 offsets".into()))?,
+            );
         }
     }
     Ok(out)
 }
 
 /// Estimates every VS head of `patterns` on the device.
-pub fn estimate_vs(gpu: &Gpu, shape: &AttnShape, q: &DeviceTensor, k: &DeviceTensor, patterns: &[HeadPattern]) -> Result<DeviceVsSelection> {
+pub fn estimate_vs(
+    gpu: &Gpu,
+    shape: &AttnShape,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    patterns: &[HeadPattern],
+) -> Result<DeviceVsSelection> {
     check_problem(shape, (q.dtype, q.len), (k.dtype, k.len), None)?;
     check_patterns(shape, patterns)?;
     let items = items_for(shape, patterns, |b, h| match patterns[h] {
-        HeadPattern::VerticalSlash { k_v, k_s } => Some(clamp_vs_budget(k_v, k_s, shape.seqs[b].kv_len)),
+        HeadPattern::VerticalSlash { k_v, k_s } => {
+            Some(clamp_vs_budget(k_v, k_s, shape.seqs[b].kv_len))
+        }
         _ => None,
     });
     let n = items.len();
@@ -75,7 +110,12 @@ pub fn estimate_vs(gpu: &Gpu, shape: &AttnShape, q: &DeviceTensor, k: &DeviceTen
     let sel_v = gpu.alloc::<i32>(total_v)?;
     let sel_s = gpu.alloc::<i32>(total_s)?;
     if n == 0 {
-        return Ok(DeviceVsSelection { items, items_dev, sel_v, sel_s });
+        return Ok(DeviceVsSelection {
+            items,
+            items_dev,
+            sel_v,
+            sel_s,
+        });
     }
     let meta = Meta::new(gpu, shape, patterns)?;
     let d = shape.head_dim;
@@ -85,10 +125,17 @@ pub fn estimate_vs(gpu: &Gpu, shape: &AttnShape, q: &DeviceTensor, k: &DeviceTen
     let chunk_tiles = (tiles_max * n).div_ceil(2048).max(1);
     let n_chunks = tiles_max.div_ceil(chunk_tiles);
     let suffix = format!("{}_d{d}", dtype_suffix(q.dtype));
-    let tile_smem = if q.dtype == minference_core::DType::F32 { 2 * 64 * (d + 1) * 4 } else { 2 * 64 * d * 2 };
+    let tile_smem = if q.dtype == minference_core::DType::F32 {
+        2 * 64 * (d + 1) * 4
+    } else {
+        2 * 64 * d * 2
+    };
     let smem = tile_smem + 64 * 65 * 4;
     let total_score: usize = items.iter().map(|i| shape.seqs[i.b].kv_len).sum();
-    let total_diag: usize = items.iter().map(|i| shape.seqs[i.b].kv_len.div_ceil(64) * 127).sum();
+    let total_diag: usize = items
+        .iter()
+        .map(|i| shape.seqs[i.b].kv_len.div_ceil(64) * 127)
+        .sum();
     let stats = gpu.alloc::<f32>(2 * n * n_chunks * 64)?;
     let rowfin = gpu.alloc::<f32>(2 * n * 64)?;
     let vscore = gpu.alloc::<f32>(total_score)?;
@@ -107,18 +154,53 @@ pub fn estimate_vs(gpu: &Gpu, shape: &AttnShape, q: &DeviceTensor, k: &DeviceTen
         Arg::F(scale_log2),
     ];
     let mut a = common.to_vec();
-    a.extend([Arg::I(chunk_tiles as i32), Arg::I(n_chunks as i32), Arg::P(gpu.ptr(&stats))]);
-    gpu.launch(&format!("vs_rowstats_{suffix}"), (n_chunks as u32, n as u32, 1), 128, smem, &a)?;
-    gpu.launch("vs_combine", (n as u32, 1, 1), 64, 0, &[Arg::P(gpu.ptr(&stats)), Arg::I(n_chunks as i32), Arg::P(gpu.ptr(&rowfin))])?;
+    a.extend([
+        Arg::I(chunk_tiles as i32),
+        Arg::I(n_chunks as i32),
+        Arg::P(gpu.ptr(&stats)),
+    ]);
+    gpu.launch(
+        &format!("vs_rowstats_{suffix}"),
+        (n_chunks as u32, n as u32, 1),
+        128,
+        smem,
+        &a,
+    )?;
+    gpu.launch(
+        "vs_combine",
+        (n as u32, 1, 1),
+        64,
+        0,
+        &[
+            Arg::P(gpu.ptr(&stats)),
+            Arg::I(n_chunks as i32),
+            Arg::P(gpu.ptr(&rowfin)),
+        ],
+    )?;
     let mut a = common.to_vec();
-    a.extend([Arg::P(gpu.ptr(&rowfin)), Arg::P(gpu.ptr(&vscore)), Arg::P(gpu.ptr(&diag))]);
-    gpu.launch(&format!("vs_scores_{suffix}"), (tiles_max as u32, n as u32, 1), 128, smem, &a)?;
+    a.extend([
+        Arg::P(gpu.ptr(&rowfin)),
+        Arg::P(gpu.ptr(&vscore)),
+        Arg::P(gpu.ptr(&diag)),
+    ]);
+    gpu.launch(
+        &format!("vs_scores_{suffix}"),
+        (tiles_max as u32, n as u32, 1),
+        128,
+        smem,
+        &a,
+    )?;
     gpu.launch(
         "vs_slash_reduce",
         (kv_max.div_ceil(256) as u32, n as u32, 1),
         256,
         0,
-        &[Arg::P(gpu.ptr(&meta.seqs)), Arg::P(gpu.ptr(&items_dev)), Arg::P(gpu.ptr(&diag)), Arg::P(gpu.ptr(&sscore))],
+        &[
+            Arg::P(gpu.ptr(&meta.seqs)),
+            Arg::P(gpu.ptr(&items_dev)),
+            Arg::P(gpu.ptr(&diag)),
+            Arg::P(gpu.ptr(&sscore)),
+        ],
     )?;
     gpu.launch(
         "vs_topk",
@@ -134,7 +216,12 @@ pub fn estimate_vs(gpu: &Gpu, shape: &AttnShape, q: &DeviceTensor, k: &DeviceTen
             Arg::P(gpu.ptr(&sel_s)),
         ],
     )?;
-    Ok(DeviceVsSelection { items, items_dev, sel_v, sel_s })
+    Ok(DeviceVsSelection {
+        items,
+        items_dev,
+        sel_v,
+        sel_s,
+    })
 }
 
 impl DeviceVsSelection {
@@ -147,25 +234,42 @@ impl DeviceVsSelection {
         let s = gpu.download(&self.sel_s, total_s)?;
         for it in &self.items {
             let sel = &mut out[it.b * shape.heads + it.h];
-            sel.verticals = v[it.sel_v_off..it.sel_v_off + it.k_v].iter().map(|&x| x as u32).collect();
-            sel.slashes = s[it.sel_s_off..it.sel_s_off + it.k_s].iter().map(|&x| x as u32).collect();
+            sel.verticals = v[it.sel_v_off..it.sel_v_off + it.k_v]
+                .iter()
+                .map(|&x| x as u32)
+                .collect();
+            sel.slashes = s[it.sel_s_off..it.sel_s_off + it.k_s]
+                .iter()
+                .map(|&x| x as u32)
+                .collect();
         }
         Ok(out)
     }
 
     /// Uploads host selections (validated like core's converter: sorted, in range, and holding
     /// vertical 0 or slash 0 so that no row is left without keys).
-    pub fn upload(gpu: &Gpu, shape: &AttnShape, patterns: &[HeadPattern], vs: &[VsSelection]) -> Result<DeviceVsSelection> {
+    pub fn upload(
+        gpu: &Gpu,
+        shape: &AttnShape,
+        patterns: &[HeadPattern],
+        vs: &[VsSelection],
+    ) -> Result<DeviceVsSelection> {
         check_patterns(shape, patterns)?;
         if vs.len() != shape.seqs.len() * shape.heads {
-            return Err(CudaError::Invalid(format!("{} VS selections for {} (sequence, head) pairs", vs.len(), shape.seqs.len() * shape.heads)));
+            return Err(CudaError::Invalid(format!(
+                "{} VS selections for {} (sequence, head) pairs",
+                vs.len(),
+                shape.seqs.len() * shape.heads
+            )));
         }
         for (b, seq) in shape.seqs.iter().enumerate() {
             for h in 0..shape.heads {
                 if !matches!(patterns[h], HeadPattern::VerticalSlash { .. }) {
                     continue;
                 }
-                validate_selection(&vs[b * shape.heads + h], seq.kv_len).map_err(|m| CudaError::Invalid(format!("VS selection of sequence {b}, head {h}: {m}")))?;
+                validate_selection(&vs[b * shape.heads + h], seq.kv_len).map_err(|m| {
+                    CudaError::Invalid(format!("VS selection of sequence {b}, head {h}: {m}"))
+                })?;
             }
         }
         let items = items_for(shape, patterns, |b, h| {
@@ -179,7 +283,12 @@ impl DeviceVsSelection {
             v.extend(sel.verticals.iter().map(|&x| x as i32));
             s.extend(sel.slashes.iter().map(|&x| x as i32));
         }
-        Ok(DeviceVsSelection { items_dev: gpu.upload(&pack_items(&items)?)?, items, sel_v: gpu.upload(&v)?, sel_s: gpu.upload(&s)? })
+        Ok(DeviceVsSelection {
+            items_dev: gpu.upload(&pack_items(&items)?)?,
+            items,
+            sel_v: gpu.upload(&v)?,
+            sel_s: gpu.upload(&s)?,
+        })
     }
 }
 
@@ -190,7 +299,9 @@ fn validate_selection(sel: &VsSelection, kv_len: usize) -> std::result::Result<(
     if sel.slashes.windows(2).any(|w| w[0] <= w[1]) {
         return Err("slashes must be strictly descending".into());
     }
-    if sel.verticals.last().is_some_and(|&v| v as usize >= kv_len) || sel.slashes.first().is_some_and(|&d| d as usize >= kv_len) {
+    if sel.verticals.last().is_some_and(|&v| v as usize >= kv_len)
+        || sel.slashes.first().is_some_and(|&d| d as usize >= kv_len)
+    {
         return Err(format!("entries must be < kv_len {kv_len}"));
     }
     if sel.verticals.first() != Some(&0) && sel.slashes.last() != Some(&0) {

@@ -3,11 +3,11 @@
 
 mod common;
 
+use minference_core::AttentionBackend;
 use minference_core::{AttnShape, DType, HeadPattern, OwnedTensor};
 use minference_cpu::backend_suite::mixed_patterns;
 use minference_cpu::rng::SplitMix64;
 use minference_cuda::{layer_attention, CudaBackend, CudaError, DeviceTensor};
-use minference_core::AttentionBackend;
 
 #[test]
 fn opening_without_gpu_is_an_error_not_a_panic() {
@@ -20,9 +20,15 @@ fn opening_without_gpu_is_an_error_not_a_panic() {
 
 #[test]
 fn poisoned_outputs_are_fully_written() {
-    let Some(backend) = common::gpu_backend() else { return };
+    let Some(backend) = common::gpu_backend() else {
+        return;
+    };
     let gpu = backend.gpu();
-    for (n, d, out_dtype) in [(257usize, 64usize, DType::Bf16), (1000, 128, DType::F32), (65, 128, DType::Bf16)] {
+    for (n, d, out_dtype) in [
+        (257usize, 64usize, DType::Bf16),
+        (1000, 128, DType::F32),
+        (65, 128, DType::Bf16),
+    ] {
         let shape = AttnShape::single(8, 2, d, n);
         let mut rng = SplitMix64::new(n as u64);
         let q = OwnedTensor::from_f32(&rng.normals(shape.q_elems()), DType::Bf16);
@@ -36,9 +42,13 @@ fn poisoned_outputs_are_fully_written() {
         let mut out = DeviceTensor::alloc(gpu, out_dtype, shape.q_elems()).unwrap();
         out.fill_bytes(gpu, 0xff).unwrap();
         let patterns = mixed_patterns(8);
-        let (t, index) = layer_attention(gpu, &shape, &q, &k, &v, &patterns, &mut out).expect("layer");
+        let (t, index) =
+            layer_attention(gpu, &shape, &q, &k, &v, &patterns, &mut out).expect("layer");
         assert!(index.is_some());
-        assert!(t.estimate_ms >= 0.0 && t.index_ms >= 0.0 && t.attention_ms > 0.0, "{t:?}");
+        assert!(
+            t.estimate_ms >= 0.0 && t.index_ms >= 0.0 && t.attention_ms > 0.0,
+            "{t:?}"
+        );
         let o = out.download_f32(gpu).unwrap();
         if let Some(i) = o.iter().position(|x| !x.is_finite()) {
             panic!("N={n} D={d}: element {i} not written or not finite");
@@ -48,7 +58,9 @@ fn poisoned_outputs_are_fully_written() {
 
 #[test]
 fn unsupported_inputs_are_errors() {
-    let Some(backend) = common::gpu_backend() else { return };
+    let Some(backend) = common::gpu_backend() else {
+        return;
+    };
     let shape = AttnShape::single(2, 1, 80, 10);
     let q = OwnedTensor::from_f32(&vec![0.5; shape.q_elems()], DType::Bf16);
     let k = OwnedTensor::from_f32(&vec![0.5; shape.kv_elems()], DType::Bf16);
@@ -60,7 +72,9 @@ fn unsupported_inputs_are_errors() {
     let patterns = vec![HeadPattern::BlockSparse { k_b: 0 }; 2];
     let q = OwnedTensor::from_f32(&vec![0.5; shape.q_elems()], DType::Bf16);
     let k = OwnedTensor::from_f32(&vec![0.5; shape.kv_elems()], DType::Bf16);
-    assert!(backend.estimate_vs(&shape, q.view(), k.view(), &patterns).is_err());
+    assert!(backend
+        .estimate_vs(&shape, q.view(), k.view(), &patterns)
+        .is_err());
     let gpu = backend.gpu();
     let (free, _) = gpu.mem_info().unwrap();
     match DeviceTensor::alloc(gpu, DType::Bf16, free) {

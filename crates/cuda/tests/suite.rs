@@ -7,8 +7,15 @@ use minference_core::{AttentionBackend, AttnShape, DType};
 use minference_cpu::backend_suite::{self, check_mixed_patterns_on, varlen_shape, GQA, LENGTHS};
 
 /// Runs every check of a list with two seeds; reports all failures at once.
-fn run_all(checks: Vec<(&'static str, backend_suite::Check<minference_cuda::CudaBackend>)>) {
-    let Some(backend) = common::gpu_backend() else { return };
+fn run_all(
+    checks: Vec<(
+        &'static str,
+        backend_suite::Check<minference_cuda::CudaBackend>,
+    )>,
+) {
+    let Some(backend) = common::gpu_backend() else {
+        return;
+    };
     let mut failures = Vec::new();
     for (name, check) in &checks {
         for seed in [1u64, 2] {
@@ -18,7 +25,13 @@ fn run_all(checks: Vec<(&'static str, backend_suite::Check<minference_cuda::Cuda
         }
     }
     println!("{} checks run on {}", checks.len(), backend.name());
-    assert!(failures.is_empty(), "{} failures on {}:\n{}", failures.len(), backend.name(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures on {}:\n{}",
+        failures.len(),
+        backend.name(),
+        failures.join("\n")
+    );
 }
 
 /// f32 inputs (exact SIMT path, tolerance 1e-4) and the half-precision dense checks.
@@ -37,7 +50,9 @@ fn backend_suite_bf16_checks() {
 /// 128, GQA ratios 1, 3, 4, 7, and a varlen batch with q/kv offsets.
 #[test]
 fn mixed_patterns_half_precision() {
-    let Some(backend) = common::gpu_backend() else { return };
+    let Some(backend) = common::gpu_backend() else {
+        return;
+    };
     let mut seed = 10u64;
     for dtype in [DType::Bf16, DType::F16] {
         for (i, &n) in LENGTHS.iter().enumerate() {
@@ -61,9 +76,16 @@ fn mixed_patterns_half_precision() {
 /// A longer bf16 case where many tiles are interior (unmasked fast path) and N is not a multiple of 64.
 #[test]
 fn mixed_patterns_bf16_long() {
-    let Some(backend) = common::gpu_backend() else { return };
+    let Some(backend) = common::gpu_backend() else {
+        return;
+    };
     for (n, d) in [(1500usize, 128usize), (2113, 64)] {
-        if let Err(e) = check_mixed_patterns_on(&backend, AttnShape::single(8, 2, d, n), DType::Bf16, n as u64) {
+        if let Err(e) = check_mixed_patterns_on(
+            &backend,
+            AttnShape::single(8, 2, d, n),
+            DType::Bf16,
+            n as u64,
+        ) {
             panic!("{e}");
         }
     }
