@@ -1,5 +1,5 @@
-//! Localises a GPU/CPU disagreement: the attention backends against an f64 reference, and a
-//! one-layer model at one token (attention = V) and at many.
+//! The forward's parts in isolation: the GEMM wrapper (with group column offsets), both attention
+//! backends against an f64 reference, and a one-layer model at one token (attention = V) and at many.
 
 use half::bf16;
 use minference_core::{AttentionBackend, AttnShape, DType, HeadPattern, HostTensor};
