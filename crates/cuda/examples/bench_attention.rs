@@ -1,7 +1,7 @@
 //! Attention benchmark (until `minference bench attention` is wired in the CLI).
 //!
 //! bench_attention [--lengths 16k,32k,...] [--sets vs-mix,vs,bs,ashape] [--regimes structured,random]
-//!                 [--dense-max N] [--random-max N] [--reps R]
+//!                 [--dense-max N] [--random-max N] [--reps R] [--qk-file captured.safetensors]
 
 use minference_cuda::bench::{
     format_row, run_attention_bench, BenchConfig, PatternSet, Regime, TABLE_HEADER,
@@ -30,6 +30,7 @@ fn main() {
             "--dense-max" => cfg.dense_max = parse_len(v).unwrap_or(cfg.dense_max),
             "--random-max" => cfg.random_max = parse_len(v).unwrap_or(cfg.random_max),
             "--reps" => cfg.reps = v.parse().unwrap_or(cfg.reps),
+            "--qk-file" => cfg.qk_file = Some(v.into()),
             "--sets" => {
                 cfg.sets = v
                     .split(',')

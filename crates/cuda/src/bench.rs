@@ -101,6 +101,8 @@ pub enum Regime {
     /// core's structured synthetic generator (sinks, local decay, far slashes, retrieval columns),
     /// one KV group generated on the host and replicated to the others.
     Structured,
+    /// Q/K (and V) read from a safetensors file ([`BenchConfig::qk_file`]), e.g. captured from a model.
+    File,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +119,11 @@ pub struct BenchConfig {
     pub random_max: usize,
     pub reps: usize,
     pub seed: u64,
+    /// When set, the benchmark runs on the tensors of this safetensors file instead of generated
+    /// inputs: `q` `[N, D]` or `[H, N, D]`, `k` `[N_kv, D]` or `[H_kv, N_kv, D]`, optional `v` like
+    /// `k` (f32, bf16 or f16). 2-D tensors (one captured head) are replicated over `heads` /
+    /// `kv_heads`; lengths and regimes are then ignored.
+    pub qk_file: Option<std::path::PathBuf>,
 }
 
 impl Default for BenchConfig {
@@ -137,6 +144,7 @@ impl Default for BenchConfig {
             random_max: 131_072,
             reps: 3,
             seed: 1,
+            qk_file: None,
         }
     }
 }
@@ -194,6 +202,11 @@ fn inputs(gpu: &Gpu, shape: &AttnShape, regime: Regime, seed: u64) -> Result<[De
             fill_normal(gpu, &mut q, seed ^ 0x71)?;
             fill_normal(gpu, &mut k, seed ^ 0x6b)?;
         }
+        Regime::File => {
+            return Err(crate::CudaError::Invalid(
+                "file inputs come from load_file_inputs".into(),
+            ))
+        }
         Regime::Structured => {
             let group = shape.heads / shape.kv_heads;
             let one = AttnShape {
@@ -238,14 +251,13 @@ fn inputs(gpu: &Gpu, shape: &AttnShape, regime: Regime, seed: u64) -> Result<[De
 /// (tiles computed, tiles of dense causal attention) for one sequence of length n.
 fn tile_counts(
     gpu: &Gpu,
-    n: usize,
+    seq: minference_core::SeqLen,
     patterns: &[HeadPattern],
     index: Option<&DeviceIndex>,
 ) -> Result<(f64, f64)> {
-    let r = n.div_ceil(64);
-    let dense_per_head: f64 = (0..r)
-        .map(|m| ((m * 64 + 63).min(n - 1) / 64 + 1) as f64)
-        .sum();
+    let (r, off, q_len) = (seq.row_blocks(), seq.offset(), seq.q_len);
+    let last = |m: usize| (m * 64 + 63).min(q_len - 1) + off;
+    let dense_per_head: f64 = (0..r).map(|m| (last(m) / 64 + 1) as f64).sum();
     let (tile_ptr, col_ptr) = match index {
         Some(ix) => (
             gpu.download(&ix.tile_ptr, ix.n_slots + 1)?,
@@ -259,11 +271,10 @@ fn tile_counts(
             HeadPattern::Dense => computed += dense_per_head,
             HeadPattern::AShape { n_init, n_local } => {
                 for m in 0..r {
-                    let pos0 = m * 64;
-                    let pos_last = (m * 64 + 63).min(n - 1);
-                    let win_end = pos_last / 64 + 1;
+                    let pos0 = m * 64 + off;
+                    let win_end = last(m) / 64 + 1;
                     let win_begin = ((pos0 + 1).saturating_sub(n_local) / 64).min(win_end);
-                    let sink_end = n_init.min(n).div_ceil(64).min(win_end);
+                    let sink_end = n_init.min(seq.kv_len).div_ceil(64).min(win_end);
                     computed += (sink_end.min(win_begin) + win_end - win_begin) as f64;
                 }
             }
@@ -293,73 +304,45 @@ pub fn run_attention_bench(
     mut progress: impl FnMut(&BenchRow),
 ) -> Result<BenchReport> {
     let mut rows = Vec::new();
+    if let Some(path) = &cfg.qk_file {
+        let (shape, [q, k, v]) = load_file_inputs(gpu, path, cfg)?;
+        measure(
+            gpu,
+            cfg,
+            &shape,
+            [&q, &k, &v],
+            Regime::File,
+            true,
+            &mut |r| {
+                progress(&r);
+                rows.push(r)
+            },
+        )?;
+        return Ok(BenchReport {
+            card: gpu.name().to_string(),
+            rows,
+        });
+    }
     for &n in &cfg.lengths {
         let shape = AttnShape::single(cfg.heads, cfg.kv_heads, cfg.head_dim, n);
-        let dense_flops = shape.dense_causal_flops();
-        let tile_flops = 4.0 * 64.0 * 64.0 * cfg.head_dim as f64;
         for &regime in &cfg.regimes {
-            if regime == Regime::Random && n > cfg.random_max {
+            if regime == Regime::File || (regime == Regime::Random && n > cfg.random_max) {
                 continue;
             }
             let [q, k, v] = inputs(gpu, &shape, regime, cfg.seed ^ n as u64)?;
-            let mut out = DeviceTensor::alloc(gpu, DType::Bf16, shape.q_elems())?;
-            if n <= cfg.dense_max && regime == cfg.regimes[0] {
-                let dense = vec![HeadPattern::Dense; cfg.heads];
-                let mut times = Vec::new();
-                for rep in 0..=cfg.reps {
-                    let (e0, e1) = (gpu.event()?, gpu.event()?);
-                    gpu.record(&e0)?;
-                    attention(gpu, &shape, &q, &k, &v, &dense, None, &mut out)?;
-                    gpu.record(&e1)?;
-                    gpu.sync()?;
-                    let ms = e0.elapsed_ms(&e1).unwrap_or(f32::NAN);
-                    if rep > 0 || cfg.reps == 0 {
-                        times.push(LayerTimings {
-                            attention_ms: ms,
-                            ..Default::default()
-                        });
-                    }
-                }
-                let t = median(times);
-                let tf = dense_flops / (t.attention_ms as f64 * 1e-3) / 1e12;
-                let row = BenchRow {
-                    n,
-                    what: "dense (ours)".into(),
-                    regime: None,
-                    timings: t,
-                    density: 1.0,
-                    effective_tflops: tf,
-                    dense_equiv_tflops: tf,
-                };
-                progress(&row);
-                rows.push(row);
-            }
-            for set in &cfg.sets {
-                let patterns = set.patterns(cfg.heads);
-                let mut times = Vec::new();
-                let mut last_index = None;
-                for rep in 0..=cfg.reps {
-                    let (t, index) = layer_attention(gpu, &shape, &q, &k, &v, &patterns, &mut out)?;
-                    if rep > 0 || cfg.reps == 0 {
-                        times.push(t);
-                    }
-                    last_index = index;
-                }
-                let t = median(times);
-                let (computed, dense_tiles) = tile_counts(gpu, n, &patterns, last_index.as_ref())?;
-                drop(last_index);
-                let row = BenchRow {
-                    n,
-                    what: set.name().into(),
-                    regime: Some(regime),
-                    timings: t,
-                    density: computed / dense_tiles,
-                    effective_tflops: computed * tile_flops / (t.attention_ms as f64 * 1e-3) / 1e12,
-                    dense_equiv_tflops: dense_flops / (t.total_ms() as f64 * 1e-3) / 1e12,
-                };
-                progress(&row);
-                rows.push(row);
-            }
+            let with_dense = n <= cfg.dense_max && regime == cfg.regimes[0];
+            measure(
+                gpu,
+                cfg,
+                &shape,
+                [&q, &k, &v],
+                regime,
+                with_dense,
+                &mut |r| {
+                    progress(&r);
+                    rows.push(r)
+                },
+            )?;
         }
     }
     Ok(BenchReport {
@@ -368,12 +351,170 @@ pub fn run_attention_bench(
     })
 }
 
+/// Times our dense kernel (optionally) and every pattern set on one input.
+fn measure(
+    gpu: &Gpu,
+    cfg: &BenchConfig,
+    shape: &AttnShape,
+    [q, k, v]: [&DeviceTensor; 3],
+    regime: Regime,
+    with_dense: bool,
+    emit: &mut dyn FnMut(BenchRow),
+) -> Result<()> {
+    let n = shape.seqs[0].q_len;
+    let dense_flops = shape.dense_causal_flops();
+    let tile_flops = 4.0 * 64.0 * 64.0 * shape.head_dim as f64;
+    let mut out = DeviceTensor::alloc(gpu, DType::Bf16, shape.q_elems())?;
+    if with_dense {
+        let dense = vec![HeadPattern::Dense; shape.heads];
+        let mut times = Vec::new();
+        for rep in 0..=cfg.reps {
+            let (e0, e1) = (gpu.event()?, gpu.event()?);
+            gpu.record(&e0)?;
+            attention(gpu, shape, q, k, v, &dense, None, &mut out)?;
+            gpu.record(&e1)?;
+            gpu.sync()?;
+            let ms = e0.elapsed_ms(&e1).unwrap_or(f32::NAN);
+            if rep > 0 || cfg.reps == 0 {
+                times.push(LayerTimings {
+                    attention_ms: ms,
+                    ..Default::default()
+                });
+            }
+        }
+        let t = median(times);
+        let tf = dense_flops / (t.attention_ms as f64 * 1e-3) / 1e12;
+        emit(BenchRow {
+            n,
+            what: "dense (ours)".into(),
+            regime: None,
+            timings: t,
+            density: 1.0,
+            effective_tflops: tf,
+            dense_equiv_tflops: tf,
+        });
+    }
+    for set in &cfg.sets {
+        let patterns = set.patterns(shape.heads);
+        let mut times = Vec::new();
+        let mut last_index = None;
+        for rep in 0..=cfg.reps {
+            let (t, index) = layer_attention(gpu, shape, q, k, v, &patterns, &mut out)?;
+            if rep > 0 || cfg.reps == 0 {
+                times.push(t);
+            }
+            last_index = index;
+        }
+        let t = median(times);
+        let (computed, dense_tiles) =
+            tile_counts(gpu, shape.seqs[0], &patterns, last_index.as_ref())?;
+        drop(last_index);
+        emit(BenchRow {
+            n,
+            what: set.name().into(),
+            regime: Some(regime),
+            timings: t,
+            density: computed / dense_tiles,
+            effective_tflops: computed * tile_flops / (t.attention_ms as f64 * 1e-3) / 1e12,
+            dense_equiv_tflops: dense_flops / (t.total_ms() as f64 * 1e-3) / 1e12,
+        });
+    }
+    Ok(())
+}
+
+/// Reads Q/K/V from a safetensors file (see [`BenchConfig::qk_file`]) into bf16 device tensors.
+fn load_file_inputs(
+    gpu: &Gpu,
+    path: &std::path::Path,
+    cfg: &BenchConfig,
+) -> Result<(AttnShape, [DeviceTensor; 3])> {
+    let bad = |m: String| crate::CudaError::Invalid(format!("{}: {m}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let read = |name: &str| -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        let t = match st.tensor(name) {
+            Ok(t) => t,
+            Err(_) => return Ok(None),
+        };
+        let data = t.data();
+        let vals: Vec<f32> = match t.dtype() {
+            safetensors::Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            safetensors::Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
+                .collect(),
+            safetensors::Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
+                .collect(),
+            other => {
+                return Err(bad(format!(
+                    "tensor `{name}` has dtype {other:?}; expected f32, bf16 or f16"
+                )))
+            }
+        };
+        Ok(Some((t.shape().to_vec(), vals)))
+    };
+    let (qs, qv) = read("q")?.ok_or_else(|| bad("no tensor `q`".into()))?;
+    let (ks, kv) = read("k")?.ok_or_else(|| bad("no tensor `k`".into()))?;
+    let v = read("v")?;
+    // [rows, D] → one head replicated; [heads, rows, D] → as given.
+    let (heads, q_len, d, q_rep) = match qs[..] {
+        [n, d] => (cfg.heads, n, d, cfg.heads),
+        [h, n, d] => (h, n, d, 1),
+        _ => return Err(bad(format!("`q` must be 2-D or 3-D, got {qs:?}"))),
+    };
+    let (kv_heads, kv_len, k_rep) = match ks[..] {
+        [n, dk] if dk == d => (cfg.kv_heads.min(heads), n, cfg.kv_heads.min(heads)),
+        [h, n, dk] if dk == d => (h, n, 1),
+        _ => {
+            return Err(bad(format!(
+                "`k` must be [N_kv, {d}] or [H_kv, N_kv, {d}], got {ks:?}"
+            )))
+        }
+    };
+    let shape = AttnShape {
+        heads,
+        kv_heads,
+        head_dim: d,
+        seqs: vec![minference_core::SeqLen { q_len, kv_len }],
+    };
+    shape.validate()?;
+    let repeat = |x: &[f32], times: usize| -> Vec<f32> {
+        x.iter().copied().cycle().take(x.len() * times).collect()
+    };
+    let q = OwnedTensor::from_f32(&repeat(&qv, q_rep), DType::Bf16);
+    let k = OwnedTensor::from_f32(&repeat(&kv, k_rep), DType::Bf16);
+    let qd = DeviceTensor::upload(gpu, q.view())?;
+    let kd = DeviceTensor::upload(gpu, k.view())?;
+    let vd = match v {
+        Some((vs, vv)) if vs == ks => DeviceTensor::upload(
+            gpu,
+            OwnedTensor::from_f32(&repeat(&vv, k_rep), DType::Bf16).view(),
+        )?,
+        Some((vs, _)) => return Err(bad(format!("`v` shape {vs:?} differs from `k` {ks:?}"))),
+        None => {
+            let mut t = DeviceTensor::alloc(gpu, DType::Bf16, shape.kv_elems())?;
+            fill_normal(gpu, &mut t, cfg.seed)?;
+            t
+        }
+    };
+    if qd.len != shape.q_elems() || kd.len != shape.kv_elems() {
+        return Err(bad("tensor sizes do not match their shapes".into()));
+    }
+    Ok((shape, [qd, kd, vd]))
+}
+
 /// One line per row (markdown table body).
 pub fn format_row(r: &BenchRow) -> String {
     let regime = match r.regime {
         None => "-",
         Some(Regime::Random) => "random",
         Some(Regime::Structured) => "structured",
+        Some(Regime::File) => "file",
     };
     let t = &r.timings;
     format!(
