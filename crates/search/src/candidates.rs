@@ -142,6 +142,9 @@ pub struct Candidate {
     pub work: f64,
 }
 
+/// A kernel-aware family: its pattern for a value of the free setting.
+type Family = Box<dyn Fn(usize) -> HeadPattern>;
+
 /// Per-head state shared by every candidate: the VS estimate scores and the dense work.
 pub struct HeadCandidates<'a> {
     h: &'a HeadInputs<'a>,
@@ -259,7 +262,7 @@ impl<'a> HeadCandidates<'a> {
             TargetCost::Work(_) => None,
         };
         let mut out = Vec::new();
-        let mut families: Vec<(Vec<usize>, Box<dyn Fn(usize) -> HeadPattern>)> = vec![(
+        let mut families: Vec<(Vec<usize>, Family)> = vec![(
             grid(step),
             Box::new(move |x| HeadPattern::AShape { n_init: fixed_init.unwrap_or((x / 4).max(1)), n_local: x }),
         )];
@@ -287,10 +290,13 @@ impl<'a> HeadCandidates<'a> {
         }
         let mut cache: BTreeMap<usize, Candidate> = BTreeMap::new();
         let work_at = |i: usize, cache: &mut BTreeMap<usize, Candidate>| -> Result<f64> {
-            if !cache.contains_key(&i) {
-                cache.insert(i, eval(values[i])?);
+            if let Some(c) = cache.get(&i) {
+                return Ok(c.work);
             }
-            Ok(cache[&i].work)
+            let c = eval(values[i])?;
+            let work = c.work;
+            cache.insert(i, c);
+            Ok(work)
         };
         // First index whose work reaches the target.
         let (mut lo, mut hi) = (0usize, values.len());

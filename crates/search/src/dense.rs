@@ -22,7 +22,7 @@ impl<'a> HeadInputs<'a> {
         if head_dim == 0 {
             return Err(SearchError::Input("head_dim must be > 0".into()));
         }
-        if q.is_empty() || q.len() % head_dim != 0 {
+        if q.is_empty() || !q.len().is_multiple_of(head_dim) {
             return Err(SearchError::Input(format!("Q has {} values, not a non-empty multiple of head_dim {head_dim}", q.len())));
         }
         let n = q.len() / head_dim;

@@ -16,6 +16,7 @@ fn last_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
 ///
 /// The asserts guard internal sizing bugs only: every caller sizes its buffers from validated
 /// shapes, so user input cannot reach them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn sgemm(m: usize, k: usize, n: usize, a: View, b: View, beta: f32, c: &mut [f32], rsc: usize) {
     if m == 0 || n == 0 {
         return;
