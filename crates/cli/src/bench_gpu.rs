@@ -88,6 +88,7 @@ pub fn attention(args: &BenchAttentionArgs) -> Result<()> {
         random_max: args.random_max,
         reps: args.reps.max(1),
         seed: 1,
+        qk_file: None,
     };
     println!("card: {} | H={} H_kv={} D={} bf16, causal", gpu.name(), cfg.heads, cfg.kv_heads, cfg.head_dim);
     println!("{TABLE_HEADER}");
