@@ -9,27 +9,43 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
-    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let source = manifest.join("kernels/model_ops.cu");
     println!("cargo:rerun-if-changed={}", source.display());
     println!("cargo:rerun-if-env-changed=NVCC");
     println!("cargo:rerun-if-env-changed=MINFERENCE_REQUIRE_CUBINS");
-    let require = env::var("MINFERENCE_REQUIRE_CUBINS").map(|v| v == "1").unwrap_or(false);
+    let require = env::var("MINFERENCE_REQUIRE_CUBINS")
+        .map(|v| v == "1")
+        .unwrap_or(false);
 
     let cubin = out_dir.join("model_ops.cubin");
     let mut built = false;
     match find_nvcc() {
-        None => warn_or_fail(require, "nvcc not found: the GPU engine will compile its kernels with NVRTC at run time"),
+        None => warn_or_fail(
+            require,
+            "nvcc not found: the GPU engine will compile its kernels with NVRTC at run time",
+        ),
         Some(nvcc) => {
             let result = Command::new(&nvcc)
-                .args(["-gencode=arch=compute_90a,code=sm_90a", "-cubin", "-O3", "-lineinfo", "-std=c++17", "-o"])
+                .args([
+                    "-gencode=arch=compute_90a,code=sm_90a",
+                    "-cubin",
+                    "-O3",
+                    "-lineinfo",
+                    "-std=c++17",
+                    "-o",
+                ])
                 .arg(&cubin)
                 .arg(&source)
                 .output();
             match result {
                 Ok(o) if o.status.success() => built = true,
-                Ok(o) => warn_or_fail(require, &format!("nvcc failed:\n{}", String::from_utf8_lossy(&o.stderr))),
+                Ok(o) => warn_or_fail(
+                    require,
+                    &format!("nvcc failed:\n{}", String::from_utf8_lossy(&o.stderr)),
+                ),
                 Err(e) => warn_or_fail(require, &format!("could not run {}: {e}", nvcc.display())),
             }
         }
@@ -37,7 +53,11 @@ fn main() {
     let generated = format!(
         "pub const SOURCE: &str = include_str!({:?});\npub const CUBIN: Option<&[u8]> = {};\n",
         source.display().to_string(),
-        if built { format!("Some(include_bytes!({:?}))", cubin.display().to_string()) } else { "None".to_string() }
+        if built {
+            format!("Some(include_bytes!({:?}))", cubin.display().to_string())
+        } else {
+            "None".to_string()
+        }
     );
     fs::write(out_dir.join("model_ops.rs"), generated).expect("write model_ops.rs");
 }
@@ -70,7 +90,10 @@ fn find_nvcc() -> Option<PathBuf> {
     if local.is_file() {
         return Some(local);
     }
-    let out = Command::new("python3").args(["-c", "import nvidia; print(nvidia.__path__[0])"]).output().ok()?;
+    let out = Command::new("python3")
+        .args(["-c", "import nvidia; print(nvidia.__path__[0])"])
+        .output()
+        .ok()?;
     let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let wheel = PathBuf::from(root).join("cu13/bin/nvcc");
     wheel.is_file().then_some(wheel)

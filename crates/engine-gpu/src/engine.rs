@@ -83,10 +83,16 @@ fn check_config(cfg: &ModelConfig) -> Result<()> {
     cfg.validate()?;
     let gs = cfg.heads / cfg.kv_heads;
     if ![64, 128].contains(&cfg.head_dim) {
-        return Err(EngineError::Input(format!("head_dim {} is not supported on the GPU (64 or 128)", cfg.head_dim)));
+        return Err(EngineError::Input(format!(
+            "head_dim {} is not supported on the GPU (64 or 128)",
+            cfg.head_dim
+        )));
     }
-    if gs > MAX_GROUP || cfg.heads % cfg.kv_heads != 0 {
-        return Err(EngineError::Input(format!("{} query heads per KV head is not supported on the GPU", gs)));
+    if gs > MAX_GROUP || !cfg.heads.is_multiple_of(cfg.kv_heads) {
+        return Err(EngineError::Input(format!(
+            "{} query heads per KV head is not supported on the GPU",
+            gs
+        )));
     }
     Ok(())
 }
@@ -150,7 +156,13 @@ impl GpuEngine {
         Self::assemble(gpu, cfg, true, ops, weights)
     }
 
-    fn assemble(gpu: Arc<Gpu>, cfg: ModelConfig, random_weights: bool, ops: Ops, weights: DeviceWeights) -> Result<Self> {
+    fn assemble(
+        gpu: Arc<Gpu>,
+        cfg: ModelConfig,
+        random_weights: bool,
+        ops: Ops,
+        weights: DeviceWeights,
+    ) -> Result<Self> {
         let gemm = Gemm::new(&gpu)?;
         let inv_freq = gpu.upload(&rope_inv_freq(&cfg))?;
         Ok(GpuEngine {
@@ -218,7 +230,10 @@ impl GpuEngine {
         let (free, _) = self.gpu.mem_info()?;
         // The weights are already resident: count them as available, the plan adds them back.
         let available = free as u64 + weight_bytes(&self.cfg);
-        let mut input = PlanInput::new(tokens, self.memory_limit.map_or(available, |m| m.min(available)));
+        let mut input = PlanInput::new(
+            tokens,
+            self.memory_limit.map_or(available, |m| m.min(available)),
+        );
         input.max_new_tokens = self.max_new_tokens;
         input.chunk_tokens = self.chunk_tokens;
         input.vs_budget = vs_budget(attention);
@@ -228,13 +243,22 @@ impl GpuEngine {
 
     fn check_tokens(&self, tokens: &[u32], total: usize) -> Result<()> {
         if let Some(bad) = tokens.iter().find(|t| **t as usize >= self.cfg.vocab) {
-            return Err(EngineError::Input(format!("token id {bad} outside the vocabulary of {}", self.cfg.vocab)));
+            return Err(EngineError::Input(format!(
+                "token id {bad} outside the vocabulary of {}",
+                self.cfg.vocab
+            )));
         }
         if total > self.cfg.context_length && !self.allow_context_extension {
-            return Err(ModelError::ContextOverflow { tokens: total, context: self.cfg.context_length }.into());
+            return Err(ModelError::ContextOverflow {
+                tokens: total,
+                context: self.cfg.context_length,
+            }
+            .into());
         }
         if total > i32::MAX as usize {
-            return Err(EngineError::Input(format!("{total} tokens exceed the kernels' int32 range")));
+            return Err(EngineError::Input(format!(
+                "{total} tokens exceed the kernels' int32 range"
+            )));
         }
         Ok(())
     }
@@ -252,7 +276,9 @@ impl GpuEngine {
         }
         self.check_tokens(tokens, tokens.len())?;
         if let AttentionChoice::MInference(p) = attention {
-            if p.patterns.len() != self.cfg.layers || p.patterns.iter().any(|l| l.len() != self.cfg.heads) {
+            if p.patterns.len() != self.cfg.layers
+                || p.patterns.iter().any(|l| l.len() != self.cfg.heads)
+            {
                 return Err(EngineError::Input(format!(
                     "attention plan covers {} layers; the model has {} layers of {} heads",
                     p.patterns.len(),
@@ -284,7 +310,13 @@ impl GpuEngine {
         let qkv = gpu.alloc::<u16>(chunk * slot)?;
         let gate_up = gpu.alloc::<u16>(chunk * 2 * inter)?;
         let act = gpu.alloc::<u16>(chunk * inter)?;
-        let (xp, normed_p, qkv_p, gu_p, act_p) = (dptr(&gpu, &x), dptr(&gpu, &normed), dptr(&gpu, &qkv), dptr(&gpu, &gate_up), dptr(&gpu, &act));
+        let (xp, normed_p, qkv_p, gu_p, act_p) = (
+            dptr(&gpu, &x),
+            dptr(&gpu, &normed),
+            dptr(&gpu, &qkv),
+            dptr(&gpu, &gate_up),
+            dptr(&gpu, &act),
+        );
         let inv_freq = dptr(&gpu, &self.inv_freq);
 
         let mut timer = PhaseTimer::default();
@@ -306,13 +338,25 @@ impl GpuEngine {
             plan: plan.clone(),
         };
         let t = timer.start(&gpu)?;
-        self.ops.embed(&gpu, dptr(&gpu, &tok_dev), dptr(&gpu, &self.weights.embed), xp, n, h)?;
+        self.ops.embed(
+            &gpu,
+            dptr(&gpu, &tok_dev),
+            dptr(&gpu, &self.weights.embed),
+            xp,
+            n,
+            h,
+        )?;
         timer.stop(&gpu, Phase::Embed, t)?;
 
         let dense_group = vec![HeadPattern::Dense; gs];
         for l in 0..cfg.layers {
             let lw = &self.weights.layers[l];
-            let (w_qkv, w_o, w_gu, w_down) = (dptr(&gpu, &lw.w_qkv), dptr(&gpu, &lw.w_o), dptr(&gpu, &lw.w_gate_up), dptr(&gpu, &lw.w_down));
+            let (w_qkv, w_o, w_gu, w_down) = (
+                dptr(&gpu, &lw.w_qkv),
+                dptr(&gpu, &lw.w_o),
+                dptr(&gpu, &lw.w_gate_up),
+                dptr(&gpu, &lw.w_down),
+            );
             let (attn_norm, mlp_norm) = (dptr(&gpu, &lw.attn_norm), dptr(&gpu, &lw.mlp_norm));
             let bias = lw.qkv_bias.as_ref().map(|b| dptr(&gpu, b));
             let patterns = layer_patterns(attention, l, n);
@@ -325,21 +369,53 @@ impl GpuEngine {
                 let t = timer.start(&gpu)?;
                 for c0 in (0..n).step_by(chunk) {
                     let c = chunk.min(n - c0);
-                    self.ops.rms_norm(&gpu, xp + (c0 * h * 2) as u64, attn_norm, normed_p, c, h, cfg.rms_eps)?;
+                    self.ops.rms_norm(
+                        &gpu,
+                        xp + (c0 * h * 2) as u64,
+                        attn_norm,
+                        normed_p,
+                        c,
+                        h,
+                        cfg.rms_eps,
+                    )?;
                     let w_group = w_qkv + (g * slot * h * 2) as u64;
-                    self.gemm.linear(&gpu, (normed_p, h), (w_group, h), (qkv_p, slot), c, h, slot, false)?;
+                    self.gemm.linear(
+                        &gpu,
+                        (normed_p, h),
+                        (w_group, h),
+                        (qkv_p, slot),
+                        c,
+                        h,
+                        slot,
+                        false,
+                    )?;
                     let b = bias.map_or(0, |b| b + (g * slot * 4) as u64);
-                    self.ops.qkv_rope_scatter(&gpu, qkv_p, b, inv_freq, (qp, k_dst, v_dst), c, gs, d, (n, c0, c0, c0))?;
+                    self.ops.qkv_rope_scatter(
+                        &gpu,
+                        qkv_p,
+                        b,
+                        inv_freq,
+                        (qp, k_dst, v_dst),
+                        c,
+                        gs,
+                        d,
+                        (n, c0, c0, c0),
+                    )?;
                 }
                 timer.stop(&gpu, Phase::Qkv, t)?;
 
-                let group_patterns = patterns.map_or(dense_group.as_slice(), |p| &p[g * gs..(g + 1) * gs]);
-                let sparse = group_patterns.iter().filter(|p| **p != HeadPattern::Dense).count();
+                let group_patterns =
+                    patterns.map_or(dense_group.as_slice(), |p| &p[g * gs..(g + 1) * gs]);
+                let sparse = group_patterns
+                    .iter()
+                    .filter(|p| **p != HeadPattern::Dense)
+                    .count();
                 stats.sparse_heads += sparse;
                 stats.dense_heads += gs - sparse;
                 let shape = AttnShape::single(gs, 1, d, n);
                 let kv = cache.prefix(l, g)?;
-                let (lt, index) = layer_attention(&gpu, &shape, &q_g, &kv.k, &kv.v, group_patterns, &mut o_g)?;
+                let (lt, index) =
+                    layer_attention(&gpu, &shape, &q_g, &kv.k, &kv.v, group_patterns, &mut o_g)?;
                 drop(index);
                 stats.estimate_ms += lt.estimate_ms as f64;
                 stats.index_ms += lt.index_ms as f64;
@@ -348,11 +424,21 @@ impl GpuEngine {
 
                 let t = timer.start(&gpu)?;
                 let dst = o_all_p + (g * gs * d * 2) as u64;
-                self.ops.heads_to_rows(&gpu, o_g.device_ptr(&gpu), dst, n, gs, d, cfg.q_dim())?;
+                self.ops
+                    .heads_to_rows(&gpu, o_g.device_ptr(&gpu), dst, n, gs, d, cfg.q_dim())?;
                 timer.stop(&gpu, Phase::OProj, t)?;
             }
             let t = timer.start(&gpu)?;
-            self.gemm.linear(&gpu, (o_all_p, cfg.q_dim()), (w_o, cfg.q_dim()), (xp, h), n, cfg.q_dim(), h, true)?;
+            self.gemm.linear(
+                &gpu,
+                (o_all_p, cfg.q_dim()),
+                (w_o, cfg.q_dim()),
+                (xp, h),
+                n,
+                cfg.q_dim(),
+                h,
+                true,
+            )?;
             timer.stop(&gpu, Phase::OProj, t)?;
             if cache.is_offloaded(l) {
                 let t = timer.start(&gpu)?;
@@ -363,15 +449,37 @@ impl GpuEngine {
             for c0 in (0..n).step_by(chunk) {
                 let c = chunk.min(n - c0);
                 let xc = xp + (c0 * h * 2) as u64;
-                self.ops.rms_norm(&gpu, xc, mlp_norm, normed_p, c, h, cfg.rms_eps)?;
-                self.gemm.linear(&gpu, (normed_p, h), (w_gu, h), (gu_p, 2 * inter), c, h, 2 * inter, false)?;
+                self.ops
+                    .rms_norm(&gpu, xc, mlp_norm, normed_p, c, h, cfg.rms_eps)?;
+                self.gemm.linear(
+                    &gpu,
+                    (normed_p, h),
+                    (w_gu, h),
+                    (gu_p, 2 * inter),
+                    c,
+                    h,
+                    2 * inter,
+                    false,
+                )?;
                 self.ops.swiglu(&gpu, gu_p, act_p, c, inter)?;
-                self.gemm.linear(&gpu, (act_p, inter), (w_down, inter), (xc, h), c, inter, h, true)?;
+                self.gemm.linear(
+                    &gpu,
+                    (act_p, inter),
+                    (w_down, inter),
+                    (xc, h),
+                    c,
+                    inter,
+                    h,
+                    true,
+                )?;
             }
             timer.stop(&gpu, Phase::Mlp, t)?;
             gpu.sync()?;
             timer.flush()?;
-            progress(PrefillProgress { layer: l, layers: cfg.layers });
+            progress(PrefillProgress {
+                layer: l,
+                layers: cfg.layers,
+            });
         }
         cache.len = n;
 
@@ -398,7 +506,12 @@ impl GpuEngine {
 
     fn decode_buffers(&self, n: usize) -> Result<DecodeBufs> {
         let cfg = &self.cfg;
-        let (h, d, gs, inter) = (cfg.hidden, cfg.head_dim, cfg.heads / cfg.kv_heads, cfg.intermediate);
+        let (h, d, gs, inter) = (
+            cfg.hidden,
+            cfg.head_dim,
+            cfg.heads / cfg.kv_heads,
+            cfg.intermediate,
+        );
         let splits = (n + self.max_new_tokens).div_ceil(DECODE_CHUNK);
         let g = &self.gpu;
         Ok(DecodeBufs {
@@ -421,9 +534,23 @@ impl GpuEngine {
         let gpu = &self.gpu;
         let cfg = &self.cfg;
         let nf = dptr(gpu, &bufs.normed_f32);
-        self.ops.rms_norm_f32out(gpu, row_ptr, dptr(gpu, &self.weights.final_norm), nf, cfg.hidden, cfg.rms_eps)?;
+        self.ops.rms_norm_f32out(
+            gpu,
+            row_ptr,
+            dptr(gpu, &self.weights.final_norm),
+            nf,
+            cfg.hidden,
+            cfg.rms_eps,
+        )?;
         let w = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embed);
-        self.ops.gemv_rows(gpu, dptr(gpu, w), nf, dptr(gpu, &bufs.logits), cfg.vocab, cfg.hidden)?;
+        self.ops.gemv_rows(
+            gpu,
+            dptr(gpu, w),
+            nf,
+            dptr(gpu, &bufs.logits),
+            cfg.vocab,
+            cfg.hidden,
+        )?;
         Ok(gpu.download(&bufs.logits, cfg.vocab)?)
     }
 
@@ -439,7 +566,12 @@ impl GpuEngine {
         result
     }
 
-    fn decode_inner(&mut self, token: u32, cache: &mut KvCache, bufs: &mut DecodeBufs) -> Result<Vec<f32>> {
+    fn decode_inner(
+        &mut self,
+        token: u32,
+        cache: &mut KvCache,
+        bufs: &mut DecodeBufs,
+    ) -> Result<Vec<f32>> {
         let pos = cache.len;
         self.check_tokens(&[token], pos + 1)?;
         if pos + 1 > cache.n_prefix + cache.tail_capacity {
@@ -456,34 +588,114 @@ impl GpuEngine {
         gpu.stream()
             .memcpy_htod(&[token as i32], &mut bufs.token)
             .map_err(crate::error::driver("uploading the token"))?;
-        let (xp, np, qkvp, qp, op) = (dptr(&gpu, &bufs.x), dptr(&gpu, &bufs.normed), dptr(&gpu, &bufs.qkv), dptr(&gpu, &bufs.q), dptr(&gpu, &bufs.o));
-        let (gup, actp, partp) = (dptr(&gpu, &bufs.gate_up), dptr(&gpu, &bufs.act), dptr(&gpu, &bufs.part));
+        let (xp, np, qkvp, qp, op) = (
+            dptr(&gpu, &bufs.x),
+            dptr(&gpu, &bufs.normed),
+            dptr(&gpu, &bufs.qkv),
+            dptr(&gpu, &bufs.q),
+            dptr(&gpu, &bufs.o),
+        );
+        let (gup, actp, partp) = (
+            dptr(&gpu, &bufs.gate_up),
+            dptr(&gpu, &bufs.act),
+            dptr(&gpu, &bufs.part),
+        );
         let inv_freq = dptr(&gpu, &self.inv_freq);
-        self.ops.embed(&gpu, dptr(&gpu, &bufs.token), dptr(&gpu, &self.weights.embed), xp, 1, h)?;
+        self.ops.embed(
+            &gpu,
+            dptr(&gpu, &bufs.token),
+            dptr(&gpu, &self.weights.embed),
+            xp,
+            1,
+            h,
+        )?;
         let tail_row = pos - cache.n_prefix;
         for l in 0..cfg.layers {
             let lw = &self.weights.layers[l];
-            let (w_qkv, w_o, w_gu, w_down) = (dptr(&gpu, &lw.w_qkv), dptr(&gpu, &lw.w_o), dptr(&gpu, &lw.w_gate_up), dptr(&gpu, &lw.w_down));
+            let (w_qkv, w_o, w_gu, w_down) = (
+                dptr(&gpu, &lw.w_qkv),
+                dptr(&gpu, &lw.w_o),
+                dptr(&gpu, &lw.w_gate_up),
+                dptr(&gpu, &lw.w_down),
+            );
             let bias = lw.qkv_bias.as_ref().map(|b| dptr(&gpu, b));
-            self.ops.rms_norm(&gpu, xp, dptr(&gpu, &lw.attn_norm), np, 1, h, cfg.rms_eps)?;
+            self.ops
+                .rms_norm(&gpu, xp, dptr(&gpu, &lw.attn_norm), np, 1, h, cfg.rms_eps)?;
             for g in 0..kvh {
-                self.gemm.linear(&gpu, (np, h), (w_qkv + (g * slot * h * 2) as u64, h), (qkvp, slot), 1, h, slot, false)?;
+                self.gemm.linear(
+                    &gpu,
+                    (np, h),
+                    (w_qkv + (g * slot * h * 2) as u64, h),
+                    (qkvp, slot),
+                    1,
+                    h,
+                    slot,
+                    false,
+                )?;
                 let (k_tail, v_tail) = cache.tail_ptrs(&gpu, l, g);
                 let b = bias.map_or(0, |b| b + (g * slot * 4) as u64);
-                self.ops.qkv_rope_scatter(&gpu, qkvp, b, inv_freq, (qp, k_tail, v_tail), 1, gs, d, (1, 0, tail_row, pos))?;
+                self.ops.qkv_rope_scatter(
+                    &gpu,
+                    qkvp,
+                    b,
+                    inv_freq,
+                    (qp, k_tail, v_tail),
+                    1,
+                    gs,
+                    d,
+                    (1, 0, tail_row, pos),
+                )?;
                 if cache.is_offloaded(l) {
                     cache.stage(&gpu, l, g)?;
                 }
                 let kv = cache.prefix(l, g)?;
                 let ptrs = (kv.k.device_ptr(&gpu), kv.v.device_ptr(&gpu), k_tail, v_tail);
                 let out = op + (g * gs * d * 2) as u64;
-                self.ops.decode_attention(&gpu, qp, ptrs, cache.n_prefix, pos + 1, gs, d, partp, out)?;
+                self.ops.decode_attention(
+                    &gpu,
+                    qp,
+                    ptrs,
+                    cache.n_prefix,
+                    pos + 1,
+                    gs,
+                    d,
+                    partp,
+                    out,
+                )?;
             }
-            self.gemm.linear(&gpu, (op, cfg.q_dim()), (w_o, cfg.q_dim()), (xp, h), 1, cfg.q_dim(), h, true)?;
-            self.ops.rms_norm(&gpu, xp, dptr(&gpu, &lw.mlp_norm), np, 1, h, cfg.rms_eps)?;
-            self.gemm.linear(&gpu, (np, h), (w_gu, h), (gup, 2 * inter), 1, h, 2 * inter, false)?;
+            self.gemm.linear(
+                &gpu,
+                (op, cfg.q_dim()),
+                (w_o, cfg.q_dim()),
+                (xp, h),
+                1,
+                cfg.q_dim(),
+                h,
+                true,
+            )?;
+            self.ops
+                .rms_norm(&gpu, xp, dptr(&gpu, &lw.mlp_norm), np, 1, h, cfg.rms_eps)?;
+            self.gemm.linear(
+                &gpu,
+                (np, h),
+                (w_gu, h),
+                (gup, 2 * inter),
+                1,
+                h,
+                2 * inter,
+                false,
+            )?;
             self.ops.swiglu(&gpu, gup, actp, 1, inter)?;
-            self.gemm.linear(&gpu, (actp, inter), (w_down, inter), (xp, h), 1, inter, h, true)?;
+            self.gemm.linear(
+                &gpu,
+                (actp, inter),
+                (w_down, inter),
+                (xp, h),
+                1,
+                inter,
+                h,
+                true,
+            )?;
         }
         let logits = self.lm_head(xp, bufs)?;
         cache.len = pos + 1;

@@ -65,15 +65,25 @@ pub struct Gemm {
 unsafe impl Send for Gemm {}
 
 fn blas(context: &str) -> impl FnOnce(lt::CublasError) -> EngineError + '_ {
-    move |e| EngineError::Blas { context: context.to_string(), message: format!("{e:?}") }
+    move |e| EngineError::Blas {
+        context: context.to_string(),
+        message: format!("{e:?}"),
+    }
 }
 
 impl Gemm {
     pub fn new(gpu: &Gpu) -> Result<Gemm> {
-        gpu.stream().context().bind_to_thread().map_err(crate::error::driver("binding the context"))?;
+        gpu.stream()
+            .context()
+            .bind_to_thread()
+            .map_err(crate::error::driver("binding the context"))?;
         let handle = lt::create_handle().map_err(blas("cublasLtCreate"))?;
         let workspace = gpu.alloc::<u8>(WORKSPACE_BYTES)?;
-        Ok(Gemm { handle, workspace, plans: HashMap::new() })
+        Ok(Gemm {
+            handle,
+            workspace,
+            plans: HashMap::new(),
+        })
     }
 
     fn plan(&mut self, key: Key) -> Result<()> {
@@ -87,14 +97,26 @@ impl Gemm {
     fn make_plan(&self, k: Key) -> Result<Plan> {
         let bf = sys::cudaDataType_t::CUDA_R_16BF;
         // Column-major view: yᵀ [out, rows] = W [in, out]ᵀ-stored · xᵀ [in, rows].
-        let a = lt::create_matrix_layout(bf, k.in_dim as u64, k.out_dim as u64, k.ld_w as i64).map_err(blas("layout W"))?;
-        let b = lt::create_matrix_layout(bf, k.in_dim as u64, k.rows as u64, k.ld_x as i64).map_err(blas("layout x"))?;
-        let c = lt::create_matrix_layout(bf, k.out_dim as u64, k.rows as u64, k.ld_y as i64).map_err(blas("layout y"))?;
-        let desc = lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType_t::CUDA_R_32F)
-            .map_err(blas("matmul desc"))?;
-        let mut plan = Plan { desc, a, b, c, algo: unsafe { std::mem::zeroed() } };
+        let a = lt::create_matrix_layout(bf, k.in_dim as u64, k.out_dim as u64, k.ld_w as i64)
+            .map_err(blas("layout W"))?;
+        let b = lt::create_matrix_layout(bf, k.in_dim as u64, k.rows as u64, k.ld_x as i64)
+            .map_err(blas("layout x"))?;
+        let c = lt::create_matrix_layout(bf, k.out_dim as u64, k.rows as u64, k.ld_y as i64)
+            .map_err(blas("layout y"))?;
+        let desc = lt::create_matmul_desc(
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            sys::cudaDataType_t::CUDA_R_32F,
+        )
+        .map_err(blas("matmul desc"))?;
+        let mut plan = Plan {
+            desc,
+            a,
+            b,
+            c,
+            algo: unsafe { std::mem::zeroed() },
+        };
         let trans: i32 = 1; // CUBLAS_OP_T
-        // SAFETY: descriptors are live; attribute buffers have the documented sizes.
+                            // SAFETY: descriptors are live; attribute buffers have the documented sizes.
         unsafe {
             lt::set_matmul_desc_attribute(
                 desc,
@@ -124,10 +146,14 @@ impl Gemm {
                     lt::set_matmul_pref_attribute(pref, attr, &bytes as *const u32 as *const c_void, std::mem::size_of::<u32>())
                 });
             }
-            let heur = set.and_then(|_| lt::get_matmul_algo_heuristic(self.handle, desc, a, b, c, c, pref));
+            let heur = set
+                .and_then(|_| lt::get_matmul_algo_heuristic(self.handle, desc, a, b, c, c, pref));
             let _ = lt::destroy_matmul_pref(pref);
             let heur = heur.map_err(|e| EngineError::Blas {
-                context: format!("no cuBLASLt algorithm for rows={} in={} out={}", k.rows, k.in_dim, k.out_dim),
+                context: format!(
+                    "no cuBLASLt algorithm for rows={} in={} out={}",
+                    k.rows, k.in_dim, k.out_dim
+                ),
                 message: format!("{e:?}"),
             })?;
             plan.algo = heur.algo;
@@ -153,12 +179,26 @@ impl Gemm {
             return Ok(());
         }
         if ld_x < in_dim || ld_w < in_dim || ld_y < out_dim {
-            return Err(EngineError::Input(format!("GEMM leading dimensions {ld_x}/{ld_w}/{ld_y} below in {in_dim} / out {out_dim}")));
+            return Err(EngineError::Input(format!(
+                "GEMM leading dimensions {ld_x}/{ld_w}/{ld_y} below in {in_dim} / out {out_dim}"
+            )));
         }
-        let key = Key { rows, in_dim, out_dim, ld_x, ld_w, ld_y, accumulate, align: (alignment(w), alignment(x), alignment(y)) };
+        let key = Key {
+            rows,
+            in_dim,
+            out_dim,
+            ld_x,
+            ld_w,
+            ld_y,
+            accumulate,
+            align: (alignment(w), alignment(x), alignment(y)),
+        };
         let handle = self.handle;
         self.plan(key)?;
-        let plan = self.plans.get(&key).ok_or_else(|| EngineError::Input("GEMM plan cache".into()))?;
+        let plan = self
+            .plans
+            .get(&key)
+            .ok_or_else(|| EngineError::Input("GEMM plan cache".into()))?;
         let (ws_ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(&self.workspace, gpu.stream());
         let stream = gpu.stream().cu_stream();
         let alpha: f32 = 1.0;
@@ -189,6 +229,16 @@ impl Gemm {
     }
 }
 
+impl Drop for Gemm {
+    fn drop(&mut self) {
+        self.plans.clear();
+        // SAFETY: created in `new`, destroyed once.
+        unsafe {
+            let _ = lt::destroy_handle(self.handle);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::alignment;
@@ -199,15 +249,5 @@ mod tests {
         assert_eq!(alignment(0x7f00_0000_0180), 128);
         assert_eq!(alignment(0x7f00_0000_0002), 2);
         assert_eq!(alignment(0), 256);
-    }
-}
-
-impl Drop for Gemm {
-    fn drop(&mut self) {
-        self.plans.clear();
-        // SAFETY: created in `new`, destroyed once.
-        unsafe {
-            let _ = lt::destroy_handle(self.handle);
-        }
     }
 }

@@ -17,7 +17,10 @@ pub struct GroupKv {
 enum Prefix {
     Device(Vec<GroupKv>),
     /// K and V of all KV heads, `[kv_heads, N, D]` each.
-    Host { k: PinnedHostSlice<u16>, v: PinnedHostSlice<u16> },
+    Host {
+        k: PinnedHostSlice<u16>,
+        v: PinnedHostSlice<u16>,
+    },
 }
 
 pub struct KvCache {
@@ -33,40 +36,81 @@ pub struct KvCache {
 }
 
 fn group(gpu: &Gpu, n: usize, d: usize) -> Result<GroupKv> {
-    Ok(GroupKv { k: DeviceTensor::alloc(gpu, DType::Bf16, n * d)?, v: DeviceTensor::alloc(gpu, DType::Bf16, n * d)? })
+    Ok(GroupKv {
+        k: DeviceTensor::alloc(gpu, DType::Bf16, n * d)?,
+        v: DeviceTensor::alloc(gpu, DType::Bf16, n * d)?,
+    })
 }
 
 impl KvCache {
     /// Allocates the cache `plan` describes (resident layers first, the last layers offloaded).
-    pub fn new(gpu: &Gpu, layers: usize, kv_heads: usize, head_dim: usize, plan: &GpuMemoryPlan, max_new: usize) -> Result<Self> {
+    pub fn new(
+        gpu: &Gpu,
+        layers: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        plan: &GpuMemoryPlan,
+        max_new: usize,
+    ) -> Result<Self> {
         let n = plan.tokens;
         let mut prefix = Vec::with_capacity(layers);
         for l in 0..layers {
             if l < plan.kv_resident_layers {
-                prefix.push(Prefix::Device((0..kv_heads).map(|_| group(gpu, n, head_dim)).collect::<Result<_>>()?));
+                prefix.push(Prefix::Device(
+                    (0..kv_heads)
+                        .map(|_| group(gpu, n, head_dim))
+                        .collect::<Result<_>>()?,
+                ));
             } else {
                 let elems = kv_heads * n * head_dim;
                 let ctx = gpu.stream().context();
                 // SAFETY: plain pinned host buffers, fully written by device copies before they are read.
-                let alloc = |what: &str| unsafe { ctx.alloc_pinned_with_flags::<u16>(elems, 0) }.map_err(|e| {
+                let alloc = |what: &str| {
+                    unsafe { ctx.alloc_pinned_with_flags::<u16>(elems, 0) }.map_err(|e| {
                     EngineError::OutOfMemory(format!(
                         "pinning {:.2} GiB of host memory for the offloaded {what} of layer {l} failed: {e:?}",
                         (2 * elems) as f64 / (1u64 << 30) as f64
                     ))
+                })
+                };
+                prefix.push(Prefix::Host {
+                    k: alloc("keys")?,
+                    v: alloc("values")?,
                 });
-                prefix.push(Prefix::Host { k: alloc("keys")?, v: alloc("values")? });
             }
         }
         let staging = if plan.kv_offloaded_layers > 0 {
-            Some((0..kv_heads).map(|_| group(gpu, n, head_dim)).collect::<Result<Vec<_>>>()?)
+            Some(
+                (0..kv_heads)
+                    .map(|_| group(gpu, n, head_dim))
+                    .collect::<Result<Vec<_>>>()?,
+            )
         } else {
             None
         };
         let cap = max_new.max(1);
         let tail = (0..layers)
-            .map(|_| (0..kv_heads).map(|_| Ok((gpu.alloc::<u16>(cap * head_dim)?, gpu.alloc::<u16>(cap * head_dim)?))).collect())
+            .map(|_| {
+                (0..kv_heads)
+                    .map(|_| {
+                        Ok((
+                            gpu.alloc::<u16>(cap * head_dim)?,
+                            gpu.alloc::<u16>(cap * head_dim)?,
+                        ))
+                    })
+                    .collect()
+            })
             .collect::<Result<Vec<Vec<_>>>>()?;
-        Ok(KvCache { prefix, staging, tail, n_prefix: n, len: 0, tail_capacity: cap, kv_heads, head_dim })
+        Ok(KvCache {
+            prefix,
+            staging,
+            tail,
+            n_prefix: n,
+            len: 0,
+            tail_capacity: cap,
+            kv_heads,
+            head_dim,
+        })
     }
 
     pub fn is_offloaded(&self, layer: usize) -> bool {
@@ -77,11 +121,9 @@ impl KvCache {
     pub fn prefix(&self, layer: usize, kv_head: usize) -> Result<&GroupKv> {
         match &self.prefix[layer] {
             Prefix::Device(groups) => Ok(&groups[kv_head]),
-            Prefix::Host { .. } => self
-                .staging
-                .as_ref()
-                .map(|s| &s[kv_head])
-                .ok_or_else(|| EngineError::Input("offloaded layer without a staging buffer".into())),
+            Prefix::Host { .. } => self.staging.as_ref().map(|s| &s[kv_head]).ok_or_else(|| {
+                EngineError::Input("offloaded layer without a staging buffer".into())
+            }),
         }
     }
 
@@ -94,18 +136,31 @@ impl KvCache {
     pub fn offload(&mut self, gpu: &Gpu, layer: usize) -> Result<()> {
         let per_group = self.n_prefix * self.head_dim;
         let stream = gpu.stream().cu_stream();
-        let Some(staging) = &self.staging else { return Ok(()) };
+        let Some(staging) = &self.staging else {
+            return Ok(());
+        };
         if let Prefix::Host { k, v } = &mut self.prefix[layer] {
-            let (k_host, v_host) = (k.as_mut_slice().map_err(driver("pinned K"))?, v.as_mut_slice().map_err(driver("pinned V"))?);
+            let (k_host, v_host) = (
+                k.as_mut_slice().map_err(driver("pinned K"))?,
+                v.as_mut_slice().map_err(driver("pinned V"))?,
+            );
             for (g, s) in staging.iter().enumerate().take(self.kv_heads) {
                 let range = g * per_group..(g + 1) * per_group;
                 // SAFETY: the staging tensors hold `per_group` bf16 values; the pinned buffers outlive the copy
                 // (the engine synchronises before dropping the cache).
                 unsafe {
-                    cudarc::driver::result::memcpy_dtoh_async(&mut k_host[range.clone()], s.k.device_ptr(gpu), stream)
-                        .map_err(driver("offloading K"))?;
-                    cudarc::driver::result::memcpy_dtoh_async(&mut v_host[range], s.v.device_ptr(gpu), stream)
-                        .map_err(driver("offloading V"))?;
+                    cudarc::driver::result::memcpy_dtoh_async(
+                        &mut k_host[range.clone()],
+                        s.k.device_ptr(gpu),
+                        stream,
+                    )
+                    .map_err(driver("offloading K"))?;
+                    cudarc::driver::result::memcpy_dtoh_async(
+                        &mut v_host[range],
+                        s.v.device_ptr(gpu),
+                        stream,
+                    )
+                    .map_err(driver("offloading V"))?;
                 }
             }
         }
@@ -116,17 +171,30 @@ impl KvCache {
     pub fn stage(&mut self, gpu: &Gpu, layer: usize, kv_head: usize) -> Result<()> {
         let per_group = self.n_prefix * self.head_dim;
         let stream = gpu.stream().cu_stream();
-        let Some(staging) = &self.staging else { return Ok(()) };
+        let Some(staging) = &self.staging else {
+            return Ok(());
+        };
         if let Prefix::Host { k, v } = &self.prefix[layer] {
-            let (k_host, v_host) = (k.as_slice().map_err(driver("pinned K"))?, v.as_slice().map_err(driver("pinned V"))?);
+            let (k_host, v_host) = (
+                k.as_slice().map_err(driver("pinned K"))?,
+                v.as_slice().map_err(driver("pinned V"))?,
+            );
             let range = kv_head * per_group..(kv_head + 1) * per_group;
             let s = &staging[kv_head];
             // SAFETY: as in `offload`, in the other direction.
             unsafe {
-                cudarc::driver::result::memcpy_htod_async(s.k.device_ptr(gpu), &k_host[range.clone()], stream)
-                    .map_err(driver("staging K"))?;
-                cudarc::driver::result::memcpy_htod_async(s.v.device_ptr(gpu), &v_host[range], stream)
-                    .map_err(driver("staging V"))?;
+                cudarc::driver::result::memcpy_htod_async(
+                    s.k.device_ptr(gpu),
+                    &k_host[range.clone()],
+                    stream,
+                )
+                .map_err(driver("staging K"))?;
+                cudarc::driver::result::memcpy_htod_async(
+                    s.v.device_ptr(gpu),
+                    &v_host[range],
+                    stream,
+                )
+                .map_err(driver("staging V"))?;
             }
         }
         Ok(())

@@ -55,7 +55,9 @@ impl Ops {
         let module = match generated::CUBIN {
             Some(bytes) => ctx
                 .load_module(Ptx::from_binary(bytes.to_vec()))
-                .map_err(|e| EngineError::KernelLoad(format!("loading the embedded cubin failed: {e:?}")))?,
+                .map_err(|e| {
+                    EngineError::KernelLoad(format!("loading the embedded cubin failed: {e:?}"))
+                })?,
             None => {
                 // SAFETY: only checks whether the NVRTC shared library can be opened.
                 if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
@@ -63,10 +65,16 @@ impl Ops {
                         "no cubin was built (nvcc missing at build time) and libnvrtc is not available".into(),
                     ));
                 }
-                let opts = CompileOptions { arch: Some("sm_90a"), options: vec!["-std=c++17".into()], ..Default::default() };
+                let opts = CompileOptions {
+                    arch: Some("sm_90a"),
+                    options: vec!["-std=c++17".into()],
+                    ..Default::default()
+                };
                 let ptx = cudarc::nvrtc::compile_ptx_with_opts(generated::SOURCE, opts)
                     .map_err(|e| EngineError::KernelLoad(format!("NVRTC failed: {e:?}")))?;
-                ctx.load_module(ptx).map_err(|e| EngineError::KernelLoad(format!("loading NVRTC output failed: {e:?}")))?
+                ctx.load_module(ptx).map_err(|e| {
+                    EngineError::KernelLoad(format!("loading NVRTC output failed: {e:?}"))
+                })?
             }
         };
         let mut funcs = HashMap::new();
@@ -76,14 +84,28 @@ impl Ops {
                 .map_err(|e| EngineError::KernelLoad(format!("kernel `{name}` missing: {e:?}")))?;
             funcs.insert(name, f);
         }
-        Ok(Ops { _module: module, funcs })
+        Ok(Ops {
+            _module: module,
+            funcs,
+        })
     }
 
-    pub(crate) fn launch(&self, gpu: &Gpu, name: &str, grid: u32, block: u32, smem: u32, args: &[Arg]) -> Result<()> {
+    pub(crate) fn launch(
+        &self,
+        gpu: &Gpu,
+        name: &str,
+        grid: u32,
+        block: u32,
+        smem: u32,
+        args: &[Arg],
+    ) -> Result<()> {
         if grid == 0 {
             return Ok(());
         }
-        let f = self.funcs.get(name).ok_or_else(|| EngineError::KernelLoad(format!("kernel `{name}` not loaded")))?;
+        let f = self
+            .funcs
+            .get(name)
+            .ok_or_else(|| EngineError::KernelLoad(format!("kernel `{name}` not loaded")))?;
         let mut b = gpu.stream().launch_builder(f);
         for a in args {
             match a {
@@ -94,29 +116,97 @@ impl Ops {
                 Arg::F(x) => b.arg(x),
             };
         }
-        let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: smem };
+        let cfg = LaunchConfig {
+            grid_dim: (grid, 1, 1),
+            block_dim: (block, 1, 1),
+            shared_mem_bytes: smem,
+        };
         // SAFETY: every wrapper below passes the argument list of its kernel in kernels/model_ops.cu.
         unsafe { b.launch(cfg) }.map_err(driver(name))?;
         Ok(())
     }
 
     /// Fills `n` bf16 values at `ptr` with uniform values in [-scale, scale) from `seed`.
-    pub(crate) fn init_uniform(&self, gpu: &Gpu, ptr: u64, n: usize, seed: u64, scale: f32) -> Result<()> {
+    pub(crate) fn init_uniform(
+        &self,
+        gpu: &Gpu,
+        ptr: u64,
+        n: usize,
+        seed: u64,
+        scale: f32,
+    ) -> Result<()> {
         let grid = n.div_ceil(256).clamp(1, 65_536) as u32;
-        self.launch(gpu, "init_uniform_bf16", grid, 256, 0, &[Arg::P(ptr), Arg::L(n as i64), Arg::U(seed), Arg::F(scale)])
+        self.launch(
+            gpu,
+            "init_uniform_bf16",
+            grid,
+            256,
+            0,
+            &[Arg::P(ptr), Arg::L(n as i64), Arg::U(seed), Arg::F(scale)],
+        )
     }
 
-    pub(crate) fn embed(&self, gpu: &Gpu, tokens: u64, table: u64, out: u64, n: usize, hidden: usize) -> Result<()> {
-        self.launch(gpu, "embed_rows", n as u32, 256, 0, &[Arg::P(tokens), Arg::P(table), Arg::P(out), Arg::I(hidden as i32)])
+    pub(crate) fn embed(
+        &self,
+        gpu: &Gpu,
+        tokens: u64,
+        table: u64,
+        out: u64,
+        n: usize,
+        hidden: usize,
+    ) -> Result<()> {
+        self.launch(
+            gpu,
+            "embed_rows",
+            n as u32,
+            256,
+            0,
+            &[
+                Arg::P(tokens),
+                Arg::P(table),
+                Arg::P(out),
+                Arg::I(hidden as i32),
+            ],
+        )
     }
 
-    pub(crate) fn rms_norm(&self, gpu: &Gpu, x: u64, w: u64, out: u64, rows: usize, width: usize, eps: f32) -> Result<()> {
-        let args = [Arg::P(x), Arg::P(w), Arg::P(out), Arg::I(width as i32), Arg::F(eps)];
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn rms_norm(
+        &self,
+        gpu: &Gpu,
+        x: u64,
+        w: u64,
+        out: u64,
+        rows: usize,
+        width: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let args = [
+            Arg::P(x),
+            Arg::P(w),
+            Arg::P(out),
+            Arg::I(width as i32),
+            Arg::F(eps),
+        ];
         self.launch(gpu, "rms_norm_bf16", rows as u32, 256, 0, &args)
     }
 
-    pub(crate) fn rms_norm_f32out(&self, gpu: &Gpu, x: u64, w: u64, out: u64, width: usize, eps: f32) -> Result<()> {
-        let args = [Arg::P(x), Arg::P(w), Arg::P(out), Arg::I(width as i32), Arg::F(eps)];
+    pub(crate) fn rms_norm_f32out(
+        &self,
+        gpu: &Gpu,
+        x: u64,
+        w: u64,
+        out: u64,
+        width: usize,
+        eps: f32,
+    ) -> Result<()> {
+        let args = [
+            Arg::P(x),
+            Arg::P(w),
+            Arg::P(out),
+            Arg::I(width as i32),
+            Arg::F(eps),
+        ];
         self.launch(gpu, "rms_norm_f32out", 1, 256, 0, &args)
     }
 
@@ -147,25 +237,88 @@ impl Ops {
             Arg::L(kv_row0 as i64),
             Arg::L(pos0 as i64),
         ];
-        self.launch(gpu, "qkv_rope_scatter", tokens as u32, (head_dim / 2) as u32, 0, &args)
+        self.launch(
+            gpu,
+            "qkv_rope_scatter",
+            tokens as u32,
+            (head_dim / 2) as u32,
+            0,
+            &args,
+        )
     }
 
-    pub(crate) fn swiglu(&self, gpu: &Gpu, gate_up: u64, out: u64, rows: usize, inter: usize) -> Result<()> {
+    pub(crate) fn swiglu(
+        &self,
+        gpu: &Gpu,
+        gate_up: u64,
+        out: u64,
+        rows: usize,
+        inter: usize,
+    ) -> Result<()> {
         let grid = (rows * inter).div_ceil(256).clamp(1, 65_536) as u32;
-        self.launch(gpu, "swiglu_bf16", grid, 256, 0, &[Arg::P(gate_up), Arg::P(out), Arg::L(rows as i64), Arg::I(inter as i32)])
+        self.launch(
+            gpu,
+            "swiglu_bf16",
+            grid,
+            256,
+            0,
+            &[
+                Arg::P(gate_up),
+                Arg::P(out),
+                Arg::L(rows as i64),
+                Arg::I(inter as i32),
+            ],
+        )
     }
 
     /// Head-major `[gs, n, D]` at `src` → rows of `row_stride` elements at `dst` (columns `0..gs*D`).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn heads_to_rows(&self, gpu: &Gpu, src: u64, dst: u64, n: usize, gs: usize, head_dim: usize, row_stride: usize) -> Result<()> {
+    pub(crate) fn heads_to_rows(
+        &self,
+        gpu: &Gpu,
+        src: u64,
+        dst: u64,
+        n: usize,
+        gs: usize,
+        head_dim: usize,
+        row_stride: usize,
+    ) -> Result<()> {
         let grid = (n * gs * head_dim / 8).div_ceil(256).clamp(1, 65_536) as u32;
-        let args = [Arg::P(src), Arg::P(dst), Arg::L(n as i64), Arg::I(gs as i32), Arg::I(head_dim as i32), Arg::I(row_stride as i32)];
+        let args = [
+            Arg::P(src),
+            Arg::P(dst),
+            Arg::L(n as i64),
+            Arg::I(gs as i32),
+            Arg::I(head_dim as i32),
+            Arg::I(row_stride as i32),
+        ];
         self.launch(gpu, "heads_to_rows", grid, 256, 0, &args)
     }
 
-    pub(crate) fn gemv_rows(&self, gpu: &Gpu, w: u64, x: u64, out: u64, rows: usize, cols: usize) -> Result<()> {
+    pub(crate) fn gemv_rows(
+        &self,
+        gpu: &Gpu,
+        w: u64,
+        x: u64,
+        out: u64,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
         let grid = (rows * 32).div_ceil(256) as u32;
-        self.launch(gpu, "gemv_rows_f32", grid, 256, 0, &[Arg::P(w), Arg::P(x), Arg::P(out), Arg::I(rows as i32), Arg::I(cols as i32)])
+        self.launch(
+            gpu,
+            "gemv_rows_f32",
+            grid,
+            256,
+            0,
+            &[
+                Arg::P(w),
+                Arg::P(x),
+                Arg::P(out),
+                Arg::I(rows as i32),
+                Arg::I(cols as i32),
+            ],
+        )
     }
 
     /// Dense decode attention of one KV-head group; `part` holds `splits * gs * (head_dim + 2)` floats.
@@ -203,8 +356,30 @@ impl Ops {
             Arg::P(part_l),
             Arg::P(part_acc),
         ];
-        self.launch(gpu, "decode_attn_partial", splits as u32, DECODE_CHUNK as u32, smem, &args)?;
-        let args = [Arg::P(part_m), Arg::P(part_l), Arg::P(part_acc), Arg::I(splits as i32), Arg::I(gs as i32), Arg::I(head_dim as i32), Arg::P(out)];
-        self.launch(gpu, "decode_attn_combine", gs as u32, head_dim as u32, 0, &args)
+        self.launch(
+            gpu,
+            "decode_attn_partial",
+            splits as u32,
+            DECODE_CHUNK as u32,
+            smem,
+            &args,
+        )?;
+        let args = [
+            Arg::P(part_m),
+            Arg::P(part_l),
+            Arg::P(part_acc),
+            Arg::I(splits as i32),
+            Arg::I(gs as i32),
+            Arg::I(head_dim as i32),
+            Arg::P(out),
+        ];
+        self.launch(
+            gpu,
+            "decode_attn_combine",
+            gs as u32,
+            head_dim as u32,
+            0,
+            &args,
+        )
     }
 }

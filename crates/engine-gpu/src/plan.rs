@@ -96,7 +96,8 @@ pub fn plan_gpu_memory(cfg: &ModelConfig, input: &PlanInput) -> Result<GpuMemory
     if input.tokens == 0 {
         return Err(EngineError::Input("empty prompt".into()));
     }
-    let overflow = || EngineError::OutOfMemory(format!("byte counts for {} tokens overflow", input.tokens));
+    let overflow =
+        || EngineError::OutOfMemory(format!("byte counts for {} tokens overflow", input.tokens));
     let n = input.tokens as u64;
     let (d, kvh, layers) = (cfg.head_dim as u64, cfg.kv_heads as u64, cfg.layers as u64);
     let gs = (cfg.heads / cfg.kv_heads) as u64;
@@ -112,17 +113,34 @@ pub fn plan_gpu_memory(cfg: &ModelConfig, input: &PlanInput) -> Result<GpuMemory
     // Per (head, 64-row block): up to k_v columns and about k_s / 64 slash tiles (+ estimate scratch).
     let row_blocks = n.div_ceil(64);
     let (kv_budget, ks_budget) = (input.vs_budget.0 as u64, input.vs_budget.1 as u64);
-    let index_bytes = mul(mul(gs * row_blocks, kv_budget + ks_budget / 16 + 8)?, 4 * 2)? + mul(n, gs * 16)?;
+    let index_bytes =
+        mul(mul(gs * row_blocks, kv_budget + ks_budget / 16 + 8)?, 4 * 2)? + mul(n, gs * 16)?;
     let chunk = input.chunk_tokens.min(input.tokens).max(1) as u64;
     let chunk_bytes = chunk * 2 * (h + (gs + 2) * d + 3 * inter);
-    let decode_partials = mul(4 * gs * (d + 2), n.div_ceil(crate::ops::DECODE_CHUNK as u64))?;
-    let decode_bytes = 2 * (h * 2 + (gs + 2) * d + 3 * inter + cfg.q_dim() as u64) + 4 * (cfg.vocab as u64 + h) + decode_partials;
-    let fixed = [weights_bytes, kv_tail_bytes, residual_bytes, group_bytes, index_bytes, chunk_bytes, decode_bytes, input.overhead_bytes]
-        .iter()
-        .try_fold(0u64, |a, &b| a.checked_add(b))
-        .ok_or_else(overflow)?;
+    let decode_partials = mul(
+        4 * gs * (d + 2),
+        n.div_ceil(crate::ops::DECODE_CHUNK as u64),
+    )?;
+    let decode_bytes = 2 * (h * 2 + (gs + 2) * d + 3 * inter + cfg.q_dim() as u64)
+        + 4 * (cfg.vocab as u64 + h)
+        + decode_partials;
+    let fixed = [
+        weights_bytes,
+        kv_tail_bytes,
+        residual_bytes,
+        group_bytes,
+        index_bytes,
+        chunk_bytes,
+        decode_bytes,
+        input.overhead_bytes,
+    ]
+    .iter()
+    .try_fold(0u64, |a, &b| a.checked_add(b))
+    .ok_or_else(overflow)?;
 
-    let all_resident = fixed.checked_add(mul(kv_layer_bytes, layers)?).ok_or_else(overflow)?;
+    let all_resident = fixed
+        .checked_add(mul(kv_layer_bytes, layers)?)
+        .ok_or_else(overflow)?;
     let base = GpuMemoryPlan {
         tokens: input.tokens,
         weights_bytes,
@@ -189,26 +207,36 @@ mod tests {
 
     #[test]
     fn qwen_32k_is_fully_resident() {
-        let p = plan_gpu_memory(&qwen(), &PlanInput::new(32 << 10, H100_FREE)).unwrap_or_else(|e| panic!("{e}"));
+        let p = plan_gpu_memory(&qwen(), &PlanInput::new(32 << 10, H100_FREE))
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.kv_offloaded_layers, 0);
         assert!(p.device_needed_bytes <= H100_FREE);
     }
 
     #[test]
     fn qwen_1m_fits_an_h100_with_a_few_layers_offloaded() {
-        let p = plan_gpu_memory(&qwen(), &PlanInput::new(1 << 20, H100_FREE)).unwrap_or_else(|e| panic!("{e}"));
+        let p = plan_gpu_memory(&qwen(), &PlanInput::new(1 << 20, H100_FREE))
+            .unwrap_or_else(|e| panic!("{e}"));
         // 1M × 2 × 4 × 128 × 2 B per layer.
         assert_eq!(p.kv_layer_bytes, 2 * 4 * 128 * 2 * (1 << 20));
-        assert!(p.kv_offloaded_layers >= 1 && p.kv_offloaded_layers < 28, "{}", p.describe());
+        assert!(
+            p.kv_offloaded_layers >= 1 && p.kv_offloaded_layers < 28,
+            "{}",
+            p.describe()
+        );
         assert!(p.device_needed_bytes <= H100_FREE);
         assert_eq!(p.kv_resident_layers + p.kv_offloaded_layers, 28);
     }
 
     #[test]
     fn refuses_with_bytes_needed_and_available() {
-        let err = plan_gpu_memory(&qwen(), &PlanInput::new(1 << 20, 16 << 30)).expect_err("16 GiB cannot hold it");
+        let err = plan_gpu_memory(&qwen(), &PlanInput::new(1 << 20, 16 << 30))
+            .expect_err("16 GiB cannot hold it");
         let msg = err.to_string();
-        assert!(msg.contains("needs") && msg.contains("available") && msg.contains("GiB"), "{msg}");
+        assert!(
+            msg.contains("needs") && msg.contains("available") && msg.contains("GiB"),
+            "{msg}"
+        );
         let mut no_offload = PlanInput::new(1 << 20, H100_FREE);
         no_offload.allow_offload = false;
         assert!(plan_gpu_memory(&qwen(), &no_offload).is_err());
