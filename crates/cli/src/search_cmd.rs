@@ -194,3 +194,57 @@ fn pattern_numbers(p: &minference_core::HeadPattern) -> (usize, usize) {
         Dense => (0, 0),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(output: &str) -> SearchArgs {
+        SearchArgs {
+            model: Some(PathBuf::from("/nonexistent/model.gguf")),
+            calibration: None,
+            synthetic_kv_retrieval: true,
+            seed: 1,
+            len: Some(1024),
+            output: PathBuf::from(output),
+            objective: "recall".into(),
+            target_cost: "ashape:1024,4096".into(),
+            presets: "kernel-aware".into(),
+            adaptive: false,
+            gamma: 0.9,
+            floor: None,
+            details: None,
+            save_prompt: None,
+        }
+    }
+
+    #[test]
+    fn options_parse_and_bad_ones_are_errors() {
+        let o = search_options("output", "work:0.3", "paper,code,kernel-aware", Some(0.8), Some(10)).unwrap();
+        assert_eq!(o.objective, Objective::OutputRelL2);
+        assert_eq!(o.space.target, TargetCost::Work(0.3));
+        assert_eq!(o.space.presets, vec![Preset::Paper, Preset::Code, Preset::KernelAware]);
+        assert_eq!(o.space.adaptive.map(|a| a.gamma), Some(0.8));
+        assert_eq!(o.floor, Some(10));
+        assert!(search_options("loss", "work:0.3", "paper", None, None).is_err());
+        assert!(search_options("recall", "work:1.5", "paper", None, None).is_err());
+        assert!(search_options("recall", "ashape:10", "paper", None, None).is_err());
+        assert!(search_options("recall", "work:0.3", "papers", None, None).is_err());
+        assert!(search_options("recall", "work:0.3", ",", None, None).is_err());
+        assert_eq!(parse_tokens("8k"), Ok(8192));
+        assert!(parse_tokens("0").is_err());
+    }
+
+    #[test]
+    fn unwritable_output_fails_before_loading_the_model() {
+        let err = run(&args("/nonexistent-dir/config.json")).unwrap_err();
+        assert!(format!("{err:#}").contains("cannot write the config"), "{err:#}");
+    }
+
+    #[test]
+    fn failed_search_leaves_no_empty_config() {
+        let out = std::env::temp_dir().join(format!("minference-search-cli-{}.json", std::process::id()));
+        assert!(run(&args(out.to_str().unwrap_or_default())).is_err(), "the model does not exist");
+        assert!(!out.exists());
+    }
+}
