@@ -228,3 +228,29 @@ fn shipped_smollm2_config_loads_and_fits_the_model_shape() {
     }
     assert_eq!(ModelPatternConfig::from_json_str(&c.to_json_string(), "again").unwrap(), c);
 }
+
+#[test]
+fn adaptive_budgets_replace_fixed_vertical_slash_candidates() {
+    let (n, d) = (2048, 64);
+    let (q, k, _) = structured_head(n, d, 21);
+    let h = HeadInputs::new(&q, &k, None, d).unwrap();
+    let hc = HeadCandidates::new(&h).unwrap();
+    let budget = minference_core::AdaptiveBudget { gamma: 0.8, ..Default::default() };
+    let space = CandidateSpace {
+        presets: vec![Preset::Paper, Preset::KernelAware],
+        target: TargetCost::Work(0.3),
+        adaptive: Some(budget),
+        ..CandidateSpace::default()
+    };
+    let cands = hc.build(&space).unwrap();
+    let vs: Vec<_> = cands.iter().filter(|c| matches!(c.pattern, HeadPattern::VerticalSlash { .. })).collect();
+    assert_eq!(vs.len(), 1, "only the adaptive VS candidate");
+    assert_eq!(vs[0].origin, "adaptive");
+    let (k_v, k_s) = minference_core::adaptive_vs_budget(hc.scores(), &budget);
+    assert_eq!(vs[0].pattern, HeadPattern::VerticalSlash { k_v, k_s });
+    assert!(cands.iter().any(|c| matches!(c.pattern, HeadPattern::AShape { .. })));
+    assert!(cands.iter().any(|c| matches!(c.pattern, HeadPattern::BlockSparse { .. })));
+    // Without the option, the paper's four VS budgets are there.
+    let fixed = hc.build(&CandidateSpace { adaptive: None, presets: vec![Preset::Paper], ..space }).unwrap();
+    assert_eq!(fixed.iter().filter(|c| matches!(c.pattern, HeadPattern::VerticalSlash { .. })).count(), 4);
+}
