@@ -36,7 +36,7 @@ pub fn run_on_gpu(args: &RunArgs, text: &str, ordinal: usize) -> Result<()> {
     let model = Arc::new(load_model(&args.model)?);
     let tokenizer = model.tokenizer()?;
     let prompt_text = if args.raw { text.to_string() } else { tokenizer.chat_prompt(text, None) };
-    let prompt = tokenizer.encode(&prompt_text)?;
+    let prompt = tokenizer.encode_prompt(&prompt_text)?;
     let (attention, what) = attention_choice(&args.model, &model, args.attention)?;
     let layers = model.config().layers;
     let random = if model.has_random_weights() { " [random weights]" } else { "" };

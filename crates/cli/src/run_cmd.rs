@@ -73,7 +73,7 @@ fn run_on_cpu(args: &RunArgs, text: &str) -> Result<()> {
     let model = std::sync::Arc::new(load_model(&args.model)?);
     let tokenizer = model.tokenizer()?;
     let prompt_text = if args.raw { text.to_string() } else { tokenizer.chat_prompt(text, None) };
-    let prompt = tokenizer.encode(&prompt_text)?;
+    let prompt = tokenizer.encode_prompt(&prompt_text)?;
     let (attention, what) = attention_choice(&args.model, &model, args.attention)?;
     let random = if model.has_random_weights() { " [random weights]" } else { "" };
     eprintln!(
