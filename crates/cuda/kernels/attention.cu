@@ -123,15 +123,117 @@ __device__ __forceinline__ void run_tiles(const Tiles& tiles, const MaskCtx& mc,
 
 // WG: wgmma (warpgroups of 4 warps = 64 rows) instead of mma.sync; needs MT == 1, D % 64 == 0 and
 // 1024-byte aligned tiles (the dynamic buffer is over-allocated by 1 KiB and aligned here).
-template <int D, typename T, int BM, int MT, bool WG>
+// Pipelined wgmma mainloop (D = 64/128, 16-row warps): three K/V stages; S(t+1) = Q K(t+1)^T is
+// issued asynchronously before the softmax of tile t and runs under it and under P(t) V(t).
+template <int D, typename T, int THREADS, typename Tiles>
+__device__ __forceinline__ void run_tiles_pipe(const Tiles& tiles, const MaskCtx& mc, const u16* kb, const u16* vb,
+                                               const int* cols, const u32 (&qf)[D / 16][4], u16* sk, u16* sv,
+                                               float (&acc)[D / 8][4], float (&mrow)[2], float (&lrow)[2],
+                                               float scale_log2, int tid, int warp, int lane) {
+    const int n = tiles.count();
+    if (n == 0) return;
+    auto issue = [&](int t) {
+        if (t < n) {
+            TileRef tr = tiles.tile(t);
+            u16* kt = sk + (t % 3) * 64 * D;
+            u16* vt = sv + (t % 3) * 64 * D;
+            if (tr.gather < 0) {
+                auto rk = [&](int r) -> const u16* {
+                    int key = tr.start + r;
+                    return (key >= 0 && key < mc.kv_len) ? kb + (i64)key * D : nullptr;
+                };
+                auto rv = [&](int r) -> const u16* {
+                    int key = tr.start + r;
+                    return (key >= 0 && key < mc.kv_len) ? vb + (i64)key * D : nullptr;
+                };
+                load_tile_async<D, THREADS>(kt, rk, tid);
+                load_tile_async<D, THREADS>(vt, rv, tid);
+            } else {
+                auto rk = [&](int r) -> const u16* { return r < tr.gather ? kb + (i64)cols[tr.start + r] * D : nullptr; };
+                auto rv = [&](int r) -> const u16* { return r < tr.gather ? vb + (i64)cols[tr.start + r] * D : nullptr; };
+                load_tile_async<D, THREADS>(kt, rk, tid);
+                load_tile_async<D, THREADS>(vt, rv, tid);
+            }
+        }
+        cp_async_commit();  // possibly empty: keeps one group per tile
+    };
+    const int row0 = warp * 16 + (lane >> 2);
+    float s_cur[8][4], s_next[8][4];
+    issue(0);
+    issue(1);
+    asm volatile("cp.async.wait_group 1;" ::: "memory");
+    fence_proxy_async();
+    __syncthreads();
+    wg_qk_issue<D, T>(s_cur, qf, sk);
+    wg_wait0();
+    wg_fence_regs(s_cur);
+    for (int t = 0; t < n; ++t) {
+        // Tile t+1 resident for everyone; every warp is past P(t-1)V(t-1), so stage (t+2)%3 is free.
+        cp_async_wait_all();
+        fence_proxy_async();
+        __syncthreads();
+        issue(t + 2);
+        if (t + 1 < n) wg_qk_issue<D, T>(s_next, qf, sk + ((t + 1) % 3) * 64 * D);
+        const TileRef tr = tiles.tile(t);
+        const bool full = mc.full(tr);
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                float x = s_cur[j][e] * scale_log2;
+                if (!full) {
+                    int col = j * 8 + (lane & 3) * 2 + (e & 1);
+                    if (!mc.valid(tr, col, mc.pos0 + row0 + (e >> 1) * 8)) x = MI_NEG_INF;
+                }
+                s_cur[j][e] = x;
+            }
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            float mx = MI_NEG_INF;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s_cur[j][2 * i], s_cur[j][2 * i + 1]));
+            mx = quad_max(mx);
+            float m_new = fmaxf(mrow[i], mx);
+            float ref = (m_new == MI_NEG_INF) ? 0.f : m_new;
+            float alpha = fast_exp2(mrow[i] - ref);
+            mrow[i] = m_new;
+            float sum = 0.f;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                float p0 = fast_exp2(s_cur[j][2 * i] - ref);
+                float p1 = fast_exp2(s_cur[j][2 * i + 1] - ref);
+                s_cur[j][2 * i] = p0;
+                s_cur[j][2 * i + 1] = p1;
+                sum += p0 + p1;
+            }
+            lrow[i] = lrow[i] * alpha + sum;
+#pragma unroll
+            for (int dn = 0; dn < D / 8; ++dn) {
+                acc[dn][2 * i] *= alpha;
+                acc[dn][2 * i + 1] *= alpha;
+            }
+        }
+        wg_pv_issue<D, T>(acc, s_cur, sv + (t % 3) * 64 * D);
+        wg_wait0();
+        wg_fence_regs(acc);
+        wg_fence_regs(s_next);
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) s_cur[j][e] = s_next[j][e];
+    }
+}
+
+template <int D, typename T, int BM, int MT, bool WG, bool PIPE = false>
 __device__ __forceinline__ void attn_block(const AttnParams& p) {
+    static_assert(!PIPE || WG, "the pipelined loop is a wgmma loop");
     static_assert(!WG || (MT == 1 && D % 64 == 0), "wgmma path needs 16-row warps and D % 64 == 0");
     constexpr int THREADS = BM * 2 / MT;  // one warp per 16*MT rows
     extern __shared__ __align__(1024) unsigned char smem_raw[];
     const u32 mis = smem_addr(smem_raw) & 1023u;
     u16* sq = (u16*)(smem_raw + (mis ? 1024u - mis : 0u));
     u16* sk = sq + BM * D;
-    u16* sv = sk + 2 * 64 * D;
+    u16* sv = sk + (PIPE ? 3 : 2) * 64 * D;
     BlockGeom g;
     if (!block_geom<BM>(p, g)) return;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -160,6 +262,11 @@ __device__ __forceinline__ void attn_block(const AttnParams& p) {
         lrow[mt][0] = lrow[mt][1] = 0.f;
     }
     with_tiles(p, g, block_mask<BM>(g), [&](const auto& tiles, const MaskCtx& mc) {
+        if constexpr (PIPE) {
+            run_tiles_pipe<D, T, THREADS>(tiles, mc, kb, vb, (const int*)p.col_index, qf, sk, sv, acc[0], mrow[0],
+                                          lrow[0], p.scale_log2, tid, warp, lane);
+            return;
+        }
         run_tiles<D, T, THREADS, MT, BM, WG>(tiles, mc, kb, vb, (const int*)p.col_index, qf, sq, sk, sv, acc, mrow, lrow,
                                      p.scale_log2, tid, warp, lane);
     });
@@ -208,6 +315,12 @@ __device__ __forceinline__ void attn_block(const AttnParams& p) {
     }                                                                                                          \
     extern "C" __global__ void __launch_bounds__(256) NAME##_m128w8_wg(const AttnParams p) {                    \
         attn_block<D, T, 128, 1, true>(p);                                                                     \
+    }                                                                                                          \
+    extern "C" __global__ void __launch_bounds__(128) NAME##_wgp(const AttnParams p) {                          \
+        attn_block<D, T, 64, 1, true, true>(p);                                                                \
+    }                                                                                                          \
+    extern "C" __global__ void __launch_bounds__(256) NAME##_m128w8_wgp(const AttnParams p) {                   \
+        attn_block<D, T, 128, 1, true, true>(p);                                                               \
     }
 
 MI_ATTN_ENTRY(attn_bf16_d64, 64, Bf16)

@@ -114,3 +114,50 @@ __device__ __forceinline__ void wg_pv_tile(float (&acc)[D / 8][4], const float (
     wg_commit();
     wg_wait0();
 }
+
+// Pins registers written by in-flight wgmma: the compiler may not move reads of them above this
+// point (placed right after the wait).
+template <int N>
+__device__ __forceinline__ void wg_fence_regs(float (&r)[N][4]) {
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) asm volatile("" : "+f"(r[i][j])::"memory");
+}
+
+// Asynchronous variants (issue + commit, no wait) for the pipelined mainloop.
+template <int D, typename T>
+__device__ __forceinline__ void wg_qk_issue(float (&s)[8][4], const u32 (&qf)[D / 16][4], const u16* k_tile) {
+    const u32 base = smem_addr(k_tile);
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        u32 addr = base + (u32)((kk >> 2) * 64 * 64 * 2 + (kk & 3) * 32);
+        Wg<T>::qk(s, qf[kk], gmma_desc(addr, 16, 1024), kk > 0 ? 1 : 0);
+    }
+    wg_commit();
+}
+
+template <int D, typename T>
+__device__ __forceinline__ void wg_pv_issue(float (&acc)[D / 8][4], const float (&p)[8][4], const u16* v_tile) {
+    const u32 base = smem_addr(v_tile);
+    u32 a[4][4];
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+        a[kk][0] = Elem<T>::pack2(p[2 * kk][0], p[2 * kk][1]);
+        a[kk][1] = Elem<T>::pack2(p[2 * kk][2], p[2 * kk][3]);
+        a[kk][2] = Elem<T>::pack2(p[2 * kk + 1][0], p[2 * kk + 1][1]);
+        a[kk][3] = Elem<T>::pack2(p[2 * kk + 1][2], p[2 * kk + 1][3]);
+    }
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+        u64 desc = gmma_desc(base + (u32)(kk * 2048), 64 * 64 * 2, 1024);
+        if constexpr (D == 128) {
+            Wg<T>::pv128(acc, a[kk], desc);
+        } else {
+            Wg<T>::pv64(acc, a[kk], desc);
+        }
+    }
+    wg_commit();
+}

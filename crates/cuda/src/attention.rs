@@ -151,8 +151,15 @@ pub fn attention(
         // wgmma kernels (`_wg`) exist for D = 64 and 128; 1 KiB extra lets the kernel align its tiles.
         let name = format!("attn_{}_d{d}", dtype_suffix(q.dtype));
         let wg = use_wgmma(d);
-        let wg_suffix = if wg { "_wg" } else { "" };
+        // The pipelined wgmma loop keeps a third K/V stage.
+        let pipe = wg && std::env::var("MINFERENCE_WG_PIPE").is_ok_and(|v| v == "1");
+        let wg_suffix = match (wg, pipe) {
+            (true, true) => "_wgp",
+            (true, false) => "_wg",
+            _ => "",
+        };
         let align = if wg { 1024 } else { 0 };
+        let kv_stages = if pipe { 3 } else { 2 };
         let has_analytic = patterns
             .iter()
             .any(|p| matches!(p, HeadPattern::Dense | HeadPattern::AShape { .. }));
@@ -165,7 +172,7 @@ pub fn attention(
                         &format!("{name}{wg_suffix}"),
                         (rows(64), h, b),
                         128,
-                        5 * 64 * d * 2 + align,
+                        (1 + 2 * kv_stages) * 64 * d * 2 + align,
                         &p2,
                     )?;
                 }
@@ -179,7 +186,7 @@ pub fn attention(
                     )?;
                 }
                 DenseVariant::Rows128Warps8 => {
-                    let smem = 6 * 64 * d * 2 + align;
+                    let smem = (2 + 2 * kv_stages) * 64 * d * 2 + align;
                     gpu.launch_attn(
                         &format!("{name}_m128w8{wg_suffix}"),
                         (rows(128), h, b),
@@ -199,7 +206,7 @@ pub fn attention(
                 &format!("{name}{wg_suffix}"),
                 (rows(64), h, b),
                 128,
-                5 * 64 * d * 2 + align,
+                (1 + 2 * kv_stages) * 64 * d * 2 + align,
                 &p64,
             )?;
         }
