@@ -92,15 +92,16 @@ extern "C" __global__ void rms_norm_f32out(const bf16* x, const float* w, float*
 // Q to q_out[h, q_row0 + t, :] (q_rows rows per head), K/V to k_out/v_out[kv_row0 + t, :].
 // One block per token, blockDim.x = D / 2: thread i owns the pair (i, i + D/2) of every slot.
 // Angles in f64: at 1M positions an f32 angle would be off by ~0.1 rad.
+// `in_stride` = elements between token rows of `qkv` (several groups may share one GEMM output).
 extern "C" __global__ void qkv_rope_scatter(const bf16* qkv, const float* bias, const double* inv_freq, bf16* q_out,
                                             bf16* k_out, bf16* v_out, int gs, int head_dim, long long q_rows,
-                                            long long q_row0, long long kv_row0, long long pos0) {
+                                            long long q_row0, long long kv_row0, long long pos0, int in_stride) {
     const long long t = blockIdx.x;
     const int i = threadIdx.x, half = head_dim >> 1;
     double s, c;
     sincos((double)(pos0 + t) * inv_freq[i], &s, &c);
     const float cs = (float)c, sn = (float)s;
-    const bf16* row = qkv + t * (long long)(gs + 2) * head_dim;
+    const bf16* row = qkv + t * (long long)in_stride;
     for (int slot = 0; slot < gs + 2; ++slot) {
         float a = ld(row[slot * head_dim + i]), b = ld(row[slot * head_dim + i + half]);
         if (bias != nullptr) {

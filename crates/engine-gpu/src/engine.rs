@@ -8,7 +8,7 @@ use crate::error::{EngineError, Result};
 use crate::gemm::Gemm;
 use crate::kv::KvCache;
 use crate::ops::{dptr, Ops, DECODE_CHUNK};
-use crate::plan::{plan_gpu_memory, GpuMemoryPlan, PlanInput};
+use crate::plan::{plan_gpu_memory, AttentionGrouping, GpuMemoryPlan, PlanInput};
 use crate::rope::rope_inv_freq;
 use crate::timing::{Phase, PhaseTimer};
 use crate::weights::{weight_bytes, DeviceWeights};
@@ -75,6 +75,7 @@ pub struct GpuEngine {
     allow_offload: bool,
     allow_context_extension: bool,
     memory_limit: Option<u64>,
+    grouping: AttentionGrouping,
     cache: Option<KvCache>,
     decode: Option<DecodeBufs>,
 }
@@ -178,6 +179,7 @@ impl GpuEngine {
             allow_offload: true,
             allow_context_extension: false,
             memory_limit: None,
+            grouping: AttentionGrouping::Auto,
             cache: None,
             decode: None,
         })
@@ -205,6 +207,10 @@ impl GpuEngine {
     }
     pub fn set_allow_context_extension(&mut self, allow: bool) {
         self.allow_context_extension = allow;
+    }
+    /// Per-layer or per-group attention calls (default: per layer when it fits).
+    pub fn set_attention_grouping(&mut self, grouping: AttentionGrouping) {
+        self.grouping = grouping;
     }
     /// Caps the device bytes the memory plan may use (weights included); tests use it to force
     /// KV offload on a large GPU.
@@ -238,6 +244,7 @@ impl GpuEngine {
         input.chunk_tokens = self.chunk_tokens;
         input.vs_budget = vs_budget(attention);
         input.allow_offload = self.allow_offload;
+        input.grouping = self.grouping;
         plan_gpu_memory(&self.cfg, &input)
     }
 
@@ -300,14 +307,24 @@ impl GpuEngine {
         let ids: Vec<i32> = tokens.iter().map(|t| *t as i32).collect();
         let tok_dev = gpu.upload(&ids)?;
         let x = gpu.alloc::<u16>(n * h)?;
-        let q_g = DeviceTensor::alloc(&gpu, DType::Bf16, gs * n * d)?;
-        let mut o_g = DeviceTensor::alloc(&gpu, DType::Bf16, gs * n * d)?;
-        // Attention output of every head, token-major: the residual may only change after the
-        // last group's Q/K/V were computed from it.
-        let o_all = gpu.alloc::<u16>(n * cfg.q_dim())?;
-        let o_all_p = dptr(&gpu, &o_all);
+        // Heads per attention call: a whole layer, or one KV-head group.
+        let per_layer = plan.per_layer_attention;
+        let (passes, kv_per_pass) = if per_layer { (1, kvh) } else { (kvh, 1) };
+        let heads_per_pass = kv_per_pass * gs;
+        let q_buf = DeviceTensor::alloc(&gpu, DType::Bf16, heads_per_pass * n * d)?;
+        let mut o_hm = DeviceTensor::alloc(&gpu, DType::Bf16, heads_per_pass * n * d)?;
+        // Attention output of every head, token-major. The residual may only change after the
+        // last group's Q/K/V were computed from it. Per layer, Q's buffer is free for it.
+        let o_all = if per_layer {
+            None
+        } else {
+            Some(gpu.alloc::<u16>(n * cfg.q_dim())?)
+        };
+        let o_all_p = o_all
+            .as_ref()
+            .map_or(q_buf.device_ptr(&gpu), |o| dptr(&gpu, o));
         let normed = gpu.alloc::<u16>(chunk * h)?;
-        let qkv = gpu.alloc::<u16>(chunk * slot)?;
+        let qkv = gpu.alloc::<u16>(chunk * kv_per_pass * slot)?;
         let gate_up = gpu.alloc::<u16>(chunk * 2 * inter)?;
         let act = gpu.alloc::<u16>(chunk * inter)?;
         let (xp, normed_p, qkv_p, gu_p, act_p) = (
@@ -348,7 +365,6 @@ impl GpuEngine {
         )?;
         timer.stop(&gpu, Phase::Embed, t)?;
 
-        let dense_group = vec![HeadPattern::Dense; gs];
         for l in 0..cfg.layers {
             let lw = &self.weights.layers[l];
             let (w_qkv, w_o, w_gu, w_down) = (
@@ -360,12 +376,8 @@ impl GpuEngine {
             let (attn_norm, mlp_norm) = (dptr(&gpu, &lw.attn_norm), dptr(&gpu, &lw.mlp_norm));
             let bias = lw.qkv_bias.as_ref().map(|b| dptr(&gpu, b));
             let patterns = layer_patterns(attention, l, n);
-            for g in 0..kvh {
-                let (k_dst, v_dst) = {
-                    let kv = cache.prefix(l, g)?;
-                    (kv.k.device_ptr(&gpu), kv.v.device_ptr(&gpu))
-                };
-                let qp = q_g.device_ptr(&gpu);
+            for pass in 0..passes {
+                let qp = q_buf.device_ptr(&gpu);
                 let t = timer.start(&gpu)?;
                 for c0 in (0..n).step_by(chunk) {
                     let c = chunk.min(n - c0);
@@ -378,44 +390,64 @@ impl GpuEngine {
                         h,
                         cfg.rms_eps,
                     )?;
-                    let w_group = w_qkv + (g * slot * h * 2) as u64;
+                    // Fused QKV rows of this pass's KV groups (consecutive in the weight).
+                    let w_rows = w_qkv + (pass * kv_per_pass * slot * h * 2) as u64;
+                    let width = kv_per_pass * slot;
                     self.gemm.linear(
                         &gpu,
                         (normed_p, h),
-                        (w_group, h),
-                        (qkv_p, slot),
+                        (w_rows, h),
+                        (qkv_p, width),
                         c,
                         h,
-                        slot,
+                        width,
                         false,
                     )?;
-                    let b = bias.map_or(0, |b| b + (g * slot * 4) as u64);
-                    self.ops.qkv_rope_scatter(
-                        &gpu,
-                        qkv_p,
-                        b,
-                        inv_freq,
-                        (qp, k_dst, v_dst),
-                        c,
-                        gs,
-                        d,
-                        (n, c0, c0, c0),
-                    )?;
+                    for j in 0..kv_per_pass {
+                        let g = pass * kv_per_pass + j;
+                        let (k_dst, v_dst) = cache.prefix_ptrs(&gpu, l, g)?;
+                        let b = bias.map_or(0, |b| b + (g * slot * 4) as u64);
+                        self.ops.qkv_rope_scatter(
+                            &gpu,
+                            (qkv_p + (j * slot * 2) as u64, width),
+                            b,
+                            inv_freq,
+                            (qp + (j * gs * n * d * 2) as u64, k_dst, v_dst),
+                            c,
+                            gs,
+                            d,
+                            (n, c0, c0, c0),
+                        )?;
+                    }
                 }
                 timer.stop(&gpu, Phase::Qkv, t)?;
 
-                let group_patterns =
-                    patterns.map_or(dense_group.as_slice(), |p| &p[g * gs..(g + 1) * gs]);
-                let sparse = group_patterns
+                let first = pass * heads_per_pass;
+                let pass_patterns: Vec<HeadPattern> = match patterns {
+                    Some(p) => p[first..first + heads_per_pass].to_vec(),
+                    None => vec![HeadPattern::Dense; heads_per_pass],
+                };
+                let sparse = pass_patterns
                     .iter()
                     .filter(|p| **p != HeadPattern::Dense)
                     .count();
                 stats.sparse_heads += sparse;
-                stats.dense_heads += gs - sparse;
-                let shape = AttnShape::single(gs, 1, d, n);
-                let kv = cache.prefix(l, g)?;
-                let (lt, index) =
-                    layer_attention(&gpu, &shape, &q_g, &kv.k, &kv.v, group_patterns, &mut o_g)?;
+                stats.dense_heads += heads_per_pass - sparse;
+                let shape = AttnShape::single(heads_per_pass, kv_per_pass, d, n);
+                let kv = if per_layer {
+                    cache.layer(l)?
+                } else {
+                    cache.prefix(l, pass)?
+                };
+                let (lt, index) = layer_attention(
+                    &gpu,
+                    &shape,
+                    &q_buf,
+                    &kv.k,
+                    &kv.v,
+                    &pass_patterns,
+                    &mut o_hm,
+                )?;
                 drop(index);
                 stats.estimate_ms += lt.estimate_ms as f64;
                 stats.index_ms += lt.index_ms as f64;
@@ -423,9 +455,16 @@ impl GpuEngine {
                 stats.index_tiles += lt.index_tiles;
 
                 let t = timer.start(&gpu)?;
-                let dst = o_all_p + (g * gs * d * 2) as u64;
-                self.ops
-                    .heads_to_rows(&gpu, o_g.device_ptr(&gpu), dst, n, gs, d, cfg.q_dim())?;
+                let dst = o_all_p + (first * d * 2) as u64;
+                self.ops.heads_to_rows(
+                    &gpu,
+                    o_hm.device_ptr(&gpu),
+                    dst,
+                    n,
+                    heads_per_pass,
+                    d,
+                    cfg.q_dim(),
+                )?;
                 timer.stop(&gpu, Phase::OProj, t)?;
             }
             let t = timer.start(&gpu)?;
@@ -490,7 +529,7 @@ impl GpuEngine {
         gpu.sync()?;
         timer.flush()?;
         // Free the prompt-sized buffers before decode.
-        drop((x, q_g, o_g, o_all, normed, qkv, gate_up, act, tok_dev));
+        drop((x, q_buf, o_hm, o_all, normed, qkv, gate_up, act, tok_dev));
         self.cache = Some(cache);
         self.decode = Some(bufs);
 
@@ -636,7 +675,7 @@ impl GpuEngine {
                 let b = bias.map_or(0, |b| b + (g * slot * 4) as u64);
                 self.ops.qkv_rope_scatter(
                     &gpu,
-                    qkvp,
+                    (qkvp, slot),
                     b,
                     inv_freq,
                     (qp, k_tail, v_tail),
@@ -648,8 +687,8 @@ impl GpuEngine {
                 if cache.is_offloaded(l) {
                     cache.stage(&gpu, l, g)?;
                 }
-                let kv = cache.prefix(l, g)?;
-                let ptrs = (kv.k.device_ptr(&gpu), kv.v.device_ptr(&gpu), k_tail, v_tail);
+                let (k_pre, v_pre) = cache.prefix_ptrs(&gpu, l, g)?;
+                let ptrs = (k_pre, v_pre, k_tail, v_tail);
                 let out = op + (g * gs * d * 2) as u64;
                 self.ops.decode_attention(
                     &gpu,

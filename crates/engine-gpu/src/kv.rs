@@ -1,6 +1,8 @@
-//! The device KV cache: per layer and KV head, the prefill keys/values `[N, D]` (a `DeviceTensor`,
-//! as `layer_attention` reads them) plus a decode tail `[max_new_tokens, D]`. Layers that do not
-//! fit stay in pinned host memory and pass through one shared device staging layer.
+//! The device KV cache: per layer the prefill keys/values as `DeviceTensor`s, as `layer_attention`
+//! reads them — one `[kv_heads, N, D]` pair per layer (per-layer attention) or one `[N, D]` pair
+//! per KV head (per-group attention) — plus a decode tail `[max_new_tokens, D]` per KV head.
+//! Layers that do not fit stay in pinned host memory and pass through one shared device staging
+//! layer (per-group attention only).
 
 use crate::error::{driver, EngineError, Result};
 use crate::ops::dptr;
@@ -15,6 +17,8 @@ pub struct GroupKv {
 }
 
 enum Prefix {
+    /// `[kv_heads, N, D]` each.
+    Layer(GroupKv),
     Device(Vec<GroupKv>),
     /// K and V of all KV heads, `[kv_heads, N, D]` each.
     Host {
@@ -55,7 +59,9 @@ impl KvCache {
         let n = plan.tokens;
         let mut prefix = Vec::with_capacity(layers);
         for l in 0..layers {
-            if l < plan.kv_resident_layers {
+            if l < plan.kv_resident_layers && plan.per_layer_attention {
+                prefix.push(Prefix::Layer(group(gpu, kv_heads * n, head_dim)?));
+            } else if l < plan.kv_resident_layers {
                 prefix.push(Prefix::Device(
                     (0..kv_heads)
                         .map(|_| group(gpu, n, head_dim))
@@ -118,13 +124,37 @@ impl KvCache {
     }
 
     /// Device tensors holding the prefill K/V of (layer, kv_head): the cache itself or the staging layer.
+    /// Per-group attention: the `[N, D]` tensors of one KV head (the cache or the staging layer).
     pub fn prefix(&self, layer: usize, kv_head: usize) -> Result<&GroupKv> {
         match &self.prefix[layer] {
+            Prefix::Layer(_) => Err(EngineError::Input(
+                "per-group access to a per-layer KV cache".into(),
+            )),
             Prefix::Device(groups) => Ok(&groups[kv_head]),
             Prefix::Host { .. } => self.staging.as_ref().map(|s| &s[kv_head]).ok_or_else(|| {
                 EngineError::Input("offloaded layer without a staging buffer".into())
             }),
         }
+    }
+
+    /// Per-layer attention: the `[kv_heads, N, D]` tensors of a layer.
+    pub fn layer(&self, layer: usize) -> Result<&GroupKv> {
+        match &self.prefix[layer] {
+            Prefix::Layer(kv) => Ok(kv),
+            _ => Err(EngineError::Input(
+                "per-layer access to a per-group KV cache".into(),
+            )),
+        }
+    }
+
+    /// Device addresses of the prefill K/V `[N, D]` of (layer, kv_head), in either layout.
+    pub fn prefix_ptrs(&self, gpu: &Gpu, layer: usize, kv_head: usize) -> Result<(u64, u64)> {
+        if let Prefix::Layer(kv) = &self.prefix[layer] {
+            let off = (kv_head * self.n_prefix * self.head_dim * 2) as u64;
+            return Ok((kv.k.device_ptr(gpu) + off, kv.v.device_ptr(gpu) + off));
+        }
+        let kv = self.prefix(layer, kv_head)?;
+        Ok((kv.k.device_ptr(gpu), kv.v.device_ptr(gpu)))
     }
 
     pub fn tail_ptrs(&self, gpu: &Gpu, layer: usize, kv_head: usize) -> (u64, u64) {

@@ -214,7 +214,7 @@ impl Ops {
     pub(crate) fn qkv_rope_scatter(
         &self,
         gpu: &Gpu,
-        qkv: u64,
+        (qkv, in_stride): (u64, usize),
         bias: u64,
         inv_freq: u64,
         (q_out, k_out, v_out): (u64, u64, u64),
@@ -236,6 +236,7 @@ impl Ops {
             Arg::L(q_row0 as i64),
             Arg::L(kv_row0 as i64),
             Arg::L(pos0 as i64),
+            Arg::I(in_stride as i32),
         ];
         self.launch(
             gpu,

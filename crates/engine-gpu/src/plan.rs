@@ -1,10 +1,12 @@
 //! Device memory plan of a GPU prefill: what the group-wise forward allocates for a prompt of N
 //! tokens, and how many layers' KV cache stay resident (the rest go to pinned host memory).
 //!
-//! The forward keeps on the device: the weights, the residual stream `[N, hidden]`, Q and the
-//! attention output of ONE KV-head group (`2 × group × N × D`), the sparse index of one group, the
-//! MLP buffers of one token chunk, and the KV cache (`2 × kv_heads × N × D` per layer, plus the
-//! decode tail). Nothing is N × N and nothing is N × intermediate.
+//! The forward keeps on the device: the weights, the residual stream `[N, hidden]`, the attention
+//! buffers, the sparse index, the MLP buffers of one token chunk, and the KV cache
+//! (`2 × kv_heads × N × D` per layer, plus the decode tail). Attention runs per layer (Q and O of
+//! every head, one `layer_attention` call) when everything fits with the KV cache resident, else
+//! per KV-head group (Q and O of one group + the token-major output of all heads), which is what
+//! lets layers be offloaded. Nothing is N × N and nothing is N × intermediate.
 
 use crate::error::{EngineError, Result};
 use crate::weights::weight_bytes;
@@ -12,8 +14,20 @@ use minference_model::ModelConfig;
 
 const GIB: f64 = (1u64 << 30) as f64;
 
+/// How prefill attention is batched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionGrouping {
+    /// Per layer when it fits with the KV cache resident, else per KV-head group.
+    Auto,
+    /// All heads of a layer in one `layer_attention` call (fewer launches and index syncs).
+    PerLayer,
+    /// One KV-head group at a time (least memory; required for KV offload).
+    PerGroup,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanInput {
+    pub grouping: AttentionGrouping,
     pub tokens: usize,
     /// Decode tail reserved per layer.
     pub max_new_tokens: usize,
@@ -31,6 +45,7 @@ pub struct PlanInput {
 impl PlanInput {
     pub fn new(tokens: usize, device_bytes: u64) -> Self {
         PlanInput {
+            grouping: AttentionGrouping::Auto,
             tokens,
             max_new_tokens: 256,
             chunk_tokens: crate::engine::DEFAULT_CHUNK_TOKENS,
@@ -52,8 +67,11 @@ pub struct GpuMemoryPlan {
     pub kv_tail_bytes: u64,
     pub kv_resident_layers: usize,
     pub kv_offloaded_layers: usize,
+    /// Attention of all heads of a layer in one call (else one KV-head group at a time).
+    pub per_layer_attention: bool,
     pub residual_bytes: u64,
-    /// Q + attention output of one KV-head group, and the token-major output of all heads.
+    /// Attention buffers: per layer, Q and O of every head; per group, Q and O of one group plus
+    /// the token-major output of all heads.
     pub group_bytes: u64,
     pub index_bytes: u64,
     pub chunk_bytes: u64,
@@ -108,15 +126,31 @@ pub fn plan_gpu_memory(cfg: &ModelConfig, input: &PlanInput) -> Result<GpuMemory
     let kv_layer_bytes = mul(mul(2 * kvh * d * 2, n)?, 1)?;
     let kv_tail_bytes = layers * 2 * kvh * d * 2 * input.max_new_tokens.max(1) as u64;
     let residual_bytes = mul(n, h * 2)?;
-    // Q and O of one group head-major, plus O of every head token-major.
-    let group_bytes = mul(n, 2 * gs * d * 2 + cfg.q_dim() as u64 * 2)?;
-    // Per (head, 64-row block): up to k_v columns and about k_s / 64 slash tiles (+ estimate scratch).
     let row_blocks = n.div_ceil(64);
     let (kv_budget, ks_budget) = (input.vs_budget.0 as u64, input.vs_budget.1 as u64);
-    let index_bytes =
-        mul(mul(gs * row_blocks, kv_budget + ks_budget / 16 + 8)?, 4 * 2)? + mul(n, gs * 16)?;
     let chunk = input.chunk_tokens.min(input.tokens).max(1) as u64;
-    let chunk_bytes = chunk * 2 * (h + (gs + 2) * d + 3 * inter);
+    let q_dim = cfg.q_dim() as u64;
+    // (attention buffers, index, chunk buffers) for per-layer or per-group attention.
+    let sizes = |per_layer: bool| -> Result<(u64, u64, u64)> {
+        let heads = if per_layer { gs * kvh } else { gs };
+        let attention = if per_layer {
+            mul(n, 2 * q_dim * 2)?
+        } else {
+            mul(n, 2 * gs * d * 2 + q_dim * 2)?
+        };
+        // Per (head, 64-row block): up to k_v columns and about k_s / 64 slash tiles (+ estimate scratch).
+        let index = mul(
+            mul(heads * row_blocks, kv_budget + ks_budget / 16 + 8)?,
+            4 * 2,
+        )? + mul(n, heads * 16)?;
+        let qkv_width = if per_layer {
+            kvh * (gs + 2) * d
+        } else {
+            (gs + 2) * d
+        };
+        let chunk_bytes = chunk * 2 * (h + qkv_width + 3 * inter);
+        Ok((attention, index, chunk_bytes))
+    };
     let decode_partials = mul(
         4 * gs * (d + 2),
         n.div_ceil(crate::ops::DECODE_CHUNK as u64),
@@ -124,40 +158,71 @@ pub fn plan_gpu_memory(cfg: &ModelConfig, input: &PlanInput) -> Result<GpuMemory
     let decode_bytes = 2 * (h * 2 + (gs + 2) * d + 3 * inter + cfg.q_dim() as u64)
         + 4 * (cfg.vocab as u64 + h)
         + decode_partials;
-    let fixed = [
-        weights_bytes,
-        kv_tail_bytes,
-        residual_bytes,
-        group_bytes,
-        index_bytes,
-        chunk_bytes,
-        decode_bytes,
-        input.overhead_bytes,
-    ]
-    .iter()
-    .try_fold(0u64, |a, &b| a.checked_add(b))
-    .ok_or_else(overflow)?;
-
-    let all_resident = fixed
-        .checked_add(mul(kv_layer_bytes, layers)?)
+    let total = |per_layer: bool| -> Result<(u64, (u64, u64, u64))> {
+        let (attention, index, chunk_bytes) = sizes(per_layer)?;
+        let fixed = [
+            weights_bytes,
+            kv_tail_bytes,
+            residual_bytes,
+            attention,
+            index,
+            chunk_bytes,
+            decode_bytes,
+            input.overhead_bytes,
+        ]
+        .iter()
+        .try_fold(0u64, |a, &b| a.checked_add(b))
         .ok_or_else(overflow)?;
-    let base = GpuMemoryPlan {
-        tokens: input.tokens,
-        weights_bytes,
-        kv_layer_bytes,
-        kv_tail_bytes,
-        kv_resident_layers: cfg.layers,
-        kv_offloaded_layers: 0,
-        residual_bytes,
-        group_bytes,
-        index_bytes,
-        chunk_bytes,
-        decode_bytes,
-        overhead_bytes: input.overhead_bytes,
-        device_needed_bytes: all_resident,
-        device_bytes: input.device_bytes,
-        host_bytes: 0,
+        Ok((fixed, (attention, index, chunk_bytes)))
     };
+    let plan_for = |per_layer: bool| -> Result<(u64, GpuMemoryPlan)> {
+        let (fixed, (group_bytes, index_bytes, chunk_bytes)) = total(per_layer)?;
+        let all_resident = fixed
+            .checked_add(mul(kv_layer_bytes, layers)?)
+            .ok_or_else(overflow)?;
+        Ok((
+            fixed,
+            GpuMemoryPlan {
+                tokens: input.tokens,
+                weights_bytes,
+                kv_layer_bytes,
+                kv_tail_bytes,
+                kv_resident_layers: cfg.layers,
+                kv_offloaded_layers: 0,
+                per_layer_attention: per_layer,
+                residual_bytes,
+                group_bytes,
+                index_bytes,
+                chunk_bytes,
+                decode_bytes,
+                overhead_bytes: input.overhead_bytes,
+                device_needed_bytes: all_resident,
+                device_bytes: input.device_bytes,
+                host_bytes: 0,
+            },
+        ))
+    };
+    if input.grouping != AttentionGrouping::PerGroup {
+        let (_, layer_plan) = plan_for(true)?;
+        if layer_plan.device_needed_bytes <= input.device_bytes {
+            return Ok(layer_plan);
+        }
+        if input.grouping == AttentionGrouping::PerLayer {
+            return Err(EngineError::OutOfMemory(format!(
+                "per-layer attention over {} tokens needs {:.2} GiB on the device but {:.2} GiB are available",
+                input.tokens,
+                layer_plan.device_needed_bytes as f64 / GIB,
+                input.device_bytes as f64 / GIB
+            )));
+        }
+    }
+    let (fixed, base) = plan_for(false)?;
+    let (all_resident, group_bytes, index_bytes, chunk_bytes) = (
+        base.device_needed_bytes,
+        base.group_bytes,
+        base.index_bytes,
+        base.chunk_bytes,
+    );
     if all_resident <= input.device_bytes {
         return Ok(base);
     }
@@ -254,6 +319,27 @@ mod tests {
             }
         }
         assert_eq!(last, 0, "140 GB holds the whole 1M-token cache");
+    }
+
+    #[test]
+    fn per_layer_attention_when_it_fits_and_per_group_for_offload() {
+        let cfg = qwen();
+        let ok = |input: &PlanInput| plan_gpu_memory(&cfg, input).unwrap_or_else(|e| panic!("{e}"));
+        let short = ok(&PlanInput::new(128 << 10, H100_FREE));
+        assert!(short.per_layer_attention);
+        let long = ok(&PlanInput::new(1 << 20, H100_FREE));
+        assert!(!long.per_layer_attention && long.kv_offloaded_layers > 0);
+        let mut forced = PlanInput::new(128 << 10, H100_FREE);
+        forced.grouping = AttentionGrouping::PerGroup;
+        let grouped = ok(&forced);
+        assert!(!grouped.per_layer_attention);
+        assert!(grouped.device_needed_bytes < short.device_needed_bytes);
+        let mut must = PlanInput::new(1 << 20, H100_FREE);
+        must.grouping = AttentionGrouping::PerLayer;
+        assert!(
+            plan_gpu_memory(&cfg, &must).is_err(),
+            "per-layer at 1M cannot fit 80 GB"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use minference_core::HeadPattern;
 use minference_cpu::CpuBackend;
 use minference_cuda::Gpu;
-use minference_engine_gpu::{random_tokens, GpuEngine};
+use minference_engine_gpu::{random_tokens, AttentionGrouping, GpuEngine};
 use minference_model::{AttentionChoice, Engine, MInferencePlan, Model, ModelConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,12 +75,32 @@ fn random_small_model(layers: usize) -> Arc<Model> {
 
 /// Prefill, then three decode steps, on CPU and GPU.
 fn run_both(gpu: Arc<Gpu>, model: Arc<Model>, tokens: &[u32], label: &str) {
+    for grouping in [AttentionGrouping::PerLayer, AttentionGrouping::PerGroup] {
+        let label = format!("{label}, {grouping:?}");
+        run_both_with(
+            Arc::clone(&gpu),
+            Arc::clone(&model),
+            tokens,
+            &label,
+            grouping,
+        );
+    }
+}
+
+fn run_both_with(
+    gpu: Arc<Gpu>,
+    model: Arc<Model>,
+    tokens: &[u32],
+    label: &str,
+    grouping: AttentionGrouping,
+) {
     let mut cpu = Engine::new(Arc::clone(&model), CpuBackend::new());
     let (cpu_logits, _) = cpu
         .prefill(tokens, &AttentionChoice::Dense, &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
     let mut eng = GpuEngine::new(gpu, model).unwrap_or_else(|e| panic!("{e}"));
     eng.set_chunk_tokens(48); // several chunks, one partial
+    eng.set_attention_grouping(grouping);
     let (gpu_logits, stats) = eng
         .prefill(tokens, &AttentionChoice::Dense, &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
@@ -138,11 +158,14 @@ fn kv_offload_gives_identical_logits() {
     let model = random_small_model(8);
     let tokens = random_tokens(300, model.config().vocab, 5);
     let mut eng = GpuEngine::new(gpu, model).unwrap_or_else(|e| panic!("{e}"));
+    // Offload needs per-group attention; compare like with like.
+    eng.set_attention_grouping(AttentionGrouping::PerGroup);
     let (resident, s0) = eng
         .prefill(&tokens, &AttentionChoice::Dense, &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
     let d0 = eng.decode_step(9).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s0.plan.kv_offloaded_layers, 0);
+    assert!(!s0.plan.per_layer_attention);
     // Room for everything but about three layers of KV cache.
     let limit = s0.plan.device_needed_bytes - 3 * s0.plan.kv_layer_bytes;
     eng.set_memory_limit(Some(limit));
@@ -167,9 +190,19 @@ fn minference_with_a_covering_budget_equals_dense() {
     let model = random_small_model(4);
     let tokens = random_tokens(1000, model.config().vocab, 9);
     let mut eng = GpuEngine::new(gpu, Arc::clone(&model)).unwrap_or_else(|e| panic!("{e}"));
-    let (dense, _) = eng
+    let (dense, s) = eng
         .prefill(&tokens, &AttentionChoice::Dense, &mut |_| {})
         .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        s.plan.per_layer_attention,
+        "1000 tokens fit per-layer attention"
+    );
+    eng.set_attention_grouping(AttentionGrouping::PerGroup);
+    let (grouped, _) = eng
+        .prefill(&tokens, &AttentionChoice::Dense, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_close("per-group vs per-layer attention", &dense, &grouped);
+    eng.set_attention_grouping(AttentionGrouping::Auto);
     let full = MInferencePlan::uniform(
         model.config(),
         HeadPattern::VerticalSlash {
