@@ -91,10 +91,24 @@ pub fn run(args: &VizArgs) -> Result<()> {
         None => CalibrationSource::SyntheticKvRetrieval { seed: args.seed },
     };
     let prompt = load_calibration(model.tokenizer()?, &source, args.len, cfg.context_length)?;
-    // Check the output location before the forward pass.
+    // Check the output location before the forward pass; a failed run leaves no empty file behind.
     std::fs::File::create(&args.output).with_context(|| format!("cannot write {}", args.output.display()))?;
+    let result = draw(args, &cfg, config.as_ref(), &prompt.tokens, model);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&args.output);
+    }
+    result
+}
+
+fn draw(
+    args: &VizArgs,
+    cfg: &minference_model::ModelConfig,
+    config: Option<&ModelPatternConfig>,
+    tokens: &[u32],
+    model: minference_model::Model,
+) -> Result<()> {
     let heads: Vec<usize> = if args.grid { (0..cfg.heads).collect() } else { args.head.into_iter().collect() };
-    let captured = capture_layer(Arc::new(model), &prompt.tokens, args.layer)?;
+    let captured = capture_layer(Arc::new(model), tokens, args.layer)?;
     let viz = VizOptions { max_px: args.max_px, full_limit: args.full_limit, ..VizOptions::default() };
     let images = heads
         .par_iter()
@@ -102,7 +116,7 @@ pub fn run(args: &VizArgs) -> Result<()> {
             let c = &captured[head];
             let h = HeadInputs::new(&c.q, &c.k, Some(&c.v), c.head_dim)?;
             let mut opts = search_options("recall", &args.target_cost, &args.presets, None, None)?;
-            if let Some(config) = &config {
+            if let Some(config) = config {
                 opts.space.presets.clear();
                 opts.space.given = vec![config.pattern(args.layer, head)?];
             }
