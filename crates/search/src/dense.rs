@@ -64,27 +64,39 @@ impl ProbBlock<'_> {
 
 /// Calls `visit` for every row block from the one holding `first_row` on, in order.
 pub fn for_each_prob_block(h: &HeadInputs, first_row: usize, mut visit: impl FnMut(&ProbBlock) -> Result<()>) -> Result<()> {
-    let (n, d) = (h.n, h.head_dim);
-    let scale = 1.0 / (d as f32).sqrt();
-    let mut buf = vec![0f32; TILE * n];
-    for block in first_row.min(n) / TILE..h.row_blocks() {
-        let row0 = block * TILE;
-        let rows = TILE.min(n - row0);
-        let width = row0 + rows;
-        let probs = &mut buf[..rows * width];
-        let q = View { data: &h.q[row0 * d..], rs: d, cs: 1 };
-        // Kᵀ as a view: element (c, j) of Kᵀ is K[j][c].
-        let kt = View { data: h.k, rs: 1, cs: d };
-        sgemm(rows, d, width, q, kt, 0.0, probs, width);
-        for a in 0..rows {
-            let visible = row0 + a + 1;
-            let row = &mut probs[a * width..(a + 1) * width];
-            softmax_in_place(&mut row[..visible], scale).map_err(|_| CoreError::NonFinite(format!("attention logits of row {}", row0 + a)))?;
-            row[visible..].iter_mut().for_each(|x| *x = 0.0);
-        }
-        visit(&ProbBlock { block, row0, rows, width, probs })?;
+    let mut buf = Vec::new();
+    for block in first_row.min(h.n) / TILE..h.row_blocks() {
+        visit(&prob_block(h, block, &mut buf)?)?;
     }
     Ok(())
+}
+
+/// The exact probabilities of row block `block`, computed into `buf` (resized as needed, so one
+/// buffer serves every block of a thread).
+pub fn prob_block<'b>(h: &HeadInputs, block: usize, buf: &'b mut Vec<f32>) -> Result<ProbBlock<'b>> {
+    let (n, d) = (h.n, h.head_dim);
+    let row0 = block * TILE;
+    if row0 >= n {
+        return Err(SearchError::Input(format!("row block {block} is past the {n} rows")));
+    }
+    let scale = 1.0 / (d as f32).sqrt();
+    let rows = TILE.min(n - row0);
+    let width = row0 + rows;
+    if buf.len() < rows * width {
+        buf.resize(rows * width, 0.0);
+    }
+    let probs = &mut buf[..rows * width];
+    let q = View { data: &h.q[row0 * d..], rs: d, cs: 1 };
+    // Kᵀ as a view: element (c, j) of Kᵀ is K[j][c].
+    let kt = View { data: h.k, rs: 1, cs: d };
+    sgemm(rows, d, width, q, kt, 0.0, probs, width);
+    for a in 0..rows {
+        let visible = row0 + a + 1;
+        let row = &mut probs[a * width..(a + 1) * width];
+        softmax_in_place(&mut row[..visible], scale).map_err(|_| CoreError::NonFinite(format!("attention logits of row {}", row0 + a)))?;
+        row[visible..].iter_mut().for_each(|x| *x = 0.0);
+    }
+    Ok(ProbBlock { block, row0, rows, width, probs })
 }
 
 /// `x ← softmax(scale · x)` in f32 with an f64 normaliser.

@@ -1,11 +1,12 @@
 //! Scoring every candidate of one head against its exact dense attention.
 
 use crate::candidates::{Candidate, CandidateSpace, HeadCandidates};
-use crate::dense::{block_output, for_each_prob_block, HeadInputs};
+use crate::dense::{block_output, prob_block, HeadInputs};
 use crate::error::{Result, SearchError};
 use crate::mask::prefix_sums;
 use crate::objective::{Objective, Tally};
-use minference_core::HeadPattern;
+use minference_core::{HeadPattern, TILE};
+use rayon::prelude::*;
 
 /// Everything that decides one head's search.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,62 +100,112 @@ pub fn pick_best(c: &[CandidateScore], objective: &Objective) -> usize {
 
 type Scored = (Vec<Tally>, Option<Vec<f32>>);
 
+/// What one row block contributes: per scored row and candidate the kept mass (row-major), the
+/// output-error sums per candidate, and the block's dense output rows.
+struct BlockScore {
+    masses: Vec<f64>,
+    output: Vec<Tally>,
+    dense: Vec<f32>,
+}
+
+/// Per-thread buffers.
+#[derive(Default)]
+struct Scratch {
+    probs: Vec<f32>,
+    prefix: Vec<f64>,
+    acc: Vec<f32>,
+    gather: Vec<f32>,
+    sparse_row: Vec<f32>,
+}
+
+/// Row blocks are scored in parallel; their contributions are then added in row order, so the
+/// result does not depend on the number of threads.
 fn score_candidates(h: &HeadInputs, cands: &[Candidate], opts: &SearchOptions, want_output: bool) -> Result<Scored> {
     let (n, d) = (h.n, h.head_dim);
     let floor = opts.floor_for(n);
+    let keep_output = want_output && h.v.is_some();
+    let first_block = if keep_output { 0 } else { floor.min(n) / TILE };
+    let blocks: Vec<BlockScore> = (first_block..h.row_blocks())
+        .into_par_iter()
+        .map_init(Scratch::default, |s, block| score_block(h, cands, opts, floor, keep_output, block, s))
+        .collect::<Result<_>>()?;
+    let mut tallies = vec![Tally::default(); cands.len()];
+    let mut out = keep_output.then(|| Vec::with_capacity(n * d));
+    for b in blocks {
+        if let Some(o) = out.as_mut() {
+            o.extend_from_slice(&b.dense);
+        }
+        for row in b.masses.chunks_exact(cands.len().max(1)) {
+            for (t, &m) in tallies.iter_mut().zip(row) {
+                t.mass += m;
+                t.rows += 1;
+            }
+        }
+        for (t, o) in tallies.iter_mut().zip(&b.output) {
+            t.err_sq += o.err_sq;
+            t.ref_sq += o.ref_sq;
+            t.over += o.over;
+        }
+    }
+    Ok((tallies, out))
+}
+
+fn score_block(
+    h: &HeadInputs,
+    cands: &[Candidate],
+    opts: &SearchOptions,
+    floor: usize,
+    keep_output: bool,
+    block: usize,
+    s: &mut Scratch,
+) -> Result<BlockScore> {
+    let d = h.head_dim;
     let needs_output = opts.objective.needs_output();
     let threshold = match opts.objective {
         Objective::OutputCount { threshold } => threshold,
         _ => 5e-3,
     };
-    let mut tallies = vec![Tally::default(); cands.len()];
-    let mut out = (want_output && h.v.is_some()).then(|| vec![0f32; n * d]);
-    let compute_dense = needs_output || out.is_some();
-    let mut prefix = Vec::new();
-    let mut dense_blk = vec![0f32; 64 * d];
-    let mut acc = vec![0f32; 64 * d];
-    let mut scratch = Vec::new();
-    let mut sparse_row = vec![0f32; d];
-    let mut masses = vec![0f64; 64 * cands.len()];
-    let first_row = if out.is_some() { 0 } else { floor };
-    for_each_prob_block(h, first_row, |p| {
-        if compute_dense {
-            if let Some(v) = h.v {
-                block_output(p, v, d, &mut dense_blk);
-                if let Some(o) = out.as_mut() {
-                    o[p.row0 * d..(p.row0 + p.rows) * d].copy_from_slice(&dense_blk[..p.rows * d]);
-                }
-            }
+    let p = prob_block(h, block, &mut s.probs)?;
+    let mut score = BlockScore { masses: Vec::new(), output: vec![Tally::default(); cands.len()], dense: Vec::new() };
+    if needs_output || keep_output {
+        if let Some(v) = h.v {
+            score.dense = vec![0f32; p.rows * d];
+            block_output(&p, v, d, &mut score.dense);
         }
-        let first = floor.max(p.row0) - p.row0;
-        if first >= p.rows {
-            return Ok(());
+    }
+    let first = floor.max(p.row0) - p.row0;
+    if first >= p.rows {
+        if !keep_output {
+            score.dense.clear();
         }
-        for a in first..p.rows {
-            let row = p.row(a);
-            prefix_sums(row, &mut prefix);
-            for (ci, c) in cands.iter().enumerate() {
-                let m = c.mask.row_mass(p.row0 + a, &prefix, row);
-                masses[ci * 64 + a] = m;
-                tallies[ci].mass += m;
-                tallies[ci].rows += 1;
-            }
+        return Ok(score);
+    }
+    score.masses.reserve((p.rows - first) * cands.len());
+    for a in first..p.rows {
+        let row = p.row(a);
+        prefix_sums(row, &mut s.prefix);
+        for c in cands {
+            score.masses.push(c.mask.row_mass(p.row0 + a, &s.prefix, row));
         }
+    }
+    if needs_output {
+        let v = h.v.ok_or_else(|| SearchError::Input("output objective needs V".into()))?;
+        s.acc.resize(TILE * d, 0.0);
+        s.sparse_row.resize(d, 0.0);
         for (ci, c) in cands.iter().enumerate() {
-            if needs_output {
-                let v = h.v.ok_or_else(|| SearchError::Input("output objective needs V".into()))?;
-                c.mask.block_numerator(p, v, d, &mut acc, &mut scratch);
-                for a in first..p.rows {
-                    let m = masses[ci * 64 + a];
-                    let inv = if m > 0.0 { (1.0 / m) as f32 } else { 0.0 };
-                    for (s, x) in sparse_row.iter_mut().zip(&acc[a * d..(a + 1) * d]) {
-                        *s = x * inv;
-                    }
-                    tallies[ci].add_output(&sparse_row, &dense_blk[a * d..(a + 1) * d], threshold);
+            c.mask.block_numerator(&p, v, d, &mut s.acc, &mut s.gather);
+            for a in first..p.rows {
+                let m = score.masses[(a - first) * cands.len() + ci];
+                let inv = if m > 0.0 { (1.0 / m) as f32 } else { 0.0 };
+                for (x, y) in s.sparse_row.iter_mut().zip(&s.acc[a * d..(a + 1) * d]) {
+                    *x = y * inv;
                 }
+                score.output[ci].add_output(&s.sparse_row, &score.dense[a * d..(a + 1) * d], threshold);
             }
         }
-        Ok(())
-    })?;
-    Ok((tallies, out))
+    }
+    if !keep_output {
+        score.dense.clear();
+    }
+    Ok(score)
 }
