@@ -160,6 +160,8 @@ fn run_needle(args: &NeedleArgs) -> Result<()> {
         const MARKER: &str = "\u{1}USER\u{1}";
         PromptFrame::from_rendered(&tokenizer.chat_prompt(MARKER, None), MARKER)?
     };
+    // BOS goes in front when the model's tokenizer asks for one (as `minference run` does).
+    let frame = PromptFrame { bos: if tokenizer.add_bos { tokenizer.bos } else { None }, ..frame };
     let max_new_tokens = args.max_new_tokens.unwrap_or(if args.raw { 8 } else { 24 });
     let variants = variants(&args.variants, &args.model, &model)?;
     let names: Vec<String> = variants.iter().map(|(n, _)| n.clone()).collect();
@@ -180,7 +182,9 @@ fn run_needle(args: &NeedleArgs) -> Result<()> {
     for (c, &length) in args.lengths.iter().enumerate() {
         for (r, &depth) in depths.iter().enumerate() {
             let value = needle_value(args.seed, length, depth);
-            let prompt = build_needle_prompt(&haystack, &frame, &encode, length, depth, &value)?;
+            // Decoded tokens must fit in the context too.
+            let prompt_len = length.min(context.saturating_sub(max_new_tokens));
+            let prompt = build_needle_prompt(&haystack, &frame, &encode, prompt_len, depth, &value)?;
             for (v, (name, attention)) in variants.iter().enumerate() {
                 let cell = run_needle_cell(&mut engine, tokenizer, &prompt, attention, max_new_tokens, &mut |_| {})
                     .with_context(|| format!("needle cell {length} tokens, depth {depth}%, {name}"))?;
@@ -226,7 +230,7 @@ fn document_tokens(path: &PathBuf, tokenizer: &Tokenizer, len: usize) -> Result<
     if text.trim().is_empty() {
         bail!("{} is empty", path.display());
     }
-    let mut tokens = tokenizer.encode(&text)?;
+    let mut tokens = tokenizer.encode_prompt(&text)?;
     if tokens.len() < len {
         bail!("{} has only {} tokens; --len asks for {len}", path.display(), tokens.len());
     }

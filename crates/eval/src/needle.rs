@@ -16,11 +16,13 @@ pub struct PromptFrame {
     pub prefix: String,
     pub suffix: String,
     pub raw: bool,
+    /// Token put before everything (the model's BOS when its tokenizer asks for one).
+    pub bos: Option<u32>,
 }
 
 impl PromptFrame {
     pub fn raw() -> Self {
-        PromptFrame { prefix: String::new(), suffix: String::new(), raw: true }
+        PromptFrame { prefix: String::new(), suffix: String::new(), raw: true, bos: None }
     }
 
     /// Splits a chat template rendered around `marker` into the text before and after it.
@@ -28,7 +30,7 @@ impl PromptFrame {
         let (prefix, suffix) = rendered
             .split_once(marker)
             .ok_or_else(|| EvalError::Input("the chat template dropped the user message".into()))?;
-        Ok(PromptFrame { prefix: prefix.into(), suffix: suffix.into(), raw: false })
+        Ok(PromptFrame { prefix: prefix.into(), suffix: suffix.into(), raw: false, bos: None })
     }
 }
 
@@ -77,7 +79,8 @@ pub fn build_needle_prompt(
     }
     let needle_text = format!(" The pass key is {value}. Remember it. {value} is the pass key.");
     let question = if frame.raw { QUESTION_RAW } else { QUESTION_CHAT };
-    let prefix = encode(&format!("{}{INTRO}", frame.prefix))?;
+    let mut prefix: Vec<u32> = frame.bos.into_iter().collect();
+    prefix.extend(encode(&format!("{}{INTRO}", frame.prefix))?);
     let needle = encode(&needle_text)?;
     let tail = encode(&format!("{question}{}", frame.suffix))?;
     let fixed = prefix.len() + needle.len() + tail.len();

@@ -114,3 +114,15 @@ fn real_tokenizer_layout_and_chat_frame() {
         }
     }
 }
+
+#[test]
+fn bos_comes_first_and_the_layout_holds() {
+    let tok = WordTokenizer::new();
+    let encode = |t: &str| tok.encode(t);
+    let haystack = Haystack::filler(1, &encode).unwrap_or_else(|e| panic!("{e}"));
+    let frame = PromptFrame { bos: Some(9999), ..PromptFrame::raw() };
+    let p = build_needle_prompt(&haystack, &frame, &encode, 400, 50, "27182").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(p.tokens[0], 9999);
+    assert!(!p.tokens[1..].contains(&9999));
+    check_layout(&haystack, &frame, &encode, 400, 50);
+}
