@@ -3,6 +3,7 @@
 //! `$NVCC`, `PATH`, `/usr/local/cuda/bin`, the pip wheel `<site-packages>/nvidia/cu13/bin/nvcc`).
 //! `MINFERENCE_REQUIRE_CUBINS=1` turns a missing nvcc or a failed compile into a build error.
 
+use minference_cuda_build::{find_nvcc, warn_or_fail};
 use std::env;
 use std::fs;
 use std::path::PathBuf;
@@ -62,39 +63,4 @@ fn main() {
     fs::write(out_dir.join("model_ops.rs"), generated).expect("write model_ops.rs");
 }
 
-fn warn_or_fail(require: bool, msg: &str) {
-    if require {
-        panic!("MINFERENCE_REQUIRE_CUBINS=1: {msg}");
-    }
-    for line in msg.lines().take(40) {
-        println!("cargo:warning={line}");
-    }
-}
 
-fn find_nvcc() -> Option<PathBuf> {
-    if let Ok(p) = env::var("NVCC") {
-        let p = PathBuf::from(p);
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    if let Ok(path) = env::var("PATH") {
-        for dir in env::split_paths(&path) {
-            let c = dir.join("nvcc");
-            if c.is_file() {
-                return Some(c);
-            }
-        }
-    }
-    let local = PathBuf::from("/usr/local/cuda/bin/nvcc");
-    if local.is_file() {
-        return Some(local);
-    }
-    let out = Command::new("python3")
-        .args(["-c", "import nvidia; print(nvidia.__path__[0])"])
-        .output()
-        .ok()?;
-    let root = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let wheel = PathBuf::from(root).join("cu13/bin/nvcc");
-    wheel.is_file().then_some(wheel)
-}

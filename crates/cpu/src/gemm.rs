@@ -2,7 +2,7 @@
 
 /// A strided f32 matrix view: element `(r, c)` is `data[r * rs + c * cs]`.
 #[derive(Clone, Copy)]
-pub(crate) struct Mat<'a> {
+pub struct Mat<'a> {
     pub data: &'a [f32],
     pub rs: usize,
     pub cs: usize,
@@ -17,7 +17,7 @@ fn max_index(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
 /// Panics only on an internal shape bug (out-of-bounds views), never on user input: callers size
 /// every buffer from the validated shape.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32], rsc: usize) {
+pub fn sgemm(m: usize, k: usize, n: usize, alpha: f32, a: Mat, b: Mat, beta: f32, c: &mut [f32], rsc: usize) {
     if m == 0 || n == 0 {
         return;
     }

@@ -12,7 +12,7 @@ mod backend;
 mod error;
 mod estimate;
 mod exp2;
-mod gemm;
+pub mod gemm;
 mod kernels;
 mod mainloop;
 mod sparse;

@@ -1,25 +1,24 @@
-//! A small deterministic generator (SplitMix64) for the suite and the benchmark, so that neither
-//! needs a test-only dependency and the CUDA backend reproduces the very same inputs from a seed.
+//! The suite's and benchmark's generator: core's SplitMix64 (one implementation in the workspace)
+//! with the few conveniences the checks use. Seeds keep their stream, so the CUDA tests that call
+//! the same suite reproduce the very same inputs.
+
+use minference_core::rng::SplitMix64 as CoreRng;
 
 #[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
+pub struct SplitMix64(CoreRng);
 
 impl SplitMix64 {
     pub fn new(seed: u64) -> Self {
-        SplitMix64(seed ^ 0x9E37_79B9_7F4A_7C15)
+        SplitMix64(CoreRng::new(seed ^ 0x9E37_79B9_7F4A_7C15))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in `[0, 1)`.
     pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.uniform()
     }
 
     /// Uniform integer in `0..n` (`n > 0`).
@@ -27,7 +26,7 @@ impl SplitMix64 {
         (self.uniform() * n as f64) as usize % n.max(1)
     }
 
-    /// Standard normal (Box–Muller).
+    /// Standard normal (Box–Muller, no cached pair: one draw per call keeps streams simple).
     pub fn normal(&mut self) -> f32 {
         let u1 = self.uniform().max(1e-300);
         let u2 = self.uniform();

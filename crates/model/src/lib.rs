@@ -25,7 +25,6 @@ pub mod lm_head;
 pub mod memory;
 pub mod model;
 pub mod ops;
-pub mod rng;
 pub mod rope;
 pub mod sampling;
 pub mod source;

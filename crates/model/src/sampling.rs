@@ -1,6 +1,6 @@
 //! Next-token choice: greedy, or temperature + top-p (nucleus) sampling with a seed.
 
-use crate::rng::SplitMix64;
+use minference_core::rng::SplitMix64;
 
 #[derive(Debug, Clone)]
 pub struct Sampler {
@@ -46,7 +46,7 @@ impl Sampler {
         }
         let kept = &probs[..keep];
         let kept_total: f32 = kept.iter().map(|p| p.1).sum();
-        let mut r = self.rng.next_f32() * kept_total;
+        let mut r = (self.rng.uniform() as f32) * kept_total;
         for p in kept {
             r -= p.1;
             if r <= 0.0 {

@@ -173,10 +173,10 @@ impl Weights {
     /// Random weights of a shape (benchmarks without weight files). Scales keep activations O(1).
     pub fn random(cfg: &ModelConfig, seed: u64) -> Result<Self> {
         cfg.validate()?;
-        let mut rng = crate::rng::SplitMix64::new(seed);
+        let mut rng = minference_core::rng::SplitMix64::new(seed);
         let mut mat = |rows: usize, cols: usize| -> Vec<f32> {
             let scale = (3.0 / cols as f32).sqrt();
-            (0..rows * cols).map(|_| (rng.next_f32() * 2.0 - 1.0) * scale).collect()
+            (0..rows * cols).map(|_| ((rng.uniform() as f32) * 2.0 - 1.0) * scale).collect()
         };
         let lin = |w: Vec<f32>, out_dim, in_dim, bias: bool| Linear {
             weight: w,

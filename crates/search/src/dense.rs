@@ -2,7 +2,7 @@
 //! `64 × N` probabilities (2 MB at 8K) instead of an `N × N` matrix.
 
 use crate::error::{Result, SearchError};
-use crate::gemm::{sgemm, View};
+use minference_cpu::gemm::{sgemm, Mat as View};
 use minference_core::{CoreError, TILE};
 
 /// Q, K (and optionally V) of one query head, each `[n, head_dim]` row-major f32. K and V are the
@@ -89,7 +89,7 @@ pub fn prob_block<'b>(h: &HeadInputs, block: usize, buf: &'b mut Vec<f32>) -> Re
     let q = View { data: &h.q[row0 * d..], rs: d, cs: 1 };
     // Kᵀ as a view: element (c, j) of Kᵀ is K[j][c].
     let kt = View { data: h.k, rs: 1, cs: d };
-    sgemm(rows, d, width, q, kt, 0.0, probs, width);
+    sgemm(rows, d, width, 1.0, q, kt, 0.0, probs, width);
     for a in 0..rows {
         let visible = row0 + a + 1;
         let row = &mut probs[a * width..(a + 1) * width];
@@ -119,7 +119,7 @@ fn softmax_in_place(x: &mut [f32], scale: f32) -> std::result::Result<(), ()> {
 pub fn block_output(p: &ProbBlock, v: &[f32], head_dim: usize, out: &mut [f32]) {
     let pv = View { data: p.probs, rs: p.width, cs: 1 };
     let vv = View { data: v, rs: head_dim, cs: 1 };
-    sgemm(p.rows, p.width, head_dim, pv, vv, 0.0, out, head_dim);
+    sgemm(p.rows, p.width, head_dim, 1.0, pv, vv, 0.0, out, head_dim);
 }
 
 /// Dense causal attention output of one head, `[n, head_dim]`. Needs V.

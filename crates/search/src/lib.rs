@@ -17,7 +17,6 @@ pub mod dense;
 pub mod driver;
 pub mod error;
 pub mod font;
-mod gemm;
 pub mod head;
 pub mod kv_prompt;
 pub mod mask;

@@ -3,7 +3,7 @@
 //! `Σ_kept p_ij · v_j` per row block (small GEMMs over the kept key ranges).
 
 use crate::dense::ProbBlock;
-use crate::gemm::{sgemm, View};
+use minference_cpu::gemm::{sgemm, Mat as View};
 use minference_core::{ashape_key_ranges, ashape_keep, head_coverage, mask::kernel_mask_keep, Coverage, HeadPattern, Result, RowBlockIndex, SeqLen, TILE};
 
 /// What a head's kernel computes: analytic masks carry no index.
@@ -76,7 +76,7 @@ impl HeadMask {
             if a < b {
                 let pv = View { data: &p.probs[a..], rs: p.width, cs: 1 };
                 let vv = View { data: &v[a * d..], rs: d, cs: 1 };
-                sgemm(p.rows, b - a, d, pv, vv, 1.0, acc, d);
+                sgemm(p.rows, b - a, d, 1.0, pv, vv, 1.0, acc, d);
             }
         };
         match self {
@@ -100,7 +100,7 @@ impl HeadMask {
                     }
                     let pv = View { data: scratch, rs: w, cs: 1 };
                     let vv = View { data: &v[a * d..], rs: d, cs: 1 };
-                    sgemm(p.rows, w, d, pv, vv, 1.0, acc, d);
+                    sgemm(p.rows, w, d, 1.0, pv, vv, 1.0, acc, d);
                 }
             }
             HeadMask::Index(rows) => {
@@ -125,7 +125,7 @@ impl HeadMask {
                     for (dst, &c) in vc.chunks_exact_mut(d).zip(&cols) {
                         dst.copy_from_slice(&v[c * d..(c + 1) * d]);
                     }
-                    sgemm(p.rows, nc, d, View { data: pc, rs: nc, cs: 1 }, View { data: vc, rs: d, cs: 1 }, 1.0, acc, d);
+                    sgemm(p.rows, nc, d, 1.0, View { data: pc, rs: nc, cs: 1 }, View { data: vc, rs: d, cs: 1 }, 1.0, acc, d);
                 }
             }
         }
