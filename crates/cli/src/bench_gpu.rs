@@ -57,6 +57,11 @@ pub struct BenchAttentionArgs {
     pub baseline_max: usize,
     #[arg(long, default_value_t = 0)]
     pub gpu: usize,
+    /// Read Q/K/V from a safetensors file (`q`, `k`, optional `v`; e.g. captured from a model with
+    /// `cargo run -p minference-model --release --example capture_qk`) instead of synthesising
+    /// them; one captured head is replicated over the layer's heads; --lengths is then ignored.
+    #[arg(long)]
+    pub qk_file: Option<PathBuf>,
 }
 
 fn baseline_script() -> Option<PathBuf> {
@@ -88,13 +93,17 @@ pub fn attention(args: &BenchAttentionArgs) -> Result<()> {
         random_max: args.random_max,
         reps: args.reps.max(1),
         seed: 1,
-        qk_file: None,
+        qk_file: args.qk_file.clone(),
     };
-    println!("card: {} | H={} H_kv={} D={} bf16, causal", gpu.name(), cfg.heads, cfg.kv_heads, cfg.head_dim);
+    match &args.qk_file {
+        // The file decides N and D; its head is replicated over the layer's heads.
+        Some(f) => println!("card: {} | Q/K/V from {} (one head replicated over H={} H_kv={}) bf16, causal", gpu.name(), f.display(), cfg.heads, cfg.kv_heads),
+        None => println!("card: {} | H={} H_kv={} D={} bf16, causal", gpu.name(), cfg.heads, cfg.kv_heads, cfg.head_dim),
+    }
     println!("{TABLE_HEADER}");
     run_attention_bench(&gpu, &cfg, |r| println!("{}", format_row(r)))?;
     drop(gpu);
-    if args.no_baseline {
+    if args.no_baseline || args.qk_file.is_some() {
         return Ok(());
     }
     let Some(script) = baseline_script() else {
