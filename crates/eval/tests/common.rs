@@ -6,16 +6,7 @@ use std::path::PathBuf;
 
 /// A 2-layer Llama small enough for token-by-token checks; `tied` shares the embedding as LM head.
 pub fn tiny_model(tied: bool) -> Model {
-    let mut cfg = ModelConfig::named_shape("smollm2-135m").unwrap_or_else(|e| panic!("{e}"));
-    cfg.hidden = 64;
-    cfg.intermediate = 96;
-    cfg.layers = 2;
-    cfg.heads = 4;
-    cfg.kv_heads = 2;
-    cfg.head_dim = 16;
-    cfg.vocab = 300;
-    cfg.context_length = 1024;
-    cfg.tie_embeddings = tied;
+    let cfg = ModelConfig::tiny_llama(tied);
     Model::random_with_config(cfg, 7).unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -247,6 +247,23 @@ impl ModelConfig {
         Ok(cfg)
     }
 
+    /// A 2-layer Llama (hidden 64, 4 heads, 2 KV heads, D = 16, vocab 300, context 1024) small
+    /// enough for token-by-token checks in tests of the crates built on this one.
+    pub fn tiny_llama(tie_embeddings: bool) -> Self {
+        let mut cfg = Self::named_shape("smollm2-135m").expect("the smollm2-135m shape is valid");
+        cfg.name = "tiny-llama (random weights)".into();
+        cfg.hidden = 64;
+        cfg.intermediate = 96;
+        cfg.layers = 2;
+        cfg.heads = 4;
+        cfg.kv_heads = 2;
+        cfg.head_dim = 16;
+        cfg.vocab = 300;
+        cfg.context_length = 1024;
+        cfg.tie_embeddings = tie_embeddings;
+        cfg
+    }
+
     /// Names accepted by [`ModelConfig::named_shape`].
     pub const NAMED_SHAPES: &'static [&'static str] = &["smollm2-135m", "llama-3-8b", "qwen2.5-7b", "mistral-7b"];
 

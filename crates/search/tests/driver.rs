@@ -13,15 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 fn tiny_model() -> Model {
-    let mut cfg = ModelConfig::named_shape("smollm2-135m").unwrap();
-    cfg.hidden = 64;
-    cfg.intermediate = 96;
-    cfg.layers = 2;
-    cfg.heads = 4;
-    cfg.kv_heads = 2;
-    cfg.head_dim = 16;
-    cfg.vocab = 300;
-    cfg.context_length = 1024;
+    let cfg = ModelConfig::tiny_llama(true);
     Model::random_with_config(cfg, 7).unwrap()
 }
 
