@@ -47,6 +47,27 @@ pub struct GpuPrefillStats {
     pub plan: GpuMemoryPlan,
 }
 
+/// One attention call of a prefill, handed to a [`PassObserver`] right after it ran: the pass's
+/// query heads `[heads, n, D]`, its KV heads `[kv_heads, n, D]` and its output `[heads, n, D]`,
+/// all bf16 on the engine's device. Head ids are global (the model's numbering).
+pub struct AttentionPass<'a> {
+    pub layer: usize,
+    pub first_head: usize,
+    pub heads: usize,
+    pub first_kv_head: usize,
+    pub kv_heads: usize,
+    pub tokens: usize,
+    pub head_dim: usize,
+    pub q: &'a DeviceTensor,
+    pub k: &'a DeviceTensor,
+    pub v: &'a DeviceTensor,
+    pub o: &'a DeviceTensor,
+}
+
+/// Sees every attention call of a prefill (search and capture tools use it); an error ends the
+/// prefill with that error.
+pub type PassObserver<'o> = dyn FnMut(&Gpu, &AttentionPass) -> Result<()> + 'o;
+
 /// Single-token buffers for decode steps, allocated after a prefill.
 struct DecodeBufs {
     token: CudaSlice<i32>,
@@ -277,6 +298,17 @@ impl GpuEngine {
         attention: &AttentionChoice,
         progress: &mut dyn FnMut(PrefillProgress),
     ) -> Result<(Vec<f32>, GpuPrefillStats)> {
+        self.prefill_observed(tokens, attention, progress, None)
+    }
+
+    /// [`prefill`](Self::prefill) with `observer` called after every attention call.
+    pub fn prefill_observed(
+        &mut self,
+        tokens: &[u32],
+        attention: &AttentionChoice,
+        progress: &mut dyn FnMut(PrefillProgress),
+        mut observer: Option<&mut PassObserver<'_>>,
+    ) -> Result<(Vec<f32>, GpuPrefillStats)> {
         let start = Instant::now();
         if tokens.is_empty() {
             return Err(EngineError::Input("empty prompt".into()));
@@ -449,6 +481,24 @@ impl GpuEngine {
                     &mut o_hm,
                 )?;
                 drop(index);
+                if let Some(obs) = observer.as_mut() {
+                    obs(
+                        &gpu,
+                        &AttentionPass {
+                            layer: l,
+                            first_head: first,
+                            heads: heads_per_pass,
+                            first_kv_head: pass * kv_per_pass,
+                            kv_heads: kv_per_pass,
+                            tokens: n,
+                            head_dim: d,
+                            q: &q_buf,
+                            k: &kv.k,
+                            v: &kv.v,
+                            o: &o_hm,
+                        },
+                    )?;
+                }
                 stats.estimate_ms += lt.estimate_ms as f64;
                 stats.index_ms += lt.index_ms as f64;
                 stats.attention_ms += lt.attention_ms as f64;
