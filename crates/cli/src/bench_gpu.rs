@@ -4,7 +4,7 @@
 use crate::gpu::open_gpu;
 use anyhow::{bail, Result};
 use minference_cuda::bench::{format_row, run_attention_bench, BenchConfig, PatternSet, Regime, TABLE_HEADER};
-use minference_engine_gpu::{bench_e2e, E2eAttention, E2eOptions};
+use minference_engine_gpu::{bench_e2e, random_engine, E2eAttention, E2eOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -159,7 +159,8 @@ pub fn e2e(args: &BenchE2eArgs) -> Result<()> {
     let kinds = args.attention.split(',').map(E2eAttention::parse).collect::<Result<Vec<_>, _>>()?;
     let gpu = open_gpu(args.gpu)?;
     let opts = E2eOptions { dense_max_tokens: args.dense_max, ..E2eOptions::default() };
-    let table = bench_e2e(gpu, &args.shape, &args.lengths, &kinds, &opts, &mut |line| eprintln!("{line}"))?;
+    let mut engine = random_engine(gpu, &args.shape, opts.seed)?;
+    let table = bench_e2e(&mut engine, &args.lengths, &kinds, &opts, &mut |line| eprintln!("{line}"))?;
     println!("{}", table.to_markdown());
     if let Some(path) = &args.csv {
         std::fs::write(path, table.to_csv())?;

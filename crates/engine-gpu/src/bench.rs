@@ -2,6 +2,7 @@
 //! MInference prefill of the same prompts in one run, as a markdown or CSV table.
 
 use crate::engine::{GpuEngine, GpuPrefillStats};
+use crate::prefill_engine::PrefillEngine;
 use crate::error::{EngineError, Result};
 use minference_core::HeadPattern;
 use minference_cuda::Gpu;
@@ -91,23 +92,32 @@ pub fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
         .collect()
 }
 
-/// Runs every (length, attention) pair on one random-weight engine and tabulates TTFT.
+/// A random-weight engine of a named shape on one GPU, weights generated on the device.
+pub fn random_engine(gpu: Arc<Gpu>, shape: &str, seed: u64) -> Result<GpuEngine> {
+    GpuEngine::random(gpu, shape, seed)
+}
+
+/// Runs every (length, attention) pair on one random-weight engine (one GPU or a group) and
+/// tabulates TTFT.
 pub fn bench_e2e(
-    gpu: Arc<Gpu>,
-    shape: &str,
+    engine: &mut dyn PrefillEngine,
     lengths: &[usize],
     kinds: &[E2eAttention],
     opts: &E2eOptions,
     log: &mut dyn FnMut(&str),
 ) -> Result<E2eTable> {
-    let mut engine = GpuEngine::random(Arc::clone(&gpu), shape, opts.seed)?;
-    engine.set_allow_context_extension(true);
-    engine.set_max_new_tokens(1);
+    if !engine.has_random_weights() {
+        return Err(EngineError::Input(
+            "bench e2e measures random-weight models of named shapes".into(),
+        ));
+    }
+    engine.set_allow_context_extension(true)?;
+    engine.set_max_new_tokens(1)?;
     let cfg = engine.config().clone();
+    let device = engine.device_name();
     log(&format!(
-        "{} on {}: random weights generated on the device",
-        cfg.name,
-        gpu.name()
+        "{} on {device}: random weights generated on the device",
+        cfg.name
     ));
     if opts.warmup_tokens > 0 {
         let tokens = random_tokens(opts.warmup_tokens, cfg.vocab, opts.seed ^ 1);
@@ -149,7 +159,7 @@ pub fn bench_e2e(
         }
     }
     Ok(E2eTable {
-        gpu: gpu.name().to_string(),
+        gpu: device,
         shape: cfg.name.clone(),
         rows,
     })

@@ -10,6 +10,7 @@ use crate::kv::KvCache;
 use crate::ops::{dptr, Ops, DECODE_CHUNK};
 use crate::plan::{plan_gpu_memory, AttentionGrouping, GpuMemoryPlan, PlanInput};
 use crate::rope::rope_inv_freq;
+use crate::shard::{Collective, TensorShard};
 use crate::timing::{Phase, PhaseTimer};
 use crate::weights::{weight_bytes, DeviceWeights};
 use cudarc::driver::CudaSlice;
@@ -85,7 +86,11 @@ struct DecodeBufs {
 
 pub struct GpuEngine {
     gpu: Arc<Gpu>,
+    /// This GPU's part of the model (the whole model on one GPU).
     cfg: ModelConfig,
+    global_cfg: ModelConfig,
+    shard: TensorShard,
+    collective: Option<Box<dyn Collective>>,
     random_weights: bool,
     ops: Ops,
     gemm: Gemm,
@@ -149,11 +154,23 @@ fn vs_budget(choice: &AttentionChoice) -> (usize, usize) {
 impl GpuEngine {
     /// Uploads `model`'s weights to the device in bf16.
     pub fn new(gpu: Arc<Gpu>, model: Arc<Model>) -> Result<Self> {
+        let shard = TensorShard::whole(model.config());
+        Self::new_shard(gpu, model, shard, None)
+    }
+
+    /// One GPU of a tensor-parallel group: uploads `shard`'s part of `model` and calls
+    /// `collective` after the attention output projection and after the MLP of every layer.
+    pub fn new_shard(
+        gpu: Arc<Gpu>,
+        model: Arc<Model>,
+        shard: TensorShard,
+        collective: Option<Box<dyn Collective>>,
+    ) -> Result<Self> {
         let cfg = model.config().clone();
         check_config(&cfg)?;
         let ops = Ops::load(&gpu)?;
-        let weights = DeviceWeights::upload(&gpu, &cfg, model.weights())?;
-        Self::assemble(gpu, cfg, model.has_random_weights(), ops, weights)
+        let weights = DeviceWeights::upload(&gpu, &cfg, model.weights(), &shard)?;
+        Self::assemble(gpu, cfg, model.has_random_weights(), ops, weights, shard, collective)
     }
 
     /// A model of a named shape (`ModelConfig::NAMED_SHAPES`) with random weights made on the device.
@@ -162,34 +179,63 @@ impl GpuEngine {
     }
 
     pub fn random_with_config(gpu: Arc<Gpu>, cfg: ModelConfig, seed: u64) -> Result<Self> {
+        let shard = TensorShard::whole(&cfg);
+        Self::random_shard(gpu, cfg, seed, shard, None)
+    }
+
+    /// `shard`'s part of a random-weight model (each rank draws its own weights: the group is a
+    /// random model of the same shape, not the single-GPU one of the same seed).
+    pub fn random_shard(
+        gpu: Arc<Gpu>,
+        cfg: ModelConfig,
+        seed: u64,
+        shard: TensorShard,
+        collective: Option<Box<dyn Collective>>,
+    ) -> Result<Self> {
         check_config(&cfg)?;
-        let needed = weight_bytes(&cfg);
+        let local = shard.local_config(&cfg);
+        let needed = weight_bytes(&local);
         let (free, _) = gpu.mem_info()?;
         if needed > free as u64 {
             return Err(EngineError::OutOfMemory(format!(
-                "the {} weights need {:.2} GiB in bf16; the device has {:.2} GiB free",
+                "the {} weights need {:.2} GiB in bf16{}; the device has {:.2} GiB free",
                 cfg.name,
                 needed as f64 / (1u64 << 30) as f64,
+                if shard.is_whole() { String::new() } else { format!(" on each of {} GPUs", shard.world) },
                 free as f64 / (1u64 << 30) as f64
             )));
         }
         let ops = Ops::load(&gpu)?;
-        let weights = DeviceWeights::random(&gpu, &ops, &cfg, seed)?;
-        Self::assemble(gpu, cfg, true, ops, weights)
+        let rank_seed = seed ^ (shard.rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let weights = DeviceWeights::random(&gpu, &ops, &local, rank_seed)?;
+        Self::assemble(gpu, cfg, true, ops, weights, shard, collective)
     }
 
     fn assemble(
         gpu: Arc<Gpu>,
-        cfg: ModelConfig,
+        global_cfg: ModelConfig,
         random_weights: bool,
         ops: Ops,
         weights: DeviceWeights,
+        shard: TensorShard,
+        collective: Option<Box<dyn Collective>>,
     ) -> Result<Self> {
+        if !shard.is_whole() && collective.is_none() {
+            return Err(EngineError::Input(format!(
+                "rank {} of {} GPUs needs a collective to sum partial results",
+                shard.rank, shard.world
+            )));
+        }
+        let cfg = shard.local_config(&global_cfg);
+        check_config(&cfg)?;
         let gemm = Gemm::new(&gpu)?;
         let inv_freq = gpu.upload(&rope_inv_freq(&cfg))?;
         Ok(GpuEngine {
             gpu,
             cfg,
+            global_cfg,
+            shard,
+            collective,
             random_weights,
             ops,
             gemm,
@@ -206,7 +252,31 @@ impl GpuEngine {
         })
     }
 
+    /// Rank 0 adds partial products onto the residual; the others write them alone (the
+    /// all-reduce then sums them into it).
+    fn accumulate_partials(&self) -> bool {
+        self.shard.rank == 0
+    }
+
+    /// Sums the residual rows `[ptr, ptr + count)` over the group (nothing on one GPU).
+    fn reduce_residual(&self, ptr: u64, count: usize) -> Result<()> {
+        match &self.collective {
+            Some(c) => c.all_reduce_sum_bf16(&self.gpu, ptr, count),
+            None => Ok(()),
+        }
+    }
+
+    /// The tensor-parallel part this engine computes.
+    pub fn shard(&self) -> &TensorShard {
+        &self.shard
+    }
+
+    /// The whole model's config (a shard's own heads are [`local_config`](Self::local_config)).
     pub fn config(&self) -> &ModelConfig {
+        &self.global_cfg
+    }
+    /// The heads and intermediate width this GPU computes.
+    pub fn local_config(&self) -> &ModelConfig {
         &self.cfg
     }
     pub fn gpu(&self) -> &Arc<Gpu> {
@@ -315,14 +385,13 @@ impl GpuEngine {
         }
         self.check_tokens(tokens, tokens.len())?;
         if let AttentionChoice::MInference(p) = attention {
-            if p.patterns.len() != self.cfg.layers
-                || p.patterns.iter().any(|l| l.len() != self.cfg.heads)
-            {
+            let g = &self.global_cfg;
+            if p.patterns.len() != g.layers || p.patterns.iter().any(|l| l.len() != g.heads) {
                 return Err(EngineError::Input(format!(
                     "attention plan covers {} layers; the model has {} layers of {} heads",
                     p.patterns.len(),
-                    self.cfg.layers,
-                    self.cfg.heads
+                    g.layers,
+                    g.heads
                 )));
             }
         }
@@ -368,6 +437,9 @@ impl GpuEngine {
         );
         let inv_freq = dptr(&gpu, &self.inv_freq);
 
+        let head0 = self.shard.first_head(&self.global_cfg);
+        let kv0 = self.shard.kv_heads.start;
+        let accumulate = self.accumulate_partials();
         let mut timer = PhaseTimer::default();
         let mut stats = GpuPrefillStats {
             tokens: n,
@@ -456,7 +528,7 @@ impl GpuEngine {
 
                 let first = pass * heads_per_pass;
                 let pass_patterns: Vec<HeadPattern> = match patterns {
-                    Some(p) => p[first..first + heads_per_pass].to_vec(),
+                    Some(p) => p[head0 + first..head0 + first + heads_per_pass].to_vec(),
                     None => vec![HeadPattern::Dense; heads_per_pass],
                 };
                 let sparse = pass_patterns
@@ -486,9 +558,9 @@ impl GpuEngine {
                         &gpu,
                         &AttentionPass {
                             layer: l,
-                            first_head: first,
+                            first_head: head0 + first,
                             heads: heads_per_pass,
-                            first_kv_head: pass * kv_per_pass,
+                            first_kv_head: kv0 + pass * kv_per_pass,
                             kv_heads: kv_per_pass,
                             tokens: n,
                             head_dim: d,
@@ -526,8 +598,9 @@ impl GpuEngine {
                 n,
                 cfg.q_dim(),
                 h,
-                true,
+                accumulate,
             )?;
+            self.reduce_residual(xp, n * h)?;
             timer.stop(&gpu, Phase::OProj, t)?;
             if cache.is_offloaded(l) {
                 let t = timer.start(&gpu)?;
@@ -559,9 +632,10 @@ impl GpuEngine {
                     c,
                     inter,
                     h,
-                    true,
+                    accumulate,
                 )?;
             }
+            self.reduce_residual(xp, n * h)?;
             timer.stop(&gpu, Phase::Mlp, t)?;
             gpu.sync()?;
             timer.flush()?;
@@ -752,6 +826,7 @@ impl GpuEngine {
                     out,
                 )?;
             }
+            let accumulate = self.accumulate_partials();
             self.gemm.linear(
                 &gpu,
                 (op, cfg.q_dim()),
@@ -760,8 +835,9 @@ impl GpuEngine {
                 1,
                 cfg.q_dim(),
                 h,
-                true,
+                accumulate,
             )?;
+            self.reduce_residual(xp, h)?;
             self.ops
                 .rms_norm(&gpu, xp, dptr(&gpu, &lw.mlp_norm), np, 1, h, cfg.rms_eps)?;
             self.gemm.linear(
@@ -783,8 +859,9 @@ impl GpuEngine {
                 1,
                 inter,
                 h,
-                true,
+                accumulate,
             )?;
+            self.reduce_residual(xp, h)?;
         }
         let logits = self.lm_head(xp, bufs)?;
         cache.len = pos + 1;

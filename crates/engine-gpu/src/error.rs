@@ -17,6 +17,9 @@ pub enum EngineError {
     OutOfMemory(String),
     #[error("invalid input: {0}")]
     Input(String),
+    /// A multi-GPU group's failure, naming the GPU that failed.
+    #[error("{0}")]
+    Group(String),
     #[error("GPU engine kernels: {0}")]
     KernelLoad(String),
 }

@@ -9,6 +9,9 @@ use half::bf16;
 use minference_cuda::Gpu;
 use minference_model::weights::Weights;
 use minference_model::ModelConfig;
+use std::ops::Range;
+
+use crate::shard::TensorShard;
 
 pub struct DeviceLayer {
     pub attn_norm: CudaSlice<f32>,
@@ -49,16 +52,24 @@ pub fn weight_bytes(cfg: &ModelConfig) -> u64 {
     cfg.layers as u64 * per_layer + vocab * if cfg.tie_embeddings { 1 } else { 2 } + 4 * h
 }
 
+/// Columns `cols` of a row-major matrix with `width` columns.
+fn columns(m: &[f32], width: usize, cols: &Range<usize>) -> Vec<f32> {
+    m.chunks_exact(width)
+        .flat_map(|row| &row[cols.clone()])
+        .copied()
+        .collect()
+}
+
 fn to_bf16_bits(v: &[f32]) -> Vec<u16> {
     v.iter().map(|x| bf16::from_f32(*x).to_bits()).collect()
 }
 
-/// Row order of the fused QKV matrix: for each KV head g, its query heads' rows, its K rows, its V rows.
-/// Returns (matrix, row) pairs: 0 = Q, 1 = K, 2 = V.
-pub fn qkv_row_order(cfg: &ModelConfig) -> Vec<(usize, usize)> {
+/// Row order of the fused QKV matrix for the KV heads `groups`: for each KV head g, its query
+/// heads' rows, its K rows, its V rows. Returns (matrix, row) pairs: 0 = Q, 1 = K, 2 = V.
+pub fn qkv_row_order(cfg: &ModelConfig, groups: Range<usize>) -> Vec<(usize, usize)> {
     let (d, gs) = (cfg.head_dim, cfg.heads / cfg.kv_heads);
-    let mut rows = Vec::with_capacity(cfg.q_dim() + 2 * cfg.kv_dim());
-    for g in 0..cfg.kv_heads {
+    let mut rows = Vec::with_capacity(groups.len() * (gs + 2) * d);
+    for g in groups {
         rows.extend((g * gs * d..(g + 1) * gs * d).map(|r| (0, r)));
         rows.extend((g * d..(g + 1) * d).map(|r| (1, r)));
         rows.extend((g * d..(g + 1) * d).map(|r| (2, r)));
@@ -67,10 +78,20 @@ pub fn qkv_row_order(cfg: &ModelConfig) -> Vec<(usize, usize)> {
 }
 
 impl DeviceWeights {
-    /// Uploads host f32 weights, rounding matrices to bf16.
-    pub fn upload(gpu: &Gpu, cfg: &ModelConfig, w: &Weights) -> Result<DeviceWeights> {
+    /// Uploads `shard`'s part of host f32 weights (of the whole model `cfg`), rounding matrices
+    /// to bf16: its KV groups' QKV rows, the matching columns of the output projection, its
+    /// slice of gate/up rows and down-projection columns; embeddings and norms whole.
+    pub fn upload(
+        gpu: &Gpu,
+        cfg: &ModelConfig,
+        w: &Weights,
+        shard: &TensorShard,
+    ) -> Result<DeviceWeights> {
         let h = cfg.hidden;
-        let order = qkv_row_order(cfg);
+        let order = qkv_row_order(cfg, shard.kv_heads.clone());
+        let heads = shard.first_head(cfg) * cfg.head_dim
+            ..shard.kv_heads.end * (cfg.heads / cfg.kv_heads) * cfg.head_dim;
+        let inter = shard.intermediate.clone();
         let mut layers = Vec::with_capacity(cfg.layers);
         for lw in &w.layers {
             let mats = [&lw.wq, &lw.wk, &lw.wv];
@@ -81,8 +102,8 @@ impl DeviceWeights {
                 bias.push(mats[m].bias.as_ref().map_or(0.0, |b| b[r]));
             }
             let has_bias = mats.iter().any(|m| m.bias.is_some());
-            let mut gate_up = lw.w_gate.weight.clone();
-            gate_up.extend_from_slice(&lw.w_up.weight);
+            let mut gate_up = lw.w_gate.weight[inter.start * h..inter.end * h].to_vec();
+            gate_up.extend_from_slice(&lw.w_up.weight[inter.start * h..inter.end * h]);
             layers.push(DeviceLayer {
                 attn_norm: gpu.upload(&lw.attn_norm)?,
                 w_qkv: gpu.upload(&to_bf16_bits(&qkv))?,
@@ -91,10 +112,14 @@ impl DeviceWeights {
                 } else {
                     None
                 },
-                w_o: gpu.upload(&to_bf16_bits(&lw.wo.weight))?,
+                w_o: gpu.upload(&to_bf16_bits(&columns(&lw.wo.weight, cfg.q_dim(), &heads)))?,
                 mlp_norm: gpu.upload(&lw.mlp_norm)?,
                 w_gate_up: gpu.upload(&to_bf16_bits(&gate_up))?,
-                w_down: gpu.upload(&to_bf16_bits(&lw.w_down.weight))?,
+                w_down: gpu.upload(&to_bf16_bits(&columns(
+                    &lw.w_down.weight,
+                    cfg.intermediate,
+                    &inter,
+                )))?,
             });
         }
         let out = DeviceWeights {
@@ -110,7 +135,7 @@ impl DeviceWeights {
         Ok(out)
     }
 
-    /// Random weights generated on the device from `seed` (uniform, scale `sqrt(3 / fan_in)` as the
+    /// Random weights of the (local) config `cfg` generated on the device from `seed` (uniform, scale `sqrt(3 / fan_in)` as the
     /// CPU's `Weights::random`; unit norms; zero biases are left out). Nothing large crosses PCIe.
     pub fn random(gpu: &Gpu, ops: &Ops, cfg: &ModelConfig, seed: u64) -> Result<DeviceWeights> {
         cfg.validate()?;
@@ -170,7 +195,7 @@ mod tests {
     #[test]
     fn qkv_order_is_a_permutation_grouped_by_kv_head() {
         let cfg = ModelConfig::named_shape("qwen2.5-7b").unwrap_or_else(|e| panic!("{e}"));
-        let order = qkv_row_order(&cfg);
+        let order = qkv_row_order(&cfg, 0..cfg.kv_heads);
         assert_eq!(order.len(), cfg.q_dim() + 2 * cfg.kv_dim());
         let mut seen = std::collections::HashSet::new();
         assert!(order.iter().all(|r| seen.insert(*r)));
