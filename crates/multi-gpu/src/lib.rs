@@ -12,7 +12,9 @@
 //! it waits for each rank's next sign of life only up to a deadline.
 
 pub mod error;
+pub mod group;
 pub mod nccl;
 
 pub use error::{Result, TpError};
+pub use group::{TpEngine, TpModel, TpOptions};
 pub use minference_engine_gpu::TensorShard;

@@ -1,0 +1,489 @@
+//! [`TpEngine`]: one worker thread per GPU, each owning a `GpuEngine` on its shard; the caller's
+//! thread sends every rank the same command and gathers their replies with a deadline.
+
+use crate::error::{Result, TpError};
+use crate::nccl::{unique_id, Communicator, UniqueId};
+use minference_cuda::Gpu;
+use minference_engine_gpu::{
+    Collective, EngineError, GpuEngine, GpuPrefillStats, PrefillEngine, TensorShard,
+};
+use minference_model::{AttentionChoice, Model, ModelConfig, PrefillProgress};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Which weights the group runs.
+#[derive(Clone)]
+pub enum TpModel {
+    /// A loaded model; each GPU uploads its shard.
+    Host(Arc<Model>),
+    /// Random weights of `config`'s shape, each GPU generating its shard on the device.
+    Random { config: ModelConfig, seed: u64 },
+}
+
+impl TpModel {
+    fn config(&self) -> &ModelConfig {
+        match self {
+            TpModel::Host(m) => m.config(),
+            TpModel::Random { config, .. } => config,
+        }
+    }
+}
+
+/// Settings of a group, applied on every GPU.
+#[derive(Debug, Clone)]
+pub struct TpOptions {
+    /// Decode tokens reserved in each GPU's KV cache.
+    pub max_new_tokens: usize,
+    pub allow_context_extension: bool,
+    /// Device bytes each GPU may use (weights included); `None` = what is free.
+    pub memory_limit: Option<u64>,
+    /// How long the group may go without any GPU showing progress (a layer done, a reply)
+    /// before it is stopped with an error naming the silent GPU.
+    pub timeout: Duration,
+    /// Test hook: rank `.0` fails at layer `.1` of every prefill, after its attention call and
+    /// before the collectives of that layer, to prove that the other ranks do not hang.
+    #[doc(hidden)]
+    pub fail_at: Option<(usize, usize)>,
+}
+
+impl Default for TpOptions {
+    fn default() -> Self {
+        TpOptions {
+            max_new_tokens: minference_engine_gpu::DEFAULT_MAX_NEW_TOKENS,
+            allow_context_extension: false,
+            memory_limit: None,
+            timeout: Duration::from_secs(300),
+            fail_at: None,
+        }
+    }
+}
+
+enum Command {
+    Join(UniqueId),
+    Build,
+    Prefill {
+        tokens: Arc<Vec<u32>>,
+        attention: Arc<AttentionChoice>,
+    },
+    Decode(u32),
+    Reset,
+    MaxNewTokens(usize),
+    ContextExtension(bool),
+    Memory,
+}
+
+type Reply<T> = std::result::Result<T, TpError>;
+
+enum Event {
+    Opened(Reply<String>),
+    Joined(Reply<Weak<Communicator>>),
+    Layer,
+    Prefilled(Reply<(Vec<f32>, GpuPrefillStats)>),
+    Logits(Reply<Vec<f32>>),
+    Done(Reply<()>),
+    Memory(Reply<(u64, u64)>),
+}
+
+struct NcclCollective(Arc<Communicator>);
+
+impl Collective for NcclCollective {
+    fn all_reduce_sum_bf16(
+        &self,
+        gpu: &Gpu,
+        ptr: u64,
+        count: usize,
+    ) -> minference_engine_gpu::Result<()> {
+        let stream = gpu.stream().cu_stream() as *mut std::ffi::c_void;
+        self.0
+            .all_reduce_sum_bf16(ptr, count, stream)
+            .map_err(|e| EngineError::Group(e.to_string()))
+    }
+}
+
+/// A tensor-parallel group of GPUs of one host running one model.
+pub struct TpEngine {
+    config: ModelConfig,
+    random_weights: bool,
+    ordinals: Vec<usize>,
+    device: String,
+    commands: Vec<Sender<Command>>,
+    events: Receiver<(usize, Event)>,
+    comms: Vec<Weak<Communicator>>,
+    workers: Vec<JoinHandle<()>>,
+    timeout: Duration,
+    failed: bool,
+}
+
+/// The body of one GPU's thread: open, join the communicator, build the shard, then serve.
+fn worker(
+    rank: usize,
+    ordinal: usize,
+    world: usize,
+    model: TpModel,
+    opts: TpOptions,
+    commands: Receiver<Command>,
+    events: Sender<(usize, Event)>,
+) {
+    let send = |e: Event| {
+        let _ = events.send((rank, e));
+    };
+    let wrap = |source: EngineError| TpError::Rank {
+        rank,
+        ordinal,
+        source,
+    };
+    let gpu = match Gpu::open(ordinal) {
+        Ok(g) => Arc::new(g),
+        Err(source) => {
+            send(Event::Opened(Err(TpError::Open { ordinal, source })));
+            return;
+        }
+    };
+    send(Event::Opened(Ok(gpu.name().to_string())));
+    let Ok(Command::Join(id)) = commands.recv() else { return };
+    let comm = gpu
+        .stream()
+        .context()
+        .bind_to_thread()
+        .map_err(|e| TpError::Nccl(format!("binding GPU {ordinal}: {e:?}")))
+        .and_then(|_| Communicator::init(id, rank, world));
+    let comm = match comm {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            send(Event::Joined(Err(e)));
+            return;
+        }
+    };
+    send(Event::Joined(Ok(Arc::downgrade(&comm))));
+    let Ok(Command::Build) = commands.recv() else { return };
+    let cfg = model.config().clone();
+    let collective: Box<dyn Collective> = Box::new(NcclCollective(comm));
+    let built = TensorShard::new(&cfg, rank, world).and_then(|shard| match &model {
+        TpModel::Host(m) => GpuEngine::new_shard(Arc::clone(&gpu), Arc::clone(m), shard, Some(collective)),
+        TpModel::Random { seed, .. } => {
+            GpuEngine::random_shard(Arc::clone(&gpu), cfg.clone(), *seed, shard, Some(collective))
+        }
+    });
+    let mut engine = match built {
+        Ok(e) => e,
+        Err(e) => {
+            send(Event::Done(Err(wrap(e))));
+            return;
+        }
+    };
+    drop(model);
+    engine.set_max_new_tokens(opts.max_new_tokens);
+    engine.set_allow_context_extension(opts.allow_context_extension);
+    engine.set_memory_limit(opts.memory_limit);
+    send(Event::Done(Ok(())));
+
+    let fail_layer = opts.fail_at.filter(|f| f.0 == rank).map(|f| f.1);
+    while let Ok(cmd) = commands.recv() {
+        match cmd {
+            Command::Prefill { tokens, attention } => {
+                let mut progress = |_: PrefillProgress| send(Event::Layer);
+                let mut inject = |_: &Gpu, pass: &minference_engine_gpu::AttentionPass| {
+                    if Some(pass.layer) == fail_layer {
+                        return Err(EngineError::Input(format!(
+                            "injected failure at layer {}",
+                            pass.layer
+                        )));
+                    }
+                    Ok(())
+                };
+                let observer: Option<&mut minference_engine_gpu::PassObserver<'_>> =
+                    if fail_layer.is_some() { Some(&mut inject) } else { None };
+                let r = engine.prefill_observed(&tokens, &attention, &mut progress, observer);
+                send(Event::Prefilled(r.map_err(wrap)));
+            }
+            Command::Decode(t) => send(Event::Logits(engine.decode_step(t).map_err(wrap))),
+            Command::Reset => send(Event::Done(engine.reset().map_err(wrap))),
+            Command::MaxNewTokens(n) => {
+                engine.set_max_new_tokens(n);
+                send(Event::Done(Ok(())));
+            }
+            Command::ContextExtension(a) => {
+                engine.set_allow_context_extension(a);
+                send(Event::Done(Ok(())));
+            }
+            Command::Memory => send(Event::Memory(
+                gpu.mem_info()
+                    .map(|(f, t)| ((t - f) as u64, t as u64))
+                    .map_err(|e| wrap(e.into())),
+            )),
+            Command::Join(_) | Command::Build => {}
+        }
+    }
+}
+
+impl TpEngine {
+    /// Starts one worker per GPU in `ordinals` (2–8 GPUs of this host) and loads `model` sharded
+    /// over them. Fails with the first GPU's error, never hangs.
+    pub fn new(ordinals: &[usize], model: TpModel, opts: TpOptions) -> Result<TpEngine> {
+        let world = ordinals.len();
+        if world < 2 {
+            return Err(TpError::Input(format!(
+                "a tensor-parallel group needs at least 2 GPUs, got {world}"
+            )));
+        }
+        let mut seen = ordinals.to_vec();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() != world {
+            return Err(TpError::Input(format!("GPU list {ordinals:?} repeats a device")));
+        }
+        let config = model.config().clone();
+        // Checks the split before any GPU is touched.
+        TensorShard::new(&config, 0, world).map_err(|e| TpError::Input(e.to_string()))?;
+        let id = unique_id()?;
+        let random_weights = match &model {
+            TpModel::Host(m) => m.has_random_weights(),
+            TpModel::Random { .. } => true,
+        };
+        let (event_tx, events) = channel();
+        let mut commands = Vec::with_capacity(world);
+        let mut workers = Vec::with_capacity(world);
+        for (rank, &ordinal) in ordinals.iter().enumerate() {
+            let (tx, rx) = channel();
+            commands.push(tx);
+            let (m, o, ev) = (model.clone(), opts.clone(), event_tx.clone());
+            let handle = std::thread::Builder::new()
+                .name(format!("minference-gpu{ordinal}"))
+                .spawn(move || worker(rank, ordinal, world, m, o, rx, ev))
+                .map_err(|e| TpError::Worker(e.to_string()))?;
+            workers.push(handle);
+        }
+        drop(event_tx);
+        let mut group = TpEngine {
+            config,
+            random_weights,
+            ordinals: ordinals.to_vec(),
+            device: String::new(),
+            commands,
+            events,
+            comms: Vec::new(),
+            workers,
+            timeout: opts.timeout,
+            failed: false,
+        };
+        let names = group.gather(|e| match e {
+            Event::Opened(r) => Some(r),
+            _ => None,
+        }, &mut |_| {})?;
+        group.device = if names.iter().all(|n| *n == names[0]) {
+            format!("{world} × {}", names[0])
+        } else {
+            names.join(" + ")
+        };
+        group.broadcast(|| Command::Join(id))?;
+        group.comms = group.gather(|e| match e {
+            Event::Joined(r) => Some(r),
+            _ => None,
+        }, &mut |_| {})?;
+        group.broadcast(|| Command::Build)?;
+        group.gather_done()?;
+        Ok(group)
+    }
+
+    /// The GPUs of the group, by device ordinal.
+    pub fn ordinals(&self) -> &[usize] {
+        &self.ordinals
+    }
+
+    fn broadcast(&mut self, cmd: impl Fn() -> Command) -> Result<()> {
+        if self.failed {
+            return Err(TpError::Aborted);
+        }
+        for (rank, tx) in self.commands.iter().enumerate() {
+            if tx.send(cmd()).is_err() {
+                self.abort();
+                return Err(TpError::Worker(format!("GPU {} stopped", self.ordinals[rank])));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops every communicator: collectives in flight return, later ones fail.
+    fn abort(&mut self) {
+        self.failed = true;
+        for c in self.comms.iter().filter_map(Weak::upgrade) {
+            c.abort();
+        }
+    }
+
+    /// Waits for one final reply per rank (`pick` recognises it). Any other event counts as a
+    /// sign of life; rank 0's layer events go to `on_layer`. The first error stops the group.
+    fn gather<T>(
+        &mut self,
+        pick: impl Fn(Event) -> Option<Reply<T>>,
+        on_layer: &mut dyn FnMut(usize),
+    ) -> Result<Vec<T>> {
+        let world = self.commands.len();
+        let mut out: Vec<Option<T>> = (0..world).map(|_| None).collect();
+        let mut layers = 0usize;
+        let mut last_sign = Instant::now();
+        while out.iter().any(Option::is_none) {
+            let wait = self.timeout.saturating_sub(last_sign.elapsed());
+            match self.events.recv_timeout(wait) {
+                Ok((rank, Event::Layer)) => {
+                    last_sign = Instant::now();
+                    if rank == 0 {
+                        on_layer(layers);
+                        layers += 1;
+                    }
+                }
+                Ok((rank, e)) => {
+                    last_sign = Instant::now();
+                    match pick(e) {
+                        Some(Ok(v)) => out[rank] = Some(v),
+                        Some(Err(err)) => {
+                            self.abort();
+                            self.drain(out.iter().filter(|o| o.is_none()).count() - 1);
+                            return Err(err);
+                        }
+                        None => {}
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let rank = out.iter().position(Option::is_none).unwrap_or(0);
+                    self.abort();
+                    return Err(TpError::Timeout {
+                        rank,
+                        ordinal: self.ordinals[rank],
+                        seconds: self.timeout.as_secs(),
+                    });
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.abort();
+                    return Err(TpError::Worker("every GPU worker has stopped".into()));
+                }
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// After a failure: lets the other ranks report their (aborted) replies for a moment, so
+    /// their threads are not left blocked on a full pipeline.
+    fn drain(&mut self, pending: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut seen = 0;
+        while seen < pending {
+            match self.events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok((_, Event::Layer)) => {}
+                Ok(_) => seen += 1,
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn gather_done(&mut self) -> Result<()> {
+        self.gather(
+            |e| match e {
+                Event::Done(r) => Some(r),
+                _ => None,
+            },
+            &mut |_| {},
+        )
+        .map(|_| ())
+    }
+}
+
+impl PrefillEngine for TpEngine {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    fn has_random_weights(&self) -> bool {
+        self.random_weights
+    }
+    fn device_name(&self) -> String {
+        self.device.clone()
+    }
+    fn memory(&mut self) -> minference_engine_gpu::Result<(u64, u64)> {
+        let per_gpu = self.memory_per_gpu()?;
+        Ok(per_gpu.iter().fold((0, 0), |a, m| (a.0 + m.0, a.1 + m.1)))
+    }
+    fn prefill(
+        &mut self,
+        tokens: &[u32],
+        attention: &AttentionChoice,
+        progress: &mut dyn FnMut(PrefillProgress),
+    ) -> minference_engine_gpu::Result<(Vec<f32>, GpuPrefillStats)> {
+        let start = Instant::now();
+        let tokens = Arc::new(tokens.to_vec());
+        let attention = Arc::new(attention.clone());
+        self.broadcast(|| Command::Prefill {
+            tokens: Arc::clone(&tokens),
+            attention: Arc::clone(&attention),
+        })?;
+        let layers = self.config.layers;
+        let mut results = self.gather(
+            |e| match e {
+                Event::Prefilled(r) => Some(r),
+                _ => None,
+            },
+            &mut |layer| progress(PrefillProgress { layer, layers }),
+        )?;
+        let (sparse, dense, tiles) = results.iter().fold((0, 0, 0), |a, (_, s)| {
+            (a.0 + s.sparse_heads, a.1 + s.dense_heads, a.2 + s.index_tiles)
+        });
+        let (logits, mut stats) = results.swap_remove(0);
+        stats.sparse_heads = sparse;
+        stats.dense_heads = dense;
+        stats.index_tiles = tiles;
+        stats.seconds = start.elapsed().as_secs_f64();
+        Ok((logits, stats))
+    }
+    fn decode_step(&mut self, token: u32) -> minference_engine_gpu::Result<Vec<f32>> {
+        self.broadcast(|| Command::Decode(token))?;
+        let mut logits = self.gather(
+            |e| match e {
+                Event::Logits(r) => Some(r),
+                _ => None,
+            },
+            &mut |_| {},
+        )?;
+        Ok(logits.swap_remove(0))
+    }
+    fn reset(&mut self) -> minference_engine_gpu::Result<()> {
+        self.broadcast(|| Command::Reset)?;
+        Ok(self.gather_done()?)
+    }
+    fn set_max_new_tokens(&mut self, n: usize) -> minference_engine_gpu::Result<()> {
+        self.broadcast(|| Command::MaxNewTokens(n))?;
+        Ok(self.gather_done()?)
+    }
+    fn set_allow_context_extension(&mut self, allow: bool) -> minference_engine_gpu::Result<()> {
+        self.broadcast(|| Command::ContextExtension(allow))?;
+        Ok(self.gather_done()?)
+    }
+}
+
+impl TpEngine {
+    /// Device bytes in use and in total on each GPU of the group.
+    pub fn memory_per_gpu(&mut self) -> Result<Vec<(u64, u64)>> {
+        self.broadcast(|| Command::Memory)?;
+        self.gather(
+            |e| match e {
+                Event::Memory(r) => Some(r),
+                _ => None,
+            },
+            &mut |_| {},
+        )
+    }
+}
+
+impl Drop for TpEngine {
+    fn drop(&mut self) {
+        self.commands.clear();
+        if self.failed {
+            // A worker may sit in a driver call that never returns after a lost GPU; the
+            // process exit reclaims it.
+            return;
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
