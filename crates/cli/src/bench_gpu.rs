@@ -4,7 +4,9 @@
 use crate::gpu::open_gpu;
 use anyhow::{bail, Result};
 use minference_cuda::bench::{format_row, run_attention_bench, BenchConfig, PatternSet, Regime, TABLE_HEADER};
-use minference_engine_gpu::{bench_e2e, random_engine, E2eAttention, E2eOptions};
+use crate::gpu::{open_engine, EngineWeights};
+use minference_model::ModelConfig;
+use minference_engine_gpu::{bench_e2e, E2eAttention, E2eOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -148,8 +150,13 @@ pub struct BenchE2eArgs {
     /// Also write the table as CSV.
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// First GPU (device ordinal).
     #[arg(long, default_value_t = 0)]
     pub gpu: usize,
+    /// GPUs to spread the model over (tensor parallel, NCCL), from --gpu on. A list such as
+    /// `1,2,4` runs each group size in turn (the scaling table, single GPU in the same run).
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    pub gpus: Vec<usize>,
 }
 
 pub fn e2e(args: &BenchE2eArgs) -> Result<()> {
@@ -157,13 +164,20 @@ pub fn e2e(args: &BenchE2eArgs) -> Result<()> {
         bail!("bench e2e runs random-weight models of named shapes; pass --random-weights");
     }
     let kinds = args.attention.split(',').map(E2eAttention::parse).collect::<Result<Vec<_>, _>>()?;
-    let gpu = open_gpu(args.gpu)?;
     let opts = E2eOptions { dense_max_tokens: args.dense_max, ..E2eOptions::default() };
-    let mut engine = random_engine(gpu, &args.shape, opts.seed)?;
-    let table = bench_e2e(&mut engine, &args.lengths, &kinds, &opts, &mut |line| eprintln!("{line}"))?;
-    println!("{}", table.to_markdown());
+    let config = ModelConfig::named_shape(&args.shape)?;
+    let mut csv = String::new();
+    for (i, &gpus) in args.gpus.iter().enumerate() {
+        let weights = EngineWeights::Random { config: config.clone(), seed: opts.seed };
+        let mut engine = open_engine(weights, args.gpu, gpus)?;
+        let table = bench_e2e(engine.as_mut(), &args.lengths, &kinds, &opts, &mut |line| eprintln!("{line}"))?;
+        drop(engine);
+        println!("{}", table.to_markdown());
+        let text = table.to_csv();
+        csv.push_str(if i == 0 { &text } else { text.split_once('\n').map_or("", |(_, rows)| rows) });
+    }
     if let Some(path) = &args.csv {
-        std::fs::write(path, table.to_csv())?;
+        std::fs::write(path, csv)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())

@@ -1,4 +1,5 @@
-//! `minference eval needle` and `minference eval ppl`: dense vs MInference on a real model (CPU).
+//! `minference eval needle` (CPU, one GPU or a GPU group) and `minference eval ppl` (CPU): dense vs
+//! MInference on a real model.
 
 use crate::lengths::parse_length;
 use crate::model_args::{attention_choice, load_model, AttentionKind, ModelArgs};
@@ -6,8 +7,9 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use minference_core::HeadPattern;
 use minference_cpu::CpuBackend;
+use crate::device::{parse_device, DeviceChoice};
 use minference_eval::{
-    build_needle_prompt, needle_value, parse_depths, run_needle_cell, score_streams, write_png, CoverageRecorder, Haystack,
+    GreedyGenerator, build_needle_prompt, needle_value, parse_depths, run_needle_cell, score_streams, write_png, CoverageRecorder, Haystack,
     NeedleGrid, PromptFrame,
 };
 use minference_model::{AttentionChoice, Engine, MInferencePlan, Model, Tokenizer};
@@ -61,6 +63,12 @@ pub struct NeedleArgs {
     /// Heat-map PNG.
     #[arg(short, long, default_value = "needle.png")]
     pub output: PathBuf,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: DeviceChoice,
+    /// GPUs to spread the model over (tensor parallel, NCCL), from the --device ordinal on.
+    #[arg(long, default_value_t = 1)]
+    pub gpus: usize,
 }
 
 #[derive(clap::Args, Debug)]
@@ -167,7 +175,7 @@ fn run_needle(args: &NeedleArgs) -> Result<()> {
     let names: Vec<String> = variants.iter().map(|(n, _)| n.clone()).collect();
     let mut grid = NeedleGrid::new(args.lengths.clone(), depths.clone(), names);
     eprintln!(
-        "needle: model {} | CPU | {} mode | haystack {} | {} lengths × {} depths × {} attention kinds",
+        "needle: model {} | {} mode | haystack {} | {} lengths × {} depths × {} attention kinds",
         model.config().name,
         if args.raw { "raw" } else { "chat" },
         args.haystack.as_ref().map_or(format!("filler (seed {})", args.seed), |p| p.display().to_string()),
@@ -176,7 +184,28 @@ fn run_needle(args: &NeedleArgs) -> Result<()> {
         variants.len()
     );
 
-    let mut engine = Engine::new(model.clone(), CpuBackend::new());
+    let gpu_ordinal = match args.device {
+        DeviceChoice::Cpu if args.gpus > 1 => bail!("--gpus {} needs --device cuda", args.gpus),
+        DeviceChoice::Cpu => None,
+        DeviceChoice::Cuda(n) => Some(n),
+        DeviceChoice::Auto if args.gpus > 1 || crate::gpu::gpu_usable() => Some(0),
+        DeviceChoice::Auto => None,
+    };
+    let mut cpu_engine;
+    let mut gpu_engine;
+    let (engine, device): (&mut dyn GreedyGenerator, String) = match gpu_ordinal {
+        Some(n) => {
+            let e = crate::gpu::open_engine(crate::gpu::EngineWeights::Model(model.clone()), n, args.gpus)?;
+            let name = e.device_name();
+            gpu_engine = crate::gpu::GpuGenerator(e);
+            (&mut gpu_engine, name)
+        }
+        None => {
+            cpu_engine = Engine::new(model.clone(), CpuBackend::new());
+            (&mut cpu_engine, "CPU".to_string())
+        }
+    };
+    eprintln!("needle device: {device}");
     let bar = cell_bar(args.lengths.len() * depths.len() * variants.len(), "needle");
     let start = Instant::now();
     for (c, &length) in args.lengths.iter().enumerate() {
@@ -186,7 +215,7 @@ fn run_needle(args: &NeedleArgs) -> Result<()> {
             let prompt_len = length.min(context.saturating_sub(max_new_tokens));
             let prompt = build_needle_prompt(&haystack, &frame, &encode, prompt_len, depth, &value)?;
             for (v, (name, attention)) in variants.iter().enumerate() {
-                let cell = run_needle_cell(&mut engine, tokenizer, &prompt, attention, max_new_tokens, &mut |_| {})
+                let cell = run_needle_cell(engine, tokenizer, &prompt, attention, max_new_tokens, &mut |_| {})
                     .with_context(|| format!("needle cell {length} tokens, depth {depth}%, {name}"))?;
                 bar.set_message(format!(
                     "{name} {length} tok {depth}%: {} ({:.1} s)",
@@ -203,7 +232,7 @@ fn run_needle(args: &NeedleArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     println!(
-        "## Needle retrieval: {} ({} mode, {} decoded tokens, seed {}), CPU, {:.0} s",
+        "## Needle retrieval: {} ({} mode, {} decoded tokens, seed {}), {device}, {:.0} s",
         model.config().name,
         if args.raw { "raw" } else { "chat" },
         max_new_tokens,

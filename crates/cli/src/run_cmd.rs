@@ -24,6 +24,10 @@ pub struct RunArgs {
     /// cpu, cuda, cuda:N or auto (GPU when one is usable, else CPU).
     #[arg(long, default_value = "auto", value_parser = parse_device)]
     pub device: DeviceChoice,
+    /// GPUs of this host to spread the model over (tensor parallel by heads, NCCL), starting at
+    /// the --device ordinal.
+    #[arg(long, default_value_t = 1)]
+    pub gpus: usize,
     #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
     /// 0 = greedy.
@@ -62,8 +66,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if !(args.top_p > 0.0 && args.top_p <= 1.0) {
         bail!("--top-p must be in (0, 1]");
     }
+    if args.gpus > 1 && args.device == DeviceChoice::Cpu {
+        bail!("--gpus {} needs --device cuda (or auto)", args.gpus);
+    }
     match args.device {
         DeviceChoice::Cuda(n) => crate::gpu::run_on_gpu(args, &text, n),
+        DeviceChoice::Auto if args.gpus > 1 => crate::gpu::run_on_gpu(args, &text, 0),
         DeviceChoice::Auto if crate::gpu::gpu_usable() => crate::gpu::run_on_gpu(args, &text, 0),
         _ => run_on_cpu(args, &text),
     }

@@ -1,14 +1,12 @@
 //! End-to-end time-to-first-token benchmark on a random-weight model of a named shape: dense and
 //! MInference prefill of the same prompts in one run, as a markdown or CSV table.
 
-use crate::engine::{GpuEngine, GpuPrefillStats};
+use crate::engine::GpuPrefillStats;
 use crate::prefill_engine::PrefillEngine;
 use crate::error::{EngineError, Result};
 use minference_core::HeadPattern;
-use minference_cuda::Gpu;
 use minference_model::{AttentionChoice, MInferencePlan, ModelConfig};
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum E2eAttention {
@@ -90,11 +88,6 @@ pub fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
             ((z ^ (z >> 31)) % vocab as u64) as u32
         })
         .collect()
-}
-
-/// A random-weight engine of a named shape on one GPU, weights generated on the device.
-pub fn random_engine(gpu: Arc<Gpu>, shape: &str, seed: u64) -> Result<GpuEngine> {
-    GpuEngine::random(gpu, shape, seed)
 }
 
 /// Runs every (length, attention) pair on one random-weight engine (one GPU or a group) and

@@ -23,7 +23,7 @@ pub mod shard;
 pub mod timing;
 pub mod weights;
 
-pub use bench::{bench_e2e, random_engine, random_tokens, E2eAttention, E2eOptions, E2eRow, E2eTable};
+pub use bench::{bench_e2e, random_tokens, E2eAttention, E2eOptions, E2eRow, E2eTable};
 pub use engine::{AttentionPass, GpuEngine, PassObserver, GpuPrefillStats, DEFAULT_CHUNK_TOKENS, DEFAULT_MAX_NEW_TOKENS};
 pub use error::{EngineError, Result};
 pub use prefill_engine::PrefillEngine;

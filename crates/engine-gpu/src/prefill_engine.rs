@@ -14,7 +14,7 @@ pub trait PrefillEngine {
     /// "NVIDIA H100 80GB HBM3", or "2 × NVIDIA H100 80GB HBM3" for a group.
     fn device_name(&self) -> String;
     /// Device bytes in use and in total, summed over the engine's GPUs.
-    fn memory(&self) -> Result<(u64, u64)>;
+    fn memory(&mut self) -> Result<(u64, u64)>;
     /// Runs a fresh prompt and returns the last position's logits.
     fn prefill(
         &mut self,
@@ -42,7 +42,7 @@ impl PrefillEngine for GpuEngine {
     fn device_name(&self) -> String {
         self.gpu().name().to_string()
     }
-    fn memory(&self) -> Result<(u64, u64)> {
+    fn memory(&mut self) -> Result<(u64, u64)> {
         let (free, total) = self.gpu().mem_info()?;
         Ok(((total - free) as u64, total as u64))
     }

@@ -14,6 +14,9 @@ pub enum EvalError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// A GPU engine's failure (the GPU crates are not dependencies of this one).
+    #[error("{0}")]
+    Engine(String),
     #[error("writing PNG: {0}")]
     Png(String),
 }

@@ -18,10 +18,38 @@ pub struct CellResult {
     pub seconds: f64,
 }
 
+/// Greedy generation from a prompt: the CPU engine here; the CLI adapts one GPU or a GPU group.
+pub trait GreedyGenerator {
+    /// Prefills `prompt` with `attention` and decodes up to `max_new_tokens` greedily, stopping
+    /// before a token of `stop_tokens`.
+    fn generate_greedy(
+        &mut self,
+        prompt: &[u32],
+        attention: &AttentionChoice,
+        max_new_tokens: usize,
+        stop_tokens: &[u32],
+        progress: &mut dyn FnMut(PrefillProgress),
+    ) -> Result<Vec<u32>>;
+}
+
+impl<B: AttentionBackend> GreedyGenerator for Engine<B> {
+    fn generate_greedy(
+        &mut self,
+        prompt: &[u32],
+        attention: &AttentionChoice,
+        max_new_tokens: usize,
+        stop_tokens: &[u32],
+        progress: &mut dyn FnMut(PrefillProgress),
+    ) -> Result<Vec<u32>> {
+        let opts = GenerateOptions { max_new_tokens, sampler: Sampler::greedy(), stop_tokens: stop_tokens.to_vec() };
+        Ok(self.generate(prompt, attention, &opts, progress, &mut |_| true)?.tokens)
+    }
+}
+
 /// Prefills `prompt` with `attention`, greedily decodes `max_new_tokens` and checks that the answer
 /// repeats the needle's key.
-pub fn run_needle_cell<B: AttentionBackend>(
-    engine: &mut Engine<B>,
+pub fn run_needle_cell(
+    engine: &mut dyn GreedyGenerator,
     tokenizer: &Tokenizer,
     prompt: &NeedlePrompt,
     attention: &AttentionChoice,
@@ -29,9 +57,8 @@ pub fn run_needle_cell<B: AttentionBackend>(
     progress: &mut dyn FnMut(PrefillProgress),
 ) -> Result<CellResult> {
     let start = Instant::now();
-    let opts = GenerateOptions { max_new_tokens, sampler: Sampler::greedy(), stop_tokens: tokenizer.stop_tokens.clone() };
-    let generation = engine.generate(&prompt.tokens, attention, &opts, progress, &mut |_| true)?;
-    let answer = tokenizer.decode(&generation.tokens, true)?;
+    let tokens = engine.generate_greedy(&prompt.tokens, attention, max_new_tokens, &tokenizer.stop_tokens, progress)?;
+    let answer = tokenizer.decode(&tokens, true)?;
     Ok(CellResult {
         prompt_tokens: prompt.tokens.len(),
         achieved_depth: prompt.achieved_depth(),

@@ -234,6 +234,11 @@ impl TpEngine {
         if seen.len() != world {
             return Err(TpError::Input(format!("GPU list {ordinals:?} repeats a device")));
         }
+        // NVLink multicast (NVLS) can take a shared host's GPUs out of service; keep it off
+        // unless the user chose otherwise (set before any NCCL thread starts).
+        if std::env::var_os("NCCL_NVLS_ENABLE").is_none() {
+            std::env::set_var("NCCL_NVLS_ENABLE", "0");
+        }
         let config = model.config().clone();
         // Checks the split before any GPU is touched.
         TensorShard::new(&config, 0, world).map_err(|e| TpError::Input(e.to_string()))?;
