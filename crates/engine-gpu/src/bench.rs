@@ -167,6 +167,32 @@ impl E2eTable {
             .map(|s| s.seconds)
     }
 
+    /// The shortest measured length from which MInference's TTFT beats dense at every measured
+    /// length (the `dense_below` threshold this card and shape justify); `None` when it never does
+    /// or a length lacks either row.
+    pub fn crossover(&self) -> Option<usize> {
+        let mut lengths: Vec<usize> = self.rows.iter().map(|r| r.tokens).collect();
+        lengths.sort_unstable();
+        lengths.dedup();
+        let faster = |n: usize| {
+            let sparse = self
+                .rows
+                .iter()
+                .find(|r| r.tokens == n && r.attention == E2eAttention::MInference)
+                .and_then(|r| r.outcome.as_ref().ok())
+                .map(|s| s.seconds);
+            Some(sparse? < self.dense_ttft(n)?)
+        };
+        let mut answer = None;
+        for &n in lengths.iter().rev() {
+            match faster(n) {
+                Some(true) => answer = Some(n),
+                _ => break,
+            }
+        }
+        answer
+    }
+
     pub fn to_markdown(&self) -> String {
         let mut out = format!(
             "TTFT, {}{}, {}; MInference = VS(1000, 6096) on every head\n\n\
@@ -209,6 +235,12 @@ impl E2eTable {
                     );
                 }
             }
+        }
+        if let Some(n) = self.crossover() {
+            let _ = writeln!(
+                out,
+                "\nMInference is faster than dense from {n} tokens on (of the lengths measured)."
+            );
         }
         out
     }
@@ -268,6 +300,53 @@ mod tests {
             assert_eq!(E2eAttention::parse(k.name()).ok(), Some(k));
         }
         assert!(E2eAttention::parse("flash").is_err());
+    }
+
+    fn row(tokens: usize, attention: E2eAttention, seconds: Option<f64>) -> E2eRow {
+        let stats = |s: f64| GpuPrefillStats {
+            tokens,
+            seconds: s,
+            embed_ms: 0.0,
+            qkv_ms: 0.0,
+            estimate_ms: 0.0,
+            index_ms: 0.0,
+            attention_ms: 0.0,
+            o_proj_ms: 0.0,
+            mlp_ms: 0.0,
+            offload_ms: 0.0,
+            lm_head_ms: 0.0,
+            sparse_heads: 0,
+            dense_heads: 0,
+            index_tiles: 0,
+            plan: crate::plan::GpuMemoryPlan::default(),
+        };
+        E2eRow {
+            tokens,
+            attention,
+            outcome: seconds.map(stats).ok_or_else(|| "skipped".to_string()),
+        }
+    }
+
+    #[test]
+    fn crossover_is_the_first_length_from_which_sparse_always_wins() {
+        use E2eAttention::{Dense, MInference};
+        let table = |rows| E2eTable { gpu: "t".into(), shape: "s".into(), rows };
+        let t = table(vec![
+            row(16, Dense, Some(1.0)),
+            row(16, MInference, Some(0.9)),
+            row(32, Dense, Some(2.0)),
+            row(32, MInference, Some(2.5)),
+            row(64, Dense, Some(5.0)),
+            row(64, MInference, Some(4.0)),
+            row(128, Dense, Some(20.0)),
+            row(128, MInference, Some(9.0)),
+        ]);
+        assert_eq!(t.crossover(), Some(64));
+        assert!(t.to_markdown().contains("from 64 tokens"));
+        let never = table(vec![row(16, Dense, Some(1.0)), row(16, MInference, Some(2.0))]);
+        assert_eq!(never.crossover(), None);
+        let no_dense = table(vec![row(16, Dense, None), row(16, MInference, Some(2.0))]);
+        assert_eq!(no_dense.crossover(), None);
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl PlanInput {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct GpuMemoryPlan {
     pub tokens: usize,
     pub weights_bytes: u64,
