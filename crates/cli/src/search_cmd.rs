@@ -5,7 +5,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use minference_core::AdaptiveBudget;
 use minference_model::Model;
 use minference_search::calibration::{load_calibration, CalibrationSource};
-use minference_search::{search_model, CandidateSpace, Objective, Preset, SearchOptions, TargetCost};
+use minference_cuda::Gpu;
+use minference_engine_gpu::GpuEngine;
+use minference_search::{search_model, search_model_gpu, CandidateSpace, Objective, Preset, SearchOptions, TargetCost};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -56,6 +58,45 @@ pub struct SearchArgs {
     /// Also write the calibration prompt's text here.
     #[arg(long)]
     pub save_prompt: Option<PathBuf>,
+    /// Where the forward and the scoring run: cpu, cuda, or auto (cuda when a usable GPU is present).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+/// Where `minference search` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchDevice {
+    Cpu,
+    Cuda,
+    Auto,
+}
+
+impl SearchDevice {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(SearchDevice::Cpu),
+            "cuda" | "gpu" => Ok(SearchDevice::Cuda),
+            "auto" => Ok(SearchDevice::Auto),
+            other => bail!("unknown device `{other}` (expected cpu, cuda or auto)"),
+        }
+    }
+}
+
+/// The GPU engine for `model`, `None` for the CPU. `cuda` without a usable GPU is an error; `auto`
+/// falls back to the CPU and says why.
+fn open_device(device: SearchDevice, model: &Arc<Model>) -> Result<Option<GpuEngine>> {
+    if device == SearchDevice::Cpu {
+        return Ok(None);
+    }
+    let engine = Gpu::open(0).map_err(anyhow::Error::from).and_then(|gpu| Ok(GpuEngine::new(Arc::new(gpu), Arc::clone(model))?));
+    match (engine, device) {
+        (Ok(e), _) => Ok(Some(e)),
+        (Err(e), SearchDevice::Cuda) => Err(e.context("--device cuda: cannot search on the GPU")),
+        (Err(e), _) => {
+            eprintln!("searching on the CPU ({e:#})");
+            Ok(None)
+        }
+    }
 }
 
 fn parse_tokens(s: &str) -> std::result::Result<usize, String> {
@@ -102,6 +143,7 @@ pub fn load_model(path: &Option<PathBuf>) -> Result<Model> {
 }
 
 pub fn run(args: &SearchArgs) -> Result<()> {
+    SearchDevice::parse(&args.device)?;
     let opts = search_options(&args.objective, &args.target_cost, &args.presets, args.adaptive.then_some(args.gamma), args.floor)?;
     // Fail on an unwritable output before spending minutes on the search.
     let out_file = std::fs::File::create(&args.output).with_context(|| format!("cannot write the config to {}", args.output.display()))?;
@@ -114,7 +156,8 @@ pub fn run(args: &SearchArgs) -> Result<()> {
 }
 
 fn search_and_write(args: &SearchArgs, opts: &SearchOptions, mut out_file: std::fs::File) -> Result<()> {
-    let model = load_model(&args.model)?;
+    let model = Arc::new(load_model(&args.model)?);
+    let mut engine = open_device(SearchDevice::parse(&args.device)?, &model)?;
     let cfg = model.config().clone();
     let source = match &args.calibration {
         Some(p) => CalibrationSource::File(p.clone()),
@@ -125,11 +168,12 @@ fn search_and_write(args: &SearchArgs, opts: &SearchOptions, mut out_file: std::
         std::fs::write(p, &calibration.text).with_context(|| format!("writing {}", p.display()))?;
     }
     eprintln!(
-        "searching {} ({} layers × {} heads) on {}; objective {}, presets {}, target {}",
+        "searching {} ({} layers × {} heads) on {} ({}); objective {}, presets {}, target {}",
         cfg.name,
         cfg.layers,
         cfg.heads,
         calibration.description,
+        engine.as_ref().map_or("CPU".to_string(), |e| e.gpu().name().to_string()),
         opts.objective.name(),
         args.presets,
         args.target_cost
@@ -152,7 +196,10 @@ fn search_and_write(args: &SearchArgs, opts: &SearchOptions, mut out_file: std::
             pb.inc(1);
         }
     };
-    let search = search_model(Arc::new(model), &calibration.tokens, opts, &on_head)?;
+    let search = match engine.as_mut() {
+        Some(e) => search_model_gpu(e, &calibration.tokens, opts, &on_head)?,
+        None => search_model(Arc::clone(&model), &calibration.tokens, opts, &on_head)?,
+    };
     if let Ok(mut guard) = bar.lock() {
         if let Some((_, pb)) = guard.take() {
             pb.finish();
@@ -215,6 +262,7 @@ mod tests {
             floor: None,
             details: None,
             save_prompt: None,
+            device: "cpu".into(),
         }
     }
 
@@ -232,7 +280,20 @@ mod tests {
         assert!(search_options("recall", "work:0.3", "papers", None, None).is_err());
         assert!(search_options("recall", "work:0.3", ",", None, None).is_err());
         assert_eq!(parse_tokens("8k"), Ok(8192));
+        assert_eq!(SearchDevice::parse("cuda").unwrap(), SearchDevice::Cuda);
+        assert_eq!(SearchDevice::parse("auto").unwrap(), SearchDevice::Auto);
+        assert!(SearchDevice::parse("tpu").is_err());
         assert!(parse_tokens("0").is_err());
+    }
+
+    #[test]
+    fn cuda_without_a_usable_gpu_is_an_error_and_auto_falls_back() {
+        // head_dim 16 is not supported by the GPU engine, so this holds with or without a GPU.
+        let model = Arc::new(Model::random_with_config(minference_model::ModelConfig::tiny_llama(true), 1).unwrap());
+        let err = open_device(SearchDevice::Cuda, &model).err().expect("no GPU search for this model");
+        assert!(format!("{err:#}").contains("--device cuda"), "{err:#}");
+        assert!(open_device(SearchDevice::Auto, &model).unwrap().is_none());
+        assert!(open_device(SearchDevice::Cpu, &model).unwrap().is_none());
     }
 
     #[test]

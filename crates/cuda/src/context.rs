@@ -107,6 +107,17 @@ const ENTRIES: &[(&str, &[&str])] = &[
     ),
     ("index", &["vs_convert", "bs_assemble", "scan_counts"]),
     ("fill", &["fill_normal"]),
+    (
+        "search_score",
+        &[
+            "search_row_lse_d64",
+            "search_row_lse_d128",
+            "search_dense_out_d64",
+            "search_dense_out_d128",
+            "search_score_d64",
+            "search_score_d128",
+        ],
+    ),
 ];
 
 impl Gpu {

@@ -11,7 +11,7 @@ mod generated {
 }
 
 /// Kernel translation units (file stems of `kernels/*.cu`).
-pub const UNITS: [&str; 5] = ["attention", "attention_f32", "estimate", "index", "fill"];
+pub const UNITS: [&str; 6] = ["attention", "attention_f32", "estimate", "index", "fill", "search_score"];
 
 /// Whether build.rs embedded a cubin for every unit.
 pub fn has_cubins() -> bool {

@@ -17,6 +17,7 @@ pub mod index;
 pub mod kernels;
 pub mod layer;
 pub mod layout;
+pub mod search_score;
 pub mod tensor;
 
 pub use attention::attention;
@@ -27,4 +28,5 @@ pub use error::{CudaError, Result};
 pub use estimate::{estimate_vs, DeviceVsSelection};
 pub use index::DeviceIndex;
 pub use layer::{layer_attention, LayerTimings};
+pub use search_score::{score_masks, DeviceHead, HeadSlice, ScoreMask, ScoreRequest, ScoreSums};
 pub use tensor::DeviceTensor;

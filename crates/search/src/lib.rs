@@ -7,6 +7,8 @@
 //!   to a target kernel cost on the head's actual indices (core coverage accounting).
 //! * [`driver::search_model`]: runs a model densely on a calibration prompt and searches every
 //!   (layer, head); the result is MInference's JSON config.
+//! * [`gpu::search_model_gpu`]: the same search with the forward and the candidate scoring on the
+//!   GPU (candidates are still built on the host, so both paths choose among the same masks).
 //! * [`kv_prompt`]: InfiniteBench-style kv_retrieval prompt to a token budget.
 //! * [`viz`]: attention heat maps with the chosen pattern's kernel mask, as PNG.
 
@@ -17,6 +19,7 @@ pub mod dense;
 pub mod driver;
 pub mod error;
 pub mod font;
+pub mod gpu;
 pub mod head;
 pub mod kv_prompt;
 pub mod mask;
@@ -27,6 +30,7 @@ pub use candidates::{Candidate, CandidateSpace, HeadCandidates, Preset, TargetCo
 pub use dense::{dense_output, HeadInputs};
 pub use driver::{search_model, HeadReport, ModelSearch};
 pub use error::{Result, SearchError};
+pub use gpu::{search_head_gpu, search_model_gpu, GpuSearchError};
 pub use head::{search_head, CandidateScore, HeadSearch, SearchOptions};
 pub use kv_prompt::{kv_retrieval_prompt, KvPrompt};
 pub use mask::HeadMask;
