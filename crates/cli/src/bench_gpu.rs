@@ -157,6 +157,10 @@ pub struct BenchE2eArgs {
     /// `1,2,4` runs each group size in turn (the scaling table, single GPU in the same run).
     #[arg(long, default_value = "1", value_delimiter = ',')]
     pub gpus: Vec<usize>,
+    /// Device memory each GPU may use, in GiB (weights included): plans as on a smaller card,
+    /// e.g. 80 for an 80 GB H100 on an H200.
+    #[arg(long)]
+    pub memory_gib: Option<f64>,
 }
 
 pub fn e2e(args: &BenchE2eArgs) -> Result<()> {
@@ -170,6 +174,12 @@ pub fn e2e(args: &BenchE2eArgs) -> Result<()> {
     for (i, &gpus) in args.gpus.iter().enumerate() {
         let weights = EngineWeights::Random { config: config.clone(), seed: opts.seed };
         let mut engine = open_engine(weights, args.gpu, gpus)?;
+        if let Some(g) = args.memory_gib {
+            if !(g > 0.0 && g.is_finite()) {
+                bail!("--memory-gib must be a positive number");
+            }
+            engine.set_memory_limit(Some((g * (1u64 << 30) as f64) as u64))?;
+        }
         let table = bench_e2e(engine.as_mut(), &args.lengths, &kinds, &opts, &mut |line| eprintln!("{line}"))?;
         drop(engine);
         println!("{}", table.to_markdown());

@@ -1,8 +1,9 @@
 //! The GPU forward: prefill attention one KV-head group at a time (norm + fused QKV GEMM + RoPE
 //! written head-major, K/V straight into the cache, MInference or dense attention through
-//! `minference_cuda::layer_attention`, output gathered token-major), then one output projection
-//! accumulated into the residual, the MLP in token chunks, the LM head on the last position;
-//! decode steps dense over the device KV cache.
+//! `minference_cuda::layer_attention`, output gathered token-major), then the output projection and
+//! the MLP in token chunks, each chunk's bf16 update (summed over a tensor-parallel group) added to
+//! the f32 residual stream; the LM head on the last position; decode steps dense over the device
+//! KV cache.
 
 use crate::error::{EngineError, Result};
 use crate::gemm::Gemm;
@@ -72,7 +73,8 @@ pub type PassObserver<'o> = dyn FnMut(&Gpu, &AttentionPass) -> Result<()> + 'o;
 /// Single-token buffers for decode steps, allocated after a prefill.
 struct DecodeBufs {
     token: CudaSlice<i32>,
-    x: CudaSlice<u16>,
+    /// f32 residual row.
+    x: CudaSlice<f32>,
     normed: CudaSlice<u16>,
     normed_f32: CudaSlice<f32>,
     qkv: CudaSlice<u16>,
@@ -252,18 +254,13 @@ impl GpuEngine {
         })
     }
 
-    /// Rank 0 adds partial products onto the residual; the others write them alone (the
-    /// all-reduce then sums them into it).
-    fn accumulate_partials(&self) -> bool {
-        self.shard.rank == 0
-    }
-
-    /// Sums the residual rows `[ptr, ptr + count)` over the group (nothing on one GPU).
-    fn reduce_residual(&self, ptr: u64, count: usize) -> Result<()> {
-        match &self.collective {
-            Some(c) => c.all_reduce_sum_bf16(&self.gpu, ptr, count),
-            None => Ok(()),
+    /// Adds a layer's bf16 update `update[..count]` to the f32 residual at `x`, after summing
+    /// this GPU's partial update with the group's (nothing to sum on one GPU).
+    fn add_update(&self, x: u64, update: u64, count: usize) -> Result<()> {
+        if let Some(c) = &self.collective {
+            c.all_reduce_sum_bf16(&self.gpu, update, count)?;
         }
+        self.ops.add_to_residual(&self.gpu, x, update, count)
     }
 
     /// The tensor-parallel part this engine computes.
@@ -407,7 +404,8 @@ impl GpuEngine {
         let mut cache = KvCache::new(&gpu, cfg.layers, kvh, d, &plan, self.max_new_tokens)?;
         let ids: Vec<i32> = tokens.iter().map(|t| *t as i32).collect();
         let tok_dev = gpu.upload(&ids)?;
-        let x = gpu.alloc::<u16>(n * h)?;
+        // The residual stream stays f32 (see add_bf16_to_f32 in kernels/model_ops.cu).
+        let x = gpu.alloc::<f32>(n * h)?;
         // Heads per attention call: a whole layer, or one KV-head group.
         let per_layer = plan.per_layer_attention;
         let (passes, kv_per_pass) = if per_layer { (1, kvh) } else { (kvh, 1) };
@@ -439,7 +437,6 @@ impl GpuEngine {
 
         let head0 = self.shard.first_head(&self.global_cfg);
         let kv0 = self.shard.kv_heads.start;
-        let accumulate = self.accumulate_partials();
         let mut timer = PhaseTimer::default();
         let mut stats = GpuPrefillStats {
             tokens: n,
@@ -487,7 +484,7 @@ impl GpuEngine {
                     let c = chunk.min(n - c0);
                     self.ops.rms_norm(
                         &gpu,
-                        xp + (c0 * h * 2) as u64,
+                        xp + (c0 * h * 4) as u64,
                         attn_norm,
                         normed_p,
                         c,
@@ -590,17 +587,22 @@ impl GpuEngine {
                 timer.stop(&gpu, Phase::OProj, t)?;
             }
             let t = timer.start(&gpu)?;
-            self.gemm.linear(
-                &gpu,
-                (o_all_p, cfg.q_dim()),
-                (w_o, cfg.q_dim()),
-                (xp, h),
-                n,
-                cfg.q_dim(),
-                h,
-                accumulate,
-            )?;
-            self.reduce_residual(xp, n * h)?;
+            // Per token chunk: this GPU's part of the output projection into `normed` (free
+            // now), summed over the group, added to the residual.
+            for c0 in (0..n).step_by(chunk) {
+                let c = chunk.min(n - c0);
+                self.gemm.linear(
+                    &gpu,
+                    (o_all_p + (c0 * cfg.q_dim() * 2) as u64, cfg.q_dim()),
+                    (w_o, cfg.q_dim()),
+                    (normed_p, h),
+                    c,
+                    cfg.q_dim(),
+                    h,
+                    false,
+                )?;
+                self.add_update(xp + (c0 * h * 4) as u64, normed_p, c * h)?;
+            }
             timer.stop(&gpu, Phase::OProj, t)?;
             if cache.is_offloaded(l) {
                 let t = timer.start(&gpu)?;
@@ -610,7 +612,7 @@ impl GpuEngine {
             let t = timer.start(&gpu)?;
             for c0 in (0..n).step_by(chunk) {
                 let c = chunk.min(n - c0);
-                let xc = xp + (c0 * h * 2) as u64;
+                let xc = xp + (c0 * h * 4) as u64;
                 self.ops
                     .rms_norm(&gpu, xc, mlp_norm, normed_p, c, h, cfg.rms_eps)?;
                 self.gemm.linear(
@@ -628,14 +630,14 @@ impl GpuEngine {
                     &gpu,
                     (act_p, inter),
                     (w_down, inter),
-                    (xc, h),
+                    (normed_p, h),
                     c,
                     inter,
                     h,
-                    accumulate,
+                    false,
                 )?;
+                self.add_update(xc, normed_p, c * h)?;
             }
-            self.reduce_residual(xp, n * h)?;
             timer.stop(&gpu, Phase::Mlp, t)?;
             gpu.sync()?;
             timer.flush()?;
@@ -648,7 +650,7 @@ impl GpuEngine {
 
         let mut bufs = self.decode_buffers(n)?;
         let t = timer.start(&gpu)?;
-        let logits = self.lm_head(xp + ((n - 1) * h * 2) as u64, &mut bufs)?;
+        let logits = self.lm_head(xp + ((n - 1) * h * 4) as u64, &mut bufs)?;
         timer.stop(&gpu, Phase::LmHead, t)?;
         gpu.sync()?;
         timer.flush()?;
@@ -679,7 +681,7 @@ impl GpuEngine {
         let g = &self.gpu;
         Ok(DecodeBufs {
             token: g.alloc::<i32>(1)?,
-            x: g.alloc::<u16>(h)?,
+            x: g.alloc::<f32>(h)?,
             normed: g.alloc::<u16>(h)?,
             normed_f32: g.alloc::<f32>(h)?,
             qkv: g.alloc::<u16>((gs + 2) * d)?,
@@ -826,18 +828,17 @@ impl GpuEngine {
                     out,
                 )?;
             }
-            let accumulate = self.accumulate_partials();
             self.gemm.linear(
                 &gpu,
                 (op, cfg.q_dim()),
                 (w_o, cfg.q_dim()),
-                (xp, h),
+                (np, h),
                 1,
                 cfg.q_dim(),
                 h,
-                accumulate,
+                false,
             )?;
-            self.reduce_residual(xp, h)?;
+            self.add_update(xp, np, h)?;
             self.ops
                 .rms_norm(&gpu, xp, dptr(&gpu, &lw.mlp_norm), np, 1, h, cfg.rms_eps)?;
             self.gemm.linear(
@@ -855,13 +856,13 @@ impl GpuEngine {
                 &gpu,
                 (actp, inter),
                 (w_down, inter),
-                (xp, h),
+                (np, h),
                 1,
                 inter,
                 h,
-                accumulate,
+                false,
             )?;
-            self.reduce_residual(xp, h)?;
+            self.add_update(xp, np, h)?;
         }
         let logits = self.lm_head(xp, bufs)?;
         cache.len = pos + 1;

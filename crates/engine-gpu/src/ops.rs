@@ -22,6 +22,7 @@ const ENTRIES: &[&str] = &[
     "gemv_rows_f32",
     "decode_attn_partial",
     "decode_attn_combine",
+    "add_bf16_to_f32",
 ];
 
 /// Keys per block of the decode attention (DECODE_CHUNK in the kernel).
@@ -170,6 +171,20 @@ impl Ops {
         )
     }
 
+    /// `x[i] += p[i]` for `n` values: f32 residual `x`, bf16 update `p`.
+    pub(crate) fn add_to_residual(&self, gpu: &Gpu, x: u64, p: u64, n: usize) -> Result<()> {
+        let grid = n.div_ceil(256).clamp(1, 65_536) as u32;
+        self.launch(
+            gpu,
+            "add_bf16_to_f32",
+            grid,
+            256,
+            0,
+            &[Arg::P(x), Arg::P(p), Arg::L(n as i64)],
+        )
+    }
+
+    /// RMSNorm of `rows` f32 residual rows at `x` into bf16 rows at `out`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn rms_norm(
         &self,

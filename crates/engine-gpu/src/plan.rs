@@ -125,7 +125,8 @@ pub fn plan_gpu_memory(cfg: &ModelConfig, input: &PlanInput) -> Result<GpuMemory
     let weights_bytes = weight_bytes(cfg);
     let kv_layer_bytes = mul(mul(2 * kvh * d * 2, n)?, 1)?;
     let kv_tail_bytes = layers * 2 * kvh * d * 2 * input.max_new_tokens.max(1) as u64;
-    let residual_bytes = mul(n, h * 2)?;
+    // f32: the residual stream keeps full precision (bf16 updates are added to it).
+    let residual_bytes = mul(n, h * 4)?;
     let row_blocks = n.div_ceil(64);
     let (kv_budget, ks_budget) = (input.vs_budget.0 as u64, input.vs_budget.1 as u64);
     let chunk = input.chunk_tokens.min(input.tokens).max(1) as u64;

@@ -30,6 +30,9 @@ pub trait PrefillEngine {
     fn set_max_new_tokens(&mut self, n: usize) -> Result<()>;
     /// Allows prompts longer than the model's context (RoPE extension).
     fn set_allow_context_extension(&mut self, allow: bool) -> Result<()>;
+    /// Caps the device bytes each GPU's memory plan may use (weights included), e.g. to plan for
+    /// an 80 GB card on a larger one.
+    fn set_memory_limit(&mut self, bytes: Option<u64>) -> Result<()>;
 }
 
 impl PrefillEngine for GpuEngine {
@@ -66,6 +69,10 @@ impl PrefillEngine for GpuEngine {
     }
     fn set_allow_context_extension(&mut self, allow: bool) -> Result<()> {
         GpuEngine::set_allow_context_extension(self, allow);
+        Ok(())
+    }
+    fn set_memory_limit(&mut self, bytes: Option<u64>) -> Result<()> {
+        GpuEngine::set_memory_limit(self, bytes);
         Ok(())
     }
 }

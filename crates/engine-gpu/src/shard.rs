@@ -3,9 +3,9 @@
 //! forward calls after the attention output projection and after the MLP.
 //!
 //! A shard runs the ordinary forward on a *local* model config (its heads, its KV heads, its
-//! intermediate width); only the residual stream `x` and the vocabulary-sized tensors are whole on
-//! every GPU. Rank 0 adds its partial products onto the residual, the other ranks write theirs
-//! alone, and a sum all-reduce of `x` then gives every rank `x + Σ partials`.
+//! intermediate width); only the f32 residual stream and the vocabulary-sized tensors are whole on
+//! every GPU. Each rank's partial update (bf16, one token chunk at a time) is summed over the group
+//! with an all-reduce and then added to every rank's residual, so all ranks keep the same stream.
 
 use crate::error::{EngineError, Result};
 use minference_cuda::Gpu;

@@ -71,6 +71,7 @@ enum Command {
     Reset,
     MaxNewTokens(usize),
     ContextExtension(bool),
+    MemoryLimit(Option<u64>),
     Memory,
 }
 
@@ -206,6 +207,10 @@ fn worker(
             }
             Command::ContextExtension(a) => {
                 engine.set_allow_context_extension(a);
+                send(Event::Done(Ok(())));
+            }
+            Command::MemoryLimit(m) => {
+                engine.set_memory_limit(m);
                 send(Event::Done(Ok(())));
             }
             Command::Memory => send(Event::Memory(
@@ -461,6 +466,10 @@ impl PrefillEngine for TpEngine {
     }
     fn set_allow_context_extension(&mut self, allow: bool) -> minference_engine_gpu::Result<()> {
         self.broadcast(|| Command::ContextExtension(allow))?;
+        Ok(self.gather_done()?)
+    }
+    fn set_memory_limit(&mut self, bytes: Option<u64>) -> minference_engine_gpu::Result<()> {
+        self.broadcast(|| Command::MemoryLimit(bytes))?;
         Ok(self.gather_done()?)
     }
 }
