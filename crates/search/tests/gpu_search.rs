@@ -191,7 +191,8 @@ fn gpu_model_search_chooses_as_the_cpu_search() {
 }
 
 /// GPU vs CPU search time on the SmolLM2-135M shape with random weights at 8K tokens (same
-/// weights on both paths). Run with `--ignored`; prints the times, asserts no timing.
+/// weights on both paths), for the recall and the output objective, and the plain dense GPU
+/// forward for scale. Run with `--ignored`; prints the times, asserts no timing.
 #[test]
 #[ignore]
 fn smollm2_shape_8k_gpu_and_cpu_search_times() {
@@ -199,14 +200,20 @@ fn smollm2_shape_8k_gpu_and_cpu_search_times() {
     let cfg = ModelConfig::named_shape("smollm2-135m").unwrap();
     let model = Arc::new(Model::random_with_config(cfg.clone(), 3).unwrap());
     let tokens = minference_engine_gpu::random_tokens(8192, cfg.vocab, 5);
-    let opts = SearchOptions::default();
     let mut engine = GpuEngine::new(Arc::clone(&gpu), Arc::clone(&model)).unwrap();
-    // Warm-up (kernel loading, allocations), then the timed run.
-    search_model_gpu(&mut engine, &tokens[..1024], &opts, &|_, _| {}).unwrap();
-    let g = search_model_gpu(&mut engine, &tokens, &opts, &|_, _| {}).unwrap();
-    println!("GPU search ({}): {:.2} s\n{}", gpu.name(), g.seconds, g.summary());
-    let c = search_model(Arc::clone(&model), &tokens, &opts, &|_, _| {}).unwrap();
-    println!("CPU search ({} threads): {:.2} s\n{}", rayon::current_num_threads(), c.seconds, c.summary());
-    let same = c.heads.iter().zip(&g.heads).filter(|(a, b)| a.search.chosen().pattern == b.search.chosen().pattern).count();
-    println!("same chosen pattern: {same} of {} heads", c.heads.len());
+    // Warm-up (kernel loading, allocations), then the timed runs.
+    search_model_gpu(&mut engine, &tokens[..1024], &SearchOptions::default(), &|_, _| {}).unwrap();
+    let start = std::time::Instant::now();
+    engine.prefill(&tokens, &minference_model::AttentionChoice::Dense, &mut |_| {}).unwrap();
+    println!("dense GPU forward alone: {:.3} s", start.elapsed().as_secs_f64());
+    for objective in [Objective::Recall, Objective::OutputRelL2] {
+        let opts = SearchOptions { objective, ..SearchOptions::default() };
+        let g = search_model_gpu(&mut engine, &tokens, &opts, &|_, _| {}).unwrap();
+        println!("[{}] GPU search ({}): {:.2} s\n{}", objective.name(), gpu.name(), g.seconds, g.summary());
+        let c = search_model(Arc::clone(&model), &tokens, &opts, &|_, _| {}).unwrap();
+        println!("[{}] CPU search ({} threads): {:.2} s\n{}", objective.name(), rayon::current_num_threads(), c.seconds, c.summary());
+        let same = c.heads.iter().zip(&g.heads).filter(|(a, b)| a.search.chosen().pattern == b.search.chosen().pattern).count();
+        let score_gap = c.heads.iter().zip(&g.heads).map(|(a, b)| (a.search.chosen().score - b.search.chosen().score).abs()).fold(0.0, f64::max);
+        println!("[{}] same chosen pattern: {same} of {} heads; largest |score difference| of the chosen: {score_gap:.5}", objective.name(), c.heads.len());
+    }
 }
