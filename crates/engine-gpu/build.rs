@@ -21,23 +21,32 @@ fn main() {
         .map(|v| v == "1")
         .unwrap_or(false);
 
-    let cubin = out_dir.join("model_ops.cubin");
-    let mut built = false;
-    match find_nvcc() {
-        None => warn_or_fail(
+    // One cubin per storage precision of the engine (bf16 default, f16 on request).
+    let nvcc = find_nvcc();
+    if nvcc.is_none() {
+        warn_or_fail(
             require,
             "nvcc not found: the GPU engine will compile its kernels with NVRTC at run time",
-        ),
-        Some(nvcc) => {
-            let result = Command::new(&nvcc)
+        );
+    }
+    let mut generated = format!(
+        "pub const SOURCE: &str = include_str!({:?});\n",
+        source.display().to_string()
+    );
+    for (name, defines) in [("BF16", &[][..]), ("F16", &["-DMODEL_OPS_F16"][..])] {
+        let cubin = out_dir.join(format!("model_ops_{}.cubin", name.to_lowercase()));
+        let mut built = false;
+        if let Some(nvcc) = &nvcc {
+            let result = Command::new(nvcc)
                 .args([
                     "-gencode=arch=compute_90a,code=sm_90a",
                     "-cubin",
                     "-O3",
                     "-lineinfo",
                     "-std=c++17",
-                    "-o",
                 ])
+                .args(defines)
+                .arg("-o")
                 .arg(&cubin)
                 .arg(&source)
                 .output();
@@ -50,16 +59,15 @@ fn main() {
                 Err(e) => warn_or_fail(require, &format!("could not run {}: {e}", nvcc.display())),
             }
         }
+        generated.push_str(&format!(
+            "pub const CUBIN_{name}: Option<&[u8]> = {};\n",
+            if built {
+                format!("Some(include_bytes!({:?}))", cubin.display().to_string())
+            } else {
+                "None".to_string()
+            }
+        ));
     }
-    let generated = format!(
-        "pub const SOURCE: &str = include_str!({:?});\npub const CUBIN: Option<&[u8]> = {};\n",
-        source.display().to_string(),
-        if built {
-            format!("Some(include_bytes!({:?}))", cubin.display().to_string())
-        } else {
-            "None".to_string()
-        }
-    );
     fs::write(out_dir.join("model_ops.rs"), generated).expect("write model_ops.rs");
 }
 

@@ -161,6 +161,9 @@ pub struct BenchE2eArgs {
     /// e.g. 80 for an 80 GB H100 on an H200.
     #[arg(long)]
     pub memory_gib: Option<f64>,
+    /// GPU storage precision: bf16 or f16.
+    #[arg(long, default_value = "bf16", value_parser = crate::gpu::parse_precision)]
+    pub precision: minference_engine_gpu::Precision,
 }
 
 pub fn e2e(args: &BenchE2eArgs) -> Result<()> {
@@ -173,7 +176,7 @@ pub fn e2e(args: &BenchE2eArgs) -> Result<()> {
     let mut csv = String::new();
     for (i, &gpus) in args.gpus.iter().enumerate() {
         let weights = EngineWeights::Random { config: config.clone(), seed: opts.seed };
-        let mut engine = open_engine(weights, args.gpu, gpus)?;
+        let mut engine = open_engine(weights, args.gpu, gpus, args.precision)?;
         if let Some(g) = args.memory_gib {
             if !(g > 0.0 && g.is_finite()) {
                 bail!("--memory-gib must be a positive number");

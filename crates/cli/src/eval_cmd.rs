@@ -69,6 +69,9 @@ pub struct NeedleArgs {
     /// GPUs to spread the model over (tensor parallel, NCCL), from the --device ordinal on.
     #[arg(long, default_value_t = 1)]
     pub gpus: usize,
+    /// GPU storage precision: bf16 or f16.
+    #[arg(long, default_value = "bf16", value_parser = crate::gpu::parse_precision)]
+    pub precision: minference_engine_gpu::Precision,
 }
 
 #[derive(clap::Args, Debug)]
@@ -195,7 +198,7 @@ fn run_needle(args: &NeedleArgs) -> Result<()> {
     let mut gpu_engine;
     let (engine, device): (&mut dyn GreedyGenerator, String) = match gpu_ordinal {
         Some(n) => {
-            let e = crate::gpu::open_engine(crate::gpu::EngineWeights::Model(model.clone()), n, args.gpus)?;
+            let e = crate::gpu::open_engine(crate::gpu::EngineWeights::Model(model.clone()), n, args.gpus, args.precision)?;
             let name = e.device_name();
             gpu_engine = crate::gpu::GpuGenerator(e);
             (&mut gpu_engine, name)

@@ -5,7 +5,7 @@ use crate::progress::{layer_bar, tick};
 use crate::run_cmd::{fmt_bytes, RunArgs};
 use anyhow::{Context, Result};
 use minference_cuda::{CudaError, Gpu};
-use minference_engine_gpu::{GpuEngine, PrefillEngine};
+use minference_engine_gpu::{EngineSetup, GpuEngine, Precision, PrefillEngine};
 use minference_eval::{EvalError, GreedyGenerator};
 use minference_model::{AttentionChoice, Model, ModelConfig, PrefillProgress, Sampler, TextStream};
 use minference_multi_gpu::{TpEngine, TpModel, TpOptions};
@@ -40,15 +40,26 @@ pub enum EngineWeights {
     Random { config: ModelConfig, seed: u64 },
 }
 
+/// Parses `--precision`.
+pub fn parse_precision(s: &str) -> Result<Precision, String> {
+    Precision::parse(s).map_err(|e| e.to_string())
+}
+
 /// One GPU (`gpus == 1`) or a tensor-parallel group of GPUs `ordinal..ordinal + gpus`.
-pub fn open_engine(weights: EngineWeights, ordinal: usize, gpus: usize) -> Result<Box<dyn PrefillEngine>> {
+pub fn open_engine(
+    weights: EngineWeights,
+    ordinal: usize,
+    gpus: usize,
+    precision: Precision,
+) -> Result<Box<dyn PrefillEngine>> {
     match gpus {
         0 => anyhow::bail!("--gpus must be at least 1"),
         1 => {
             let gpu = open_gpu(ordinal)?;
+            let setup = EngineSetup { precision, ..EngineSetup::default() };
             Ok(match weights {
-                EngineWeights::Model(m) => Box::new(GpuEngine::new(gpu, m)?),
-                EngineWeights::Random { config, seed } => Box::new(GpuEngine::random_with_config(gpu, config, seed)?),
+                EngineWeights::Model(m) => Box::new(GpuEngine::new_with(gpu, m, setup)?),
+                EngineWeights::Random { config, seed } => Box::new(GpuEngine::random_with(gpu, config, seed, setup)?),
             })
         }
         n => {
@@ -57,7 +68,8 @@ pub fn open_engine(weights: EngineWeights, ordinal: usize, gpus: usize) -> Resul
                 EngineWeights::Random { config, seed } => TpModel::Random { config, seed },
             };
             let ordinals: Vec<usize> = (ordinal..ordinal + n).collect();
-            let group = TpEngine::new(&ordinals, model, TpOptions::default())
+            let opts = TpOptions { precision, ..TpOptions::default() };
+            let group = TpEngine::new(&ordinals, model, opts)
                 .with_context(|| format!("starting a tensor-parallel group on GPUs {ordinals:?}"))?;
             Ok(Box::new(group))
         }
@@ -103,7 +115,7 @@ pub fn run_on_gpu(args: &RunArgs, text: &str, ordinal: usize) -> Result<()> {
     let (attention, what) = attention_choice(&args.model, &model, args.attention)?;
     let layers = model.config().layers;
     let random = if model.has_random_weights() { " [random weights]" } else { "" };
-    let mut engine = open_engine(EngineWeights::Model(Arc::clone(&model)), ordinal, args.gpus)?;
+    let mut engine = open_engine(EngineWeights::Model(Arc::clone(&model)), ordinal, args.gpus, args.precision)?;
     eprintln!(
         "model {}{random} | device {} | attention {what} | prompt {} tokens",
         model.config().name,

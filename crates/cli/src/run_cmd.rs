@@ -28,6 +28,10 @@ pub struct RunArgs {
     /// the --device ordinal.
     #[arg(long, default_value_t = 1)]
     pub gpus: usize,
+    /// GPU storage precision of weights and activations: bf16 (any model) or f16 (closer to f32,
+    /// but overflows on activations above 65504).
+    #[arg(long, default_value = "bf16", value_parser = crate::gpu::parse_precision)]
+    pub precision: minference_engine_gpu::Precision,
     #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
     /// 0 = greedy.

@@ -1,14 +1,22 @@
 // Small kernels of the model forward (everything except the linear layers, which go through
 // cuBLASLt, and prefill attention, which is minference_cuda::layer_attention).
-// Storage is bf16 (norm weights, biases, RoPE frequencies and logits are f32/f64); math is f32.
+// Storage is `elem`: elem, or f16 when compiled with -DMODEL_OPS_F16 (the engine's precision
+// option; the build makes one cubin of each). Norm weights, biases, RoPE frequencies, the residual
+// stream and logits are f32/f64; math is f32.
 
-#include <cuda_bf16.h>
-
-typedef __nv_bfloat16 bf16;
 typedef unsigned long long u64;
 
-__device__ __forceinline__ float ld(const bf16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ bf16 st(float v) { return __float2bfloat16(v); }
+#ifdef MODEL_OPS_F16
+#include <cuda_fp16.h>
+typedef __half elem;
+__device__ __forceinline__ float ld(const elem v) { return __half2float(v); }
+__device__ __forceinline__ elem st(float v) { return __float2half(v); }
+#else
+#include <cuda_bf16.h>
+typedef __nv_bfloat16 elem;
+__device__ __forceinline__ float ld(const elem v) { return __bfloat162float(v); }
+__device__ __forceinline__ elem st(float v) { return __float2bfloat16(v); }
+#endif
 
 __device__ __forceinline__ u64 mix64(u64 z) {
     z += 0x9E3779B97F4A7C15ull;
@@ -44,7 +52,7 @@ __device__ float block_sum(float v) {
 }
 
 // Uniform in [-scale, scale), a pure function of (seed, index): random weights made on the device.
-extern "C" __global__ void init_uniform_bf16(bf16* out, long long n, u64 seed, float scale) {
+extern "C" __global__ void init_uniform(elem* out, long long n, u64 seed, float scale) {
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += stride) {
         const u64 h = mix64(seed ^ mix64((u64)i));
@@ -55,16 +63,16 @@ extern "C" __global__ void init_uniform_bf16(bf16* out, long long n, u64 seed, f
 
 // out[t, :] = table[tokens[t], :] in f32 (the residual stream); one block per token (ids are
 // checked on the host).
-extern "C" __global__ void embed_rows(const int* tokens, const bf16* table, float* out, int hidden) {
+extern "C" __global__ void embed_rows(const int* tokens, const elem* table, float* out, int hidden) {
     const long long t = blockIdx.x;
-    const bf16* src = table + (long long)tokens[t] * hidden;
+    const elem* src = table + (long long)tokens[t] * hidden;
     float* dst = out + t * hidden;
     for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = ld(src[i]);
 }
 
-// RMSNorm of one f32 residual row per block: out = x / sqrt(mean(x^2) + eps) * w, in bf16 for the
+// RMSNorm of one f32 residual row per block: out = x / sqrt(mean(x^2) + eps) * w, in elem for the
 // GEMMs that follow.
-extern "C" __global__ void rms_norm_bf16(const float* x, const float* w, bf16* out, int width, float eps) {
+extern "C" __global__ void rms_norm_rows(const float* x, const float* w, elem* out, int width, float eps) {
     const long long row = blockIdx.x;
     const float* xr = x + row * width;
     float ss = 0.0f;
@@ -83,11 +91,11 @@ extern "C" __global__ void rms_norm_f32out(const float* x, const float* w, float
     for (int i = threadIdx.x; i < width; i += blockDim.x) out[row * width + i] = xr[i] * inv * w[i];
 }
 
-// x += p: a layer's bf16 update (attention output projection or MLP, summed over a tensor-parallel
+// x += p: a layer's bf16/f16 update (attention output projection or MLP, summed over a tensor-parallel
 // group) added to the f32 residual stream. Keeping the residual in f32 is what keeps the GPU
 // within 1e-2 of an f32 reference: real models carry outlier features of magnitude ~1e3 there,
 // where a bf16 step is ~8.
-extern "C" __global__ void add_bf16_to_f32(float* x, const bf16* p, long long n) {
+extern "C" __global__ void add_update_to_residual(float* x, const elem* p, long long n) {
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += stride) x[i] += ld(p[i]);
 }
@@ -98,15 +106,15 @@ extern "C" __global__ void add_bf16_to_f32(float* x, const bf16* p, long long n)
 // One block per token, blockDim.x = D / 2: thread i owns the pair (i, i + D/2) of every slot.
 // Angles in f64: at 1M positions an f32 angle would be off by ~0.1 rad.
 // `in_stride` = elements between token rows of `qkv` (several groups may share one GEMM output).
-extern "C" __global__ void qkv_rope_scatter(const bf16* qkv, const float* bias, const double* inv_freq, bf16* q_out,
-                                            bf16* k_out, bf16* v_out, int gs, int head_dim, long long q_rows,
+extern "C" __global__ void qkv_rope_scatter(const elem* qkv, const float* bias, const double* inv_freq, elem* q_out,
+                                            elem* k_out, elem* v_out, int gs, int head_dim, long long q_rows,
                                             long long q_row0, long long kv_row0, long long pos0, int in_stride) {
     const long long t = blockIdx.x;
     const int i = threadIdx.x, half = head_dim >> 1;
     double s, c;
     sincos((double)(pos0 + t) * inv_freq[i], &s, &c);
     const float cs = (float)c, sn = (float)s;
-    const bf16* row = qkv + t * (long long)in_stride;
+    const elem* row = qkv + t * (long long)in_stride;
     for (int slot = 0; slot < gs + 2; ++slot) {
         float a = ld(row[slot * head_dim + i]), b = ld(row[slot * head_dim + i + half]);
         if (bias != nullptr) {
@@ -118,7 +126,7 @@ extern "C" __global__ void qkv_rope_scatter(const bf16* qkv, const float* bias, 
             ra = a * cs - b * sn;
             rb = b * cs + a * sn;
         }
-        bf16* dst;
+        elem* dst;
         if (slot < gs) dst = q_out + ((long long)slot * q_rows + q_row0 + t) * head_dim;
         else if (slot == gs) dst = k_out + (kv_row0 + t) * head_dim;
         else dst = v_out + (kv_row0 + t) * head_dim;
@@ -128,7 +136,7 @@ extern "C" __global__ void qkv_rope_scatter(const bf16* qkv, const float* bias, 
 }
 
 // gu [rows, 2 * inter] (gate then up) → out [rows, inter] = silu(gate) * up.
-extern "C" __global__ void swiglu_bf16(const bf16* gu, bf16* out, long long rows, int inter) {
+extern "C" __global__ void swiglu(const elem* gu, elem* out, long long rows, int inter) {
     const long long total = rows * inter, stride = (long long)gridDim.x * blockDim.x;
     for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total; idx += stride) {
         const long long r = idx / inter, j = idx - r * inter;
@@ -150,11 +158,11 @@ extern "C" __global__ void heads_to_rows(const uint4* src, uint4* dst, long long
 }
 
 // logits[o] = dot(w[o, :], x) in f32, one warp per output row (LM head on the last position).
-extern "C" __global__ void gemv_rows_f32(const bf16* w, const float* x, float* out, int rows, int cols) {
+extern "C" __global__ void gemv_rows_f32(const elem* w, const float* x, float* out, int rows, int cols) {
     const long long warp = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
     if (warp >= rows) return;
-    const bf16* wr = w + warp * cols;
+    const elem* wr = w + warp * cols;
     float acc = 0.0f;
     for (int i = lane; i < cols; i += 32) acc += ld(wr[i]) * x[i];
     acc = warp_sum(acc);
@@ -163,7 +171,7 @@ extern "C" __global__ void gemv_rows_f32(const bf16* w, const float* x, float* o
 
 #define DECODE_CHUNK 256
 
-__device__ __forceinline__ const bf16* cache_row(const bf16* pre, const bf16* tail, int n_pre, int j, int head_dim) {
+__device__ __forceinline__ const elem* cache_row(const elem* pre, const elem* tail, int n_pre, int j, int head_dim) {
     return j < n_pre ? pre + (long long)j * head_dim : tail + (long long)(j - n_pre) * head_dim;
 }
 
@@ -171,8 +179,8 @@ __device__ __forceinline__ const bf16* cache_row(const bf16* pre, const bf16* ta
 // prefill region, else row j - n_pre of the decode tail). Block `s` handles DECODE_CHUNK keys and
 // writes its softmax partials (max, sum, unnormalised output) for a combine pass.
 // blockDim.x == DECODE_CHUNK; shared: gs * D + gs * DECODE_CHUNK floats.
-extern "C" __global__ void decode_attn_partial(const bf16* q, const bf16* k_pre, const bf16* v_pre, const bf16* k_tail,
-                                               const bf16* v_tail, int n_pre, int n_keys, int gs, int head_dim,
+extern "C" __global__ void decode_attn_partial(const elem* q, const elem* k_pre, const elem* v_pre, const elem* k_tail,
+                                               const elem* v_tail, int n_pre, int n_keys, int gs, int head_dim,
                                                float scale, float* part_m, float* part_l, float* part_acc) {
     extern __shared__ float smem[];
     float* qs = smem;
@@ -184,7 +192,7 @@ extern "C" __global__ void decode_attn_partial(const bf16* q, const bf16* k_pre,
     for (int i = tid; i < gs * head_dim; i += blockDim.x) qs[i] = ld(q[i]);
     __syncthreads();
     if (tid < cnt) {
-        const bf16* kr = cache_row(k_pre, k_tail, n_pre, j0 + tid, head_dim);
+        const elem* kr = cache_row(k_pre, k_tail, n_pre, j0 + tid, head_dim);
         for (int h = 0; h < gs; ++h) {
             float dot = 0.0f;
             for (int d = 0; d < head_dim; ++d) dot += qs[h * head_dim + d] * ld(kr[d]);
@@ -224,9 +232,9 @@ extern "C" __global__ void decode_attn_partial(const bf16* q, const bf16* k_pre,
     }
 }
 
-// Combines the partials of every split: out[h, d] (bf16, head-major [gs, 1, D]).
+// Combines the partials of every split: out[h, d] (elem, head-major [gs, 1, D]).
 extern "C" __global__ void decode_attn_combine(const float* part_m, const float* part_l, const float* part_acc, int splits,
-                                               int gs, int head_dim, bf16* out) {
+                                               int gs, int head_dim, elem* out) {
     const int h = blockIdx.x;
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
         float m = -INFINITY;

@@ -11,11 +11,12 @@ use crate::kv::KvCache;
 use crate::ops::{dptr, Ops, DECODE_CHUNK};
 use crate::plan::{plan_gpu_memory, AttentionGrouping, GpuMemoryPlan, PlanInput};
 use crate::rope::rope_inv_freq;
+use crate::precision::Precision;
 use crate::shard::{Collective, TensorShard};
 use crate::timing::{Phase, PhaseTimer};
 use crate::weights::{weight_bytes, DeviceWeights};
 use cudarc::driver::CudaSlice;
-use minference_core::{AttnShape, DType, HeadPattern};
+use minference_core::{AttnShape, HeadPattern};
 use minference_cuda::{layer_attention, DeviceTensor, Gpu};
 use minference_model::{AttentionChoice, Model, ModelConfig, ModelError, PrefillProgress};
 use std::sync::Arc;
@@ -70,6 +71,15 @@ pub struct AttentionPass<'a> {
 /// prefill with that error.
 pub type PassObserver<'o> = dyn FnMut(&Gpu, &AttentionPass) -> Result<()> + 'o;
 
+/// Where and how an engine runs: its part of the model (`None` = all of it), the collective that
+/// sums a tensor-parallel group's partial results, and the storage precision.
+#[derive(Default)]
+pub struct EngineSetup {
+    pub shard: Option<TensorShard>,
+    pub collective: Option<Box<dyn Collective>>,
+    pub precision: Precision,
+}
+
 /// Single-token buffers for decode steps, allocated after a prefill.
 struct DecodeBufs {
     token: CudaSlice<i32>,
@@ -93,6 +103,7 @@ pub struct GpuEngine {
     global_cfg: ModelConfig,
     shard: TensorShard,
     collective: Option<Box<dyn Collective>>,
+    precision: Precision,
     random_weights: bool,
     ops: Ops,
     gemm: Gemm,
@@ -156,23 +167,17 @@ fn vs_budget(choice: &AttentionChoice) -> (usize, usize) {
 impl GpuEngine {
     /// Uploads `model`'s weights to the device in bf16.
     pub fn new(gpu: Arc<Gpu>, model: Arc<Model>) -> Result<Self> {
-        let shard = TensorShard::whole(model.config());
-        Self::new_shard(gpu, model, shard, None)
+        Self::new_with(gpu, model, EngineSetup::default())
     }
 
-    /// One GPU of a tensor-parallel group: uploads `shard`'s part of `model` and calls
-    /// `collective` after the attention output projection and after the MLP of every layer.
-    pub fn new_shard(
-        gpu: Arc<Gpu>,
-        model: Arc<Model>,
-        shard: TensorShard,
-        collective: Option<Box<dyn Collective>>,
-    ) -> Result<Self> {
+    /// Uploads `setup.shard`'s part of `model` in `setup.precision`.
+    pub fn new_with(gpu: Arc<Gpu>, model: Arc<Model>, setup: EngineSetup) -> Result<Self> {
         let cfg = model.config().clone();
         check_config(&cfg)?;
-        let ops = Ops::load(&gpu)?;
-        let weights = DeviceWeights::upload(&gpu, &cfg, model.weights(), &shard)?;
-        Self::assemble(gpu, cfg, model.has_random_weights(), ops, weights, shard, collective)
+        let shard = setup.shard.clone().unwrap_or_else(|| TensorShard::whole(&cfg));
+        let ops = Ops::load(&gpu, setup.precision)?;
+        let weights = DeviceWeights::upload(&gpu, &cfg, model.weights(), &shard, setup.precision)?;
+        Self::assemble(gpu, cfg, model.has_random_weights(), ops, weights, shard, setup)
     }
 
     /// A model of a named shape (`ModelConfig::NAMED_SHAPES`) with random weights made on the device.
@@ -181,36 +186,32 @@ impl GpuEngine {
     }
 
     pub fn random_with_config(gpu: Arc<Gpu>, cfg: ModelConfig, seed: u64) -> Result<Self> {
-        let shard = TensorShard::whole(&cfg);
-        Self::random_shard(gpu, cfg, seed, shard, None)
+        Self::random_with(gpu, cfg, seed, EngineSetup::default())
     }
 
-    /// `shard`'s part of a random-weight model (each rank draws its own weights: the group is a
-    /// random model of the same shape, not the single-GPU one of the same seed).
-    pub fn random_shard(
-        gpu: Arc<Gpu>,
-        cfg: ModelConfig,
-        seed: u64,
-        shard: TensorShard,
-        collective: Option<Box<dyn Collective>>,
-    ) -> Result<Self> {
+    /// Random weights of `cfg`'s shape for `setup.shard` (each rank of a group draws its own
+    /// weights: the group is a random model of the same shape, not the single-GPU one of the same
+    /// seed).
+    pub fn random_with(gpu: Arc<Gpu>, cfg: ModelConfig, seed: u64, setup: EngineSetup) -> Result<Self> {
         check_config(&cfg)?;
+        let shard = setup.shard.clone().unwrap_or_else(|| TensorShard::whole(&cfg));
         let local = shard.local_config(&cfg);
         let needed = weight_bytes(&local);
         let (free, _) = gpu.mem_info()?;
         if needed > free as u64 {
             return Err(EngineError::OutOfMemory(format!(
-                "the {} weights need {:.2} GiB in bf16{}; the device has {:.2} GiB free",
+                "the {} weights need {:.2} GiB in {}{}; the device has {:.2} GiB free",
                 cfg.name,
                 needed as f64 / (1u64 << 30) as f64,
+                setup.precision.name(),
                 if shard.is_whole() { String::new() } else { format!(" on each of {} GPUs", shard.world) },
                 free as f64 / (1u64 << 30) as f64
             )));
         }
-        let ops = Ops::load(&gpu)?;
+        let ops = Ops::load(&gpu, setup.precision)?;
         let rank_seed = seed ^ (shard.rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let weights = DeviceWeights::random(&gpu, &ops, &local, rank_seed)?;
-        Self::assemble(gpu, cfg, true, ops, weights, shard, collective)
+        Self::assemble(gpu, cfg, true, ops, weights, shard, setup)
     }
 
     fn assemble(
@@ -220,8 +221,9 @@ impl GpuEngine {
         ops: Ops,
         weights: DeviceWeights,
         shard: TensorShard,
-        collective: Option<Box<dyn Collective>>,
+        setup: EngineSetup,
     ) -> Result<Self> {
+        let EngineSetup { collective, precision, .. } = setup;
         if !shard.is_whole() && collective.is_none() {
             return Err(EngineError::Input(format!(
                 "rank {} of {} GPUs needs a collective to sum partial results",
@@ -230,7 +232,7 @@ impl GpuEngine {
         }
         let cfg = shard.local_config(&global_cfg);
         check_config(&cfg)?;
-        let gemm = Gemm::new(&gpu)?;
+        let gemm = Gemm::new(&gpu, precision)?;
         let inv_freq = gpu.upload(&rope_inv_freq(&cfg))?;
         Ok(GpuEngine {
             gpu,
@@ -238,6 +240,7 @@ impl GpuEngine {
             global_cfg,
             shard,
             collective,
+            precision,
             random_weights,
             ops,
             gemm,
@@ -254,13 +257,17 @@ impl GpuEngine {
         })
     }
 
-    /// Adds a layer's bf16 update `update[..count]` to the f32 residual at `x`, after summing
+    /// Adds a layer's bf16/f16 update `update[..count]` to the f32 residual at `x`, after summing
     /// this GPU's partial update with the group's (nothing to sum on one GPU).
     fn add_update(&self, x: u64, update: u64, count: usize) -> Result<()> {
         if let Some(c) = &self.collective {
-            c.all_reduce_sum_bf16(&self.gpu, update, count)?;
+            c.all_reduce_sum(&self.gpu, update, count, self.precision)?;
         }
         self.ops.add_to_residual(&self.gpu, x, update, count)
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The tensor-parallel part this engine computes.
@@ -401,7 +408,15 @@ impl GpuEngine {
         let slot = (gs + 2) * d;
         let chunk = self.chunk_tokens.min(n);
 
-        let mut cache = KvCache::new(&gpu, cfg.layers, kvh, d, &plan, self.max_new_tokens)?;
+        let mut cache = KvCache::new(
+            &gpu,
+            cfg.layers,
+            kvh,
+            d,
+            &plan,
+            self.max_new_tokens,
+            self.precision.dtype(),
+        )?;
         let ids: Vec<i32> = tokens.iter().map(|t| *t as i32).collect();
         let tok_dev = gpu.upload(&ids)?;
         // The residual stream stays f32 (see add_bf16_to_f32 in kernels/model_ops.cu).
@@ -410,8 +425,8 @@ impl GpuEngine {
         let per_layer = plan.per_layer_attention;
         let (passes, kv_per_pass) = if per_layer { (1, kvh) } else { (kvh, 1) };
         let heads_per_pass = kv_per_pass * gs;
-        let q_buf = DeviceTensor::alloc(&gpu, DType::Bf16, heads_per_pass * n * d)?;
-        let mut o_hm = DeviceTensor::alloc(&gpu, DType::Bf16, heads_per_pass * n * d)?;
+        let q_buf = DeviceTensor::alloc(&gpu, self.precision.dtype(), heads_per_pass * n * d)?;
+        let mut o_hm = DeviceTensor::alloc(&gpu, self.precision.dtype(), heads_per_pass * n * d)?;
         // Attention output of every head, token-major. The residual may only change after the
         // last group's Q/K/V were computed from it. Per layer, Q's buffer is free for it.
         let o_all = if per_layer {

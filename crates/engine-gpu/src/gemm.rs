@@ -1,8 +1,9 @@
-//! Linear layers through cuBLASLt: bf16 inputs and outputs, fp32 accumulation, `y = x · Wᵀ (+ y)`
+//! Linear layers through cuBLASLt: bf16 (or f16, the engine's precision) inputs and outputs, fp32 accumulation, `y = x · Wᵀ (+ y)`
 //! with row-major `x [rows, in]`, `W [out, in]`, `y [rows, out]` (any leading dimensions). Plans
 //! (layouts + the heuristic's algorithm) are cached per problem shape.
 
 use crate::error::{EngineError, Result};
+use crate::precision::Precision;
 use cudarc::cublaslt::result as lt;
 use cudarc::cublaslt::sys;
 use cudarc::driver::CudaSlice;
@@ -56,6 +57,7 @@ impl Drop for Plan {
 }
 
 pub struct Gemm {
+    precision: Precision,
     handle: sys::cublasLtHandle_t,
     workspace: CudaSlice<u8>,
     plans: HashMap<Key, Plan>,
@@ -72,7 +74,7 @@ fn blas(context: &str) -> impl FnOnce(lt::CublasError) -> EngineError + '_ {
 }
 
 impl Gemm {
-    pub fn new(gpu: &Gpu) -> Result<Gemm> {
+    pub fn new(gpu: &Gpu, precision: Precision) -> Result<Gemm> {
         gpu.stream()
             .context()
             .bind_to_thread()
@@ -80,6 +82,7 @@ impl Gemm {
         let handle = lt::create_handle().map_err(blas("cublasLtCreate"))?;
         let workspace = gpu.alloc::<u8>(WORKSPACE_BYTES)?;
         Ok(Gemm {
+            precision,
             handle,
             workspace,
             plans: HashMap::new(),
@@ -95,7 +98,10 @@ impl Gemm {
     }
 
     fn make_plan(&self, k: Key) -> Result<Plan> {
-        let bf = sys::cudaDataType_t::CUDA_R_16BF;
+        let bf = match self.precision {
+            Precision::Bf16 => sys::cudaDataType_t::CUDA_R_16BF,
+            Precision::F16 => sys::cudaDataType_t::CUDA_R_16F,
+        };
         // Column-major view: yᵀ [out, rows] = W [in, out]ᵀ-stored · xᵀ [in, rows].
         let a = lt::create_matrix_layout(bf, k.in_dim as u64, k.out_dim as u64, k.ld_w as i64)
             .map_err(blas("layout W"))?;

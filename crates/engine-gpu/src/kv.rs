@@ -39,10 +39,10 @@ pub struct KvCache {
     head_dim: usize,
 }
 
-fn group(gpu: &Gpu, n: usize, d: usize) -> Result<GroupKv> {
+fn group(gpu: &Gpu, dtype: DType, n: usize, d: usize) -> Result<GroupKv> {
     Ok(GroupKv {
-        k: DeviceTensor::alloc(gpu, DType::Bf16, n * d)?,
-        v: DeviceTensor::alloc(gpu, DType::Bf16, n * d)?,
+        k: DeviceTensor::alloc(gpu, dtype, n * d)?,
+        v: DeviceTensor::alloc(gpu, dtype, n * d)?,
     })
 }
 
@@ -55,16 +55,17 @@ impl KvCache {
         head_dim: usize,
         plan: &GpuMemoryPlan,
         max_new: usize,
+        dtype: DType,
     ) -> Result<Self> {
         let n = plan.tokens;
         let mut prefix = Vec::with_capacity(layers);
         for l in 0..layers {
             if l < plan.kv_resident_layers && plan.per_layer_attention {
-                prefix.push(Prefix::Layer(group(gpu, kv_heads * n, head_dim)?));
+                prefix.push(Prefix::Layer(group(gpu, dtype, kv_heads * n, head_dim)?));
             } else if l < plan.kv_resident_layers {
                 prefix.push(Prefix::Device(
                     (0..kv_heads)
-                        .map(|_| group(gpu, n, head_dim))
+                        .map(|_| group(gpu, dtype, n, head_dim))
                         .collect::<Result<_>>()?,
                 ));
             } else {
@@ -88,7 +89,7 @@ impl KvCache {
         let staging = if plan.kv_offloaded_layers > 0 {
             Some(
                 (0..kv_heads)
-                    .map(|_| group(gpu, n, head_dim))
+                    .map(|_| group(gpu, dtype, n, head_dim))
                     .collect::<Result<Vec<_>>>()?,
             )
         } else {

@@ -1,6 +1,7 @@
 //! The engine's own kernels (kernels/model_ops.cu): loading and typed launch wrappers.
 
 use crate::error::{driver, EngineError, Result};
+use crate::precision::Precision;
 use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::{CompileOptions, Ptx};
 use minference_cuda::Gpu;
@@ -12,17 +13,17 @@ mod generated {
 }
 
 const ENTRIES: &[&str] = &[
-    "init_uniform_bf16",
+    "init_uniform",
     "embed_rows",
-    "rms_norm_bf16",
+    "rms_norm_rows",
     "rms_norm_f32out",
     "qkv_rope_scatter",
-    "swiglu_bf16",
+    "swiglu",
     "heads_to_rows",
     "gemv_rows_f32",
     "decode_attn_partial",
     "decode_attn_combine",
-    "add_bf16_to_f32",
+    "add_update_to_residual",
 ];
 
 /// Keys per block of the decode attention (DECODE_CHUNK in the kernel).
@@ -51,9 +52,13 @@ pub struct Ops {
 
 impl Ops {
     /// Loads the embedded cubin, or compiles the embedded source with NVRTC when none was built.
-    pub fn load(gpu: &Gpu) -> Result<Ops> {
+    pub fn load(gpu: &Gpu, precision: Precision) -> Result<Ops> {
         let ctx = gpu.stream().context();
-        let module = match generated::CUBIN {
+        let cubin = match precision {
+            Precision::Bf16 => generated::CUBIN_BF16,
+            Precision::F16 => generated::CUBIN_F16,
+        };
+        let module = match cubin {
             Some(bytes) => ctx
                 .load_module(Ptx::from_binary(bytes.to_vec()))
                 .map_err(|e| {
@@ -68,7 +73,10 @@ impl Ops {
                 }
                 let opts = CompileOptions {
                     arch: Some("sm_90a"),
-                    options: vec!["-std=c++17".into()],
+                    options: match precision {
+                        Precision::Bf16 => vec!["-std=c++17".into()],
+                        Precision::F16 => vec!["-std=c++17".into(), "-DMODEL_OPS_F16".into()],
+                    },
                     ..Default::default()
                 };
                 let ptx = cudarc::nvrtc::compile_ptx_with_opts(generated::SOURCE, opts)
@@ -139,7 +147,7 @@ impl Ops {
         let grid = n.div_ceil(256).clamp(1, 65_536) as u32;
         self.launch(
             gpu,
-            "init_uniform_bf16",
+            "init_uniform",
             grid,
             256,
             0,
@@ -176,7 +184,7 @@ impl Ops {
         let grid = n.div_ceil(256).clamp(1, 65_536) as u32;
         self.launch(
             gpu,
-            "add_bf16_to_f32",
+            "add_update_to_residual",
             grid,
             256,
             0,
@@ -203,7 +211,7 @@ impl Ops {
             Arg::I(width as i32),
             Arg::F(eps),
         ];
-        self.launch(gpu, "rms_norm_bf16", rows as u32, 256, 0, &args)
+        self.launch(gpu, "rms_norm_rows", rows as u32, 256, 0, &args)
     }
 
     pub(crate) fn rms_norm_f32out(
@@ -274,7 +282,7 @@ impl Ops {
         let grid = (rows * inter).div_ceil(256).clamp(1, 65_536) as u32;
         self.launch(
             gpu,
-            "swiglu_bf16",
+            "swiglu",
             grid,
             256,
             0,

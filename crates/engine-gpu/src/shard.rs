@@ -8,14 +8,16 @@
 //! with an all-reduce and then added to every rank's residual, so all ranks keep the same stream.
 
 use crate::error::{EngineError, Result};
+use crate::precision::Precision;
 use minference_cuda::Gpu;
 use minference_model::ModelConfig;
 use std::ops::Range;
 
-/// Sums bf16 buffers over the GPUs of a tensor-parallel group, in place, ordered on `gpu`'s stream.
-/// Implemented with NCCL by `minference-multi-gpu`; the engine only needs this one operation.
+/// Sums 16-bit buffers (bf16 or f16) over the GPUs of a tensor-parallel group, in place, ordered
+/// on `gpu`'s stream. Implemented with NCCL by `minference-multi-gpu`; the engine only needs this
+/// one operation.
 pub trait Collective: Send {
-    fn all_reduce_sum_bf16(&self, gpu: &Gpu, ptr: u64, count: usize) -> Result<()>;
+    fn all_reduce_sum(&self, gpu: &Gpu, ptr: u64, count: usize, precision: Precision) -> Result<()>;
 }
 
 /// The part of a model one GPU of a tensor-parallel group computes.

@@ -5,12 +5,12 @@
 use crate::error::{EngineError, Result};
 use crate::ops::{dptr, Ops};
 use cudarc::driver::CudaSlice;
-use half::bf16;
 use minference_cuda::Gpu;
 use minference_model::weights::Weights;
 use minference_model::ModelConfig;
 use std::ops::Range;
 
+use crate::precision::Precision;
 use crate::shard::TensorShard;
 
 pub struct DeviceLayer {
@@ -60,9 +60,6 @@ fn columns(m: &[f32], width: usize, cols: &Range<usize>) -> Vec<f32> {
         .collect()
 }
 
-fn to_bf16_bits(v: &[f32]) -> Vec<u16> {
-    v.iter().map(|x| bf16::from_f32(*x).to_bits()).collect()
-}
 
 /// Row order of the fused QKV matrix for the KV heads `groups`: for each KV head g, its query
 /// heads' rows, its K rows, its V rows. Returns (matrix, row) pairs: 0 = Q, 1 = K, 2 = V.
@@ -86,7 +83,9 @@ impl DeviceWeights {
         cfg: &ModelConfig,
         w: &Weights,
         shard: &TensorShard,
+        precision: Precision,
     ) -> Result<DeviceWeights> {
+        let to_bits = |v: &[f32]| -> Vec<u16> { v.iter().map(|x| precision.bits(*x)).collect() };
         let h = cfg.hidden;
         let order = qkv_row_order(cfg, shard.kv_heads.clone());
         let heads = shard.first_head(cfg) * cfg.head_dim
@@ -106,16 +105,16 @@ impl DeviceWeights {
             gate_up.extend_from_slice(&lw.w_up.weight[inter.start * h..inter.end * h]);
             layers.push(DeviceLayer {
                 attn_norm: gpu.upload(&lw.attn_norm)?,
-                w_qkv: gpu.upload(&to_bf16_bits(&qkv))?,
+                w_qkv: gpu.upload(&to_bits(&qkv))?,
                 qkv_bias: if has_bias {
                     Some(gpu.upload(&bias)?)
                 } else {
                     None
                 },
-                w_o: gpu.upload(&to_bf16_bits(&columns(&lw.wo.weight, cfg.q_dim(), &heads)))?,
+                w_o: gpu.upload(&to_bits(&columns(&lw.wo.weight, cfg.q_dim(), &heads)))?,
                 mlp_norm: gpu.upload(&lw.mlp_norm)?,
-                w_gate_up: gpu.upload(&to_bf16_bits(&gate_up))?,
-                w_down: gpu.upload(&to_bf16_bits(&columns(
+                w_gate_up: gpu.upload(&to_bits(&gate_up))?,
+                w_down: gpu.upload(&to_bits(&columns(
                     &lw.w_down.weight,
                     cfg.intermediate,
                     &inter,
@@ -123,11 +122,11 @@ impl DeviceWeights {
             });
         }
         let out = DeviceWeights {
-            embed: gpu.upload(&to_bf16_bits(&w.embed))?,
+            embed: gpu.upload(&to_bits(&w.embed))?,
             layers,
             final_norm: gpu.upload(&w.final_norm)?,
             lm_head: match &w.lm_head {
-                Some(l) => Some(gpu.upload(&to_bf16_bits(&l.weight))?),
+                Some(l) => Some(gpu.upload(&to_bits(&l.weight))?),
                 None => None,
             },
         };

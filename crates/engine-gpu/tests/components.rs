@@ -169,7 +169,7 @@ fn gemm_matches_host_with_group_column_offsets() {
     );
     let yd = gpu.upload(&bits(&y0)).unwrap_or_else(|e| panic!("{e}"));
     let p = |s: &cudarc::driver::CudaSlice<u16>| s.device_ptr(gpu.stream()).0;
-    let mut gemm = Gemm::new(&gpu).unwrap_or_else(|e| panic!("{e}"));
+    let mut gemm = Gemm::new(&gpu, minference_engine_gpu::Precision::Bf16).unwrap_or_else(|e| panic!("{e}"));
     gemm.linear(
         &gpu,
         (p(&xd), k),

@@ -2,10 +2,11 @@
 //! thread sends every rank the same command and gathers their replies with a deadline.
 
 use crate::error::{Result, TpError};
-use crate::nccl::{unique_id, Communicator, UniqueId};
+use crate::nccl::{unique_id, Communicator, Half, UniqueId};
 use minference_cuda::Gpu;
 use minference_engine_gpu::{
-    Collective, EngineError, GpuEngine, GpuPrefillStats, PrefillEngine, TensorShard,
+    Collective, EngineError, EngineSetup, GpuEngine, GpuPrefillStats, Precision, PrefillEngine,
+    TensorShard,
 };
 use minference_model::{AttentionChoice, Model, ModelConfig, PrefillProgress};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -39,6 +40,8 @@ pub struct TpOptions {
     pub allow_context_extension: bool,
     /// Device bytes each GPU may use (weights included); `None` = what is free.
     pub memory_limit: Option<u64>,
+    /// Storage precision of weights and activations on every GPU.
+    pub precision: Precision,
     /// How long the group may go without any GPU showing progress (a layer done, a reply)
     /// before it is stopped with an error naming the silent GPU.
     pub timeout: Duration,
@@ -54,6 +57,7 @@ impl Default for TpOptions {
             max_new_tokens: minference_engine_gpu::DEFAULT_MAX_NEW_TOKENS,
             allow_context_extension: false,
             memory_limit: None,
+            precision: Precision::Bf16,
             timeout: Duration::from_secs(300),
             fail_at: None,
         }
@@ -90,15 +94,20 @@ enum Event {
 struct NcclCollective(Arc<Communicator>);
 
 impl Collective for NcclCollective {
-    fn all_reduce_sum_bf16(
+    fn all_reduce_sum(
         &self,
         gpu: &Gpu,
         ptr: u64,
         count: usize,
+        precision: Precision,
     ) -> minference_engine_gpu::Result<()> {
         let stream = gpu.stream().cu_stream() as *mut std::ffi::c_void;
+        let dtype = match precision {
+            Precision::Bf16 => Half::Bf16,
+            Precision::F16 => Half::F16,
+        };
         self.0
-            .all_reduce_sum_bf16(ptr, count, stream)
+            .all_reduce_sum(ptr, count, dtype, stream)
             .map_err(|e| EngineError::Group(e.to_string()))
     }
 }
@@ -161,10 +170,15 @@ fn worker(
     let Ok(Command::Build) = commands.recv() else { return };
     let cfg = model.config().clone();
     let collective: Box<dyn Collective> = Box::new(NcclCollective(comm));
-    let built = TensorShard::new(&cfg, rank, world).and_then(|shard| match &model {
-        TpModel::Host(m) => GpuEngine::new_shard(Arc::clone(&gpu), Arc::clone(m), shard, Some(collective)),
-        TpModel::Random { seed, .. } => {
-            GpuEngine::random_shard(Arc::clone(&gpu), cfg.clone(), *seed, shard, Some(collective))
+    let built = TensorShard::new(&cfg, rank, world).and_then(|shard| {
+        let setup = EngineSetup {
+            shard: Some(shard),
+            collective: Some(collective),
+            precision: opts.precision,
+        };
+        match &model {
+            TpModel::Host(m) => GpuEngine::new_with(Arc::clone(&gpu), Arc::clone(m), setup),
+            TpModel::Random { seed, .. } => GpuEngine::random_with(Arc::clone(&gpu), cfg.clone(), *seed, setup),
         }
     });
     let mut engine = match built {

@@ -23,9 +23,17 @@ pub struct UniqueId {
 type RawComm = *mut c_void;
 type NcclResult = c_int;
 const NCCL_SUCCESS: NcclResult = 0;
-/// `ncclBfloat16` and `ncclSum` in `nccl.h` (stable since NCCL 2.10).
+/// `ncclFloat16`, `ncclBfloat16` and `ncclSum` in `nccl.h` (stable since NCCL 2.10).
+const NCCL_FLOAT16: c_int = 6;
 const NCCL_BFLOAT16: c_int = 9;
 const NCCL_SUM: c_int = 0;
+
+/// The 16-bit element types the engine sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Half {
+    Bf16,
+    F16,
+}
 
 struct Api {
     get_unique_id: unsafe extern "C" fn(*mut UniqueId) -> NcclResult,
@@ -190,17 +198,21 @@ impl Communicator {
         })
     }
 
-    /// In-place sum of `count` bf16 values at device address `ptr`, enqueued on `stream`.
-    pub fn all_reduce_sum_bf16(&self, ptr: u64, count: usize, stream: *mut c_void) -> Result<()> {
+    /// In-place sum of `count` 16-bit values at device address `ptr`, enqueued on `stream`.
+    pub fn all_reduce_sum(&self, ptr: u64, count: usize, dtype: Half, stream: *mut c_void) -> Result<()> {
+        let nccl_type = match dtype {
+            Half::Bf16 => NCCL_BFLOAT16,
+            Half::F16 => NCCL_FLOAT16,
+        };
         let api = api()?;
         let guard = self.raw.lock().map_err(|_| TpError::Nccl("communicator lock poisoned".into()))?;
         let Some(comm) = guard.as_ref() else {
             return Err(TpError::Aborted);
         };
         let p = ptr as *mut c_void;
-        // SAFETY: ptr holds count bf16 values on this rank's device; stream belongs to it.
+        // SAFETY: ptr holds count 16-bit values on this rank's device; stream belongs to it.
         check(api, "ncclAllReduce", unsafe {
-            (api.all_reduce)(p, p, count, NCCL_BFLOAT16, NCCL_SUM, comm.0, stream)
+            (api.all_reduce)(p, p, count, nccl_type, NCCL_SUM, comm.0, stream)
         })
     }
 
