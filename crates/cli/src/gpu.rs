@@ -112,7 +112,9 @@ pub fn run_on_gpu(args: &RunArgs, text: &str, ordinal: usize) -> Result<()> {
     let tokenizer = model.tokenizer()?;
     let prompt_text = if args.raw { text.to_string() } else { tokenizer.chat_prompt(text, None) };
     let prompt = tokenizer.encode_prompt(&prompt_text)?;
-    let (attention, what) = attention_choice(&args.model, &model, args.attention)?;
+    let dense_below = args.model.dense_below_for(true);
+    let (attention, what) = attention_choice(&args.model, &model, args.attention, dense_below)?;
+    let what = crate::model_args::describe_attention(&what, &attention, prompt.len(), dense_below);
     let layers = model.config().layers;
     let random = if model.has_random_weights() { " [random weights]" } else { "" };
     let mut engine = open_engine(EngineWeights::Model(Arc::clone(&model)), ordinal, args.gpus, args.precision)?;

@@ -25,9 +25,44 @@ pub struct ModelArgs {
     /// Layers below this one use dense attention (MInference's starting_layer).
     #[arg(long, default_value_t = 0)]
     pub starting_layer: usize,
-    /// Prompts shorter than this many tokens run dense (the sparse path only pays off when long).
-    #[arg(long, default_value_t = 0)]
-    pub dense_below: usize,
+    /// Prompts shorter than this many tokens run dense (the sparse path's estimation and index
+    /// cost only pays off on long prompts). `auto` = the measured crossover of the device `run`
+    /// uses (GPU 64K, CPU 8K; see DENSE_BELOW_*); the evals take `auto` as 0, since they measure
+    /// the sparse path itself.
+    #[arg(long, default_value = "auto", value_parser = parse_dense_below)]
+    pub dense_below: Option<usize>,
+}
+
+/// Shortest prompt for which MInference beat dense on the GPU: `minference bench e2e
+/// --random-weights --shape qwen2.5-7b --lengths 16k,32k,48k,64k,96k,128k` on an H200,
+/// 2026-11-26 (TTFT ratio 0.76× at 16K, 0.89× at 32K, 0.99× at 48K, 1.09× at 64K, 1.35× at 128K).
+pub const DENSE_BELOW_GPU: usize = 64 * 1024;
+/// The same on the CPU: `minference bench cpu --lengths 2k,4k,8k,16k` (structured workload),
+/// 2026-11-26: VS 0.75× at 2K, 0.88× at 4K, 1.18× at 8K, 1.82× at 16K.
+pub const DENSE_BELOW_CPU: usize = 8 * 1024;
+
+fn parse_dense_below(s: &str) -> Result<Option<usize>, String> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        return Ok(None);
+    }
+    crate::lengths::parse_length(s).map(Some)
+}
+
+/// What `run` prints about the attention: a prompt under the threshold runs dense.
+pub fn describe_attention(what: &str, attention: &AttentionChoice, prompt_len: usize, dense_below: usize) -> String {
+    match attention {
+        AttentionChoice::MInference(_) if prompt_len < dense_below => {
+            format!("{what}; dense for this prompt ({prompt_len} tokens < --dense-below {dense_below})")
+        }
+        _ => what.to_string(),
+    }
+}
+
+impl ModelArgs {
+    /// `--dense-below` for a prefill on the GPU (`gpu`) or the CPU.
+    pub fn dense_below_for(&self, gpu: bool) -> usize {
+        self.dense_below.unwrap_or(if gpu { DENSE_BELOW_GPU } else { DENSE_BELOW_CPU })
+    }
 }
 
 /// Loads the model named by `--model` or the default one (fetching it when absent).
@@ -66,8 +101,13 @@ fn shipped_config(model: &Model) -> Option<PathBuf> {
     None
 }
 
-/// Builds the prefill attention choice for `kind`.
-pub fn attention_choice(args: &ModelArgs, model: &Model, kind: AttentionKind) -> Result<(AttentionChoice, String)> {
+/// Builds the prefill attention choice for `kind`; prompts shorter than `dense_below` run dense.
+pub fn attention_choice(
+    args: &ModelArgs,
+    model: &Model,
+    kind: AttentionKind,
+    dense_below: usize,
+) -> Result<(AttentionChoice, String)> {
     if kind == AttentionKind::Dense {
         return Ok((AttentionChoice::Dense, "dense".into()));
     }
@@ -81,7 +121,7 @@ pub fn attention_choice(args: &ModelArgs, model: &Model, kind: AttentionKind) ->
         }
         None => (MInferencePlan::uniform(cfg, HeadPattern::DEFAULT), "minference (VS 1000/6096 on every head)".into()),
     };
-    let plan = plan.with_starting_layer(args.starting_layer).with_dense_below(args.dense_below);
+    let plan = plan.with_starting_layer(args.starting_layer).with_dense_below(dense_below);
     Ok((AttentionChoice::MInference(plan), what))
 }
 
@@ -91,4 +131,26 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod dense_below_tests {
+    use super::*;
+
+    #[test]
+    fn auto_resolves_per_device_and_numbers_are_kept() {
+        assert_eq!(parse_dense_below("auto"), Ok(None));
+        assert_eq!(parse_dense_below("32k"), Ok(Some(32 * 1024)));
+        assert!(parse_dense_below("soon").is_err());
+        let mut args = ModelArgs { model: None, config: None, starting_layer: 0, dense_below: None };
+        assert_eq!((args.dense_below_for(true), args.dense_below_for(false)), (DENSE_BELOW_GPU, DENSE_BELOW_CPU));
+        args.dense_below = Some(0);
+        assert_eq!(args.dense_below_for(true), 0);
+        let plan = AttentionChoice::MInference(MInferencePlan::uniform(
+            &minference_model::ModelConfig::tiny_llama(true),
+            HeadPattern::DEFAULT,
+        ));
+        assert!(describe_attention("vs", &plan, 100, 8192).contains("dense for this prompt"));
+        assert_eq!(describe_attention("vs", &plan, 9000, 8192), "vs");
+    }
 }

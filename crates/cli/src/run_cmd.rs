@@ -86,7 +86,9 @@ fn run_on_cpu(args: &RunArgs, text: &str) -> Result<()> {
     let tokenizer = model.tokenizer()?;
     let prompt_text = if args.raw { text.to_string() } else { tokenizer.chat_prompt(text, None) };
     let prompt = tokenizer.encode_prompt(&prompt_text)?;
-    let (attention, what) = attention_choice(&args.model, &model, args.attention)?;
+    let dense_below = args.model.dense_below_for(false);
+    let (attention, what) = attention_choice(&args.model, &model, args.attention, dense_below)?;
+    let what = crate::model_args::describe_attention(&what, &attention, prompt.len(), dense_below);
     let random = if model.has_random_weights() { " [random weights]" } else { "" };
     eprintln!(
         "model {}{random} | device CPU | attention {what} | prompt {} tokens",
