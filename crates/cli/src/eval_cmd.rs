@@ -89,6 +89,26 @@ pub struct PplArgs {
     /// Positions scored: the last `last` tokens of the prefix.
     #[arg(long, value_parser = parse_length, default_value = "4096")]
     pub last: usize,
+    /// cpu, cuda, cuda:N or auto. On the GPU the prefill runs there and the scoring on the host.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: DeviceChoice,
+    /// GPUs to spread the model over (tensor parallel, NCCL), from the --device ordinal on.
+    #[arg(long, default_value_t = 1)]
+    pub gpus: usize,
+    /// GPU storage precision: bf16 or f16.
+    #[arg(long, default_value = "bf16", value_parser = crate::gpu::parse_precision)]
+    pub precision: minference_engine_gpu::Precision,
+}
+
+/// The GPU ordinal `--device`/`--gpus` ask for, `None` for the CPU.
+fn gpu_ordinal(device: DeviceChoice, gpus: usize) -> Result<Option<usize>> {
+    Ok(match device {
+        DeviceChoice::Cpu if gpus > 1 => bail!("--gpus {gpus} needs --device cuda"),
+        DeviceChoice::Cpu => None,
+        DeviceChoice::Cuda(n) => Some(n),
+        DeviceChoice::Auto if gpus > 1 || crate::gpu::gpu_usable() => Some(0),
+        DeviceChoice::Auto => None,
+    })
 }
 
 fn parse_budget(s: &str) -> Result<(usize, usize), String> {
@@ -187,13 +207,7 @@ fn run_needle(args: &NeedleArgs) -> Result<()> {
         variants.len()
     );
 
-    let gpu_ordinal = match args.device {
-        DeviceChoice::Cpu if args.gpus > 1 => bail!("--gpus {} needs --device cuda", args.gpus),
-        DeviceChoice::Cpu => None,
-        DeviceChoice::Cuda(n) => Some(n),
-        DeviceChoice::Auto if args.gpus > 1 || crate::gpu::gpu_usable() => Some(0),
-        DeviceChoice::Auto => None,
-    };
+    let gpu_ordinal = gpu_ordinal(args.device, args.gpus)?;
     let mut cpu_engine;
     let mut gpu_engine;
     let (engine, device): (&mut dyn GreedyGenerator, String) = match gpu_ordinal {
@@ -283,29 +297,50 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
     let tokens = document_tokens(&args.file, tokenizer, args.len)?;
     let variants = variants(&args.variants, &args.model, &model)?;
     eprintln!(
-        "ppl: model {} | CPU | {} | first {} tokens, scoring the last {}",
+        "ppl: model {} | {} | first {} tokens, scoring the last {}",
         model.config().name,
         args.file.display(),
         args.len,
         args.last
     );
 
-    let mut engine = Engine::new(model.clone(), CoverageRecorder::new(CpuBackend::new()));
     let layers = model.config().layers;
     let bar = cell_bar(variants.len() * layers, "prefill");
     let mut streams = Vec::with_capacity(variants.len());
     let mut densities = Vec::with_capacity(variants.len());
     let mut seconds = Vec::with_capacity(variants.len());
-    for (v, (name, attention)) in variants.iter().enumerate() {
-        bar.set_message(name.clone());
-        engine.backend().take();
-        let (hidden, stats) = engine.prefill_hidden(&tokens, attention, &mut |p| bar.set_position((v * layers + p.layer + 1) as u64))?;
-        let density = engine.backend().take().density();
-        eprintln!("prefill `{name}`: {:.1} s, kernel density {:.1}%", stats.seconds, 100.0 * density);
-        densities.push(density);
-        seconds.push(stats.seconds);
-        streams.push(hidden);
-    }
+    let ordinal = gpu_ordinal(args.device, args.gpus)?;
+    let device = match ordinal {
+        Some(n) => {
+            let mut engine = crate::gpu::open_engine(crate::gpu::EngineWeights::Model(model.clone()), n, args.gpus, args.precision)?;
+            let name = engine.device_name();
+            for (v, (variant, attention)) in variants.iter().enumerate() {
+                bar.set_message(variant.clone());
+                let (hidden, stats) = engine
+                    .prefill_residual(&tokens, attention, &mut |p| bar.set_position((v * layers + p.layer + 1) as u64))?;
+                eprintln!("prefill `{variant}` on {name}: {:.2} s", stats.seconds);
+                // The GPU kernels keep no per-entry coverage record.
+                densities.push(f64::NAN);
+                seconds.push(stats.seconds);
+                streams.push(hidden);
+            }
+            name
+        }
+        None => {
+            let mut engine = Engine::new(model.clone(), CoverageRecorder::new(CpuBackend::new()));
+            for (v, (name, attention)) in variants.iter().enumerate() {
+                bar.set_message(name.clone());
+                engine.backend().take();
+                let (hidden, stats) = engine.prefill_hidden(&tokens, attention, &mut |p| bar.set_position((v * layers + p.layer + 1) as u64))?;
+                let density = engine.backend().take().density();
+                eprintln!("prefill `{name}`: {:.1} s, kernel density {:.1}%", stats.seconds, 100.0 * density);
+                densities.push(density);
+                seconds.push(stats.seconds);
+                streams.push(hidden);
+            }
+            "CPU".to_string()
+        }
+    };
     bar.finish_and_clear();
     eprintln!("scoring {} positions of {} prefills", args.last, streams.len());
     let refs: Vec<&[f32]> = streams.iter().map(Vec::as_slice).collect();
@@ -314,7 +349,7 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
 
     let reference = &variants[0].0;
     println!(
-        "## Perplexity: {} on {} (first {} tokens, last {} scored), CPU\n",
+        "## Perplexity: {} on {} (first {} tokens, last {} scored), {device}\n",
         model.config().name,
         args.file.display(),
         args.len,
@@ -325,13 +360,13 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
     let base = scores[0];
     for (((name, _), s), (density, secs)) in variants.iter().zip(&scores).zip(densities.iter().zip(&seconds)) {
         println!(
-            "| {name} | {:.4} | {:+.2}% | {:.3} | {:+.2}% | {:.5} | {:.1}% | {:.1} |",
+            "| {name} | {:.4} | {:+.2}% | {:.3} | {:+.2}% | {:.5} | {} | {:.1} |",
             s.mean_nll,
             100.0 * (s.mean_nll / base.mean_nll - 1.0),
             s.perplexity,
             100.0 * (s.perplexity / base.perplexity - 1.0),
             s.mean_kl,
-            100.0 * density,
+            if density.is_nan() { "n/a (GPU)".to_string() } else { format!("{:.1}%", 100.0 * density) },
             secs
         );
     }
@@ -355,7 +390,17 @@ mod tests {
             file,
             len,
             last,
+            device: DeviceChoice::Cpu,
+            gpus: 1,
+            precision: Default::default(),
         })
+    }
+
+    #[test]
+    fn gpus_on_the_cpu_is_an_error() {
+        assert!(gpu_ordinal(DeviceChoice::Cpu, 2).is_err());
+        assert_eq!(gpu_ordinal(DeviceChoice::Cpu, 1).ok(), Some(None));
+        assert_eq!(gpu_ordinal(DeviceChoice::Cuda(1), 2).ok(), Some(Some(1)));
     }
 
     #[test]

@@ -117,6 +117,9 @@ pub struct GpuEngine {
     grouping: AttentionGrouping,
     cache: Option<KvCache>,
     decode: Option<DecodeBufs>,
+    /// When set, the next prefill copies the final residual stream to the host (perplexity).
+    keep_residual: bool,
+    kept_residual: Option<Vec<f32>>,
 }
 
 fn check_config(cfg: &ModelConfig) -> Result<()> {
@@ -254,6 +257,8 @@ impl GpuEngine {
             grouping: AttentionGrouping::Auto,
             cache: None,
             decode: None,
+            keep_residual: false,
+            kept_residual: None,
         })
     }
 
@@ -373,6 +378,25 @@ impl GpuEngine {
         progress: &mut dyn FnMut(PrefillProgress),
     ) -> Result<(Vec<f32>, GpuPrefillStats)> {
         self.prefill_observed(tokens, attention, progress, None)
+    }
+
+    /// [`prefill`](Self::prefill) that also returns the residual stream after the last layer
+    /// (`[tokens, hidden]` f32, before the final norm), for scoring every position on the host.
+    pub fn prefill_residual(
+        &mut self,
+        tokens: &[u32],
+        attention: &AttentionChoice,
+        progress: &mut dyn FnMut(PrefillProgress),
+    ) -> Result<(Vec<f32>, GpuPrefillStats)> {
+        self.keep_residual = true;
+        let result = self.prefill(tokens, attention, progress);
+        self.keep_residual = false;
+        let (_, stats) = result?;
+        let x = self
+            .kept_residual
+            .take()
+            .ok_or_else(|| EngineError::Input("the prefill kept no residual stream".into()))?;
+        Ok((x, stats))
     }
 
     /// [`prefill`](Self::prefill) with `observer` called after every attention call.
@@ -662,6 +686,9 @@ impl GpuEngine {
             });
         }
         cache.len = n;
+        if self.keep_residual {
+            self.kept_residual = Some(gpu.download(&x, n * h)?);
+        }
 
         let mut bufs = self.decode_buffers(n)?;
         let t = timer.start(&gpu)?;

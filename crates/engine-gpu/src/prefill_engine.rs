@@ -22,6 +22,14 @@ pub trait PrefillEngine {
         attention: &AttentionChoice,
         progress: &mut dyn FnMut(PrefillProgress),
     ) -> Result<(Vec<f32>, GpuPrefillStats)>;
+    /// A prefill that returns the residual stream after the last layer (`[tokens, hidden]` f32,
+    /// before the final norm) instead of logits, for scoring every position (perplexity).
+    fn prefill_residual(
+        &mut self,
+        tokens: &[u32],
+        attention: &AttentionChoice,
+        progress: &mut dyn FnMut(PrefillProgress),
+    ) -> Result<(Vec<f32>, GpuPrefillStats)>;
     /// Feeds one token after the cached ones and returns the next-token logits.
     fn decode_step(&mut self, token: u32) -> Result<Vec<f32>>;
     /// Frees the KV cache.
@@ -56,6 +64,14 @@ impl PrefillEngine for GpuEngine {
         progress: &mut dyn FnMut(PrefillProgress),
     ) -> Result<(Vec<f32>, GpuPrefillStats)> {
         GpuEngine::prefill(self, tokens, attention, progress)
+    }
+    fn prefill_residual(
+        &mut self,
+        tokens: &[u32],
+        attention: &AttentionChoice,
+        progress: &mut dyn FnMut(PrefillProgress),
+    ) -> Result<(Vec<f32>, GpuPrefillStats)> {
+        GpuEngine::prefill_residual(self, tokens, attention, progress)
     }
     fn decode_step(&mut self, token: u32) -> Result<Vec<f32>> {
         GpuEngine::decode_step(self, token)

@@ -70,6 +70,8 @@ enum Command {
     Prefill {
         tokens: Arc<Vec<u32>>,
         attention: Arc<AttentionChoice>,
+        /// Rank 0 returns the final residual stream instead of logits.
+        residual: bool,
     },
     Decode(u32),
     Reset,
@@ -197,7 +199,11 @@ fn worker(
     let fail_layer = opts.fail_at.filter(|f| f.0 == rank).map(|f| f.1);
     while let Ok(cmd) = commands.recv() {
         match cmd {
-            Command::Prefill { tokens, attention } => {
+            Command::Prefill {
+                tokens,
+                attention,
+                residual,
+            } => {
                 let mut progress = |_: PrefillProgress| send(Event::Layer);
                 let mut inject = |_: &Gpu, pass: &minference_engine_gpu::AttentionPass| {
                     if Some(pass.layer) == fail_layer {
@@ -210,7 +216,11 @@ fn worker(
                 };
                 let observer: Option<&mut minference_engine_gpu::PassObserver<'_>> =
                     if fail_layer.is_some() { Some(&mut inject) } else { None };
-                let r = engine.prefill_observed(&tokens, &attention, &mut progress, observer);
+                let r = if residual && rank == 0 {
+                    engine.prefill_residual(&tokens, &attention, &mut progress)
+                } else {
+                    engine.prefill_observed(&tokens, &attention, &mut progress, observer)
+                };
                 send(Event::Prefilled(r.map_err(wrap)));
             }
             Command::Decode(t) => send(Event::Logits(engine.decode_step(t).map_err(wrap))),
@@ -434,30 +444,15 @@ impl PrefillEngine for TpEngine {
         attention: &AttentionChoice,
         progress: &mut dyn FnMut(PrefillProgress),
     ) -> minference_engine_gpu::Result<(Vec<f32>, GpuPrefillStats)> {
-        let start = Instant::now();
-        let tokens = Arc::new(tokens.to_vec());
-        let attention = Arc::new(attention.clone());
-        self.broadcast(|| Command::Prefill {
-            tokens: Arc::clone(&tokens),
-            attention: Arc::clone(&attention),
-        })?;
-        let layers = self.config.layers;
-        let mut results = self.gather(
-            |e| match e {
-                Event::Prefilled(r) => Some(r),
-                _ => None,
-            },
-            &mut |layer| progress(PrefillProgress { layer, layers }),
-        )?;
-        let (sparse, dense, tiles) = results.iter().fold((0, 0, 0), |a, (_, s)| {
-            (a.0 + s.sparse_heads, a.1 + s.dense_heads, a.2 + s.index_tiles)
-        });
-        let (logits, mut stats) = results.swap_remove(0);
-        stats.sparse_heads = sparse;
-        stats.dense_heads = dense;
-        stats.index_tiles = tiles;
-        stats.seconds = start.elapsed().as_secs_f64();
-        Ok((logits, stats))
+        self.group_prefill(tokens, attention, progress, false)
+    }
+    fn prefill_residual(
+        &mut self,
+        tokens: &[u32],
+        attention: &AttentionChoice,
+        progress: &mut dyn FnMut(PrefillProgress),
+    ) -> minference_engine_gpu::Result<(Vec<f32>, GpuPrefillStats)> {
+        self.group_prefill(tokens, attention, progress, true)
     }
     fn decode_step(&mut self, token: u32) -> minference_engine_gpu::Result<Vec<f32>> {
         self.broadcast(|| Command::Decode(token))?;
@@ -489,6 +484,42 @@ impl PrefillEngine for TpEngine {
 }
 
 impl TpEngine {
+    /// Every rank prefills; rank 0's logits (or final residual stream) are the result, the head
+    /// counts are the group's.
+    fn group_prefill(
+        &mut self,
+        tokens: &[u32],
+        attention: &AttentionChoice,
+        progress: &mut dyn FnMut(PrefillProgress),
+        residual: bool,
+    ) -> minference_engine_gpu::Result<(Vec<f32>, GpuPrefillStats)> {
+        let start = Instant::now();
+        let tokens = Arc::new(tokens.to_vec());
+        let attention = Arc::new(attention.clone());
+        self.broadcast(|| Command::Prefill {
+            tokens: Arc::clone(&tokens),
+            attention: Arc::clone(&attention),
+            residual,
+        })?;
+        let layers = self.config.layers;
+        let mut results = self.gather(
+            |e| match e {
+                Event::Prefilled(r) => Some(r),
+                _ => None,
+            },
+            &mut |layer| progress(PrefillProgress { layer, layers }),
+        )?;
+        let (sparse, dense, tiles) = results.iter().fold((0, 0, 0), |a, (_, s)| {
+            (a.0 + s.sparse_heads, a.1 + s.dense_heads, a.2 + s.index_tiles)
+        });
+        let (logits, mut stats) = results.swap_remove(0);
+        stats.sparse_heads = sparse;
+        stats.dense_heads = dense;
+        stats.index_tiles = tiles;
+        stats.seconds = start.elapsed().as_secs_f64();
+        Ok((logits, stats))
+    }
+
     /// Device bytes in use and in total on each GPU of the group.
     pub fn memory_per_gpu(&mut self) -> Result<Vec<(u64, u64)>> {
         self.broadcast(|| Command::Memory)?;
