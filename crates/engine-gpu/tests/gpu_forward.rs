@@ -250,3 +250,22 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(eng.decode_step(4).is_ok());
     assert!(eng.decode_step(5).is_err(), "decode tail is full");
 }
+
+#[test]
+fn residual_stream_matches_the_cpu_engine() {
+    let Some(gpu) = gpu() else { return };
+    let model = random_small_model(4);
+    let tokens = random_tokens(150, model.config().vocab, 8);
+    let mut cpu = Engine::new(Arc::clone(&model), CpuBackend::new());
+    let (want, _) = cpu
+        .prefill_hidden(&tokens, &AttentionChoice::Dense, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut eng = GpuEngine::new(gpu, model).unwrap_or_else(|e| panic!("{e}"));
+    let (got, _) = eng
+        .prefill_residual(&tokens, &AttentionChoice::Dense, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(want.len(), got.len());
+    let a = agreement(&want, &got);
+    eprintln!("residual stream GPU vs CPU: cosine {:.6}, max rel diff {:.4}", a.cosine, a.rel_max);
+    assert!(a.cosine > 0.999, "cosine {}", a.cosine);
+}

@@ -102,6 +102,9 @@ fn compare(gpu: Arc<Gpu>, model: Arc<Model>, tokens: &[u32], attention: &Attenti
     for t in [5u32, 17, 400] {
         want_steps.push(single.decode_step(t).unwrap_or_else(|e| panic!("{e}")));
     }
+    let (want_stream, _) = single
+        .prefill_residual(tokens, attention, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
     drop(single);
 
     let mut group =
@@ -118,6 +121,13 @@ fn compare(gpu: Arc<Gpu>, model: Arc<Model>, tokens: &[u32], attention: &Attenti
         let g = group.decode_step(t).unwrap_or_else(|e| panic!("{e}"));
         assert_close(&format!("{label} decode step {i}"), w, &g);
     }
+    // The final residual stream (what eval ppl scores) is the same too.
+    let (stream, _) = group
+        .prefill_residual(tokens, attention, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (cos, _) = cosine_and_rel_max(&want_stream, &stream);
+    eprintln!("{label} residual stream: cosine {cos:.6}");
+    assert!(cos > 0.999, "{label} residual stream cosine {cos}");
 }
 
 #[test]
