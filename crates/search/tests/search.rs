@@ -207,7 +207,7 @@ fn searched_config_round_trips_and_published_format_loads_unchanged() {
     assert!(back.validate_model(3, 3).is_err());
     assert!(back.validate_model(2, 2).is_err());
 
-    let published = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../core/tests/fixtures/minference_two_layers.json")).unwrap();
+    let published = std::fs::read_to_string(crate_dir().join("../core/tests/fixtures/minference_two_layers.json")).unwrap();
     let parsed = ModelPatternConfig::from_json_str(&published, "fixture").unwrap();
     assert_eq!(parsed.pattern(0, 2).unwrap(), HeadPattern::VerticalSlash { k_v: 3500, k_s: 100 });
     assert_eq!(ModelPatternConfig::from_json_str(&parsed.to_json_string(), "again").unwrap(), parsed);
@@ -215,9 +215,9 @@ fn searched_config_round_trips_and_published_format_loads_unchanged() {
 
 #[test]
 fn shipped_smollm2_config_loads_and_fits_the_model_shape() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/smollm2-135m-instruct.json");
-    let text = std::fs::read_to_string(path).unwrap();
-    let c = ModelPatternConfig::from_json_str(&text, path).unwrap();
+    let path = crate_dir().join("../../configs/smollm2-135m-instruct.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let c = ModelPatternConfig::from_json_str(&text, &path.display().to_string()).unwrap();
     c.validate_model(30, 9).unwrap();
     assert!(c.layers.iter().all(|l| l.heads.len() == 9));
     for l in &c.layers {
@@ -253,4 +253,10 @@ fn adaptive_budgets_replace_fixed_vertical_slash_candidates() {
     // Without the option, the paper's four VS budgets are there.
     let fixed = hc.build(&CandidateSpace { adaptive: None, presets: vec![Preset::Paper], ..space }).unwrap();
     assert_eq!(fixed.iter().filter(|c| matches!(c.pattern, HeadPattern::VerticalSlash { .. })).count(), 4);
+}
+
+/// This crate's folder: nextest sets `CARGO_MANIFEST_DIR` at run time to the remapped checkout
+/// (archives run on another machine); `cargo test` leaves the build-time one.
+fn crate_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
 }
