@@ -63,15 +63,8 @@ pub struct NeedleArgs {
     /// Heat-map PNG.
     #[arg(short, long, default_value = "needle.png")]
     pub output: PathBuf,
-    /// cpu, cuda, cuda:N or auto.
-    #[arg(long, default_value = "cpu", value_parser = parse_device)]
-    pub device: DeviceChoice,
-    /// GPUs to spread the model over (tensor parallel, NCCL), from the --device ordinal on.
-    #[arg(long, default_value_t = 1)]
-    pub gpus: usize,
-    /// GPU storage precision: bf16 or f16.
-    #[arg(long, default_value = "bf16", value_parser = crate::gpu::parse_precision)]
-    pub precision: minference_engine_gpu::Precision,
+    #[command(flatten)]
+    pub device: EvalDevice,
 }
 
 #[derive(clap::Args, Debug)]
@@ -89,7 +82,14 @@ pub struct PplArgs {
     /// Positions scored: the last `last` tokens of the prefix.
     #[arg(long, value_parser = parse_length, default_value = "4096")]
     pub last: usize,
-    /// cpu, cuda, cuda:N or auto. On the GPU the prefill runs there and the scoring on the host.
+    #[command(flatten)]
+    pub device: EvalDevice,
+}
+
+/// Where an eval runs. On a GPU the prefills run there; perplexity scoring stays on the host.
+#[derive(clap::Args, Debug)]
+pub struct EvalDevice {
+    /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: DeviceChoice,
     /// GPUs to spread the model over (tensor parallel, NCCL), from the --device ordinal on.
@@ -98,6 +98,21 @@ pub struct PplArgs {
     /// GPU storage precision: bf16 or f16.
     #[arg(long, default_value = "bf16", value_parser = crate::gpu::parse_precision)]
     pub precision: minference_engine_gpu::Precision,
+}
+
+impl EvalDevice {
+    /// A GPU engine (one GPU or a group) for `model`, or `None` for the CPU.
+    fn open(&self, model: &std::sync::Arc<Model>) -> Result<Option<Box<dyn minference_engine_gpu::PrefillEngine>>> {
+        match gpu_ordinal(self.device, self.gpus)? {
+            Some(n) => Ok(Some(crate::gpu::open_engine(
+                crate::gpu::EngineWeights::Model(model.clone()),
+                n,
+                self.gpus,
+                self.precision,
+            )?)),
+            None => Ok(None),
+        }
+    }
 }
 
 /// The GPU ordinal `--device`/`--gpus` ask for, `None` for the CPU.
@@ -207,12 +222,10 @@ fn run_needle(args: &NeedleArgs) -> Result<()> {
         variants.len()
     );
 
-    let gpu_ordinal = gpu_ordinal(args.device, args.gpus)?;
     let mut cpu_engine;
     let mut gpu_engine;
-    let (engine, device): (&mut dyn GreedyGenerator, String) = match gpu_ordinal {
-        Some(n) => {
-            let e = crate::gpu::open_engine(crate::gpu::EngineWeights::Model(model.clone()), n, args.gpus, args.precision)?;
+    let (engine, device): (&mut dyn GreedyGenerator, String) = match args.device.open(&model)? {
+        Some(e) => {
             let name = e.device_name();
             gpu_engine = crate::gpu::GpuGenerator(e);
             (&mut gpu_engine, name)
@@ -309,10 +322,8 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
     let mut streams = Vec::with_capacity(variants.len());
     let mut densities = Vec::with_capacity(variants.len());
     let mut seconds = Vec::with_capacity(variants.len());
-    let ordinal = gpu_ordinal(args.device, args.gpus)?;
-    let device = match ordinal {
-        Some(n) => {
-            let mut engine = crate::gpu::open_engine(crate::gpu::EngineWeights::Model(model.clone()), n, args.gpus, args.precision)?;
+    let device = match args.device.open(&model)? {
+        Some(mut engine) => {
             let name = engine.device_name();
             for (v, (variant, attention)) in variants.iter().enumerate() {
                 bar.set_message(variant.clone());
@@ -390,9 +401,7 @@ mod tests {
             file,
             len,
             last,
-            device: DeviceChoice::Cpu,
-            gpus: 1,
-            precision: Default::default(),
+            device: EvalDevice { device: DeviceChoice::Cpu, gpus: 1, precision: Default::default() },
         })
     }
 

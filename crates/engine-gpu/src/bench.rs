@@ -304,21 +304,8 @@ mod tests {
 
     fn row(tokens: usize, attention: E2eAttention, seconds: Option<f64>) -> E2eRow {
         let stats = |s: f64| GpuPrefillStats {
-            tokens,
             seconds: s,
-            embed_ms: 0.0,
-            qkv_ms: 0.0,
-            estimate_ms: 0.0,
-            index_ms: 0.0,
-            attention_ms: 0.0,
-            o_proj_ms: 0.0,
-            mlp_ms: 0.0,
-            offload_ms: 0.0,
-            lm_head_ms: 0.0,
-            sparse_heads: 0,
-            dense_heads: 0,
-            index_tiles: 0,
-            plan: crate::plan::GpuMemoryPlan::default(),
+            ..GpuPrefillStats::zero(tokens, crate::plan::GpuMemoryPlan::default())
         };
         E2eRow {
             tokens,

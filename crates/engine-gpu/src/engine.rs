@@ -50,6 +50,29 @@ pub struct GpuPrefillStats {
     pub plan: GpuMemoryPlan,
 }
 
+impl GpuPrefillStats {
+    /// A prefill of `tokens` tokens under `plan` before anything was timed.
+    pub fn zero(tokens: usize, plan: GpuMemoryPlan) -> Self {
+        GpuPrefillStats {
+            tokens,
+            seconds: 0.0,
+            embed_ms: 0.0,
+            qkv_ms: 0.0,
+            estimate_ms: 0.0,
+            index_ms: 0.0,
+            attention_ms: 0.0,
+            o_proj_ms: 0.0,
+            mlp_ms: 0.0,
+            offload_ms: 0.0,
+            lm_head_ms: 0.0,
+            sparse_heads: 0,
+            dense_heads: 0,
+            index_tiles: 0,
+            plan,
+        }
+    }
+}
+
 /// One attention call of a prefill, handed to a [`PassObserver`] right after it ran: the pass's
 /// query heads `[heads, n, D]`, its KV heads `[kv_heads, n, D]` and its output `[heads, n, D]`,
 /// all bf16 on the engine's device. Head ids are global (the model's numbering).
@@ -477,23 +500,7 @@ impl GpuEngine {
         let head0 = self.shard.first_head(&self.global_cfg);
         let kv0 = self.shard.kv_heads.start;
         let mut timer = PhaseTimer::default();
-        let mut stats = GpuPrefillStats {
-            tokens: n,
-            seconds: 0.0,
-            embed_ms: 0.0,
-            qkv_ms: 0.0,
-            estimate_ms: 0.0,
-            index_ms: 0.0,
-            attention_ms: 0.0,
-            o_proj_ms: 0.0,
-            mlp_ms: 0.0,
-            offload_ms: 0.0,
-            lm_head_ms: 0.0,
-            sparse_heads: 0,
-            dense_heads: 0,
-            index_tiles: 0,
-            plan: plan.clone(),
-        };
+        let mut stats = GpuPrefillStats::zero(n, plan.clone());
         let t = timer.start(&gpu)?;
         self.ops.embed(
             &gpu,

@@ -8,7 +8,7 @@ use crate::candidates::{Candidate, HeadCandidates};
 use crate::dense::HeadInputs;
 use crate::driver::{HeadReport, ModelSearch};
 use crate::error::SearchError;
-use crate::head::{pick_best, CandidateScore, HeadSearch, SearchOptions};
+use crate::head::{HeadSearch, SearchOptions};
 use crate::mask::HeadMask;
 use crate::objective::{Objective, Tally};
 use minference_core::config::{HeadEntry, LayerPatterns, ModelPatternConfig};
@@ -69,19 +69,7 @@ pub fn score_candidates_gpu(gpu: &Gpu, head: &DeviceHead, cands: &[Candidate], o
 
 /// Ranks scored candidates as [`crate::search_head`] does (no dense output is kept).
 fn head_search(cands: &[Candidate], tallies: &[Tally], opts: &SearchOptions) -> HeadSearch {
-    let candidates: Vec<CandidateScore> = cands
-        .iter()
-        .zip(tallies)
-        .map(|(c, t)| CandidateScore {
-            pattern: c.pattern,
-            origin: c.origin,
-            score: t.score(&opts.objective),
-            recall: t.recall(),
-            density: c.coverage.density(),
-            work: c.work,
-        })
-        .collect();
-    let best = pick_best(&candidates, &opts.objective);
+    let (candidates, best) = crate::head::rank_candidates(cands, tallies, opts);
     HeadSearch { candidates, best, dense_output: None }
 }
 

@@ -69,9 +69,15 @@ pub fn search_head(h: &HeadInputs, opts: &SearchOptions, want_output: bool) -> R
     let cands = HeadCandidates::new(h)?.build(&opts.space)?;
     let tallies = score_candidates(h, &cands, opts, want_output)?;
     let (tallies, dense_output) = tallies;
+    let (candidates, best) = rank_candidates(&cands, &tallies, opts);
+    Ok(HeadSearch { candidates, best, dense_output })
+}
+
+/// Each candidate's score under the objective, and the index of the best (CPU and GPU scoring).
+pub(crate) fn rank_candidates(cands: &[Candidate], tallies: &[Tally], opts: &SearchOptions) -> (Vec<CandidateScore>, usize) {
     let candidates: Vec<CandidateScore> = cands
         .iter()
-        .zip(&tallies)
+        .zip(tallies)
         .map(|(c, t)| CandidateScore {
             pattern: c.pattern,
             origin: c.origin,
@@ -82,7 +88,7 @@ pub fn search_head(h: &HeadInputs, opts: &SearchOptions, want_output: bool) -> R
         })
         .collect();
     let best = pick_best(&candidates, &opts.objective);
-    Ok(HeadSearch { candidates, best, dense_output })
+    (candidates, best)
 }
 
 /// The best score; ties (within 1e-12) go to the cheaper candidate, then to the earlier one.
