@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod group;
+mod worker;
 pub mod nccl;
 
 pub use error::{Result, TpError};
