@@ -253,3 +253,27 @@ impl Drop for Communicator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_override_path_is_tried_first() {
+        // Only reads the variable; other tests of this binary do not touch it.
+        let candidates = library_candidates();
+        let first = candidates.first().map(|p| p.display().to_string()).unwrap_or_default();
+        match std::env::var_os("MINFERENCE_NCCL_LIB") {
+            Some(p) => assert_eq!(first, PathBuf::from(p).display().to_string()),
+            None => assert_eq!(first, "libnccl.so.2"),
+        }
+    }
+
+    #[test]
+    fn a_missing_nccl_is_a_clear_error_and_a_present_one_has_a_version() {
+        match version() {
+            Ok(v) => assert_eq!(v.split('.').count(), 3, "{v}"),
+            Err(e) => assert!(e.to_string().contains("libnccl.so.2 not found"), "{e}"),
+        }
+    }
+}
