@@ -147,7 +147,7 @@ pub fn run(command: &EvalCommand) -> Result<()> {
 fn variants(args: &VariantArgs, model_args: &ModelArgs, model: &Model) -> Result<Vec<(String, AttentionChoice)>> {
     let mut out = Vec::new();
     for &kind in &args.attention {
-        let (choice, what) = attention_choice(model_args, model, kind, model_args.dense_below.unwrap_or(0))?;
+        let (choice, what) = attention_choice(model_args, model, kind, model_args.dense_below.or_zero())?;
         let title = match (kind, &model_args.config) {
             (AttentionKind::Dense, _) => "dense".to_string(),
             (AttentionKind::Minference, Some(p)) => format!("config {}", p.file_stem().unwrap_or_default().to_string_lossy()),
@@ -160,7 +160,7 @@ fn variants(args: &VariantArgs, model_args: &ModelArgs, model: &Model) -> Result
     for &(k_v, k_s) in &args.budgets {
         let plan = MInferencePlan::uniform(model.config(), HeadPattern::VerticalSlash { k_v, k_s })
             .with_starting_layer(model_args.starting_layer)
-            .with_dense_below(model_args.dense_below.unwrap_or(0));
+            .with_dense_below(model_args.dense_below.or_zero());
         out.push((format!("VS({k_v},{k_s})"), AttentionChoice::MInference(plan)));
     }
     if out.is_empty() {
@@ -396,7 +396,7 @@ mod tests {
             return None;
         }
         Some(PplArgs {
-            model: ModelArgs { model: Some(model), config: None, starting_layer: 0, dense_below: None },
+            model: ModelArgs { model: Some(model), config: None, starting_layer: 0, dense_below: crate::model_args::DenseBelow::Auto },
             variants: VariantArgs { attention: vec![AttentionKind::Dense], budgets: vec![] },
             file,
             len,

@@ -60,3 +60,35 @@ fn main() -> Result<()> {
         Command::Eval(c) => eval_cmd::run(c),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every subcommand's definition is consistent, and its defaults parse into the argument
+    /// structs (a value parser whose type differs from its field only fails when parsed).
+    #[test]
+    fn every_command_parses_with_its_defaults() {
+        Cli::command().debug_assert();
+        let lines: &[&[&str]] = &[
+            &["run", "--prompt", "hi"],
+            &["run", "--prompt", "hi", "--dense-below", "32k", "--gpus", "2", "--precision", "f16"],
+            &["search", "--synthetic-kv-retrieval", "-o", "c.json"],
+            &["viz", "--prompt", "p.txt", "--layer", "0", "--head", "0", "-o", "a.png"],
+            &["bench", "cpu"],
+            &["bench", "attention"],
+            &["bench", "e2e", "--random-weights", "--gpus", "1,2,4", "--memory-gib", "78"],
+            &["eval", "needle", "--device", "cuda", "--gpus", "2"],
+            &["eval", "ppl", "--file", "doc.txt", "--precision", "f16"],
+        ];
+        for line in lines {
+            let argv = std::iter::once("minference").chain(line.iter().copied());
+            if let Err(e) = Cli::try_parse_from(argv) {
+                panic!("{line:?}: {e}");
+            }
+        }
+        assert!(Cli::try_parse_from(["minference", "run", "--prompt", "hi", "--dense-below", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["minference", "run", "--prompt", "hi", "--precision", "fp8"]).is_err());
+    }
+}

@@ -30,7 +30,24 @@ pub struct ModelArgs {
     /// uses (GPU 64K, CPU 8K; see DENSE_BELOW_*); the evals take `auto` as 0, since they measure
     /// the sparse path itself.
     #[arg(long, default_value = "auto", value_parser = parse_dense_below)]
-    pub dense_below: Option<usize>,
+    pub dense_below: DenseBelow,
+}
+
+/// `--dense-below`: the measured default, or a length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenseBelow {
+    Auto,
+    Tokens(usize),
+}
+
+impl DenseBelow {
+    /// The length for the evals, where `auto` means 0 (they measure the sparse path itself).
+    pub fn or_zero(self) -> usize {
+        match self {
+            DenseBelow::Auto => 0,
+            DenseBelow::Tokens(n) => n,
+        }
+    }
 }
 
 /// Shortest prompt for which MInference beat dense on the GPU: `minference bench e2e
@@ -41,11 +58,11 @@ pub const DENSE_BELOW_GPU: usize = 64 * 1024;
 /// 2026-11-26: VS 0.75× at 2K, 0.88× at 4K, 1.18× at 8K, 1.82× at 16K.
 pub const DENSE_BELOW_CPU: usize = 8 * 1024;
 
-fn parse_dense_below(s: &str) -> Result<Option<usize>, String> {
+fn parse_dense_below(s: &str) -> Result<DenseBelow, String> {
     if s.trim().eq_ignore_ascii_case("auto") {
-        return Ok(None);
+        return Ok(DenseBelow::Auto);
     }
-    crate::lengths::parse_length(s).map(Some)
+    crate::lengths::parse_length(s).map(DenseBelow::Tokens)
 }
 
 /// What `run` prints about the attention: a prompt under the threshold runs dense.
@@ -61,7 +78,11 @@ pub fn describe_attention(what: &str, attention: &AttentionChoice, prompt_len: u
 impl ModelArgs {
     /// `--dense-below` for a prefill on the GPU (`gpu`) or the CPU.
     pub fn dense_below_for(&self, gpu: bool) -> usize {
-        self.dense_below.unwrap_or(if gpu { DENSE_BELOW_GPU } else { DENSE_BELOW_CPU })
+        match self.dense_below {
+            DenseBelow::Auto if gpu => DENSE_BELOW_GPU,
+            DenseBelow::Auto => DENSE_BELOW_CPU,
+            DenseBelow::Tokens(n) => n,
+        }
     }
 }
 
@@ -139,12 +160,13 @@ mod dense_below_tests {
 
     #[test]
     fn auto_resolves_per_device_and_numbers_are_kept() {
-        assert_eq!(parse_dense_below("auto"), Ok(None));
-        assert_eq!(parse_dense_below("32k"), Ok(Some(32 * 1024)));
+        assert_eq!(parse_dense_below("auto"), Ok(DenseBelow::Auto));
+        assert_eq!(parse_dense_below("32k"), Ok(DenseBelow::Tokens(32 * 1024)));
         assert!(parse_dense_below("soon").is_err());
-        let mut args = ModelArgs { model: None, config: None, starting_layer: 0, dense_below: None };
+        let mut args = ModelArgs { model: None, config: None, starting_layer: 0, dense_below: DenseBelow::Auto };
         assert_eq!((args.dense_below_for(true), args.dense_below_for(false)), (DENSE_BELOW_GPU, DENSE_BELOW_CPU));
-        args.dense_below = Some(0);
+        assert_eq!(args.dense_below.or_zero(), 0);
+        args.dense_below = DenseBelow::Tokens(0);
         assert_eq!(args.dense_below_for(true), 0);
         let plan = AttentionChoice::MInference(MInferencePlan::uniform(
             &minference_model::ModelConfig::tiny_llama(true),
