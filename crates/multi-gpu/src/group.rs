@@ -2,7 +2,7 @@
 //! thread sends every rank the same command and gathers their replies with a deadline.
 
 use crate::error::{Result, TpError};
-use crate::nccl::{unique_id, Communicator};
+use crate::nccl::{unique_id, Communicator, UniqueId};
 use crate::worker::{worker, Command, Event, Reply};
 use minference_engine_gpu::{GpuPrefillStats, Precision, PrefillEngine, TensorShard};
 use minference_model::{AttentionChoice, Model, ModelConfig, PrefillProgress};
@@ -104,17 +104,33 @@ impl TpEngine {
             TpModel::Host(m) => m.has_random_weights(),
             TpModel::Random { .. } => true,
         };
+        let spawn = |rank: usize, ordinal: usize, rx: Receiver<Command>, ev: Sender<(usize, Event)>| {
+            let (m, o) = (model.clone(), opts.clone());
+            std::thread::Builder::new()
+                .name(format!("minference-gpu{ordinal}"))
+                .spawn(move || worker(rank, ordinal, world, m, o, rx, ev))
+        };
+        Self::start(ordinals, config, random_weights, opts.timeout, id, spawn)
+    }
+
+    /// Starts the workers `spawn` makes and walks them through the start-up handshake: all GPUs
+    /// open, then all join the communicator `id`, then all build their shard.
+    fn start(
+        ordinals: &[usize],
+        config: ModelConfig,
+        random_weights: bool,
+        timeout: Duration,
+        id: UniqueId,
+        spawn: impl Fn(usize, usize, Receiver<Command>, Sender<(usize, Event)>) -> std::io::Result<JoinHandle<()>>,
+    ) -> Result<TpEngine> {
+        let world = ordinals.len();
         let (event_tx, events) = channel();
         let mut commands = Vec::with_capacity(world);
         let mut workers = Vec::with_capacity(world);
         for (rank, &ordinal) in ordinals.iter().enumerate() {
             let (tx, rx) = channel();
             commands.push(tx);
-            let (m, o, ev) = (model.clone(), opts.clone(), event_tx.clone());
-            let handle = std::thread::Builder::new()
-                .name(format!("minference-gpu{ordinal}"))
-                .spawn(move || worker(rank, ordinal, world, m, o, rx, ev))
-                .map_err(|e| TpError::Worker(e.to_string()))?;
+            let handle = spawn(rank, ordinal, rx, event_tx.clone()).map_err(|e| TpError::Worker(e.to_string()))?;
             workers.push(handle);
         }
         drop(event_tx);
@@ -127,23 +143,29 @@ impl TpEngine {
             events,
             comms: Vec::new(),
             workers,
-            timeout: opts.timeout,
+            timeout,
             failed: false,
         };
-        let names = group.gather(|e| match e {
-            Event::Opened(r) => Some(r),
-            _ => None,
-        }, &mut |_| {})?;
+        let names = group.gather(
+            |e| match e {
+                Event::Opened(r) => Some(r),
+                _ => None,
+            },
+            &mut |_| {},
+        )?;
         group.device = if names.iter().all(|n| *n == names[0]) {
             format!("{world} × {}", names[0])
         } else {
             names.join(" + ")
         };
         group.broadcast(|| Command::Join(id))?;
-        group.comms = group.gather(|e| match e {
-            Event::Joined(r) => Some(r),
-            _ => None,
-        }, &mut |_| {})?;
+        group.comms = group.gather(
+            |e| match e {
+                Event::Joined(r) => Some(r),
+                _ => None,
+            },
+            &mut |_| {},
+        )?;
         group.broadcast(|| Command::Build)?;
         group.gather_done()?;
         Ok(group)
@@ -372,5 +394,122 @@ impl Drop for TpEngine {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The controller's start-up, gathering, failure and deadline logic with stand-in workers that
+    //! speak the worker protocol without a GPU.
+    use super::*;
+    use minference_engine_gpu::{EngineError, GpuMemoryPlan};
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Stand {
+        Healthy,
+        FailsPrefill,
+        SilentInPrefill,
+        CannotOpen,
+    }
+
+    const LAYERS: usize = 3;
+
+    fn stand_in(
+        plan: Vec<Stand>,
+    ) -> impl Fn(usize, usize, Receiver<Command>, Sender<(usize, Event)>) -> std::io::Result<JoinHandle<()>> {
+        move |rank, ordinal, rx, tx| {
+            let role = plan[rank];
+            std::thread::Builder::new().spawn(move || {
+                let send = |e| {
+                    let _ = tx.send((rank, e));
+                };
+                if role == Stand::CannotOpen {
+                    send(Event::Opened(Err(TpError::Worker(format!("GPU {ordinal} is gone")))));
+                    return;
+                }
+                send(Event::Opened(Ok("Stand-in GPU".into())));
+                while let Ok(cmd) = rx.recv() {
+                    match cmd {
+                        Command::Join(_) => send(Event::Joined(Ok(Weak::new()))),
+                        Command::Prefill { tokens, .. } => {
+                            if role == Stand::SilentInPrefill {
+                                continue;
+                            }
+                            for _ in 0..LAYERS {
+                                send(Event::Layer);
+                            }
+                            let reply = if role == Stand::FailsPrefill {
+                                Err(TpError::Rank {
+                                    rank,
+                                    ordinal,
+                                    source: EngineError::Input("out of luck".into()),
+                                })
+                            } else {
+                                let mut stats = GpuPrefillStats::zero(tokens.len(), GpuMemoryPlan::default());
+                                stats.sparse_heads = 2;
+                                stats.dense_heads = 1;
+                                Ok((vec![rank as f32], stats))
+                            };
+                            send(Event::Prefilled(reply));
+                        }
+                        Command::Decode(t) => send(Event::Logits(Ok(vec![t as f32 + rank as f32]))),
+                        Command::Memory => send(Event::Memory(Ok((1, 10)))),
+                        _ => send(Event::Done(Ok(()))),
+                    }
+                }
+            })
+        }
+    }
+
+    fn group(plan: Vec<Stand>, timeout: Duration) -> Result<TpEngine> {
+        let mut cfg = ModelConfig::tiny_llama(true);
+        cfg.layers = LAYERS;
+        let ordinals: Vec<usize> = (0..plan.len()).collect();
+        TpEngine::start(&ordinals, cfg, true, timeout, UniqueId::zeroed(), stand_in(plan))
+    }
+
+    #[test]
+    fn a_healthy_group_answers_with_rank_zero_and_sums_the_heads() {
+        let mut g = group(vec![Stand::Healthy; 3], Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(g.device_name(), "3 × Stand-in GPU");
+        let mut layers = Vec::new();
+        let (logits, stats) = g
+            .prefill(&[1, 2, 3], &AttentionChoice::Dense, &mut |p| layers.push(p.layer))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(logits, vec![0.0]);
+        assert_eq!(layers, vec![0, 1, 2]);
+        assert_eq!((stats.sparse_heads, stats.dense_heads), (6, 3));
+        assert_eq!(g.decode_step(7).unwrap_or_else(|e| panic!("{e}")), vec![7.0]);
+        assert_eq!(g.memory().unwrap_or_else(|e| panic!("{e}")), (3, 30));
+        g.reset().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn a_failing_rank_ends_the_group_with_its_error() {
+        let mut g = group(vec![Stand::Healthy, Stand::FailsPrefill], Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = g.prefill(&[1], &AttentionChoice::Dense, &mut |_| {}).err().map(|e| e.to_string());
+        let err = err.unwrap_or_else(|| panic!("the failure was not reported"));
+        assert!(err.contains("GPU 1") && err.contains("out of luck"), "{err}");
+        let again = g.decode_step(1).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(again.contains("stopped"), "{again}");
+    }
+
+    #[test]
+    fn a_silent_rank_hits_the_deadline_instead_of_hanging() {
+        let mut g = group(vec![Stand::Healthy, Stand::SilentInPrefill], Duration::from_millis(300))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let start = Instant::now();
+        let err = g.prefill(&[1], &AttentionChoice::Dense, &mut |_| {}).err().map(|e| e.to_string());
+        let err = err.unwrap_or_else(|| panic!("no deadline"));
+        assert!(err.contains("GPU 1") && err.contains("no sign of progress"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_gpu_that_cannot_open_fails_the_start() {
+        let err = group(vec![Stand::Healthy, Stand::CannotOpen], Duration::from_secs(5)).err();
+        let err = err.map(|e| e.to_string()).unwrap_or_else(|| panic!("started without GPU 1"));
+        assert!(err.contains("GPU 1 is gone"), "{err}");
     }
 }

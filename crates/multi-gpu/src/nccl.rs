@@ -20,6 +20,14 @@ pub struct UniqueId {
     internal: [c_char; 128],
 }
 
+#[cfg(test)]
+impl UniqueId {
+    /// An id no communicator was made from (tests of the controller with stand-in workers).
+    pub(crate) fn zeroed() -> Self {
+        UniqueId { internal: [0; 128] }
+    }
+}
+
 type RawComm = *mut c_void;
 type NcclResult = c_int;
 const NCCL_SUCCESS: NcclResult = 0;
