@@ -390,11 +390,7 @@ mod tests {
     use super::*;
 
     fn ppl_args(file: PathBuf, len: usize, last: usize) -> Option<PplArgs> {
-        let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-        if !model.is_file() {
-            eprintln!("SKIPPED: {} not found; run scripts/fetch-model.sh", model.display());
-            return None;
-        }
+        let model = minference_model::local_default_model()?;
         Some(PplArgs {
             model: ModelArgs { model: Some(model), config: None, starting_layer: 0, dense_below: crate::model_args::DenseBelow::Auto },
             variants: VariantArgs { attention: vec![AttentionKind::Dense], budgets: vec![] },

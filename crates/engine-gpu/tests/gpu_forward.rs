@@ -6,7 +6,6 @@ use minference_cpu::CpuBackend;
 use minference_cuda::Gpu;
 use minference_engine_gpu::{random_tokens, AttentionGrouping, GpuEngine};
 use minference_model::{AttentionChoice, Engine, MInferencePlan, Model, ModelConfig};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 fn gpu() -> Option<Arc<Gpu>> {
@@ -134,16 +133,7 @@ fn random_smollm2_shape_gpu_matches_cpu() {
 #[test]
 fn real_smollm2_gpu_matches_cpu() {
     let Some(gpu) = gpu() else { return };
-    let path = std::env::var("MINFERENCE_MODEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if !path.exists() {
-        eprintln!("skipping: no model at {}", path.display());
-        return;
-    }
+    let Some(path) = minference_model::local_default_model() else { return };
     let model = Arc::new(Model::load(&path).unwrap_or_else(|e| panic!("{e}")));
     let tokens = model
         .tokenizer()

@@ -9,18 +9,6 @@ use minference_model::{AttentionChoice, Model};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-fn model_path() -> Option<PathBuf> {
-    let path = std::env::var("MINFERENCE_MODEL").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!("skipping: no model at {}", path.display());
-        None
-    }
-}
-
 fn numbers(v: &serde_json::Value) -> Vec<f64> {
     v.as_array().into_iter().flatten().map(|x| x.as_f64().unwrap_or(f64::NAN)).collect()
 }
@@ -36,7 +24,7 @@ fn gpu_dense_logits_match_hf() {
             return;
         }
     };
-    let Some(path) = model_path() else { return };
+    let Some(path) = minference_model::local_default_model() else { return };
     let model = Arc::new(Model::load(&path).unwrap_or_else(|e| panic!("{e}")));
     let fixture_path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/smollm2_logits.json");

@@ -11,11 +11,5 @@ pub fn tiny_model(tied: bool) -> Model {
 }
 
 pub fn real_model() -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!("SKIPPED: {} not found; run scripts/fetch-model.sh", path.display());
-        None
-    }
+    minference_model::local_default_model()
 }

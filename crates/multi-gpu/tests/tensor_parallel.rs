@@ -8,7 +8,6 @@ use minference_cuda::Gpu;
 use minference_engine_gpu::{random_tokens, GpuEngine, PrefillEngine};
 use minference_model::{AttentionChoice, MInferencePlan, Model, ModelConfig};
 use minference_multi_gpu::{TpEngine, TpError, TpModel, TpOptions};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -153,13 +152,7 @@ fn d128_gqa4_matches_one_gpu() {
 #[test]
 fn real_smollm2_matches_one_gpu() {
     let Some(gpu) = two_gpus() else { return };
-    let path = std::env::var("MINFERENCE_MODEL").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf")
-    });
-    if !path.exists() {
-        eprintln!("skipping: no model at {}", path.display());
-        return;
-    }
+    let Some(path) = minference_model::local_default_model() else { return };
     let model = Arc::new(Model::load(&path).unwrap_or_else(|e| panic!("{e}")));
     let tokenizer = model.tokenizer().unwrap_or_else(|e| panic!("{e}"));
     let text = "The capital of France is Paris. The capital of Germany is Berlin. ".repeat(20);

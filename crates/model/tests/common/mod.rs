@@ -5,13 +5,7 @@
 use std::path::PathBuf;
 
 pub fn default_model() -> Option<PathBuf> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if root.is_file() {
-        Some(root)
-    } else {
-        eprintln!("SKIPPED: {} not found; run scripts/fetch-model.sh", root.display());
-        None
-    }
+    minference_model::local_default_model()
 }
 
 pub fn fixture(name: &str) -> serde_json::Value {
