@@ -294,22 +294,10 @@ impl GpuEngine {
         self.ops.add_to_residual(&self.gpu, x, update, count)
     }
 
-    pub fn precision(&self) -> Precision {
-        self.precision
-    }
 
-    /// The tensor-parallel part this engine computes.
-    pub fn shard(&self) -> &TensorShard {
-        &self.shard
-    }
-
-    /// The whole model's config (a shard's own heads are [`local_config`](Self::local_config)).
+    /// The whole model's config (on a tensor-parallel shard too).
     pub fn config(&self) -> &ModelConfig {
         &self.global_cfg
-    }
-    /// The heads and intermediate width this GPU computes.
-    pub fn local_config(&self) -> &ModelConfig {
-        &self.cfg
     }
     pub fn gpu(&self) -> &Arc<Gpu> {
         &self.gpu

@@ -171,11 +171,6 @@ impl TpEngine {
         Ok(group)
     }
 
-    /// The GPUs of the group, by device ordinal.
-    pub fn ordinals(&self) -> &[usize] {
-        &self.ordinals
-    }
-
     fn broadcast(&mut self, cmd: impl Fn() -> Command) -> Result<()> {
         if self.failed {
             return Err(TpError::Aborted);

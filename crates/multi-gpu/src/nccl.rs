@@ -9,7 +9,6 @@
 use crate::error::{Result, TpError};
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -178,10 +177,8 @@ pub fn unique_id() -> Result<UniqueId> {
 /// threads: the controller aborts a group whose rank failed, so that ranks waiting in a
 /// collective return instead of hanging.
 pub struct Communicator {
+    /// `None` once aborted: later collectives fail instead of touching a freed communicator.
     raw: Mutex<Option<SendComm>>,
-    aborted: AtomicBool,
-    pub rank: usize,
-    pub world: usize,
 }
 
 struct SendComm(RawComm);
@@ -200,9 +197,6 @@ impl Communicator {
         })?;
         Ok(Communicator {
             raw: Mutex::new(Some(SendComm(raw))),
-            aborted: AtomicBool::new(false),
-            rank,
-            world,
         })
     }
 
@@ -224,13 +218,8 @@ impl Communicator {
         })
     }
 
-    pub fn is_aborted(&self) -> bool {
-        self.aborted.load(Ordering::SeqCst)
-    }
-
     /// Ends every pending and future collective of this communicator with an error.
     pub fn abort(&self) {
-        self.aborted.store(true, Ordering::SeqCst);
         let Ok(api) = api() else { return };
         // A collective being enqueued holds the lock only briefly; wait for it a little.
         let deadline = Instant::now() + Duration::from_secs(2);
