@@ -2,11 +2,11 @@
 //! `minference bench e2e` (TTFT of a random-weight model, dense vs MInference).
 
 use crate::gpu::open_gpu;
+use crate::gpu::{open_engine, EngineWeights};
 use anyhow::{bail, Result};
 use minference_cuda::bench::{format_row, run_attention_bench, BenchConfig, PatternSet, Regime, TABLE_HEADER};
-use crate::gpu::{open_engine, EngineWeights};
-use minference_model::ModelConfig;
 use minference_engine_gpu::{bench_e2e, E2eAttention, E2eOptions};
+use minference_model::ModelConfig;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -67,8 +67,10 @@ pub struct BenchAttentionArgs {
 }
 
 fn baseline_script() -> Option<PathBuf> {
-    let candidates =
-        [PathBuf::from("bench/sdpa_baseline.py"), Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/sdpa_baseline.py")];
+    let candidates = [
+        PathBuf::from("bench/sdpa_baseline.py"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/sdpa_baseline.py"),
+    ];
     candidates.into_iter().find(|p| p.exists())
 }
 
@@ -99,8 +101,16 @@ pub fn attention(args: &BenchAttentionArgs) -> Result<()> {
     };
     match &args.qk_file {
         // The file decides N and D; its head is replicated over the layer's heads.
-        Some(f) => println!("card: {} | Q/K/V from {} (one head replicated over H={} H_kv={}) bf16, causal", gpu.name(), f.display(), cfg.heads, cfg.kv_heads),
-        None => println!("card: {} | H={} H_kv={} D={} bf16, causal", gpu.name(), cfg.heads, cfg.kv_heads, cfg.head_dim),
+        Some(f) => println!(
+            "card: {} | Q/K/V from {} (one head replicated over H={} H_kv={}) bf16, causal",
+            gpu.name(),
+            f.display(),
+            cfg.heads,
+            cfg.kv_heads
+        ),
+        None => {
+            println!("card: {} | H={} H_kv={} D={} bf16, causal", gpu.name(), cfg.heads, cfg.kv_heads, cfg.head_dim)
+        }
     }
     println!("{TABLE_HEADER}");
     run_attention_bench(&gpu, &cfg, |r| println!("{}", format_row(r)))?;

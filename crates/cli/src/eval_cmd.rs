@@ -1,16 +1,16 @@
 //! `minference eval needle` (CPU, one GPU or a GPU group) and `minference eval ppl` (CPU): dense vs
 //! MInference on a real model.
 
+use crate::device::{parse_device, DeviceChoice};
 use crate::lengths::parse_length;
 use crate::model_args::{attention_choice, load_model, AttentionKind, ModelArgs};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use minference_core::HeadPattern;
 use minference_cpu::CpuBackend;
-use crate::device::{parse_device, DeviceChoice};
 use minference_eval::{
-    GreedyGenerator, build_needle_prompt, needle_value, parse_depths, run_needle_cell, score_streams, write_png, CoverageRecorder, Haystack,
-    NeedleGrid, PromptFrame,
+    build_needle_prompt, needle_value, parse_depths, run_needle_cell, score_streams, write_png, CoverageRecorder,
+    GreedyGenerator, Haystack, NeedleGrid, PromptFrame,
 };
 use minference_model::{AttentionChoice, Engine, MInferencePlan, Model, Tokenizer};
 use std::path::PathBuf;
@@ -150,7 +150,9 @@ fn variants(args: &VariantArgs, model_args: &ModelArgs, model: &Model) -> Result
         let (choice, what) = attention_choice(model_args, model, kind, model_args.dense_below.or_zero())?;
         let title = match (kind, &model_args.config) {
             (AttentionKind::Dense, _) => "dense".to_string(),
-            (AttentionKind::Minference, Some(p)) => format!("config {}", p.file_stem().unwrap_or_default().to_string_lossy()),
+            (AttentionKind::Minference, Some(p)) => {
+                format!("config {}", p.file_stem().unwrap_or_default().to_string_lossy())
+            }
             (AttentionKind::Minference, None) if what.contains(".json") => "shipped config".to_string(),
             (AttentionKind::Minference, None) => "VS(1000,6096)".to_string(),
         };
@@ -254,7 +256,12 @@ fn run_needle(args: &NeedleArgs) -> Result<()> {
                 ));
                 bar.inc(1);
                 if bar.is_hidden() {
-                    eprintln!("{name} {length} tok {depth}%: {} {:?} ({:.1} s)", if cell.found { "found" } else { "missed" }, cell.answer, cell.seconds);
+                    eprintln!(
+                        "{name} {length} tok {depth}%: {} {:?} ({:.1} s)",
+                        if cell.found { "found" } else { "missed" },
+                        cell.answer,
+                        cell.seconds
+                    );
                 }
                 grid.cells[v][r][c] = Some(cell);
             }
@@ -327,8 +334,9 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
             let name = engine.device_name();
             for (v, (variant, attention)) in variants.iter().enumerate() {
                 bar.set_message(variant.clone());
-                let (hidden, stats) = engine
-                    .prefill_residual(&tokens, attention, &mut |p| bar.set_position((v * layers + p.layer + 1) as u64))?;
+                let (hidden, stats) = engine.prefill_residual(&tokens, attention, &mut |p| {
+                    bar.set_position((v * layers + p.layer + 1) as u64)
+                })?;
                 eprintln!("prefill `{variant}` on {name}: {:.2} s", stats.seconds);
                 // The GPU kernels keep no per-entry coverage record.
                 densities.push(f64::NAN);
@@ -342,7 +350,8 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
             for (v, (name, attention)) in variants.iter().enumerate() {
                 bar.set_message(name.clone());
                 engine.backend().take();
-                let (hidden, stats) = engine.prefill_hidden(&tokens, attention, &mut |p| bar.set_position((v * layers + p.layer + 1) as u64))?;
+                let (hidden, stats) = engine
+                    .prefill_hidden(&tokens, attention, &mut |p| bar.set_position((v * layers + p.layer + 1) as u64))?;
                 let density = engine.backend().take().density();
                 eprintln!("prefill `{name}`: {:.1} s, kernel density {:.1}%", stats.seconds, 100.0 * density);
                 densities.push(density);
@@ -392,7 +401,12 @@ mod tests {
     fn ppl_args(file: PathBuf, len: usize, last: usize) -> Option<PplArgs> {
         let model = minference_model::local_default_model()?;
         Some(PplArgs {
-            model: ModelArgs { model: Some(model), config: None, starting_layer: 0, dense_below: crate::model_args::DenseBelow::Auto },
+            model: ModelArgs {
+                model: Some(model),
+                config: None,
+                starting_layer: 0,
+                dense_below: crate::model_args::DenseBelow::Auto,
+            },
             variants: VariantArgs { attention: vec![AttentionKind::Dense], budgets: vec![] },
             file,
             len,

@@ -37,7 +37,10 @@ pub fn open_gpu(ordinal: usize) -> Result<Arc<Gpu>> {
 pub enum EngineWeights {
     Model(Arc<Model>),
     /// A named shape with random weights generated on the device(s).
-    Random { config: ModelConfig, seed: u64 },
+    Random {
+        config: ModelConfig,
+        seed: u64,
+    },
 }
 
 /// Parses `--precision`.

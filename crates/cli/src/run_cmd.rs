@@ -55,7 +55,11 @@ pub fn read_prompt(prompt: &Option<String>, file: &Option<PathBuf>) -> Result<St
         (None, Some(f)) => {
             let bytes = std::fs::read(f).with_context(|| format!("reading prompt file {}", f.display()))?;
             String::from_utf8(bytes).map_err(|e| {
-                anyhow::anyhow!("prompt file {} is not UTF-8 (invalid byte at offset {})", f.display(), e.utf8_error().valid_up_to())
+                anyhow::anyhow!(
+                    "prompt file {} is not UTF-8 (invalid byte at offset {})",
+                    f.display(),
+                    e.utf8_error().valid_up_to()
+                )
             })
         }
         (None, None) => bail!("give --prompt or --prompt-file"),
@@ -90,17 +94,17 @@ fn run_on_cpu(args: &RunArgs, text: &str) -> Result<()> {
     let (attention, what) = attention_choice(&args.model, &model, args.attention, dense_below)?;
     let what = crate::model_args::describe_attention(&what, &attention, prompt.len(), dense_below);
     let random = if model.has_random_weights() { " [random weights]" } else { "" };
-    eprintln!(
-        "model {}{random} | device CPU | attention {what} | prompt {} tokens",
-        model.config().name,
-        prompt.len()
-    );
+    eprintln!("model {}{random} | device CPU | attention {what} | prompt {} tokens", model.config().name, prompt.len());
     let layers = model.config().layers;
     let mut engine = Engine::new(model.clone(), CpuBackend::new());
     engine.set_allow_context_extension(args.allow_context_extension);
     let opts = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
-        sampler: if args.temperature == 0.0 { Sampler::greedy() } else { Sampler::new(args.temperature, args.top_p, args.seed) },
+        sampler: if args.temperature == 0.0 {
+            Sampler::greedy()
+        } else {
+            Sampler::new(args.temperature, args.top_p, args.seed)
+        },
         stop_tokens: tokenizer.stop_tokens.clone(),
     };
     let bar = layer_bar(prompt.len(), layers, "prefill");

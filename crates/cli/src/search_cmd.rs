@@ -3,10 +3,10 @@
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use minference_core::AdaptiveBudget;
-use minference_model::Model;
-use minference_search::calibration::{load_calibration, CalibrationSource};
 use minference_cuda::Gpu;
 use minference_engine_gpu::GpuEngine;
+use minference_model::Model;
+use minference_search::calibration::{load_calibration, CalibrationSource};
 use minference_search::{search_model, search_model_gpu, CandidateSpace, Objective, Preset, SearchOptions, TargetCost};
 use std::io::Write;
 use std::path::PathBuf;
@@ -88,7 +88,8 @@ fn open_device(device: SearchDevice, model: &Arc<Model>) -> Result<Option<GpuEng
     if device == SearchDevice::Cpu {
         return Ok(None);
     }
-    let engine = Gpu::open(0).map_err(anyhow::Error::from).and_then(|gpu| Ok(GpuEngine::new(Arc::new(gpu), Arc::clone(model))?));
+    let engine =
+        Gpu::open(0).map_err(anyhow::Error::from).and_then(|gpu| Ok(GpuEngine::new(Arc::new(gpu), Arc::clone(model))?));
     match (engine, device) {
         (Ok(e), _) => Ok(Some(e)),
         (Err(e), SearchDevice::Cuda) => Err(e.context("--device cuda: cannot search on the GPU")),
@@ -113,14 +114,21 @@ fn parse_tokens(s: &str) -> std::result::Result<usize, String> {
 }
 
 /// Search options from the command-line strings (shared with `viz`).
-pub fn search_options(objective: &str, target_cost: &str, presets: &str, adaptive: Option<f64>, floor: Option<usize>) -> Result<SearchOptions> {
+pub fn search_options(
+    objective: &str,
+    target_cost: &str,
+    presets: &str,
+    adaptive: Option<f64>,
+    floor: Option<usize>,
+) -> Result<SearchOptions> {
     let objective = match objective {
         "recall" => Objective::Recall,
         "output" | "output-rel-l2" => Objective::OutputRelL2,
         "output-count" => Objective::OutputCount { threshold: 5e-3 },
         other => bail!("unknown objective `{other}` (expected recall, output or output-count)"),
     };
-    let presets = presets.split(',').filter(|p| !p.trim().is_empty()).map(Preset::parse).collect::<Result<Vec<_>, _>>()?;
+    let presets =
+        presets.split(',').filter(|p| !p.trim().is_empty()).map(Preset::parse).collect::<Result<Vec<_>, _>>()?;
     if presets.is_empty() {
         bail!("--presets names no candidate set");
     }
@@ -144,9 +152,16 @@ pub fn load_model(path: &Option<PathBuf>) -> Result<Model> {
 
 pub fn run(args: &SearchArgs) -> Result<()> {
     SearchDevice::parse(&args.device)?;
-    let opts = search_options(&args.objective, &args.target_cost, &args.presets, args.adaptive.then_some(args.gamma), args.floor)?;
+    let opts = search_options(
+        &args.objective,
+        &args.target_cost,
+        &args.presets,
+        args.adaptive.then_some(args.gamma),
+        args.floor,
+    )?;
     // Fail on an unwritable output before spending minutes on the search.
-    let out_file = std::fs::File::create(&args.output).with_context(|| format!("cannot write the config to {}", args.output.display()))?;
+    let out_file = std::fs::File::create(&args.output)
+        .with_context(|| format!("cannot write the config to {}", args.output.display()))?;
     let result = search_and_write(args, &opts, out_file);
     if result.is_err() {
         // Best effort: do not leave an empty config behind.
@@ -205,7 +220,9 @@ fn search_and_write(args: &SearchArgs, opts: &SearchOptions, mut out_file: std::
             pb.finish();
         }
     }
-    out_file.write_all(search.config.to_json_string().as_bytes()).with_context(|| format!("writing {}", args.output.display()))?;
+    out_file
+        .write_all(search.config.to_json_string().as_bytes())
+        .with_context(|| format!("writing {}", args.output.display()))?;
     if let Some(p) = &args.details {
         let mut tsv = String::from("layer\thead\tchosen\tpattern\ta\tb\torigin\tscore\trecall\tdensity\twork\n");
         for r in &search.heads {

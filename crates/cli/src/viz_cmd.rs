@@ -81,7 +81,8 @@ pub fn run(args: &VizArgs) -> Result<()> {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             let c = ModelPatternConfig::from_json_str(&text, &path.display().to_string())?;
-            c.validate_model(cfg.layers, cfg.heads).with_context(|| format!("{} does not fit {}", path.display(), cfg.name))?;
+            c.validate_model(cfg.layers, cfg.heads)
+                .with_context(|| format!("{} does not fit {}", path.display(), cfg.name))?;
             Some(c)
         }
         None => None,
@@ -132,7 +133,11 @@ fn draw(
             Ok(render_head(&h, &mask, &caption, &viz)?)
         })
         .collect::<Result<Vec<_>>>()?;
-    let image = if images.len() == 1 { images.into_iter().next().unwrap_or_else(|| grid(&[], 1)) } else { grid(&images, (images.len() as f64).sqrt().ceil() as usize) };
+    let image = if images.len() == 1 {
+        images.into_iter().next().unwrap_or_else(|| grid(&[], 1))
+    } else {
+        grid(&images, (images.len() as f64).sqrt().ceil() as usize)
+    };
     image.write_png(&args.output)?;
     println!("wrote {} ({}×{})", args.output.display(), image.width, image.height);
     Ok(())

@@ -63,11 +63,8 @@ impl ModelPatternConfig {
         let Value::Array(layers) = root else {
             return Err(config_err(file, "top level", format!("expected a list of layers, found {}", kind(&root))));
         };
-        let layers = layers
-            .iter()
-            .enumerate()
-            .map(|(l, layer)| parse_layer(layer, l, file))
-            .collect::<Result<Vec<_>>>()?;
+        let layers =
+            layers.iter().enumerate().map(|(l, layer)| parse_layer(layer, l, file)).collect::<Result<Vec<_>>>()?;
         Ok(ModelPatternConfig { layers })
     }
 
@@ -90,14 +87,24 @@ impl ModelPatternConfig {
     /// when the head is absent, an error when the layer is absent.
     pub fn pattern(&self, layer: usize, global_head: usize) -> Result<HeadPattern> {
         let l = self.layers.get(layer).ok_or_else(|| {
-            config_err(LOOKUP, format!("layer {layer}"), format!("layer missing (config has {} layers)", self.layers.len()))
+            config_err(
+                LOOKUP,
+                format!("layer {layer}"),
+                format!("layer missing (config has {} layers)", self.layers.len()),
+            )
         })?;
         Ok(l.heads.get(&global_head).map_or(HeadPattern::DEFAULT, |e| e.pattern))
     }
 
     /// Tensor parallelism: rank `rank` holds local heads `0..heads_per_rank`; config ids are global
     /// (`local_head + rank · heads_per_rank`).
-    pub fn pattern_for_rank(&self, layer: usize, local_head: usize, rank: usize, heads_per_rank: usize) -> Result<HeadPattern> {
+    pub fn pattern_for_rank(
+        &self,
+        layer: usize,
+        local_head: usize,
+        rank: usize,
+        heads_per_rank: usize,
+    ) -> Result<HeadPattern> {
         if local_head >= heads_per_rank {
             return Err(config_err(
                 LOOKUP,
@@ -143,8 +150,12 @@ impl ModelPatternConfig {
         let mut out = self.clone();
         for entry in out.layers.iter_mut().flat_map(|l| l.heads.values_mut()) {
             entry.pattern = match entry.pattern {
-                HeadPattern::VerticalSlash { k_v, k_s } => HeadPattern::VerticalSlash { k_v: scale(k_v), k_s: scale(k_s) },
-                HeadPattern::AShape { n_init, n_local } => HeadPattern::AShape { n_init: scale(n_init), n_local: scale(n_local) },
+                HeadPattern::VerticalSlash { k_v, k_s } => {
+                    HeadPattern::VerticalSlash { k_v: scale(k_v), k_s: scale(k_s) }
+                }
+                HeadPattern::AShape { n_init, n_local } => {
+                    HeadPattern::AShape { n_init: scale(n_init), n_local: scale(n_local) }
+                }
                 other => other,
             };
         }
@@ -165,7 +176,11 @@ fn kind(v: &Value) -> &'static str {
 
 fn parse_layer(layer: &Value, l: usize, file: &str) -> Result<LayerPatterns> {
     let Value::Object(obj) = layer else {
-        return Err(config_err(file, format!("layer {l}"), format!("expected an object of heads, found {}", kind(layer))));
+        return Err(config_err(
+            file,
+            format!("layer {l}"),
+            format!("expected an object of heads, found {}", kind(layer)),
+        ));
     };
     let mut heads = BTreeMap::new();
     for (key, entry) in obj {
@@ -205,8 +220,12 @@ fn parse_entry(entry: &Value) -> std::result::Result<HeadEntry, String> {
     };
     let pattern = match name.as_str() {
         "vertical_and_slash" if a >= DENSE_AS_VS_BUDGET as u64 && b >= DENSE_AS_VS_BUDGET as u64 => HeadPattern::Dense,
-        "vertical_and_slash" => HeadPattern::VerticalSlash { k_v: positive(a, "a (k_v)")?, k_s: positive(b, "b (k_s)")? },
-        "stream_llm" => HeadPattern::AShape { n_init: positive(a, "a (n_init)")?, n_local: positive(b, "b (n_local)")? },
+        "vertical_and_slash" => {
+            HeadPattern::VerticalSlash { k_v: positive(a, "a (k_v)")?, k_s: positive(b, "b (k_s)")? }
+        }
+        "stream_llm" => {
+            HeadPattern::AShape { n_init: positive(a, "a (n_init)")?, n_local: positive(b, "b (n_local)")? }
+        }
         "block_sparse" => HeadPattern::BlockSparse { k_b: positive(a, "a (k_b)")? },
         "dense" => HeadPattern::Dense,
         other => return Err(CoreError::UnknownPattern(other.to_string()).to_string()),

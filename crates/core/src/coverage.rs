@@ -71,7 +71,13 @@ pub fn head_coverage(pattern: &HeadPattern, rows: &[RowBlockIndex], seq: SeqLen)
 }
 
 /// Coverage of head `h` of sequence `b` read from a CSR [`SparseIndex`].
-pub fn index_head_coverage(pattern: &HeadPattern, index: &SparseIndex, shape: &AttnShape, b: usize, h: usize) -> Result<Coverage> {
+pub fn index_head_coverage(
+    pattern: &HeadPattern,
+    index: &SparseIndex,
+    shape: &AttnShape,
+    b: usize,
+    h: usize,
+) -> Result<Coverage> {
     if b >= shape.seqs.len() || h >= shape.heads || index.slot_base.len() != shape.seqs.len() + 1 {
         return Err(CoreError::Shape(format!("sequence {b} / head {h} not in the index")));
     }

@@ -83,11 +83,7 @@ impl SparseIndex {
     pub fn from_slots(shape: &AttnShape, rows: Vec<RowBlockIndex>) -> Result<Self> {
         let mut idx = SparseIndex::empty(shape);
         if rows.len() != idx.slots() {
-            return Err(CoreError::Shape(format!(
-                "{} row-block entries for {} slots",
-                rows.len(),
-                idx.slots()
-            )));
+            return Err(CoreError::Shape(format!("{} row-block entries for {} slots", rows.len(), idx.slots())));
         }
         let mut tp = 0usize;
         let mut cp = 0usize;
@@ -120,6 +116,10 @@ impl SparseIndex {
 
     /// Bytes the index occupies (spec §8 item 30).
     pub fn bytes(&self) -> usize {
-        4 * (self.slot_base.len() + self.tile_ptr.len() + self.tile_start.len() + self.col_ptr.len() + self.col_index.len())
+        4 * (self.slot_base.len()
+            + self.tile_ptr.len()
+            + self.tile_start.len()
+            + self.col_ptr.len()
+            + self.col_index.len())
     }
 }

@@ -13,7 +13,14 @@ use crate::pattern::{HeadPattern, TILE};
 ///
 /// Always `key < kv_len`. `tiles` must be ascending and non-overlapping and `columns` ascending (the
 /// index builders guarantee both); dense and A-shape ignore them.
-pub fn kernel_mask_keep(pattern: &HeadPattern, tiles: &[i32], columns: &[i32], pos: usize, key: usize, kv_len: usize) -> bool {
+pub fn kernel_mask_keep(
+    pattern: &HeadPattern,
+    tiles: &[i32],
+    columns: &[i32],
+    pos: usize,
+    key: usize,
+    kv_len: usize,
+) -> bool {
     if key >= kv_len || key > pos {
         return false;
     }

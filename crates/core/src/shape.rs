@@ -67,10 +67,7 @@ impl AttnShape {
                 return Err(CoreError::Shape(format!("sequence {b}: q_len = 0")));
             }
             if s.q_len > s.kv_len {
-                return Err(CoreError::Shape(format!(
-                    "sequence {b}: q_len {} > kv_len {}",
-                    s.q_len, s.kv_len
-                )));
+                return Err(CoreError::Shape(format!("sequence {b}: q_len {} > kv_len {}", s.q_len, s.kv_len)));
             }
             if s.kv_len > i32::MAX as usize {
                 return Err(CoreError::Shape(format!("sequence {b}: kv_len {} too large", s.kv_len)));

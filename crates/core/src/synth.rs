@@ -193,7 +193,8 @@ fn fill_structured(shape: &AttnShape, b: usize, cfg: &SynthConfig, seed: u64, q:
         .collect();
     retrieval_keys.iter_mut().for_each(|r| r.sort_unstable());
 
-    let mut q_rngs: Vec<SplitMix64> = (0..shape.heads).map(|h| SplitMix64::derive(seed, stream(STREAM_Q, b, h))).collect();
+    let mut q_rngs: Vec<SplitMix64> =
+        (0..shape.heads).map(|h| SplitMix64::derive(seed, stream(STREAM_Q, b, h))).collect();
     let mut k_rngs: Vec<SplitMix64> =
         (0..shape.kv_heads).map(|g| SplitMix64::derive(seed, stream(STREAM_K, b, g))).collect();
     let (sink_key, retrieval_key) = (channel(cfg.sink_strength), channel(cfg.retrieval_strength));

@@ -69,9 +69,7 @@ fn validate(sel: &VsSelection, seq: SeqLen) -> Result<()> {
         return Err(CoreError::Budget(format!("slash distance {d} >= kv_len {n}")));
     }
     if sel.verticals.first() != Some(&0) && sel.slashes.last() != Some(&0) {
-        return Err(CoreError::Budget(
-            "selection needs vertical 0 or slash 0, otherwise some rows see no key".into(),
-        ));
+        return Err(CoreError::Budget("selection needs vertical 0 or slash 0, otherwise some rows see no key".into()));
     }
     Ok(())
 }

@@ -6,7 +6,12 @@ use minference_core::{generate_qkv, AttnShape, SeqLen, SynthConfig, SynthMode};
 
 #[test]
 fn layout_sizes_and_determinism() {
-    let shape = AttnShape { heads: 4, kv_heads: 2, head_dim: 16, seqs: vec![SeqLen::prefill(100), SeqLen { q_len: 30, kv_len: 90 }] };
+    let shape = AttnShape {
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 16,
+        seqs: vec![SeqLen::prefill(100), SeqLen { q_len: 30, kv_len: 90 }],
+    };
     for cfg in [SynthConfig::structured(), SynthConfig::random()] {
         let (q, k, v) = generate_qkv(&shape, &cfg, 5);
         assert_eq!(q.len(), shape.q_elems());
@@ -38,7 +43,9 @@ fn structured_mode_has_sinks_and_locality() {
     let shape = AttnShape::single(1, 1, d, n);
     let cfg = SynthConfig { n_far_slashes: 0, n_retrieval_columns: 0, ..SynthConfig::structured() };
     let (q, k, _) = generate_qkv(&shape, &cfg, 3);
-    let logit = |i: usize, j: usize| q[i * d..][..d].iter().zip(&k[j * d..][..d]).map(|(a, b)| a * b).sum::<f32>() / (d as f32).sqrt();
+    let logit = |i: usize, j: usize| {
+        q[i * d..][..d].iter().zip(&k[j * d..][..d]).map(|(a, b)| a * b).sum::<f32>() / (d as f32).sqrt()
+    };
     let i = n - 1;
     let mean = |js: std::ops::Range<usize>| js.clone().map(|j| logit(i, j)).sum::<f32>() / js.len() as f32;
     let sink = mean(0..4);

@@ -4,7 +4,7 @@
 use minference_core::coverage::pairs_in_range;
 use minference_core::mask::{in_columns, in_tiles};
 use minference_core::{
-    convert_vs_head, head_coverage, causal_entries, CoreError, HeadPattern, RowBlockIndex, SeqLen, VsSelection,
+    causal_entries, convert_vs_head, head_coverage, CoreError, HeadPattern, RowBlockIndex, SeqLen, VsSelection,
 };
 use proptest::prelude::*;
 
@@ -183,7 +183,9 @@ proptest! {
 /// with offsets).
 #[test]
 fn full_budget_equals_causal() {
-    for (q_len, kv_len) in [(1, 1), (5, 5), (63, 63), (64, 64), (65, 65), (500, 500), (4133, 4133), (1, 300), (70, 200), (130, 194)] {
+    for (q_len, kv_len) in
+        [(1, 1), (5, 5), (63, 63), (64, 64), (65, 65), (500, 500), (4133, 4133), (1, 300), (70, 200), (130, 194)]
+    {
         let seq = SeqLen { q_len, kv_len };
         let sel = VsSelection { verticals: (0..kv_len as u32).collect(), slashes: (0..kv_len as u32).rev().collect() };
         let rows = convert_vs_head(&sel, seq).unwrap();

@@ -23,7 +23,14 @@ pub(crate) trait TilePlan: Sync {
 }
 
 /// Attention of all heads with inputs already validated; returns `O` `[heads, total_q, D]` in f32.
-pub(crate) fn run(shape: &AttnShape, q: HostTensor, k: HostTensor, v: HostTensor, plan: &impl TilePlan, isa: Isa) -> Vec<f32> {
+pub(crate) fn run(
+    shape: &AttnShape,
+    q: HostTensor,
+    k: HostTensor,
+    v: HostTensor,
+    plan: &impl TilePlan,
+    isa: Isa,
+) -> Vec<f32> {
     let d = shape.head_dim;
     let total_q = shape.total_q();
     let total_kv = shape.total_kv();

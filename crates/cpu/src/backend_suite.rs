@@ -11,7 +11,10 @@
 
 use crate::reference::{dense_reference_f64, masked_attention_f64_flagged};
 use crate::rng::SplitMix64;
-use minference_core::{kernel_mask_keep, AttentionBackend, AttnShape, DType, HeadPattern, OwnedTensor, SeqLen, SparseIndex, VsSelection, TILE};
+use minference_core::{
+    kernel_mask_keep, AttentionBackend, AttnShape, DType, HeadPattern, OwnedTensor, SeqLen, SparseIndex, VsSelection,
+    TILE,
+};
 
 /// A check as a plain function pointer, for running the whole list generically.
 pub type Check<B> = fn(&B, u64) -> Result<(), String>;
@@ -177,7 +180,11 @@ fn dense_vs_reference<B: AttentionBackend>(backend: &B, case: &Case, what: &str)
 }
 
 /// Dense == f64 reference for every length of [`LENGTHS`], D ∈ {64, 128, 96}, GQA ratios 1/3/4/7.
-pub fn check_dense_matches_reference_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
+pub fn check_dense_matches_reference_with<B: AttentionBackend>(
+    backend: &B,
+    seed: u64,
+    dtype: DType,
+) -> Result<(), String> {
     for (i, &n) in LENGTHS.iter().enumerate() {
         for (j, d) in [64usize, 128, 96].into_iter().enumerate() {
             let (heads, kv_heads) = GQA[(i + j) % GQA.len()];
@@ -230,7 +237,12 @@ pub fn check_varlen_offsets_with<B: AttentionBackend>(backend: &B, seed: u64, dt
 }
 
 /// Mixed patterns on an arbitrary shape and dtype (for property tests over random shapes).
-pub fn check_mixed_patterns_on<B: AttentionBackend>(backend: &B, shape: AttnShape, dtype: DType, seed: u64) -> Result<(), String> {
+pub fn check_mixed_patterns_on<B: AttentionBackend>(
+    backend: &B,
+    shape: AttnShape,
+    dtype: DType,
+    seed: u64,
+) -> Result<(), String> {
     let patterns = mixed_patterns(shape.heads);
     let what = format!("mixed patterns {:?} {dtype:?}", shape);
     let case = Case::random(shape, dtype, seed);
@@ -239,9 +251,14 @@ pub fn check_mixed_patterns_on<B: AttentionBackend>(backend: &B, shape: AttnShap
 }
 
 /// A-shape == masked reference with the exact §1.2 predicate, sinks inside and outside the window.
-pub fn check_ashape_matches_masked_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
+pub fn check_ashape_matches_masked_with<B: AttentionBackend>(
+    backend: &B,
+    seed: u64,
+    dtype: DType,
+) -> Result<(), String> {
     let params = [(4, 64), (100, 30), (0, 1), (7, 200), (64, 64), (1, 129)];
-    let patterns: Vec<HeadPattern> = params.iter().map(|&(n_init, n_local)| HeadPattern::AShape { n_init, n_local }).collect();
+    let patterns: Vec<HeadPattern> =
+        params.iter().map(|&(n_init, n_local)| HeadPattern::AShape { n_init, n_local }).collect();
     for (n, d) in [(257usize, 64usize), (130, 128), (1, 64)] {
         let case = Case::random(AttnShape::single(6, 3, d, n), dtype, seed ^ n as u64);
         sparse_vs_masked(backend, &case, &patterns, None, &format!("A-shape N={n} D={d}"))?;
@@ -251,9 +268,14 @@ pub fn check_ashape_matches_masked_with<B: AttentionBackend>(backend: &B, seed: 
 
 /// VS with online-estimated selections (the real pipeline) == masked reference; the ideal VS mask
 /// is contained in the kernel mask (spec §8 items 13, 15).
-pub fn check_vs_estimated_matches_masked_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
+pub fn check_vs_estimated_matches_masked_with<B: AttentionBackend>(
+    backend: &B,
+    seed: u64,
+    dtype: DType,
+) -> Result<(), String> {
     let budgets = [(30, 100), (40, 150), (3, 60), (100, 50)];
-    let patterns: Vec<HeadPattern> = budgets.iter().map(|&(k_v, k_s)| HeadPattern::VerticalSlash { k_v, k_s }).collect();
+    let patterns: Vec<HeadPattern> =
+        budgets.iter().map(|&(k_v, k_s)| HeadPattern::VerticalSlash { k_v, k_s }).collect();
     for (n, d) in [(257usize, 128usize), (200, 64), (63, 64), (130, 96)] {
         let case = Case::random(AttnShape::single(4, 2, d, n), dtype, seed ^ n as u64);
         let what = format!("VS estimated N={n} D={d}");
@@ -284,7 +306,9 @@ pub fn check_ideal_in_kernel(
                 let ideal = sel.verticals.iter().map(|&j| j as usize).filter(|&j| j <= pos && j < seq.kv_len);
                 let slashes = sel.slashes.iter().filter_map(|&dist| pos.checked_sub(dist as usize));
                 if let Some(j) = ideal.chain(slashes).find(|&j| !mask.keeps(b, h, i, j)) {
-                    return Err(format!("{what}: ideal entry (row {i}, key {j}) of seq {b} head {h} not in kernel mask"));
+                    return Err(format!(
+                        "{what}: ideal entry (row {i}, key {j}) of seq {b} head {h} not in kernel mask"
+                    ));
                 }
             }
         }
@@ -312,7 +336,11 @@ pub fn random_vs_selection(seq: SeqLen, k_v: usize, k_s: usize, rng: &mut SplitM
 }
 
 /// VS with random (unclustered) selections, incl. varlen and offsets.
-pub fn check_vs_random_selection_matches_masked_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
+pub fn check_vs_random_selection_matches_masked_with<B: AttentionBackend>(
+    backend: &B,
+    seed: u64,
+    dtype: DType,
+) -> Result<(), String> {
     let mut rng = SplitMix64::new(seed);
     for shape in [AttnShape::single(3, 1, 64, 300), varlen_shape(2, 1, 128)] {
         let patterns = vec![HeadPattern::VerticalSlash { k_v: 60, k_s: 120 }; shape.heads];
@@ -333,7 +361,8 @@ pub fn check_vs_random_selection_matches_masked_with<B: AttentionBackend>(backen
 /// BS == masked reference; row block `m < k_b` sees all causal keys (spec §8 item 19),
 /// including `N mod 64 == 0`.
 pub fn check_bs_matches_masked_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
-    let patterns = [HeadPattern::BlockSparse { k_b: 1 }, HeadPattern::BlockSparse { k_b: 2 }, HeadPattern::BlockSparse { k_b: 3 }];
+    let patterns =
+        [HeadPattern::BlockSparse { k_b: 1 }, HeadPattern::BlockSparse { k_b: 2 }, HeadPattern::BlockSparse { k_b: 3 }];
     for (n, d) in [(320usize, 64usize), (257, 128), (64, 64)] {
         let case = Case::random(AttnShape::single(3, 1, d, n), dtype, seed ^ n as u64);
         let what = format!("BS N={n} D={d}");
@@ -376,7 +405,8 @@ pub fn random_index(shape: &AttnShape, rng: &mut SplitMix64) -> SparseIndex {
                 }
                 tiles.sort_unstable();
                 let covered = |key: usize| tiles.iter().any(|&t| (t as usize..t as usize + TILE).contains(&key));
-                let mut columns: Vec<i32> = (0..first).filter(|&c| !covered(c) && rng.below(3) == 0).map(|c| c as i32).collect();
+                let mut columns: Vec<i32> =
+                    (0..first).filter(|&c| !covered(c) && rng.below(3) == 0).map(|c| c as i32).collect();
                 columns.truncate(TILE + 17);
                 rows.push(minference_core::RowBlockIndex { tiles, columns });
             }
@@ -386,7 +416,11 @@ pub fn random_index(shape: &AttnShape, rng: &mut SplitMix64) -> SparseIndex {
 }
 
 /// The sparse kernel alone, on hand-made indices (no estimation involved).
-pub fn check_random_index_matches_masked_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
+pub fn check_random_index_matches_masked_with<B: AttentionBackend>(
+    backend: &B,
+    seed: u64,
+    dtype: DType,
+) -> Result<(), String> {
     let mut rng = SplitMix64::new(seed);
     for (shape, dtype) in [
         (AttnShape::single(4, 4, 64, 330), dtype),
@@ -408,7 +442,11 @@ pub fn check_random_index_matches_masked_with<B: AttentionBackend>(backend: &B, 
 
 /// Full budgets reproduce dense: VS with every column and distance, BS with `k_b >= R`, A-shape
 /// with `n_local >= N` (spec §8 item 14).
-pub fn check_full_budget_equals_dense_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
+pub fn check_full_budget_equals_dense_with<B: AttentionBackend>(
+    backend: &B,
+    seed: u64,
+    dtype: DType,
+) -> Result<(), String> {
     for n in [130usize, 257] {
         let shape = AttnShape::single(3, 1, 64, n);
         let case = Case::random(shape.clone(), dtype, seed ^ n as u64);
@@ -443,7 +481,12 @@ fn perturb_after(case: &Case, seq: usize, key_after: usize, rng: &mut SplitMix64
         }
     }
     let dtype = case.dtype();
-    Case { shape: shape.clone(), q: case.q.clone(), k: OwnedTensor::from_f32(&k, dtype), v: OwnedTensor::from_f32(&v, dtype) }
+    Case {
+        shape: shape.clone(),
+        q: case.q.clone(),
+        k: OwnedTensor::from_f32(&k, dtype),
+        v: OwnedTensor::from_f32(&v, dtype),
+    }
 }
 
 /// Perturbing K/V rows `j > t` leaves every output row at position `<= t` bit-identical, for all
@@ -532,7 +575,11 @@ pub fn check_no_nan_every_row_written<B: AttentionBackend>(backend: &B, seed: u6
 
 /// Outputs of one sequence of a packed batch do not depend on its neighbours' contents, and equal
 /// the output of that sequence run alone (spec §8 item 21).
-pub fn check_padding_independence_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
+pub fn check_padding_independence_with<B: AttentionBackend>(
+    backend: &B,
+    seed: u64,
+    dtype: DType,
+) -> Result<(), String> {
     let mut rng = SplitMix64::new(seed);
     let shape = varlen_shape(4, 2, 64);
     let case = Case::random(shape.clone(), dtype, rng.next_u64());
@@ -543,7 +590,9 @@ pub fn check_padding_independence_with<B: AttentionBackend>(backend: &B, seed: u
     let base = backend.sparse(&shape, q, k, v, &patterns, &index).map_err(err("padding"))?;
     // Replace sequence 1's K/V with noise; sequence 2's rows must not move.
     let noisy = perturb_after(&case, 1, 0, &mut rng);
-    let out = backend.sparse(&shape, noisy.q.view(), noisy.k.view(), noisy.v.view(), &patterns, &index).map_err(err("padding"))?;
+    let out = backend
+        .sparse(&shape, noisy.q.view(), noisy.k.view(), noisy.v.view(), &patterns, &index)
+        .map_err(err("padding"))?;
     let d = shape.head_dim;
     let (q2, n2) = (shape.q_start(2), shape.seqs[2].q_len);
     for h in 0..shape.heads {
@@ -574,7 +623,11 @@ pub fn check_padding_independence_with<B: AttentionBackend>(backend: &B, seed: u
 
 /// Short prompts with MInference's default budget VS(1000, 6096) reproduce dense: the clamped
 /// budget covers every column and diagonal (spec §8 item 26), with estimated selections.
-pub fn check_short_prompt_vs_equals_dense_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
+pub fn check_short_prompt_vs_equals_dense_with<B: AttentionBackend>(
+    backend: &B,
+    seed: u64,
+    dtype: DType,
+) -> Result<(), String> {
     for n in [65usize, 257] {
         let shape = AttnShape::single(4, 2, 64, n);
         let case = Case::random(shape.clone(), dtype, seed ^ n as u64);
@@ -621,7 +674,8 @@ pub fn check_rejects_bad_input<B: AttentionBackend>(backend: &B, seed: u64) -> R
         AttnShape { seqs: vec![], ..shape.clone() },
         AttnShape::single(2, 1, 0, 70),
     ];
-    let expect_err = |what: &str, is_err: bool| if is_err { Ok(()) } else { Err(format!("rejects: {what} was accepted")) };
+    let expect_err =
+        |what: &str, is_err: bool| if is_err { Ok(()) } else { Err(format!("rejects: {what} was accepted")) };
     expect_err("short q", backend.dense(&shape, short, k, v).is_err())?;
     expect_err("NaN q", backend.dense(&shape, minference_core::HostTensor::F32(&nan), k, v).is_err())?;
     expect_err("Inf q", backend.dense(&shape, minference_core::HostTensor::F32(&inf), k, v).is_err())?;

@@ -5,8 +5,8 @@
 use crate::rng::SplitMix64;
 use crate::CpuBackend;
 use minference_core::{
-    attention_recall, generate_qkv, index_head_coverage, kernel_mask_keep, AttentionBackend, AttnShape, Coverage, DType,
-    HeadPattern, OwnedTensor, SparseIndex, SynthConfig, VsSelection,
+    attention_recall, generate_qkv, index_head_coverage, kernel_mask_keep, AttentionBackend, AttnShape, Coverage,
+    DType, HeadPattern, OwnedTensor, SparseIndex, SynthConfig, VsSelection,
 };
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -250,7 +250,8 @@ fn bench_pattern(
 ) -> Result<PatternRow, String> {
     let (shape, q, k, v) = (&x.shape, x.q.view(), x.k.view(), x.v.view());
     let (index_time, index_cpu_seconds, index) = timed(cfg.repeats, || -> Result<SparseIndex, String> {
-        let needs_index = patterns.iter().any(|p| matches!(p, HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. }));
+        let needs_index =
+            patterns.iter().any(|p| matches!(p, HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. }));
         if !needs_index {
             return Ok(SparseIndex::empty(shape));
         }
@@ -258,7 +259,8 @@ fn bench_pattern(
         backend.build_index(shape, q, k, &patterns, &vs).map_err(|e| e.to_string())
     });
     let index = index?;
-    let (kernel_time, kernel_cpu_seconds, out) = timed(cfg.repeats, || backend.sparse(shape, q, k, v, &patterns, &index));
+    let (kernel_time, kernel_cpu_seconds, out) =
+        timed(cfg.repeats, || backend.sparse(shape, q, k, v, &patterns, &index));
     out.map_err(|e| e.to_string())?;
     let cov = coverage_of(shape, &patterns, &index);
     Ok(PatternRow {
@@ -304,7 +306,13 @@ fn bench_length(backend: &CpuBackend, cfg: &CpuBenchConfig, n: usize) -> Result<
 /// Dense with the portable (`matrixmultiply`) micro-kernels, to show what the AVX-512 ones gain.
 fn bench_portable_dense(cfg: &CpuBenchConfig, n: usize) -> Result<PatternRow, String> {
     let x = inputs(cfg, n, &cfg.synth);
-    let mut row = bench_pattern(&backend_for(cfg, CpuBackend::portable())?, cfg, &x, "dense, portable kernels".into(), vec![HeadPattern::Dense; cfg.heads])?;
+    let mut row = bench_pattern(
+        &backend_for(cfg, CpuBackend::portable())?,
+        cfg,
+        &x,
+        "dense, portable kernels".into(),
+        vec![HeadPattern::Dense; cfg.heads],
+    )?;
     row.density = 1.0;
     Ok(row)
 }
@@ -412,7 +420,10 @@ impl fmt::Display for CpuBenchReport {
             self.sgemm.wall_gflops,
             per_core(self.sgemm.per_core_gflops)
         )?;
-        writeln!(f, "\"% sgemm\" compares per core-second rates where available (robust to other load), else wall rates.\n")?;
+        writeln!(
+            f,
+            "\"% sgemm\" compares per core-second rates where available (robust to other load), else wall rates.\n"
+        )?;
         writeln!(f, "\"speed-up\" is dense time / pattern time (index included), by wall clock and by CPU time.\n")?;
         writeln!(f, "| N | pattern | index ms | kernel ms | total ms | density | kernel GF/s | GF/s per core | % sgemm | eff. GF/s | speed-up wall | speed-up CPU |")?;
         writeln!(f, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
@@ -431,10 +442,11 @@ impl fmt::Display for CpuBenchReport {
                     r.density * 100.0,
                     r.kernel_gflops(),
                     per_core(r.kernel_gflops_per_core()),
-                    100.0 * match (r.kernel_gflops_per_core(), self.sgemm.per_core_gflops) {
-                        (Some(a), Some(b)) => a / b,
-                        _ => r.kernel_gflops() / self.sgemm.wall_gflops,
-                    },
+                    100.0
+                        * match (r.kernel_gflops_per_core(), self.sgemm.per_core_gflops) {
+                            (Some(a), Some(b)) => a / b,
+                            _ => r.kernel_gflops() / self.sgemm.wall_gflops,
+                        },
                     r.effective_gflops(),
                     dense / r.total_time().as_secs_f64(),
                     match (dense_cpu, r.total_cpu_seconds()) {
@@ -445,12 +457,20 @@ impl fmt::Display for CpuBenchReport {
             }
         }
         if let Some(cal) = &self.calibration {
-            writeln!(f, "\nCalibration of the synthetic heads at N={} (targets from real-model attention at 8K):\n", cal.n)?;
+            writeln!(
+                f,
+                "\nCalibration of the synthetic heads at N={} (targets from real-model attention at 8K):\n",
+                cal.n
+            )?;
             writeln!(f, "| figure | synthetic | target |")?;
             writeln!(f, "|---|---|---|")?;
             writeln!(f, "| VS(30,800) slashes with d < 256 | {:.0}% | ~30% |", cal.slashes_within_256 * 100.0)?;
             writeln!(f, "| VS(30,800) slashes with d < 1024 | {:.0}% | ~70% |", cal.slashes_within_1024 * 100.0)?;
-            writeln!(f, "| VS(30,800) kernel density | {:.0}% | ~40% (random Q/K ~100%) |", cal.vs_30_800_density * 100.0)?;
+            writeln!(
+                f,
+                "| VS(30,800) kernel density | {:.0}% | ~40% (random Q/K ~100%) |",
+                cal.vs_30_800_density * 100.0
+            )?;
             writeln!(f, "| VS(30,800) attention recall | {:.1}% | ~92% |", cal.vs_30_800_recall * 100.0)?;
         }
         Ok(())

@@ -3,8 +3,8 @@
 
 use crate::error::{CpuError, CpuResult};
 use minference_core::{
-    convert_vs_head, estimate_bs_head, estimate_vs_head, gather_last_q, AttnShape, HeadPattern, HostTensor, RowBlockIndex,
-    SparseIndex, VsSelection,
+    convert_vs_head, estimate_bs_head, estimate_vs_head, gather_last_q, AttnShape, HeadPattern, HostTensor,
+    RowBlockIndex, SparseIndex, VsSelection,
 };
 use rayon::prelude::*;
 
@@ -48,7 +48,10 @@ pub(crate) fn build_index_all(
 ) -> CpuResult<SparseIndex> {
     let expected = shape.seqs.len() * shape.heads;
     if vs.len() != expected {
-        return Err(CpuError::InvalidIndex(format!("{} VS selections for {expected} (sequence, head) pairs", vs.len())));
+        return Err(CpuError::InvalidIndex(format!(
+            "{} VS selections for {expected} (sequence, head) pairs",
+            vs.len()
+        )));
     }
     let per_head: Vec<Vec<RowBlockIndex>> = heads_of(shape)
         .into_par_iter()

@@ -46,23 +46,22 @@ pub(crate) fn scores_t(isa: Isa, k: &[f32], nk: usize, d: usize, qt: &[f32], st:
         // SAFETY: Avx512 is only detected when the CPU supports avx512f; the assert above bounds
         // every access the kernel makes.
         Isa::Avx512 => unsafe { avx512::scores_t(k, nk, d, qt, st) },
-        _ => sgemm(
-            nk,
-            d,
-            TILE,
-            1.0,
-            Mat { data: k, rs: d, cs: 1 },
-            Mat { data: qt, rs: TILE, cs: 1 },
-            0.0,
-            st,
-            TILE,
-        ),
+        _ => sgemm(nk, d, TILE, 1.0, Mat { data: k, rs: d, cs: 1 }, Mat { data: qt, rs: TILE, cs: 1 }, 0.0, st, TILE),
     }
 }
 
 /// `acc[r * d + c] = alpha[r] · acc[r * d + c] + Σ_j pt[j * 64 + r] · v[j * d + c]` for `r < rows`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn accumulate_pv(isa: Isa, pt: &[f32], nk: usize, v: &[f32], d: usize, alpha: &[f32; TILE], acc: &mut [f32], rows: usize) {
+pub(crate) fn accumulate_pv(
+    isa: Isa,
+    pt: &[f32],
+    nk: usize,
+    v: &[f32],
+    d: usize,
+    alpha: &[f32; TILE],
+    acc: &mut [f32],
+    rows: usize,
+) {
     assert!(nk <= TILE && rows <= TILE && pt.len() >= TILE * TILE && v.len() >= nk * d && acc.len() >= TILE * d);
     assert!(isa != Isa::Avx512 || d.is_multiple_of(16));
     match isa {
@@ -158,7 +157,12 @@ mod avx512 {
             let mut acc = [[_mm512_setzero_ps(); RV]; JB];
             for x in 0..d {
                 let q = qp.add(x * TILE);
-                let qv = [_mm512_loadu_ps(q), _mm512_loadu_ps(q.add(16)), _mm512_loadu_ps(q.add(32)), _mm512_loadu_ps(q.add(48))];
+                let qv = [
+                    _mm512_loadu_ps(q),
+                    _mm512_loadu_ps(q.add(16)),
+                    _mm512_loadu_ps(q.add(32)),
+                    _mm512_loadu_ps(q.add(48)),
+                ];
                 for (jj, row) in acc.iter_mut().enumerate() {
                     let kb = _mm512_set1_ps(*kp.add((j + jj) * d + x));
                     for (a, &qv) in row.iter_mut().zip(&qv) {

@@ -9,18 +9,18 @@
 
 mod attention;
 mod backend;
+pub mod backend_suite;
+pub mod bench;
 mod error;
 mod estimate;
 mod exp2;
 pub mod gemm;
 mod kernels;
 mod mainloop;
-mod sparse;
-mod staging;
-pub mod backend_suite;
-pub mod bench;
 pub mod reference;
 pub mod rng;
+mod sparse;
+mod staging;
 pub mod tiles;
 
 pub use backend::CpuBackend;

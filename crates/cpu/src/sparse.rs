@@ -33,7 +33,9 @@ impl TilePlan for SparsePlan<'_> {
     fn cost(&self, id: BlockId, span: RowSpan) -> usize {
         match self.patterns[id.h] {
             HeadPattern::Dense => span.last / TILE + 1,
-            HeadPattern::AShape { n_init, n_local } => (n_init.min(span.last + 1) + n_local.min(span.last + 1)) / TILE + 2,
+            HeadPattern::AShape { n_init, n_local } => {
+                (n_init.min(span.last + 1) + n_local.min(span.last + 1)) / TILE + 2
+            }
             _ => {
                 let slot = self.slot(id);
                 self.index.tiles(slot).len() + self.index.columns(slot).len().div_ceil(TILE)

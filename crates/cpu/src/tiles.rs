@@ -6,7 +6,7 @@
 //! * Column group: up to 64 gathered key columns (PIT-style), causal mask only as a safety net
 //!   (valid indices put every column before the block).
 
-use minference_core::{ashape_key_ranges, ashape_keep, TILE};
+use minference_core::{ashape_keep, ashape_key_ranges, TILE};
 
 /// The A-shape predicate (spec §1.2): keep key `j` for position `p` iff `p - j < n_local || j < n_init`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +151,10 @@ mod tests {
         let got: Vec<_> = it.collect();
         assert_eq!(
             got,
-            vec![KeyTile::Range { start: 0, end: 54, ashape: None }, KeyTile::Range { start: 150, end: 170, ashape: None }]
+            vec![
+                KeyTile::Range { start: 0, end: 54, ashape: None },
+                KeyTile::Range { start: 150, end: 170, ashape: None }
+            ]
         );
     }
 }

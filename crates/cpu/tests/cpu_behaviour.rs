@@ -11,11 +11,8 @@ fn empty_mask_rows_are_zero_and_flagged() {
     let shape = AttnShape::single(1, 1, 64, 130);
     let case = Case::random(shape.clone(), DType::F32, 5);
     // Row block 1 (rows 64..127): one tile at key 100 → rows 64..99 see nothing. Block 0 and 2: empty.
-    let rows = vec![
-        RowBlockIndex::default(),
-        RowBlockIndex { tiles: vec![100], columns: vec![] },
-        RowBlockIndex::default(),
-    ];
+    let rows =
+        vec![RowBlockIndex::default(), RowBlockIndex { tiles: vec![100], columns: vec![] }, RowBlockIndex::default()];
     let index = SparseIndex::from_slots(&shape, rows).expect("valid index");
     let patterns = [HeadPattern::VerticalSlash { k_v: 30, k_s: 100 }];
     let (q, k, v) = (case.q.view(), case.k.view(), case.v.view());
@@ -51,8 +48,14 @@ fn index_of_another_shape_is_rejected() {
     let other = AttnShape::single(2, 1, 64, 200);
     let case = Case::random(shape.clone(), DType::F32, 1);
     let patterns = [HeadPattern::BlockSparse { k_b: 2 }; 2];
-    let result =
-        CpuBackend::new().sparse(&shape, case.q.view(), case.k.view(), case.v.view(), &patterns, &SparseIndex::empty(&other));
+    let result = CpuBackend::new().sparse(
+        &shape,
+        case.q.view(),
+        case.k.view(),
+        case.v.view(),
+        &patterns,
+        &SparseIndex::empty(&other),
+    );
     assert!(matches!(result, Err(CpuError::InvalidIndex(_))), "{result:?}");
 }
 
@@ -111,7 +114,8 @@ fn iterated_tiles_match_core_coverage() {
                     HeadPattern::AShape { n_init, n_local } => TileIter::ashape(span, AShapeMask { n_init, n_local }),
                     _ => TileIter::index(index.tiles(slot), index.columns(slot), seq.kv_len),
                 };
-                visited += tiles.filter(|t| !matches!(t, KeyTile::Range { start, end, .. } if start == end)).count() as u64;
+                visited +=
+                    tiles.filter(|t| !matches!(t, KeyTile::Range { start, end, .. } if start == end)).count() as u64;
             }
             let cov = index_head_coverage(pattern, &index, &shape, b, h).expect("coverage");
             assert_eq!(visited, cov.tiles64 + cov.gather_groups, "sequence {b} head {h} {pattern:?}");

@@ -63,7 +63,12 @@ fn all_checks_lists_every_check() {
 }
 
 fn arb_shape() -> impl Strategy<Value = AttnShape> {
-    (1usize..=3, 1usize..=4, prop::sample::select(vec![16usize, 40, 64, 96, 128]), prop::collection::vec((1usize..200, 0usize..70), 1..4))
+    (
+        1usize..=3,
+        1usize..=4,
+        prop::sample::select(vec![16usize, 40, 64, 96, 128]),
+        prop::collection::vec((1usize..200, 0usize..70), 1..4),
+    )
         .prop_map(|(kv_heads, group, head_dim, seqs)| AttnShape {
             heads: kv_heads * group,
             kv_heads,

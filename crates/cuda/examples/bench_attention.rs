@@ -3,9 +3,7 @@
 //! bench_attention [--lengths 16k,32k,...] [--sets vs-mix,vs,bs,ashape] [--regimes structured,random]
 //!                 [--dense-max N] [--random-max N] [--reps R] [--qk-file captured.safetensors]
 
-use minference_cuda::bench::{
-    format_row, run_attention_bench, BenchConfig, PatternSet, Regime, TABLE_HEADER,
-};
+use minference_cuda::bench::{format_row, run_attention_bench, BenchConfig, PatternSet, Regime, TABLE_HEADER};
 use minference_cuda::{CudaError, Gpu};
 
 fn parse_len(s: &str) -> Option<usize> {

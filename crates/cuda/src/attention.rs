@@ -33,8 +33,7 @@ impl DenseVariant {
 /// Whether the wgmma (Hopper warpgroup MMA) kernels are used: D = 64 or 128, unless
 /// `MINFERENCE_WGMMA=0` asks for the mma.sync kernels.
 pub fn use_wgmma(head_dim: usize) -> bool {
-    (head_dim == 64 || head_dim == 128)
-        && std::env::var("MINFERENCE_WGMMA").map_or(true, |v| v != "0")
+    (head_dim == 64 || head_dim == 128) && std::env::var("MINFERENCE_WGMMA").map_or(true, |v| v != "0")
 }
 
 /// `out = attention(q, k, v)` with each head's pattern; VS/BS heads read `index`.
@@ -50,32 +49,16 @@ pub fn attention(
     index: Option<&DeviceIndex>,
     out: &mut DeviceTensor,
 ) -> Result<()> {
-    crate::layout::check_problem(
-        shape,
-        (q.dtype, q.len),
-        (k.dtype, k.len),
-        Some((v.dtype, v.len)),
-    )?;
+    crate::layout::check_problem(shape, (q.dtype, q.len), (k.dtype, k.len), Some((v.dtype, v.len)))?;
     check_patterns(shape, patterns)?;
     if out.len != shape.q_elems() {
-        return Err(CudaError::Invalid(format!(
-            "output has {} elements, shape needs {}",
-            out.len,
-            shape.q_elems()
-        )));
+        return Err(CudaError::Invalid(format!("output has {} elements, shape needs {}", out.len, shape.q_elems())));
     }
     if out.dtype != DType::F32 && out.dtype != q.dtype {
-        return Err(CudaError::Invalid(format!(
-            "output dtype {:?} must be f32 or the input dtype",
-            out.dtype
-        )));
+        return Err(CudaError::Invalid(format!("output dtype {:?} must be f32 or the input dtype", out.dtype)));
     }
-    let needs_index = patterns.iter().any(|p| {
-        matches!(
-            p,
-            HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. }
-        )
-    });
+    let needs_index =
+        patterns.iter().any(|p| matches!(p, HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. }));
     let meta = Meta::new(gpu, shape, patterns)?;
     let empty = gpu.alloc_zeros::<u32>(1)?;
     let (tile_ptr, tile_start, col_ptr, col_index) = match index {
@@ -86,16 +69,9 @@ pub fn attention(
                     ix.n_slots, meta.n_slots
                 )));
             }
-            (
-                gpu.ptr(&ix.tile_ptr),
-                gpu.ptr(&ix.tile_start),
-                gpu.ptr(&ix.col_ptr),
-                gpu.ptr(&ix.col_index),
-            )
+            (gpu.ptr(&ix.tile_ptr), gpu.ptr(&ix.tile_start), gpu.ptr(&ix.col_ptr), gpu.ptr(&ix.col_index))
         }
-        None if needs_index => {
-            return Err(CudaError::Invalid("VS/BS heads need a sparse index".into()))
-        }
+        None if needs_index => return Err(CudaError::Invalid("VS/BS heads need a sparse index".into())),
         None => {
             let e = gpu.ptr(&empty);
             (e, e, e, e)
@@ -126,26 +102,13 @@ pub fn attention(
         pad1: 0,
     };
     let (b, h) = (shape.seqs.len() as u32, shape.heads as u32);
-    let rows = |bm: usize| {
-        shape
-            .seqs
-            .iter()
-            .map(|s| s.q_len.div_ceil(bm))
-            .max()
-            .unwrap_or(0) as u32
-    };
+    let rows = |bm: usize| shape.seqs.iter().map(|s| s.q_len.div_ceil(bm)).max().unwrap_or(0) as u32;
     if q.dtype == DType::F32 {
         if out.dtype != DType::F32 {
             return Err(CudaError::Invalid("f32 inputs need an f32 output".into()));
         }
         let smem = 3 * 64 * (d + 1) * 4;
-        gpu.launch_attn(
-            &format!("attn_f32_d{d}"),
-            (rows(64), h, b),
-            64,
-            smem,
-            &params,
-        )?;
+        gpu.launch_attn(&format!("attn_f32_d{d}"), (rows(64), h, b), 64, smem, &params)?;
     } else {
         // Dense and A-shape heads in 128-row blocks; index heads need the index's 64-row blocks.
         // wgmma kernels (`_wg`) exist for D = 64 and 128; 1 KiB extra lets the kernel align its tiles.
@@ -161,9 +124,7 @@ pub fn attention(
         };
         let align = if wg { 1024 } else { 0 };
         let kv_stages = if pipe { 3 } else { 2 };
-        let has_analytic = patterns
-            .iter()
-            .any(|p| matches!(p, HeadPattern::Dense | HeadPattern::AShape { .. }));
+        let has_analytic = patterns.iter().any(|p| matches!(p, HeadPattern::Dense | HeadPattern::AShape { .. }));
         if has_analytic {
             let kinds = (1 << HEAD_DENSE) | (1 << HEAD_ASHAPE);
             let p2 = AttnParams { kinds, ..params };
@@ -178,31 +139,16 @@ pub fn attention(
                     )?;
                 }
                 DenseVariant::Rows128Warps4 => {
-                    gpu.launch_attn(
-                        &format!("{name}_m128"),
-                        (rows(128), h, b),
-                        128,
-                        6 * 64 * d * 2,
-                        &p2,
-                    )?;
+                    gpu.launch_attn(&format!("{name}_m128"), (rows(128), h, b), 128, 6 * 64 * d * 2, &p2)?;
                 }
                 DenseVariant::Rows128Warps8 => {
                     let smem = (2 + 2 * kv_stages) * 64 * d * 2 + align;
-                    gpu.launch_attn(
-                        &format!("{name}_m128w8{wg_suffix}"),
-                        (rows(128), h, b),
-                        256,
-                        smem,
-                        &p2,
-                    )?;
+                    gpu.launch_attn(&format!("{name}_m128w8{wg_suffix}"), (rows(128), h, b), 256, smem, &p2)?;
                 }
             }
         }
         if needs_index {
-            let p64 = AttnParams {
-                kinds: 1 << HEAD_INDEX,
-                ..params
-            };
+            let p64 = AttnParams { kinds: 1 << HEAD_INDEX, ..params };
             gpu.launch_attn(
                 &format!("{name}{wg_suffix}"),
                 (rows(64), h, b),

@@ -8,9 +8,7 @@ use crate::estimate::{estimate_vs, DeviceVsSelection};
 use crate::index::DeviceIndex;
 use crate::layout::{check_patterns, check_problem};
 use crate::tensor::DeviceTensor;
-use minference_core::{
-    AttentionBackend, AttnShape, DType, HeadPattern, HostTensor, SparseIndex, VsSelection,
-};
+use minference_core::{AttentionBackend, AttnShape, DType, HeadPattern, HostTensor, SparseIndex, VsSelection};
 
 pub struct CudaBackend {
     gpu: Gpu,
@@ -23,9 +21,7 @@ impl CudaBackend {
     }
 
     pub fn on_device(ordinal: usize) -> Result<CudaBackend> {
-        Ok(CudaBackend {
-            gpu: Gpu::open(ordinal)?,
-        })
+        Ok(CudaBackend { gpu: Gpu::open(ordinal)? })
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -39,19 +35,12 @@ impl CudaBackend {
         k: HostTensor,
         v: Option<HostTensor>,
     ) -> Result<Vec<DeviceTensor>> {
-        check_problem(
-            shape,
-            (q.dtype(), q.len()),
-            (k.dtype(), k.len()),
-            v.map(|v| (v.dtype(), v.len())),
-        )?;
+        check_problem(shape, (q.dtype(), q.len()), (k.dtype(), k.len()), v.map(|v| (v.dtype(), v.len())))?;
         let mut out = Vec::new();
         for (name, t) in [("Q", Some(q)), ("K", Some(k)), ("V", v)] {
             let Some(t) = t else { continue };
             if let Some(i) = (0..t.len()).find(|&i| !t.get(i).is_finite()) {
-                return Err(CudaError::Invalid(format!(
-                    "{name} has a non-finite value at element {i}"
-                )));
+                return Err(CudaError::Invalid(format!("{name} has a non-finite value at element {i}")));
             }
             out.push(DeviceTensor::upload(&self.gpu, t)?);
         }
@@ -69,20 +58,9 @@ impl CudaBackend {
     ) -> Result<Vec<f32>> {
         check_patterns(shape, patterns)?;
         let t = self.inputs(shape, q, k, Some(v))?;
-        let index = index
-            .map(|ix| DeviceIndex::upload(&self.gpu, shape, ix))
-            .transpose()?;
+        let index = index.map(|ix| DeviceIndex::upload(&self.gpu, shape, ix)).transpose()?;
         let mut out = DeviceTensor::alloc(&self.gpu, DType::F32, shape.q_elems())?;
-        attention(
-            &self.gpu,
-            shape,
-            &t[0],
-            &t[1],
-            &t[2],
-            patterns,
-            index.as_ref(),
-            &mut out,
-        )?;
+        attention(&self.gpu, shape, &t[0], &t[1], &t[2], patterns, index.as_ref(), &mut out)?;
         out.download_f32(&self.gpu)
     }
 }
@@ -94,13 +72,7 @@ impl AttentionBackend for CudaBackend {
         self.gpu.name().to_string()
     }
 
-    fn dense(
-        &self,
-        shape: &AttnShape,
-        q: HostTensor,
-        k: HostTensor,
-        v: HostTensor,
-    ) -> Result<Vec<f32>> {
+    fn dense(&self, shape: &AttnShape, q: HostTensor, k: HostTensor, v: HostTensor) -> Result<Vec<f32>> {
         self.run_attention(shape, q, k, v, &vec![HeadPattern::Dense; shape.heads], None)
     }
 

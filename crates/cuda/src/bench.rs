@@ -37,43 +37,21 @@ impl PatternSet {
     pub fn patterns(&self, heads: usize) -> Vec<HeadPattern> {
         match self {
             PatternSet::LlamaMix => llama_mix(heads),
-            PatternSet::VsOnly => vec![
-                HeadPattern::VerticalSlash {
-                    k_v: 1000,
-                    k_s: 6096
-                };
-                heads
-            ],
+            PatternSet::VsOnly => vec![HeadPattern::VerticalSlash { k_v: 1000, k_s: 6096 }; heads],
             PatternSet::BsTop100 => vec![HeadPattern::BlockSparse { k_b: 100 }; heads],
-            PatternSet::AShape => vec![
-                HeadPattern::AShape {
-                    n_init: 1024,
-                    n_local: 4096
-                };
-                heads
-            ],
+            PatternSet::AShape => vec![HeadPattern::AShape { n_init: 1024, n_local: 4096 }; heads],
         }
     }
 }
 
 /// Per-head budgets in the proportions of the Llama-3-8B-262K config, spread over the heads.
 pub fn llama_mix(heads: usize) -> Vec<HeadPattern> {
-    let mix = [
-        ((1000, 6096), 0.46),
-        ((30, 800), 0.27),
-        ((100, 800), 0.15),
-        ((3500, 100), 0.09),
-        ((500, 700), 0.03),
-    ];
+    let mix = [((1000, 6096), 0.46), ((30, 800), 0.27), ((100, 800), 0.15), ((3500, 100), 0.09), ((500, 700), 0.03)];
     let mut out = Vec::with_capacity(heads);
     let mut acc = 0.0;
     for (i, &((k_v, k_s), frac)) in mix.iter().enumerate() {
         acc += frac;
-        let upto = if i + 1 == mix.len() {
-            heads
-        } else {
-            ((acc * heads as f64).round() as usize).min(heads)
-        };
+        let upto = if i + 1 == mix.len() { heads } else { ((acc * heads as f64).round() as usize).min(heads) };
         while out.len() < upto {
             out.push(HeadPattern::VerticalSlash { k_v, k_s });
         }
@@ -133,12 +111,7 @@ impl Default for BenchConfig {
             heads: 32,
             kv_heads: 8,
             head_dim: 128,
-            sets: vec![
-                PatternSet::LlamaMix,
-                PatternSet::VsOnly,
-                PatternSet::BsTop100,
-                PatternSet::AShape,
-            ],
+            sets: vec![PatternSet::LlamaMix, PatternSet::VsOnly, PatternSet::BsTop100, PatternSet::AShape],
             regimes: vec![Regime::Structured, Regime::Random],
             dense_max: 262_144,
             random_max: 131_072,
@@ -182,13 +155,7 @@ fn fill_normal(gpu: &Gpu, t: &mut DeviceTensor, seed: u64) -> Result<()> {
         (1024, 1, 1),
         256,
         0,
-        &[
-            Arg::P(p),
-            Arg::P(t.len as u64),
-            Arg::P(seed),
-            Arg::F(1.0),
-            Arg::I(code),
-        ],
+        &[Arg::P(p), Arg::P(t.len as u64), Arg::P(seed), Arg::F(1.0), Arg::I(code)],
     )
 }
 
@@ -202,44 +169,26 @@ fn inputs(gpu: &Gpu, shape: &AttnShape, regime: Regime, seed: u64) -> Result<[De
             fill_normal(gpu, &mut q, seed ^ 0x71)?;
             fill_normal(gpu, &mut k, seed ^ 0x6b)?;
         }
-        Regime::File => {
-            return Err(crate::CudaError::Invalid(
-                "file inputs come from load_file_inputs".into(),
-            ))
-        }
+        Regime::File => return Err(crate::CudaError::Invalid("file inputs come from load_file_inputs".into())),
         Regime::Structured => {
             let group = shape.heads / shape.kv_heads;
-            let one = AttnShape {
-                heads: group,
-                kv_heads: 1,
-                ..shape.clone()
-            };
+            let one = AttnShape { heads: group, kv_heads: 1, ..shape.clone() };
             let (qf, kf, _) = generate_qkv(&one, &SynthConfig::structured(), seed);
-            let (qh, kh) = (
-                OwnedTensor::from_f32(&qf, DType::Bf16),
-                OwnedTensor::from_f32(&kf, DType::Bf16),
-            );
+            let (qh, kh) = (OwnedTensor::from_f32(&qf, DType::Bf16), OwnedTensor::from_f32(&kf, DType::Bf16));
             drop((qf, kf));
-            let (qg, kg) = (
-                DeviceTensor::upload(gpu, qh.view())?,
-                DeviceTensor::upload(gpu, kh.view())?,
-            );
+            let (qg, kg) = (DeviceTensor::upload(gpu, qh.view())?, DeviceTensor::upload(gpu, kh.view())?);
             for g in 0..shape.kv_heads {
                 let qb = qg.len * 2;
                 let kb = kg.len * 2;
                 let mut qdst = q.buf.slice_mut(g * qb..(g + 1) * qb);
-                gpu.stream().memcpy_dtod(&qg.buf, &mut qdst).map_err(|e| {
-                    crate::CudaError::Driver {
-                        context: "replicating Q".into(),
-                        message: format!("{e:?}"),
-                    }
+                gpu.stream().memcpy_dtod(&qg.buf, &mut qdst).map_err(|e| crate::CudaError::Driver {
+                    context: "replicating Q".into(),
+                    message: format!("{e:?}"),
                 })?;
                 let mut kdst = k.buf.slice_mut(g * kb..(g + 1) * kb);
-                gpu.stream().memcpy_dtod(&kg.buf, &mut kdst).map_err(|e| {
-                    crate::CudaError::Driver {
-                        context: "replicating K".into(),
-                        message: format!("{e:?}"),
-                    }
+                gpu.stream().memcpy_dtod(&kg.buf, &mut kdst).map_err(|e| crate::CudaError::Driver {
+                    context: "replicating K".into(),
+                    message: format!("{e:?}"),
                 })?;
             }
         }
@@ -259,10 +208,7 @@ fn tile_counts(
     let last = |m: usize| (m * 64 + 63).min(q_len - 1) + off;
     let dense_per_head: f64 = (0..r).map(|m| (last(m) / 64 + 1) as f64).sum();
     let (tile_ptr, col_ptr) = match index {
-        Some(ix) => (
-            gpu.download(&ix.tile_ptr, ix.n_slots + 1)?,
-            gpu.download(&ix.col_ptr, ix.n_slots + 1)?,
-        ),
+        Some(ix) => (gpu.download(&ix.tile_ptr, ix.n_slots + 1)?, gpu.download(&ix.col_ptr, ix.n_slots + 1)?),
         None => (Vec::new(), Vec::new()),
     };
     let mut computed = 0.0;
@@ -298,30 +244,15 @@ fn median(mut xs: Vec<LayerTimings>) -> LayerTimings {
 }
 
 /// Runs the benchmark; `progress` receives each row as it is measured.
-pub fn run_attention_bench(
-    gpu: &Gpu,
-    cfg: &BenchConfig,
-    mut progress: impl FnMut(&BenchRow),
-) -> Result<BenchReport> {
+pub fn run_attention_bench(gpu: &Gpu, cfg: &BenchConfig, mut progress: impl FnMut(&BenchRow)) -> Result<BenchReport> {
     let mut rows = Vec::new();
     if let Some(path) = &cfg.qk_file {
         let (shape, [q, k, v]) = load_file_inputs(gpu, path, cfg)?;
-        measure(
-            gpu,
-            cfg,
-            &shape,
-            [&q, &k, &v],
-            Regime::File,
-            true,
-            &mut |r| {
-                progress(&r);
-                rows.push(r)
-            },
-        )?;
-        return Ok(BenchReport {
-            card: gpu.name().to_string(),
-            rows,
-        });
+        measure(gpu, cfg, &shape, [&q, &k, &v], Regime::File, true, &mut |r| {
+            progress(&r);
+            rows.push(r)
+        })?;
+        return Ok(BenchReport { card: gpu.name().to_string(), rows });
     }
     for &n in &cfg.lengths {
         let shape = AttnShape::single(cfg.heads, cfg.kv_heads, cfg.head_dim, n);
@@ -331,24 +262,13 @@ pub fn run_attention_bench(
             }
             let [q, k, v] = inputs(gpu, &shape, regime, cfg.seed ^ n as u64)?;
             let with_dense = n <= cfg.dense_max && regime == cfg.regimes[0];
-            measure(
-                gpu,
-                cfg,
-                &shape,
-                [&q, &k, &v],
-                regime,
-                with_dense,
-                &mut |r| {
-                    progress(&r);
-                    rows.push(r)
-                },
-            )?;
+            measure(gpu, cfg, &shape, [&q, &k, &v], regime, with_dense, &mut |r| {
+                progress(&r);
+                rows.push(r)
+            })?;
         }
     }
-    Ok(BenchReport {
-        card: gpu.name().to_string(),
-        rows,
-    })
+    Ok(BenchReport { card: gpu.name().to_string(), rows })
 }
 
 /// Times our dense kernel (optionally) and every pattern set on one input.
@@ -376,10 +296,7 @@ fn measure(
             gpu.sync()?;
             let ms = e0.elapsed_ms(&e1).unwrap_or(f32::NAN);
             if rep > 0 || cfg.reps == 0 {
-                times.push(LayerTimings {
-                    attention_ms: ms,
-                    ..Default::default()
-                });
+                times.push(LayerTimings { attention_ms: ms, ..Default::default() });
             }
         }
         let t = median(times);
@@ -406,8 +323,7 @@ fn measure(
             last_index = index;
         }
         let t = median(times);
-        let (computed, dense_tiles) =
-            tile_counts(gpu, shape.seqs[0], &patterns, last_index.as_ref())?;
+        let (computed, dense_tiles) = tile_counts(gpu, shape.seqs[0], &patterns, last_index.as_ref())?;
         drop(last_index);
         emit(BenchRow {
             n,
@@ -423,11 +339,7 @@ fn measure(
 }
 
 /// Reads Q/K/V from a safetensors file (see [`BenchConfig::qk_file`]) into bf16 device tensors.
-fn load_file_inputs(
-    gpu: &Gpu,
-    path: &std::path::Path,
-    cfg: &BenchConfig,
-) -> Result<(AttnShape, [DeviceTensor; 3])> {
+fn load_file_inputs(gpu: &Gpu, path: &std::path::Path, cfg: &BenchConfig) -> Result<(AttnShape, [DeviceTensor; 3])> {
     let bad = |m: String| crate::CudaError::Invalid(format!("{}: {m}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
@@ -438,23 +350,16 @@ fn load_file_inputs(
         };
         let data = t.data();
         let vals: Vec<f32> = match t.dtype() {
-            safetensors::Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            safetensors::Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-                .collect(),
-            safetensors::Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-                .collect(),
-            other => {
-                return Err(bad(format!(
-                    "tensor `{name}` has dtype {other:?}; expected f32, bf16 or f16"
-                )))
+            safetensors::Dtype::F32 => {
+                data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
             }
+            safetensors::Dtype::BF16 => {
+                data.chunks_exact(2).map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect()
+            }
+            safetensors::Dtype::F16 => {
+                data.chunks_exact(2).map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect()
+            }
+            other => return Err(bad(format!("tensor `{name}` has dtype {other:?}; expected f32, bf16 or f16"))),
         };
         Ok(Some((t.shape().to_vec(), vals)))
     };
@@ -470,31 +375,19 @@ fn load_file_inputs(
     let (kv_heads, kv_len, k_rep) = match ks[..] {
         [n, dk] if dk == d => (cfg.kv_heads.min(heads), n, cfg.kv_heads.min(heads)),
         [h, n, dk] if dk == d => (h, n, 1),
-        _ => {
-            return Err(bad(format!(
-                "`k` must be [N_kv, {d}] or [H_kv, N_kv, {d}], got {ks:?}"
-            )))
-        }
+        _ => return Err(bad(format!("`k` must be [N_kv, {d}] or [H_kv, N_kv, {d}], got {ks:?}"))),
     };
-    let shape = AttnShape {
-        heads,
-        kv_heads,
-        head_dim: d,
-        seqs: vec![minference_core::SeqLen { q_len, kv_len }],
-    };
+    let shape = AttnShape { heads, kv_heads, head_dim: d, seqs: vec![minference_core::SeqLen { q_len, kv_len }] };
     shape.validate()?;
-    let repeat = |x: &[f32], times: usize| -> Vec<f32> {
-        x.iter().copied().cycle().take(x.len() * times).collect()
-    };
+    let repeat = |x: &[f32], times: usize| -> Vec<f32> { x.iter().copied().cycle().take(x.len() * times).collect() };
     let q = OwnedTensor::from_f32(&repeat(&qv, q_rep), DType::Bf16);
     let k = OwnedTensor::from_f32(&repeat(&kv, k_rep), DType::Bf16);
     let qd = DeviceTensor::upload(gpu, q.view())?;
     let kd = DeviceTensor::upload(gpu, k.view())?;
     let vd = match v {
-        Some((vs, vv)) if vs == ks => DeviceTensor::upload(
-            gpu,
-            OwnedTensor::from_f32(&repeat(&vv, k_rep), DType::Bf16).view(),
-        )?,
+        Some((vs, vv)) if vs == ks => {
+            DeviceTensor::upload(gpu, OwnedTensor::from_f32(&repeat(&vv, k_rep), DType::Bf16).view())?
+        }
         Some((vs, _)) => return Err(bad(format!("`v` shape {vs:?} differs from `k` {ks:?}"))),
         None => {
             let mut t = DeviceTensor::alloc(gpu, DType::Bf16, shape.kv_elems())?;

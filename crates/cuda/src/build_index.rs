@@ -20,13 +20,7 @@ struct BsItems {
 
 fn bs_items(shape: &AttnShape, patterns: &[HeadPattern]) -> Result<BsItems> {
     let d = shape.head_dim;
-    let mut it = BsItems {
-        packed: Vec::new(),
-        mean_off: Vec::new(),
-        n: 0,
-        rows: 0,
-        means: 0,
-    };
+    let mut it = BsItems { packed: Vec::new(), mean_off: Vec::new(), n: 0, rows: 0, means: 0 };
     for (b, seq) in shape.seqs.iter().enumerate() {
         for (h, p) in patterns.iter().enumerate() {
             let HeadPattern::BlockSparse { k_b } = *p else {
@@ -43,9 +37,7 @@ fn bs_items(shape: &AttnShape, patterns: &[HeadPattern]) -> Result<BsItems> {
         }
     }
     if it.rows > i32::MAX as usize {
-        return Err(CudaError::Invalid(
-            "too many block-sparse row blocks".into(),
-        ));
+        return Err(CudaError::Invalid("too many block-sparse row blocks".into()));
     }
     Ok(it)
 }
@@ -103,13 +95,7 @@ pub fn build_index(
     let bs = bs_items(shape, patterns)?;
     let kcap = patterns
         .iter()
-        .filter_map(|p| {
-            if let HeadPattern::BlockSparse { k_b } = p {
-                Some(*k_b)
-            } else {
-                None
-            }
-        })
+        .filter_map(|p| if let HeadPattern::BlockSparse { k_b } = p { Some(*k_b) } else { None })
         .max()
         .unwrap_or(0)
         .min(max_kv(shape).div_ceil(64))
@@ -150,18 +136,13 @@ pub fn build_index(
                 gpu.smem_limit()
             )));
         }
-        let rows_chunk =
-            ((1usize << 30) / (4 * rk_max * bs.n)).clamp(64, r_max.div_ceil(64) * 64) / 64 * 64;
+        let rows_chunk = ((1usize << 30) / (4 * rk_max * bs.n)).clamp(64, r_max.div_ceil(64) * 64) / 64 * 64;
         let scores = gpu.alloc::<f32>(bs.n * rows_chunk * rk_max)?;
         let mut m0 = 0;
         while m0 < r_max {
             gpu.launch(
                 "bs_scores",
-                (
-                    rk_max.div_ceil(64) as u32,
-                    (rows_chunk / 64) as u32,
-                    bs.n as u32,
-                ),
+                (rk_max.div_ceil(64) as u32, (rows_chunk / 64) as u32, bs.n as u32),
                 256,
                 0,
                 &[
@@ -237,25 +218,14 @@ pub fn build_index(
     let col_index = gpu.alloc::<i32>(n_cols)?;
     convert(1, gpu.ptr(&tile_start), gpu.ptr(&col_index))?;
     assemble(1, gpu.ptr(&tile_start))?;
-    Ok(DeviceIndex {
-        tile_ptr,
-        tile_start,
-        col_ptr,
-        col_index,
-        n_slots,
-        n_tiles,
-        n_cols,
-    })
+    Ok(DeviceIndex { tile_ptr, tile_start, col_ptr, col_index, n_slots, n_tiles, n_cols })
 }
 
 fn download_at(gpu: &Gpu, s: &cudarc::driver::CudaSlice<u32>, i: usize) -> Result<u32> {
     let mut out = [0u32; 1];
     gpu.stream()
         .memcpy_dtoh(&s.slice(i..i + 1), &mut out)
-        .map_err(|e| CudaError::Driver {
-            context: "reading the index size".into(),
-            message: format!("{e:?}"),
-        })?;
+        .map_err(|e| CudaError::Driver { context: "reading the index size".into(), message: format!("{e:?}") })?;
     gpu.sync()?;
     Ok(out[0])
 }

@@ -5,8 +5,8 @@ use crate::error::{CudaError, DriverContext, Result};
 use crate::kernels;
 use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags, CUfunction_attribute};
 use cudarc::driver::{
-    CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr,
-    LaunchConfig, PushKernelArg, ValidAsZeroBits,
+    CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
+    PushKernelArg, ValidAsZeroBits,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,10 +70,7 @@ const ENTRIES: &[(&str, &[&str])] = &[
             "attn_f16_d128_m128w8_wgp",
         ],
     ),
-    (
-        "attention_f32",
-        &["attn_f32_d64", "attn_f32_d96", "attn_f32_d128"],
-    ),
+    ("attention_f32", &["attn_f32_d64", "attn_f32_d96", "attn_f32_d128"]),
     (
         "estimate",
         &[
@@ -126,22 +123,17 @@ impl Gpu {
     pub fn open(ordinal: usize) -> Result<Gpu> {
         // SAFETY: only checks whether libcuda can be opened.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
-            return Err(CudaError::NoGpu(
-                "the CUDA driver library (libcuda.so) is not installed".into(),
-            ));
+            return Err(CudaError::NoGpu("the CUDA driver library (libcuda.so) is not installed".into()));
         }
         let init = std::panic::catch_unwind(cudarc::driver::result::init)
             .map_err(|_| CudaError::NoGpu("the CUDA driver library could not be loaded".into()))?;
         init.map_err(|e| CudaError::NoGpu(format!("cuInit failed: {e:?}")))?;
-        let count = CudaContext::device_count()
-            .map_err(|e| CudaError::NoGpu(format!("cuDeviceGetCount: {e:?}")))?;
+        let count = CudaContext::device_count().map_err(|e| CudaError::NoGpu(format!("cuDeviceGetCount: {e:?}")))?;
         if count <= 0 {
             return Err(CudaError::NoGpu("the driver reports no CUDA device".into()));
         }
         if ordinal >= count as usize {
-            return Err(CudaError::NoGpu(format!(
-                "GPU {ordinal} requested but only {count} present"
-            )));
+            return Err(CudaError::NoGpu(format!("GPU {ordinal} requested but only {count} present")));
         }
         let ctx = std::panic::catch_unwind(|| CudaContext::new(ordinal))
             .map_err(|_| CudaError::NoGpu("creating a CUDA context panicked".into()))?
@@ -164,28 +156,18 @@ impl Gpu {
         for (unit, names) in ENTRIES {
             let module = kernels::load_unit(&ctx, unit)?;
             for &n in names.iter() {
-                let f = module.load_function(n).map_err(|e| {
-                    CudaError::KernelLoad(format!("kernel `{n}` missing from `{unit}`: {e:?}"))
-                })?;
+                let f = module
+                    .load_function(n)
+                    .map_err(|e| CudaError::KernelLoad(format!("kernel `{n}` missing from `{unit}`: {e:?}")))?;
                 let static_smem = f.shared_size_bytes().unwrap_or(0).max(0) as usize;
                 let dynamic = smem_optin.saturating_sub(static_smem) as i32;
-                f.set_attribute(
-                    CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    dynamic,
-                )
-                .ctx(&format!("raising the shared memory limit of {n}"))?;
+                f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamic)
+                    .ctx(&format!("raising the shared memory limit of {n}"))?;
                 funcs.insert(n.to_string(), f);
             }
             modules.push(module);
         }
-        Ok(Gpu {
-            ctx,
-            stream,
-            _modules: modules,
-            funcs,
-            name,
-            smem_optin,
-        })
+        Ok(Gpu { ctx, stream, _modules: modules, funcs, name, smem_optin })
     }
 
     pub fn name(&self) -> &str {
@@ -223,40 +205,25 @@ impl Gpu {
     fn oom_or(&self, e: cudarc::driver::DriverError, bytes: usize) -> CudaError {
         if e.0 == cudarc::driver::sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY {
             let (free, total) = self.mem_info().unwrap_or((0, 0));
-            CudaError::OutOfMemory {
-                asked: bytes,
-                free,
-                total,
-            }
+            CudaError::OutOfMemory { asked: bytes, free, total }
         } else {
-            CudaError::Driver {
-                context: format!("allocating {bytes} bytes"),
-                message: format!("{e:?}"),
-            }
+            CudaError::Driver { context: format!("allocating {bytes} bytes"), message: format!("{e:?}") }
         }
     }
 
     pub fn upload<T: DeviceRepr>(&self, data: &[T]) -> Result<CudaSlice<T>> {
         let mut s = self.alloc::<T>(data.len())?;
         if !data.is_empty() {
-            self.stream
-                .memcpy_htod(data, &mut s)
-                .ctx("host-to-device copy")?;
+            self.stream.memcpy_htod(data, &mut s).ctx("host-to-device copy")?;
         }
         Ok(s)
     }
 
     /// Copies the first `n` elements back (synchronises the stream).
-    pub fn download<T: DeviceRepr + Default + Clone>(
-        &self,
-        s: &CudaSlice<T>,
-        n: usize,
-    ) -> Result<Vec<T>> {
+    pub fn download<T: DeviceRepr + Default + Clone>(&self, s: &CudaSlice<T>, n: usize) -> Result<Vec<T>> {
         let mut out = vec![T::default(); n];
         if n > 0 {
-            self.stream
-                .memcpy_dtoh(&s.slice(0..n), &mut out)
-                .ctx("device-to-host copy")?;
+            self.stream.memcpy_dtoh(&s.slice(0..n), &mut out).ctx("device-to-host copy")?;
         }
         self.sync()?;
         Ok(out)
@@ -268,9 +235,7 @@ impl Gpu {
 
     /// A timing event (CU_EVENT_DEFAULT: the default flags disable timing).
     pub fn event(&self) -> Result<CudaEvent> {
-        self.ctx
-            .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-            .ctx("creating an event")
+        self.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).ctx("creating an event")
     }
 
     pub fn record(&self, e: &CudaEvent) -> Result<()> {
@@ -283,9 +248,7 @@ impl Gpu {
     }
 
     pub(crate) fn func(&self, name: &str) -> Result<&CudaFunction> {
-        self.funcs
-            .get(name)
-            .ok_or_else(|| CudaError::KernelLoad(format!("kernel `{name}` not loaded")))
+        self.funcs.get(name).ok_or_else(|| CudaError::KernelLoad(format!("kernel `{name}` not loaded")))
     }
 
     pub(crate) fn launch(
@@ -314,11 +277,7 @@ impl Gpu {
                 Arg::F(x) => b.arg(x),
             };
         }
-        let cfg = LaunchConfig {
-            grid_dim: grid,
-            block_dim: (block, 1, 1),
-            shared_mem_bytes: smem as u32,
-        };
+        let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem as u32 };
         // SAFETY: argument lists match the kernels' signatures in kernels/*.cu.
         unsafe { b.launch(cfg) }.ctx(name)?;
         Ok(())
@@ -338,11 +297,7 @@ impl Gpu {
         let f = self.func(name)?;
         let mut b = self.stream.launch_builder(f);
         b.arg(p);
-        let cfg = LaunchConfig {
-            grid_dim: grid,
-            block_dim: (block, 1, 1),
-            shared_mem_bytes: smem as u32,
-        };
+        let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem as u32 };
         // SAFETY: AttnParams mirrors the kernel's parameter struct.
         unsafe { b.launch(cfg) }.ctx(name)?;
         Ok(())

@@ -12,11 +12,7 @@ pub enum CudaError {
     #[error("unsupported dtype {0:?}: supported input dtypes are bf16 and f16 (f32 runs on a slow exact path)")]
     UnsupportedDType(DType),
     #[error("out of GPU memory: asked for {asked} bytes, {free} bytes free of {total}")]
-    OutOfMemory {
-        asked: usize,
-        free: usize,
-        total: usize,
-    },
+    OutOfMemory { asked: usize, free: usize, total: usize },
     #[error("no GPU kernels: {0}")]
     KernelLoad(String),
     #[error("CUDA driver error in {context}: {message}")]
@@ -36,9 +32,6 @@ pub(crate) trait DriverContext<T> {
 
 impl<T> DriverContext<T> for std::result::Result<T, cudarc::driver::DriverError> {
     fn ctx(self, what: &str) -> Result<T> {
-        self.map_err(|e| CudaError::Driver {
-            context: what.to_string(),
-            message: format!("{e:?}"),
-        })
+        self.map_err(|e| CudaError::Driver { context: what.to_string(), message: format!("{e:?}") })
     }
 }

@@ -46,16 +46,7 @@ fn items_for(
             let Some((k_v, k_s)) = budgets(b, h) else {
                 continue;
             };
-            items.push(VsItem {
-                b,
-                h,
-                score_off: score,
-                diag_off: diag,
-                k_v,
-                k_s,
-                sel_v_off: sv,
-                sel_s_off: ss,
-            });
+            items.push(VsItem { b, h, score_off: score, diag_off: diag, k_v, k_s, sel_v_off: sv, sel_s_off: ss });
             score += seq.kv_len;
             diag += seq.kv_len.div_ceil(64) * 127;
             sv += k_v;
@@ -68,20 +59,8 @@ fn items_for(
 fn pack_items(items: &[VsItem]) -> Result<Vec<i32>> {
     let mut out = Vec::with_capacity(items.len() * 8);
     for it in items {
-        for x in [
-            it.b,
-            it.h,
-            it.score_off,
-            it.diag_off,
-            it.k_v,
-            it.k_s,
-            it.sel_v_off,
-            it.sel_s_off,
-        ] {
-            out.push(
-                i32::try_from(x)
-                    .map_err(|_| CudaError::Invalid("VS buffers exceed int32 offsets".into()))?,
-            );
+        for x in [it.b, it.h, it.score_off, it.diag_off, it.k_v, it.k_s, it.sel_v_off, it.sel_s_off] {
+            out.push(i32::try_from(x).map_err(|_| CudaError::Invalid("VS buffers exceed int32 offsets".into()))?);
         }
     }
     Ok(out)
@@ -98,9 +77,7 @@ pub fn estimate_vs(
     check_problem(shape, (q.dtype, q.len), (k.dtype, k.len), None)?;
     check_patterns(shape, patterns)?;
     let items = items_for(shape, patterns, |b, h| match patterns[h] {
-        HeadPattern::VerticalSlash { k_v, k_s } => {
-            Some(clamp_vs_budget(k_v, k_s, shape.seqs[b].kv_len))
-        }
+        HeadPattern::VerticalSlash { k_v, k_s } => Some(clamp_vs_budget(k_v, k_s, shape.seqs[b].kv_len)),
         _ => None,
     });
     let n = items.len();
@@ -110,12 +87,7 @@ pub fn estimate_vs(
     let sel_v = gpu.alloc::<i32>(total_v)?;
     let sel_s = gpu.alloc::<i32>(total_s)?;
     if n == 0 {
-        return Ok(DeviceVsSelection {
-            items,
-            items_dev,
-            sel_v,
-            sel_s,
-        });
+        return Ok(DeviceVsSelection { items, items_dev, sel_v, sel_s });
     }
     let meta = Meta::new(gpu, shape, patterns)?;
     let d = shape.head_dim;
@@ -125,17 +97,10 @@ pub fn estimate_vs(
     let chunk_tiles = (tiles_max * n).div_ceil(2048).max(1);
     let n_chunks = tiles_max.div_ceil(chunk_tiles);
     let suffix = format!("{}_d{d}", dtype_suffix(q.dtype));
-    let tile_smem = if q.dtype == minference_core::DType::F32 {
-        2 * 64 * (d + 1) * 4
-    } else {
-        2 * 64 * d * 2
-    };
+    let tile_smem = if q.dtype == minference_core::DType::F32 { 2 * 64 * (d + 1) * 4 } else { 2 * 64 * d * 2 };
     let smem = tile_smem + 64 * 65 * 4;
     let total_score: usize = items.iter().map(|i| shape.seqs[i.b].kv_len).sum();
-    let total_diag: usize = items
-        .iter()
-        .map(|i| shape.seqs[i.b].kv_len.div_ceil(64) * 127)
-        .sum();
+    let total_diag: usize = items.iter().map(|i| shape.seqs[i.b].kv_len.div_ceil(64) * 127).sum();
     let stats = gpu.alloc::<f32>(2 * n * n_chunks * 64)?;
     let rowfin = gpu.alloc::<f32>(2 * n * 64)?;
     let vscore = gpu.alloc::<f32>(total_score)?;
@@ -154,53 +119,24 @@ pub fn estimate_vs(
         Arg::F(scale_log2),
     ];
     let mut a = common.to_vec();
-    a.extend([
-        Arg::I(chunk_tiles as i32),
-        Arg::I(n_chunks as i32),
-        Arg::P(gpu.ptr(&stats)),
-    ]);
-    gpu.launch(
-        &format!("vs_rowstats_{suffix}"),
-        (n_chunks as u32, n as u32, 1),
-        128,
-        smem,
-        &a,
-    )?;
+    a.extend([Arg::I(chunk_tiles as i32), Arg::I(n_chunks as i32), Arg::P(gpu.ptr(&stats))]);
+    gpu.launch(&format!("vs_rowstats_{suffix}"), (n_chunks as u32, n as u32, 1), 128, smem, &a)?;
     gpu.launch(
         "vs_combine",
         (n as u32, 1, 1),
         64,
         0,
-        &[
-            Arg::P(gpu.ptr(&stats)),
-            Arg::I(n_chunks as i32),
-            Arg::P(gpu.ptr(&rowfin)),
-        ],
+        &[Arg::P(gpu.ptr(&stats)), Arg::I(n_chunks as i32), Arg::P(gpu.ptr(&rowfin))],
     )?;
     let mut a = common.to_vec();
-    a.extend([
-        Arg::P(gpu.ptr(&rowfin)),
-        Arg::P(gpu.ptr(&vscore)),
-        Arg::P(gpu.ptr(&diag)),
-    ]);
-    gpu.launch(
-        &format!("vs_scores_{suffix}"),
-        (tiles_max as u32, n as u32, 1),
-        128,
-        smem,
-        &a,
-    )?;
+    a.extend([Arg::P(gpu.ptr(&rowfin)), Arg::P(gpu.ptr(&vscore)), Arg::P(gpu.ptr(&diag))]);
+    gpu.launch(&format!("vs_scores_{suffix}"), (tiles_max as u32, n as u32, 1), 128, smem, &a)?;
     gpu.launch(
         "vs_slash_reduce",
         (kv_max.div_ceil(256) as u32, n as u32, 1),
         256,
         0,
-        &[
-            Arg::P(gpu.ptr(&meta.seqs)),
-            Arg::P(gpu.ptr(&items_dev)),
-            Arg::P(gpu.ptr(&diag)),
-            Arg::P(gpu.ptr(&sscore)),
-        ],
+        &[Arg::P(gpu.ptr(&meta.seqs)), Arg::P(gpu.ptr(&items_dev)), Arg::P(gpu.ptr(&diag)), Arg::P(gpu.ptr(&sscore))],
     )?;
     gpu.launch(
         "vs_topk",
@@ -216,12 +152,7 @@ pub fn estimate_vs(
             Arg::P(gpu.ptr(&sel_s)),
         ],
     )?;
-    Ok(DeviceVsSelection {
-        items,
-        items_dev,
-        sel_v,
-        sel_s,
-    })
+    Ok(DeviceVsSelection { items, items_dev, sel_v, sel_s })
 }
 
 impl DeviceVsSelection {
@@ -234,14 +165,8 @@ impl DeviceVsSelection {
         let s = gpu.download(&self.sel_s, total_s)?;
         for it in &self.items {
             let sel = &mut out[it.b * shape.heads + it.h];
-            sel.verticals = v[it.sel_v_off..it.sel_v_off + it.k_v]
-                .iter()
-                .map(|&x| x as u32)
-                .collect();
-            sel.slashes = s[it.sel_s_off..it.sel_s_off + it.k_s]
-                .iter()
-                .map(|&x| x as u32)
-                .collect();
+            sel.verticals = v[it.sel_v_off..it.sel_v_off + it.k_v].iter().map(|&x| x as u32).collect();
+            sel.slashes = s[it.sel_s_off..it.sel_s_off + it.k_s].iter().map(|&x| x as u32).collect();
         }
         Ok(out)
     }
@@ -267,9 +192,8 @@ impl DeviceVsSelection {
                 if !matches!(patterns[h], HeadPattern::VerticalSlash { .. }) {
                     continue;
                 }
-                validate_selection(&vs[b * shape.heads + h], seq.kv_len).map_err(|m| {
-                    CudaError::Invalid(format!("VS selection of sequence {b}, head {h}: {m}"))
-                })?;
+                validate_selection(&vs[b * shape.heads + h], seq.kv_len)
+                    .map_err(|m| CudaError::Invalid(format!("VS selection of sequence {b}, head {h}: {m}")))?;
             }
         }
         let items = items_for(shape, patterns, |b, h| {

@@ -59,14 +59,11 @@ fn validate(shape: &AttnShape, index: &SparseIndex) -> Result<()> {
     if index.tile_ptr.len() != slots + 1 || index.col_ptr.len() != slots + 1 {
         return bad(format!("tile_ptr/col_ptr must have {} entries", slots + 1));
     }
-    for (name, ptr, len) in [
-        ("tile_ptr", &index.tile_ptr, index.tile_start.len()),
-        ("col_ptr", &index.col_ptr, index.col_index.len()),
-    ] {
+    for (name, ptr, len) in
+        [("tile_ptr", &index.tile_ptr, index.tile_start.len()), ("col_ptr", &index.col_ptr, index.col_index.len())]
+    {
         if ptr[0] != 0 || ptr.windows(2).any(|w| w[0] > w[1]) || ptr[slots] as usize != len {
-            return bad(format!(
-                "{name} must start at 0, not decrease, and end at {len}"
-            ));
+            return bad(format!("{name} must start at 0, not decrease, and end at {len}"));
         }
     }
     for (b, seq) in shape.seqs.iter().enumerate() {

@@ -15,9 +15,7 @@ pub const UNITS: [&str; 6] = ["attention", "attention_f32", "estimate", "index",
 
 /// Whether build.rs embedded a cubin for every unit.
 pub fn has_cubins() -> bool {
-    UNITS
-        .iter()
-        .all(|u| generated::CUBINS.iter().any(|(n, _)| n == u))
+    UNITS.iter().all(|u| generated::CUBINS.iter().any(|(n, _)| n == u))
 }
 
 /// Loads one unit: the embedded sm_90a cubin, else NVRTC on the embedded source.
@@ -25,9 +23,7 @@ pub fn load_unit(ctx: &Arc<CudaContext>, unit: &str) -> Result<Arc<CudaModule>> 
     if let Some((_, bytes)) = generated::CUBINS.iter().find(|(n, _)| *n == unit) {
         return ctx
             .load_module(Ptx::from_binary(bytes.to_vec()))
-            .map_err(|e| {
-                CudaError::KernelLoad(format!("loading the embedded cubin `{unit}` failed: {e:?}"))
-            });
+            .map_err(|e| CudaError::KernelLoad(format!("loading the embedded cubin `{unit}` failed: {e:?}")));
     }
     let src = generated::SOURCES
         .iter()
@@ -43,18 +39,12 @@ pub fn load_unit(ctx: &Arc<CudaContext>, unit: &str) -> Result<Arc<CudaModule>> 
     }
     let opts = CompileOptions {
         arch: Some("sm_90a"),
-        options: vec![
-            "-std=c++17".into(),
-            "-lineinfo".into(),
-            "-default-device".into(),
-        ],
+        options: vec!["-std=c++17".into(), "-lineinfo".into(), "-default-device".into()],
         ..Default::default()
     };
     let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts)
         .map_err(|e| CudaError::KernelLoad(format!("NVRTC failed on `{unit}`: {e:?}")))?;
-    ctx.load_module(ptx).map_err(|e| {
-        CudaError::KernelLoad(format!("loading NVRTC output of `{unit}` failed: {e:?}"))
-    })
+    ctx.load_module(ptx).map_err(|e| CudaError::KernelLoad(format!("loading NVRTC output of `{unit}` failed: {e:?}")))
 }
 
 /// Parameter block of the attention kernels; must match `AttnParams` in kernels/tiles.cuh.

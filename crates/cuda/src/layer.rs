@@ -37,12 +37,8 @@ pub fn layer_attention(
     patterns: &[HeadPattern],
     out: &mut DeviceTensor,
 ) -> Result<(LayerTimings, Option<DeviceIndex>)> {
-    let needs_index = patterns.iter().any(|p| {
-        matches!(
-            p,
-            HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. }
-        )
-    });
+    let needs_index =
+        patterns.iter().any(|p| matches!(p, HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. }));
     let (e0, e1, e2, e3) = (gpu.event()?, gpu.event()?, gpu.event()?, gpu.event()?);
     gpu.record(&e0)?;
     let index = if needs_index {
@@ -59,9 +55,7 @@ pub fn layer_attention(
     attention(gpu, shape, q, k, v, patterns, index.as_ref(), out)?;
     gpu.record(&e3)?;
     gpu.sync()?;
-    let ms = |a: &cudarc::driver::CudaEvent, b: &cudarc::driver::CudaEvent| {
-        a.elapsed_ms(b).unwrap_or(f32::NAN)
-    };
+    let ms = |a: &cudarc::driver::CudaEvent, b: &cudarc::driver::CudaEvent| a.elapsed_ms(b).unwrap_or(f32::NAN);
     let t = LayerTimings {
         estimate_ms: ms(&e0, &e1),
         index_ms: ms(&e1, &e2),

@@ -11,64 +11,33 @@ pub const SUPPORTED_HEAD_DIMS: [usize; 3] = [64, 96, 128];
 
 /// Checks a problem against what the kernels support (shape invariants, head dim, int32 ranges,
 /// grid limits, tensor lengths and one dtype for Q/K/V).
-pub fn check_problem(
-    shape: &AttnShape,
-    q: (DType, usize),
-    k: (DType, usize),
-    v: Option<(DType, usize)>,
-) -> Result<()> {
+pub fn check_problem(shape: &AttnShape, q: (DType, usize), k: (DType, usize), v: Option<(DType, usize)>) -> Result<()> {
     shape.validate()?;
     if !SUPPORTED_HEAD_DIMS.contains(&shape.head_dim) {
         return Err(CudaError::UnsupportedHeadDim(shape.head_dim));
     }
-    let total_kv_elems = shape
-        .kv_heads
-        .checked_mul(shape.total_kv())
-        .and_then(|x| x.checked_mul(shape.head_dim));
-    if shape.total_q() > i32::MAX as usize
-        || shape.total_kv() > i32::MAX as usize
-        || total_kv_elems.is_none()
-    {
+    let total_kv_elems = shape.kv_heads.checked_mul(shape.total_kv()).and_then(|x| x.checked_mul(shape.head_dim));
+    if shape.total_q() > i32::MAX as usize || shape.total_kv() > i32::MAX as usize || total_kv_elems.is_none() {
         return Err(CudaError::Invalid("token counts must fit in int32".into()));
     }
     if shape.heads > 65_535 || shape.seqs.len() > 65_535 {
-        return Err(CudaError::Invalid(
-            "at most 65535 heads and 65535 sequences per launch".into(),
-        ));
+        return Err(CudaError::Invalid("at most 65535 heads and 65535 sequences per launch".into()));
     }
     if q.1 != shape.q_elems() {
-        return Err(CudaError::Invalid(format!(
-            "Q has {} elements, shape needs {}",
-            q.1,
-            shape.q_elems()
-        )));
+        return Err(CudaError::Invalid(format!("Q has {} elements, shape needs {}", q.1, shape.q_elems())));
     }
     if k.1 != shape.kv_elems() {
-        return Err(CudaError::Invalid(format!(
-            "K has {} elements, shape needs {}",
-            k.1,
-            shape.kv_elems()
-        )));
+        return Err(CudaError::Invalid(format!("K has {} elements, shape needs {}", k.1, shape.kv_elems())));
     }
     if k.0 != q.0 {
-        return Err(CudaError::Invalid(format!(
-            "Q is {:?} but K is {:?}",
-            q.0, k.0
-        )));
+        return Err(CudaError::Invalid(format!("Q is {:?} but K is {:?}", q.0, k.0)));
     }
     if let Some(v) = v {
         if v.1 != shape.kv_elems() {
-            return Err(CudaError::Invalid(format!(
-                "V has {} elements, shape needs {}",
-                v.1,
-                shape.kv_elems()
-            )));
+            return Err(CudaError::Invalid(format!("V has {} elements, shape needs {}", v.1, shape.kv_elems())));
         }
         if v.0 != q.0 {
-            return Err(CudaError::Invalid(format!(
-                "Q is {:?} but V is {:?}",
-                q.0, v.0
-            )));
+            return Err(CudaError::Invalid(format!("Q is {:?} but V is {:?}", q.0, v.0)));
         }
     }
     Ok(())
@@ -76,17 +45,11 @@ pub fn check_problem(
 
 pub fn check_patterns(shape: &AttnShape, patterns: &[HeadPattern]) -> Result<()> {
     if patterns.len() != shape.heads {
-        return Err(CudaError::Invalid(format!(
-            "{} patterns for {} heads",
-            patterns.len(),
-            shape.heads
-        )));
+        return Err(CudaError::Invalid(format!("{} patterns for {} heads", patterns.len(), shape.heads)));
     }
     for (h, p) in patterns.iter().enumerate() {
         if let HeadPattern::BlockSparse { k_b: 0 } = p {
-            return Err(CudaError::Invalid(format!(
-                "head {h}: block-sparse k_b must be > 0"
-            )));
+            return Err(CudaError::Invalid(format!("head {h}: block-sparse k_b must be > 0")));
         }
     }
     Ok(())
@@ -126,12 +89,7 @@ impl Meta {
     pub fn new(gpu: &Gpu, shape: &AttnShape, patterns: &[HeadPattern]) -> Result<Meta> {
         let mut seqs = Vec::with_capacity(4 * shape.seqs.len());
         for (b, s) in shape.seqs.iter().enumerate() {
-            seqs.extend([
-                shape.q_start(b) as i32,
-                shape.kv_start(b) as i32,
-                s.q_len as i32,
-                s.kv_len as i32,
-            ]);
+            seqs.extend([shape.q_start(b) as i32, shape.kv_start(b) as i32, s.q_len as i32, s.kv_len as i32]);
         }
         let cap = |x: usize| x.min(max_kv(shape) + 1) as i32;
         let mut kind = Vec::with_capacity(shape.heads);
@@ -141,9 +99,7 @@ impl Meta {
             let (k, i, l) = match *p {
                 HeadPattern::Dense => (HEAD_DENSE, 0, 0),
                 HeadPattern::AShape { n_init, n_local } => (HEAD_ASHAPE, cap(n_init), cap(n_local)),
-                HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. } => {
-                    (HEAD_INDEX, 0, 0)
-                }
+                HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. } => (HEAD_INDEX, 0, 0),
             };
             kind.push(k);
             init.push(i);

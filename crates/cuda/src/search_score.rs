@@ -89,10 +89,7 @@ impl PackedMasks {
     pub fn pack(masks: &[ScoreMask], n: usize) -> Result<PackedMasks> {
         let blocks = n.div_ceil(TILE);
         let cap = |x: usize| x.min(n + 1) as i32;
-        let mut p = PackedMasks {
-            blocks,
-            ..Default::default()
-        };
+        let mut p = PackedMasks { blocks, ..Default::default() };
         p.tile_ptr.push(0);
         p.col_ptr.push(0);
         for m in masks {
@@ -132,18 +129,14 @@ impl PackedMasks {
 }
 
 fn to_i32(x: usize) -> Result<i32> {
-    i32::try_from(x)
-        .map_err(|_| CudaError::Invalid(format!("{x} index entries exceed the int32 range")))
+    i32::try_from(x).map_err(|_| CudaError::Invalid(format!("{x} index entries exceed the int32 range")))
 }
 
 fn check_slice(name: &str, s: &HeadSlice, n: usize, d: usize) -> Result<()> {
     if s.tensor.dtype != DType::Bf16 {
         return Err(CudaError::UnsupportedDType(s.tensor.dtype));
     }
-    if s.offset
-        .checked_add(n * d)
-        .is_none_or(|end| end > s.tensor.len)
-    {
+    if s.offset.checked_add(n * d).is_none_or(|end| end > s.tensor.len) {
         return Err(CudaError::Invalid(format!(
             "{name}: [{n}, {d}] at element {} does not fit a tensor of {} elements",
             s.offset, s.tensor.len
@@ -153,21 +146,13 @@ fn check_slice(name: &str, s: &HeadSlice, n: usize, d: usize) -> Result<()> {
 }
 
 /// Scores every mask of `masks` on `head`: per mask the sums over rows `floor..n`.
-pub fn score_masks(
-    gpu: &Gpu,
-    head: &DeviceHead,
-    masks: &[ScoreMask],
-    req: &ScoreRequest,
-) -> Result<Vec<ScoreSums>> {
+pub fn score_masks(gpu: &Gpu, head: &DeviceHead, masks: &[ScoreMask], req: &ScoreRequest) -> Result<Vec<ScoreSums>> {
     let (n, d) = (head.n, head.head_dim);
     if ![64, 128].contains(&d) {
         return Err(CudaError::UnsupportedHeadDim(d));
     }
     if n == 0 || n > i32::MAX as usize {
-        return Err(CudaError::Invalid(format!(
-            "search scoring needs 1 ..= {} rows, got {n}",
-            i32::MAX
-        )));
+        return Err(CudaError::Invalid(format!("search scoring needs 1 ..= {} rows, got {n}", i32::MAX)));
     }
     check_slice("Q", &head.q, n, d)?;
     check_slice("K", &head.k, n, d)?;
@@ -192,37 +177,15 @@ pub fn score_masks(
     let common = [Arg::I(n as i32), Arg::I(first_block as i32), Arg::F(scale)];
     let mut a = vec![Arg::P(q), Arg::P(k), Arg::P(gpu.ptr(&lse))];
     a.extend(common);
-    gpu.launch(
-        &format!("search_row_lse_d{d}"),
-        (scored_blocks, 1, 1),
-        256,
-        smem,
-        &a,
-    )?;
+    gpu.launch(&format!("search_row_lse_d{d}"), (scored_blocks, 1, 1), 256, smem, &a)?;
     if req.want_output {
-        let mut a = vec![
-            Arg::P(q),
-            Arg::P(k),
-            Arg::P(v),
-            Arg::P(gpu.ptr(&lse)),
-            Arg::P(gpu.ptr(&dense)),
-        ];
+        let mut a = vec![Arg::P(q), Arg::P(k), Arg::P(v), Arg::P(gpu.ptr(&lse)), Arg::P(gpu.ptr(&dense))];
         a.extend(common);
-        gpu.launch(
-            &format!("search_dense_out_d{d}"),
-            (scored_blocks, 1, 1),
-            256,
-            smem,
-            &a,
-        )?;
+        gpu.launch(&format!("search_dense_out_d{d}"), (scored_blocks, 1, 1), 256, smem, &a)?;
     }
 
     let up = |x: &[i32]| gpu.upload(if x.is_empty() { &[0][..] } else { x });
-    let (kinds, a_init, a_local) = (
-        up(&packed.kinds)?,
-        up(&packed.a_init)?,
-        up(&packed.a_local)?,
-    );
+    let (kinds, a_init, a_local) = (up(&packed.kinds)?, up(&packed.a_init)?, up(&packed.a_local)?);
     let (tile_ptr, tile_start) = (up(&packed.tile_ptr)?, up(&packed.tile_start)?);
     let (col_ptr, col_index) = (up(&packed.col_ptr)?, up(&packed.col_index)?);
     let outputs = if req.want_output { c * n } else { 1 };
@@ -258,31 +221,18 @@ pub fn score_masks(
         .ok()
         .filter(|&y| y <= 65535)
         .ok_or_else(|| CudaError::Invalid(format!("{c} masks exceed one launch (65535)")))?;
-    gpu.launch(
-        &format!("search_score_d{d}"),
-        (scored_blocks, grid_y, 1),
-        256,
-        smem,
-        &a,
-    )?;
+    gpu.launch(&format!("search_score_d{d}"), (scored_blocks, grid_y, 1), 256, smem, &a)?;
 
     let mass = gpu.download(&out_mass, c * n)?;
     let (err, refs, over) = if req.want_output {
-        (
-            gpu.download(&out_err, c * n)?,
-            gpu.download(&out_ref, c * n)?,
-            gpu.download(&out_over, c * n)?,
-        )
+        (gpu.download(&out_err, c * n)?, gpu.download(&out_ref, c * n)?, gpu.download(&out_over, c * n)?)
     } else {
         (Vec::new(), Vec::new(), Vec::new())
     };
     Ok((0..c)
         .map(|m| {
             let rows = m * n + floor..(m + 1) * n;
-            let mut s = ScoreSums {
-                rows: (n - floor) as u64,
-                ..Default::default()
-            };
+            let mut s = ScoreSums { rows: (n - floor) as u64, ..Default::default() };
             s.mass = mass[rows.clone()].iter().map(|&x| x as f64).sum();
             if req.want_output {
                 s.err_sq = err[rows.clone()].iter().map(|&x| x as f64).sum();
@@ -299,32 +249,18 @@ mod tests {
     use super::*;
 
     fn row(tiles: &[i32], columns: &[i32]) -> RowBlockIndex {
-        RowBlockIndex {
-            tiles: tiles.to_vec(),
-            columns: columns.to_vec(),
-        }
+        RowBlockIndex { tiles: tiles.to_vec(), columns: columns.to_vec() }
     }
 
     #[test]
     fn packing_lays_out_one_slot_per_mask_and_block() {
         let idx = vec![row(&[0], &[]), row(&[0, 64], &[3, 7])];
-        let masks = [
-            ScoreMask::Dense,
-            ScoreMask::Index(&idx),
-            ScoreMask::AShape {
-                n_init: 4,
-                n_local: 1 << 40,
-            },
-        ];
+        let masks = [ScoreMask::Dense, ScoreMask::Index(&idx), ScoreMask::AShape { n_init: 4, n_local: 1 << 40 }];
         let p = PackedMasks::pack(&masks, 130).unwrap();
         assert_eq!(p.blocks, 3);
         assert_eq!(p.kinds, vec![KIND_DENSE, KIND_INDEX, KIND_ASHAPE]);
         assert_eq!(p.a_init, vec![0, 0, 4]);
-        assert_eq!(
-            p.a_local,
-            vec![0, 0, 131],
-            "huge windows are clamped to n + 1"
-        );
+        assert_eq!(p.a_local, vec![0, 0, 131], "huge windows are clamped to n + 1");
         // Slots 0..3 dense (empty), 3..6 the index (third block missing = empty), 6..9 A-shape.
         assert_eq!(p.tile_ptr, vec![0, 0, 0, 0, 1, 3, 3, 3, 3, 3]);
         assert_eq!(p.tile_start, vec![0, 0, 64]);

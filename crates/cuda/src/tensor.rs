@@ -22,11 +22,7 @@ pub fn elem_bytes(dtype: DType) -> usize {
 impl DeviceTensor {
     /// Uninitialised tensor of `len` elements.
     pub fn alloc(gpu: &Gpu, dtype: DType, len: usize) -> Result<DeviceTensor> {
-        Ok(DeviceTensor {
-            buf: gpu.alloc::<u8>(len * elem_bytes(dtype))?,
-            dtype,
-            len,
-        })
+        Ok(DeviceTensor { buf: gpu.alloc::<u8>(len * elem_bytes(dtype))?, dtype, len })
     }
 
     pub fn upload(gpu: &Gpu, t: HostTensor) -> Result<DeviceTensor> {
@@ -35,29 +31,20 @@ impl DeviceTensor {
             HostTensor::F16(s) => s.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
             HostTensor::Bf16(s) => s.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
         };
-        Ok(DeviceTensor {
-            buf: gpu.upload(&bytes)?,
-            dtype: t.dtype(),
-            len: t.len(),
-        })
+        Ok(DeviceTensor { buf: gpu.upload(&bytes)?, dtype: t.dtype(), len: t.len() })
     }
 
     /// Copies back and converts to f32.
     pub fn download_f32(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         let bytes = gpu.download(&self.buf, self.len * elem_bytes(self.dtype))?;
         Ok(match self.dtype {
-            DType::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            DType::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-                .collect(),
-            DType::Bf16 => bytes
-                .chunks_exact(2)
-                .map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-                .collect(),
+            DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            DType::F16 => {
+                bytes.chunks_exact(2).map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect()
+            }
+            DType::Bf16 => {
+                bytes.chunks_exact(2).map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect()
+            }
         })
     }
 
@@ -66,10 +53,7 @@ impl DeviceTensor {
         let host = vec![byte; self.len * elem_bytes(self.dtype)];
         gpu.stream()
             .memcpy_htod(&host, &mut self.buf)
-            .map_err(|e| CudaError::Driver {
-                context: "poison fill".into(),
-                message: format!("{e:?}"),
-            })
+            .map_err(|e| CudaError::Driver { context: "poison fill".into(), message: format!("{e:?}") })
     }
 
     pub(crate) fn ptr(&self, gpu: &Gpu) -> u64 {

@@ -24,11 +24,7 @@ fn poisoned_outputs_are_fully_written() {
         return;
     };
     let gpu = backend.gpu();
-    for (n, d, out_dtype) in [
-        (257usize, 64usize, DType::Bf16),
-        (1000, 128, DType::F32),
-        (65, 128, DType::Bf16),
-    ] {
+    for (n, d, out_dtype) in [(257usize, 64usize, DType::Bf16), (1000, 128, DType::F32), (65, 128, DType::Bf16)] {
         let shape = AttnShape::single(8, 2, d, n);
         let mut rng = SplitMix64::new(n as u64);
         let q = OwnedTensor::from_f32(&rng.normals(shape.q_elems()), DType::Bf16);
@@ -42,13 +38,9 @@ fn poisoned_outputs_are_fully_written() {
         let mut out = DeviceTensor::alloc(gpu, out_dtype, shape.q_elems()).unwrap();
         out.fill_bytes(gpu, 0xff).unwrap();
         let patterns = mixed_patterns(8);
-        let (t, index) =
-            layer_attention(gpu, &shape, &q, &k, &v, &patterns, &mut out).expect("layer");
+        let (t, index) = layer_attention(gpu, &shape, &q, &k, &v, &patterns, &mut out).expect("layer");
         assert!(index.is_some());
-        assert!(
-            t.estimate_ms >= 0.0 && t.index_ms >= 0.0 && t.attention_ms > 0.0,
-            "{t:?}"
-        );
+        assert!(t.estimate_ms >= 0.0 && t.index_ms >= 0.0 && t.attention_ms > 0.0, "{t:?}");
         let o = out.download_f32(gpu).unwrap();
         if let Some(i) = o.iter().position(|x| !x.is_finite()) {
             panic!("N={n} D={d}: element {i} not written or not finite");
@@ -72,9 +64,7 @@ fn unsupported_inputs_are_errors() {
     let patterns = vec![HeadPattern::BlockSparse { k_b: 0 }; 2];
     let q = OwnedTensor::from_f32(&vec![0.5; shape.q_elems()], DType::Bf16);
     let k = OwnedTensor::from_f32(&vec![0.5; shape.kv_elems()], DType::Bf16);
-    assert!(backend
-        .estimate_vs(&shape, q.view(), k.view(), &patterns)
-        .is_err());
+    assert!(backend.estimate_vs(&shape, q.view(), k.view(), &patterns).is_err());
     let gpu = backend.gpu();
     let (free, _) = gpu.mem_info().unwrap();
     match DeviceTensor::alloc(gpu, DType::Bf16, free) {

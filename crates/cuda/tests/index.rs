@@ -4,9 +4,9 @@
 mod common;
 
 use minference_core::{
-    clamp_vs_budget, convert_vs_head, estimate_bs_head, estimate_vs_head, gather_last_q,
-    generate_qkv, AttentionBackend, AttnShape, DType, HeadPattern, OwnedTensor, RowBlockIndex,
-    SeqLen, SparseIndex, SynthConfig, VsSelection,
+    clamp_vs_budget, convert_vs_head, estimate_bs_head, estimate_vs_head, gather_last_q, generate_qkv,
+    AttentionBackend, AttnShape, DType, HeadPattern, OwnedTensor, RowBlockIndex, SeqLen, SparseIndex, SynthConfig,
+    VsSelection,
 };
 use minference_cpu::backend_suite::{random_vs_selection, varlen_shape};
 use minference_cpu::rng::SplitMix64;
@@ -18,18 +18,9 @@ fn offsets_shape() -> AttnShape {
         kv_heads: 2,
         head_dim: 64,
         seqs: vec![
-            SeqLen {
-                q_len: 300,
-                kv_len: 1000,
-            },
-            SeqLen {
-                q_len: 65,
-                kv_len: 65,
-            },
-            SeqLen {
-                q_len: 1,
-                kv_len: 130,
-            },
+            SeqLen { q_len: 300, kv_len: 1000 },
+            SeqLen { q_len: 65, kv_len: 65 },
+            SeqLen { q_len: 1, kv_len: 130 },
         ],
     }
 }
@@ -40,14 +31,9 @@ fn core_vs_index(shape: &AttnShape, patterns: &[HeadPattern], vs: &[VsSelection]
     for (b, seq) in shape.seqs.iter().enumerate() {
         for (h, p) in patterns.iter().enumerate() {
             if matches!(p, HeadPattern::VerticalSlash { .. }) {
-                rows.extend(
-                    convert_vs_head(&vs[b * shape.heads + h], *seq).expect("valid selection"),
-                );
+                rows.extend(convert_vs_head(&vs[b * shape.heads + h], *seq).expect("valid selection"));
             } else {
-                rows.extend(std::iter::repeat_n(
-                    RowBlockIndex::default(),
-                    seq.row_blocks(),
-                ));
+                rows.extend(std::iter::repeat_n(RowBlockIndex::default(), seq.row_blocks()));
             }
         }
     }
@@ -68,20 +54,12 @@ fn vs_conversion_is_bit_exact() {
         return;
     };
     let mut rng = SplitMix64::new(7);
-    let mut shapes: Vec<AttnShape> = [1usize, 63, 64, 65, 300, 1000, 4133]
-        .iter()
-        .map(|&n| AttnShape::single(4, 2, 64, n))
-        .collect();
+    let mut shapes: Vec<AttnShape> =
+        [1usize, 63, 64, 65, 300, 1000, 4133].iter().map(|&n| AttnShape::single(4, 2, 64, n)).collect();
     shapes.push(varlen_shape(2, 1, 64));
     shapes.push(offsets_shape());
     for shape in shapes {
-        for &(k_v, k_s) in &[
-            (30usize, 100usize),
-            (100, 800),
-            (1000, 200),
-            (5, 60),
-            (0, 3000),
-        ] {
+        for &(k_v, k_s) in &[(30usize, 100usize), (100, 800), (1000, 200), (5, 60), (0, 3000)] {
             let patterns = vec![HeadPattern::VerticalSlash { k_v, k_s }; shape.heads];
             let mut vs = Vec::new();
             for seq in &shape.seqs {
@@ -95,9 +73,7 @@ fn vs_conversion_is_bit_exact() {
                 }
             }
             let (q, k) = random_inputs(&shape, DType::Bf16, 1);
-            let gpu = backend
-                .build_index(&shape, q.view(), k.view(), &patterns, &vs)
-                .expect("gpu index");
+            let gpu = backend.build_index(&shape, q.view(), k.view(), &patterns, &vs).expect("gpu index");
             let cpu = core_vs_index(&shape, &patterns, &vs);
             assert_eq!(gpu, cpu, "shape {:?} budget ({k_v}, {k_s})", shape.seqs);
         }
@@ -112,15 +88,10 @@ fn vs_conversion_full_budget_is_bit_exact() {
     for n in [64usize, 500, 777] {
         let shape = AttnShape::single(2, 1, 128, n);
         let patterns = vec![HeadPattern::VerticalSlash { k_v: n, k_s: n }; 2];
-        let full = VsSelection {
-            verticals: (0..n as u32).collect(),
-            slashes: (0..n as u32).rev().collect(),
-        };
+        let full = VsSelection { verticals: (0..n as u32).collect(), slashes: (0..n as u32).rev().collect() };
         let vs = vec![full.clone(), full];
         let (q, k) = random_inputs(&shape, DType::Bf16, 2);
-        let gpu = backend
-            .build_index(&shape, q.view(), k.view(), &patterns, &vs)
-            .expect("gpu index");
+        let gpu = backend.build_index(&shape, q.view(), k.view(), &patterns, &vs).expect("gpu index");
         assert_eq!(gpu, core_vs_index(&shape, &patterns, &vs), "N={n}");
     }
 }
@@ -131,12 +102,7 @@ fn overlap(a: &[u32], b: &[u32]) -> f64 {
     common as f64 / a.len().max(1) as f64
 }
 
-fn core_vs(
-    shape: &AttnShape,
-    q: &OwnedTensor,
-    k: &OwnedTensor,
-    patterns: &[HeadPattern],
-) -> Vec<VsSelection> {
+fn core_vs(shape: &AttnShape, q: &OwnedTensor, k: &OwnedTensor, patterns: &[HeadPattern]) -> Vec<VsSelection> {
     let d = shape.head_dim;
     let mut out = vec![VsSelection::default(); shape.seqs.len() * shape.heads];
     for (b, seq) in shape.seqs.iter().enumerate() {
@@ -144,17 +110,10 @@ fn core_vs(
             let HeadPattern::VerticalSlash { k_v, k_s } = *p else {
                 continue;
             };
-            let q_last = gather_last_q(
-                q.view(),
-                h * shape.total_q() + shape.q_start(b),
-                d,
-                seq.q_len,
-            )
-            .expect("q_last");
+            let q_last = gather_last_q(q.view(), h * shape.total_q() + shape.q_start(b), d, seq.q_len).expect("q_last");
             let k_row0 = shape.kv_head_of(h) * shape.total_kv() + shape.kv_start(b);
             out[b * shape.heads + h] =
-                estimate_vs_head(&q_last, k.view(), k_row0, d, *seq, k_v, k_s)
-                    .expect("core estimate");
+                estimate_vs_head(&q_last, k.view(), k_row0, d, *seq, k_v, k_s).expect("core estimate");
         }
     }
     out
@@ -165,73 +124,33 @@ fn vs_estimation_matches_core() {
     let Some(backend) = common::gpu_backend() else {
         return;
     };
-    let budgets = [
-        (30usize, 100usize),
-        (100, 800),
-        (1000, 200),
-        (3, 60),
-        (500, 50),
-    ];
-    let patterns: Vec<HeadPattern> = budgets
-        .iter()
-        .map(|&(k_v, k_s)| HeadPattern::VerticalSlash { k_v, k_s })
-        .collect();
+    let budgets = [(30usize, 100usize), (100, 800), (1000, 200), (3, 60), (500, 50)];
+    let patterns: Vec<HeadPattern> =
+        budgets.iter().map(|&(k_v, k_s)| HeadPattern::VerticalSlash { k_v, k_s }).collect();
     let shapes = [
         AttnShape::single(5, 1, 128, 3000),
         AttnShape::single(5, 5, 64, 700),
-        AttnShape {
-            heads: 5,
-            kv_heads: 5,
-            ..offsets_shape()
-        },
+        AttnShape { heads: 5, kv_heads: 5, ..offsets_shape() },
     ];
     for shape in &shapes {
-        for (mode, cfg) in [
-            ("random", SynthConfig::random()),
-            ("structured", SynthConfig::structured()),
-        ] {
+        for (mode, cfg) in [("random", SynthConfig::random()), ("structured", SynthConfig::structured())] {
             for dtype in [DType::F32, DType::Bf16] {
                 let (qf, kf, _) = generate_qkv(shape, &cfg, 5);
-                let (q, k) = (
-                    OwnedTensor::from_f32(&qf, dtype),
-                    OwnedTensor::from_f32(&kf, dtype),
-                );
-                let gpu = backend
-                    .estimate_vs(shape, q.view(), k.view(), &patterns)
-                    .expect("gpu estimate");
-                let again = backend
-                    .estimate_vs(shape, q.view(), k.view(), &patterns)
-                    .expect("gpu estimate");
+                let (q, k) = (OwnedTensor::from_f32(&qf, dtype), OwnedTensor::from_f32(&kf, dtype));
+                let gpu = backend.estimate_vs(shape, q.view(), k.view(), &patterns).expect("gpu estimate");
+                let again = backend.estimate_vs(shape, q.view(), k.view(), &patterns).expect("gpu estimate");
                 assert_eq!(gpu, again, "GPU estimate is not deterministic");
                 let cpu = core_vs(shape, &q, &k, &patterns);
                 for (i, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
                     let what = format!("{mode} {dtype:?} {:?} item {i}", shape.seqs);
                     let (b, h) = (i / shape.heads, i % shape.heads);
-                    let HeadPattern::VerticalSlash { k_v, k_s } = patterns[h] else {
-                        unreachable!()
-                    };
+                    let HeadPattern::VerticalSlash { k_v, k_s } = patterns[h] else { unreachable!() };
                     let (kv, ks) = clamp_vs_budget(k_v, k_s, shape.seqs[b].kv_len);
-                    assert_eq!(
-                        (g.verticals.len(), g.slashes.len()),
-                        (kv, ks),
-                        "{what}: sizes"
-                    );
-                    assert!(
-                        g.verticals.windows(2).all(|w| w[0] < w[1]),
-                        "{what}: verticals ascending"
-                    );
-                    assert!(
-                        g.slashes.windows(2).all(|w| w[0] > w[1]),
-                        "{what}: slashes descending"
-                    );
-                    let (ov, os) = (
-                        overlap(&c.verticals, &g.verticals),
-                        overlap(&c.slashes, &g.slashes),
-                    );
-                    assert!(
-                        ov >= 0.97 && os >= 0.97,
-                        "{what}: overlap with core verticals {ov:.3}, slashes {os:.3}"
-                    );
+                    assert_eq!((g.verticals.len(), g.slashes.len()), (kv, ks), "{what}: sizes");
+                    assert!(g.verticals.windows(2).all(|w| w[0] < w[1]), "{what}: verticals ascending");
+                    assert!(g.slashes.windows(2).all(|w| w[0] > w[1]), "{what}: slashes descending");
+                    let (ov, os) = (overlap(&c.verticals, &g.verticals), overlap(&c.slashes, &g.slashes));
+                    assert!(ov >= 0.97 && os >= 0.97, "{what}: overlap with core verticals {ov:.3}, slashes {os:.3}");
                 }
             }
         }
@@ -249,27 +168,16 @@ fn bs_estimation_matches_core() {
         HeadPattern::BlockSparse { k_b: 100 },
         HeadPattern::BlockSparse { k_b: 1 },
     ];
-    for shape in [
-        AttnShape::single(4, 2, 128, 3000),
-        AttnShape::single(4, 4, 64, 64),
-        offsets_shape(),
-    ] {
+    for shape in [AttnShape::single(4, 2, 128, 3000), AttnShape::single(4, 4, 64, 64), offsets_shape()] {
         for cfg in [SynthConfig::random(), SynthConfig::structured()] {
             let (qf, kf, _) = generate_qkv(&shape, &cfg, 9);
-            let (q, k) = (
-                OwnedTensor::from_f32(&qf, DType::Bf16),
-                OwnedTensor::from_f32(&kf, DType::Bf16),
-            );
+            let (q, k) = (OwnedTensor::from_f32(&qf, DType::Bf16), OwnedTensor::from_f32(&kf, DType::Bf16));
             let vs = vec![VsSelection::default(); shape.seqs.len() * shape.heads];
-            let gpu = backend
-                .build_index(&shape, q.view(), k.view(), &patterns, &vs)
-                .expect("gpu index");
+            let gpu = backend.build_index(&shape, q.view(), k.view(), &patterns, &vs).expect("gpu index");
             let (mut same, mut total) = (0usize, 0usize);
             for (b, seq) in shape.seqs.iter().enumerate() {
                 for (h, p) in patterns.iter().enumerate() {
-                    let HeadPattern::BlockSparse { k_b } = *p else {
-                        unreachable!()
-                    };
+                    let HeadPattern::BlockSparse { k_b } = *p else { unreachable!() };
                     let d = shape.head_dim;
                     let rows = estimate_bs_head(
                         q.view(),
@@ -283,11 +191,7 @@ fn bs_estimation_matches_core() {
                     .expect("core bs");
                     for (m, want) in rows.iter().enumerate() {
                         let got = gpu.tiles(gpu.slot(&shape, b, h, m));
-                        assert_eq!(
-                            got.len(),
-                            want.tiles.len(),
-                            "seq {b} head {h} row block {m}: tile count"
-                        );
+                        assert_eq!(got.len(), want.tiles.len(), "seq {b} head {h} row block {m}: tile count");
                         assert!(got.windows(2).all(|w| w[0] < w[1]), "tiles ascending");
                         let first_pos = seq.offset() + 64 * m;
                         assert!(
@@ -301,11 +205,7 @@ fn bs_estimation_matches_core() {
                 }
             }
             let frac = same as f64 / total.max(1) as f64;
-            assert!(
-                frac >= 0.97,
-                "BS selection overlap with core {frac:.4} on {:?}",
-                shape.seqs
-            );
+            assert!(frac >= 0.97, "BS selection overlap with core {frac:.4} on {:?}", shape.seqs);
         }
     }
 }

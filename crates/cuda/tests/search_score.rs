@@ -5,8 +5,7 @@ use half::bf16;
 use minference_core::{ashape_keep, HostTensor, RowBlockIndex};
 use minference_cpu::rng::SplitMix64;
 use minference_cuda::{
-    score_masks, CudaError, DeviceHead, DeviceTensor, Gpu, HeadSlice, ScoreMask, ScoreRequest,
-    ScoreSums,
+    score_masks, CudaError, DeviceHead, DeviceTensor, Gpu, HeadSlice, ScoreMask, ScoreRequest, ScoreSums,
 };
 
 fn gpu() -> Option<Gpu> {
@@ -28,37 +27,19 @@ fn keep(mask: &ScoreMask, pos: usize, key: usize) -> bool {
         ScoreMask::Dense => true,
         ScoreMask::AShape { n_init, n_local } => ashape_keep(pos, key, *n_init, *n_local),
         ScoreMask::Index(rows) => rows.get(pos / 64).is_some_and(|r| {
-            r.tiles
-                .iter()
-                .any(|&t| (key as i64) >= t as i64 && (key as i64) < t as i64 + 64)
+            r.tiles.iter().any(|&t| (key as i64) >= t as i64 && (key as i64) < t as i64 + 64)
                 || r.columns.contains(&(key as i32))
         }),
     }
 }
 
 /// f64 reference sums over rows `floor..n`.
-fn reference(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    d: usize,
-    mask: &ScoreMask,
-    floor: usize,
-    threshold: f64,
-) -> ScoreSums {
+fn reference(q: &[f32], k: &[f32], v: &[f32], d: usize, mask: &ScoreMask, floor: usize, threshold: f64) -> ScoreSums {
     let n = q.len() / d;
-    let mut s = ScoreSums {
-        rows: (n - floor) as u64,
-        ..Default::default()
-    };
+    let mut s = ScoreSums { rows: (n - floor) as u64, ..Default::default() };
     for i in floor..n {
         let logits: Vec<f64> = (0..=i)
-            .map(|j| {
-                (0..d)
-                    .map(|c| q[i * d + c] as f64 * k[j * d + c] as f64)
-                    .sum::<f64>()
-                    / (d as f64).sqrt()
-            })
+            .map(|j| (0..d).map(|c| q[i * d + c] as f64 * k[j * d + c] as f64).sum::<f64>() / (d as f64).sqrt())
             .collect();
         let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let w: Vec<f64> = logits.iter().map(|l| (l - max).exp()).collect();
@@ -85,11 +66,8 @@ fn kernel_sums_match_an_f64_reference() {
     let Some(gpu) = gpu() else { return };
     for (n, d) in [(150usize, 64usize), (70, 128)] {
         let mut r = SplitMix64::new(n as u64);
-        let mut gen = |len: usize| -> Vec<f32> {
-            (0..len)
-                .map(|_| bf16::from_f32((r.normal() * 1.5) as f32).to_f32())
-                .collect()
-        };
+        let mut gen =
+            |len: usize| -> Vec<f32> { (0..len).map(|_| bf16::from_f32((r.normal() * 1.5) as f32).to_f32()).collect() };
         let (q, k, v) = (gen(n * d), gen(n * d), gen(n * d));
         let up = |x: &[f32]| {
             let b: Vec<bf16> = x.iter().map(|&y| bf16::from_f32(y)).collect();
@@ -97,49 +75,24 @@ fn kernel_sums_match_an_f64_reference() {
         };
         let (qd, kd, vd) = (up(&q), up(&k), up(&v));
         let head = DeviceHead {
-            q: HeadSlice {
-                tensor: &qd,
-                offset: 0,
-            },
-            k: HeadSlice {
-                tensor: &kd,
-                offset: 0,
-            },
-            v: HeadSlice {
-                tensor: &vd,
-                offset: 0,
-            },
+            q: HeadSlice { tensor: &qd, offset: 0 },
+            k: HeadSlice { tensor: &kd, offset: 0 },
+            v: HeadSlice { tensor: &vd, offset: 0 },
             n,
             head_dim: d,
         };
         let index = vec![
-            RowBlockIndex {
-                tiles: vec![-32],
-                columns: vec![40, 50],
-            },
-            RowBlockIndex {
-                tiles: vec![0, 100],
-                columns: vec![70, 90],
-            },
+            RowBlockIndex { tiles: vec![-32], columns: vec![40, 50] },
+            RowBlockIndex { tiles: vec![0, 100], columns: vec![70, 90] },
         ];
         let masks = [
             ScoreMask::Dense,
-            ScoreMask::AShape {
-                n_init: 3,
-                n_local: 20,
-            },
+            ScoreMask::AShape { n_init: 3, n_local: 20 },
             ScoreMask::Index(&index),
-            ScoreMask::AShape {
-                n_init: 0,
-                n_local: 1,
-            },
+            ScoreMask::AShape { n_init: 0, n_local: 1 },
         ];
         for floor in [0, 65] {
-            let req = ScoreRequest {
-                floor,
-                want_output: true,
-                threshold: 0.05,
-            };
+            let req = ScoreRequest { floor, want_output: true, threshold: 0.05 };
             let got = score_masks(&gpu, &head, &masks, &req).unwrap();
             for (m, g) in masks.iter().zip(&got) {
                 let want = reference(&q, &k, &v, d, m, floor, 0.05);
@@ -163,18 +116,10 @@ fn kernel_sums_match_an_f64_reference() {
                     g.ref_sq,
                     want.ref_sq
                 );
-                assert!(
-                    g.over.abs_diff(want.over) <= 2,
-                    "{case}: over {} vs {}",
-                    g.over,
-                    want.over
-                );
+                assert!(g.over.abs_diff(want.over) <= 2, "{case}: over {} vs {}", g.over, want.over);
             }
             // Recall only: no output sums.
-            let req = ScoreRequest {
-                want_output: false,
-                ..req
-            };
+            let req = ScoreRequest { want_output: false, ..req };
             let mass_only = score_masks(&gpu, &head, &masks, &req).unwrap();
             for (a, b) in mass_only.iter().zip(&got) {
                 assert_eq!((a.err_sq, a.ref_sq, a.over), (0.0, 0.0, 0));
@@ -184,39 +129,12 @@ fn kernel_sums_match_an_f64_reference() {
     }
     // Unsupported head_dim and a slice past the end are errors.
     let t = DeviceTensor::upload(&gpu, HostTensor::Bf16(&vec![bf16::ZERO; 64 * 96])).unwrap();
-    let s = HeadSlice {
-        tensor: &t,
-        offset: 0,
-    };
-    let req = ScoreRequest {
-        floor: 0,
-        want_output: false,
-        threshold: 0.0,
-    };
-    assert!(score_masks(
-        &gpu,
-        &DeviceHead {
-            q: s,
-            k: s,
-            v: s,
-            n: 64,
-            head_dim: 96
-        },
-        &[ScoreMask::Dense],
-        &req
-    )
-    .is_err());
-    assert!(score_masks(
-        &gpu,
-        &DeviceHead {
-            q: s,
-            k: s,
-            v: s,
-            n: 97,
-            head_dim: 64
-        },
-        &[ScoreMask::Dense],
-        &req
-    )
-    .is_err());
+    let s = HeadSlice { tensor: &t, offset: 0 };
+    let req = ScoreRequest { floor: 0, want_output: false, threshold: 0.0 };
+    assert!(
+        score_masks(&gpu, &DeviceHead { q: s, k: s, v: s, n: 64, head_dim: 96 }, &[ScoreMask::Dense], &req).is_err()
+    );
+    assert!(
+        score_masks(&gpu, &DeviceHead { q: s, k: s, v: s, n: 97, head_dim: 64 }, &[ScoreMask::Dense], &req).is_err()
+    );
 }

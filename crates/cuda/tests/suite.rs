@@ -7,12 +7,7 @@ use minference_core::{AttentionBackend, AttnShape, DType};
 use minference_cpu::backend_suite::{self, check_mixed_patterns_on, varlen_shape, GQA, LENGTHS};
 
 /// Runs every check of a list with two seeds; reports all failures at once.
-fn run_all(
-    checks: Vec<(
-        &'static str,
-        backend_suite::Check<minference_cuda::CudaBackend>,
-    )>,
-) {
+fn run_all(checks: Vec<(&'static str, backend_suite::Check<minference_cuda::CudaBackend>)>) {
     let Some(backend) = common::gpu_backend() else {
         return;
     };
@@ -25,13 +20,7 @@ fn run_all(
         }
     }
     println!("{} checks run on {}", checks.len(), backend.name());
-    assert!(
-        failures.is_empty(),
-        "{} failures on {}:\n{}",
-        failures.len(),
-        backend.name(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} failures on {}:\n{}", failures.len(), backend.name(), failures.join("\n"));
 }
 
 /// f32 inputs (exact SIMT path, tolerance 1e-4) and the half-precision dense checks.
@@ -80,12 +69,7 @@ fn mixed_patterns_bf16_long() {
         return;
     };
     for (n, d) in [(1500usize, 128usize), (2113, 64)] {
-        if let Err(e) = check_mixed_patterns_on(
-            &backend,
-            AttnShape::single(8, 2, d, n),
-            DType::Bf16,
-            n as u64,
-        ) {
+        if let Err(e) = check_mixed_patterns_on(&backend, AttnShape::single(8, 2, d, n), DType::Bf16, n as u64) {
             panic!("{e}");
         }
     }

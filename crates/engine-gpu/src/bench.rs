@@ -2,8 +2,8 @@
 //! MInference prefill of the same prompts in one run, as a markdown or CSV table.
 
 use crate::engine::GpuPrefillStats;
-use crate::prefill_engine::PrefillEngine;
 use crate::error::{EngineError, Result};
+use crate::prefill_engine::PrefillEngine;
 use minference_core::HeadPattern;
 use minference_model::{AttentionChoice, MInferencePlan, ModelConfig};
 use std::fmt::Write as _;
@@ -21,9 +21,7 @@ impl E2eAttention {
         match s.trim().to_ascii_lowercase().as_str() {
             "dense" => Ok(E2eAttention::Dense),
             "minference" | "sparse" => Ok(E2eAttention::MInference),
-            other => Err(EngineError::Input(format!(
-                "unknown attention `{other}` (dense, minference)"
-            ))),
+            other => Err(EngineError::Input(format!("unknown attention `{other}` (dense, minference)"))),
         }
     }
     pub fn name(self) -> &'static str {
@@ -35,9 +33,7 @@ impl E2eAttention {
     pub fn choice(self, cfg: &ModelConfig) -> AttentionChoice {
         match self {
             E2eAttention::Dense => AttentionChoice::Dense,
-            E2eAttention::MInference => {
-                AttentionChoice::MInference(MInferencePlan::uniform(cfg, HeadPattern::DEFAULT))
-            }
+            E2eAttention::MInference => AttentionChoice::MInference(MInferencePlan::uniform(cfg, HeadPattern::DEFAULT)),
         }
     }
 }
@@ -53,11 +49,7 @@ pub struct E2eOptions {
 
 impl Default for E2eOptions {
     fn default() -> Self {
-        E2eOptions {
-            seed: 0x5EED,
-            dense_max_tokens: None,
-            warmup_tokens: 4096,
-        }
+        E2eOptions { seed: 0x5EED, dense_max_tokens: None, warmup_tokens: 4096 }
     }
 }
 
@@ -100,18 +92,13 @@ pub fn bench_e2e(
     log: &mut dyn FnMut(&str),
 ) -> Result<E2eTable> {
     if !engine.has_random_weights() {
-        return Err(EngineError::Input(
-            "bench e2e measures random-weight models of named shapes".into(),
-        ));
+        return Err(EngineError::Input("bench e2e measures random-weight models of named shapes".into()));
     }
     engine.set_allow_context_extension(true)?;
     engine.set_max_new_tokens(1)?;
     let cfg = engine.config().clone();
     let device = engine.device_name();
-    log(&format!(
-        "{} on {device}: random weights generated on the device",
-        cfg.name
-    ));
+    log(&format!("{} on {device}: random weights generated on the device", cfg.name));
     if opts.warmup_tokens > 0 {
         let tokens = random_tokens(opts.warmup_tokens, cfg.vocab, opts.seed ^ 1);
         for kind in kinds {
@@ -124,38 +111,20 @@ pub fn bench_e2e(
         let tokens = random_tokens(n, cfg.vocab, opts.seed ^ n as u64);
         for &kind in kinds {
             if kind == E2eAttention::Dense && opts.dense_max_tokens.is_some_and(|m| n > m) {
-                rows.push(E2eRow {
-                    tokens: n,
-                    attention: kind,
-                    outcome: Err("skipped (above --dense-max)".into()),
-                });
+                rows.push(E2eRow { tokens: n, attention: kind, outcome: Err("skipped (above --dense-max)".into()) });
                 continue;
             }
-            let outcome = engine
-                .prefill(&tokens, &kind.choice(&cfg), &mut |_| {})
-                .map(|(_, s)| s)
-                .map_err(|e| e.to_string());
+            let outcome =
+                engine.prefill(&tokens, &kind.choice(&cfg), &mut |_| {}).map(|(_, s)| s).map_err(|e| e.to_string());
             engine.reset()?;
             match &outcome {
-                Ok(s) => log(&format!(
-                    "{n} tokens {}: TTFT {:.3} s (random weights)",
-                    kind.name(),
-                    s.seconds
-                )),
+                Ok(s) => log(&format!("{n} tokens {}: TTFT {:.3} s (random weights)", kind.name(), s.seconds)),
                 Err(e) => log(&format!("{n} tokens {}: {e}", kind.name())),
             }
-            rows.push(E2eRow {
-                tokens: n,
-                attention: kind,
-                outcome,
-            });
+            rows.push(E2eRow { tokens: n, attention: kind, outcome });
         }
     }
-    Ok(E2eTable {
-        gpu: device,
-        shape: cfg.name.clone(),
-        rows,
-    })
+    Ok(E2eTable { gpu: device, shape: cfg.name.clone(), rows })
 }
 
 impl E2eTable {
@@ -205,9 +174,8 @@ impl E2eTable {
         for r in &self.rows {
             match &r.outcome {
                 Ok(s) => {
-                    let speedup = self
-                        .dense_ttft(r.tokens)
-                        .map_or("-".to_string(), |d| format!("{:.2}×", d / s.seconds));
+                    let speedup =
+                        self.dense_ttft(r.tokens).map_or("-".to_string(), |d| format!("{:.2}×", d / s.seconds));
                     let _ = writeln!(
                         out,
                         "| {} | {} | {:.3} | {} | {:.3} | {:.3} ({:.3} + {:.3} + {:.3}) | {:.3} | {:.3} | {:.3} | {} |",
@@ -227,20 +195,12 @@ impl E2eTable {
                     );
                 }
                 Err(e) => {
-                    let _ = writeln!(
-                        out,
-                        "| {} | {} | {e} | | | | | | | |",
-                        r.tokens,
-                        r.attention.name()
-                    );
+                    let _ = writeln!(out, "| {} | {} | {e} | | | | | | | |", r.tokens, r.attention.name());
                 }
             }
         }
         if let Some(n) = self.crossover() {
-            let _ = writeln!(
-                out,
-                "\nMInference is faster than dense from {n} tokens on (of the lengths measured)."
-            );
+            let _ = writeln!(out, "\nMInference is faster than dense from {n} tokens on (of the lengths measured).");
         }
         out
     }
@@ -250,13 +210,7 @@ impl E2eTable {
             "gpu,shape,weights,tokens,attention,ttft_s,qkv_s,estimate_s,index_s,attention_kernel_s,o_proj_s,mlp_s,offload_s,kv_offloaded_layers,status\n",
         );
         for r in &self.rows {
-            let head = format!(
-                "\"{}\",\"{}\",random,{},{}",
-                self.gpu,
-                self.shape,
-                r.tokens,
-                r.attention.name()
-            );
+            let head = format!("\"{}\",\"{}\",random,{},{}", self.gpu, self.shape, r.tokens, r.attention.name());
             match &r.outcome {
                 Ok(s) => {
                     let _ = writeln!(
@@ -307,11 +261,7 @@ mod tests {
             seconds: s,
             ..GpuPrefillStats::zero(tokens, crate::plan::GpuMemoryPlan::default())
         };
-        E2eRow {
-            tokens,
-            attention,
-            outcome: seconds.map(stats).ok_or_else(|| "skipped".to_string()),
-        }
+        E2eRow { tokens, attention, outcome: seconds.map(stats).ok_or_else(|| "skipped".to_string()) }
     }
 
     #[test]
@@ -341,11 +291,7 @@ mod tests {
         let t = E2eTable {
             gpu: "test".into(),
             shape: "qwen2.5-7b".into(),
-            rows: vec![E2eRow {
-                tokens: 1 << 20,
-                attention: E2eAttention::Dense,
-                outcome: Err("skipped".into()),
-            }],
+            rows: vec![E2eRow { tokens: 1 << 20, attention: E2eAttention::Dense, outcome: Err("skipped".into()) }],
         };
         assert!(t.to_markdown().contains("random weights"));
         assert!(t.to_markdown().contains("skipped"));

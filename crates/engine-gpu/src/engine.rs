@@ -10,8 +10,8 @@ use crate::gemm::Gemm;
 use crate::kv::KvCache;
 use crate::ops::{dptr, Ops, DECODE_CHUNK};
 use crate::plan::{plan_gpu_memory, AttentionGrouping, GpuMemoryPlan, PlanInput};
-use crate::rope::rope_inv_freq;
 use crate::precision::Precision;
+use crate::rope::rope_inv_freq;
 use crate::shard::{Collective, TensorShard};
 use crate::timing::{Phase, PhaseTimer};
 use crate::weights::{weight_bytes, DeviceWeights};
@@ -149,16 +149,10 @@ fn check_config(cfg: &ModelConfig) -> Result<()> {
     cfg.validate()?;
     let gs = cfg.heads / cfg.kv_heads;
     if ![64, 128].contains(&cfg.head_dim) {
-        return Err(EngineError::Input(format!(
-            "head_dim {} is not supported on the GPU (64 or 128)",
-            cfg.head_dim
-        )));
+        return Err(EngineError::Input(format!("head_dim {} is not supported on the GPU (64 or 128)", cfg.head_dim)));
     }
     if gs > MAX_GROUP || !cfg.heads.is_multiple_of(cfg.kv_heads) {
-        return Err(EngineError::Input(format!(
-            "{} query heads per KV head is not supported on the GPU",
-            gs
-        )));
+        return Err(EngineError::Input(format!("{} query heads per KV head is not supported on the GPU", gs)));
     }
     Ok(())
 }
@@ -294,7 +288,6 @@ impl GpuEngine {
         self.ops.add_to_residual(&self.gpu, x, update, count)
     }
 
-
     /// The whole model's config (on a tensor-parallel shard too).
     pub fn config(&self) -> &ModelConfig {
         &self.global_cfg
@@ -347,10 +340,7 @@ impl GpuEngine {
         let (free, _) = self.gpu.mem_info()?;
         // The weights are already resident: count them as available, the plan adds them back.
         let available = free as u64 + weight_bytes(&self.cfg);
-        let mut input = PlanInput::new(
-            tokens,
-            self.memory_limit.map_or(available, |m| m.min(available)),
-        );
+        let mut input = PlanInput::new(tokens, self.memory_limit.map_or(available, |m| m.min(available)));
         input.max_new_tokens = self.max_new_tokens;
         input.chunk_tokens = self.chunk_tokens;
         input.vs_budget = vs_budget(attention);
@@ -361,22 +351,13 @@ impl GpuEngine {
 
     fn check_tokens(&self, tokens: &[u32], total: usize) -> Result<()> {
         if let Some(bad) = tokens.iter().find(|t| **t as usize >= self.cfg.vocab) {
-            return Err(EngineError::Input(format!(
-                "token id {bad} outside the vocabulary of {}",
-                self.cfg.vocab
-            )));
+            return Err(EngineError::Input(format!("token id {bad} outside the vocabulary of {}", self.cfg.vocab)));
         }
         if total > self.cfg.context_length && !self.allow_context_extension {
-            return Err(ModelError::ContextOverflow {
-                tokens: total,
-                context: self.cfg.context_length,
-            }
-            .into());
+            return Err(ModelError::ContextOverflow { tokens: total, context: self.cfg.context_length }.into());
         }
         if total > i32::MAX as usize {
-            return Err(EngineError::Input(format!(
-                "{total} tokens exceed the kernels' int32 range"
-            )));
+            return Err(EngineError::Input(format!("{total} tokens exceed the kernels' int32 range")));
         }
         Ok(())
     }
@@ -443,15 +424,7 @@ impl GpuEngine {
         let slot = (gs + 2) * d;
         let chunk = self.chunk_tokens.min(n);
 
-        let mut cache = KvCache::new(
-            &gpu,
-            cfg.layers,
-            kvh,
-            d,
-            &plan,
-            self.max_new_tokens,
-            self.precision.dtype(),
-        )?;
+        let mut cache = KvCache::new(&gpu, cfg.layers, kvh, d, &plan, self.max_new_tokens, self.precision.dtype())?;
         let ids: Vec<i32> = tokens.iter().map(|t| *t as i32).collect();
         let tok_dev = gpu.upload(&ids)?;
         // The residual stream stays f32 (see add_bf16_to_f32 in kernels/model_ops.cu).
@@ -464,25 +437,14 @@ impl GpuEngine {
         let mut o_hm = DeviceTensor::alloc(&gpu, self.precision.dtype(), heads_per_pass * n * d)?;
         // Attention output of every head, token-major. The residual may only change after the
         // last group's Q/K/V were computed from it. Per layer, Q's buffer is free for it.
-        let o_all = if per_layer {
-            None
-        } else {
-            Some(gpu.alloc::<u16>(n * cfg.q_dim())?)
-        };
-        let o_all_p = o_all
-            .as_ref()
-            .map_or(q_buf.device_ptr(&gpu), |o| dptr(&gpu, o));
+        let o_all = if per_layer { None } else { Some(gpu.alloc::<u16>(n * cfg.q_dim())?) };
+        let o_all_p = o_all.as_ref().map_or(q_buf.device_ptr(&gpu), |o| dptr(&gpu, o));
         let normed = gpu.alloc::<u16>(chunk * h)?;
         let qkv = gpu.alloc::<u16>(chunk * kv_per_pass * slot)?;
         let gate_up = gpu.alloc::<u16>(chunk * 2 * inter)?;
         let act = gpu.alloc::<u16>(chunk * inter)?;
-        let (xp, normed_p, qkv_p, gu_p, act_p) = (
-            dptr(&gpu, &x),
-            dptr(&gpu, &normed),
-            dptr(&gpu, &qkv),
-            dptr(&gpu, &gate_up),
-            dptr(&gpu, &act),
-        );
+        let (xp, normed_p, qkv_p, gu_p, act_p) =
+            (dptr(&gpu, &x), dptr(&gpu, &normed), dptr(&gpu, &qkv), dptr(&gpu, &gate_up), dptr(&gpu, &act));
         let inv_freq = dptr(&gpu, &self.inv_freq);
 
         let head0 = self.shard.first_head(&self.global_cfg);
@@ -490,24 +452,13 @@ impl GpuEngine {
         let mut timer = PhaseTimer::default();
         let mut stats = GpuPrefillStats::zero(n, plan.clone());
         let t = timer.start(&gpu)?;
-        self.ops.embed(
-            &gpu,
-            dptr(&gpu, &tok_dev),
-            dptr(&gpu, &self.weights.embed),
-            xp,
-            n,
-            h,
-        )?;
+        self.ops.embed(&gpu, dptr(&gpu, &tok_dev), dptr(&gpu, &self.weights.embed), xp, n, h)?;
         timer.stop(&gpu, Phase::Embed, t)?;
 
         for l in 0..cfg.layers {
             let lw = &self.weights.layers[l];
-            let (w_qkv, w_o, w_gu, w_down) = (
-                dptr(&gpu, &lw.w_qkv),
-                dptr(&gpu, &lw.w_o),
-                dptr(&gpu, &lw.w_gate_up),
-                dptr(&gpu, &lw.w_down),
-            );
+            let (w_qkv, w_o, w_gu, w_down) =
+                (dptr(&gpu, &lw.w_qkv), dptr(&gpu, &lw.w_o), dptr(&gpu, &lw.w_gate_up), dptr(&gpu, &lw.w_down));
             let (attn_norm, mlp_norm) = (dptr(&gpu, &lw.attn_norm), dptr(&gpu, &lw.mlp_norm));
             let bias = lw.qkv_bias.as_ref().map(|b| dptr(&gpu, b));
             let patterns = layer_patterns(attention, l, n);
@@ -516,28 +467,11 @@ impl GpuEngine {
                 let t = timer.start(&gpu)?;
                 for c0 in (0..n).step_by(chunk) {
                     let c = chunk.min(n - c0);
-                    self.ops.rms_norm(
-                        &gpu,
-                        xp + (c0 * h * 4) as u64,
-                        attn_norm,
-                        normed_p,
-                        c,
-                        h,
-                        cfg.rms_eps,
-                    )?;
+                    self.ops.rms_norm(&gpu, xp + (c0 * h * 4) as u64, attn_norm, normed_p, c, h, cfg.rms_eps)?;
                     // Fused QKV rows of this pass's KV groups (consecutive in the weight).
                     let w_rows = w_qkv + (pass * kv_per_pass * slot * h * 2) as u64;
                     let width = kv_per_pass * slot;
-                    self.gemm.linear(
-                        &gpu,
-                        (normed_p, h),
-                        (w_rows, h),
-                        (qkv_p, width),
-                        c,
-                        h,
-                        width,
-                        false,
-                    )?;
+                    self.gemm.linear(&gpu, (normed_p, h), (w_rows, h), (qkv_p, width), c, h, width, false)?;
                     for j in 0..kv_per_pass {
                         let g = pass * kv_per_pass + j;
                         let (k_dst, v_dst) = cache.prefix_ptrs(&gpu, l, g)?;
@@ -562,27 +496,12 @@ impl GpuEngine {
                     Some(p) => p[head0 + first..head0 + first + heads_per_pass].to_vec(),
                     None => vec![HeadPattern::Dense; heads_per_pass],
                 };
-                let sparse = pass_patterns
-                    .iter()
-                    .filter(|p| **p != HeadPattern::Dense)
-                    .count();
+                let sparse = pass_patterns.iter().filter(|p| **p != HeadPattern::Dense).count();
                 stats.sparse_heads += sparse;
                 stats.dense_heads += heads_per_pass - sparse;
                 let shape = AttnShape::single(heads_per_pass, kv_per_pass, d, n);
-                let kv = if per_layer {
-                    cache.layer(l)?
-                } else {
-                    cache.prefix(l, pass)?
-                };
-                let (lt, index) = layer_attention(
-                    &gpu,
-                    &shape,
-                    &q_buf,
-                    &kv.k,
-                    &kv.v,
-                    &pass_patterns,
-                    &mut o_hm,
-                )?;
+                let kv = if per_layer { cache.layer(l)? } else { cache.prefix(l, pass)? };
+                let (lt, index) = layer_attention(&gpu, &shape, &q_buf, &kv.k, &kv.v, &pass_patterns, &mut o_hm)?;
                 drop(index);
                 if let Some(obs) = observer.as_mut() {
                     obs(
@@ -609,15 +528,7 @@ impl GpuEngine {
 
                 let t = timer.start(&gpu)?;
                 let dst = o_all_p + (first * d * 2) as u64;
-                self.ops.heads_to_rows(
-                    &gpu,
-                    o_hm.device_ptr(&gpu),
-                    dst,
-                    n,
-                    heads_per_pass,
-                    d,
-                    cfg.q_dim(),
-                )?;
+                self.ops.heads_to_rows(&gpu, o_hm.device_ptr(&gpu), dst, n, heads_per_pass, d, cfg.q_dim())?;
                 timer.stop(&gpu, Phase::OProj, t)?;
             }
             let t = timer.start(&gpu)?;
@@ -647,38 +558,16 @@ impl GpuEngine {
             for c0 in (0..n).step_by(chunk) {
                 let c = chunk.min(n - c0);
                 let xc = xp + (c0 * h * 4) as u64;
-                self.ops
-                    .rms_norm(&gpu, xc, mlp_norm, normed_p, c, h, cfg.rms_eps)?;
-                self.gemm.linear(
-                    &gpu,
-                    (normed_p, h),
-                    (w_gu, h),
-                    (gu_p, 2 * inter),
-                    c,
-                    h,
-                    2 * inter,
-                    false,
-                )?;
+                self.ops.rms_norm(&gpu, xc, mlp_norm, normed_p, c, h, cfg.rms_eps)?;
+                self.gemm.linear(&gpu, (normed_p, h), (w_gu, h), (gu_p, 2 * inter), c, h, 2 * inter, false)?;
                 self.ops.swiglu(&gpu, gu_p, act_p, c, inter)?;
-                self.gemm.linear(
-                    &gpu,
-                    (act_p, inter),
-                    (w_down, inter),
-                    (normed_p, h),
-                    c,
-                    inter,
-                    h,
-                    false,
-                )?;
+                self.gemm.linear(&gpu, (act_p, inter), (w_down, inter), (normed_p, h), c, inter, h, false)?;
                 self.add_update(xc, normed_p, c * h)?;
             }
             timer.stop(&gpu, Phase::Mlp, t)?;
             gpu.sync()?;
             timer.flush()?;
-            progress(PrefillProgress {
-                layer: l,
-                layers: cfg.layers,
-            });
+            progress(PrefillProgress { layer: l, layers: cfg.layers });
         }
         cache.len = n;
         if self.keep_residual {
@@ -708,12 +597,7 @@ impl GpuEngine {
 
     fn decode_buffers(&self, n: usize) -> Result<DecodeBufs> {
         let cfg = &self.cfg;
-        let (h, d, gs, inter) = (
-            cfg.hidden,
-            cfg.head_dim,
-            cfg.heads / cfg.kv_heads,
-            cfg.intermediate,
-        );
+        let (h, d, gs, inter) = (cfg.hidden, cfg.head_dim, cfg.heads / cfg.kv_heads, cfg.intermediate);
         let splits = (n + self.max_new_tokens).div_ceil(DECODE_CHUNK);
         let g = &self.gpu;
         Ok(DecodeBufs {
@@ -736,23 +620,9 @@ impl GpuEngine {
         let gpu = &self.gpu;
         let cfg = &self.cfg;
         let nf = dptr(gpu, &bufs.normed_f32);
-        self.ops.rms_norm_f32out(
-            gpu,
-            row_ptr,
-            dptr(gpu, &self.weights.final_norm),
-            nf,
-            cfg.hidden,
-            cfg.rms_eps,
-        )?;
+        self.ops.rms_norm_f32out(gpu, row_ptr, dptr(gpu, &self.weights.final_norm), nf, cfg.hidden, cfg.rms_eps)?;
         let w = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embed);
-        self.ops.gemv_rows(
-            gpu,
-            dptr(gpu, w),
-            nf,
-            dptr(gpu, &bufs.logits),
-            cfg.vocab,
-            cfg.hidden,
-        )?;
+        self.ops.gemv_rows(gpu, dptr(gpu, w), nf, dptr(gpu, &bufs.logits), cfg.vocab, cfg.hidden)?;
         Ok(gpu.download(&bufs.logits, cfg.vocab)?)
     }
 
@@ -768,12 +638,7 @@ impl GpuEngine {
         result
     }
 
-    fn decode_inner(
-        &mut self,
-        token: u32,
-        cache: &mut KvCache,
-        bufs: &mut DecodeBufs,
-    ) -> Result<Vec<f32>> {
+    fn decode_inner(&mut self, token: u32, cache: &mut KvCache, bufs: &mut DecodeBufs) -> Result<Vec<f32>> {
         let pos = cache.len;
         self.check_tokens(&[token], pos + 1)?;
         if pos + 1 > cache.n_prefix + cache.tail_capacity {
@@ -797,32 +662,16 @@ impl GpuEngine {
             dptr(&gpu, &bufs.q),
             dptr(&gpu, &bufs.o),
         );
-        let (gup, actp, partp) = (
-            dptr(&gpu, &bufs.gate_up),
-            dptr(&gpu, &bufs.act),
-            dptr(&gpu, &bufs.part),
-        );
+        let (gup, actp, partp) = (dptr(&gpu, &bufs.gate_up), dptr(&gpu, &bufs.act), dptr(&gpu, &bufs.part));
         let inv_freq = dptr(&gpu, &self.inv_freq);
-        self.ops.embed(
-            &gpu,
-            dptr(&gpu, &bufs.token),
-            dptr(&gpu, &self.weights.embed),
-            xp,
-            1,
-            h,
-        )?;
+        self.ops.embed(&gpu, dptr(&gpu, &bufs.token), dptr(&gpu, &self.weights.embed), xp, 1, h)?;
         let tail_row = pos - cache.n_prefix;
         for l in 0..cfg.layers {
             let lw = &self.weights.layers[l];
-            let (w_qkv, w_o, w_gu, w_down) = (
-                dptr(&gpu, &lw.w_qkv),
-                dptr(&gpu, &lw.w_o),
-                dptr(&gpu, &lw.w_gate_up),
-                dptr(&gpu, &lw.w_down),
-            );
+            let (w_qkv, w_o, w_gu, w_down) =
+                (dptr(&gpu, &lw.w_qkv), dptr(&gpu, &lw.w_o), dptr(&gpu, &lw.w_gate_up), dptr(&gpu, &lw.w_down));
             let bias = lw.qkv_bias.as_ref().map(|b| dptr(&gpu, b));
-            self.ops
-                .rms_norm(&gpu, xp, dptr(&gpu, &lw.attn_norm), np, 1, h, cfg.rms_eps)?;
+            self.ops.rms_norm(&gpu, xp, dptr(&gpu, &lw.attn_norm), np, 1, h, cfg.rms_eps)?;
             for g in 0..kvh {
                 self.gemm.linear(
                     &gpu,
@@ -853,52 +702,14 @@ impl GpuEngine {
                 let (k_pre, v_pre) = cache.prefix_ptrs(&gpu, l, g)?;
                 let ptrs = (k_pre, v_pre, k_tail, v_tail);
                 let out = op + (g * gs * d * 2) as u64;
-                self.ops.decode_attention(
-                    &gpu,
-                    qp,
-                    ptrs,
-                    cache.n_prefix,
-                    pos + 1,
-                    gs,
-                    d,
-                    partp,
-                    out,
-                )?;
+                self.ops.decode_attention(&gpu, qp, ptrs, cache.n_prefix, pos + 1, gs, d, partp, out)?;
             }
-            self.gemm.linear(
-                &gpu,
-                (op, cfg.q_dim()),
-                (w_o, cfg.q_dim()),
-                (np, h),
-                1,
-                cfg.q_dim(),
-                h,
-                false,
-            )?;
+            self.gemm.linear(&gpu, (op, cfg.q_dim()), (w_o, cfg.q_dim()), (np, h), 1, cfg.q_dim(), h, false)?;
             self.add_update(xp, np, h)?;
-            self.ops
-                .rms_norm(&gpu, xp, dptr(&gpu, &lw.mlp_norm), np, 1, h, cfg.rms_eps)?;
-            self.gemm.linear(
-                &gpu,
-                (np, h),
-                (w_gu, h),
-                (gup, 2 * inter),
-                1,
-                h,
-                2 * inter,
-                false,
-            )?;
+            self.ops.rms_norm(&gpu, xp, dptr(&gpu, &lw.mlp_norm), np, 1, h, cfg.rms_eps)?;
+            self.gemm.linear(&gpu, (np, h), (w_gu, h), (gup, 2 * inter), 1, h, 2 * inter, false)?;
             self.ops.swiglu(&gpu, gup, actp, 1, inter)?;
-            self.gemm.linear(
-                &gpu,
-                (actp, inter),
-                (w_down, inter),
-                (np, h),
-                1,
-                inter,
-                h,
-                false,
-            )?;
+            self.gemm.linear(&gpu, (actp, inter), (w_down, inter), (np, h), 1, inter, h, false)?;
             self.add_update(xp, np, h)?;
         }
         let logits = self.lm_head(xp, bufs)?;

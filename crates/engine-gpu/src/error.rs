@@ -26,11 +26,6 @@ pub enum EngineError {
 
 pub type Result<T> = std::result::Result<T, EngineError>;
 
-pub(crate) fn driver(
-    context: &str,
-) -> impl FnOnce(cudarc::driver::DriverError) -> EngineError + '_ {
-    move |e| EngineError::Driver {
-        context: context.to_string(),
-        message: format!("{e:?}"),
-    }
+pub(crate) fn driver(context: &str) -> impl FnOnce(cudarc::driver::DriverError) -> EngineError + '_ {
+    move |e| EngineError::Driver { context: context.to_string(), message: format!("{e:?}") }
 }

@@ -67,26 +67,15 @@ pub struct Gemm {
 unsafe impl Send for Gemm {}
 
 fn blas(context: &str) -> impl FnOnce(lt::CublasError) -> EngineError + '_ {
-    move |e| EngineError::Blas {
-        context: context.to_string(),
-        message: format!("{e:?}"),
-    }
+    move |e| EngineError::Blas { context: context.to_string(), message: format!("{e:?}") }
 }
 
 impl Gemm {
     pub fn new(gpu: &Gpu, precision: Precision) -> Result<Gemm> {
-        gpu.stream()
-            .context()
-            .bind_to_thread()
-            .map_err(crate::error::driver("binding the context"))?;
+        gpu.stream().context().bind_to_thread().map_err(crate::error::driver("binding the context"))?;
         let handle = lt::create_handle().map_err(blas("cublasLtCreate"))?;
         let workspace = gpu.alloc::<u8>(WORKSPACE_BYTES)?;
-        Ok(Gemm {
-            precision,
-            handle,
-            workspace,
-            plans: HashMap::new(),
-        })
+        Ok(Gemm { precision, handle, workspace, plans: HashMap::new() })
     }
 
     fn plan(&mut self, key: Key) -> Result<()> {
@@ -103,24 +92,16 @@ impl Gemm {
             Precision::F16 => sys::cudaDataType_t::CUDA_R_16F,
         };
         // Column-major view: yᵀ [out, rows] = W [in, out]ᵀ-stored · xᵀ [in, rows].
-        let a = lt::create_matrix_layout(bf, k.in_dim as u64, k.out_dim as u64, k.ld_w as i64)
-            .map_err(blas("layout W"))?;
-        let b = lt::create_matrix_layout(bf, k.in_dim as u64, k.rows as u64, k.ld_x as i64)
-            .map_err(blas("layout x"))?;
-        let c = lt::create_matrix_layout(bf, k.out_dim as u64, k.rows as u64, k.ld_y as i64)
-            .map_err(blas("layout y"))?;
-        let desc = lt::create_matmul_desc(
-            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
-            sys::cudaDataType_t::CUDA_R_32F,
-        )
-        .map_err(blas("matmul desc"))?;
-        let mut plan = Plan {
-            desc,
-            a,
-            b,
-            c,
-            algo: unsafe { std::mem::zeroed() },
-        };
+        let a =
+            lt::create_matrix_layout(bf, k.in_dim as u64, k.out_dim as u64, k.ld_w as i64).map_err(blas("layout W"))?;
+        let b =
+            lt::create_matrix_layout(bf, k.in_dim as u64, k.rows as u64, k.ld_x as i64).map_err(blas("layout x"))?;
+        let c =
+            lt::create_matrix_layout(bf, k.out_dim as u64, k.rows as u64, k.ld_y as i64).map_err(blas("layout y"))?;
+        let desc =
+            lt::create_matmul_desc(sys::cublasComputeType_t::CUBLAS_COMPUTE_32F, sys::cudaDataType_t::CUDA_R_32F)
+                .map_err(blas("matmul desc"))?;
+        let mut plan = Plan { desc, a, b, c, algo: unsafe { std::mem::zeroed() } };
         let trans: i32 = 1; // CUBLAS_OP_T
                             // SAFETY: descriptors are live; attribute buffers have the documented sizes.
         unsafe {
@@ -149,17 +130,18 @@ impl Gemm {
                 (sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, k.align.2),
             ] {
                 set = set.and_then(|_| {
-                    lt::set_matmul_pref_attribute(pref, attr, &bytes as *const u32 as *const c_void, std::mem::size_of::<u32>())
+                    lt::set_matmul_pref_attribute(
+                        pref,
+                        attr,
+                        &bytes as *const u32 as *const c_void,
+                        std::mem::size_of::<u32>(),
+                    )
                 });
             }
-            let heur = set
-                .and_then(|_| lt::get_matmul_algo_heuristic(self.handle, desc, a, b, c, c, pref));
+            let heur = set.and_then(|_| lt::get_matmul_algo_heuristic(self.handle, desc, a, b, c, c, pref));
             let _ = lt::destroy_matmul_pref(pref);
             let heur = heur.map_err(|e| EngineError::Blas {
-                context: format!(
-                    "no cuBLASLt algorithm for rows={} in={} out={}",
-                    k.rows, k.in_dim, k.out_dim
-                ),
+                context: format!("no cuBLASLt algorithm for rows={} in={} out={}", k.rows, k.in_dim, k.out_dim),
                 message: format!("{e:?}"),
             })?;
             plan.algo = heur.algo;
@@ -201,10 +183,7 @@ impl Gemm {
         };
         let handle = self.handle;
         self.plan(key)?;
-        let plan = self
-            .plans
-            .get(&key)
-            .ok_or_else(|| EngineError::Input("GEMM plan cache".into()))?;
+        let plan = self.plans.get(&key).ok_or_else(|| EngineError::Input("GEMM plan cache".into()))?;
         let (ws_ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(&self.workspace, gpu.stream());
         let stream = gpu.stream().cu_stream();
         let alpha: f32 = 1.0;

@@ -40,10 +40,7 @@ pub struct KvCache {
 }
 
 fn group(gpu: &Gpu, dtype: DType, n: usize, d: usize) -> Result<GroupKv> {
-    Ok(GroupKv {
-        k: DeviceTensor::alloc(gpu, dtype, n * d)?,
-        v: DeviceTensor::alloc(gpu, dtype, n * d)?,
-    })
+    Ok(GroupKv { k: DeviceTensor::alloc(gpu, dtype, n * d)?, v: DeviceTensor::alloc(gpu, dtype, n * d)? })
 }
 
 impl KvCache {
@@ -64,9 +61,7 @@ impl KvCache {
                 prefix.push(Prefix::Layer(group(gpu, dtype, kv_heads * n, head_dim)?));
             } else if l < plan.kv_resident_layers {
                 prefix.push(Prefix::Device(
-                    (0..kv_heads)
-                        .map(|_| group(gpu, dtype, n, head_dim))
-                        .collect::<Result<_>>()?,
+                    (0..kv_heads).map(|_| group(gpu, dtype, n, head_dim)).collect::<Result<_>>()?,
                 ));
             } else {
                 let elems = kv_heads * n * head_dim;
@@ -74,24 +69,17 @@ impl KvCache {
                 // SAFETY: plain pinned host buffers, fully written by device copies before they are read.
                 let alloc = |what: &str| {
                     unsafe { ctx.alloc_pinned_with_flags::<u16>(elems, 0) }.map_err(|e| {
-                    EngineError::OutOfMemory(format!(
-                        "pinning {:.2} GiB of host memory for the offloaded {what} of layer {l} failed: {e:?}",
-                        (2 * elems) as f64 / (1u64 << 30) as f64
-                    ))
-                })
+                        EngineError::OutOfMemory(format!(
+                            "pinning {:.2} GiB of host memory for the offloaded {what} of layer {l} failed: {e:?}",
+                            (2 * elems) as f64 / (1u64 << 30) as f64
+                        ))
+                    })
                 };
-                prefix.push(Prefix::Host {
-                    k: alloc("keys")?,
-                    v: alloc("values")?,
-                });
+                prefix.push(Prefix::Host { k: alloc("keys")?, v: alloc("values")? });
             }
         }
         let staging = if plan.kv_offloaded_layers > 0 {
-            Some(
-                (0..kv_heads)
-                    .map(|_| group(gpu, dtype, n, head_dim))
-                    .collect::<Result<Vec<_>>>()?,
-            )
+            Some((0..kv_heads).map(|_| group(gpu, dtype, n, head_dim)).collect::<Result<Vec<_>>>()?)
         } else {
             None
         };
@@ -99,25 +87,11 @@ impl KvCache {
         let tail = (0..layers)
             .map(|_| {
                 (0..kv_heads)
-                    .map(|_| {
-                        Ok((
-                            gpu.alloc::<u16>(cap * head_dim)?,
-                            gpu.alloc::<u16>(cap * head_dim)?,
-                        ))
-                    })
+                    .map(|_| Ok((gpu.alloc::<u16>(cap * head_dim)?, gpu.alloc::<u16>(cap * head_dim)?)))
                     .collect()
             })
             .collect::<Result<Vec<Vec<_>>>>()?;
-        Ok(KvCache {
-            prefix,
-            staging,
-            tail,
-            n_prefix: n,
-            len: 0,
-            tail_capacity: cap,
-            kv_heads,
-            head_dim,
-        })
+        Ok(KvCache { prefix, staging, tail, n_prefix: n, len: 0, tail_capacity: cap, kv_heads, head_dim })
     }
 
     pub fn is_offloaded(&self, layer: usize) -> bool {
@@ -128,13 +102,13 @@ impl KvCache {
     /// Per-group attention: the `[N, D]` tensors of one KV head (the cache or the staging layer).
     pub fn prefix(&self, layer: usize, kv_head: usize) -> Result<&GroupKv> {
         match &self.prefix[layer] {
-            Prefix::Layer(_) => Err(EngineError::Input(
-                "per-group access to a per-layer KV cache".into(),
-            )),
+            Prefix::Layer(_) => Err(EngineError::Input("per-group access to a per-layer KV cache".into())),
             Prefix::Device(groups) => Ok(&groups[kv_head]),
-            Prefix::Host { .. } => self.staging.as_ref().map(|s| &s[kv_head]).ok_or_else(|| {
-                EngineError::Input("offloaded layer without a staging buffer".into())
-            }),
+            Prefix::Host { .. } => self
+                .staging
+                .as_ref()
+                .map(|s| &s[kv_head])
+                .ok_or_else(|| EngineError::Input("offloaded layer without a staging buffer".into())),
         }
     }
 
@@ -142,9 +116,7 @@ impl KvCache {
     pub fn layer(&self, layer: usize) -> Result<&GroupKv> {
         match &self.prefix[layer] {
             Prefix::Layer(kv) => Ok(kv),
-            _ => Err(EngineError::Input(
-                "per-layer access to a per-group KV cache".into(),
-            )),
+            _ => Err(EngineError::Input("per-layer access to a per-group KV cache".into())),
         }
     }
 
@@ -171,27 +143,17 @@ impl KvCache {
             return Ok(());
         };
         if let Prefix::Host { k, v } = &mut self.prefix[layer] {
-            let (k_host, v_host) = (
-                k.as_mut_slice().map_err(driver("pinned K"))?,
-                v.as_mut_slice().map_err(driver("pinned V"))?,
-            );
+            let (k_host, v_host) =
+                (k.as_mut_slice().map_err(driver("pinned K"))?, v.as_mut_slice().map_err(driver("pinned V"))?);
             for (g, s) in staging.iter().enumerate().take(self.kv_heads) {
                 let range = g * per_group..(g + 1) * per_group;
                 // SAFETY: the staging tensors hold `per_group` bf16 values; the pinned buffers outlive the copy
                 // (the engine synchronises before dropping the cache).
                 unsafe {
-                    cudarc::driver::result::memcpy_dtoh_async(
-                        &mut k_host[range.clone()],
-                        s.k.device_ptr(gpu),
-                        stream,
-                    )
-                    .map_err(driver("offloading K"))?;
-                    cudarc::driver::result::memcpy_dtoh_async(
-                        &mut v_host[range],
-                        s.v.device_ptr(gpu),
-                        stream,
-                    )
-                    .map_err(driver("offloading V"))?;
+                    cudarc::driver::result::memcpy_dtoh_async(&mut k_host[range.clone()], s.k.device_ptr(gpu), stream)
+                        .map_err(driver("offloading K"))?;
+                    cudarc::driver::result::memcpy_dtoh_async(&mut v_host[range], s.v.device_ptr(gpu), stream)
+                        .map_err(driver("offloading V"))?;
                 }
             }
         }
@@ -206,26 +168,16 @@ impl KvCache {
             return Ok(());
         };
         if let Prefix::Host { k, v } = &self.prefix[layer] {
-            let (k_host, v_host) = (
-                k.as_slice().map_err(driver("pinned K"))?,
-                v.as_slice().map_err(driver("pinned V"))?,
-            );
+            let (k_host, v_host) =
+                (k.as_slice().map_err(driver("pinned K"))?, v.as_slice().map_err(driver("pinned V"))?);
             let range = kv_head * per_group..(kv_head + 1) * per_group;
             let s = &staging[kv_head];
             // SAFETY: as in `offload`, in the other direction.
             unsafe {
-                cudarc::driver::result::memcpy_htod_async(
-                    s.k.device_ptr(gpu),
-                    &k_host[range.clone()],
-                    stream,
-                )
-                .map_err(driver("staging K"))?;
-                cudarc::driver::result::memcpy_htod_async(
-                    s.v.device_ptr(gpu),
-                    &v_host[range],
-                    stream,
-                )
-                .map_err(driver("staging V"))?;
+                cudarc::driver::result::memcpy_htod_async(s.k.device_ptr(gpu), &k_host[range.clone()], stream)
+                    .map_err(driver("staging K"))?;
+                cudarc::driver::result::memcpy_htod_async(s.v.device_ptr(gpu), &v_host[range], stream)
+                    .map_err(driver("staging V"))?;
             }
         }
         Ok(())

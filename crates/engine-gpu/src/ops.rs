@@ -61,9 +61,7 @@ impl Ops {
         let module = match cubin {
             Some(bytes) => ctx
                 .load_module(Ptx::from_binary(bytes.to_vec()))
-                .map_err(|e| {
-                    EngineError::KernelLoad(format!("loading the embedded cubin failed: {e:?}"))
-                })?,
+                .map_err(|e| EngineError::KernelLoad(format!("loading the embedded cubin failed: {e:?}")))?,
             None => {
                 // SAFETY: only checks whether the NVRTC shared library can be opened.
                 if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
@@ -81,9 +79,8 @@ impl Ops {
                 };
                 let ptx = cudarc::nvrtc::compile_ptx_with_opts(generated::SOURCE, opts)
                     .map_err(|e| EngineError::KernelLoad(format!("NVRTC failed: {e:?}")))?;
-                ctx.load_module(ptx).map_err(|e| {
-                    EngineError::KernelLoad(format!("loading NVRTC output failed: {e:?}"))
-                })?
+                ctx.load_module(ptx)
+                    .map_err(|e| EngineError::KernelLoad(format!("loading NVRTC output failed: {e:?}")))?
             }
         };
         let mut funcs = HashMap::new();
@@ -93,28 +90,14 @@ impl Ops {
                 .map_err(|e| EngineError::KernelLoad(format!("kernel `{name}` missing: {e:?}")))?;
             funcs.insert(name, f);
         }
-        Ok(Ops {
-            _module: module,
-            funcs,
-        })
+        Ok(Ops { _module: module, funcs })
     }
 
-    pub(crate) fn launch(
-        &self,
-        gpu: &Gpu,
-        name: &str,
-        grid: u32,
-        block: u32,
-        smem: u32,
-        args: &[Arg],
-    ) -> Result<()> {
+    pub(crate) fn launch(&self, gpu: &Gpu, name: &str, grid: u32, block: u32, smem: u32, args: &[Arg]) -> Result<()> {
         if grid == 0 {
             return Ok(());
         }
-        let f = self
-            .funcs
-            .get(name)
-            .ok_or_else(|| EngineError::KernelLoad(format!("kernel `{name}` not loaded")))?;
+        let f = self.funcs.get(name).ok_or_else(|| EngineError::KernelLoad(format!("kernel `{name}` not loaded")))?;
         let mut b = gpu.stream().launch_builder(f);
         for a in args {
             match a {
@@ -125,71 +108,33 @@ impl Ops {
                 Arg::F(x) => b.arg(x),
             };
         }
-        let cfg = LaunchConfig {
-            grid_dim: (grid, 1, 1),
-            block_dim: (block, 1, 1),
-            shared_mem_bytes: smem,
-        };
+        let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: smem };
         // SAFETY: every wrapper below passes the argument list of its kernel in kernels/model_ops.cu.
         unsafe { b.launch(cfg) }.map_err(driver(name))?;
         Ok(())
     }
 
     /// Fills `n` bf16 values at `ptr` with uniform values in [-scale, scale) from `seed`.
-    pub(crate) fn init_uniform(
-        &self,
-        gpu: &Gpu,
-        ptr: u64,
-        n: usize,
-        seed: u64,
-        scale: f32,
-    ) -> Result<()> {
+    pub(crate) fn init_uniform(&self, gpu: &Gpu, ptr: u64, n: usize, seed: u64, scale: f32) -> Result<()> {
         let grid = n.div_ceil(256).clamp(1, 65_536) as u32;
-        self.launch(
-            gpu,
-            "init_uniform",
-            grid,
-            256,
-            0,
-            &[Arg::P(ptr), Arg::L(n as i64), Arg::U(seed), Arg::F(scale)],
-        )
+        self.launch(gpu, "init_uniform", grid, 256, 0, &[Arg::P(ptr), Arg::L(n as i64), Arg::U(seed), Arg::F(scale)])
     }
 
-    pub(crate) fn embed(
-        &self,
-        gpu: &Gpu,
-        tokens: u64,
-        table: u64,
-        out: u64,
-        n: usize,
-        hidden: usize,
-    ) -> Result<()> {
+    pub(crate) fn embed(&self, gpu: &Gpu, tokens: u64, table: u64, out: u64, n: usize, hidden: usize) -> Result<()> {
         self.launch(
             gpu,
             "embed_rows",
             n as u32,
             256,
             0,
-            &[
-                Arg::P(tokens),
-                Arg::P(table),
-                Arg::P(out),
-                Arg::I(hidden as i32),
-            ],
+            &[Arg::P(tokens), Arg::P(table), Arg::P(out), Arg::I(hidden as i32)],
         )
     }
 
     /// `x[i] += p[i]` for `n` values: f32 residual `x`, bf16 update `p`.
     pub(crate) fn add_to_residual(&self, gpu: &Gpu, x: u64, p: u64, n: usize) -> Result<()> {
         let grid = n.div_ceil(256).clamp(1, 65_536) as u32;
-        self.launch(
-            gpu,
-            "add_update_to_residual",
-            grid,
-            256,
-            0,
-            &[Arg::P(x), Arg::P(p), Arg::L(n as i64)],
-        )
+        self.launch(gpu, "add_update_to_residual", grid, 256, 0, &[Arg::P(x), Arg::P(p), Arg::L(n as i64)])
     }
 
     /// RMSNorm of `rows` f32 residual rows at `x` into bf16 rows at `out`.
@@ -204,32 +149,12 @@ impl Ops {
         width: usize,
         eps: f32,
     ) -> Result<()> {
-        let args = [
-            Arg::P(x),
-            Arg::P(w),
-            Arg::P(out),
-            Arg::I(width as i32),
-            Arg::F(eps),
-        ];
+        let args = [Arg::P(x), Arg::P(w), Arg::P(out), Arg::I(width as i32), Arg::F(eps)];
         self.launch(gpu, "rms_norm_rows", rows as u32, 256, 0, &args)
     }
 
-    pub(crate) fn rms_norm_f32out(
-        &self,
-        gpu: &Gpu,
-        x: u64,
-        w: u64,
-        out: u64,
-        width: usize,
-        eps: f32,
-    ) -> Result<()> {
-        let args = [
-            Arg::P(x),
-            Arg::P(w),
-            Arg::P(out),
-            Arg::I(width as i32),
-            Arg::F(eps),
-        ];
+    pub(crate) fn rms_norm_f32out(&self, gpu: &Gpu, x: u64, w: u64, out: u64, width: usize, eps: f32) -> Result<()> {
+        let args = [Arg::P(x), Arg::P(w), Arg::P(out), Arg::I(width as i32), Arg::F(eps)];
         self.launch(gpu, "rms_norm_f32out", 1, 256, 0, &args)
     }
 
@@ -261,24 +186,10 @@ impl Ops {
             Arg::L(pos0 as i64),
             Arg::I(in_stride as i32),
         ];
-        self.launch(
-            gpu,
-            "qkv_rope_scatter",
-            tokens as u32,
-            (head_dim / 2) as u32,
-            0,
-            &args,
-        )
+        self.launch(gpu, "qkv_rope_scatter", tokens as u32, (head_dim / 2) as u32, 0, &args)
     }
 
-    pub(crate) fn swiglu(
-        &self,
-        gpu: &Gpu,
-        gate_up: u64,
-        out: u64,
-        rows: usize,
-        inter: usize,
-    ) -> Result<()> {
+    pub(crate) fn swiglu(&self, gpu: &Gpu, gate_up: u64, out: u64, rows: usize, inter: usize) -> Result<()> {
         let grid = (rows * inter).div_ceil(256).clamp(1, 65_536) as u32;
         self.launch(
             gpu,
@@ -286,12 +197,7 @@ impl Ops {
             grid,
             256,
             0,
-            &[
-                Arg::P(gate_up),
-                Arg::P(out),
-                Arg::L(rows as i64),
-                Arg::I(inter as i32),
-            ],
+            &[Arg::P(gate_up), Arg::P(out), Arg::L(rows as i64), Arg::I(inter as i32)],
         )
     }
 
@@ -319,15 +225,7 @@ impl Ops {
         self.launch(gpu, "heads_to_rows", grid, 256, 0, &args)
     }
 
-    pub(crate) fn gemv_rows(
-        &self,
-        gpu: &Gpu,
-        w: u64,
-        x: u64,
-        out: u64,
-        rows: usize,
-        cols: usize,
-    ) -> Result<()> {
+    pub(crate) fn gemv_rows(&self, gpu: &Gpu, w: u64, x: u64, out: u64, rows: usize, cols: usize) -> Result<()> {
         let grid = (rows * 32).div_ceil(256) as u32;
         self.launch(
             gpu,
@@ -335,13 +233,7 @@ impl Ops {
             grid,
             256,
             0,
-            &[
-                Arg::P(w),
-                Arg::P(x),
-                Arg::P(out),
-                Arg::I(rows as i32),
-                Arg::I(cols as i32),
-            ],
+            &[Arg::P(w), Arg::P(x), Arg::P(out), Arg::I(rows as i32), Arg::I(cols as i32)],
         )
     }
 
@@ -380,14 +272,7 @@ impl Ops {
             Arg::P(part_l),
             Arg::P(part_acc),
         ];
-        self.launch(
-            gpu,
-            "decode_attn_partial",
-            splits as u32,
-            DECODE_CHUNK as u32,
-            smem,
-            &args,
-        )?;
+        self.launch(gpu, "decode_attn_partial", splits as u32, DECODE_CHUNK as u32, smem, &args)?;
         let args = [
             Arg::P(part_m),
             Arg::P(part_l),
@@ -397,13 +282,6 @@ impl Ops {
             Arg::I(head_dim as i32),
             Arg::P(out),
         ];
-        self.launch(
-            gpu,
-            "decode_attn_combine",
-            gs as u32,
-            head_dim as u32,
-            0,
-            &args,
-        )
+        self.launch(gpu, "decode_attn_combine", gs as u32, head_dim as u32, 0, &args)
     }
 }

@@ -114,8 +114,7 @@ pub fn plan_gpu_memory(cfg: &ModelConfig, input: &PlanInput) -> Result<GpuMemory
     if input.tokens == 0 {
         return Err(EngineError::Input("empty prompt".into()));
     }
-    let overflow =
-        || EngineError::OutOfMemory(format!("byte counts for {} tokens overflow", input.tokens));
+    let overflow = || EngineError::OutOfMemory(format!("byte counts for {} tokens overflow", input.tokens));
     let n = input.tokens as u64;
     let (d, kvh, layers) = (cfg.head_dim as u64, cfg.kv_heads as u64, cfg.layers as u64);
     let gs = (cfg.heads / cfg.kv_heads) as u64;
@@ -134,31 +133,16 @@ pub fn plan_gpu_memory(cfg: &ModelConfig, input: &PlanInput) -> Result<GpuMemory
     // (attention buffers, index, chunk buffers) for per-layer or per-group attention.
     let sizes = |per_layer: bool| -> Result<(u64, u64, u64)> {
         let heads = if per_layer { gs * kvh } else { gs };
-        let attention = if per_layer {
-            mul(n, 2 * q_dim * 2)?
-        } else {
-            mul(n, 2 * gs * d * 2 + q_dim * 2)?
-        };
+        let attention = if per_layer { mul(n, 2 * q_dim * 2)? } else { mul(n, 2 * gs * d * 2 + q_dim * 2)? };
         // Per (head, 64-row block): up to k_v columns and about k_s / 64 slash tiles (+ estimate scratch).
-        let index = mul(
-            mul(heads * row_blocks, kv_budget + ks_budget / 16 + 8)?,
-            4 * 2,
-        )? + mul(n, heads * 16)?;
-        let qkv_width = if per_layer {
-            kvh * (gs + 2) * d
-        } else {
-            (gs + 2) * d
-        };
+        let index = mul(mul(heads * row_blocks, kv_budget + ks_budget / 16 + 8)?, 4 * 2)? + mul(n, heads * 16)?;
+        let qkv_width = if per_layer { kvh * (gs + 2) * d } else { (gs + 2) * d };
         let chunk_bytes = chunk * 2 * (h + qkv_width + 3 * inter);
         Ok((attention, index, chunk_bytes))
     };
-    let decode_partials = mul(
-        4 * gs * (d + 2),
-        n.div_ceil(crate::ops::DECODE_CHUNK as u64),
-    )?;
-    let decode_bytes = 2 * (h * 2 + (gs + 2) * d + 3 * inter + cfg.q_dim() as u64)
-        + 4 * (cfg.vocab as u64 + h)
-        + decode_partials;
+    let decode_partials = mul(4 * gs * (d + 2), n.div_ceil(crate::ops::DECODE_CHUNK as u64))?;
+    let decode_bytes =
+        2 * (h * 2 + (gs + 2) * d + 3 * inter + cfg.q_dim() as u64) + 4 * (cfg.vocab as u64 + h) + decode_partials;
     let total = |per_layer: bool| -> Result<(u64, (u64, u64, u64))> {
         let (attention, index, chunk_bytes) = sizes(per_layer)?;
         let fixed = [
@@ -178,9 +162,7 @@ pub fn plan_gpu_memory(cfg: &ModelConfig, input: &PlanInput) -> Result<GpuMemory
     };
     let plan_for = |per_layer: bool| -> Result<(u64, GpuMemoryPlan)> {
         let (fixed, (group_bytes, index_bytes, chunk_bytes)) = total(per_layer)?;
-        let all_resident = fixed
-            .checked_add(mul(kv_layer_bytes, layers)?)
-            .ok_or_else(overflow)?;
+        let all_resident = fixed.checked_add(mul(kv_layer_bytes, layers)?).ok_or_else(overflow)?;
         Ok((
             fixed,
             GpuMemoryPlan {
@@ -218,12 +200,8 @@ pub fn plan_gpu_memory(cfg: &ModelConfig, input: &PlanInput) -> Result<GpuMemory
         }
     }
     let (fixed, base) = plan_for(false)?;
-    let (all_resident, group_bytes, index_bytes, chunk_bytes) = (
-        base.device_needed_bytes,
-        base.group_bytes,
-        base.index_bytes,
-        base.chunk_bytes,
-    );
+    let (all_resident, group_bytes, index_bytes, chunk_bytes) =
+        (base.device_needed_bytes, base.group_bytes, base.index_bytes, base.chunk_bytes);
     if all_resident <= input.device_bytes {
         return Ok(base);
     }
@@ -273,36 +251,26 @@ mod tests {
 
     #[test]
     fn qwen_32k_is_fully_resident() {
-        let p = plan_gpu_memory(&qwen(), &PlanInput::new(32 << 10, H100_FREE))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let p = plan_gpu_memory(&qwen(), &PlanInput::new(32 << 10, H100_FREE)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(p.kv_offloaded_layers, 0);
         assert!(p.device_needed_bytes <= H100_FREE);
     }
 
     #[test]
     fn qwen_1m_fits_an_h100_with_a_few_layers_offloaded() {
-        let p = plan_gpu_memory(&qwen(), &PlanInput::new(1 << 20, H100_FREE))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let p = plan_gpu_memory(&qwen(), &PlanInput::new(1 << 20, H100_FREE)).unwrap_or_else(|e| panic!("{e}"));
         // 1M × 2 × 4 × 128 × 2 B per layer.
         assert_eq!(p.kv_layer_bytes, 2 * 4 * 128 * 2 * (1 << 20));
-        assert!(
-            p.kv_offloaded_layers >= 1 && p.kv_offloaded_layers < 28,
-            "{}",
-            p.describe()
-        );
+        assert!(p.kv_offloaded_layers >= 1 && p.kv_offloaded_layers < 28, "{}", p.describe());
         assert!(p.device_needed_bytes <= H100_FREE);
         assert_eq!(p.kv_resident_layers + p.kv_offloaded_layers, 28);
     }
 
     #[test]
     fn refuses_with_bytes_needed_and_available() {
-        let err = plan_gpu_memory(&qwen(), &PlanInput::new(1 << 20, 16 << 30))
-            .expect_err("16 GiB cannot hold it");
+        let err = plan_gpu_memory(&qwen(), &PlanInput::new(1 << 20, 16 << 30)).expect_err("16 GiB cannot hold it");
         let msg = err.to_string();
-        assert!(
-            msg.contains("needs") && msg.contains("available") && msg.contains("GiB"),
-            "{msg}"
-        );
+        assert!(msg.contains("needs") && msg.contains("available") && msg.contains("GiB"), "{msg}");
         let mut no_offload = PlanInput::new(1 << 20, H100_FREE);
         no_offload.allow_offload = false;
         assert!(plan_gpu_memory(&qwen(), &no_offload).is_err());
@@ -337,10 +305,7 @@ mod tests {
         assert!(grouped.device_needed_bytes < short.device_needed_bytes);
         let mut must = PlanInput::new(1 << 20, H100_FREE);
         must.grouping = AttentionGrouping::PerLayer;
-        assert!(
-            plan_gpu_memory(&cfg, &must).is_err(),
-            "per-layer at 1M cannot fit 80 GB"
-        );
+        assert!(plan_gpu_memory(&cfg, &must).is_err(), "per-layer at 1M cannot fit 80 GB");
     }
 
     #[test]

@@ -20,9 +20,7 @@ impl Precision {
         match s.trim().to_ascii_lowercase().as_str() {
             "bf16" | "bfloat16" => Ok(Precision::Bf16),
             "f16" | "fp16" | "half" => Ok(Precision::F16),
-            other => Err(EngineError::Input(format!(
-                "unknown precision `{other}` (bf16, f16)"
-            ))),
+            other => Err(EngineError::Input(format!("unknown precision `{other}` (bf16, f16)"))),
         }
     }
 

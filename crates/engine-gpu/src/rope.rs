@@ -7,24 +7,13 @@ use minference_model::{ModelConfig, RopeScaling};
 pub fn rope_inv_freq(cfg: &ModelConfig) -> Vec<f64> {
     let half = cfg.head_dim / 2;
     let base = cfg.rope_theta as f64;
-    let mut inv: Vec<f64> = (0..half)
-        .map(|i| 1.0 / base.powf((2 * i) as f64 / cfg.head_dim as f64))
-        .collect();
+    let mut inv: Vec<f64> = (0..half).map(|i| 1.0 / base.powf((2 * i) as f64 / cfg.head_dim as f64)).collect();
     match &cfg.rope_scaling {
         RopeScaling::None => {}
         RopeScaling::Linear { factor } => inv.iter_mut().for_each(|f| *f /= *factor as f64),
         RopeScaling::FreqFactors(div) => inv.iter_mut().zip(div).for_each(|(f, d)| *f /= *d as f64),
-        RopeScaling::Llama3 {
-            factor,
-            low_freq_factor,
-            high_freq_factor,
-            original_max_position,
-        } => {
-            let (factor, low, high) = (
-                *factor as f64,
-                *low_freq_factor as f64,
-                *high_freq_factor as f64,
-            );
+        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position } => {
+            let (factor, low, high) = (*factor as f64, *low_freq_factor as f64, *high_freq_factor as f64);
             let orig = *original_max_position as f64;
             let (low_wavelen, high_wavelen) = (orig / low, orig / high);
             for f in inv.iter_mut() {
@@ -83,11 +72,7 @@ mod tests {
                 Rope::new(&cfg).apply(&mut cpu, 1, pos);
                 let ours = rotate(&inv, &x, pos);
                 for (a, b) in cpu.iter().zip(&ours) {
-                    assert!(
-                        (a - b).abs() < 1e-5,
-                        "{:?} pos {pos}: {a} vs {b}",
-                        cfg.rope_scaling
-                    );
+                    assert!((a - b).abs() < 1e-5, "{:?} pos {pos}: {a} vs {b}", cfg.rope_scaling);
                 }
             }
         }

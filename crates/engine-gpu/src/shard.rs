@@ -39,21 +39,14 @@ fn even_split(len: usize, part: usize, parts: usize) -> Range<usize> {
 impl TensorShard {
     /// The whole model (one GPU).
     pub fn whole(cfg: &ModelConfig) -> Self {
-        TensorShard {
-            rank: 0,
-            world: 1,
-            kv_heads: 0..cfg.kv_heads,
-            intermediate: 0..cfg.intermediate,
-        }
+        TensorShard { rank: 0, world: 1, kv_heads: 0..cfg.kv_heads, intermediate: 0..cfg.intermediate }
     }
 
     /// Rank `rank` of `world`: KV heads split as evenly as possible (a model with 3 KV heads on 2
     /// GPUs gives 2 and 1), the intermediate dimension likewise.
     pub fn new(cfg: &ModelConfig, rank: usize, world: usize) -> Result<Self> {
         if world == 0 || rank >= world {
-            return Err(EngineError::Input(format!(
-                "rank {rank} of a group of {world} GPUs"
-            )));
+            return Err(EngineError::Input(format!("rank {rank} of a group of {world} GPUs")));
         }
         if world > cfg.kv_heads {
             return Err(EngineError::Input(format!(

@@ -39,8 +39,7 @@ impl PhaseTimer {
     /// Accumulates every recorded interval; call after a stream synchronisation.
     pub fn flush(&mut self) -> Result<()> {
         for (phase, a, b) in self.pending.drain(..) {
-            self.ms[phase as usize] +=
-                a.elapsed_ms(&b).map_err(driver("reading a timing event"))? as f64;
+            self.ms[phase as usize] += a.elapsed_ms(&b).map_err(driver("reading a timing event"))? as f64;
         }
         Ok(())
     }

@@ -39,27 +39,17 @@ pub struct DeviceWeights {
 
 /// Bytes of the device weights for `cfg` (bf16 matrices, f32 norms and biases).
 pub fn weight_bytes(cfg: &ModelConfig) -> u64 {
-    let (h, i, q, kv) = (
-        cfg.hidden as u64,
-        cfg.intermediate as u64,
-        cfg.q_dim() as u64,
-        cfg.kv_dim() as u64,
-    );
-    let per_layer = 2 * (h * (q + 2 * kv) + q * h + 3 * h * i)
-        + 4 * (2 * h)
-        + if cfg.qkv_bias { 4 * (q + 2 * kv) } else { 0 };
+    let (h, i, q, kv) = (cfg.hidden as u64, cfg.intermediate as u64, cfg.q_dim() as u64, cfg.kv_dim() as u64);
+    let per_layer =
+        2 * (h * (q + 2 * kv) + q * h + 3 * h * i) + 4 * (2 * h) + if cfg.qkv_bias { 4 * (q + 2 * kv) } else { 0 };
     let vocab = cfg.vocab as u64 * h * 2;
     cfg.layers as u64 * per_layer + vocab * if cfg.tie_embeddings { 1 } else { 2 } + 4 * h
 }
 
 /// Columns `cols` of a row-major matrix with `width` columns.
 fn columns(m: &[f32], width: usize, cols: &Range<usize>) -> Vec<f32> {
-    m.chunks_exact(width)
-        .flat_map(|row| &row[cols.clone()])
-        .copied()
-        .collect()
+    m.chunks_exact(width).flat_map(|row| &row[cols.clone()]).copied().collect()
 }
-
 
 /// Row order of the fused QKV matrix for the KV heads `groups`: for each KV head g, its query
 /// heads' rows, its K rows, its V rows. Returns (matrix, row) pairs: 0 = Q, 1 = K, 2 = V.
@@ -88,8 +78,8 @@ impl DeviceWeights {
         let to_bits = |v: &[f32]| -> Vec<u16> { v.iter().map(|x| precision.bits(*x)).collect() };
         let h = cfg.hidden;
         let order = qkv_row_order(cfg, shard.kv_heads.clone());
-        let heads = shard.first_head(cfg) * cfg.head_dim
-            ..shard.kv_heads.end * (cfg.heads / cfg.kv_heads) * cfg.head_dim;
+        let heads =
+            shard.first_head(cfg) * cfg.head_dim..shard.kv_heads.end * (cfg.heads / cfg.kv_heads) * cfg.head_dim;
         let inter = shard.intermediate.clone();
         let mut layers = Vec::with_capacity(cfg.layers);
         for lw in &w.layers {
@@ -106,19 +96,11 @@ impl DeviceWeights {
             layers.push(DeviceLayer {
                 attn_norm: gpu.upload(&lw.attn_norm)?,
                 w_qkv: gpu.upload(&to_bits(&qkv))?,
-                qkv_bias: if has_bias {
-                    Some(gpu.upload(&bias)?)
-                } else {
-                    None
-                },
+                qkv_bias: if has_bias { Some(gpu.upload(&bias)?) } else { None },
                 w_o: gpu.upload(&to_bits(&columns(&lw.wo.weight, cfg.q_dim(), &heads)))?,
                 mlp_norm: gpu.upload(&lw.mlp_norm)?,
                 w_gate_up: gpu.upload(&to_bits(&gate_up))?,
-                w_down: gpu.upload(&to_bits(&columns(
-                    &lw.w_down.weight,
-                    cfg.intermediate,
-                    &inter,
-                )))?,
+                w_down: gpu.upload(&to_bits(&columns(&lw.w_down.weight, cfg.intermediate, &inter)))?,
             });
         }
         let out = DeviceWeights {
@@ -141,19 +123,11 @@ impl DeviceWeights {
         let h = cfg.hidden;
         let mut tensor_id = 0u64;
         let mut mat = |rows: usize, cols: usize| -> Result<CudaSlice<u16>> {
-            let n = rows
-                .checked_mul(cols)
-                .ok_or_else(|| EngineError::Input("weight size overflows".into()))?;
+            let n = rows.checked_mul(cols).ok_or_else(|| EngineError::Input("weight size overflows".into()))?;
             let s = gpu.alloc::<u16>(n)?;
             tensor_id += 1;
             let tensor_seed = seed ^ tensor_id.wrapping_mul(0xD6E8_FEB8_6659_FD93);
-            ops.init_uniform(
-                gpu,
-                dptr(gpu, &s),
-                n,
-                tensor_seed,
-                (3.0 / cols as f32).sqrt(),
-            )?;
+            ops.init_uniform(gpu, dptr(gpu, &s), n, tensor_seed, (3.0 / cols as f32).sqrt())?;
             Ok(s)
         };
         let ones = vec![1.0f32; h];
@@ -171,17 +145,8 @@ impl DeviceWeights {
             });
         }
         let embed = mat(cfg.vocab, h)?;
-        let lm_head = if cfg.tie_embeddings {
-            None
-        } else {
-            Some(mat(cfg.vocab, h)?)
-        };
-        let out = DeviceWeights {
-            embed,
-            layers,
-            final_norm: gpu.upload(&ones)?,
-            lm_head,
-        };
+        let lm_head = if cfg.tie_embeddings { None } else { Some(mat(cfg.vocab, h)?) };
+        let out = DeviceWeights { embed, layers, final_norm: gpu.upload(&ones)?, lm_head };
         gpu.sync()?;
         Ok(out)
     }

@@ -17,13 +17,7 @@ fn reference(q: &[f32], k: &[f32], v: &[f32], gs: usize, n: usize, d: usize) -> 
         for i in 0..n {
             let qi = &q[(h * n + i) * d..(h * n + i + 1) * d];
             let s: Vec<f64> = (0..=i)
-                .map(|j| {
-                    qi.iter()
-                        .zip(&k[j * d..(j + 1) * d])
-                        .map(|(a, b)| *a as f64 * *b as f64)
-                        .sum::<f64>()
-                        * scale
-                })
+                .map(|j| qi.iter().zip(&k[j * d..(j + 1) * d]).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() * scale)
                 .collect();
             let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
@@ -41,9 +35,7 @@ fn data(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
     (0..len)
         .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             // bf16-exact values so that every backend sees the same inputs.
             bf16::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0).to_f32()
         })
@@ -51,10 +43,7 @@ fn data(len: usize, seed: u64) -> Vec<f32> {
 }
 
 fn max_err(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 const GS: usize = 3;
@@ -67,12 +56,7 @@ fn cpu_backend_dense_matches_f64_reference() {
     let want = reference(&q, &k, &v, GS, N, D);
     let shape = AttnShape::single(GS, 1, D, N);
     let got = CpuBackend::new()
-        .dense(
-            &shape,
-            HostTensor::F32(&q),
-            HostTensor::F32(&k),
-            HostTensor::F32(&v),
-        )
+        .dense(&shape, HostTensor::F32(&q), HostTensor::F32(&k), HostTensor::F32(&v))
         .unwrap_or_else(|e| panic!("{e}"));
     let err = max_err(&want, &got);
     eprintln!("CPU backend dense vs f64 reference: max abs error {err}");
@@ -93,18 +77,8 @@ fn gpu_layer_attention_dense_matches_f64_reference() {
         DeviceTensor::upload(&gpu, HostTensor::Bf16(&b)).unwrap_or_else(|e| panic!("{e}"))
     };
     let (qd, kd, vd) = (up(&q), up(&k), up(&v));
-    let mut out =
-        DeviceTensor::alloc(&gpu, DType::Bf16, GS * N * D).unwrap_or_else(|e| panic!("{e}"));
-    layer_attention(
-        &gpu,
-        &shape,
-        &qd,
-        &kd,
-        &vd,
-        &[HeadPattern::Dense; GS],
-        &mut out,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let mut out = DeviceTensor::alloc(&gpu, DType::Bf16, GS * N * D).unwrap_or_else(|e| panic!("{e}"));
+    layer_attention(&gpu, &shape, &qd, &kd, &vd, &[HeadPattern::Dense; GS], &mut out).unwrap_or_else(|e| panic!("{e}"));
     let got = out.download_f32(&gpu).unwrap_or_else(|e| panic!("{e}"));
     let err = max_err(&want, &got);
     eprintln!("GPU layer_attention dense vs f64 reference: max abs error {err}");
@@ -132,12 +106,8 @@ fn one_layer_model_gpu_vs_cpu_at_one_and_many_tokens() {
     let mut report = Vec::new();
     for n in [1usize, 2, 64, 130] {
         let tokens = random_tokens(n, model.config().vocab, 4);
-        let (c, _) = cpu
-            .prefill(&tokens, &AttentionChoice::Dense, &mut |_| {})
-            .unwrap_or_else(|e| panic!("{e}"));
-        let (g, _) = eng
-            .prefill(&tokens, &AttentionChoice::Dense, &mut |_| {})
-            .unwrap_or_else(|e| panic!("{e}"));
+        let (c, _) = cpu.prefill(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+        let (g, _) = eng.prefill(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
         let c_ = cos(&c, &g);
         eprintln!("one layer, {n} tokens: cosine GPU vs CPU {c_:.6}");
         report.push((n, c_));
@@ -158,11 +128,7 @@ fn gemm_matches_host_with_group_column_offsets() {
     let w = data(out_dim * q_dim, 7);
     let x = data(rows * k, 8);
     let y0 = data(rows * out_dim, 9);
-    let bits = |v: &[f32]| {
-        v.iter()
-            .map(|f| bf16::from_f32(*f).to_bits())
-            .collect::<Vec<u16>>()
-    };
+    let bits = |v: &[f32]| v.iter().map(|f| bf16::from_f32(*f).to_bits()).collect::<Vec<u16>>();
     let (wd, xd) = (
         gpu.upload(&bits(&w)).unwrap_or_else(|e| panic!("{e}")),
         gpu.upload(&bits(&x)).unwrap_or_else(|e| panic!("{e}")),
@@ -170,17 +136,8 @@ fn gemm_matches_host_with_group_column_offsets() {
     let yd = gpu.upload(&bits(&y0)).unwrap_or_else(|e| panic!("{e}"));
     let p = |s: &cudarc::driver::CudaSlice<u16>| s.device_ptr(gpu.stream()).0;
     let mut gemm = Gemm::new(&gpu, minference_engine_gpu::Precision::Bf16).unwrap_or_else(|e| panic!("{e}"));
-    gemm.linear(
-        &gpu,
-        (p(&xd), k),
-        (p(&wd) + 2 * 192, q_dim),
-        (p(&yd), out_dim),
-        rows,
-        k,
-        out_dim,
-        true,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    gemm.linear(&gpu, (p(&xd), k), (p(&wd) + 2 * 192, q_dim), (p(&yd), out_dim), rows, k, out_dim, true)
+        .unwrap_or_else(|e| panic!("{e}"));
     let got: Vec<f32> = gpu
         .download(&yd, rows * out_dim)
         .unwrap_or_else(|e| panic!("{e}"))
@@ -190,30 +147,16 @@ fn gemm_matches_host_with_group_column_offsets() {
     let mut err = 0f32;
     for r in 0..rows {
         for o in 0..out_dim {
-            let want: f32 = y0[r * out_dim + o]
-                + (0..k)
-                    .map(|i| x[r * k + i] * w[o * q_dim + 192 + i])
-                    .sum::<f32>();
+            let want: f32 = y0[r * out_dim + o] + (0..k).map(|i| x[r * k + i] * w[o * q_dim + 192 + i]).sum::<f32>();
             err = err.max((want - got[r * out_dim + o]).abs());
         }
     }
     eprintln!("GEMM with a 384-byte column offset, accumulate: max abs error {err}");
     assert!(err < 0.1, "{err}");
     // Plain y = x · Wᵀ, aligned.
-    let yd2 = gpu
-        .alloc::<u16>(rows * out_dim)
+    let yd2 = gpu.alloc::<u16>(rows * out_dim).unwrap_or_else(|e| panic!("{e}"));
+    gemm.linear(&gpu, (p(&xd), k), (p(&wd), q_dim), (p(&yd2), out_dim), rows, k, out_dim, false)
         .unwrap_or_else(|e| panic!("{e}"));
-    gemm.linear(
-        &gpu,
-        (p(&xd), k),
-        (p(&wd), q_dim),
-        (p(&yd2), out_dim),
-        rows,
-        k,
-        out_dim,
-        false,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
     let got: Vec<f32> = gpu
         .download(&yd2, rows * out_dim)
         .unwrap_or_else(|e| panic!("{e}"))

@@ -40,11 +40,7 @@ fn agreement(reference: &[f32], got: &[f32]) -> Agreement {
         max_diff = max_diff.max((a - b).abs());
         max_ref = max_ref.max(a.abs());
     }
-    let argmax = |v: &[f32]| {
-        v.iter()
-            .enumerate()
-            .fold(0, |best, (i, x)| if *x > v[best] { i } else { best })
-    };
+    let argmax = |v: &[f32]| v.iter().enumerate().fold(0, |best, (i, x)| if *x > v[best] { i } else { best });
     Agreement {
         cosine: dot / (na.sqrt() * nb.sqrt()),
         rel_max: max_diff / max_ref,
@@ -54,16 +50,9 @@ fn agreement(reference: &[f32], got: &[f32]) -> Agreement {
 
 fn assert_close(what: &str, reference: &[f32], got: &[f32]) {
     let a = agreement(reference, got);
-    eprintln!(
-        "{what}: cosine {:.6}, max rel diff {:.4}, top-1 same {}",
-        a.cosine, a.rel_max, a.top1_same
-    );
+    eprintln!("{what}: cosine {:.6}, max rel diff {:.4}, top-1 same {}", a.cosine, a.rel_max, a.top1_same);
     assert!(a.cosine > 0.995, "{what}: cosine {}", a.cosine);
-    assert!(
-        a.rel_max < 0.08,
-        "{what}: max relative difference {}",
-        a.rel_max
-    );
+    assert!(a.rel_max < 0.08, "{what}: max relative difference {}", a.rel_max);
 }
 
 fn random_small_model(layers: usize) -> Arc<Model> {
@@ -76,38 +65,19 @@ fn random_small_model(layers: usize) -> Arc<Model> {
 fn run_both(gpu: Arc<Gpu>, model: Arc<Model>, tokens: &[u32], label: &str) {
     for grouping in [AttentionGrouping::PerLayer, AttentionGrouping::PerGroup] {
         let label = format!("{label}, {grouping:?}");
-        run_both_with(
-            Arc::clone(&gpu),
-            Arc::clone(&model),
-            tokens,
-            &label,
-            grouping,
-        );
+        run_both_with(Arc::clone(&gpu), Arc::clone(&model), tokens, &label, grouping);
     }
 }
 
-fn run_both_with(
-    gpu: Arc<Gpu>,
-    model: Arc<Model>,
-    tokens: &[u32],
-    label: &str,
-    grouping: AttentionGrouping,
-) {
+fn run_both_with(gpu: Arc<Gpu>, model: Arc<Model>, tokens: &[u32], label: &str, grouping: AttentionGrouping) {
     let mut cpu = Engine::new(Arc::clone(&model), CpuBackend::new());
-    let (cpu_logits, _) = cpu
-        .prefill(tokens, &AttentionChoice::Dense, &mut |_| {})
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (cpu_logits, _) = cpu.prefill(tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     let mut eng = GpuEngine::new(gpu, model).unwrap_or_else(|e| panic!("{e}"));
     eng.set_chunk_tokens(48); // several chunks, one partial
     eng.set_attention_grouping(grouping);
-    let (gpu_logits, stats) = eng
-        .prefill(tokens, &AttentionChoice::Dense, &mut |_| {})
-        .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!(
-        "{label}: GPU prefill of {} tokens in {:.4} s",
-        tokens.len(),
-        stats.seconds
-    );
+    let (gpu_logits, stats) =
+        eng.prefill(tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{label}: GPU prefill of {} tokens in {:.4} s", tokens.len(), stats.seconds);
     assert_close(&format!("{label} prefill"), &cpu_logits, &gpu_logits);
     for (i, t) in [5u32, 17, 400].into_iter().enumerate() {
         let c = cpu.decode_step(t).unwrap_or_else(|e| panic!("{e}"));
@@ -122,12 +92,7 @@ fn random_smollm2_shape_gpu_matches_cpu() {
     let Some(gpu) = gpu() else { return };
     let model = random_small_model(30);
     let tokens = random_tokens(200, model.config().vocab, 3);
-    run_both(
-        gpu,
-        model,
-        &tokens,
-        "random smollm2-135m shape (random weights)",
-    );
+    run_both(gpu, model, &tokens, "random smollm2-135m shape (random weights)");
 }
 
 #[test]
@@ -150,27 +115,21 @@ fn kv_offload_gives_identical_logits() {
     let mut eng = GpuEngine::new(gpu, model).unwrap_or_else(|e| panic!("{e}"));
     // Offload needs per-group attention; compare like with like.
     eng.set_attention_grouping(AttentionGrouping::PerGroup);
-    let (resident, s0) = eng
-        .prefill(&tokens, &AttentionChoice::Dense, &mut |_| {})
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (resident, s0) = eng.prefill(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     let d0 = eng.decode_step(9).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(s0.plan.kv_offloaded_layers, 0);
     assert!(!s0.plan.per_layer_attention);
     // Room for everything but about three layers of KV cache.
     let limit = s0.plan.device_needed_bytes - 3 * s0.plan.kv_layer_bytes;
     eng.set_memory_limit(Some(limit));
-    let (offloaded, s1) = eng
-        .prefill(&tokens, &AttentionChoice::Dense, &mut |_| {})
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (offloaded, s1) = eng.prefill(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     let d1 = eng.decode_step(9).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("offload: {}", s1.plan.describe());
     assert!(s1.plan.kv_offloaded_layers >= 3, "{}", s1.plan.describe());
     assert_eq!(resident, offloaded, "offload must not change the prefill");
     assert_eq!(d0, d1, "offload must not change decode");
     eng.set_memory_limit(Some(s0.plan.weights_bytes));
-    let err = eng
-        .prefill(&tokens, &AttentionChoice::Dense, &mut |_| {})
-        .expect_err("weights alone fill the limit");
+    let err = eng.prefill(&tokens, &AttentionChoice::Dense, &mut |_| {}).expect_err("weights alone fill the limit");
     assert!(err.to_string().contains("GiB"), "{err}");
 }
 
@@ -180,38 +139,20 @@ fn minference_with_a_covering_budget_equals_dense() {
     let model = random_small_model(4);
     let tokens = random_tokens(1000, model.config().vocab, 9);
     let mut eng = GpuEngine::new(gpu, Arc::clone(&model)).unwrap_or_else(|e| panic!("{e}"));
-    let (dense, s) = eng
-        .prefill(&tokens, &AttentionChoice::Dense, &mut |_| {})
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        s.plan.per_layer_attention,
-        "1000 tokens fit per-layer attention"
-    );
+    let (dense, s) = eng.prefill(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.plan.per_layer_attention, "1000 tokens fit per-layer attention");
     eng.set_attention_grouping(AttentionGrouping::PerGroup);
-    let (grouped, _) = eng
-        .prefill(&tokens, &AttentionChoice::Dense, &mut |_| {})
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (grouped, _) = eng.prefill(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     assert_close("per-group vs per-layer attention", &dense, &grouped);
     eng.set_attention_grouping(AttentionGrouping::Auto);
-    let full = MInferencePlan::uniform(
-        model.config(),
-        HeadPattern::VerticalSlash {
-            k_v: 2048,
-            k_s: 2048,
-        },
-    );
-    let (sparse, stats) = eng
-        .prefill(&tokens, &AttentionChoice::MInference(full), &mut |_| {})
-        .unwrap_or_else(|e| panic!("{e}"));
+    let full = MInferencePlan::uniform(model.config(), HeadPattern::VerticalSlash { k_v: 2048, k_s: 2048 });
+    let (sparse, stats) =
+        eng.prefill(&tokens, &AttentionChoice::MInference(full), &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(stats.sparse_heads, 4 * model.config().heads);
     assert_close("VS covering every key vs dense", &dense, &sparse);
-    let narrow = MInferencePlan::uniform(
-        model.config(),
-        HeadPattern::VerticalSlash { k_v: 64, k_s: 128 },
-    );
-    let (narrow_logits, _) = eng
-        .prefill(&tokens, &AttentionChoice::MInference(narrow), &mut |_| {})
-        .unwrap_or_else(|e| panic!("{e}"));
+    let narrow = MInferencePlan::uniform(model.config(), HeadPattern::VerticalSlash { k_v: 64, k_s: 128 });
+    let (narrow_logits, _) =
+        eng.prefill(&tokens, &AttentionChoice::MInference(narrow), &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     assert!(narrow_logits.iter().all(|v| v.is_finite()));
 }
 
@@ -222,21 +163,12 @@ fn bad_input_is_an_error_not_a_panic() {
     let vocab = model.config().vocab as u32;
     let mut eng = GpuEngine::new(gpu, model).unwrap_or_else(|e| panic!("{e}"));
     assert!(eng.decode_step(1).is_err(), "decode before prefill");
-    assert!(eng
-        .prefill(&[], &AttentionChoice::Dense, &mut |_| {})
-        .is_err());
-    assert!(eng
-        .prefill(&[1, vocab], &AttentionChoice::Dense, &mut |_| {})
-        .is_err());
+    assert!(eng.prefill(&[], &AttentionChoice::Dense, &mut |_| {}).is_err());
+    assert!(eng.prefill(&[1, vocab], &AttentionChoice::Dense, &mut |_| {}).is_err());
     let too_long = vec![1u32; 8193];
-    assert!(
-        eng.prefill(&too_long, &AttentionChoice::Dense, &mut |_| {})
-            .is_err(),
-        "past the 8K context"
-    );
+    assert!(eng.prefill(&too_long, &AttentionChoice::Dense, &mut |_| {}).is_err(), "past the 8K context");
     eng.set_max_new_tokens(1);
-    eng.prefill(&[1, 2, 3], &AttentionChoice::Dense, &mut |_| {})
-        .unwrap_or_else(|e| panic!("{e}"));
+    eng.prefill(&[1, 2, 3], &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     assert!(eng.decode_step(4).is_ok());
     assert!(eng.decode_step(5).is_err(), "decode tail is full");
 }
@@ -247,13 +179,10 @@ fn residual_stream_matches_the_cpu_engine() {
     let model = random_small_model(4);
     let tokens = random_tokens(150, model.config().vocab, 8);
     let mut cpu = Engine::new(Arc::clone(&model), CpuBackend::new());
-    let (want, _) = cpu
-        .prefill_hidden(&tokens, &AttentionChoice::Dense, &mut |_| {})
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (want, _) = cpu.prefill_hidden(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     let mut eng = GpuEngine::new(gpu, model).unwrap_or_else(|e| panic!("{e}"));
-    let (got, _) = eng
-        .prefill_residual(&tokens, &AttentionChoice::Dense, &mut |_| {})
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (got, _) =
+        eng.prefill_residual(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(want.len(), got.len());
     let a = agreement(&want, &got);
     eprintln!("residual stream GPU vs CPU: cosine {:.6}, max rel diff {:.4}", a.cosine, a.rel_max);

@@ -26,8 +26,7 @@ fn gpu_dense_logits_match_hf() {
     };
     let Some(path) = minference_model::local_default_model() else { return };
     let model = Arc::new(Model::load(&path).unwrap_or_else(|e| panic!("{e}")));
-    let fixture_path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/smollm2_logits.json");
+    let fixture_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/smollm2_logits.json");
     let text = std::fs::read_to_string(&fixture_path).unwrap_or_else(|e| panic!("{}: {e}", fixture_path.display()));
     let fx: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
     for (precision, bound) in [(Precision::F16, 1e-2), (Precision::Bf16, 3e-2)] {
@@ -43,15 +42,11 @@ fn check_against_fixture(mut engine: GpuEngine, fx: &serde_json::Value, precisio
         let ids: Vec<u32> = numbers(&case["ids"]).iter().map(|x| *x as u32).collect();
         for pos in case["positions"].as_array().into_iter().flatten() {
             let p = pos["position"].as_u64().unwrap_or(0) as usize;
-            let (logits, _) = engine
-                .prefill(&ids[..=p], &AttentionChoice::Dense, &mut |_| {})
-                .unwrap_or_else(|e| panic!("{e}"));
+            let (logits, _) =
+                engine.prefill(&ids[..=p], &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
             let top: Vec<usize> = numbers(&pos["top_ids"]).iter().map(|x| *x as usize).collect();
             let want = numbers(&pos["top_logits"]);
-            let ours_top1 = logits
-                .iter()
-                .enumerate()
-                .fold(0, |b, (i, x)| if *x > logits[b] { i } else { b });
+            let ours_top1 = logits.iter().enumerate().fold(0, |b, (i, x)| if *x > logits[b] { i } else { b });
             top1_same += usize::from(ours_top1 == top[0]);
             checked += 1;
             for (&t, &w) in top.iter().zip(&want) {

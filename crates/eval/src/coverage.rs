@@ -59,7 +59,13 @@ impl<B: AttentionBackend> AttentionBackend for CoverageRecorder<B> {
         Ok(out)
     }
 
-    fn estimate_vs(&self, shape: &AttnShape, q: HostTensor, k: HostTensor, patterns: &[HeadPattern]) -> Result<Vec<VsSelection>, Self::Error> {
+    fn estimate_vs(
+        &self,
+        shape: &AttnShape,
+        q: HostTensor,
+        k: HostTensor,
+        patterns: &[HeadPattern],
+    ) -> Result<Vec<VsSelection>, Self::Error> {
         self.inner.estimate_vs(shape, q, k, patterns)
     }
 

@@ -1,8 +1,8 @@
 //! Results of a needle grid (attention kind × depth × length) and their markdown and heat-map forms.
 
+use crate::error::Result;
 use crate::heatmap::Panel;
 use crate::needle::{answer_has_value, NeedlePrompt};
-use crate::error::Result;
 use minference_core::AttentionBackend;
 use minference_model::{AttentionChoice, Engine, GenerateOptions, PrefillProgress, Sampler, Tokenizer};
 use std::time::Instant;
@@ -117,7 +117,11 @@ impl NeedleGrid {
         let mut out = String::new();
         let header: Vec<String> = self.lengths.iter().map(|l| format!("{l} tok")).collect();
         for (v, name) in self.variants.iter().enumerate() {
-            out += &format!("\n**{name}** (✓ found, ✗ missed: the model's answer)\n\n| depth | {} |\n|---|{}\n", header.join(" | "), "---|".repeat(self.lengths.len()));
+            out += &format!(
+                "\n**{name}** (✓ found, ✗ missed: the model's answer)\n\n| depth | {} |\n|---|{}\n",
+                header.join(" | "),
+                "---|".repeat(self.lengths.len())
+            );
             for (r, depth) in self.depths.iter().enumerate() {
                 let cells: Vec<String> = self.cells[v][r]
                     .iter()

@@ -62,12 +62,20 @@ pub fn render(panels: &[Panel], lengths: &[usize], depths: &[u32], caption: &str
     if panels.is_empty() || lengths.is_empty() || depths.is_empty() {
         return Err(EvalError::Input("a heat map needs at least one panel, length and depth".into()));
     }
-    if let Some(p) = panels.iter().find(|p| p.found.len() != depths.len() || p.found.iter().any(|r| r.len() != lengths.len())) {
-        return Err(EvalError::Input(format!("panel `{}` does not have {} depths × {} lengths", p.title, depths.len(), lengths.len())));
+    if let Some(p) =
+        panels.iter().find(|p| p.found.len() != depths.len() || p.found.iter().any(|r| r.len() != lengths.len()))
+    {
+        return Err(EvalError::Input(format!(
+            "panel `{}` does not have {} depths × {} lengths",
+            p.title,
+            depths.len(),
+            lengths.len()
+        )));
     }
     let grid_w = CELL_W * lengths.len();
     let panel_w = (LABEL_W + grid_w).max(LABEL_W + panels.iter().map(|p| text_width(&p.title, 2)).max().unwrap_or(0));
-    let width = (2 * MARGIN + panels.len() * panel_w + (panels.len() - 1) * GAP).max(2 * MARGIN + text_width(caption, 1));
+    let width =
+        (2 * MARGIN + panels.len() * panel_w + (panels.len() - 1) * GAP).max(2 * MARGIN + text_width(caption, 1));
     let grid_h = CELL_H * depths.len();
     let height = MARGIN + TITLE_H + grid_h + AXIS_H + 16 + MARGIN;
     let mut canvas = Canvas::new(width, height);
@@ -94,7 +102,12 @@ pub fn render(panels: &[Panel], lengths: &[usize], depths: &[u32], caption: &str
         }
         for (c, &len) in lengths.iter().enumerate() {
             let label = length_label(len);
-            canvas.text(gx + c * CELL_W + (CELL_W.saturating_sub(text_width(&label, 1))) / 2, gy + grid_h + 6, 1, &label);
+            canvas.text(
+                gx + c * CELL_W + (CELL_W.saturating_sub(text_width(&label, 1))) / 2,
+                gy + grid_h + 6,
+                1,
+                &label,
+            );
         }
         let run: Vec<bool> = panel.found.iter().flatten().flatten().copied().collect();
         let summary = format!("found {}/{}", run.iter().filter(|&&f| f).count(), run.len());

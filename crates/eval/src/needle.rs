@@ -5,7 +5,8 @@ use crate::error::{EvalError, Result};
 use crate::haystack::Haystack;
 use minference_core::rng::SplitMix64;
 
-const INTRO: &str = "A secret pass key is hidden somewhere in the long text below. Read it carefully and remember the pass key.";
+const INTRO: &str =
+    "A secret pass key is hidden somewhere in the long text below. Read it carefully and remember the pass key.";
 const QUESTION_CHAT: &str = "\nWhat is the pass key?";
 /// In raw mode the prompt ends mid-sentence so that the continuation is the key itself.
 const QUESTION_RAW: &str = "\nWhat is the pass key? The pass key is";

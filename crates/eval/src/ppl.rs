@@ -21,17 +21,29 @@ pub struct PositionScores {
 
 /// Scores every residual stream in `streams` (each `[tokens, hidden]`, from `Engine::prefill_hidden`)
 /// at positions `positions` (predicting `tokens[t + 1]`); `streams[0]` is the KL reference.
-pub fn score_streams(model: &Model, tokens: &[u32], positions: Range<usize>, streams: &[&[f32]]) -> Result<Vec<PositionScores>> {
+pub fn score_streams(
+    model: &Model,
+    tokens: &[u32],
+    positions: Range<usize>,
+    streams: &[&[f32]],
+) -> Result<Vec<PositionScores>> {
     let cfg = model.config();
     let (hidden, vocab) = (cfg.hidden, cfg.vocab);
     if streams.is_empty() {
         return Err(EvalError::Input("no prefills to score".into()));
     }
     if let Some(s) = streams.iter().find(|s| s.len() != tokens.len() * hidden) {
-        return Err(EvalError::Input(format!("{} residual values for {} tokens × hidden {hidden}", s.len(), tokens.len())));
+        return Err(EvalError::Input(format!(
+            "{} residual values for {} tokens × hidden {hidden}",
+            s.len(),
+            tokens.len()
+        )));
     }
     if positions.is_empty() || positions.end >= tokens.len() {
-        return Err(EvalError::Input(format!("positions {positions:?} need next tokens among {} tokens", tokens.len())));
+        return Err(EvalError::Input(format!(
+            "positions {positions:?} need next tokens among {} tokens",
+            tokens.len()
+        )));
     }
     let chunk = SCORE_CHUNK.min(positions.len());
     let mut reference = vec![0f32; chunk * vocab];
@@ -58,7 +70,12 @@ pub fn score_streams(model: &Model, tokens: &[u32], positions: Range<usize>, str
     Ok(nll_sum
         .iter()
         .zip(&kl_sum)
-        .map(|(&nll, &kl)| PositionScores { mean_nll: nll / n, perplexity: (nll / n).exp(), mean_kl: kl / n, positions: positions.len() })
+        .map(|(&nll, &kl)| PositionScores {
+            mean_nll: nll / n,
+            perplexity: (nll / n).exp(),
+            mean_kl: kl / n,
+            positions: positions.len(),
+        })
         .collect())
 }
 
@@ -66,7 +83,9 @@ pub fn score_streams(model: &Model, tokens: &[u32], positions: Range<usize>, str
 fn chunk_nll(logp: &[f32], vocab: usize, next: &[u32]) -> Result<f64> {
     let mut sum = 0f64;
     for (row, &t) in logp.chunks(vocab).zip(next) {
-        let lp = row.get(t as usize).ok_or_else(|| EvalError::Input(format!("token id {t} outside the vocabulary of {vocab}")))?;
+        let lp = row
+            .get(t as usize)
+            .ok_or_else(|| EvalError::Input(format!("token id {t} outside the vocabulary of {vocab}")))?;
         sum -= *lp as f64;
     }
     Ok(sum)

@@ -28,18 +28,29 @@ impl WordTokenizer {
     }
 }
 
-fn check_layout(haystack: &Haystack, frame: &PromptFrame, encode: &dyn Fn(&str) -> minference_eval::Result<Vec<u32>>, length: usize, depth: u32) {
+fn check_layout(
+    haystack: &Haystack,
+    frame: &PromptFrame,
+    encode: &dyn Fn(&str) -> minference_eval::Result<Vec<u32>>,
+    length: usize,
+    depth: u32,
+) {
     let p = build_needle_prompt(haystack, frame, encode, length, depth, "31415").unwrap_or_else(|e| panic!("{e}"));
     let longest = haystack.longest_sentence();
     assert!(p.tokens.len() <= length, "{} tokens for length {length}", p.tokens.len());
     assert!(p.tokens.len() + longest > length, "{} tokens leave a whole sentence unused of {length}", p.tokens.len());
     // The needle tokens are where the prompt says they are.
-    let needle = encode(" The pass key is 31415. Remember it. 31415 is the pass key.").unwrap_or_else(|e| panic!("{e}"));
+    let needle =
+        encode(" The pass key is 31415. Remember it. 31415 is the pass key.").unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(&p.tokens[p.needle_start..p.needle_start + p.needle_len], &needle[..]);
     // Within half of the longest sentence of the requested depth.
     let before = (p.needle_start - p.haystack_start) as f64;
     let target = depth as f64 / 100.0 * p.haystack_tokens as f64;
-    assert!((before - target).abs() <= longest as f64 / 2.0 + 1e-9, "needle after {before} of {} haystack tokens, asked {depth}%", p.haystack_tokens);
+    assert!(
+        (before - target).abs() <= longest as f64 / 2.0 + 1e-9,
+        "needle after {before} of {} haystack tokens, asked {depth}%",
+        p.haystack_tokens
+    );
     if depth == 0 {
         assert_eq!(p.needle_start, p.haystack_start);
     }
@@ -82,7 +93,12 @@ fn bad_haystack_files_are_clear_errors() {
     let latin1 = dir.join("latin1.txt");
     std::fs::write(&latin1, b"caf\xe9 au lait. ").unwrap_or_else(|e| panic!("{e}"));
     let err = Haystack::from_file(&latin1, &encode).unwrap_err();
-    assert!(matches!(err, EvalError::Input(_)) && err.to_string().contains("not UTF-8") && err.to_string().contains("offset 3"), "{err}");
+    assert!(
+        matches!(err, EvalError::Input(_))
+            && err.to_string().contains("not UTF-8")
+            && err.to_string().contains("offset 3"),
+        "{err}"
+    );
     let empty = dir.join("empty.txt");
     std::fs::write(&empty, b"  \n").unwrap_or_else(|e| panic!("{e}"));
     assert!(Haystack::from_file(&empty, &encode).unwrap_err().to_string().contains("empty"));
@@ -102,12 +118,16 @@ fn real_tokenizer_layout_and_chat_frame() {
     let tokenizer = model.tokenizer().unwrap_or_else(|e| panic!("{e}"));
     let encode = |t: &str| Ok(tokenizer.encode(t)?);
     let haystack = Haystack::filler(3, &encode).unwrap_or_else(|e| panic!("{e}"));
-    let chat = PromptFrame::from_rendered(&tokenizer.chat_prompt("\u{1}M\u{1}", None), "\u{1}M\u{1}").unwrap_or_else(|e| panic!("{e}"));
+    let chat = PromptFrame::from_rendered(&tokenizer.chat_prompt("\u{1}M\u{1}", None), "\u{1}M\u{1}")
+        .unwrap_or_else(|e| panic!("{e}"));
     for frame in [PromptFrame::raw(), chat] {
         for depth in [0, 25, 50, 75, 100] {
             check_layout(&haystack, &frame, &encode, 1024, depth);
-            let p = build_needle_prompt(&haystack, &frame, &encode, 1024, depth, "31415").unwrap_or_else(|e| panic!("{e}"));
-            let needle = tokenizer.decode(&p.tokens[p.needle_start..p.needle_start + p.needle_len], false).unwrap_or_else(|e| panic!("{e}"));
+            let p =
+                build_needle_prompt(&haystack, &frame, &encode, 1024, depth, "31415").unwrap_or_else(|e| panic!("{e}"));
+            let needle = tokenizer
+                .decode(&p.tokens[p.needle_start..p.needle_start + p.needle_len], false)
+                .unwrap_or_else(|e| panic!("{e}"));
             assert!(needle.contains("31415"), "{needle}");
             let whole = tokenizer.decode(&p.tokens, false).unwrap_or_else(|e| panic!("{e}"));
             assert!(whole.starts_with(&frame.prefix) && whole.ends_with(&frame.suffix));

@@ -12,7 +12,8 @@ use std::sync::Arc;
 /// `-log p(tokens[t + 1])` for every t, feeding one token at a time through the KV cache.
 fn decode_nll(engine: &mut Engine<CpuBackend>, tokens: &[u32]) -> Vec<f32> {
     let vocab = engine.model().config().vocab;
-    let (mut logits, _) = engine.prefill(&tokens[..1], &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+    let (mut logits, _) =
+        engine.prefill(&tokens[..1], &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     let mut out = Vec::new();
     for t in 0..tokens.len() - 1 {
         log_softmax_rows(&mut logits, vocab);
@@ -34,13 +35,16 @@ fn assert_close(a: &[f32], b: &[f32], tol: f32) {
 fn check(model: Model, tokens: &[u32], tol: f32) {
     let model = Arc::new(model);
     let mut engine = Engine::new(model.clone(), CpuBackend::new());
-    let from_prefill = engine.prefill_token_nll(tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+    let from_prefill =
+        engine.prefill_token_nll(tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     let from_decode = decode_nll(&mut engine, tokens);
     assert_close(&from_prefill, &from_decode, tol);
 
     // The chunked scorer agrees, and a prefill has zero KL against itself.
-    let (hidden, _) = engine.prefill_hidden(tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
-    let scores = score_streams(&model, tokens, 0..tokens.len() - 1, &[&hidden, &hidden]).unwrap_or_else(|e| panic!("{e}"));
+    let (hidden, _) =
+        engine.prefill_hidden(tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+    let scores =
+        score_streams(&model, tokens, 0..tokens.len() - 1, &[&hidden, &hidden]).unwrap_or_else(|e| panic!("{e}"));
     let mean = from_prefill.iter().map(|&v| v as f64).sum::<f64>() / from_prefill.len() as f64;
     assert!((scores[0].mean_nll - mean).abs() < 1e-4 * (1.0 + mean), "{} vs {mean}", scores[0].mean_nll);
     assert!((scores[0].perplexity - mean.exp()).abs() < 1e-3 * mean.exp());
@@ -74,7 +78,8 @@ fn scoring_rejects_bad_ranges() {
     let tokens: Vec<u32> = (0..10).collect();
     let mut engine = Engine::new(model.clone(), CpuBackend::new());
     assert!(engine.prefill_token_nll(&tokens[..1], &AttentionChoice::Dense, &mut |_| {}).is_err());
-    let (hidden, _) = engine.prefill_hidden(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+    let (hidden, _) =
+        engine.prefill_hidden(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     // The last token has no next token to predict.
     assert!(score_streams(&model, &tokens, 0..10, &[&hidden]).is_err());
     assert!(score_streams(&model, &tokens, 3..3, &[&hidden]).is_err());

@@ -11,9 +11,11 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let arg = |i: usize, d: usize| -> Result<usize, std::num::ParseIntError> { args.get(i).map_or(Ok(d), |s| s.parse()) };
+    let arg =
+        |i: usize, d: usize| -> Result<usize, std::num::ParseIntError> { args.get(i).map_or(Ok(d), |s| s.parse()) };
     let (n, layer, head) = (arg(0, 8192)?, arg(1, 15)?, arg(2, 0)?);
-    let out = args.get(3).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(format!("out/qk_l{layer}_h{head}.safetensors")));
+    let out =
+        args.get(3).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(format!("out/qk_l{layer}_h{head}.safetensors")));
     let model = Model::load(&minference_model::ensure_default_model()?)?;
     let tok = model.tokenizer()?;
     let base = match args.get(4) {

@@ -36,7 +36,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => (0..n).map(|i| ((i * 7919) % cfg.vocab) as u32).collect(),
     };
     let weights_note = if model.has_random_weights() { " (random weights)" } else { "" };
-    println!("model {}{weights_note}: {} layers, {} heads, {} kv heads, {n} tokens", cfg.name, cfg.layers, cfg.heads, cfg.kv_heads);
+    println!(
+        "model {}{weights_note}: {} layers, {} heads, {} kv heads, {n} tokens",
+        cfg.name, cfg.layers, cfg.heads, cfg.kv_heads
+    );
     let mut engine = Engine::new(model.clone(), CpuBackend::new());
     let (dense, ds) = engine.prefill(&tokens, &AttentionChoice::Dense, &mut |_| {})?;
     println!("dense: {:.2} s total, {:.2} s attention", ds.seconds, ds.attention_seconds);

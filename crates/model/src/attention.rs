@@ -37,9 +37,7 @@ impl MInferencePlan {
 
     /// Patterns from an MInference config file, checked against the model's layers and heads.
     pub fn from_config(cfg: &ModelConfig, config: &ModelPatternConfig) -> Result<Self> {
-        config
-            .validate_model(cfg.layers, cfg.heads)
-            .map_err(|e| ModelError::Config(format!("pattern config: {e}")))?;
+        config.validate_model(cfg.layers, cfg.heads).map_err(|e| ModelError::Config(format!("pattern config: {e}")))?;
         let mut patterns = Vec::with_capacity(cfg.layers);
         for l in 0..cfg.layers {
             let layer = (0..cfg.heads)

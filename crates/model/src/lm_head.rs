@@ -70,7 +70,12 @@ pub fn log_softmax_rows(logits: &mut [f32], vocab: usize) {
 
 /// `-log p(tokens[t + 1] | tokens[..=t])` for every `t` in `positions`, from the residual stream
 /// `[tokens, hidden]` of a prefill, in chunks of [`SCORE_CHUNK`] positions.
-pub fn token_nll(model: &Model, residual: &[f32], tokens: &[u32], positions: std::ops::Range<usize>) -> Result<Vec<f32>> {
+pub fn token_nll(
+    model: &Model,
+    residual: &[f32],
+    tokens: &[u32],
+    positions: std::ops::Range<usize>,
+) -> Result<Vec<f32>> {
     let cfg = model.config();
     let (hidden, vocab) = (cfg.hidden, cfg.vocab);
     if residual.len() != tokens.len() * hidden {
@@ -92,7 +97,8 @@ pub fn token_nll(model: &Model, residual: &[f32], tokens: &[u32], positions: std
         log_softmax_rows(buf, vocab);
         for (r, row) in buf.chunks(vocab).enumerate() {
             let next = tokens[t0 + r + 1] as usize;
-            let lp = row.get(next).ok_or_else(|| ModelError::Input(format!("token id {next} outside the vocabulary")))?;
+            let lp =
+                row.get(next).ok_or_else(|| ModelError::Input(format!("token id {next} outside the vocabulary")))?;
             nll.push(-lp);
         }
         t0 += rows;

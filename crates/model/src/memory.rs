@@ -97,7 +97,12 @@ pub fn plan_memory(cfg: &ModelConfig, n_tokens: usize, device_bytes: u64) -> Res
     plan_memory_with(cfg, n_tokens, device_bytes, &PlanOptions::default())
 }
 
-pub fn plan_memory_with(cfg: &ModelConfig, n_tokens: usize, device_bytes: u64, opt: &PlanOptions) -> Result<MemoryPlan> {
+pub fn plan_memory_with(
+    cfg: &ModelConfig,
+    n_tokens: usize,
+    device_bytes: u64,
+    opt: &PlanOptions,
+) -> Result<MemoryPlan> {
     cfg.validate()?;
     let n = n_tokens as u64;
     let e = opt.dtype_bytes;
@@ -114,7 +119,8 @@ pub fn plan_memory_with(cfg: &ModelConfig, n_tokens: usize, device_bytes: u64, o
     let row_blocks = n.div_ceil(minference_core::TILE as u64);
     let index_bytes = mul(mul(group * 4, row_blocks)?, opt.vs_budget.0 + opt.vs_budget.1)?;
     let chunk = opt.chunk_tokens.min(n.max(1));
-    let chunk_bytes = mul(chunk, (2 * hidden + 3 * cfg.intermediate as u64 + (cfg.q_dim() + 2 * cfg.kv_dim()) as u64) * e)?;
+    let chunk_bytes =
+        mul(chunk, (2 * hidden + 3 * cfg.intermediate as u64 + (cfg.q_dim() + 2 * cfg.kv_dim()) as u64) * e)?;
     let working = [weights_bytes, residual_bytes, attention_bytes, index_bytes, chunk_bytes, opt.overhead_bytes]
         .iter()
         .try_fold(0u64, |acc, &b| acc.checked_add(b))
@@ -180,7 +186,8 @@ pub fn cpu_prefill_bytes(cfg: &ModelConfig, n_tokens: usize, chunk_tokens: usize
     let kv = 2 * cfg.layers as u64 * cfg.kv_heads as u64 * (n + decode_reserve as u64) * d;
     let q = cfg.heads as u64 * n * d;
     let residual = n * cfg.hidden as u64;
-    let layer_chunk = chunk * (3 * cfg.hidden as u64 + (cfg.q_dim() + 2 * cfg.kv_dim()) as u64 + 2 * cfg.intermediate as u64);
+    let layer_chunk =
+        chunk * (3 * cfg.hidden as u64 + (cfg.q_dim() + 2 * cfg.kv_dim()) as u64 + 2 * cfg.intermediate as u64);
     let group_out = (cfg.heads / cfg.kv_heads) as u64 * n * d;
     4 * (kv + q + residual + layer_chunk + group_out)
 }

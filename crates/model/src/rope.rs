@@ -15,8 +15,7 @@ impl Rope {
     pub fn new(cfg: &ModelConfig) -> Self {
         let half = cfg.head_dim / 2;
         let base = cfg.rope_theta as f64;
-        let mut inv_freq: Vec<f64> =
-            (0..half).map(|i| 1.0 / base.powf((2 * i) as f64 / cfg.head_dim as f64)).collect();
+        let mut inv_freq: Vec<f64> = (0..half).map(|i| 1.0 / base.powf((2 * i) as f64 / cfg.head_dim as f64)).collect();
         match &cfg.rope_scaling {
             RopeScaling::None => {}
             RopeScaling::Linear { factor } => inv_freq.iter_mut().for_each(|f| *f /= *factor as f64),

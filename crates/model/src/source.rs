@@ -87,7 +87,8 @@ impl SafetensorsDir {
         let mut index = BTreeMap::new();
         let mut maps = Vec::with_capacity(shards.len());
         for (i, (label, shard)) in shards.into_iter().enumerate() {
-            let st = SafeTensors::deserialize(shard.bytes()).map_err(|e| ModelError::Safetensors(format!("{label}: {e}")))?;
+            let st = SafeTensors::deserialize(shard.bytes())
+                .map_err(|e| ModelError::Safetensors(format!("{label}: {e}")))?;
             for (name, view) in st.tensors() {
                 if index.insert(name.clone(), (i, view.shape().to_vec(), view.dtype())).is_some() {
                     return Err(ModelError::Safetensors(format!("tensor `{name}` appears in more than one shard")));
@@ -112,7 +113,8 @@ impl TensorSource for SafetensorsDir {
 
     fn load_f32(&self, name: &str) -> Result<Vec<f32>> {
         let (shard, _, _) = self.index.get(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
-        let st = SafeTensors::deserialize(self.maps[*shard].bytes()).map_err(|e| ModelError::Safetensors(e.to_string()))?;
+        let st =
+            SafeTensors::deserialize(self.maps[*shard].bytes()).map_err(|e| ModelError::Safetensors(e.to_string()))?;
         let view = st.tensor(name).map_err(|e| ModelError::Safetensors(format!("`{name}`: {e}")))?;
         let data = view.data();
         let out = match view.dtype() {
@@ -120,7 +122,10 @@ impl TensorSource for SafetensorsDir {
             Dtype::F16 => data.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             Dtype::BF16 => data.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
             other => {
-                return Err(ModelError::UnsupportedQuantization { tensor: name.to_string(), kind: format!("{other:?}") })
+                return Err(ModelError::UnsupportedQuantization {
+                    tensor: name.to_string(),
+                    kind: format!("{other:?}"),
+                })
             }
         };
         Ok(out)

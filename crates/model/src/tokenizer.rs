@@ -10,9 +10,9 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::SplitDelimiterBehavior;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::AddedToken;
+use tokenizers::SplitDelimiterBehavior;
 
 /// GGUF token types (llama.cpp `llama_token_type`).
 const TOKEN_TYPE_CONTROL: i64 = 3;
@@ -41,13 +41,15 @@ fn tok_err(e: impl std::fmt::Display) -> ModelError {
 }
 
 /// Word-splitting regexes of the BPE families that differ from GPT-2's (as in their tokenizer.json).
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The pre-tokenizer named by GGUF's `tokenizer.ggml.pre`.
 fn pre_tokenizer(pre: &str) -> Result<PreTokenizerWrapper> {
     let split = |re: &str| -> Result<PreTokenizerWrapper> {
-        let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false).map_err(tok_err)?;
+        let split = Split::new(SplitPattern::Regex(re.to_string()), SplitDelimiterBehavior::Isolated, false)
+            .map_err(tok_err)?;
         Ok(Sequence::new(vec![split.into(), ByteLevel::new(false, true, false).into()]).into())
     };
     Ok(match pre {
@@ -102,7 +104,11 @@ impl Tokenizer {
                 .and_then(|v| v.as_array())
                 .ok_or_else(|| ModelError::Tokenizer(format!("missing tokenizer: GGUF has no array `{key}`")))?;
             arr.iter()
-                .map(|v| v.as_str().map(str::to_string).ok_or_else(|| ModelError::Tokenizer(format!("`{key}` holds a non-string"))))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| ModelError::Tokenizer(format!("`{key}` holds a non-string")))
+                })
                 .collect()
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
@@ -118,7 +124,8 @@ impl Tokenizer {
             Some(a) => a.iter().map(|v| v.as_i64().unwrap_or(1)).collect(),
             None => vec![1; tokens.len()],
         };
-        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let vocab: tokenizers::models::bpe::Vocab =
+            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         if vocab.len() != tokens.len() {
             return Err(ModelError::Tokenizer("GGUF vocabulary has duplicate tokens".into()));
         }
@@ -135,7 +142,9 @@ impl Tokenizer {
             .map(|(s, &t)| AddedToken::from(s.clone(), t == TOKEN_TYPE_CONTROL))
             .collect();
         inner.add_special_tokens(specials).map_err(tok_err)?;
-        let id = |key: &str| file.get(key).and_then(MetaValue::as_u64).map(|v| v as u32).filter(|&v| (v as usize) < tokens.len());
+        let id = |key: &str| {
+            file.get(key).and_then(MetaValue::as_u64).map(|v| v as u32).filter(|&v| (v as usize) < tokens.len())
+        };
         let template = file.get("tokenizer.chat_template").and_then(|v| v.as_str()).unwrap_or("");
         let add_bos = file.get("tokenizer.ggml.add_bos_token").and_then(MetaValue::as_bool).unwrap_or(false);
         Ok(Self::finish(inner, id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"), template, add_bos))

@@ -134,7 +134,13 @@ impl Weights {
         let h = cfg.hidden;
         // GGUF Llama/Mistral Q/K are stored interleaved for llama.cpp's RoPE; Qwen2 is not permuted.
         let unpermute = scheme == NameScheme::Gguf && cfg.arch != Architecture::Qwen2;
-        let linear = |layer: usize, part: Part, out_dim: usize, in_dim: usize, bias: bool, rope_heads: usize| -> Result<Linear> {
+        let linear = |layer: usize,
+                      part: Part,
+                      out_dim: usize,
+                      in_dim: usize,
+                      bias: bool,
+                      rope_heads: usize|
+         -> Result<Linear> {
             let mut weight = src.load_shaped(&scheme.layer(layer, part, false), &[out_dim, in_dim])?;
             let mut b = if bias { Some(src.load_shaped(&scheme.layer(layer, part, true), &[out_dim])?) } else { None };
             if unpermute && rope_heads > 0 {
@@ -160,7 +166,12 @@ impl Weights {
         let lm_head = if cfg.tie_embeddings || src.shape(scheme.lm_head()).is_none() {
             None
         } else {
-            Some(Linear { weight: src.load_shaped(scheme.lm_head(), &[cfg.vocab, h])?, bias: None, out_dim: cfg.vocab, in_dim: h })
+            Some(Linear {
+                weight: src.load_shaped(scheme.lm_head(), &[cfg.vocab, h])?,
+                bias: None,
+                out_dim: cfg.vocab,
+                in_dim: h,
+            })
         };
         Ok(Weights {
             embed: src.load_shaped(scheme.embed(), &[cfg.vocab, h])?,

@@ -19,7 +19,11 @@ fn model() -> Option<Arc<Model>> {
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().unwrap_or_else(|| panic!("not an array: {v}")).iter().map(|x| x.as_u64().unwrap_or(u64::MAX) as u32).collect()
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_u64().unwrap_or(u64::MAX) as u32)
+        .collect()
 }
 
 #[test]
@@ -60,8 +64,12 @@ fn dense_logits_match_hf_within_1e_2() {
             let (logits, _) =
                 engine.prefill(&tokens[..=p], &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
             let top = ids(&pos["top_ids"]);
-            let want: Vec<f32> =
-                pos["top_logits"].as_array().into_iter().flatten().map(|x| x.as_f64().unwrap_or(f64::NAN) as f32).collect();
+            let want: Vec<f32> = pos["top_logits"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
+                .collect();
             assert_eq!(minference_model::sampling::argmax(&logits), top[0], "top-1 at position {p}");
             for (&t, &w) in top.iter().zip(&want) {
                 let rel = (logits[t as usize] - w).abs() / w.abs().max(1.0);
@@ -102,7 +110,8 @@ fn minference_prefill_agrees_with_dense_on_top1() {
     for i in 60..90 {
         text.push_str(&format!("Fact {i}: the city number {i} has {} parks and {} bridges.\n", i * 7 % 13, i * 5 % 11));
     }
-    let prompt = tok.encode(&tok.chat_prompt(&format!("{text}\nWhat is the secret password?"), None)).unwrap_or_default();
+    let prompt =
+        tok.encode(&tok.chat_prompt(&format!("{text}\nWhat is the secret password?"), None)).unwrap_or_default();
     assert!(prompt.len() > 1000, "prompt has {} tokens", prompt.len());
     let cfg = m.config().clone();
     let mut engine = Engine::new(m, CpuBackend::new());
@@ -113,11 +122,17 @@ fn minference_prefill_agrees_with_dense_on_top1() {
         ("block_sparse(8)", HeadPattern::BlockSparse { k_b: 8 }),
     ] {
         let plan = MInferencePlan::uniform(&cfg, pattern);
-        let (sparse, stats) =
-            engine.prefill(&prompt, &AttentionChoice::MInference(plan), &mut |_| {}).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (sparse, stats) = engine
+            .prefill(&prompt, &AttentionChoice::MInference(plan), &mut |_| {})
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(stats.sparse_heads, cfg.layers * cfg.heads);
         let kl = kl_divergence(&dense, &sparse);
-        eprintln!("{name}: {} tokens, top-1 dense {} sparse {}, KL {kl:.4}", prompt.len(), argmax(&dense), argmax(&sparse));
+        eprintln!(
+            "{name}: {} tokens, top-1 dense {} sparse {}, KL {kl:.4}",
+            prompt.len(),
+            argmax(&dense),
+            argmax(&sparse)
+        );
         assert_eq!(argmax(&dense), argmax(&sparse), "{name}");
     }
 }

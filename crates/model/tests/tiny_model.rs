@@ -46,7 +46,8 @@ fn tokenizer_is_rebuilt_from_gguf_metadata() {
 fn every_pre_tokenizer_round_trips_text() {
     let text = "It's 2026: naïve café, 12345 tokens!\n\n  spaced\tout <|im_end|>";
     for pre in ["default", "smollm", "qwen2", "llama-bpe"] {
-        let f = GgufFile::from_bytes(common::tiny_llama_with_pre(&TINY, "llama", pre).build()).unwrap_or_else(|e| panic!("{e}"));
+        let f = GgufFile::from_bytes(common::tiny_llama_with_pre(&TINY, "llama", pre).build())
+            .unwrap_or_else(|e| panic!("{e}"));
         let m = Model::from_gguf(&f).unwrap_or_else(|e| panic!("{e}"));
         let tok = m.tokenizer().unwrap_or_else(|e| panic!("{pre}: {e}"));
         let ids = tok.encode(text).unwrap_or_else(|e| panic!("{pre}: {e}"));
@@ -141,8 +142,9 @@ fn full_budget_minference_equals_dense_and_starting_layer_is_respected() {
         HeadPattern::BlockSparse { k_b: 100 },
     ] {
         let plan = MInferencePlan::uniform(&cfg, pattern);
-        let (sparse, stats) =
-            e.prefill(&p, &AttentionChoice::MInference(plan.clone()), &mut |_| {}).unwrap_or_else(|err| panic!("{err}"));
+        let (sparse, stats) = e
+            .prefill(&p, &AttentionChoice::MInference(plan.clone()), &mut |_| {})
+            .unwrap_or_else(|err| panic!("{err}"));
         assert!(max_abs_diff(&dense, &sparse) < 1e-3, "{pattern:?}: {}", max_abs_diff(&dense, &sparse));
         assert_eq!(stats.sparse_heads, cfg.layers * cfg.heads);
         let (_, stats) = e
@@ -169,7 +171,8 @@ fn mixed_dense_and_sparse_heads_in_one_group() {
         2 => HeadPattern::AShape { n_init: 4, n_local: 1000 },
         _ => HeadPattern::BlockSparse { k_b: 100 },
     });
-    let (mixed, stats) = e.prefill(&p, &AttentionChoice::MInference(plan), &mut |_| {}).unwrap_or_else(|err| panic!("{err}"));
+    let (mixed, stats) =
+        e.prefill(&p, &AttentionChoice::MInference(plan), &mut |_| {}).unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(stats.sparse_heads + stats.dense_heads, cfg.layers * cfg.heads);
     assert!(max_abs_diff(&dense, &mixed) < 1e-3, "{}", max_abs_diff(&dense, &mixed));
 }
@@ -178,7 +181,11 @@ fn mixed_dense_and_sparse_heads_in_one_group() {
 fn plan_from_an_minference_config_file() {
     let m = tiny();
     let cfg = m.config();
-    let config = minference_core::ModelPatternConfig::uniform(cfg.layers, cfg.heads, HeadPattern::AShape { n_init: 4, n_local: 64 });
+    let config = minference_core::ModelPatternConfig::uniform(
+        cfg.layers,
+        cfg.heads,
+        HeadPattern::AShape { n_init: 4, n_local: 64 },
+    );
     let plan = MInferencePlan::from_config(cfg, &config).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(plan.patterns[1][3], HeadPattern::AShape { n_init: 4, n_local: 64 });
     let short = minference_core::ModelPatternConfig::uniform(cfg.layers - 1, cfg.heads, HeadPattern::Dense);
@@ -263,26 +270,37 @@ fn safetensors_matches_gguf(arch: &str) {
             v = minference_model::weights::unpermute_rope_rows(&v, heads, cfg.head_dim, cfg.hidden);
         }
         // Norm weights (all 1.0, exact in any float type) go in as bf16 / f16 to exercise conversion.
-        let (dtype, bytes): (safetensors::Dtype, Vec<u8>) = if t.name.ends_with("norm.weight") && t.name.starts_with("blk") {
-            (safetensors::Dtype::BF16, v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect())
-        } else if t.name == "output_norm.weight" {
-            (safetensors::Dtype::F16, v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect())
-        } else {
-            (safetensors::Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        };
+        let (dtype, bytes): (safetensors::Dtype, Vec<u8>) =
+            if t.name.ends_with("norm.weight") && t.name.starts_with("blk") {
+                (safetensors::Dtype::BF16, v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect())
+            } else if t.name == "output_norm.weight" {
+                (safetensors::Dtype::F16, v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect())
+            } else {
+                (safetensors::Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            };
         data.push((rename(&t.name), shape, dtype, bytes));
     }
     let dir = std::env::temp_dir().join(format!("mi-st-{arch}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
         .iter()
-        .map(|(n, s, dt, b)| (n.clone(), safetensors::tensor::TensorView::new(*dt, s.clone(), b).unwrap_or_else(|e| panic!("{e}"))))
+        .map(|(n, s, dt, b)| {
+            (n.clone(), safetensors::tensor::TensorView::new(*dt, s.clone(), b).unwrap_or_else(|e| panic!("{e}")))
+        })
         .collect();
     let (first, second) = views.split_at(views.len() / 2);
-    safetensors::serialize_to_file(first.to_vec(), None::<HashMap<String, String>>, &dir.join("model-00001-of-00002.safetensors"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    safetensors::serialize_to_file(second.to_vec(), None::<HashMap<String, String>>, &dir.join("model-00002-of-00002.safetensors"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    safetensors::serialize_to_file(
+        first.to_vec(),
+        None::<HashMap<String, String>>,
+        &dir.join("model-00001-of-00002.safetensors"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    safetensors::serialize_to_file(
+        second.to_vec(),
+        None::<HashMap<String, String>>,
+        &dir.join("model-00002-of-00002.safetensors"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let config = serde_json::json!({
         "model_type": arch, "hidden_size": cfg.hidden, "intermediate_size": cfg.intermediate,
         "num_hidden_layers": cfg.layers, "num_attention_heads": cfg.heads, "num_key_value_heads": cfg.kv_heads,
@@ -299,8 +317,12 @@ fn safetensors_matches_gguf(arch: &str) {
         other => panic!("expected a missing-tokenizer error, got {other:?}"),
     }
     let p = prompt(30);
-    let (a, _) = Engine::new(gguf_model, CpuBackend::new()).prefill(&p, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
-    let (b, _) = Engine::new(st_model, CpuBackend::new()).prefill(&p, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+    let (a, _) = Engine::new(gguf_model, CpuBackend::new())
+        .prefill(&p, &AttentionChoice::Dense, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (b, _) = Engine::new(st_model, CpuBackend::new())
+        .prefill(&p, &AttentionChoice::Dense, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
     let _ = std::fs::remove_dir_all(&dir);
     assert!(max_abs_diff(&a, &b) < 1e-4, "{arch}: {}", max_abs_diff(&a, &b));
 }
@@ -393,8 +415,14 @@ fn bad_token_ids_and_empty_prompts_are_errors() {
     assert!(matches!(e.prefill(&[], &AttentionChoice::Dense, &mut |_| {}), Err(ModelError::Input(_))));
     assert!(matches!(e.prefill(&[1, 99_999], &AttentionChoice::Dense, &mut |_| {}), Err(ModelError::Input(_))));
     assert!(matches!(e.decode_step(3), Err(ModelError::Input(_))));
-    let wrong_plan = MInferencePlan::uniform(&minference_model::ModelConfig::named_shape("smollm2-135m").unwrap_or_else(|e| panic!("{e}")), HeadPattern::Dense);
-    assert!(matches!(e.prefill(&[1, 2], &AttentionChoice::MInference(wrong_plan), &mut |_| {}), Err(ModelError::Input(_))));
+    let wrong_plan = MInferencePlan::uniform(
+        &minference_model::ModelConfig::named_shape("smollm2-135m").unwrap_or_else(|e| panic!("{e}")),
+        HeadPattern::Dense,
+    );
+    assert!(matches!(
+        e.prefill(&[1, 2], &AttentionChoice::MInference(wrong_plan), &mut |_| {}),
+        Err(ModelError::Input(_))
+    ));
 }
 
 #[test]
@@ -404,7 +432,8 @@ fn random_weight_models_run_and_say_so() {
     assert!(m.config().name.contains("random weights"));
     assert!(m.tokenizer().is_err());
     let mut e = Engine::new(m, CpuBackend::new());
-    let (logits, _) = e.prefill(&prompt(20), &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|err| panic!("{err}"));
+    let (logits, _) =
+        e.prefill(&prompt(20), &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|err| panic!("{err}"));
     assert!(logits.iter().all(|v| v.is_finite()));
     assert!(matches!(Model::random("gpt-5", None, 0), Err(ModelError::Config(_))));
 }

@@ -16,11 +16,7 @@ pub enum TpError {
         source: EngineError,
     },
     #[error("GPU {rank} (device {ordinal}) gave no sign of progress for {seconds} s; the group was stopped")]
-    Timeout {
-        rank: usize,
-        ordinal: usize,
-        seconds: u64,
-    },
+    Timeout { rank: usize, ordinal: usize, seconds: u64 },
     #[error("the tensor-parallel group was stopped after an earlier failure")]
     Aborted,
     #[error("GPU {ordinal}: {source}")]

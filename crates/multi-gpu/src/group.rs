@@ -81,9 +81,7 @@ impl TpEngine {
     pub fn new(ordinals: &[usize], model: TpModel, opts: TpOptions) -> Result<TpEngine> {
         let world = ordinals.len();
         if world < 2 {
-            return Err(TpError::Input(format!(
-                "a tensor-parallel group needs at least 2 GPUs, got {world}"
-            )));
+            return Err(TpError::Input(format!("a tensor-parallel group needs at least 2 GPUs, got {world}")));
         }
         let mut seen = ordinals.to_vec();
         seen.sort_unstable();
@@ -153,11 +151,8 @@ impl TpEngine {
             },
             &mut |_| {},
         )?;
-        group.device = if names.iter().all(|n| *n == names[0]) {
-            format!("{world} × {}", names[0])
-        } else {
-            names.join(" + ")
-        };
+        group.device =
+            if names.iter().all(|n| *n == names[0]) { format!("{world} × {}", names[0]) } else { names.join(" + ") };
         group.broadcast(|| Command::Join(id))?;
         group.comms = group.gather(
             |e| match e {
@@ -354,9 +349,9 @@ impl TpEngine {
             },
             &mut |layer| progress(PrefillProgress { layer, layers }),
         )?;
-        let (sparse, dense, tiles) = results.iter().fold((0, 0, 0), |a, (_, s)| {
-            (a.0 + s.sparse_heads, a.1 + s.dense_heads, a.2 + s.index_tiles)
-        });
+        let (sparse, dense, tiles) = results
+            .iter()
+            .fold((0, 0, 0), |a, (_, s)| (a.0 + s.sparse_heads, a.1 + s.dense_heads, a.2 + s.index_tiles));
         let (logits, mut stats) = results.swap_remove(0);
         stats.sparse_heads = sparse;
         stats.dense_heads = dense;
@@ -434,11 +429,7 @@ mod tests {
                                 send(Event::Layer);
                             }
                             let reply = if role == Stand::FailsPrefill {
-                                Err(TpError::Rank {
-                                    rank,
-                                    ordinal,
-                                    source: EngineError::Input("out of luck".into()),
-                                })
+                                Err(TpError::Rank { rank, ordinal, source: EngineError::Input("out of luck".into()) })
                             } else {
                                 let mut stats = GpuPrefillStats::zero(tokens.len(), GpuMemoryPlan::default());
                                 stats.sparse_heads = 2;
@@ -481,8 +472,8 @@ mod tests {
 
     #[test]
     fn a_failing_rank_ends_the_group_with_its_error() {
-        let mut g = group(vec![Stand::Healthy, Stand::FailsPrefill], Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut g =
+            group(vec![Stand::Healthy, Stand::FailsPrefill], Duration::from_secs(5)).unwrap_or_else(|e| panic!("{e}"));
         let err = g.prefill(&[1], &AttentionChoice::Dense, &mut |_| {}).err().map(|e| e.to_string());
         let err = err.unwrap_or_else(|| panic!("the failure was not reported"));
         assert!(err.contains("GPU 1") && err.contains("out of luck"), "{err}");

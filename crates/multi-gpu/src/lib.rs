@@ -13,8 +13,8 @@
 
 pub mod error;
 pub mod group;
-mod worker;
 pub mod nccl;
+mod worker;
 
 pub use error::{Result, TpError};
 pub use group::{TpEngine, TpModel, TpOptions};

@@ -45,15 +45,8 @@ pub enum Half {
 struct Api {
     get_unique_id: unsafe extern "C" fn(*mut UniqueId) -> NcclResult,
     comm_init_rank: unsafe extern "C" fn(*mut RawComm, c_int, UniqueId, c_int) -> NcclResult,
-    all_reduce: unsafe extern "C" fn(
-        *const c_void,
-        *mut c_void,
-        usize,
-        c_int,
-        c_int,
-        RawComm,
-        *mut c_void,
-    ) -> NcclResult,
+    all_reduce:
+        unsafe extern "C" fn(*const c_void, *mut c_void, usize, c_int, c_int, RawComm, *mut c_void) -> NcclResult,
     comm_abort: unsafe extern "C" fn(RawComm) -> NcclResult,
     comm_destroy: unsafe extern "C" fn(RawComm) -> NcclResult,
     error_string: unsafe extern "C" fn(NcclResult) -> *const c_char,
@@ -70,10 +63,7 @@ fn library_candidates() -> Vec<PathBuf> {
     }
     out.push(PathBuf::from("libnccl.so.2"));
     out.push(PathBuf::from("libnccl.so"));
-    let mut roots: Vec<PathBuf> = ["/usr/local/lib", "/usr/lib", "/opt/conda/lib"]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
+    let mut roots: Vec<PathBuf> = ["/usr/local/lib", "/usr/lib", "/opt/conda/lib"].iter().map(PathBuf::from).collect();
     if let Some(home) = std::env::var_os("HOME") {
         roots.push(PathBuf::from(home).join(".local/lib"));
     }
@@ -115,9 +105,7 @@ fn load_api() -> std::result::Result<Api, String> {
         // SAFETY: the signatures match nccl.h (NCCL 2.x).
         unsafe {
             let sym = |name: &[u8]| -> std::result::Result<*const c_void, String> {
-                lib.get::<*const c_void>(name)
-                    .map(|s| *s)
-                    .map_err(|e| format!("{}: {e}", path.display()))
+                lib.get::<*const c_void>(name).map(|s| *s).map_err(|e| format!("{}: {e}", path.display()))
             };
             let api = Api {
                 get_unique_id: std::mem::transmute::<*const c_void, _>(sym(b"ncclGetUniqueId")?),
@@ -132,17 +120,12 @@ fn load_api() -> std::result::Result<Api, String> {
             return Ok(api);
         }
     }
-    Err(format!(
-        "libnccl.so.2 not found (set MINFERENCE_NCCL_LIB to its path; tried {})",
-        tried.join(", ")
-    ))
+    Err(format!("libnccl.so.2 not found (set MINFERENCE_NCCL_LIB to its path; tried {})", tried.join(", ")))
 }
 
 fn api() -> Result<&'static Api> {
     static API: OnceLock<std::result::Result<Api, String>> = OnceLock::new();
-    API.get_or_init(load_api)
-        .as_ref()
-        .map_err(|e| TpError::Nccl(e.clone()))
+    API.get_or_init(load_api).as_ref().map_err(|e| TpError::Nccl(e.clone()))
 }
 
 fn check(api: &Api, what: &str, r: NcclResult) -> Result<()> {
@@ -150,9 +133,7 @@ fn check(api: &Api, what: &str, r: NcclResult) -> Result<()> {
         return Ok(());
     }
     // SAFETY: NCCL returns a static string for every result code.
-    let msg = unsafe { CStr::from_ptr((api.error_string)(r)) }
-        .to_string_lossy()
-        .into_owned();
+    let msg = unsafe { CStr::from_ptr((api.error_string)(r)) }.to_string_lossy().into_owned();
     Err(TpError::Nccl(format!("{what}: {msg} (code {r})")))
 }
 
@@ -192,12 +173,8 @@ impl Communicator {
         let api = api()?;
         let mut raw: RawComm = std::ptr::null_mut();
         // SAFETY: raw receives the communicator; id is passed by value as nccl.h declares.
-        check(api, "ncclCommInitRank", unsafe {
-            (api.comm_init_rank)(&mut raw, world as c_int, id, rank as c_int)
-        })?;
-        Ok(Communicator {
-            raw: Mutex::new(Some(SendComm(raw))),
-        })
+        check(api, "ncclCommInitRank", unsafe { (api.comm_init_rank)(&mut raw, world as c_int, id, rank as c_int) })?;
+        Ok(Communicator { raw: Mutex::new(Some(SendComm(raw))) })
     }
 
     /// In-place sum of `count` 16-bit values at device address `ptr`, enqueued on `stream`.
@@ -213,9 +190,7 @@ impl Communicator {
         };
         let p = ptr as *mut c_void;
         // SAFETY: ptr holds count 16-bit values on this rank's device; stream belongs to it.
-        check(api, "ncclAllReduce", unsafe {
-            (api.all_reduce)(p, p, count, nccl_type, NCCL_SUM, comm.0, stream)
-        })
+        check(api, "ncclAllReduce", unsafe { (api.all_reduce)(p, p, count, nccl_type, NCCL_SUM, comm.0, stream) })
     }
 
     /// Ends every pending and future collective of this communicator with an error.

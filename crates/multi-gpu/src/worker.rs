@@ -5,9 +5,7 @@ use crate::error::TpError;
 use crate::group::{TpModel, TpOptions};
 use crate::nccl::{Communicator, Half, UniqueId};
 use minference_cuda::Gpu;
-use minference_engine_gpu::{
-    Collective, EngineError, EngineSetup, GpuEngine, GpuPrefillStats, Precision, TensorShard,
-};
+use minference_engine_gpu::{Collective, EngineError, EngineSetup, GpuEngine, GpuPrefillStats, Precision, TensorShard};
 use minference_model::{AttentionChoice, PrefillProgress};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Weak};
@@ -56,9 +54,7 @@ impl Collective for NcclCollective {
             Precision::Bf16 => Half::Bf16,
             Precision::F16 => Half::F16,
         };
-        self.0
-            .all_reduce_sum(ptr, count, dtype, stream)
-            .map_err(|e| EngineError::Group(e.to_string()))
+        self.0.all_reduce_sum(ptr, count, dtype, stream).map_err(|e| EngineError::Group(e.to_string()))
     }
 }
 
@@ -75,11 +71,7 @@ pub(crate) fn worker(
     let send = |e: Event| {
         let _ = events.send((rank, e));
     };
-    let wrap = |source: EngineError| TpError::Rank {
-        rank,
-        ordinal,
-        source,
-    };
+    let wrap = |source: EngineError| TpError::Rank { rank, ordinal, source };
     let gpu = match Gpu::open(ordinal) {
         Ok(g) => Arc::new(g),
         Err(source) => {
@@ -107,11 +99,7 @@ pub(crate) fn worker(
     let cfg = model.config().clone();
     let collective: Box<dyn Collective> = Box::new(NcclCollective(comm));
     let built = TensorShard::new(&cfg, rank, world).and_then(|shard| {
-        let setup = EngineSetup {
-            shard: Some(shard),
-            collective: Some(collective),
-            precision: opts.precision,
-        };
+        let setup = EngineSetup { shard: Some(shard), collective: Some(collective), precision: opts.precision };
         match &model {
             TpModel::Host(m) => GpuEngine::new_with(Arc::clone(&gpu), Arc::clone(m), setup),
             TpModel::Random { seed, .. } => GpuEngine::random_with(Arc::clone(&gpu), cfg.clone(), *seed, setup),
@@ -133,18 +121,11 @@ pub(crate) fn worker(
     let fail_layer = opts.fail_at.filter(|f| f.0 == rank).map(|f| f.1);
     while let Ok(cmd) = commands.recv() {
         match cmd {
-            Command::Prefill {
-                tokens,
-                attention,
-                residual,
-            } => {
+            Command::Prefill { tokens, attention, residual } => {
                 let mut progress = |_: PrefillProgress| send(Event::Layer);
                 let mut inject = |_: &Gpu, pass: &minference_engine_gpu::AttentionPass| {
                     if Some(pass.layer) == fail_layer {
-                        return Err(EngineError::Input(format!(
-                            "injected failure at layer {}",
-                            pass.layer
-                        )));
+                        return Err(EngineError::Input(format!("injected failure at layer {}", pass.layer)));
                     }
                     Ok(())
                 };
@@ -171,13 +152,10 @@ pub(crate) fn worker(
                 engine.set_memory_limit(m);
                 send(Event::Done(Ok(())));
             }
-            Command::Memory => send(Event::Memory(
-                gpu.mem_info()
-                    .map(|(f, t)| ((t - f) as u64, t as u64))
-                    .map_err(|e| wrap(e.into())),
-            )),
+            Command::Memory => {
+                send(Event::Memory(gpu.mem_info().map(|(f, t)| ((t - f) as u64, t as u64)).map_err(|e| wrap(e.into()))))
+            }
             Command::Join(_) | Command::Build => {}
         }
     }
 }
-

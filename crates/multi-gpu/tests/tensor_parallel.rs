@@ -41,20 +41,14 @@ fn cosine_and_rel_max(a: &[f32], b: &[f32]) -> (f64, f64) {
 }
 
 fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold(0, |best, (i, x)| if *x > v[best] { i } else { best })
+    v.iter().enumerate().fold(0, |best, (i, x)| if *x > v[best] { i } else { best })
 }
 
 /// bf16 rounding of the residual differs between one GPU (one GEMM over all heads) and a group
 /// (partial sums added in bf16), so the bounds are those of GPU vs CPU.
 fn assert_close(what: &str, single: &[f32], group: &[f32]) {
     let (cos, rel) = cosine_and_rel_max(single, group);
-    eprintln!(
-        "{what}: cosine {cos:.6}, max rel diff {rel:.4}, top-1 {} vs {}",
-        argmax(single),
-        argmax(group)
-    );
+    eprintln!("{what}: cosine {cos:.6}, max rel diff {rel:.4}, top-1 {} vs {}", argmax(single), argmax(group));
     assert!(cos > 0.995, "{what}: cosine {cos}");
     assert!(rel < 0.08, "{what}: max relative difference {rel}");
 }
@@ -84,34 +78,25 @@ fn mixed_plan(cfg: &ModelConfig) -> AttentionChoice {
         0 => HeadPattern::Dense,
         1 => HeadPattern::VerticalSlash { k_v: 40, k_s: 64 },
         2 => HeadPattern::BlockSparse { k_b: 3 },
-        _ => HeadPattern::AShape {
-            n_init: 64,
-            n_local: 128,
-        },
+        _ => HeadPattern::AShape { n_init: 64, n_local: 128 },
     }))
 }
 
 /// Same prompt, same attention, one GPU vs a group of two: prefill and three decode steps.
 fn compare(gpu: Arc<Gpu>, model: Arc<Model>, tokens: &[u32], attention: &AttentionChoice, label: &str) {
     let mut single = GpuEngine::new(gpu, Arc::clone(&model)).unwrap_or_else(|e| panic!("{e}"));
-    let (want, _) = single
-        .prefill(tokens, attention, &mut |_| {})
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (want, _) = single.prefill(tokens, attention, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     let mut want_steps = Vec::new();
     for t in [5u32, 17, 400] {
         want_steps.push(single.decode_step(t).unwrap_or_else(|e| panic!("{e}")));
     }
-    let (want_stream, _) = single
-        .prefill_residual(tokens, attention, &mut |_| {})
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (want_stream, _) = single.prefill_residual(tokens, attention, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     drop(single);
 
     let mut group =
         TpEngine::new(&[0, 1], TpModel::Host(model), TpOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     let mut layers_seen = 0;
-    let (got, stats) = group
-        .prefill(tokens, attention, &mut |_| layers_seen += 1)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (got, stats) = group.prefill(tokens, attention, &mut |_| layers_seen += 1).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("{label}: group of 2 prefilled {} tokens in {:.3} s", tokens.len(), stats.seconds);
     assert_eq!(layers_seen, group.config().layers);
     assert_eq!(stats.sparse_heads + stats.dense_heads, group.config().layers * group.config().heads);
@@ -121,9 +106,7 @@ fn compare(gpu: Arc<Gpu>, model: Arc<Model>, tokens: &[u32], attention: &Attenti
         assert_close(&format!("{label} decode step {i}"), w, &g);
     }
     // The final residual stream (what eval ppl scores) is the same too.
-    let (stream, _) = group
-        .prefill_residual(tokens, attention, &mut |_| {})
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (stream, _) = group.prefill_residual(tokens, attention, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     let (cos, _) = cosine_and_rel_max(&want_stream, &stream);
     eprintln!("{label} residual stream: cosine {cos:.6}");
     assert!(cos > 0.999, "{label} residual stream cosine {cos}");
@@ -167,11 +150,7 @@ fn failing_rank_ends_the_group_with_its_error() {
     let Some(_gpu) = two_gpus() else { return };
     let model = Arc::new(Model::random_with_config(smollm2_shape(3), 5).unwrap_or_else(|e| panic!("{e}")));
     let tokens = random_tokens(200, model.config().vocab, 4);
-    let opts = TpOptions {
-        timeout: Duration::from_secs(60),
-        fail_at: Some((1, 1)),
-        ..TpOptions::default()
-    };
+    let opts = TpOptions { timeout: Duration::from_secs(60), fail_at: Some((1, 1)), ..TpOptions::default() };
     let mut group = TpEngine::new(&[0, 1], TpModel::Host(model), opts).unwrap_or_else(|e| panic!("{e}"));
     let start = Instant::now();
     let err = group
@@ -191,10 +170,7 @@ fn failing_rank_ends_the_group_with_its_error() {
 fn out_of_memory_on_a_rank_is_one_clear_error() {
     let Some(_gpu) = two_gpus() else { return };
     let model = Arc::new(Model::random_with_config(smollm2_shape(2), 5).unwrap_or_else(|e| panic!("{e}")));
-    let opts = TpOptions {
-        memory_limit: Some(64 << 20),
-        ..TpOptions::default()
-    };
+    let opts = TpOptions { memory_limit: Some(64 << 20), ..TpOptions::default() };
     let mut group = TpEngine::new(&[0, 1], TpModel::Host(model), opts).unwrap_or_else(|e| panic!("{e}"));
     let tokens = random_tokens(4096, 49152, 4);
     let msg = group
@@ -209,10 +185,11 @@ fn out_of_memory_on_a_rank_is_one_clear_error() {
 #[test]
 fn bad_groups_are_refused_before_touching_a_gpu() {
     let model = Arc::new(Model::random_with_config(smollm2_shape(1), 5).unwrap_or_else(|e| panic!("{e}")));
-    let err = |ordinals: &[usize]| match TpEngine::new(ordinals, TpModel::Host(Arc::clone(&model)), TpOptions::default()) {
-        Err(e) => e,
-        Ok(_) => panic!("{ordinals:?} accepted"),
-    };
+    let err =
+        |ordinals: &[usize]| match TpEngine::new(ordinals, TpModel::Host(Arc::clone(&model)), TpOptions::default()) {
+            Err(e) => e,
+            Ok(_) => panic!("{ordinals:?} accepted"),
+        };
     assert!(matches!(err(&[0]), TpError::Input(_)));
     assert!(matches!(err(&[0, 0]), TpError::Input(_)));
     // SmolLM2 has 3 KV heads: 4 GPUs cannot share them.

@@ -28,12 +28,19 @@ pub struct Calibration {
 /// [`DEFAULT_SYNTHETIC_TOKENS`]). A longer file is cut in the middle (its start and its question
 /// at the end are kept, as MInference's benchmarks truncate); a shorter file is an error, as is a
 /// length past `context`.
-pub fn load_calibration(tokenizer: &Tokenizer, source: &CalibrationSource, len: Option<usize>, context: usize) -> Result<Calibration> {
+pub fn load_calibration(
+    tokenizer: &Tokenizer,
+    source: &CalibrationSource,
+    len: Option<usize>,
+    context: usize,
+) -> Result<Calibration> {
     if len == Some(0) {
         return Err(SearchError::Input("the calibration length must be > 0".into()));
     }
     if let Some(n) = len.filter(|&n| n > context) {
-        return Err(SearchError::Input(format!("calibration length {n} is longer than the model's context of {context} tokens")));
+        return Err(SearchError::Input(format!(
+            "calibration length {n} is longer than the model's context of {context} tokens"
+        )));
     }
     match source {
         CalibrationSource::SyntheticKvRetrieval { seed } => {
@@ -60,10 +67,10 @@ pub fn load_calibration(tokenizer: &Tokenizer, source: &CalibrationSource, len: 
             let tokens = match len {
                 None if tokens.len() > context => {
                     return Err(SearchError::Input(format!(
-                        "calibration file {} has {} tokens, longer than the model's context of {context}; pass a length",
-                        path.display(),
-                        tokens.len()
-                    )))
+                    "calibration file {} has {} tokens, longer than the model's context of {context}; pass a length",
+                    path.display(),
+                    tokens.len()
+                )))
                 }
                 None => tokens,
                 Some(n) if n > tokens.len() => {

@@ -6,8 +6,8 @@ use crate::dense::HeadInputs;
 use crate::error::{Result, SearchError};
 use crate::mask::HeadMask;
 use minference_core::{
-    adaptive_vs_budget, convert_vs_head, estimate_bs_head, gather_last_q, select_vs, vs_scores, AdaptiveBudget, Coverage,
-    HeadPattern, HostTensor, SeqLen, VsScores,
+    adaptive_vs_budget, convert_vs_head, estimate_bs_head, gather_last_q, select_vs, vs_scores, AdaptiveBudget,
+    Coverage, HeadPattern, HostTensor, SeqLen, VsScores,
 };
 use std::collections::BTreeMap;
 
@@ -29,7 +29,9 @@ impl Preset {
             "paper" => Ok(Preset::Paper),
             "code" => Ok(Preset::Code),
             "kernel-aware" | "kernel_aware" => Ok(Preset::KernelAware),
-            other => Err(SearchError::Input(format!("unknown preset `{other}` (expected paper, code or kernel-aware)"))),
+            other => {
+                Err(SearchError::Input(format!("unknown preset `{other}` (expected paper, code or kernel-aware)")))
+            }
         }
     }
 
@@ -126,7 +128,13 @@ pub struct CandidateSpace {
 
 impl Default for CandidateSpace {
     fn default() -> Self {
-        CandidateSpace { presets: vec![Preset::KernelAware], target: TargetCost::default(), adaptive: None, step: 50, given: Vec::new() }
+        CandidateSpace {
+            presets: vec![Preset::KernelAware],
+            target: TargetCost::default(),
+            adaptive: None,
+            step: 50,
+            given: Vec::new(),
+        }
     }
 }
 
@@ -198,7 +206,9 @@ impl<'a> HeadCandidates<'a> {
     pub fn target_work(&self, target: &TargetCost) -> Result<f64> {
         match *target {
             TargetCost::Work(f) => Ok(f),
-            TargetCost::AShape { n_init, n_local } => Ok(self.candidate(HeadPattern::AShape { n_init, n_local }, "target")?.work),
+            TargetCost::AShape { n_init, n_local } => {
+                Ok(self.candidate(HeadPattern::AShape { n_init, n_local }, "target")?.work)
+            }
         }
     }
 
@@ -284,7 +294,12 @@ impl<'a> HeadCandidates<'a> {
     /// The setting in `values` (ascending; work assumed non-decreasing) whose work is closest to
     /// `target`, found by bisection. `None` when even the smallest setting is over the target by
     /// more than the gap to its next setting (the family cannot be made that cheap).
-    fn fit(&self, values: &[usize], target: f64, eval: impl Fn(usize) -> Result<Candidate>) -> Result<Option<Candidate>> {
+    fn fit(
+        &self,
+        values: &[usize],
+        target: f64,
+        eval: impl Fn(usize) -> Result<Candidate>,
+    ) -> Result<Option<Candidate>> {
         if values.is_empty() {
             return Ok(None);
         }

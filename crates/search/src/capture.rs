@@ -79,7 +79,16 @@ impl<V: GroupVisitor> AttentionBackend for VisitingBackend<V> {
         if q.len() != shape.heads * n * d || k.len() < n * d || v.len() < n * d {
             return Err(SearchError::Input("tensor sizes do not match the attention shape".into()));
         }
-        let g = GroupInputs { layer, kv_group: call % self.kv_heads, group: shape.heads, n, head_dim: d, q: &q, k: &k[..n * d], v: &v[..n * d] };
+        let g = GroupInputs {
+            layer,
+            kv_group: call % self.kv_heads,
+            group: shape.heads,
+            n,
+            head_dim: d,
+            q: &q,
+            k: &k[..n * d],
+            v: &v[..n * d],
+        };
         self.visitor.visit(&g)
     }
 
@@ -87,11 +96,26 @@ impl<V: GroupVisitor> AttentionBackend for VisitingBackend<V> {
         Err(SearchError::Input("the search backend runs dense attention only".into()))
     }
 
-    fn build_index(&self, _: &AttnShape, _: HostTensor, _: HostTensor, _: &[HeadPattern], _: &[VsSelection]) -> Result<SparseIndex> {
+    fn build_index(
+        &self,
+        _: &AttnShape,
+        _: HostTensor,
+        _: HostTensor,
+        _: &[HeadPattern],
+        _: &[VsSelection],
+    ) -> Result<SparseIndex> {
         Err(SearchError::Input("the search backend runs dense attention only".into()))
     }
 
-    fn sparse(&self, _: &AttnShape, _: HostTensor, _: HostTensor, _: HostTensor, _: &[HeadPattern], _: &SparseIndex) -> Result<Vec<f32>> {
+    fn sparse(
+        &self,
+        _: &AttnShape,
+        _: HostTensor,
+        _: HostTensor,
+        _: HostTensor,
+        _: &[HeadPattern],
+        _: &SparseIndex,
+    ) -> Result<Vec<f32>> {
         Err(SearchError::Input("the search backend runs dense attention only".into()))
     }
 }
@@ -147,7 +171,11 @@ impl GroupVisitor for LayerCapture {
 
 /// Q/K/V (after RoPE) of every query head of `layer` for `tokens`, from a dense forward that stops
 /// after that layer. Heads are in order.
-pub fn capture_layer(model: std::sync::Arc<minference_model::Model>, tokens: &[u32], layer: usize) -> Result<Vec<CapturedHead>> {
+pub fn capture_layer(
+    model: std::sync::Arc<minference_model::Model>,
+    tokens: &[u32],
+    layer: usize,
+) -> Result<Vec<CapturedHead>> {
     let cfg = model.config().clone();
     if layer >= cfg.layers {
         return Err(SearchError::Input(format!("layer {layer} does not exist (the model has {} layers)", cfg.layers)));
@@ -156,15 +184,25 @@ pub fn capture_layer(model: std::sync::Arc<minference_model::Model>, tokens: &[u
         return Err(SearchError::Input("the prompt is empty".into()));
     }
     let visitor = LayerCapture { layer, heads: std::sync::Mutex::new(Vec::new()) };
-    let mut engine = minference_model::Engine::new(model, VisitingBackend::new(visitor, cfg.kv_heads).stop_after(layer));
+    let mut engine =
+        minference_model::Engine::new(model, VisitingBackend::new(visitor, cfg.kv_heads).stop_after(layer));
     let result = engine.prefill(tokens, &minference_model::AttentionChoice::Dense, &mut |_| {});
     let mut heads = std::mem::take(
-        &mut *engine.backend().visitor().heads.lock().map_err(|_| SearchError::Input("a capture thread panicked".into()))?,
+        &mut *engine
+            .backend()
+            .visitor()
+            .heads
+            .lock()
+            .map_err(|_| SearchError::Input("a capture thread panicked".into()))?,
     );
     // The forward ends with the STOPPED error once the layer is captured (unless it was the last).
     if heads.len() != cfg.heads {
         result?;
-        return Err(SearchError::Input(format!("captured {} heads of layer {layer}, expected {}", heads.len(), cfg.heads)));
+        return Err(SearchError::Input(format!(
+            "captured {} heads of layer {layer}, expected {}",
+            heads.len(),
+            cfg.heads
+        )));
     }
     heads.sort_by_key(|h| h.head);
     Ok(heads)

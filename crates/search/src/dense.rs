@@ -2,8 +2,8 @@
 //! `64 × N` probabilities (2 MB at 8K) instead of an `N × N` matrix.
 
 use crate::error::{Result, SearchError};
-use minference_cpu::gemm::{sgemm, Mat as View};
 use minference_core::{CoreError, TILE};
+use minference_cpu::gemm::{sgemm, Mat as View};
 
 /// Q, K (and optionally V) of one query head, each `[n, head_dim]` row-major f32. K and V are the
 /// head's KV-group tensors (GQA heads share them).
@@ -23,7 +23,10 @@ impl<'a> HeadInputs<'a> {
             return Err(SearchError::Input("head_dim must be > 0".into()));
         }
         if q.is_empty() || !q.len().is_multiple_of(head_dim) {
-            return Err(SearchError::Input(format!("Q has {} values, not a non-empty multiple of head_dim {head_dim}", q.len())));
+            return Err(SearchError::Input(format!(
+                "Q has {} values, not a non-empty multiple of head_dim {head_dim}",
+                q.len()
+            )));
         }
         let n = q.len() / head_dim;
         if k.len() != q.len() || v.is_some_and(|v| v.len() != q.len()) {
@@ -63,7 +66,11 @@ impl ProbBlock<'_> {
 }
 
 /// Calls `visit` for every row block from the one holding `first_row` on, in order.
-pub fn for_each_prob_block(h: &HeadInputs, first_row: usize, mut visit: impl FnMut(&ProbBlock) -> Result<()>) -> Result<()> {
+pub fn for_each_prob_block(
+    h: &HeadInputs,
+    first_row: usize,
+    mut visit: impl FnMut(&ProbBlock) -> Result<()>,
+) -> Result<()> {
     let mut buf = Vec::new();
     for block in first_row.min(h.n) / TILE..h.row_blocks() {
         visit(&prob_block(h, block, &mut buf)?)?;
@@ -93,7 +100,8 @@ pub fn prob_block<'b>(h: &HeadInputs, block: usize, buf: &'b mut Vec<f32>) -> Re
     for a in 0..rows {
         let visible = row0 + a + 1;
         let row = &mut probs[a * width..(a + 1) * width];
-        softmax_in_place(&mut row[..visible], scale).map_err(|_| CoreError::NonFinite(format!("attention logits of row {}", row0 + a)))?;
+        softmax_in_place(&mut row[..visible], scale)
+            .map_err(|_| CoreError::NonFinite(format!("attention logits of row {}", row0 + a)))?;
         row[visible..].iter_mut().for_each(|x| *x = 0.0);
     }
     Ok(ProbBlock { block, row0, rows, width, probs })

@@ -53,7 +53,10 @@ impl GroupVisitor for SearchVisitor<'_> {
         let mut reports = self.reports.lock().map_err(|_| SearchError::Input("a search thread panicked".into()))?;
         for (local, r) in results.into_iter().enumerate() {
             let mut search = r?;
-            let o = search.dense_output.take().ok_or_else(|| SearchError::Input("search returned no dense output".into()))?;
+            let o = search
+                .dense_output
+                .take()
+                .ok_or_else(|| SearchError::Input("search returned no dense output".into()))?;
             out.extend_from_slice(&o);
             reports.push(HeadReport { layer: g.layer, head: g.kv_group * g.group + local, search });
         }
@@ -85,7 +88,12 @@ pub fn search_model(
     let mut engine = Engine::new(model, VisitingBackend::new(visitor, cfg.kv_heads));
     engine.prefill(tokens, &AttentionChoice::Dense, &mut |_| {})?;
     let mut heads = std::mem::take(
-        &mut *engine.backend().visitor().reports.lock().map_err(|_| SearchError::Input("a search thread panicked".into()))?,
+        &mut *engine
+            .backend()
+            .visitor()
+            .reports
+            .lock()
+            .map_err(|_| SearchError::Input("a search thread panicked".into()))?,
     );
     heads.sort_by_key(|r| (r.layer, r.head));
     if heads.len() != cfg.layers * cfg.heads {
@@ -96,7 +104,12 @@ pub fn search_model(
         let c = r.search.chosen();
         layers[r.layer].heads.insert(r.head, HeadEntry { pattern: c.pattern, score: c.score });
     }
-    Ok(ModelSearch { config: ModelPatternConfig { layers }, heads, tokens: tokens.len(), seconds: start.elapsed().as_secs_f64() })
+    Ok(ModelSearch {
+        config: ModelPatternConfig { layers },
+        heads,
+        tokens: tokens.len(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 impl ModelSearch {
@@ -107,7 +120,9 @@ impl ModelSearch {
         for r in &self.heads {
             let c = r.search.chosen();
             let key = match c.pattern {
-                minference_core::HeadPattern::VerticalSlash { k_v, k_s } => format!("vertical_and_slash ({k_v}, {k_s})"),
+                minference_core::HeadPattern::VerticalSlash { k_v, k_s } => {
+                    format!("vertical_and_slash ({k_v}, {k_s})")
+                }
                 minference_core::HeadPattern::AShape { n_init, n_local } => format!("stream_llm ({n_init}, {n_local})"),
                 minference_core::HeadPattern::BlockSparse { k_b } => format!("block_sparse ({k_b})"),
                 minference_core::HeadPattern::Dense => "dense".to_string(),

@@ -5,7 +5,16 @@ use font8x8::legacy::BASIC_LEGACY;
 /// Draws `text` into an RGB image at `(x, y)` with integer `scale`; characters outside basic Latin
 /// are drawn as `?`. Pixels outside the image are skipped.
 #[allow(clippy::too_many_arguments)]
-pub fn draw_text(img: &mut [u8], width: usize, height: usize, x: usize, y: usize, scale: usize, text: &str, rgb: [u8; 3]) {
+pub fn draw_text(
+    img: &mut [u8],
+    width: usize,
+    height: usize,
+    x: usize,
+    y: usize,
+    scale: usize,
+    text: &str,
+    rgb: [u8; 3],
+) {
     let scale = scale.max(1);
     for (ci, ch) in text.chars().enumerate() {
         let code = if ch.is_ascii() { ch as usize } else { '?' as usize };

@@ -57,7 +57,12 @@ impl From<ScoreSums> for Tally {
 }
 
 /// Scores `cands` of one head on the device: the same [`Tally`] sums as the CPU path.
-pub fn score_candidates_gpu(gpu: &Gpu, head: &DeviceHead, cands: &[Candidate], opts: &SearchOptions) -> GpuResult<Vec<Tally>> {
+pub fn score_candidates_gpu(
+    gpu: &Gpu,
+    head: &DeviceHead,
+    cands: &[Candidate],
+    opts: &SearchOptions,
+) -> GpuResult<Vec<Tally>> {
     let masks: Vec<ScoreMask> = cands.iter().map(|c| score_mask(&c.mask)).collect();
     let req = ScoreRequest {
         floor: opts.floor_for(head.n),
@@ -97,7 +102,11 @@ fn search_pass(
 ) -> GpuResult<Vec<HeadReport>> {
     let (n, d) = (pass.tokens, pass.head_dim);
     if pass.kv_heads == 0 || !pass.heads.is_multiple_of(pass.kv_heads) {
-        return Err(SearchError::Input(format!("{} query heads do not group over {} KV heads", pass.heads, pass.kv_heads)).into());
+        return Err(SearchError::Input(format!(
+            "{} query heads do not group over {} KV heads",
+            pass.heads, pass.kv_heads
+        ))
+        .into());
     }
     let group = pass.heads / pass.kv_heads;
     let q = pass.q.download_f32(gpu)?;
@@ -180,14 +189,21 @@ pub fn search_model_gpu(
     result?;
     heads.sort_by_key(|r| (r.layer, r.head));
     if heads.len() != cfg.layers * cfg.heads {
-        return Err(SearchError::Input(format!("searched {} heads, expected {}", heads.len(), cfg.layers * cfg.heads)).into());
+        return Err(
+            SearchError::Input(format!("searched {} heads, expected {}", heads.len(), cfg.layers * cfg.heads)).into()
+        );
     }
     let mut layers = vec![LayerPatterns { heads: BTreeMap::new() }; cfg.layers];
     for r in &heads {
         let c = r.search.chosen();
         layers[r.layer].heads.insert(r.head, HeadEntry { pattern: c.pattern, score: c.score });
     }
-    Ok(ModelSearch { config: ModelPatternConfig { layers }, heads, tokens: tokens.len(), seconds: start.elapsed().as_secs_f64() })
+    Ok(ModelSearch {
+        config: ModelPatternConfig { layers },
+        heads,
+        tokens: tokens.len(),
+        seconds: start.elapsed().as_secs_f64(),
+    })
 }
 
 #[cfg(test)]
@@ -198,7 +214,10 @@ mod tests {
     fn masks_map_one_to_one_and_sums_become_tallies() {
         let rows = vec![minference_core::RowBlockIndex { tiles: vec![0], columns: vec![5] }];
         assert_eq!(score_mask(&HeadMask::Dense), ScoreMask::Dense);
-        assert_eq!(score_mask(&HeadMask::AShape { n_init: 2, n_local: 9 }), ScoreMask::AShape { n_init: 2, n_local: 9 });
+        assert_eq!(
+            score_mask(&HeadMask::AShape { n_init: 2, n_local: 9 }),
+            ScoreMask::AShape { n_init: 2, n_local: 9 }
+        );
         assert_eq!(score_mask(&HeadMask::Index(rows.clone())), ScoreMask::Index(&rows));
         let t = Tally::from(ScoreSums { rows: 4, mass: 3.0, err_sq: 1.0, ref_sq: 4.0, over: 2 });
         assert_eq!(t.recall(), 0.75);

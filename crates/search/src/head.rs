@@ -74,7 +74,11 @@ pub fn search_head(h: &HeadInputs, opts: &SearchOptions, want_output: bool) -> R
 }
 
 /// Each candidate's score under the objective, and the index of the best (CPU and GPU scoring).
-pub(crate) fn rank_candidates(cands: &[Candidate], tallies: &[Tally], opts: &SearchOptions) -> (Vec<CandidateScore>, usize) {
+pub(crate) fn rank_candidates(
+    cands: &[Candidate],
+    tallies: &[Tally],
+    opts: &SearchOptions,
+) -> (Vec<CandidateScore>, usize) {
     let candidates: Vec<CandidateScore> = cands
         .iter()
         .zip(tallies)

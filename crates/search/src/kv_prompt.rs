@@ -6,7 +6,8 @@ use crate::error::{Result, SearchError};
 use minference_core::rng::SplitMix64;
 use minference_model::Tokenizer;
 
-const INSTRUCTION: &str = "Extract the value corresponding to the specified key in the JSON object below.\n\nJSON data:\n";
+const INSTRUCTION: &str =
+    "Extract the value corresponding to the specified key in the JSON object below.\n\nJSON data:\n";
 
 /// A generated prompt and what it asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,7 +86,14 @@ pub fn kv_retrieval_prompt(tokenizer: &Tokenizer, target_tokens: usize, seed: u6
         }
     }
     let (text, tokens, asked) = build(&pairs[..lo])?;
-    Ok(KvPrompt { text, tokens, pairs: lo, key: pairs[asked].0.clone(), value: pairs[asked].1.clone(), position: asked })
+    Ok(KvPrompt {
+        text,
+        tokens,
+        pairs: lo,
+        key: pairs[asked].0.clone(),
+        value: pairs[asked].1.clone(),
+        position: asked,
+    })
 }
 
 #[cfg(test)]

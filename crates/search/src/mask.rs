@@ -3,14 +3,20 @@
 //! `Σ_kept p_ij · v_j` per row block (small GEMMs over the kept key ranges).
 
 use crate::dense::ProbBlock;
+use minference_core::{
+    ashape_keep, ashape_key_ranges, head_coverage, mask::kernel_mask_keep, Coverage, HeadPattern, Result,
+    RowBlockIndex, SeqLen, TILE,
+};
 use minference_cpu::gemm::{sgemm, Mat as View};
-use minference_core::{ashape_key_ranges, ashape_keep, head_coverage, mask::kernel_mask_keep, Coverage, HeadPattern, Result, RowBlockIndex, SeqLen, TILE};
 
 /// What a head's kernel computes: analytic masks carry no index.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HeadMask {
     Dense,
-    AShape { n_init: usize, n_local: usize },
+    AShape {
+        n_init: usize,
+        n_local: usize,
+    },
     /// VS or BS: one entry per 64-row block (tiles and gathered columns).
     Index(Vec<RowBlockIndex>),
 }
@@ -30,9 +36,9 @@ impl HeadMask {
         match self {
             HeadMask::Dense => kernel_mask_keep(&HeadPattern::Dense, &[], &[], pos, key, n),
             HeadMask::AShape { n_init, n_local } => key < n && ashape_keep(pos, key, *n_init, *n_local),
-            HeadMask::Index(rows) => rows.get(pos / TILE).is_some_and(|r| {
-                kernel_mask_keep(&HeadPattern::DEFAULT, &r.tiles, &r.columns, pos, key, n)
-            }),
+            HeadMask::Index(rows) => rows
+                .get(pos / TILE)
+                .is_some_and(|r| kernel_mask_keep(&HeadPattern::DEFAULT, &r.tiles, &r.columns, pos, key, n)),
         }
     }
 
@@ -60,7 +66,8 @@ impl HeadMask {
                         }
                     })
                     .sum();
-                let cols: f64 = r.columns.iter().filter(|&&c| (c as usize) < end).map(|&c| row[c as usize] as f64).sum();
+                let cols: f64 =
+                    r.columns.iter().filter(|&&c| (c as usize) < end).map(|&c| row[c as usize] as f64).sum();
                 tiles + cols
             }
         }
@@ -125,7 +132,17 @@ impl HeadMask {
                     for (dst, &c) in vc.chunks_exact_mut(d).zip(&cols) {
                         dst.copy_from_slice(&v[c * d..(c + 1) * d]);
                     }
-                    sgemm(p.rows, nc, d, 1.0, View { data: pc, rs: nc, cs: 1 }, View { data: vc, rs: d, cs: 1 }, 1.0, acc, d);
+                    sgemm(
+                        p.rows,
+                        nc,
+                        d,
+                        1.0,
+                        View { data: pc, rs: nc, cs: 1 },
+                        View { data: vc, rs: d, cs: 1 },
+                        1.0,
+                        acc,
+                        d,
+                    );
                 }
             }
         }

@@ -76,7 +76,8 @@ const LINE_PX: usize = 10;
 
 /// Dark → purple → red → orange → pale yellow, `t` in `[0, 1]`.
 fn heat_colour(t: f32) -> [f32; 3] {
-    const STOPS: [[f32; 3]; 5] = [[0.0, 0.0, 0.02], [0.32, 0.07, 0.45], [0.78, 0.16, 0.35], [0.98, 0.55, 0.12], [0.99, 0.98, 0.75]];
+    const STOPS: [[f32; 3]; 5] =
+        [[0.0, 0.0, 0.02], [0.32, 0.07, 0.45], [0.78, 0.16, 0.35], [0.98, 0.55, 0.12], [0.99, 0.98, 0.75]];
     let t = t.clamp(0.0, 1.0) * (STOPS.len() - 1) as f32;
     let i = (t as usize).min(STOPS.len() - 2);
     let f = t - i as f32;

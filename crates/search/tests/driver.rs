@@ -7,7 +7,9 @@ use minference_cpu::CpuBackend;
 use minference_model::{AttentionChoice, Engine, Model, ModelConfig};
 use minference_search::calibration::{load_calibration, CalibrationSource};
 use minference_search::capture::capture_layer;
-use minference_search::{dense_output, kv_retrieval_prompt, search_model, CandidateSpace, HeadInputs, SearchOptions, TargetCost};
+use minference_search::{
+    dense_output, kv_retrieval_prompt, search_model, CandidateSpace, HeadInputs, SearchOptions, TargetCost,
+};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -69,7 +71,14 @@ fn search_forward_equals_the_cpu_backend_forward() {
     let shape = AttnShape::single(1, 1, d, tokens.len());
     for c in &captured {
         let ours = dense_output(&HeadInputs::new(&c.q, &c.k, Some(&c.v), d).unwrap()).unwrap();
-        let cpu = minference_core::AttentionBackend::dense(&CpuBackend::new(), &shape, HostTensor::F32(&c.q), HostTensor::F32(&c.k), HostTensor::F32(&c.v)).unwrap();
+        let cpu = minference_core::AttentionBackend::dense(
+            &CpuBackend::new(),
+            &shape,
+            HostTensor::F32(&c.q),
+            HostTensor::F32(&c.k),
+            HostTensor::F32(&c.v),
+        )
+        .unwrap();
         let err = ours.iter().zip(&cpu).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         assert!(err < 1e-4, "head {}: {err}", c.head);
     }
@@ -107,13 +116,19 @@ fn kv_prompt_fits_its_budget_and_bad_calibrations_are_errors() {
     std::fs::create_dir_all(&dir).unwrap();
     let empty = dir.join("empty.txt");
     std::fs::write(&empty, "  \n").unwrap();
-    assert!(load_calibration(tok, &CalibrationSource::File(empty), None, ctx).unwrap_err().to_string().contains("empty"));
+    assert!(load_calibration(tok, &CalibrationSource::File(empty), None, ctx)
+        .unwrap_err()
+        .to_string()
+        .contains("empty"));
     let short = dir.join("short.txt");
     std::fs::write(&short, "a few words only").unwrap();
     assert!(load_calibration(tok, &CalibrationSource::File(short.clone()), Some(100), ctx).is_err());
     let long = dir.join("long.txt");
     std::fs::write(&long, "word ".repeat(ctx + 100)).unwrap();
-    assert!(load_calibration(tok, &CalibrationSource::File(long.clone()), None, ctx).unwrap_err().to_string().contains("context"));
+    assert!(load_calibration(tok, &CalibrationSource::File(long.clone()), None, ctx)
+        .unwrap_err()
+        .to_string()
+        .contains("context"));
     assert_eq!(load_calibration(tok, &CalibrationSource::File(long), Some(500), ctx).unwrap().tokens.len(), 500);
     assert!(load_calibration(tok, &CalibrationSource::File(dir.join("missing.txt")), None, ctx).is_err());
     std::fs::remove_dir_all(&dir).unwrap();

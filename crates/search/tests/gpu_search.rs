@@ -9,7 +9,8 @@ use minference_cuda::{CudaError, DeviceHead, DeviceTensor, Gpu, HeadSlice};
 use minference_engine_gpu::GpuEngine;
 use minference_model::{Model, ModelConfig};
 use minference_search::{
-    search_head, search_head_gpu, search_model, search_model_gpu, CandidateSpace, HeadInputs, Objective, Preset, SearchOptions, TargetCost,
+    search_head, search_head_gpu, search_model, search_model_gpu, CandidateSpace, HeadInputs, Objective, Preset,
+    SearchOptions, TargetCost,
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -100,22 +101,41 @@ fn gpu_candidate_scores_equal_the_cpu_ones() {
                 assert_eq!(cpu.candidates.len(), gpu_s.candidates.len(), "{case}");
                 for (c, g) in cpu.candidates.iter().zip(&gpu_s.candidates) {
                     assert_eq!(c.pattern, g.pattern, "{case}: same candidates on both paths");
-                    assert!((c.recall - g.recall).abs() < 1e-3, "{case} {:?}: recall cpu {} gpu {}", c.pattern, c.recall, g.recall);
+                    assert!(
+                        (c.recall - g.recall).abs() < 1e-3,
+                        "{case} {:?}: recall cpu {} gpu {}",
+                        c.pattern,
+                        c.recall,
+                        g.recall
+                    );
                     match objective {
                         Objective::Recall => {}
                         Objective::OutputRelL2 => {
-                            assert!((c.score - g.score).abs() <= 1e-3 + 1e-2 * c.score, "{case} {:?}: rel-L2 cpu {} gpu {}", c.pattern, c.score, g.score)
+                            assert!(
+                                (c.score - g.score).abs() <= 1e-3 + 1e-2 * c.score,
+                                "{case} {:?}: rel-L2 cpu {} gpu {}",
+                                c.pattern,
+                                c.score,
+                                g.score
+                            )
                         }
                         Objective::OutputCount { .. } => {
                             // Elements right at the threshold may fall either way.
                             let slack = 2.0 + 0.01 * c.score;
-                            assert!((c.score - g.score).abs() <= slack, "{case} {:?}: count cpu {} gpu {}", c.pattern, c.score, g.score)
+                            assert!(
+                                (c.score - g.score).abs() <= slack,
+                                "{case} {:?}: count cpu {} gpu {}",
+                                c.pattern,
+                                c.score,
+                                g.score
+                            )
                         }
                     }
                 }
                 // The winner is the same or within the tolerance of the CPU winner's score.
                 let (cw, gw) = (cpu.chosen(), &cpu.candidates[gpu_s.best]);
-                let near = (cw.score - gw.score).abs() <= 2e-3 * cw.score.abs().max(1.0) + if objective.higher_is_better() { 0.0 } else { 2.0 };
+                let near = (cw.score - gw.score).abs()
+                    <= 2e-3 * cw.score.abs().max(1.0) + if objective.higher_is_better() { 0.0 } else { 2.0 };
                 assert!(cpu.best == gpu_s.best || near, "{case}: cpu chose {:?}, gpu {:?}", cw.pattern, gw.pattern);
                 checked += 1;
             }
@@ -178,7 +198,10 @@ fn gpu_model_search_chooses_as_the_cpu_search() {
     for (c, x) in cpu.heads.iter().zip(&g.heads) {
         assert_eq!((c.layer, c.head), (x.layer, x.head));
         let (cc, gc) = (c.search.chosen(), x.search.chosen());
-        println!("layer {} head {}: cpu {:?} recall {:.4}, gpu {:?} recall {:.4}", c.layer, c.head, cc.pattern, cc.recall, gc.pattern, gc.recall);
+        println!(
+            "layer {} head {}: cpu {:?} recall {:.4}, gpu {:?} recall {:.4}",
+            c.layer, c.head, cc.pattern, cc.recall, gc.pattern, gc.recall
+        );
         same_pattern += (cc.pattern == gc.pattern) as usize;
         same_family += (cc.pattern.name() == gc.pattern.name()) as usize;
         assert!((cc.recall - gc.recall).abs() < 0.02, "recall of the chosen candidates");
@@ -211,9 +234,29 @@ fn smollm2_shape_8k_gpu_and_cpu_search_times() {
         let g = search_model_gpu(&mut engine, &tokens, &opts, &|_, _| {}).unwrap();
         println!("[{}] GPU search ({}): {:.2} s\n{}", objective.name(), gpu.name(), g.seconds, g.summary());
         let c = search_model(Arc::clone(&model), &tokens, &opts, &|_, _| {}).unwrap();
-        println!("[{}] CPU search ({} threads): {:.2} s\n{}", objective.name(), rayon::current_num_threads(), c.seconds, c.summary());
-        let same = c.heads.iter().zip(&g.heads).filter(|(a, b)| a.search.chosen().pattern == b.search.chosen().pattern).count();
-        let score_gap = c.heads.iter().zip(&g.heads).map(|(a, b)| (a.search.chosen().score - b.search.chosen().score).abs()).fold(0.0, f64::max);
-        println!("[{}] same chosen pattern: {same} of {} heads; largest |score difference| of the chosen: {score_gap:.5}", objective.name(), c.heads.len());
+        println!(
+            "[{}] CPU search ({} threads): {:.2} s\n{}",
+            objective.name(),
+            rayon::current_num_threads(),
+            c.seconds,
+            c.summary()
+        );
+        let same = c
+            .heads
+            .iter()
+            .zip(&g.heads)
+            .filter(|(a, b)| a.search.chosen().pattern == b.search.chosen().pattern)
+            .count();
+        let score_gap = c
+            .heads
+            .iter()
+            .zip(&g.heads)
+            .map(|(a, b)| (a.search.chosen().score - b.search.chosen().score).abs())
+            .fold(0.0, f64::max);
+        println!(
+            "[{}] same chosen pattern: {same} of {} heads; largest |score difference| of the chosen: {score_gap:.5}",
+            objective.name(),
+            c.heads.len()
+        );
     }
 }

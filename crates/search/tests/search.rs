@@ -44,7 +44,11 @@ fn kernel_aware_candidates_hit_the_target_on_their_step_grid() {
         let space = CandidateSpace { target: TargetCost::Work(target), ..CandidateSpace::default() };
         let cands = hc.kernel_aware(&space, false).unwrap();
         // VS with 500 fixed columns can be too expensive for a small target; the others fit.
-        assert!(cands.len() >= 5 || (target < 0.3 && cands.len() >= 4), "target {target}: {} families fitted", cands.len());
+        assert!(
+            cands.len() >= 5 || (target < 0.3 && cands.len() >= 4),
+            "target {target}: {} families fitted",
+            cands.len()
+        );
         assert!(cands.iter().any(|c| matches!(c.pattern, HeadPattern::AShape { .. })));
         assert!(cands.iter().any(|c| matches!(c.pattern, HeadPattern::BlockSparse { .. })));
         for c in &cands {
@@ -67,7 +71,10 @@ fn kernel_aware_candidates_hit_the_target_on_their_step_grid() {
                     ],
                 ],
                 HeadPattern::BlockSparse { k_b } => {
-                    vec![vec![HeadPattern::BlockSparse { k_b: k_b.saturating_sub(1).max(1) }, HeadPattern::BlockSparse { k_b: k_b + 1 }]]
+                    vec![vec![
+                        HeadPattern::BlockSparse { k_b: k_b.saturating_sub(1).max(1) },
+                        HeadPattern::BlockSparse { k_b: k_b + 1 },
+                    ]]
                 }
                 HeadPattern::Dense => vec![vec![]],
             };
@@ -94,7 +101,8 @@ fn ashape_target_equals_the_ashape_work() {
     assert_eq!(t, direct);
     let space = CandidateSpace { target, ..CandidateSpace::default() };
     let cands = hc.kernel_aware(&space, false).unwrap();
-    assert!(cands.iter().any(|c| c.pattern == HeadPattern::AShape { n_init: 128, n_local: 1000 } || c.pattern == HeadPattern::AShape { n_init: 128, n_local: 1050 }));
+    assert!(cands.iter().any(|c| c.pattern == HeadPattern::AShape { n_init: 128, n_local: 1000 }
+        || c.pattern == HeadPattern::AShape { n_init: 128, n_local: 1050 }));
 }
 
 #[test]
@@ -115,7 +123,9 @@ fn planted_verticals_choose_vertical_slash_with_enough_columns() {
         let r = search_head(&h, &opts, false).unwrap();
         let chosen = r.chosen();
         match chosen.pattern {
-            HeadPattern::VerticalSlash { k_v, .. } => assert!(k_v >= planted.len(), "{objective:?}: chose {:?}", chosen.pattern),
+            HeadPattern::VerticalSlash { k_v, .. } => {
+                assert!(k_v >= planted.len(), "{objective:?}: chose {:?}", chosen.pattern)
+            }
             other => panic!("{objective:?}: chose {other:?}, expected vertical-slash; all: {:#?}", r.candidates),
         }
         assert!(chosen.recall > 0.9, "recall {}", chosen.recall);
@@ -131,7 +141,11 @@ fn local_heads_are_nearly_fully_recalled() {
     let (q, k, _) = generate_qkv(&AttnShape::single(1, 1, d, n), &cfg, 3);
     let h = HeadInputs::new(&q, &k, None, d).unwrap();
     let opts = SearchOptions {
-        space: CandidateSpace { target: TargetCost::Work(0.3), presets: vec![Preset::KernelAware, Preset::Code], ..Default::default() },
+        space: CandidateSpace {
+            target: TargetCost::Work(0.3),
+            presets: vec![Preset::KernelAware, Preset::Code],
+            ..Default::default()
+        },
         ..Default::default()
     };
     let r = search_head(&h, &opts, false).unwrap();
@@ -165,7 +179,8 @@ fn masked_mass_and_numerator_match_brute_force() {
                 let want_mass: f64 = (0..=pos).filter(|&j| mask.keep(pos, j, n)).map(|j| row[j] as f64).sum();
                 assert!((mass - want_mass).abs() < 1e-9, "{pattern:?} row {pos}: {mass} vs {want_mass}");
                 for c in 0..d {
-                    let want: f64 = (0..=pos).filter(|&j| mask.keep(pos, j, n)).map(|j| row[j] as f64 * v[j * d + c] as f64).sum();
+                    let want: f64 =
+                        (0..=pos).filter(|&j| mask.keep(pos, j, n)).map(|j| row[j] as f64 * v[j * d + c] as f64).sum();
                     let got = acc[a * d + c] as f64;
                     assert!((got - want).abs() < 1e-4, "{pattern:?} row {pos} dim {c}: {got} vs {want}");
                 }
@@ -189,7 +204,11 @@ fn searched_config_round_trips_and_published_format_loads_unchanged() {
     let (n, d) = (1024, 32);
     let mut config = ModelPatternConfig::uniform(2, 3, HeadPattern::DEFAULT);
     let opts = SearchOptions {
-        space: CandidateSpace { target: TargetCost::Work(0.4), presets: vec![Preset::KernelAware, Preset::Paper, Preset::Code], ..Default::default() },
+        space: CandidateSpace {
+            target: TargetCost::Work(0.4),
+            presets: vec![Preset::KernelAware, Preset::Paper, Preset::Code],
+            ..Default::default()
+        },
         ..Default::default()
     };
     for l in 0..2 {
@@ -197,7 +216,9 @@ fn searched_config_round_trips_and_published_format_loads_unchanged() {
             let (q, k, _) = structured_head(n, d, 100 + (l * 3 + hd) as u64);
             let h = HeadInputs::new(&q, &k, None, d).unwrap();
             let c = search_head(&h, &opts, false).unwrap().chosen().clone();
-            config.layers[l].heads.insert(hd, minference_core::config::HeadEntry { pattern: c.pattern, score: c.score });
+            config.layers[l]
+                .heads
+                .insert(hd, minference_core::config::HeadEntry { pattern: c.pattern, score: c.score });
         }
     }
     let text = config.to_json_string();
@@ -207,7 +228,8 @@ fn searched_config_round_trips_and_published_format_loads_unchanged() {
     assert!(back.validate_model(3, 3).is_err());
     assert!(back.validate_model(2, 2).is_err());
 
-    let published = std::fs::read_to_string(crate_dir().join("../core/tests/fixtures/minference_two_layers.json")).unwrap();
+    let published =
+        std::fs::read_to_string(crate_dir().join("../core/tests/fixtures/minference_two_layers.json")).unwrap();
     let parsed = ModelPatternConfig::from_json_str(&published, "fixture").unwrap();
     assert_eq!(parsed.pattern(0, 2).unwrap(), HeadPattern::VerticalSlash { k_v: 3500, k_s: 100 });
     assert_eq!(ModelPatternConfig::from_json_str(&parsed.to_json_string(), "again").unwrap(), parsed);

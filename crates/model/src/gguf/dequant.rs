@@ -26,13 +26,11 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
         GgmlType::Q6_K => q6_k,
         _ => return false,
     };
-    src.par_chunks(bytes * BLOCKS_PER_TASK)
-        .zip(dst.par_chunks_mut(elems * BLOCKS_PER_TASK))
-        .for_each(|(s, d)| {
-            for (sb, db) in s.chunks_exact(bytes).zip(d.chunks_exact_mut(elems)) {
-                kernel(sb, db);
-            }
-        });
+    src.par_chunks(bytes * BLOCKS_PER_TASK).zip(dst.par_chunks_mut(elems * BLOCKS_PER_TASK)).for_each(|(s, d)| {
+        for (sb, db) in s.chunks_exact(bytes).zip(d.chunks_exact_mut(elems)) {
+            kernel(sb, db);
+        }
+    });
     true
 }
 

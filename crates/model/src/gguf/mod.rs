@@ -127,12 +127,17 @@ impl GgufFile {
             let name = cur.string(&format!("name of tensor #{i}"))?;
             let n_dims = cur.u32(&format!("dimension count of `{name}`"))?;
             if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(ModelError::Gguf(format!("tensor `{name}` has {n_dims} dimensions (1..={MAX_DIMS} allowed)")));
+                return Err(ModelError::Gguf(format!(
+                    "tensor `{name}` has {n_dims} dimensions (1..={MAX_DIMS} allowed)"
+                )));
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             for d in 0..n_dims {
                 let v = cur.u64(&format!("dimension {d} of `{name}`"))?;
-                dims.push(usize::try_from(v).map_err(|_| ModelError::Gguf(format!("tensor `{name}`: dimension {v} too large")))?);
+                dims.push(
+                    usize::try_from(v)
+                        .map_err(|_| ModelError::Gguf(format!("tensor `{name}`: dimension {v} too large")))?,
+                );
             }
             let kind = GgmlType(cur.u32(&format!("type of `{name}`"))?);
             let rel = cur.u64(&format!("offset of `{name}`"))?;
@@ -143,7 +148,9 @@ impl GgufFile {
             .ok_or_else(|| ModelError::Gguf("data section offset overflows".into()))?;
         let file_len = bytes.len() as u64;
         if data_start > file_len && !raw.is_empty() {
-            return Err(ModelError::Gguf(format!("data section starts at {data_start} beyond the file end ({file_len})")));
+            return Err(ModelError::Gguf(format!(
+                "data section starts at {data_start} beyond the file end ({file_len})"
+            )));
         }
 
         let mut tensors = Vec::with_capacity(raw.len());
@@ -169,10 +176,9 @@ impl GgufFile {
 
     /// Raw bytes of a tensor (only for types of known geometry).
     pub fn tensor_bytes(&self, info: &TensorInfo) -> Result<&[u8]> {
-        let len = info.byte_len.ok_or_else(|| ModelError::UnsupportedQuantization {
-            tensor: info.name.clone(),
-            kind: info.kind.name(),
-        })?;
+        let len = info
+            .byte_len
+            .ok_or_else(|| ModelError::UnsupportedQuantization { tensor: info.name.clone(), kind: info.kind.name() })?;
         // Bounds were validated at parse time; `get` keeps this panic-free regardless.
         self.storage
             .bytes()
@@ -218,7 +224,11 @@ fn validate_tensor(
     let byte_len = match kind.block() {
         Some((block_elems, block_bytes)) => {
             if dims[0] % block_elems != 0 {
-                return bad(format!("row length {} is not a multiple of the {} block size {block_elems}", dims[0], kind.name()));
+                return bad(format!(
+                    "row length {} is not a multiple of the {} block size {block_elems}",
+                    dims[0],
+                    kind.name()
+                ));
             }
             let Some(len) = (elements / block_elems).checked_mul(block_bytes) else {
                 return bad("byte size overflows".into());

@@ -55,6 +55,9 @@ impl GgmlType {
 
     /// Whether `dequantize` handles this type.
     pub fn is_supported(self) -> bool {
-        matches!(self, Self::F32 | Self::F16 | Self::BF16 | Self::Q4_0 | Self::Q4_1 | Self::Q8_0 | Self::Q4_K | Self::Q6_K)
+        matches!(
+            self,
+            Self::F32 | Self::F16 | Self::BF16 | Self::Q4_0 | Self::Q4_1 | Self::Q8_0 | Self::Q4_K | Self::Q6_K
+        )
     }
 }

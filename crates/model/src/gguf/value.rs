@@ -91,8 +91,8 @@ fn min_size(ty: u32) -> usize {
         0 | 1 | 7 => 1,
         2 | 3 => 2,
         4..=6 => 4,
-        8 => 8,      // u64 length of an empty string
-        9 => 12,     // element type + count of an empty array
+        8 => 8,  // u64 length of an empty string
+        9 => 12, // element type + count of an empty array
         _ => 8,
     }
 }
