@@ -399,7 +399,7 @@ mod tests {
     use super::*;
 
     fn ppl_args(file: PathBuf, len: usize, last: usize) -> Option<PplArgs> {
-        let model = minference_model::local_default_model()?;
+        let model = minference_test_support::default_model()?;
         Some(PplArgs {
             model: ModelArgs {
                 model: Some(model),

@@ -116,7 +116,7 @@ fn run_on_cpu(args: &RunArgs, text: &str) -> Result<()> {
             bar.finish_and_clear();
             first = false;
         }
-        if let Ok(piece) = stream.push(&tokenizer, id) {
+        if let Ok(piece) = stream.push(tokenizer, id) {
             let _ = out.write_all(piece.as_bytes());
             let _ = out.flush();
         }

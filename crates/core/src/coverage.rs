@@ -160,7 +160,7 @@ pub fn pairs_in_range(p0: i64, p1: i64, a: i64, b: i64) -> u64 {
 /// at absolute position `positions[r]`; `keep(pos, key)` is the mask (e.g. a closure over
 /// [`crate::mask::kernel_mask_keep`]).
 pub fn attention_recall(prob_rows: &[f32], positions: &[usize], keep: impl Fn(usize, usize) -> bool) -> Result<f64> {
-    if positions.is_empty() || prob_rows.len() % positions.len() != 0 {
+    if positions.is_empty() || !prob_rows.len().is_multiple_of(positions.len()) {
         return Err(CoreError::Shape(format!(
             "{} probabilities do not split into {} rows",
             prob_rows.len(),

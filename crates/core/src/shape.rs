@@ -50,7 +50,7 @@ impl AttnShape {
         if self.heads == 0 || self.kv_heads == 0 {
             return Err(CoreError::Shape("heads and kv_heads must be > 0".into()));
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return Err(CoreError::Shape(format!(
                 "heads ({}) must be a multiple of kv_heads ({})",
                 self.heads, self.kv_heads

@@ -103,7 +103,7 @@ pub fn generate_qkv(shape: &AttnShape, cfg: &SynthConfig, seed: u64) -> (Vec<f32
     let mut q = vec![0.0f32; shape.heads * total_q * d];
     let mut k = vec![0.0f32; shape.kv_heads * total_kv * d];
     let mut v = vec![0.0f32; shape.kv_heads * total_kv * d];
-    if shape.heads == 0 || shape.kv_heads == 0 || d == 0 || shape.heads % shape.kv_heads != 0 {
+    if shape.heads == 0 || shape.kv_heads == 0 || d == 0 || !shape.heads.is_multiple_of(shape.kv_heads) {
         return (q, k, v);
     }
     for (b, s) in shape.seqs.iter().enumerate() {

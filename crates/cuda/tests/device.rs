@@ -1,8 +1,6 @@
 //! Device-resident API: poisoned outputs are fully written, the layer pipeline times its phases,
 //! and bad input is an error.
 
-mod common;
-
 use minference_core::AttentionBackend;
 use minference_core::{AttnShape, DType, HeadPattern, OwnedTensor};
 use minference_cpu::backend_suite::mixed_patterns;
@@ -14,13 +12,13 @@ fn opening_without_gpu_is_an_error_not_a_panic() {
     // On a machine without a driver this is NoGpu; with one it succeeds. Never a panic.
     match CudaBackend::new() {
         Ok(b) => assert!(!b.name().is_empty()),
-        Err(e) => println!("no GPU, skipped: {e}"),
+        Err(e) => minference_test_support::skip(format!("no usable GPU ({e})")),
     }
 }
 
 #[test]
 fn poisoned_outputs_are_fully_written() {
-    let Some(backend) = common::gpu_backend() else {
+    let Some(backend) = minference_test_support::cuda_backend() else {
         return;
     };
     let gpu = backend.gpu();
@@ -50,7 +48,7 @@ fn poisoned_outputs_are_fully_written() {
 
 #[test]
 fn unsupported_inputs_are_errors() {
-    let Some(backend) = common::gpu_backend() else {
+    let Some(backend) = minference_test_support::cuda_backend() else {
         return;
     };
     let shape = AttnShape::single(2, 1, 80, 10);

@@ -1,8 +1,6 @@
 //! GPU index kernels against core: VS conversion bit-exact, VS and BS estimation equal to core's
 //! selections up to float-summation near-ties, determinism.
 
-mod common;
-
 use minference_core::{
     clamp_vs_budget, convert_vs_head, estimate_bs_head, estimate_vs_head, gather_last_q, generate_qkv,
     AttentionBackend, AttnShape, DType, HeadPattern, OwnedTensor, RowBlockIndex, SeqLen, SparseIndex, SynthConfig,
@@ -50,7 +48,7 @@ fn random_inputs(shape: &AttnShape, dtype: DType, seed: u64) -> (OwnedTensor, Ow
 
 #[test]
 fn vs_conversion_is_bit_exact() {
-    let Some(backend) = common::gpu_backend() else {
+    let Some(backend) = minference_test_support::cuda_backend() else {
         return;
     };
     let mut rng = SplitMix64::new(7);
@@ -82,7 +80,7 @@ fn vs_conversion_is_bit_exact() {
 
 #[test]
 fn vs_conversion_full_budget_is_bit_exact() {
-    let Some(backend) = common::gpu_backend() else {
+    let Some(backend) = minference_test_support::cuda_backend() else {
         return;
     };
     for n in [64usize, 500, 777] {
@@ -121,7 +119,7 @@ fn core_vs(shape: &AttnShape, q: &OwnedTensor, k: &OwnedTensor, patterns: &[Head
 
 #[test]
 fn vs_estimation_matches_core() {
-    let Some(backend) = common::gpu_backend() else {
+    let Some(backend) = minference_test_support::cuda_backend() else {
         return;
     };
     let budgets = [(30usize, 100usize), (100, 800), (1000, 200), (3, 60), (500, 50)];
@@ -159,7 +157,7 @@ fn vs_estimation_matches_core() {
 
 #[test]
 fn bs_estimation_matches_core() {
-    let Some(backend) = common::gpu_backend() else {
+    let Some(backend) = minference_test_support::cuda_backend() else {
         return;
     };
     let patterns = vec![

@@ -4,7 +4,7 @@
 #[test]
 fn embedded_sources_compile_with_nvrtc() {
     match minference_cuda::kernels::check_nvrtc_sources() {
-        Ok(None) => println!("libnvrtc not found, skipped"),
+        Ok(None) => minference_test_support::skip("libnvrtc not found"),
         Ok(Some(units)) => {
             assert_eq!(units.len(), minference_cuda::kernels::UNITS.len());
             for (unit, ptx_len) in units {

@@ -1,14 +1,12 @@
 //! The backend-independent property suite of minference-cpu, run on the CUDA backend.
 
-mod common;
-
 use minference_core::{AttentionBackend, AttnShape, DType};
 
 use minference_cpu::backend_suite::{self, check_mixed_patterns_on, varlen_shape, GQA, LENGTHS};
 
 /// Runs every check of a list with two seeds; reports all failures at once.
 fn run_all(checks: Vec<(&'static str, backend_suite::Check<minference_cuda::CudaBackend>)>) {
-    let Some(backend) = common::gpu_backend() else {
+    let Some(backend) = minference_test_support::cuda_backend() else {
         return;
     };
     let mut failures = Vec::new();
@@ -39,7 +37,7 @@ fn backend_suite_bf16_checks() {
 /// 128, GQA ratios 1, 3, 4, 7, and a varlen batch with q/kv offsets.
 #[test]
 fn mixed_patterns_half_precision() {
-    let Some(backend) = common::gpu_backend() else {
+    let Some(backend) = minference_test_support::cuda_backend() else {
         return;
     };
     let mut seed = 10u64;
@@ -65,7 +63,7 @@ fn mixed_patterns_half_precision() {
 /// A longer bf16 case where many tiles are interior (unmasked fast path) and N is not a multiple of 64.
 #[test]
 fn mixed_patterns_bf16_long() {
-    let Some(backend) = common::gpu_backend() else {
+    let Some(backend) = minference_test_support::cuda_backend() else {
         return;
     };
     for (n, d) in [(1500usize, 128usize), (2113, 64)] {

@@ -4,7 +4,7 @@
 use half::bf16;
 use minference_core::{AttentionBackend, AttnShape, DType, HeadPattern, HostTensor};
 use minference_cpu::CpuBackend;
-use minference_cuda::{layer_attention, DeviceTensor, Gpu};
+use minference_cuda::{layer_attention, DeviceTensor};
 use minference_engine_gpu::{random_tokens, GpuEngine};
 use minference_model::{AttentionChoice, Engine, Model, ModelConfig};
 use std::sync::Arc;
@@ -65,10 +65,7 @@ fn cpu_backend_dense_matches_f64_reference() {
 
 #[test]
 fn gpu_layer_attention_dense_matches_f64_reference() {
-    let gpu = match Gpu::open(0) {
-        Ok(g) => g,
-        Err(e) => return eprintln!("skipping: {e}"),
-    };
+    let Some(gpu) = minference_test_support::gpu() else { return };
     let (q, k, v) = (data(GS * N * D, 1), data(N * D, 2), data(N * D, 3));
     let want = reference(&q, &k, &v, GS, N, D);
     let shape = AttnShape::single(GS, 1, D, N);
@@ -94,10 +91,7 @@ fn cos(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn one_layer_model_gpu_vs_cpu_at_one_and_many_tokens() {
-    let gpu = match Gpu::open(0) {
-        Ok(g) => Arc::new(g),
-        Err(e) => return eprintln!("skipping: {e}"),
-    };
+    let Some(gpu) = minference_test_support::gpu() else { return };
     let mut cfg = ModelConfig::named_shape("smollm2-135m").unwrap_or_else(|e| panic!("{e}"));
     cfg.layers = 1;
     let model = Arc::new(Model::random_with_config(cfg, 11).unwrap_or_else(|e| panic!("{e}")));
@@ -119,10 +113,7 @@ fn one_layer_model_gpu_vs_cpu_at_one_and_many_tokens() {
 fn gemm_matches_host_with_group_column_offsets() {
     use cudarc::driver::DevicePtr;
     use minference_engine_gpu::gemm::Gemm;
-    let gpu = match Gpu::open(0) {
-        Ok(g) => g,
-        Err(e) => return eprintln!("skipping: {e}"),
-    };
+    let Some(gpu) = minference_test_support::gpu() else { return };
     // W [out=576, q_dim=576]; use columns 192..384 (a 384-byte offset) like W_o of KV group 1.
     let (rows, out_dim, q_dim, k) = (5usize, 576usize, 576usize, 192usize);
     let w = data(out_dim * q_dim, 7);

@@ -8,19 +8,6 @@ use minference_engine_gpu::{random_tokens, AttentionGrouping, GpuEngine};
 use minference_model::{AttentionChoice, Engine, MInferencePlan, Model, ModelConfig};
 use std::sync::Arc;
 
-fn gpu() -> Option<Arc<Gpu>> {
-    match Gpu::open(0) {
-        Ok(g) => {
-            eprintln!("GPU: {}", g.name());
-            Some(Arc::new(g))
-        }
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            None
-        }
-    }
-}
-
 struct Agreement {
     cosine: f64,
     /// max |a - b| / max |a|.
@@ -89,7 +76,7 @@ fn run_both_with(gpu: Arc<Gpu>, model: Arc<Model>, tokens: &[u32], label: &str, 
 
 #[test]
 fn random_smollm2_shape_gpu_matches_cpu() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = minference_test_support::gpu() else { return };
     let model = random_small_model(30);
     let tokens = random_tokens(200, model.config().vocab, 3);
     run_both(gpu, model, &tokens, "random smollm2-135m shape (random weights)");
@@ -97,8 +84,8 @@ fn random_smollm2_shape_gpu_matches_cpu() {
 
 #[test]
 fn real_smollm2_gpu_matches_cpu() {
-    let Some(gpu) = gpu() else { return };
-    let Some(path) = minference_model::local_default_model() else { return };
+    let Some(gpu) = minference_test_support::gpu() else { return };
+    let Some(path) = minference_test_support::default_model() else { return };
     let model = Arc::new(Model::load(&path).unwrap_or_else(|e| panic!("{e}")));
     let tokens = model
         .tokenizer()
@@ -109,7 +96,7 @@ fn real_smollm2_gpu_matches_cpu() {
 
 #[test]
 fn kv_offload_gives_identical_logits() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = minference_test_support::gpu() else { return };
     let model = random_small_model(8);
     let tokens = random_tokens(300, model.config().vocab, 5);
     let mut eng = GpuEngine::new(gpu, model).unwrap_or_else(|e| panic!("{e}"));
@@ -135,7 +122,7 @@ fn kv_offload_gives_identical_logits() {
 
 #[test]
 fn minference_with_a_covering_budget_equals_dense() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = minference_test_support::gpu() else { return };
     let model = random_small_model(4);
     let tokens = random_tokens(1000, model.config().vocab, 9);
     let mut eng = GpuEngine::new(gpu, Arc::clone(&model)).unwrap_or_else(|e| panic!("{e}"));
@@ -158,7 +145,7 @@ fn minference_with_a_covering_budget_equals_dense() {
 
 #[test]
 fn bad_input_is_an_error_not_a_panic() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = minference_test_support::gpu() else { return };
     let model = random_small_model(2);
     let vocab = model.config().vocab as u32;
     let mut eng = GpuEngine::new(gpu, model).unwrap_or_else(|e| panic!("{e}"));
@@ -175,7 +162,7 @@ fn bad_input_is_an_error_not_a_panic() {
 
 #[test]
 fn residual_stream_matches_the_cpu_engine() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = minference_test_support::gpu() else { return };
     let model = random_small_model(4);
     let tokens = random_tokens(150, model.config().vocab, 8);
     let mut cpu = Engine::new(Arc::clone(&model), CpuBackend::new());

@@ -3,7 +3,6 @@
 //! (regenerate with scripts/hf_reference.py). Skips without a GPU or without the model file
 //! (`MINFERENCE_MODEL` or models/).
 
-use minference_cuda::Gpu;
 use minference_engine_gpu::{EngineSetup, GpuEngine, Precision};
 use minference_model::{AttentionChoice, Model};
 use std::path::PathBuf;
@@ -17,14 +16,8 @@ fn numbers(v: &serde_json::Value) -> Vec<f64> {
 /// within 1e-2 in f16; bf16 (three fewer mantissa bits) is held to 3e-2 and its figure printed.
 #[test]
 fn gpu_dense_logits_match_hf() {
-    let gpu = match Gpu::open(0) {
-        Ok(g) => Arc::new(g),
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            return;
-        }
-    };
-    let Some(path) = minference_model::local_default_model() else { return };
+    let Some(gpu) = minference_test_support::gpu() else { return };
+    let Some(path) = minference_test_support::default_model() else { return };
     let model = Arc::new(Model::load(&path).unwrap_or_else(|e| panic!("{e}")));
     let fixture_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/smollm2_logits.json");
     let text = std::fs::read_to_string(&fixture_path).unwrap_or_else(|e| panic!("{}: {e}", fixture_path.display()));

@@ -11,5 +11,5 @@ pub fn tiny_model(tied: bool) -> Model {
 }
 
 pub fn real_model() -> Option<PathBuf> {
-    minference_model::local_default_model()
+    minference_test_support::default_model()
 }

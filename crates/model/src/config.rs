@@ -98,10 +98,10 @@ impl ModelConfig {
         if self.heads * self.head_dim > MAX_DIM {
             return bad(format!("{} heads × head dim {} is too large", self.heads, self.head_dim));
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return bad(format!("head count {} is not a multiple of kv head count {}", self.heads, self.kv_heads));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head dim {} is odd (RoPE rotates pairs)", self.head_dim));
         }
         if !(self.rms_eps.is_finite() && self.rms_eps > 0.0) {

@@ -38,7 +38,8 @@ pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use engine::{CapturedQk, Engine, PrefillProgress, PrefillStats};
 pub use error::{ModelError, Result};
 pub use fetch::{
-    ensure_default_model, ensure_default_model_in, ensure_default_model_with, local_default_model, DEFAULT_MODEL_FILE,
+    ensure_default_model, ensure_default_model_in, ensure_default_model_with, local_default_model_path,
+    DEFAULT_MODEL_FILE,
 };
 pub use generate::{GenerateOptions, Generation, StopReason, TextStream};
 pub use memory::{plan_memory, plan_memory_with, KvPlacement, MemoryPlan, PlanOptions};

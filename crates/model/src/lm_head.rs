@@ -16,7 +16,7 @@ pub const SCORE_CHUNK: usize = 128;
 pub fn logits_rows(model: &Model, residual: &[f32], out: &mut [f32]) -> Result<()> {
     let cfg = model.config();
     let (hidden, vocab) = (cfg.hidden, cfg.vocab);
-    if residual.len() % hidden != 0 || out.len() != residual.len() / hidden * vocab {
+    if !residual.len().is_multiple_of(hidden) || out.len() != residual.len() / hidden * vocab {
         return Err(ModelError::Input(format!(
             "{} residual values and {} logits do not match hidden {hidden} / vocab {vocab}",
             residual.len(),

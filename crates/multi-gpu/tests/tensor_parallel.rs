@@ -9,21 +9,12 @@ use minference_engine_gpu::{random_tokens, GpuEngine, PrefillEngine};
 use minference_model::{AttentionChoice, MInferencePlan, Model, ModelConfig};
 use minference_multi_gpu::{TpEngine, TpError, TpModel, TpOptions};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-/// GPU 0 when at least two GPUs open; else `None` (the test skips).
+/// GPU 0 of at least two (the test skips on one GPU, see `minference_test_support::gpus`).
 fn two_gpus() -> Option<Arc<Gpu>> {
-    match (Gpu::open(0), Gpu::open(1)) {
-        (Ok(g), Ok(g1)) => {
-            eprintln!("GPUs: {} + {}", g.name(), g1.name());
-            Some(Arc::new(g))
-        }
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("skipping: two GPUs needed ({e})");
-            None
-        }
-    }
+    minference_test_support::gpus(2).map(|g| Arc::clone(&g[0]))
 }
+use std::time::{Duration, Instant};
 
 fn cosine_and_rel_max(a: &[f32], b: &[f32]) -> (f64, f64) {
     assert_eq!(a.len(), b.len());
@@ -135,7 +126,7 @@ fn d128_gqa4_matches_one_gpu() {
 #[test]
 fn real_smollm2_matches_one_gpu() {
     let Some(gpu) = two_gpus() else { return };
-    let Some(path) = minference_model::local_default_model() else { return };
+    let Some(path) = minference_test_support::default_model() else { return };
     let model = Arc::new(Model::load(&path).unwrap_or_else(|e| panic!("{e}")));
     let tokenizer = model.tokenizer().unwrap_or_else(|e| panic!("{e}"));
     let text = "The capital of France is Paris. The capital of Germany is Berlin. ".repeat(20);

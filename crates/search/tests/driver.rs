@@ -24,7 +24,7 @@ fn prompt(n: usize) -> Vec<u32> {
 }
 
 fn real_model() -> Option<PathBuf> {
-    minference_model::local_default_model()
+    minference_test_support::default_model()
 }
 
 #[test]

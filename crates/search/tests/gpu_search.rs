@@ -1,11 +1,11 @@
 //! The GPU search against the CPU search: per-candidate tallies on random and structured heads
 //! (the same bf16-rounded inputs on both sides), and the model-level search on a tiny random model.
-//! Every test prints "no GPU, skipped" and passes where there is no usable GPU.
+//! Without a usable GPU every test skips (`minference_test_support`).
 
 use half::bf16;
 use minference_core::rng::SplitMix64;
 use minference_core::{DType, HostTensor};
-use minference_cuda::{CudaError, DeviceHead, DeviceTensor, Gpu, HeadSlice};
+use minference_cuda::{DeviceHead, DeviceTensor, Gpu, HeadSlice};
 use minference_engine_gpu::GpuEngine;
 use minference_model::{Model, ModelConfig};
 use minference_search::{
@@ -14,17 +14,6 @@ use minference_search::{
 };
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-
-fn gpu() -> Option<Arc<Gpu>> {
-    match Gpu::open(0) {
-        Ok(g) => Some(Arc::new(g)),
-        Err(CudaError::NoGpu(msg)) => {
-            println!("no GPU, skipped ({msg})");
-            None
-        }
-        Err(e) => panic!("a GPU is present but its kernels failed to load: {e}"),
-    }
-}
 
 fn round_bf16(x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| bf16::from_f32(v).to_f32()).collect()
@@ -78,7 +67,7 @@ fn options(objective: Objective) -> SearchOptions {
 
 #[test]
 fn gpu_candidate_scores_equal_the_cpu_ones() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = minference_test_support::gpu() else { return };
     let objectives = [Objective::Recall, Objective::OutputRelL2, Objective::OutputCount { threshold: 5e-3 }];
     let mut checked = 0;
     for (n, d) in [(40, 64), (200, 64), (1000, 64), (777, 128), (64, 128)] {
@@ -146,7 +135,7 @@ fn gpu_candidate_scores_equal_the_cpu_ones() {
 
 #[test]
 fn gpu_rejects_bad_heads() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = minference_test_support::gpu() else { return };
     let [q, k, v] = head(100, 64, 1, false);
     let (qd, kd, vd) = (upload(&gpu, &q), upload(&gpu, &k), upload(&gpu, &v));
     let host = HeadInputs::new(&q, &k, Some(&v), 64).unwrap();
@@ -175,7 +164,7 @@ fn tiny_gpu_model() -> Model {
 
 #[test]
 fn gpu_model_search_chooses_as_the_cpu_search() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = minference_test_support::gpu() else { return };
     let model = Arc::new(tiny_gpu_model());
     let tokens: Vec<u32> = (0..700).map(|i| ((i * 37 + 11) % 300) as u32).collect();
     let opts = SearchOptions {
@@ -219,7 +208,7 @@ fn gpu_model_search_chooses_as_the_cpu_search() {
 #[test]
 #[ignore]
 fn smollm2_shape_8k_gpu_and_cpu_search_times() {
-    let Some(gpu) = gpu() else { return };
+    let Some(gpu) = minference_test_support::gpu() else { return };
     let cfg = ModelConfig::named_shape("smollm2-135m").unwrap();
     let model = Arc::new(Model::random_with_config(cfg.clone(), 3).unwrap());
     let tokens = minference_engine_gpu::random_tokens(8192, cfg.vocab, 5);

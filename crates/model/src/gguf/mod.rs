@@ -215,7 +215,7 @@ fn validate_tensor(
     file_len: u64,
 ) -> Result<TensorInfo> {
     let bad = |msg: String| Err(ModelError::Gguf(format!("tensor `{name}`: {msg}")));
-    if rel % alignment != 0 {
+    if !rel.is_multiple_of(alignment) {
         return bad(format!("offset {rel} is not a multiple of the alignment {alignment}"));
     }
     let elements = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
@@ -223,7 +223,7 @@ fn validate_tensor(
     let Some(abs) = data_start.checked_add(rel) else { return bad("offset overflows".into()) };
     let byte_len = match kind.block() {
         Some((block_elems, block_bytes)) => {
-            if dims[0] % block_elems != 0 {
+            if !dims[0].is_multiple_of(block_elems) {
                 return bad(format!(
                     "row length {} is not a multiple of the {} block size {block_elems}",
                     dims[0],

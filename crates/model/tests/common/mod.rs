@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 pub fn default_model() -> Option<PathBuf> {
-    minference_model::local_default_model()
+    minference_test_support::default_model()
 }
 
 pub fn fixture(name: &str) -> serde_json::Value {
