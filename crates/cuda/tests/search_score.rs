@@ -54,7 +54,7 @@ fn kernel_sums_match_an_f64_reference() {
     for (n, d) in [(150usize, 64usize), (70, 128)] {
         let mut r = SplitMix64::new(n as u64);
         let mut gen =
-            |len: usize| -> Vec<f32> { (0..len).map(|_| bf16::from_f32(((r.normal() * 1.5))).to_f32()).collect() };
+            |len: usize| -> Vec<f32> { (0..len).map(|_| bf16::from_f32(r.normal() * 1.5).to_f32()).collect() };
         let (q, k, v) = (gen(n * d), gen(n * d), gen(n * d));
         let up = |x: &[f32]| {
             let b: Vec<bf16> = x.iter().map(|&y| bf16::from_f32(y)).collect();

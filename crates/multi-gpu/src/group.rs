@@ -404,9 +404,9 @@ mod tests {
 
     const LAYERS: usize = 3;
 
-    fn stand_in(
-        plan: Vec<Stand>,
-    ) -> impl Fn(usize, usize, Receiver<Command>, Sender<(usize, Event)>) -> std::io::Result<JoinHandle<()>> {
+    type Spawned = std::io::Result<JoinHandle<()>>;
+
+    fn stand_in(plan: Vec<Stand>) -> impl Fn(usize, usize, Receiver<Command>, Sender<(usize, Event)>) -> Spawned {
         move |rank, ordinal, rx, tx| {
             let role = plan[rank];
             std::thread::Builder::new().spawn(move || {

@@ -108,13 +108,13 @@ fn load_api() -> std::result::Result<Api, String> {
                 lib.get::<*const c_void>(name).map(|s| *s).map_err(|e| format!("{}: {e}", path.display()))
             };
             let api = Api {
-                get_unique_id: std::mem::transmute::<*const c_void, _>(sym(b"ncclGetUniqueId")?),
-                comm_init_rank: std::mem::transmute::<*const c_void, _>(sym(b"ncclCommInitRank")?),
-                all_reduce: std::mem::transmute::<*const c_void, _>(sym(b"ncclAllReduce")?),
-                comm_abort: std::mem::transmute::<*const c_void, _>(sym(b"ncclCommAbort")?),
-                comm_destroy: std::mem::transmute::<*const c_void, _>(sym(b"ncclCommDestroy")?),
-                error_string: std::mem::transmute::<*const c_void, _>(sym(b"ncclGetErrorString")?),
-                get_version: std::mem::transmute::<*const c_void, _>(sym(b"ncclGetVersion")?),
+                get_unique_id: fn_ptr(sym(b"ncclGetUniqueId")?),
+                comm_init_rank: fn_ptr(sym(b"ncclCommInitRank")?),
+                all_reduce: fn_ptr(sym(b"ncclAllReduce")?),
+                comm_abort: fn_ptr(sym(b"ncclCommAbort")?),
+                comm_destroy: fn_ptr(sym(b"ncclCommDestroy")?),
+                error_string: fn_ptr(sym(b"ncclGetErrorString")?),
+                get_version: fn_ptr(sym(b"ncclGetVersion")?),
                 _lib: lib,
             };
             return Ok(api);
@@ -178,7 +178,11 @@ impl Communicator {
     }
 
     /// In-place sum of `count` 16-bit values at device address `ptr`, enqueued on `stream`.
-    pub fn all_reduce_sum(&self, ptr: u64, count: usize, dtype: Half, stream: *mut c_void) -> Result<()> {
+    ///
+    /// # Safety
+    /// `ptr` must hold `count` values of `dtype` on this rank's device and `stream` must be a live
+    /// stream of that device.
+    pub unsafe fn all_reduce_sum(&self, ptr: u64, count: usize, dtype: Half, stream: *mut c_void) -> Result<()> {
         let nccl_type = match dtype {
             Half::Bf16 => NCCL_BFLOAT16,
             Half::F16 => NCCL_FLOAT16,
@@ -224,6 +228,16 @@ impl Drop for Communicator {
             }
         }
     }
+}
+
+/// Reinterprets a symbol's address as the function pointer type `F` of its C declaration.
+///
+/// # Safety
+/// `F` must be the `extern "C" fn` type of the symbol at `p`.
+unsafe fn fn_ptr<F: Copy>(p: *const c_void) -> F {
+    assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<*const c_void>());
+    // SAFETY: same size (checked); the caller guarantees the type.
+    unsafe { std::mem::transmute_copy(&p) }
 }
 
 #[cfg(test)]

@@ -54,7 +54,8 @@ impl Collective for NcclCollective {
             Precision::Bf16 => Half::Bf16,
             Precision::F16 => Half::F16,
         };
-        self.0.all_reduce_sum(ptr, count, dtype, stream).map_err(|e| EngineError::Group(e.to_string()))
+        // SAFETY: the engine hands over a buffer of `count` values on this GPU and its own stream.
+        unsafe { self.0.all_reduce_sum(ptr, count, dtype, stream) }.map_err(|e| EngineError::Group(e.to_string()))
     }
 }
 
