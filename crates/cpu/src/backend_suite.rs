@@ -10,7 +10,7 @@
 //! [`all_checks`] lists the f32 set plus the dtype-specific checks, [`all_checks_bf16`] the bf16 set.
 
 use crate::reference::{dense_reference_f64, masked_attention_f64_flagged};
-use crate::rng::SplitMix64;
+use crate::rng::TestRng;
 use minference_core::{
     kernel_mask_keep, AttentionBackend, AttnShape, DType, HeadPattern, OwnedTensor, SeqLen, SparseIndex, VsSelection,
     TILE,
@@ -75,7 +75,7 @@ pub struct Case {
 
 impl Case {
     pub fn random(shape: AttnShape, dtype: DType, seed: u64) -> Case {
-        let mut rng = SplitMix64::new(seed);
+        let mut rng = TestRng::new(seed);
         let q = OwnedTensor::from_f32(&rng.normals(shape.q_elems()), dtype);
         let k = OwnedTensor::from_f32(&rng.normals(shape.kv_elems()), dtype);
         let v = OwnedTensor::from_f32(&rng.normals(shape.kv_elems()), dtype);
@@ -318,7 +318,7 @@ pub fn check_ideal_in_kernel(
 
 /// A random VS selection with the forced sets (first 30 columns, diagonals 0..99) plus random
 /// far verticals and slashes; sorted as the converter expects.
-pub fn random_vs_selection(seq: SeqLen, k_v: usize, k_s: usize, rng: &mut SplitMix64) -> VsSelection {
+pub fn random_vs_selection(seq: SeqLen, k_v: usize, k_s: usize, rng: &mut TestRng) -> VsSelection {
     let n = seq.kv_len;
     let mut verticals: Vec<u32> = (0..30.min(n) as u32).collect();
     let mut slashes: Vec<u32> = (0..100.min(n) as u32).collect();
@@ -341,7 +341,7 @@ pub fn check_vs_random_selection_matches_masked_with<B: AttentionBackend>(
     seed: u64,
     dtype: DType,
 ) -> Result<(), String> {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = TestRng::new(seed);
     for shape in [AttnShape::single(3, 1, 64, 300), varlen_shape(2, 1, 128)] {
         let patterns = vec![HeadPattern::VerticalSlash { k_v: 60, k_s: 120 }; shape.heads];
         let mut vs = Vec::new();
@@ -382,7 +382,7 @@ pub fn check_bs_matches_masked_with<B: AttentionBackend>(backend: &B, seed: u64,
 
 /// A hand-made valid index: per row block, disjoint 64-key tiles (one always covers the block's
 /// first position) and columns before the block, outside every tile.
-pub fn random_index(shape: &AttnShape, rng: &mut SplitMix64) -> SparseIndex {
+pub fn random_index(shape: &AttnShape, rng: &mut TestRng) -> SparseIndex {
     let mut rows = Vec::new();
     for seq in &shape.seqs {
         for _ in 0..shape.heads {
@@ -421,7 +421,7 @@ pub fn check_random_index_matches_masked_with<B: AttentionBackend>(
     seed: u64,
     dtype: DType,
 ) -> Result<(), String> {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = TestRng::new(seed);
     for (shape, dtype) in [
         (AttnShape::single(4, 4, 64, 330), dtype),
         (varlen_shape(3, 1, 128), dtype),
@@ -466,7 +466,7 @@ pub fn check_full_budget_equals_dense_with<B: AttentionBackend>(
     Ok(())
 }
 
-fn perturb_after(case: &Case, seq: usize, key_after: usize, rng: &mut SplitMix64) -> Case {
+fn perturb_after(case: &Case, seq: usize, key_after: usize, rng: &mut TestRng) -> Case {
     let shape = &case.shape;
     let d = shape.head_dim;
     let (mut k, mut v) = (case.k.view().to_f32_vec(), case.v.view().to_f32_vec());
@@ -492,7 +492,7 @@ fn perturb_after(case: &Case, seq: usize, key_after: usize, rng: &mut SplitMix64
 /// Perturbing K/V rows `j > t` leaves every output row at position `<= t` bit-identical, for all
 /// patterns with one fixed index (spec §8 item 16).
 pub fn check_causality_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = TestRng::new(seed);
     let shape = AttnShape::single(8, 2, 64, 260);
     let case = Case::random(shape.clone(), dtype, rng.next_u64());
     let patterns = mixed_patterns(shape.heads);
@@ -518,7 +518,7 @@ pub fn check_causality_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: 
 
 /// Shuffling the columns of every slot changes the output only within rounding (spec §8 item 17).
 pub fn check_column_permutation_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = TestRng::new(seed);
     let shape = AttnShape::single(2, 1, 128, 400);
     let case = Case::random(shape.clone(), dtype, rng.next_u64());
     let patterns = vec![HeadPattern::VerticalSlash { k_v: 150, k_s: 100 }; 2];
@@ -580,7 +580,7 @@ pub fn check_padding_independence_with<B: AttentionBackend>(
     seed: u64,
     dtype: DType,
 ) -> Result<(), String> {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = TestRng::new(seed);
     let shape = varlen_shape(4, 2, 64);
     let case = Case::random(shape.clone(), dtype, rng.next_u64());
     let patterns = mixed_patterns(4);
@@ -686,7 +686,7 @@ pub fn check_rejects_bad_input<B: AttentionBackend>(backend: &B, seed: u64) -> R
     expect_err("pattern count", backend.estimate_vs(&shape, q, k, &patterns[..1]).is_err())?;
     let index = SparseIndex::empty(&shape);
     expect_err("sparse pattern count", backend.sparse(&shape, q, k, v, &patterns[..1], &index).is_err())?;
-    let mut bad_index = random_index(&shape, &mut SplitMix64::new(seed));
+    let mut bad_index = random_index(&shape, &mut TestRng::new(seed));
     if let Some(c) = bad_index.col_index.first_mut() {
         *c = 70;
     } else {

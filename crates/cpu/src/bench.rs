@@ -2,7 +2,7 @@
 //! structured synthetic workload, with the machine's sgemm rate as the ceiling and the synthetic
 //! heads' distance from the calibration targets. A command, not a test: nothing here asserts timings.
 
-use crate::rng::SplitMix64;
+use crate::rng::TestRng;
 use crate::CpuBackend;
 use minference_core::{
     attention_recall, generate_qkv, index_head_coverage, kernel_mask_keep, AttentionBackend, AttnShape, Coverage,
@@ -160,7 +160,7 @@ pub struct SgemmRate {
 
 /// `matrixmultiply` sgemm on `n³`, `reps` runs.
 pub fn sgemm_rate(n: usize, reps: usize) -> SgemmRate {
-    let mut rng = SplitMix64::new(1);
+    let mut rng = TestRng::new(1);
     let a = rng.normals(n * n);
     let b = rng.normals(n * n);
     let mut c = vec![0.0f32; n * n];
@@ -196,7 +196,7 @@ pub fn sgemm_gflops(n: usize) -> f64 {
 
 /// Draws one VS budget per head from [`LLAMA3_VS_MIX`].
 pub fn draw_vs_budgets(heads: usize, seed: u64) -> Vec<(usize, usize)> {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = TestRng::new(seed);
     (0..heads)
         .map(|_| {
             let mut u = rng.uniform();

@@ -263,7 +263,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::SplitMix64;
+    use crate::rng::TestRng;
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
@@ -273,7 +273,7 @@ mod tests {
     #[test]
     fn isas_agree_on_every_step() {
         let fast = Isa::detect(16, false);
-        let mut rng = SplitMix64::new(3);
+        let mut rng = TestRng::new(3);
         for d in [16usize, 48, 64, 80, 128] {
             for (nk, rows) in [(64usize, 64usize), (1, 1), (7, 13), (33, 64), (64, 3)] {
                 let k = rng.normals(nk * d);

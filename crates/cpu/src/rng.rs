@@ -1,15 +1,15 @@
-//! The suite's and benchmark's generator: core's SplitMix64 (one implementation in the workspace)
+//! The suite's and benchmark's generator (`TestRng`): core's SplitMix64 (one implementation in the workspace)
 //! with the few conveniences the checks use. Seeds keep their stream, so the CUDA tests that call
 //! the same suite reproduce the very same inputs.
 
 use minference_core::rng::SplitMix64 as CoreRng;
 
 #[derive(Debug, Clone)]
-pub struct SplitMix64(CoreRng);
+pub struct TestRng(CoreRng);
 
-impl SplitMix64 {
+impl TestRng {
     pub fn new(seed: u64) -> Self {
-        SplitMix64(CoreRng::new(seed ^ 0x9E37_79B9_7F4A_7C15))
+        TestRng(CoreRng::new(seed ^ 0x9E37_79B9_7F4A_7C15))
     }
 
     pub fn next_u64(&mut self) -> u64 {

@@ -4,7 +4,7 @@
 use minference_core::AttentionBackend;
 use minference_core::{AttnShape, DType, HeadPattern, OwnedTensor};
 use minference_cpu::backend_suite::mixed_patterns;
-use minference_cpu::rng::SplitMix64;
+use minference_cpu::rng::TestRng;
 use minference_cuda::{layer_attention, CudaBackend, CudaError, DeviceTensor};
 
 #[test]
@@ -24,7 +24,7 @@ fn poisoned_outputs_are_fully_written() {
     let gpu = backend.gpu();
     for (n, d, out_dtype) in [(257usize, 64usize, DType::Bf16), (1000, 128, DType::F32), (65, 128, DType::Bf16)] {
         let shape = AttnShape::single(8, 2, d, n);
-        let mut rng = SplitMix64::new(n as u64);
+        let mut rng = TestRng::new(n as u64);
         let q = OwnedTensor::from_f32(&rng.normals(shape.q_elems()), DType::Bf16);
         let k = OwnedTensor::from_f32(&rng.normals(shape.kv_elems()), DType::Bf16);
         let v = OwnedTensor::from_f32(&rng.normals(shape.kv_elems()), DType::Bf16);

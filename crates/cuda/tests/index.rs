@@ -7,7 +7,7 @@ use minference_core::{
     VsSelection,
 };
 use minference_cpu::backend_suite::{random_vs_selection, varlen_shape};
-use minference_cpu::rng::SplitMix64;
+use minference_cpu::rng::TestRng;
 use std::collections::HashSet;
 
 fn offsets_shape() -> AttnShape {
@@ -39,7 +39,7 @@ fn core_vs_index(shape: &AttnShape, patterns: &[HeadPattern], vs: &[VsSelection]
 }
 
 fn random_inputs(shape: &AttnShape, dtype: DType, seed: u64) -> (OwnedTensor, OwnedTensor) {
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = TestRng::new(seed);
     (
         OwnedTensor::from_f32(&rng.normals(shape.q_elems()), dtype),
         OwnedTensor::from_f32(&rng.normals(shape.kv_elems()), dtype),
@@ -51,7 +51,7 @@ fn vs_conversion_is_bit_exact() {
     let Some(backend) = minference_test_support::cuda_backend() else {
         return;
     };
-    let mut rng = SplitMix64::new(7);
+    let mut rng = TestRng::new(7);
     let mut shapes: Vec<AttnShape> =
         [1usize, 63, 64, 65, 300, 1000, 4133].iter().map(|&n| AttnShape::single(4, 2, 64, n)).collect();
     shapes.push(varlen_shape(2, 1, 64));

@@ -3,7 +3,7 @@
 
 use half::bf16;
 use minference_core::{ashape_keep, HostTensor, RowBlockIndex};
-use minference_cpu::rng::SplitMix64;
+use minference_cpu::rng::TestRng;
 use minference_cuda::{score_masks, DeviceHead, DeviceTensor, HeadSlice, ScoreMask, ScoreRequest, ScoreSums};
 
 fn keep(mask: &ScoreMask, pos: usize, key: usize) -> bool {
@@ -52,7 +52,7 @@ fn reference(q: &[f32], k: &[f32], v: &[f32], d: usize, mask: &ScoreMask, floor:
 fn kernel_sums_match_an_f64_reference() {
     let Some(gpu) = minference_test_support::gpu() else { return };
     for (n, d) in [(150usize, 64usize), (70, 128)] {
-        let mut r = SplitMix64::new(n as u64);
+        let mut r = TestRng::new(n as u64);
         let mut gen =
             |len: usize| -> Vec<f32> { (0..len).map(|_| bf16::from_f32(r.normal() * 1.5).to_f32()).collect() };
         let (q, k, v) = (gen(n * d), gen(n * d), gen(n * d));

@@ -42,7 +42,6 @@ pub use fetch::{
     DEFAULT_MODEL_FILE,
 };
 pub use generate::{GenerateOptions, Generation, StopReason, TextStream};
-pub use memory::{plan_memory, plan_memory_with, KvPlacement, MemoryPlan, PlanOptions};
 pub use model::Model;
 pub use sampling::Sampler;
 pub use tokenizer::Tokenizer;
