@@ -225,6 +225,29 @@ def vs_like_pattern(N, seed, with_cols, n_far=20, window=1024, n_cand=256):
     return per_tile
 
 
+def count_chunks(rs, ncols, N):
+    """The kernel's chunk count of one tile (RangeProducer: 128-key cuts, a <= 64-key remainder paired
+    with up to 64 keys of the next range, then 128-column gathers)."""
+    rs = [(max(a, 0), min(e, N)) for a, e in rs]
+    rs = [(a, e) for a, e in rs if e > a]
+    n, i = 0, 0
+    pos = rs[0][0] if rs else 0
+    while i < len(rs):
+        la = min(128, rs[i][1] - pos)
+        pos += la
+        if pos >= rs[i][1]:
+            i += 1
+            pos = rs[i][0] if i < len(rs) else 0
+        if la <= 64 and i < len(rs):
+            lb = min(64, rs[i][1] - pos)
+            pos += lb
+            if pos >= rs[i][1]:
+                i += 1
+                pos = rs[i][0] if i < len(rs) else 0
+        n += 1
+    return n + (ncols + 127) // 128
+
+
 def run_tests():
     log("== correctness (float32 torch reference; bf16 expect 1e-3..1e-2)")
     cases = [
@@ -300,7 +323,7 @@ def bench_dense():
     log("== dense causal timing (H=32, H_kv=8, bf16, B=1), ours vs cuDNN SDPA")
     rows = []
     H, Hkv = 32, 8
-    confs = [(16384, 128, 15), (32768, 128, 7), (131072, 128, 3), (32768, 64, 7)]
+    confs = [(16384, 128, 15), (32768, 128, 7), (131072, 128, 5), (32768, 64, 7)]
     if QUICK:
         confs = [(16384, 128, 5), (32768, 64, 3)]
     for N, D, reps in confs:
@@ -353,11 +376,10 @@ def bench_sparse():
                 for s_, e_ in rs:
                     rg += [s_, e_]
                     useful += e_ - s_
-                    chunks += (e_ - s_ + 127) // 128
+                chunks += count_chunks(rs, len(cols), N)
                 rp.append(len(rg) // 2)
                 cl += cols
                 useful += len(cols)
-                chunks += (len(cols) + 127) // 128
                 cp.append(len(cl))
         t = lambda x: torch.tensor(x if len(x) else [0], dtype=torch.int32, device="cuda")
         sp = (t(rp), t(rg), t(cp), t(cl))

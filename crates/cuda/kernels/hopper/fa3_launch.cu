@@ -36,8 +36,8 @@ static int make_map(TmaMap* map, const void* ptr, int heads, int n, int d, int b
 }
 
 template <int D, int STAGES, class P>
-static int launch(const TmaMap& tq, const TmaMap& tk, const TmaMap& tv, const TmaMap& to, const Params& p, int grid,
-                  cudaStream_t stream) {
+static int launch(const TmaMap& tq, const TmaMap& tk, const TmaMap& tv, const TmaMap& to, const TmaMap& tk64,
+                  const TmaMap& tv64, const Params& p, int grid, cudaStream_t stream) {
     using L = Layout<D, STAGES>;
     static bool attr_set = false;
     auto kern = fa3_fwd_kernel<D, STAGES, P>;
@@ -46,7 +46,7 @@ static int launch(const TmaMap& tq, const TmaMap& tk, const TmaMap& tv, const Tm
         if (e != cudaSuccess) return (int)e;
         attr_set = true;
     }
-    kern<<<grid, NTHREADS, L::alloc, stream>>>(tq, tk, tv, to, p);
+    kern<<<grid, NTHREADS, L::alloc, stream>>>(tq, tk, tv, to, tk64, tv64, p);
     return (int)cudaGetLastError();
 }
 
@@ -61,7 +61,9 @@ static int g_sms = 0;
 // on top of the listed keys: for query tile t = h * ceil(n/128) + m (rows 128m .. 128m+127),
 // ranges[2i], ranges[2i+1] for i in [range_ptr[t], range_ptr[t+1]) are key ranges [start, end)
 // (any start, clamped to [0, n)); cols[col_ptr[t] .. col_ptr[t+1]) are gathered key columns,
-// ascending; col_ptr may be null. A tile's ranges and columns must be disjoint.
+// ascending; col_ptr may be null. A tile's ranges and columns must be disjoint, ranges ascending.
+// Ranges are cut into 128-key chunks; a remainder of <= 64 keys is paired with up to 64 keys of the
+// next range in one chunk (two 64-row TMA boxes).
 // grid <= 0: one CTA per SM (persistent).
 extern "C" int mi_hopper_attn_fwd(const void* q, const void* k, const void* v, void* o, float* lse, int heads,
                                   int kv_heads, int n, int d, int causal, const int* range_ptr, const int* ranges,
@@ -74,11 +76,18 @@ extern "C" int mi_hopper_attn_fwd(const void* q, const void* k, const void* v, v
         cudaGetDevice(&dev);
         cudaDeviceGetAttribute(&g_sms, cudaDevAttrMultiProcessorCount, dev);
     }
-    TmaMap tq, tk, tv, to;
+    TmaMap tq, tk, tv, to, tk64, tv64;
     if ((rc = make_map(&tq, q, heads, n, d, BM))) return rc;
     if ((rc = make_map(&tk, k, kv_heads, n, d, BN))) return rc;
     if ((rc = make_map(&tv, v, kv_heads, n, d, BN))) return rc;
     if ((rc = make_map(&to, o, heads, n, d, 64))) return rc;
+    if (range_ptr) {
+        if ((rc = make_map(&tk64, k, kv_heads, n, d, 64))) return rc;
+        if ((rc = make_map(&tv64, v, kv_heads, n, d, 64))) return rc;
+    } else {
+        tk64 = tk;  // unused by the dense producer
+        tv64 = tv;
+    }
     Params p;
     p.k = (const u16*)k;
     p.v = (const u16*)v;
@@ -98,9 +107,9 @@ extern "C" int mi_hopper_attn_fwd(const void* q, const void* k, const void* v, v
     if (grid > tiles) grid = tiles;
     cudaStream_t s = (cudaStream_t)stream;
     if (range_ptr) {
-        if (d == 128) return launch<128, 2, RangeProducer>(tq, tk, tv, to, p, grid, s);
-        return launch<64, 2, RangeProducer>(tq, tk, tv, to, p, grid, s);
+        if (d == 128) return launch<128, 2, RangeProducer>(tq, tk, tv, to, tk64, tv64, p, grid, s);
+        return launch<64, 2, RangeProducer>(tq, tk, tv, to, tk64, tv64, p, grid, s);
     }
-    if (d == 128) return launch<128, 2, DenseProducer>(tq, tk, tv, to, p, grid, s);
-    return launch<64, 2, DenseProducer>(tq, tk, tv, to, p, grid, s);
+    if (d == 128) return launch<128, 2, DenseProducer>(tq, tk, tv, to, tk64, tv64, p, grid, s);
+    return launch<64, 2, DenseProducer>(tq, tk, tv, to, tk64, tv64, p, grid, s);
 }

@@ -30,16 +30,22 @@ struct alignas(64) TmaMap {
 constexpr int BM = 128;          // query rows per tile (2 consumer warpgroups x 64)
 constexpr int BN = 128;          // keys per chunk
 constexpr int NTHREADS = 384;    // producer warpgroup + 2 consumer warpgroups
-constexpr int KIND_RANGE = 0;    // chunk = keys [start, start + len)
+constexpr int KIND_RANGE = 0;    // chunk = keys [start, start + len), len <= 128 (one 128-row box)
 constexpr int KIND_GATHER = 1;   // chunk = len listed key columns (in the stage's column list)
+constexpr int KIND_PAIR = 2;     // chunk = keys [start, start + len) in columns 0..63 and
+                                 // [start2, start2 + len2) in columns 64..127 (two 64-row boxes)
 
 // Work description of one 128-key chunk, written to shared memory by the producer before it
 // arms the stage's K barrier; read by the consumers after waiting on it.
 struct ChunkMeta {
-    int start;   // first key (KIND_RANGE)
-    int len;     // valid keys in the chunk (1..128)
+    int start;   // key of column 0 (RANGE, PAIR); index into Params::cols (GATHER)
+    int len;     // columns 0..len-1 valid (RANGE, GATHER: 1..128; PAIR: 1..64)
     int kind;
     int maxkey;  // largest key in the chunk (decides whether the causal mask is needed)
+    int start2;  // key of column 64 (RANGE: start + 64)
+    int len2;    // columns 64..64+len2-1 valid (RANGE: len - 64, may be <= 0)
+    int full;    // all 128 columns valid
+    int pad;
 };
 
 // Kernel parameters besides the tensor maps.
@@ -184,7 +190,7 @@ struct Layout {
     static constexpr int nbar = 2 + 4 * STAGES;
     static constexpr int off_tile = off_bar + 8 * nbar;   // int: chunk count of the current tile
     static constexpr int off_meta = off_tile + 16;        // ChunkMeta[STAGES]
-    static constexpr int off_cols = off_meta + 16 * STAGES;  // int[STAGES][BN]
+    static constexpr int off_cols = off_meta + 32 * STAGES;  // int[STAGES][BN]
     static constexpr int bytes = off_cols + 4 * BN * STAGES;
     static constexpr int alloc = bytes + 1024;            // slack for aligning the base
     static __device__ __forceinline__ u32 q_full(u32 b) { return b + off_bar; }
@@ -220,18 +226,53 @@ struct DenseProducer {
         int start = s.top * BN;
         s.top--;
         int len = min(BN, p.n - start);
-        return ChunkMeta{start, len, KIND_RANGE, start + len - 1};
+        return ChunkMeta{start, len, KIND_RANGE, start + len - 1, start + 64, len - 64, len == BN, 0};
     }
 };
 
 // Key ranges at arbitrary starts (VS slashes, BS blocks, A-shape sink/window) then gathered
-// columns (VS verticals), per 128-row query tile. Ranges are clamped to [0, N); each range is cut
-// into chunks of at most 128 keys. The caller keeps a tile's ranges and columns disjoint.
+// columns (VS verticals), per 128-row query tile. Ranges are clamped to [0, N) and cut into chunks:
+// 128 keys while at least 65 remain; a remainder of at most 64 keys shares its chunk with up to 64
+// keys of the next range (KIND_PAIR: two 64-row TMA boxes), so short blocks do not waste half a
+// GEMM. The caller keeps a tile's ranges and columns disjoint; ranges ascending.
 struct RangeProducer {
     static constexpr bool kGather = true;
     struct State {
         int r, r_end, pos, c, c_end, n;
     };
+    // Moves to the next range with keys (pos = its clamped start); false when none is left.
+    static __device__ __forceinline__ bool settle(const Params& p, State& s) {
+        while (s.r < s.r_end) {
+            if (s.pos < min(p.ranges[2 * s.r + 1], p.n)) return true;
+            ++s.r;
+            if (s.r < s.r_end) s.pos = max(p.ranges[2 * s.r], 0);
+        }
+        return false;
+    }
+    static __device__ __forceinline__ ChunkMeta next(const Params& p, State& s) {
+        if (settle(p, s)) {
+            const int e = min(p.ranges[2 * s.r + 1], p.n);
+            const int a = s.pos;
+            const int la = min(BN, e - a);
+            s.pos += la;
+            if (la <= 64) {
+                State t = s;
+                if (settle(p, t)) {
+                    const int e2 = min(p.ranges[2 * t.r + 1], p.n);
+                    const int b = t.pos;
+                    const int lb = min(64, e2 - b);
+                    t.pos += lb;
+                    s = t;
+                    return ChunkMeta{a, la, KIND_PAIR, max(a + la - 1, b + lb - 1), b, lb, la == 64 && lb == 64, 0};
+                }
+            }
+            return ChunkMeta{a, la, KIND_RANGE, a + la - 1, a + 64, la - 64, la == BN, 0};
+        }
+        const int len = min(BN, s.c_end - s.c);
+        ChunkMeta cm{s.c, len, KIND_GATHER, p.cols[s.c + len - 1], 0, 0, len == BN, 0};
+        s.c += len;
+        return cm;
+    }
     static __device__ __forceinline__ State begin(const Params& p, int h, int m) {
         int t = h * p.n_mtiles + m;
         State s;
@@ -239,32 +280,17 @@ struct RangeProducer {
         s.r_end = p.range_ptr[t + 1];
         s.c = p.col_ptr ? p.col_ptr[t] : 0;
         s.c_end = p.col_ptr ? p.col_ptr[t + 1] : 0;
-        int n = 0;
-        for (int i = s.r; i < s.r_end; ++i) {
-            int a = max(p.ranges[2 * i], 0), e = min(p.ranges[2 * i + 1], p.n);
-            if (e > a) n += (e - a + BN - 1) / BN;
-        }
-        n += (s.c_end - s.c + BN - 1) / BN;
-        s.n = n;
         s.pos = s.r < s.r_end ? max(p.ranges[2 * s.r], 0) : 0;
-        return s;
-    }
-    static __device__ __forceinline__ ChunkMeta next(const Params& p, State& s) {
-        while (s.r < s.r_end) {
-            int e = min(p.ranges[2 * s.r + 1], p.n);
-            if (s.pos < e) {
-                int len = min(BN, e - s.pos);
-                ChunkMeta cm{s.pos, len, KIND_RANGE, s.pos + len - 1};
-                s.pos += len;
-                return cm;
-            }
-            ++s.r;
-            if (s.r < s.r_end) s.pos = max(p.ranges[2 * s.r], 0);
+        // Count the chunks by running the same cutting on a copy.
+        State t2 = s;
+        t2.c_end = t2.c;
+        int n = 0;
+        while (settle(p, t2)) {
+            next(p, t2);
+            ++n;
         }
-        int len = min(BN, s.c_end - s.c);
-        ChunkMeta cm{s.c, len, KIND_GATHER, p.cols[s.c + len - 1]};
-        s.c += len;
-        return cm;
+        s.n = n + (s.c_end - s.c + BN - 1) / BN;
+        return s;
     }
 };
 
@@ -274,7 +300,8 @@ struct RangeProducer {
 // waits on the mbarriers and issues TMA, and all 128 meet at named barrier 5 around each gather.
 template <int D, int STAGES, class P>
 __device__ __forceinline__ void producer_loop(const Params& p, const TmaMap* tq, const TmaMap* tk, const TmaMap* tv,
-                                              unsigned char* sm, u32 base, int ptid) {
+                                              const TmaMap* tk64, const TmaMap* tv64, unsigned char* sm, u32 base,
+                                              int ptid) {
     using L = Layout<D, STAGES>;
     const int total = p.heads * p.n_mtiles;
     const int group = p.heads / p.kv_heads;
@@ -299,17 +326,32 @@ __device__ __forceinline__ void producer_loop(const Params& p, const TmaMap* tq,
             const u32 ph = ((it / STAGES) & 1) ^ 1;
             const u32 ks = base + L::off_k + s * L::KV, vs = base + L::off_v + s * L::KV;
             ChunkMeta* meta = (ChunkMeta*)(sm + L::off_meta) + s;
-            if (!P::kGather || cm.kind == KIND_RANGE) {
+            if (!P::kGather || cm.kind != KIND_GATHER) {
                 if (P::kGather && ptid != 0) continue;  // thread 0 alone handles TMA chunks
+                const bool pair = P::kGather && cm.kind == KIND_PAIR;
                 mbar_wait(L::k_empty(base, s), ph);
                 *meta = cm;
                 mbar_expect_tx(L::k_full(base, s), L::KV);
 #pragma unroll
-                for (int c = 0; c < D / 64; ++c) tma_load_3d(ks + c * BN * 128, tk, L::k_full(base, s), 64 * c, cm.start, hk);
+                for (int c = 0; c < D / 64; ++c) {
+                    if (pair) {
+                        tma_load_3d(ks + c * BN * 128, tk64, L::k_full(base, s), 64 * c, cm.start, hk);
+                        tma_load_3d(ks + c * BN * 128 + 64 * 128, tk64, L::k_full(base, s), 64 * c, cm.start2, hk);
+                    } else {
+                        tma_load_3d(ks + c * BN * 128, tk, L::k_full(base, s), 64 * c, cm.start, hk);
+                    }
+                }
                 mbar_wait(L::v_empty(base, s), ph);
                 mbar_expect_tx(L::v_full(base, s), L::KV);
 #pragma unroll
-                for (int c = 0; c < D / 64; ++c) tma_load_3d(vs + c * BN * 128, tv, L::v_full(base, s), 64 * c, cm.start, hk);
+                for (int c = 0; c < D / 64; ++c) {
+                    if (pair) {
+                        tma_load_3d(vs + c * BN * 128, tv64, L::v_full(base, s), 64 * c, cm.start, hk);
+                        tma_load_3d(vs + c * BN * 128 + 64 * 128, tv64, L::v_full(base, s), 64 * c, cm.start2, hk);
+                    } else {
+                        tma_load_3d(vs + c * BN * 128, tv, L::v_full(base, s), 64 * c, cm.start, hk);
+                    }
+                }
             } else {
                 // Only thread 0 waits on the mbarriers (a thread that skipped phases could alias
                 // an old phase's parity); the others are released by the named barrier.
@@ -389,9 +431,9 @@ __device__ __forceinline__ void softmax_chunk(float (&s)[16][4], float (&mrow)[2
         for (int i = 0; i < 16; ++i)
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-                const int c = 8 * i + 2 * (lane & 3) + e;
-                const int key = cm.kind == KIND_GATHER ? cols[c] : cm.start + c;
-                const bool okc = c < cm.len;
+                const int c = 8 * i + 2 * (lane & 3) + e;  // c < 64 <=> i < 8 (compile time)
+                const int key = cm.kind == KIND_GATHER ? cols[c] : (i < 8 ? cm.start + c : cm.start2 + (c - 64));
+                const bool okc = cm.kind == KIND_GATHER ? c < cm.len : (i < 8 ? c < cm.len : c - 64 < cm.len2);
                 if (!(okc && (!causal || key <= row_a))) s[i][e] = NEG;
                 if (!(okc && (!causal || key <= row_a + 8))) s[i][2 + e] = NEG;
             }
@@ -470,7 +512,7 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
             wg_wait<0>();
             pin(s);
             if (n == 1) mbar_arrive(L::q_empty(base));
-            softmax_chunk(s, mrow, lrow, corr, cm.len < BN || (p.causal && cm.maxkey > row0), cm,
+            softmax_chunk(s, mrow, lrow, corr, !cm.full || (p.causal && cm.maxkey > row0), cm,
                           (const int*)(sm + L::off_cols) + st * BN, row_a, p.causal, p.scale_log2, lane);
             mbar_arrive(L::k_empty(base, st));
             pack_p(pf, s);
@@ -490,7 +532,7 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
                 wg_wait<1>();
                 pin(s);
                 if (j == n - 1) mbar_arrive(L::q_empty(base));
-                softmax_chunk(s, mrow, lrow, corr, cm.len < BN || (p.causal && cm.maxkey > row0), cm,
+                softmax_chunk(s, mrow, lrow, corr, !cm.full || (p.causal && cm.maxkey > row0), cm,
                               (const int*)(sm + L::off_cols) + st * BN, row_a, p.causal, p.scale_log2, lane);
                 mbar_arrive(L::k_empty(base, st));
                 wg_wait<0>();
@@ -558,7 +600,8 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
 template <int D, int STAGES, class P>
 __global__ void __launch_bounds__(NTHREADS, 1)
     fa3_fwd_kernel(const __grid_constant__ TmaMap tq, const __grid_constant__ TmaMap tk,
-                   const __grid_constant__ TmaMap tv, const __grid_constant__ TmaMap to, const Params p) {
+                   const __grid_constant__ TmaMap tv, const __grid_constant__ TmaMap to,
+                   const __grid_constant__ TmaMap tk64, const __grid_constant__ TmaMap tv64, const Params p) {
     using L = Layout<D, STAGES>;
     extern __shared__ unsigned char smem_raw[];
     const u32 raw = smem_u32(smem_raw);
@@ -579,11 +622,15 @@ __global__ void __launch_bounds__(NTHREADS, 1)
         prefetch_map(&tk);
         prefetch_map(&tv);
         prefetch_map(&to);
+        if (P::kGather) {
+            prefetch_map(&tk64);
+            prefetch_map(&tv64);
+        }
     }
     __syncthreads();
     if (wg == 0) {
         reg_dealloc<P::kGather ? 40 : 24>();
-        if (P::kGather || ctid == 0) producer_loop<D, STAGES, P>(p, &tq, &tk, &tv, sm, base, ctid);
+        if (P::kGather || ctid == 0) producer_loop<D, STAGES, P>(p, &tq, &tk, &tv, &tk64, &tv64, sm, base, ctid);
     } else {
         reg_alloc<P::kGather ? 232 : 240>();
         consumer_loop<D, STAGES, P>(p, &to, sm, base, wg - 1, ctid);
