@@ -4,7 +4,9 @@
 use crate::gpu::open_gpu;
 use crate::gpu::{open_engine, EngineWeights};
 use anyhow::{bail, Result};
-use minference_cuda::bench::{format_row, run_attention_bench, BenchConfig, PatternSet, Regime, TABLE_HEADER};
+use minference_cuda::bench::{
+    csv_row, format_row, run_attention_bench, BenchConfig, PatternSet, Regime, CSV_HEADER, TABLE_HEADER,
+};
 use minference_engine_gpu::{bench_e2e, E2eAttention, E2eOptions};
 use minference_model::ModelConfig;
 use std::path::{Path, PathBuf};
@@ -64,6 +66,26 @@ pub struct BenchAttentionArgs {
     /// them; one captured head is replicated over the layer's heads; --lengths is then ignored.
     #[arg(long)]
     pub qk_file: Option<PathBuf>,
+    /// Run the peers (PyTorch SDPA flash/cuDNN, MInference 0.1.6.0, FlexAttention) on exactly our
+    /// Q/K/V and our VS indices, in the same call (bench/peers_attention.py). Default: on when
+    /// `python3 -c "import torch"` works.
+    #[arg(long, conflicts_with = "no_peers")]
+    pub peers: bool,
+    /// Skip the peer run.
+    #[arg(long)]
+    pub no_peers: bool,
+    /// Peers run only up to this length.
+    #[arg(long, default_value = "1m", value_parser = crate::lengths::parse_length)]
+    pub peers_max: usize,
+    /// Where the peer export goes (kept); default: a temporary folder, removed afterwards.
+    #[arg(long)]
+    pub export_dir: Option<PathBuf>,
+    /// Write our rows as CSV here; the peer table goes beside it as `<stem>-peers.csv`.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Commit recorded in the CSVs (default: $MINFERENCE_COMMIT, else "unknown").
+    #[arg(long)]
+    pub commit: Option<String>,
 }
 
 fn baseline_script() -> Option<PathBuf> {
@@ -75,16 +97,73 @@ fn baseline_script() -> Option<PathBuf> {
 }
 
 fn fmt_len(n: usize) -> String {
-    if n % (1 << 20) == 0 {
+    if n.is_multiple_of(1 << 20) {
         format!("{}m", n >> 20)
-    } else if n % 1024 == 0 {
+    } else if n.is_multiple_of(1024) {
         format!("{}k", n >> 10)
     } else {
         n.to_string()
     }
 }
 
+/// `python3 -c "import torch"` works (the peers' precondition).
+fn torch_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import torch"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn script(name: &str) -> Option<PathBuf> {
+    let candidates =
+        [PathBuf::from("bench").join(name), Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench").join(name)];
+    candidates.into_iter().find(|p| p.exists())
+}
+
+/// UTC date as YYYY-MM-DD (civil from days, Howard Hinnant's algorithm).
+pub fn utc_date() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
+    let z = secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+pub fn commit_id(arg: &Option<String>) -> String {
+    arg.clone().or_else(|| std::env::var("MINFERENCE_COMMIT").ok()).unwrap_or_else(|| "unknown".into())
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    path.with_file_name(format!("{stem}{suffix}{ext}"))
+}
+
 pub fn attention(args: &BenchAttentionArgs) -> Result<()> {
+    let peers = if args.no_peers || args.qk_file.is_some() {
+        false
+    } else if args.peers {
+        if !torch_available() {
+            bail!("--peers needs python3 with torch (python3 -c \"import torch\" failed)");
+        }
+        true
+    } else {
+        torch_available()
+    };
+    let peer_script = if peers { script("peers_attention.py") } else { None };
+    if peers && peer_script.is_none() {
+        bail!("peer script bench/peers_attention.py not found; run from the repository root");
+    }
+    let temp_export = std::env::temp_dir().join(format!("minference-peers-{}", std::process::id()));
+    let export_dir = args.export_dir.clone().unwrap_or_else(|| temp_export.clone());
     let gpu = open_gpu(args.gpu)?;
     let cfg = BenchConfig {
         lengths: args.lengths.clone(),
@@ -98,6 +177,7 @@ pub fn attention(args: &BenchAttentionArgs) -> Result<()> {
         reps: args.reps.max(1),
         seed: 1,
         qk_file: args.qk_file.clone(),
+        export: None,
     };
     match &args.qk_file {
         // The file decides N and D; its head is replicated over the layer's heads.
@@ -113,9 +193,54 @@ pub fn attention(args: &BenchAttentionArgs) -> Result<()> {
         }
     }
     println!("{TABLE_HEADER}");
-    run_attention_bench(&gpu, &cfg, |r| println!("{}", format_row(r)))?;
+    let card = gpu.name().to_string();
+    let (date, commit) = (utc_date(), commit_id(&args.commit));
+    let mut csv = format!("{CSV_HEADER},date,commit\n");
+    let mut on_row = |r: &minference_cuda::bench::BenchRow| {
+        println!("{}", format_row(r));
+        csv.push_str(&format!("{},{date},{commit}\n", csv_row(&card, r)));
+    };
+    // Peers see the lengths up to --peers-max: ours runs those with the export first, the rest without.
+    let (with_peers, rest): (Vec<usize>, Vec<usize>) = cfg.lengths.iter().partition(|&&n| peers && n <= args.peers_max);
+    let mut manifest = None;
+    if !with_peers.is_empty() {
+        let c = BenchConfig { lengths: with_peers, export: Some(export_dir.clone()), ..cfg.clone() };
+        manifest = run_attention_bench(&gpu, &c, &mut on_row)?.export;
+    }
+    if !rest.is_empty() {
+        let c = BenchConfig { lengths: rest, ..cfg.clone() };
+        run_attention_bench(&gpu, &c, &mut on_row)?;
+    }
     drop(gpu);
-    if args.no_baseline || args.qk_file.is_some() {
+    if let Some(path) = &args.csv {
+        std::fs::write(path, &csv)?;
+        eprintln!("wrote {}", path.display());
+    }
+    if let (Some(script), Some(manifest)) = (peer_script, manifest) {
+        println!("\nPeers on the same card, same Q/K/V, our VS indices (bench/peers_attention.py):");
+        let mut cmd = Command::new("python3");
+        cmd.env("PYTHONUNBUFFERED", "1").arg(&script).arg("--manifest").arg(&manifest).args([
+            "--reps",
+            &args.reps.max(1).to_string(),
+            "--commit",
+            &commit,
+            "--date",
+            &date,
+        ]);
+        if let Some(path) = &args.csv {
+            cmd.arg("--csv").arg(sibling(path, "-peers"));
+        }
+        let status = cmd.status();
+        if args.export_dir.is_none() {
+            let _ = std::fs::remove_dir_all(&temp_export);
+        }
+        return match status {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => bail!("peer script exited with {s}"),
+            Err(e) => bail!("could not start python3 for the peers: {e}"),
+        };
+    }
+    if args.no_baseline || args.qk_file.is_some() || peers {
         return Ok(());
     }
     let Some(script) = baseline_script() else {
@@ -174,6 +299,84 @@ pub struct BenchE2eArgs {
     /// GPU storage precision: bf16 or f16.
     #[arg(long, default_value = "bf16", value_parser = crate::gpu::parse_precision)]
     pub precision: minference_engine_gpu::Precision,
+    /// Also run HF transformers + SDPA dense prefill of the same shape in the same call
+    /// (bench/hf_e2e_baseline.py). Default: on when `python3 -c "import torch"` works.
+    #[arg(long, conflicts_with = "no_hf")]
+    pub hf: bool,
+    /// Skip the HF transformers baseline.
+    #[arg(long)]
+    pub no_hf: bool,
+    /// HF rows only up to this length.
+    #[arg(long, default_value = "1m", value_parser = crate::lengths::parse_length)]
+    pub hf_max: usize,
+    /// SDPA backend of the HF run: auto (PyTorch's choice), flash, cudnn, efficient.
+    #[arg(long, default_value = "auto")]
+    pub hf_sdpa: String,
+    /// Commit recorded in the CSVs (default: $MINFERENCE_COMMIT, else "unknown").
+    #[arg(long)]
+    pub commit: Option<String>,
+}
+
+/// Runs bench/hf_e2e_baseline.py on the shape of `config`; its CSV goes to `csv` when given.
+fn run_hf_baseline(config: &ModelConfig, shape: &str, args: &BenchE2eArgs, csv: Option<&Path>) -> Result<()> {
+    let Some(script) = script("hf_e2e_baseline.py") else {
+        bail!("bench/hf_e2e_baseline.py not found; run from the repository root");
+    };
+    let lens: Vec<String> = args.lengths.iter().filter(|&&n| n <= args.hf_max).map(|&n| fmt_len(n)).collect();
+    if lens.is_empty() {
+        return Ok(());
+    }
+    let arch = match config.arch {
+        minference_model::Architecture::Llama => "llama",
+        minference_model::Architecture::Mistral => "mistral",
+        minference_model::Architecture::Qwen2 => "qwen2",
+    };
+    let mut cmd = Command::new("python3");
+    cmd.env("PYTHONUNBUFFERED", "1").arg(&script).args([
+        "--arch",
+        arch,
+        "--name",
+        shape,
+        "--hidden",
+        &config.hidden.to_string(),
+        "--intermediate",
+        &config.intermediate.to_string(),
+        "--layers",
+        &config.layers.to_string(),
+        "--heads",
+        &config.heads.to_string(),
+        "--kv-heads",
+        &config.kv_heads.to_string(),
+        "--vocab",
+        &config.vocab.to_string(),
+        "--rope-theta",
+        &config.rope_theta.to_string(),
+        "--rms-eps",
+        &config.rms_eps.to_string(),
+        "--lengths",
+        &lens.join(","),
+        "--sdpa-backend",
+        &args.hf_sdpa,
+        "--commit",
+        &commit_id(&args.commit),
+        "--date",
+        &utc_date(),
+    ]);
+    if config.tie_embeddings {
+        cmd.arg("--tie");
+    }
+    if config.qkv_bias {
+        cmd.arg("--qkv-bias");
+    }
+    if let Some(p) = csv {
+        cmd.arg("--csv").arg(p);
+    }
+    println!("\nHF transformers + SDPA dense prefill, same shape, same card (bench/hf_e2e_baseline.py):");
+    match cmd.status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => bail!("HF baseline exited with {s}"),
+        Err(e) => bail!("could not start python3 for the HF baseline: {e}"),
+    }
 }
 
 pub fn e2e(args: &BenchE2eArgs) -> Result<()> {
@@ -200,8 +403,28 @@ pub fn e2e(args: &BenchE2eArgs) -> Result<()> {
         csv.push_str(if i == 0 { &text } else { text.split_once('\n').map_or("", |(_, rows)| rows) });
     }
     if let Some(path) = &args.csv {
-        std::fs::write(path, csv)?;
+        let (date, commit) = (utc_date(), commit_id(&args.commit));
+        let mut lines = csv.lines();
+        let mut out = format!("{},date,commit\n", lines.next().unwrap_or_default());
+        for l in lines {
+            out.push_str(&format!("{l},{date},{commit}\n"));
+        }
+        std::fs::write(path, out)?;
         eprintln!("wrote {}", path.display());
+    }
+    let hf = if args.no_hf {
+        false
+    } else if args.hf {
+        if !torch_available() {
+            bail!("--hf needs python3 with torch (python3 -c \"import torch\" failed)");
+        }
+        true
+    } else {
+        torch_available()
+    };
+    if hf {
+        let hf_csv = args.csv.as_ref().map(|p| sibling(p, "-hf"));
+        run_hf_baseline(&config, &args.shape, args, hf_csv.as_deref())?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! index build, attention, timed separately with CUDA events) for several pattern sets and index
 //! regimes. Kernel density and effective TF/s count the 64×64 tiles the kernel actually computed.
 
+use crate::bench_export::{OursFigures, PeerExport};
 use crate::context::{Arg, Gpu};
 use crate::error::Result;
 use crate::layer::{layer_attention, LayerTimings};
@@ -102,6 +103,9 @@ pub struct BenchConfig {
     /// `k` (f32, bf16 or f16). 2-D tensors (one captured head) are replicated over `heads` /
     /// `kv_heads`; lengths and regimes are then ignored.
     pub qk_file: Option<std::path::PathBuf>,
+    /// When set, the inputs, VS selections, indices and output samples of every length (first
+    /// regime only) are written there for the peer script (format: [`crate::bench_export`]).
+    pub export: Option<std::path::PathBuf>,
 }
 
 impl Default for BenchConfig {
@@ -118,6 +122,7 @@ impl Default for BenchConfig {
             reps: 3,
             seed: 1,
             qk_file: None,
+            export: None,
         }
     }
 }
@@ -141,6 +146,8 @@ pub struct BenchRow {
 pub struct BenchReport {
     pub card: String,
     pub rows: Vec<BenchRow>,
+    /// The peer export's manifest, when [`BenchConfig::export`] was set.
+    pub export: Option<std::path::PathBuf>,
 }
 
 fn fill_normal(gpu: &Gpu, t: &mut DeviceTensor, seed: u64) -> Result<()> {
@@ -248,12 +255,19 @@ pub fn run_attention_bench(gpu: &Gpu, cfg: &BenchConfig, mut progress: impl FnMu
     let mut rows = Vec::new();
     if let Some(path) = &cfg.qk_file {
         let (shape, [q, k, v]) = load_file_inputs(gpu, path, cfg)?;
-        measure(gpu, cfg, &shape, [&q, &k, &v], Regime::File, true, &mut |r| {
+        measure(gpu, cfg, &shape, [&q, &k, &v], Regime::File, true, None, &mut |r| {
             progress(&r);
             rows.push(r)
         })?;
-        return Ok(BenchReport { card: gpu.name().to_string(), rows });
+        return Ok(BenchReport { card: gpu.name().to_string(), rows, export: None });
     }
+    let mut export = match &cfg.export {
+        Some(dir) => {
+            let first = AttnShape::single(cfg.heads, cfg.kv_heads, cfg.head_dim, 64);
+            Some(PeerExport::new(dir, gpu, &first)?)
+        }
+        None => None,
+    };
     for &n in &cfg.lengths {
         let shape = AttnShape::single(cfg.heads, cfg.kv_heads, cfg.head_dim, n);
         for &regime in &cfg.regimes {
@@ -261,14 +275,36 @@ pub fn run_attention_bench(gpu: &Gpu, cfg: &BenchConfig, mut progress: impl FnMu
                 continue;
             }
             let [q, k, v] = inputs(gpu, &shape, regime, cfg.seed ^ n as u64)?;
-            let with_dense = n <= cfg.dense_max && regime == cfg.regimes[0];
-            measure(gpu, cfg, &shape, [&q, &k, &v], regime, with_dense, &mut |r| {
+            let first = regime == cfg.regimes[0];
+            let with_dense = n <= cfg.dense_max && first;
+            let ex = if first { export.as_mut() } else { None };
+            let ex = match ex {
+                Some(e) => {
+                    e.begin(gpu, &shape, regime_name(Some(regime)), [&q, &k, &v])?;
+                    Some(e)
+                }
+                None => None,
+            };
+            measure(gpu, cfg, &shape, [&q, &k, &v], regime, with_dense, ex, &mut |r| {
                 progress(&r);
                 rows.push(r)
             })?;
         }
     }
-    Ok(BenchReport { card: gpu.name().to_string(), rows })
+    let export = match export {
+        Some(e) => Some(e.finish()?),
+        None => None,
+    };
+    Ok(BenchReport { card: gpu.name().to_string(), rows, export })
+}
+
+fn regime_name(r: Option<Regime>) -> &'static str {
+    match r {
+        None => "-",
+        Some(Regime::Random) => "random",
+        Some(Regime::Structured) => "structured",
+        Some(Regime::File) => "file",
+    }
 }
 
 /// Times our dense kernel (optionally) and every pattern set on one input.
@@ -279,6 +315,7 @@ fn measure(
     [q, k, v]: [&DeviceTensor; 3],
     regime: Regime,
     with_dense: bool,
+    mut export: Option<&mut PeerExport>,
     emit: &mut dyn FnMut(BenchRow),
 ) -> Result<()> {
     let n = shape.seqs[0].q_len;
@@ -300,6 +337,9 @@ fn measure(
             }
         }
         let t = median(times);
+        if let Some(e) = export.as_deref_mut() {
+            e.dense_ms(t.attention_ms);
+        }
         let tf = dense_flops / (t.attention_ms as f64 * 1e-3) / 1e12;
         emit(BenchRow {
             n,
@@ -324,8 +364,7 @@ fn measure(
         }
         let t = median(times);
         let (computed, dense_tiles) = tile_counts(gpu, shape.seqs[0], &patterns, last_index.as_ref())?;
-        drop(last_index);
-        emit(BenchRow {
+        let row = BenchRow {
             n,
             what: set.name().into(),
             regime: Some(regime),
@@ -333,7 +372,19 @@ fn measure(
             density: computed / dense_tiles,
             effective_tflops: computed * tile_flops / (t.attention_ms as f64 * 1e-3) / 1e12,
             dense_equiv_tflops: dense_flops / (t.total_ms() as f64 * 1e-3) / 1e12,
-        });
+        };
+        if let Some(e) = export.as_deref_mut() {
+            let ours = OursFigures {
+                estimate_ms: t.estimate_ms,
+                index_ms: t.index_ms,
+                attention_ms: t.attention_ms,
+                density: row.density,
+                effective_tflops: row.effective_tflops,
+            };
+            e.set(gpu, shape, set.name(), [q, k], &patterns, last_index.as_ref(), &out, &ours)?;
+        }
+        drop(last_index);
+        emit(row);
     }
     Ok(())
 }
@@ -403,12 +454,7 @@ fn load_file_inputs(gpu: &Gpu, path: &std::path::Path, cfg: &BenchConfig) -> Res
 
 /// One line per row (markdown table body).
 pub fn format_row(r: &BenchRow) -> String {
-    let regime = match r.regime {
-        None => "-",
-        Some(Regime::Random) => "random",
-        Some(Regime::Structured) => "structured",
-        Some(Regime::File) => "file",
-    };
+    let regime = regime_name(r.regime);
     let t = &r.timings;
     format!(
         "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.3} | {:.0} | {:.0} |",
@@ -426,3 +472,26 @@ pub fn format_row(r: &BenchRow) -> String {
 }
 
 pub const TABLE_HEADER: &str = "| N | method | regime | total ms | estimate ms | index ms | attention ms | kernel density | eff. TF/s | dense-equiv TF/s |\n|---|---|---|---|---|---|---|---|---|---|";
+
+/// CSV columns of [`csv_row`].
+pub const CSV_HEADER: &str =
+    "card,n,method,regime,total_ms,estimate_ms,index_ms,attention_ms,kernel_density,effective_tflops,dense_equiv_tflops";
+
+/// One row as CSV (`card` quoted).
+pub fn csv_row(card: &str, r: &BenchRow) -> String {
+    let t = &r.timings;
+    format!(
+        "\"{}\",{},\"{}\",{},{:.4},{:.4},{:.4},{:.4},{:.5},{:.2},{:.2}",
+        card.replace('"', "'"),
+        r.n,
+        r.what,
+        regime_name(r.regime),
+        t.total_ms(),
+        t.estimate_ms,
+        t.index_ms,
+        t.attention_ms,
+        r.density,
+        r.effective_tflops,
+        r.dense_equiv_tflops
+    )
+}

@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod backend;
 pub mod bench;
+pub mod bench_export;
 pub mod build_index;
 pub mod context;
 pub mod error;

@@ -1,11 +1,12 @@
 //! End-to-end time-to-first-token benchmark on a random-weight model of a named shape: dense and
 //! MInference prefill of the same prompts in one run, as a markdown or CSV table.
 
-use crate::engine::GpuPrefillStats;
+use minference_engine::PrefillStats;
 use crate::error::{EngineError, Result};
-use crate::prefill_engine::PrefillEngine;
+use minference_engine::PrefillEngine;
 use minference_core::HeadPattern;
-use minference_model::{AttentionChoice, MInferencePlan, ModelConfig};
+use minference_model::ModelConfig;
+use minference_engine::{AttentionChoice, MInferencePlan};
 use std::fmt::Write as _;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +59,7 @@ pub struct E2eRow {
     pub tokens: usize,
     pub attention: E2eAttention,
     /// The prefill's statistics, or why the row has none (skipped, out of memory, ...).
-    pub outcome: std::result::Result<GpuPrefillStats, String>,
+    pub outcome: std::result::Result<PrefillStats, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -165,8 +166,8 @@ impl E2eTable {
     pub fn to_markdown(&self) -> String {
         let mut out = format!(
             "TTFT, {}{}, {}; MInference = VS(1000, 6096) on every head\n\n\
-             | tokens | attention | TTFT s | speedup vs dense | QKV s | attention s (estimate + index + kernel) | O-proj s | MLP s | KV offload s | KV layers offloaded |\n\
-             |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+             | tokens | attention | TTFT s | speedup vs dense | QKV s | attention s (estimate + index + kernel) | O-proj s | MLP s | KV offload s | KV layers offloaded | planned device GiB |\n\
+             |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             self.shape,
             if self.shape.contains("random weights") { "" } else { " (random weights)" },
             self.gpu
@@ -178,7 +179,7 @@ impl E2eTable {
                         self.dense_ttft(r.tokens).map_or("-".to_string(), |d| format!("{:.2}×", d / s.seconds));
                     let _ = writeln!(
                         out,
-                        "| {} | {} | {:.3} | {} | {:.3} | {:.3} ({:.3} + {:.3} + {:.3}) | {:.3} | {:.3} | {:.3} | {} |",
+                        "| {} | {} | {:.3} | {} | {:.3} | {:.3} ({:.3} + {:.3} + {:.3}) | {:.3} | {:.3} | {:.3} | {} | {:.1} |",
                         r.tokens,
                         r.attention.name(),
                         s.seconds,
@@ -191,11 +192,12 @@ impl E2eTable {
                         s.o_proj_ms / 1e3,
                         s.mlp_ms / 1e3,
                         s.offload_ms / 1e3,
-                        s.plan.kv_offloaded_layers
+                        s.plan.kv_offloaded_layers,
+                        s.plan.device_needed_bytes as f64 / (1u64 << 30) as f64
                     );
                 }
                 Err(e) => {
-                    let _ = writeln!(out, "| {} | {} | {e} | | | | | | | |", r.tokens, r.attention.name());
+                    let _ = writeln!(out, "| {} | {} | {e} | | | | | | | | |", r.tokens, r.attention.name());
                 }
             }
         }
@@ -207,7 +209,7 @@ impl E2eTable {
 
     pub fn to_csv(&self) -> String {
         let mut out = String::from(
-            "gpu,shape,weights,tokens,attention,ttft_s,qkv_s,estimate_s,index_s,attention_kernel_s,o_proj_s,mlp_s,offload_s,kv_offloaded_layers,status\n",
+            "gpu,shape,weights,tokens,attention,ttft_s,qkv_s,estimate_s,index_s,attention_kernel_s,o_proj_s,mlp_s,offload_s,kv_offloaded_layers,planned_device_gib,status\n",
         );
         for r in &self.rows {
             let head = format!("\"{}\",\"{}\",random,{},{}", self.gpu, self.shape, r.tokens, r.attention.name());
@@ -215,7 +217,7 @@ impl E2eTable {
                 Ok(s) => {
                     let _ = writeln!(
                         out,
-                        "{head},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{},ok",
+                        "{head},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{},{:.2},ok",
                         s.seconds,
                         s.qkv_ms / 1e3,
                         s.estimate_ms / 1e3,
@@ -224,11 +226,12 @@ impl E2eTable {
                         s.o_proj_ms / 1e3,
                         s.mlp_ms / 1e3,
                         s.offload_ms / 1e3,
-                        s.plan.kv_offloaded_layers
+                        s.plan.kv_offloaded_layers,
+                        s.plan.device_needed_bytes as f64 / (1u64 << 30) as f64
                     );
                 }
                 Err(e) => {
-                    let _ = writeln!(out, "{head},,,,,,,,,,\"{}\"", e.replace('"', "'"));
+                    let _ = writeln!(out, "{head},,,,,,,,,,,\"{}\"", e.replace('"', "'"));
                 }
             }
         }
@@ -257,9 +260,9 @@ mod tests {
     }
 
     fn row(tokens: usize, attention: E2eAttention, seconds: Option<f64>) -> E2eRow {
-        let stats = |s: f64| GpuPrefillStats {
+        let stats = |s: f64| PrefillStats {
             seconds: s,
-            ..GpuPrefillStats::zero(tokens, crate::plan::GpuMemoryPlan::default())
+            ..PrefillStats::zero(tokens, minference_engine::MemoryPlan::default())
         };
         E2eRow { tokens, attention, outcome: seconds.map(stats).ok_or_else(|| "skipped".to_string()) }
     }
