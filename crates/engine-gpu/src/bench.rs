@@ -1,12 +1,11 @@
 //! End-to-end time-to-first-token benchmark on a random-weight model of a named shape: dense and
 //! MInference prefill of the same prompts in one run, as a markdown or CSV table.
 
-use minference_engine::PrefillStats;
+use crate::engine::GpuPrefillStats;
 use crate::error::{EngineError, Result};
-use minference_engine::PrefillEngine;
+use crate::prefill_engine::PrefillEngine;
 use minference_core::HeadPattern;
-use minference_model::ModelConfig;
-use minference_engine::{AttentionChoice, MInferencePlan};
+use minference_model::{AttentionChoice, MInferencePlan, ModelConfig};
 use std::fmt::Write as _;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +58,7 @@ pub struct E2eRow {
     pub tokens: usize,
     pub attention: E2eAttention,
     /// The prefill's statistics, or why the row has none (skipped, out of memory, ...).
-    pub outcome: std::result::Result<PrefillStats, String>,
+    pub outcome: std::result::Result<GpuPrefillStats, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -260,9 +259,9 @@ mod tests {
     }
 
     fn row(tokens: usize, attention: E2eAttention, seconds: Option<f64>) -> E2eRow {
-        let stats = |s: f64| PrefillStats {
+        let stats = |s: f64| GpuPrefillStats {
             seconds: s,
-            ..PrefillStats::zero(tokens, minference_engine::MemoryPlan::default())
+            ..GpuPrefillStats::zero(tokens, crate::plan::GpuMemoryPlan::default())
         };
         E2eRow { tokens, attention, outcome: seconds.map(stats).ok_or_else(|| "skipped".to_string()) }
     }
