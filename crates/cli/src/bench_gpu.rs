@@ -1,8 +1,8 @@
 //! `minference bench attention` (one layer, our kernels + the SDPA baselines in the same run) and
 //! `minference bench e2e` (TTFT of a random-weight model, dense vs MInference).
 
-use crate::gpu::open_gpu;
-use crate::gpu::{open_engine, EngineWeights};
+use crate::engines::open_gpu;
+use crate::engines::{open_engine, EngineWeights, Placement};
 use anyhow::{bail, Result};
 use minference_cuda::bench::{
     csv_row, format_row, run_attention_bench, BenchConfig, PatternSet, Regime, CSV_HEADER, TABLE_HEADER,
@@ -297,7 +297,7 @@ pub struct BenchE2eArgs {
     #[arg(long)]
     pub memory_gib: Option<f64>,
     /// GPU storage precision: bf16 or f16.
-    #[arg(long, default_value = "bf16", value_parser = crate::gpu::parse_precision)]
+    #[arg(long, default_value = "bf16", value_parser = crate::engines::parse_precision)]
     pub precision: minference_engine_gpu::Precision,
     /// Also run HF transformers + SDPA dense prefill of the same shape in the same call
     /// (bench/hf_e2e_baseline.py). Default: on when `python3 -c "import torch"` works.
@@ -389,7 +389,7 @@ pub fn e2e(args: &BenchE2eArgs) -> Result<()> {
     let mut csv = String::new();
     for (i, &gpus) in args.gpus.iter().enumerate() {
         let weights = EngineWeights::Random { config: config.clone(), seed: opts.seed };
-        let mut engine = open_engine(weights, args.gpu, gpus, args.precision)?;
+        let mut engine = open_engine(weights, Placement::Gpus { first: args.gpu, count: gpus }, args.precision)?;
         if let Some(g) = args.memory_gib {
             if !(g > 0.0 && g.is_finite()) {
                 bail!("--memory-gib must be a positive number");

@@ -2,17 +2,19 @@
 //! MInference on a real model.
 
 use crate::device::{parse_device, DeviceChoice};
+use crate::engines::{open_engine, EngineWeights, Placement};
 use crate::lengths::parse_length;
 use crate::model_args::{attention_choice, load_model, AttentionKind, ModelArgs};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use minference_core::HeadPattern;
 use minference_cpu::CpuBackend;
+use minference_engine::{AttentionChoice, CpuEngine, MInferencePlan, PrefillEngine};
 use minference_eval::{
     build_needle_prompt, needle_value, parse_depths, run_needle_cell, score_streams, write_png, CoverageRecorder,
-    GreedyGenerator, Haystack, NeedleGrid, PromptFrame,
+    Haystack, NeedleGrid, PromptFrame,
 };
-use minference_model::{AttentionChoice, Engine, MInferencePlan, Model, Tokenizer};
+use minference_model::{Model, Tokenizer};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -96,34 +98,19 @@ pub struct EvalDevice {
     #[arg(long, default_value_t = 1)]
     pub gpus: usize,
     /// GPU storage precision: bf16 or f16.
-    #[arg(long, default_value = "bf16", value_parser = crate::gpu::parse_precision)]
+    #[arg(long, default_value = "bf16", value_parser = crate::engines::parse_precision)]
     pub precision: minference_engine_gpu::Precision,
 }
 
 impl EvalDevice {
-    /// A GPU engine (one GPU or a group) for `model`, or `None` for the CPU.
-    fn open(&self, model: &std::sync::Arc<Model>) -> Result<Option<Box<dyn minference_engine_gpu::PrefillEngine>>> {
-        match gpu_ordinal(self.device, self.gpus)? {
-            Some(n) => Ok(Some(crate::gpu::open_engine(
-                crate::gpu::EngineWeights::Model(model.clone()),
-                n,
-                self.gpus,
-                self.precision,
-            )?)),
-            None => Ok(None),
-        }
+    fn placement(&self) -> Result<Placement> {
+        Placement::resolve(self.device, self.gpus)
     }
-}
 
-/// The GPU ordinal `--device`/`--gpus` ask for, `None` for the CPU.
-fn gpu_ordinal(device: DeviceChoice, gpus: usize) -> Result<Option<usize>> {
-    Ok(match device {
-        DeviceChoice::Cpu if gpus > 1 => bail!("--gpus {gpus} needs --device cuda"),
-        DeviceChoice::Cpu => None,
-        DeviceChoice::Cuda(n) => Some(n),
-        DeviceChoice::Auto if gpus > 1 || crate::gpu::gpu_usable() => Some(0),
-        DeviceChoice::Auto => None,
-    })
+    /// The engine for `model` where `--device`/`--gpus` put it.
+    fn open(&self, model: &std::sync::Arc<Model>) -> Result<Box<dyn PrefillEngine>> {
+        open_engine(EngineWeights::Model(model.clone()), self.placement()?, self.precision)
+    }
 }
 
 fn parse_budget(s: &str) -> Result<(usize, usize), String> {
@@ -224,19 +211,8 @@ fn run_needle(args: &NeedleArgs) -> Result<()> {
         variants.len()
     );
 
-    let mut cpu_engine;
-    let mut gpu_engine;
-    let (engine, device): (&mut dyn GreedyGenerator, String) = match args.device.open(&model)? {
-        Some(e) => {
-            let name = e.device_name();
-            gpu_engine = crate::gpu::GpuGenerator(e);
-            (&mut gpu_engine, name)
-        }
-        None => {
-            cpu_engine = Engine::new(model.clone(), CpuBackend::new());
-            (&mut cpu_engine, "CPU".to_string())
-        }
-    };
+    let mut engine = args.device.open(&model)?;
+    let device = engine.device_name();
     eprintln!("needle device: {device}");
     let bar = cell_bar(args.lengths.len() * depths.len() * variants.len(), "needle");
     let start = Instant::now();
@@ -247,7 +223,7 @@ fn run_needle(args: &NeedleArgs) -> Result<()> {
             let prompt_len = length.min(context.saturating_sub(max_new_tokens));
             let prompt = build_needle_prompt(&haystack, &frame, &encode, prompt_len, depth, &value)?;
             for (v, (name, attention)) in variants.iter().enumerate() {
-                let cell = run_needle_cell(engine, tokenizer, &prompt, attention, max_new_tokens, &mut |_| {})
+                let cell = run_needle_cell(engine.as_mut(), tokenizer, &prompt, attention, max_new_tokens, &mut |_| {})
                     .with_context(|| format!("needle cell {length} tokens, depth {depth}%, {name}"))?;
                 bar.set_message(format!(
                     "{name} {length} tok {depth}%: {} ({:.1} s)",
@@ -329,8 +305,9 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
     let mut streams = Vec::with_capacity(variants.len());
     let mut densities = Vec::with_capacity(variants.len());
     let mut seconds = Vec::with_capacity(variants.len());
-    let device = match args.device.open(&model)? {
-        Some(mut engine) => {
+    let device = match args.device.placement()? {
+        placement @ Placement::Gpus { .. } => {
+            let mut engine = open_engine(EngineWeights::Model(model.clone()), placement, args.device.precision)?;
             let name = engine.device_name();
             for (v, (variant, attention)) in variants.iter().enumerate() {
                 bar.set_message(variant.clone());
@@ -345,8 +322,9 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
             }
             name
         }
-        None => {
-            let mut engine = Engine::new(model.clone(), CoverageRecorder::new(CpuBackend::new()));
+        Placement::Cpu => {
+            // On the CPU a recording backend also measures the kernel density of each variant.
+            let mut engine = CpuEngine::new(model.clone(), CoverageRecorder::new(CpuBackend::new()));
             for (v, (name, attention)) in variants.iter().enumerate() {
                 bar.set_message(name.clone());
                 engine.backend().take();
@@ -417,9 +395,10 @@ mod tests {
 
     #[test]
     fn gpus_on_the_cpu_is_an_error() {
-        assert!(gpu_ordinal(DeviceChoice::Cpu, 2).is_err());
-        assert_eq!(gpu_ordinal(DeviceChoice::Cpu, 1).ok(), Some(None));
-        assert_eq!(gpu_ordinal(DeviceChoice::Cuda(1), 2).ok(), Some(Some(1)));
+        assert!(Placement::resolve(DeviceChoice::Cpu, 2).is_err());
+        assert!(Placement::resolve(DeviceChoice::Cpu, 0).is_err());
+        assert_eq!(Placement::resolve(DeviceChoice::Cpu, 1).ok(), Some(Placement::Cpu));
+        assert_eq!(Placement::resolve(DeviceChoice::Cuda(1), 2).ok(), Some(Placement::Gpus { first: 1, count: 2 }));
     }
 
     #[test]

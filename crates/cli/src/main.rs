@@ -3,8 +3,8 @@
 mod bench_cpu;
 mod bench_gpu;
 mod device;
+mod engines;
 mod eval_cmd;
-mod gpu;
 mod lengths;
 mod model_args;
 mod progress;

@@ -3,7 +3,8 @@
 use anyhow::{bail, Context, Result};
 use minference_core::config::ModelPatternConfig;
 use minference_core::HeadPattern;
-use minference_model::{AttentionChoice, MInferencePlan, Model};
+use minference_engine::{AttentionChoice, MInferencePlan};
+use minference_model::Model;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Progress bars for long prefills (one tick per layer).
 
 use indicatif::{ProgressBar, ProgressStyle};
-use minference_model::PrefillProgress;
+use minference_engine::PrefillProgress;
 
 /// A per-layer bar, hidden for short prompts where it would only flicker.
 pub fn layer_bar(tokens: usize, layers: usize, label: &str) -> ProgressBar {

@@ -1,13 +1,14 @@
 //! `minference run`: chat-templated (or raw) prompt → MInference prefill → streamed answer.
 
 use crate::device::{parse_device, DeviceChoice};
+use crate::engines::{open_engine, EngineWeights, Placement};
 use crate::model_args::{attention_choice, load_model, peak_rss_bytes, AttentionKind, ModelArgs};
 use crate::progress::{layer_bar, tick};
 use anyhow::{bail, Context, Result};
-use minference_cpu::CpuBackend;
-use minference_model::{Engine, GenerateOptions, Sampler, TextStream};
+use minference_engine::{generate, GenerateOptions, Sampler, TextStream};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
@@ -30,7 +31,7 @@ pub struct RunArgs {
     pub gpus: usize,
     /// GPU storage precision of weights and activations: bf16 (any model) or f16 (closer to f32,
     /// but overflows on activations above 65504).
-    #[arg(long, default_value = "bf16", value_parser = crate::gpu::parse_precision)]
+    #[arg(long, default_value = "bf16", value_parser = crate::engines::parse_precision)]
     pub precision: minference_engine_gpu::Precision,
     #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
@@ -74,30 +75,24 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if !(args.top_p > 0.0 && args.top_p <= 1.0) {
         bail!("--top-p must be in (0, 1]");
     }
-    if args.gpus > 1 && args.device == DeviceChoice::Cpu {
-        bail!("--gpus {} needs --device cuda (or auto)", args.gpus);
-    }
-    match args.device {
-        DeviceChoice::Cuda(n) => crate::gpu::run_on_gpu(args, &text, n),
-        DeviceChoice::Auto if args.gpus > 1 => crate::gpu::run_on_gpu(args, &text, 0),
-        DeviceChoice::Auto if crate::gpu::gpu_usable() => crate::gpu::run_on_gpu(args, &text, 0),
-        _ => run_on_cpu(args, &text),
-    }
-}
-
-fn run_on_cpu(args: &RunArgs, text: &str) -> Result<()> {
-    let model = std::sync::Arc::new(load_model(&args.model)?);
+    let placement = Placement::resolve(args.device, args.gpus)?;
+    let model = Arc::new(load_model(&args.model)?);
     let tokenizer = model.tokenizer()?;
-    let prompt_text = if args.raw { text.to_string() } else { tokenizer.chat_prompt(text, None) };
+    let prompt_text = if args.raw { text } else { tokenizer.chat_prompt(&text, None) };
     let prompt = tokenizer.encode_prompt(&prompt_text)?;
-    let dense_below = args.model.dense_below_for(false);
+    let dense_below = args.model.dense_below_for(placement.is_gpu());
     let (attention, what) = attention_choice(&args.model, &model, args.attention, dense_below)?;
     let what = crate::model_args::describe_attention(&what, &attention, prompt.len(), dense_below);
-    let random = if model.has_random_weights() { " [random weights]" } else { "" };
-    eprintln!("model {}{random} | device CPU | attention {what} | prompt {} tokens", model.config().name, prompt.len());
     let layers = model.config().layers;
-    let mut engine = Engine::new(model.clone(), CpuBackend::new());
-    engine.set_allow_context_extension(args.allow_context_extension);
+    let random = if model.has_random_weights() { " [random weights]" } else { "" };
+    let mut engine = open_engine(EngineWeights::Model(Arc::clone(&model)), placement, args.precision)?;
+    eprintln!(
+        "model {}{random} | device {} | attention {what} | prompt {} tokens",
+        model.config().name,
+        engine.device_name(),
+        prompt.len()
+    );
+    engine.set_allow_context_extension(args.allow_context_extension)?;
     let opts = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
         sampler: if args.temperature == 0.0 {
@@ -111,7 +106,7 @@ fn run_on_cpu(args: &RunArgs, text: &str) -> Result<()> {
     let mut first = true;
     let mut stream = TextStream::new();
     let mut out = std::io::stdout();
-    let gen = engine.generate(&prompt, &attention, &opts, &mut tick(&bar), &mut |id| {
+    let gen = generate(engine.as_mut(), &prompt, &attention, &opts, &mut tick(&bar), &mut |id| {
         if first {
             bar.finish_and_clear();
             first = false;
@@ -126,14 +121,20 @@ fn run_on_cpu(args: &RunArgs, text: &str) -> Result<()> {
     println!();
     let p = &gen.prefill;
     let decoded = gen.tokens.len().saturating_sub(1).max(1);
+    let (used, total) = engine.memory().unwrap_or((0, 0));
     eprintln!(
-        "time to first token {:.3} s | prefill {:.1} tok/s ({} tokens, attention {:.3} s) | decode {:.1} tok/s ({} tokens) | peak memory {}",
+        "time to first token {:.3} s | prefill {:.1} tok/s ({} tokens; attention {:.1} ms = estimate {:.1} + index {:.1} + kernel {:.1}) | decode {:.1} tok/s ({} tokens) | device memory in use {} of {} | host peak {}",
         p.seconds,
         p.tokens as f64 / p.seconds.max(1e-9),
         p.tokens,
-        p.attention_seconds,
+        p.attention_total_ms(),
+        p.estimate_ms,
+        p.index_ms,
+        p.attention_ms,
         decoded as f64 / gen.decode_seconds.max(1e-9),
         gen.tokens.len(),
+        fmt_bytes(used),
+        fmt_bytes(total),
         peak_rss_bytes().map(fmt_bytes).unwrap_or_else(|| "n/a".into())
     );
     Ok(())

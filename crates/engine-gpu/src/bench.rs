@@ -1,11 +1,12 @@
 //! End-to-end time-to-first-token benchmark on a random-weight model of a named shape: dense and
 //! MInference prefill of the same prompts in one run, as a markdown or CSV table.
 
-use crate::engine::GpuPrefillStats;
 use crate::error::{EngineError, Result};
-use crate::prefill_engine::PrefillEngine;
 use minference_core::HeadPattern;
-use minference_model::{AttentionChoice, MInferencePlan, ModelConfig};
+use minference_engine::PrefillEngine;
+use minference_engine::PrefillStats;
+use minference_engine::{AttentionChoice, MInferencePlan};
+use minference_model::ModelConfig;
 use std::fmt::Write as _;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +59,7 @@ pub struct E2eRow {
     pub tokens: usize,
     pub attention: E2eAttention,
     /// The prefill's statistics, or why the row has none (skipped, out of memory, ...).
-    pub outcome: std::result::Result<GpuPrefillStats, String>,
+    pub outcome: std::result::Result<PrefillStats, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -259,9 +260,9 @@ mod tests {
     }
 
     fn row(tokens: usize, attention: E2eAttention, seconds: Option<f64>) -> E2eRow {
-        let stats = |s: f64| GpuPrefillStats {
+        let stats = |s: f64| PrefillStats {
             seconds: s,
-            ..GpuPrefillStats::zero(tokens, crate::plan::GpuMemoryPlan::default())
+            ..PrefillStats::zero(tokens, minference_engine::MemoryPlan::default())
         };
         E2eRow { tokens, attention, outcome: seconds.map(stats).ok_or_else(|| "skipped".to_string()) }
     }

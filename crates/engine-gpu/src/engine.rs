@@ -9,16 +9,18 @@ use crate::error::{EngineError, Result};
 use crate::gemm::Gemm;
 use crate::kv::KvCache;
 use crate::ops::{dptr, Ops, DECODE_CHUNK};
-use crate::plan::{plan_gpu_memory, AttentionGrouping, GpuMemoryPlan, PlanInput};
+use crate::plan::{plan_gpu_memory, AttentionGrouping, PlanInput};
 use crate::precision::Precision;
-use crate::rope::rope_inv_freq;
 use crate::shard::{Collective, TensorShard};
 use crate::timing::{Phase, PhaseTimer};
 use crate::weights::{weight_bytes, DeviceWeights};
 use cudarc::driver::CudaSlice;
 use minference_core::{AttnShape, HeadPattern};
 use minference_cuda::{layer_attention, DeviceTensor, Gpu};
-use minference_model::{AttentionChoice, Model, ModelConfig, ModelError, PrefillProgress};
+use minference_engine::rope::Rope;
+use minference_engine::{AttentionChoice, PrefillProgress};
+use minference_engine::{MemoryPlan, PrefillStats};
+use minference_model::{Model, ModelConfig, ModelError};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,50 +30,6 @@ pub const DEFAULT_CHUNK_TOKENS: usize = 8192;
 pub const DEFAULT_MAX_NEW_TOKENS: usize = 256;
 /// Largest query-heads-per-KV-head group the decode kernel handles.
 const MAX_GROUP: usize = 64;
-
-/// Wall time and device time per phase of one prefill (milliseconds unless named otherwise).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GpuPrefillStats {
-    pub tokens: usize,
-    /// Wall time from the call to the logits on the host (time to first token).
-    pub seconds: f64,
-    pub embed_ms: f64,
-    pub qkv_ms: f64,
-    pub estimate_ms: f64,
-    pub index_ms: f64,
-    pub attention_ms: f64,
-    pub o_proj_ms: f64,
-    pub mlp_ms: f64,
-    pub offload_ms: f64,
-    pub lm_head_ms: f64,
-    pub sparse_heads: usize,
-    pub dense_heads: usize,
-    pub index_tiles: usize,
-    pub plan: GpuMemoryPlan,
-}
-
-impl GpuPrefillStats {
-    /// A prefill of `tokens` tokens under `plan` before anything was timed.
-    pub fn zero(tokens: usize, plan: GpuMemoryPlan) -> Self {
-        GpuPrefillStats {
-            tokens,
-            seconds: 0.0,
-            embed_ms: 0.0,
-            qkv_ms: 0.0,
-            estimate_ms: 0.0,
-            index_ms: 0.0,
-            attention_ms: 0.0,
-            o_proj_ms: 0.0,
-            mlp_ms: 0.0,
-            offload_ms: 0.0,
-            lm_head_ms: 0.0,
-            sparse_heads: 0,
-            dense_heads: 0,
-            index_tiles: 0,
-            plan,
-        }
-    }
-}
 
 /// One attention call of a prefill, handed to a [`PassObserver`] right after it ran: the pass's
 /// query heads `[heads, n, D]`, its KV heads `[kv_heads, n, D]` and its output `[heads, n, D]`,
@@ -157,20 +115,6 @@ fn check_config(cfg: &ModelConfig) -> Result<()> {
     Ok(())
 }
 
-/// Patterns of `layer` for a fresh prompt of `n` tokens; `None` = all dense.
-fn layer_patterns(choice: &AttentionChoice, layer: usize, n: usize) -> Option<&[HeadPattern]> {
-    match choice {
-        AttentionChoice::Dense => None,
-        AttentionChoice::MInference(p) => {
-            if n < p.dense_below.max(2) || layer < p.starting_layer {
-                return None;
-            }
-            let pats = p.patterns.get(layer)?;
-            (!pats.iter().all(|h| *h == HeadPattern::Dense)).then_some(pats.as_slice())
-        }
-    }
-}
-
 /// Largest VS budget of a plan (sizes the index in the memory plan).
 fn vs_budget(choice: &AttentionChoice) -> (usize, usize) {
     let mut best = (1000, 6096);
@@ -253,7 +197,7 @@ impl GpuEngine {
         let cfg = shard.local_config(&global_cfg);
         check_config(&cfg)?;
         let gemm = Gemm::new(&gpu, precision)?;
-        let inv_freq = gpu.upload(&rope_inv_freq(&cfg))?;
+        let inv_freq = gpu.upload(Rope::new(&cfg).inv_freq())?;
         Ok(GpuEngine {
             gpu,
             cfg,
@@ -336,7 +280,7 @@ impl GpuEngine {
     }
 
     /// The memory plan a prefill of `tokens` tokens would use now.
-    pub fn plan(&self, tokens: usize, attention: &AttentionChoice) -> Result<GpuMemoryPlan> {
+    pub fn plan(&self, tokens: usize, attention: &AttentionChoice) -> Result<MemoryPlan> {
         let (free, _) = self.gpu.mem_info()?;
         // The weights are already resident: count them as available, the plan adds them back.
         let available = free as u64 + weight_bytes(&self.cfg);
@@ -368,7 +312,7 @@ impl GpuEngine {
         tokens: &[u32],
         attention: &AttentionChoice,
         progress: &mut dyn FnMut(PrefillProgress),
-    ) -> Result<(Vec<f32>, GpuPrefillStats)> {
+    ) -> Result<(Vec<f32>, PrefillStats)> {
         self.prefill_observed(tokens, attention, progress, None)
     }
 
@@ -379,7 +323,7 @@ impl GpuEngine {
         tokens: &[u32],
         attention: &AttentionChoice,
         progress: &mut dyn FnMut(PrefillProgress),
-    ) -> Result<(Vec<f32>, GpuPrefillStats)> {
+    ) -> Result<(Vec<f32>, PrefillStats)> {
         self.keep_residual = true;
         let result = self.prefill(tokens, attention, progress);
         self.keep_residual = false;
@@ -398,22 +342,14 @@ impl GpuEngine {
         attention: &AttentionChoice,
         progress: &mut dyn FnMut(PrefillProgress),
         mut observer: Option<&mut PassObserver<'_>>,
-    ) -> Result<(Vec<f32>, GpuPrefillStats)> {
+    ) -> Result<(Vec<f32>, PrefillStats)> {
         let start = Instant::now();
         if tokens.is_empty() {
             return Err(EngineError::Input("empty prompt".into()));
         }
         self.check_tokens(tokens, tokens.len())?;
         if let AttentionChoice::MInference(p) = attention {
-            let g = &self.global_cfg;
-            if p.patterns.len() != g.layers || p.patterns.iter().any(|l| l.len() != g.heads) {
-                return Err(EngineError::Input(format!(
-                    "attention plan covers {} layers; the model has {} layers of {} heads",
-                    p.patterns.len(),
-                    g.layers,
-                    g.heads
-                )));
-            }
+            p.validate(&self.global_cfg)?;
         }
         self.reset()?;
         let plan = self.plan(tokens.len(), attention)?;
@@ -450,7 +386,7 @@ impl GpuEngine {
         let head0 = self.shard.first_head(&self.global_cfg);
         let kv0 = self.shard.kv_heads.start;
         let mut timer = PhaseTimer::default();
-        let mut stats = GpuPrefillStats::zero(n, plan.clone());
+        let mut stats = PrefillStats::zero(n, plan.clone());
         let t = timer.start(&gpu)?;
         self.ops.embed(&gpu, dptr(&gpu, &tok_dev), dptr(&gpu, &self.weights.embed), xp, n, h)?;
         timer.stop(&gpu, Phase::Embed, t)?;
@@ -461,7 +397,7 @@ impl GpuEngine {
                 (dptr(&gpu, &lw.w_qkv), dptr(&gpu, &lw.w_o), dptr(&gpu, &lw.w_gate_up), dptr(&gpu, &lw.w_down));
             let (attn_norm, mlp_norm) = (dptr(&gpu, &lw.attn_norm), dptr(&gpu, &lw.mlp_norm));
             let bias = lw.qkv_bias.as_ref().map(|b| dptr(&gpu, b));
-            let patterns = layer_patterns(attention, l, n);
+            let patterns = attention.layer_patterns(l, n, 0);
             for pass in 0..passes {
                 let qp = q_buf.device_ptr(&gpu);
                 let t = timer.start(&gpu)?;

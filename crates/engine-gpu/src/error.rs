@@ -22,6 +22,23 @@ pub enum EngineError {
     Group(String),
     #[error("GPU engine kernels: {0}")]
     KernelLoad(String),
+    /// An error of the device-independent engine layer (a group's rank, the trait's callers).
+    #[error(transparent)]
+    Engine(#[from] minference_engine::EngineError),
+}
+
+impl From<EngineError> for minference_engine::EngineError {
+    fn from(e: EngineError) -> Self {
+        use minference_engine::EngineError as E;
+        match e {
+            EngineError::Engine(inner) => inner,
+            EngineError::Model(m) => E::Model(m),
+            EngineError::OutOfMemory(m) => E::OutOfMemory(m),
+            EngineError::Cuda(c @ CudaError::OutOfMemory { .. }) => E::OutOfMemory(c.to_string()),
+            EngineError::Input(m) => E::Input(m),
+            other => E::device(other),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, EngineError>;

@@ -6,10 +6,10 @@
 
 use crate::error::{driver, EngineError, Result};
 use crate::ops::dptr;
-use crate::plan::GpuMemoryPlan;
 use cudarc::driver::{CudaSlice, PinnedHostSlice};
 use minference_core::DType;
 use minference_cuda::{DeviceTensor, Gpu};
+use minference_engine::MemoryPlan;
 
 pub struct GroupKv {
     pub k: DeviceTensor,
@@ -50,7 +50,7 @@ impl KvCache {
         layers: usize,
         kv_heads: usize,
         head_dim: usize,
-        plan: &GpuMemoryPlan,
+        plan: &MemoryPlan,
         max_new: usize,
         dtype: DType,
     ) -> Result<Self> {

@@ -19,17 +19,13 @@ pub mod ops;
 pub mod plan;
 pub mod precision;
 pub mod prefill_engine;
-pub mod rope;
 pub mod shard;
 pub mod timing;
 pub mod weights;
 
 pub use bench::{bench_e2e, random_tokens, E2eAttention, E2eOptions, E2eRow, E2eTable};
-pub use engine::{
-    AttentionPass, EngineSetup, GpuEngine, GpuPrefillStats, PassObserver, DEFAULT_CHUNK_TOKENS, DEFAULT_MAX_NEW_TOKENS,
-};
+pub use engine::{AttentionPass, EngineSetup, GpuEngine, PassObserver, DEFAULT_CHUNK_TOKENS, DEFAULT_MAX_NEW_TOKENS};
 pub use error::{EngineError, Result};
-pub use plan::{plan_gpu_memory, AttentionGrouping, GpuMemoryPlan, PlanInput};
+pub use plan::{plan_gpu_memory, AttentionGrouping, PlanInput};
 pub use precision::Precision;
-pub use prefill_engine::PrefillEngine;
 pub use shard::{Collective, TensorShard};

@@ -8,6 +8,8 @@
 //! per KV-head group (Q and O of one group + the token-major output of all heads), which is what
 //! lets layers be offloaded. Nothing is N × N and nothing is N × intermediate.
 
+use minference_engine::MemoryPlan;
+
 use crate::error::{EngineError, Result};
 use crate::weights::weight_bytes;
 use minference_model::ModelConfig;
@@ -57,59 +59,9 @@ impl PlanInput {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct GpuMemoryPlan {
-    pub tokens: usize,
-    pub weights_bytes: u64,
-    /// KV cache of one layer (prefill part), all KV heads.
-    pub kv_layer_bytes: u64,
-    /// Decode tail of all layers (always on the device).
-    pub kv_tail_bytes: u64,
-    pub kv_resident_layers: usize,
-    pub kv_offloaded_layers: usize,
-    /// Attention of all heads of a layer in one call (else one KV-head group at a time).
-    pub per_layer_attention: bool,
-    pub residual_bytes: u64,
-    /// Attention buffers: per layer, Q and O of every head; per group, Q and O of one group plus
-    /// the token-major output of all heads.
-    pub group_bytes: u64,
-    pub index_bytes: u64,
-    pub chunk_bytes: u64,
-    pub decode_bytes: u64,
-    pub overhead_bytes: u64,
-    /// Everything on the device with this placement.
-    pub device_needed_bytes: u64,
-    pub device_bytes: u64,
-    /// Pinned host bytes for offloaded layers.
-    pub host_bytes: u64,
-}
-
-impl GpuMemoryPlan {
-    pub fn describe(&self) -> String {
-        let g = |b: u64| format!("{:.2} GiB", b as f64 / GIB);
-        format!(
-            "{} tokens: weights {}, KV cache {} per layer ({} layers on device, {} in pinned host memory, {}), residual {}, \
-             attention Q/O {}, index {}, MLP chunk {}, overhead {} → device {} of {}",
-            self.tokens,
-            g(self.weights_bytes),
-            g(self.kv_layer_bytes),
-            self.kv_resident_layers,
-            self.kv_offloaded_layers,
-            g(self.host_bytes),
-            g(self.residual_bytes),
-            g(self.group_bytes),
-            g(self.index_bytes),
-            g(self.chunk_bytes),
-            g(self.overhead_bytes),
-            g(self.device_needed_bytes),
-            g(self.device_bytes),
-        )
-    }
-}
-
 /// Plans a prefill of `input.tokens` tokens; refuses with the bytes needed and available when even
 /// full offload does not fit.
-pub fn plan_gpu_memory(cfg: &ModelConfig, input: &PlanInput) -> Result<GpuMemoryPlan> {
+pub fn plan_gpu_memory(cfg: &ModelConfig, input: &PlanInput) -> Result<MemoryPlan> {
     cfg.validate()?;
     if input.tokens == 0 {
         return Err(EngineError::Input("empty prompt".into()));
@@ -160,12 +112,12 @@ pub fn plan_gpu_memory(cfg: &ModelConfig, input: &PlanInput) -> Result<GpuMemory
         .ok_or_else(overflow)?;
         Ok((fixed, (attention, index, chunk_bytes)))
     };
-    let plan_for = |per_layer: bool| -> Result<(u64, GpuMemoryPlan)> {
+    let plan_for = |per_layer: bool| -> Result<(u64, MemoryPlan)> {
         let (fixed, (group_bytes, index_bytes, chunk_bytes)) = total(per_layer)?;
         let all_resident = fixed.checked_add(mul(kv_layer_bytes, layers)?).ok_or_else(overflow)?;
         Ok((
             fixed,
-            GpuMemoryPlan {
+            MemoryPlan {
                 tokens: input.tokens,
                 weights_bytes,
                 kv_layer_bytes,
@@ -229,7 +181,7 @@ pub fn plan_gpu_memory(cfg: &ModelConfig, input: &PlanInput) -> Result<GpuMemory
     let room = input.device_bytes - with_staging;
     let resident = ((room / kv_layer_bytes.max(1)) as usize).min(cfg.layers.saturating_sub(1));
     let offloaded = cfg.layers - resident;
-    Ok(GpuMemoryPlan {
+    Ok(MemoryPlan {
         kv_resident_layers: resident,
         kv_offloaded_layers: offloaded,
         device_needed_bytes: with_staging + resident as u64 * kv_layer_bytes,

@@ -1,47 +1,9 @@
-//! What the commands need from a GPU model engine, whether it is one GPU ([`GpuEngine`]) or a
-//! tensor-parallel group (`minference_multi_gpu::TpEngine`): `run`, `bench e2e` and the evals take
-//! `&mut dyn PrefillEngine`.
+//! One GPU as a [`PrefillEngine`], the interface every device's engine implements.
 
-use crate::engine::{GpuEngine, GpuPrefillStats};
-use crate::error::Result;
-use minference_model::{AttentionChoice, ModelConfig, PrefillProgress};
-
-pub trait PrefillEngine {
-    /// The whole model's config.
-    fn config(&self) -> &ModelConfig;
-    /// Every output of a random-weight engine must say "random weights".
-    fn has_random_weights(&self) -> bool;
-    /// "NVIDIA H100 80GB HBM3", or "2 × NVIDIA H100 80GB HBM3" for a group.
-    fn device_name(&self) -> String;
-    /// Device bytes in use and in total, summed over the engine's GPUs.
-    fn memory(&mut self) -> Result<(u64, u64)>;
-    /// Runs a fresh prompt and returns the last position's logits.
-    fn prefill(
-        &mut self,
-        tokens: &[u32],
-        attention: &AttentionChoice,
-        progress: &mut dyn FnMut(PrefillProgress),
-    ) -> Result<(Vec<f32>, GpuPrefillStats)>;
-    /// A prefill that returns the residual stream after the last layer (`[tokens, hidden]` f32,
-    /// before the final norm) instead of logits, for scoring every position (perplexity).
-    fn prefill_residual(
-        &mut self,
-        tokens: &[u32],
-        attention: &AttentionChoice,
-        progress: &mut dyn FnMut(PrefillProgress),
-    ) -> Result<(Vec<f32>, GpuPrefillStats)>;
-    /// Feeds one token after the cached ones and returns the next-token logits.
-    fn decode_step(&mut self, token: u32) -> Result<Vec<f32>>;
-    /// Frees the KV cache.
-    fn reset(&mut self) -> Result<()>;
-    /// Decode tokens reserved in the KV cache by the next prefill.
-    fn set_max_new_tokens(&mut self, n: usize) -> Result<()>;
-    /// Allows prompts longer than the model's context (RoPE extension).
-    fn set_allow_context_extension(&mut self, allow: bool) -> Result<()>;
-    /// Caps the device bytes each GPU's memory plan may use (weights included), e.g. to plan for
-    /// an 80 GB card on a larger one.
-    fn set_memory_limit(&mut self, bytes: Option<u64>) -> Result<()>;
-}
+use crate::engine::GpuEngine;
+use minference_engine::{AttentionChoice, PrefillProgress};
+use minference_engine::{PrefillEngine, PrefillStats, Result};
+use minference_model::ModelConfig;
 
 impl PrefillEngine for GpuEngine {
     fn config(&self) -> &ModelConfig {
@@ -54,7 +16,7 @@ impl PrefillEngine for GpuEngine {
         self.gpu().name().to_string()
     }
     fn memory(&mut self) -> Result<(u64, u64)> {
-        let (free, total) = self.gpu().mem_info()?;
+        let (free, total) = self.gpu().mem_info().map_err(crate::EngineError::from)?;
         Ok(((total - free) as u64, total as u64))
     }
     fn prefill(
@@ -62,22 +24,22 @@ impl PrefillEngine for GpuEngine {
         tokens: &[u32],
         attention: &AttentionChoice,
         progress: &mut dyn FnMut(PrefillProgress),
-    ) -> Result<(Vec<f32>, GpuPrefillStats)> {
-        GpuEngine::prefill(self, tokens, attention, progress)
+    ) -> Result<(Vec<f32>, PrefillStats)> {
+        Ok(GpuEngine::prefill(self, tokens, attention, progress)?)
     }
     fn prefill_residual(
         &mut self,
         tokens: &[u32],
         attention: &AttentionChoice,
         progress: &mut dyn FnMut(PrefillProgress),
-    ) -> Result<(Vec<f32>, GpuPrefillStats)> {
-        GpuEngine::prefill_residual(self, tokens, attention, progress)
+    ) -> Result<(Vec<f32>, PrefillStats)> {
+        Ok(GpuEngine::prefill_residual(self, tokens, attention, progress)?)
     }
     fn decode_step(&mut self, token: u32) -> Result<Vec<f32>> {
-        GpuEngine::decode_step(self, token)
+        Ok(GpuEngine::decode_step(self, token)?)
     }
     fn reset(&mut self) -> Result<()> {
-        GpuEngine::reset(self)
+        Ok(GpuEngine::reset(self)?)
     }
     fn set_max_new_tokens(&mut self, n: usize) -> Result<()> {
         GpuEngine::set_max_new_tokens(self, n);

@@ -5,8 +5,9 @@ use half::bf16;
 use minference_core::{AttentionBackend, AttnShape, DType, HeadPattern, HostTensor};
 use minference_cpu::CpuBackend;
 use minference_cuda::{layer_attention, DeviceTensor};
+use minference_engine::{AttentionChoice, CpuEngine};
 use minference_engine_gpu::{random_tokens, GpuEngine};
-use minference_model::{AttentionChoice, Engine, Model, ModelConfig};
+use minference_model::{Model, ModelConfig};
 use std::sync::Arc;
 
 /// Causal attention in f64: q `[gs, n, d]`, k/v `[n, d]` → `[gs, n, d]`.
@@ -96,7 +97,7 @@ fn one_layer_model_gpu_vs_cpu_at_one_and_many_tokens() {
     cfg.layers = 1;
     let model = Arc::new(Model::random_with_config(cfg, 11).unwrap_or_else(|e| panic!("{e}")));
     let mut eng = GpuEngine::new(gpu, Arc::clone(&model)).unwrap_or_else(|e| panic!("{e}"));
-    let mut cpu = Engine::new(Arc::clone(&model), CpuBackend::new());
+    let mut cpu = CpuEngine::new(Arc::clone(&model), CpuBackend::new());
     let mut report = Vec::new();
     for n in [1usize, 2, 64, 130] {
         let tokens = random_tokens(n, model.config().vocab, 4);

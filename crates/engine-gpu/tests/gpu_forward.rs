@@ -4,8 +4,9 @@
 use minference_core::HeadPattern;
 use minference_cpu::CpuBackend;
 use minference_cuda::Gpu;
+use minference_engine::{AttentionChoice, CpuEngine, MInferencePlan};
 use minference_engine_gpu::{random_tokens, AttentionGrouping, GpuEngine};
-use minference_model::{AttentionChoice, Engine, MInferencePlan, Model, ModelConfig};
+use minference_model::{Model, ModelConfig};
 use std::sync::Arc;
 
 struct Agreement {
@@ -57,7 +58,7 @@ fn run_both(gpu: Arc<Gpu>, model: Arc<Model>, tokens: &[u32], label: &str) {
 }
 
 fn run_both_with(gpu: Arc<Gpu>, model: Arc<Model>, tokens: &[u32], label: &str, grouping: AttentionGrouping) {
-    let mut cpu = Engine::new(Arc::clone(&model), CpuBackend::new());
+    let mut cpu = CpuEngine::new(Arc::clone(&model), CpuBackend::new());
     let (cpu_logits, _) = cpu.prefill(tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     let mut eng = GpuEngine::new(gpu, model).unwrap_or_else(|e| panic!("{e}"));
     eng.set_chunk_tokens(48); // several chunks, one partial
@@ -165,7 +166,7 @@ fn residual_stream_matches_the_cpu_engine() {
     let Some(gpu) = minference_test_support::gpu() else { return };
     let model = random_small_model(4);
     let tokens = random_tokens(150, model.config().vocab, 8);
-    let mut cpu = Engine::new(Arc::clone(&model), CpuBackend::new());
+    let mut cpu = CpuEngine::new(Arc::clone(&model), CpuBackend::new());
     let (want, _) = cpu.prefill_hidden(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     let mut eng = GpuEngine::new(gpu, model).unwrap_or_else(|e| panic!("{e}"));
     let (got, _) =

@@ -3,8 +3,9 @@
 //! (regenerate with scripts/hf_reference.py). Skips without a GPU or without the model file
 //! (`MINFERENCE_MODEL` or models/).
 
+use minference_engine::AttentionChoice;
 use minference_engine_gpu::{EngineSetup, GpuEngine, Precision};
-use minference_model::{AttentionChoice, Model};
+use minference_model::Model;
 use std::path::PathBuf;
 use std::sync::Arc;
 

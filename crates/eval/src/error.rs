@@ -14,9 +14,9 @@ pub enum EvalError {
     Model(#[from] ModelError),
     #[error(transparent)]
     Core(#[from] CoreError),
-    /// A GPU engine's failure (the GPU crates are not dependencies of this one).
-    #[error("{0}")]
-    Engine(String),
+    /// The model engine's failure, on whichever device it runs.
+    #[error(transparent)]
+    Engine(#[from] minference_engine::EngineError),
     #[error("writing PNG: {0}")]
     Png(String),
 }

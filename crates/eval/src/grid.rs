@@ -3,8 +3,8 @@
 use crate::error::Result;
 use crate::heatmap::Panel;
 use crate::needle::{answer_has_value, NeedlePrompt};
-use minference_core::AttentionBackend;
-use minference_model::{AttentionChoice, Engine, GenerateOptions, PrefillProgress, Sampler, Tokenizer};
+use minference_engine::{generate, AttentionChoice, GenerateOptions, PrefillEngine, PrefillProgress, Sampler};
+use minference_model::Tokenizer;
 use std::time::Instant;
 
 /// The outcome of one cell for one attention kind.
@@ -18,38 +18,10 @@ pub struct CellResult {
     pub seconds: f64,
 }
 
-/// Greedy generation from a prompt: the CPU engine here; the CLI adapts one GPU or a GPU group.
-pub trait GreedyGenerator {
-    /// Prefills `prompt` with `attention` and decodes up to `max_new_tokens` greedily, stopping
-    /// before a token of `stop_tokens`.
-    fn generate_greedy(
-        &mut self,
-        prompt: &[u32],
-        attention: &AttentionChoice,
-        max_new_tokens: usize,
-        stop_tokens: &[u32],
-        progress: &mut dyn FnMut(PrefillProgress),
-    ) -> Result<Vec<u32>>;
-}
-
-impl<B: AttentionBackend> GreedyGenerator for Engine<B> {
-    fn generate_greedy(
-        &mut self,
-        prompt: &[u32],
-        attention: &AttentionChoice,
-        max_new_tokens: usize,
-        stop_tokens: &[u32],
-        progress: &mut dyn FnMut(PrefillProgress),
-    ) -> Result<Vec<u32>> {
-        let opts = GenerateOptions { max_new_tokens, sampler: Sampler::greedy(), stop_tokens: stop_tokens.to_vec() };
-        Ok(self.generate(prompt, attention, &opts, progress, &mut |_| true)?.tokens)
-    }
-}
-
 /// Prefills `prompt` with `attention`, greedily decodes `max_new_tokens` and checks that the answer
 /// repeats the needle's key.
 pub fn run_needle_cell(
-    engine: &mut dyn GreedyGenerator,
+    engine: &mut dyn PrefillEngine,
     tokenizer: &Tokenizer,
     prompt: &NeedlePrompt,
     attention: &AttentionChoice,
@@ -57,7 +29,9 @@ pub fn run_needle_cell(
     progress: &mut dyn FnMut(PrefillProgress),
 ) -> Result<CellResult> {
     let start = Instant::now();
-    let tokens = engine.generate_greedy(&prompt.tokens, attention, max_new_tokens, &tokenizer.stop_tokens, progress)?;
+    let opts =
+        GenerateOptions { max_new_tokens, sampler: Sampler::greedy(), stop_tokens: tokenizer.stop_tokens.clone() };
+    let tokens = generate(engine, &prompt.tokens, attention, &opts, progress, &mut |_| true)?.tokens;
     let answer = tokenizer.decode(&tokens, true)?;
     Ok(CellResult {
         prompt_tokens: prompt.tokens.len(),

@@ -15,7 +15,7 @@ pub mod ppl;
 
 pub use coverage::CoverageRecorder;
 pub use error::{EvalError, Result};
-pub use grid::{run_needle_cell, CellResult, GreedyGenerator, NeedleGrid};
+pub use grid::{run_needle_cell, CellResult, NeedleGrid};
 pub use haystack::Haystack;
 pub use heatmap::{write_png, Panel};
 pub use needle::{build_needle_prompt, needle_value, parse_depths, NeedlePrompt, PromptFrame};

@@ -3,7 +3,7 @@
 //! `chunk × vocab` logits per prefill are held at once.
 
 use crate::error::{EvalError, Result};
-use minference_model::lm_head::{log_softmax_rows, logits_rows, SCORE_CHUNK};
+use minference_engine::lm_head::{log_softmax_rows, logits_rows, SCORE_CHUNK};
 use minference_model::Model;
 use std::ops::Range;
 

@@ -4,13 +4,14 @@
 mod common;
 
 use minference_cpu::CpuBackend;
+use minference_engine::lm_head::log_softmax_rows;
+use minference_engine::{AttentionChoice, CpuEngine};
 use minference_eval::score_streams;
-use minference_model::lm_head::log_softmax_rows;
-use minference_model::{AttentionChoice, Engine, Model};
+use minference_model::Model;
 use std::sync::Arc;
 
 /// `-log p(tokens[t + 1])` for every t, feeding one token at a time through the KV cache.
-fn decode_nll(engine: &mut Engine<CpuBackend>, tokens: &[u32]) -> Vec<f32> {
+fn decode_nll(engine: &mut CpuEngine<CpuBackend>, tokens: &[u32]) -> Vec<f32> {
     let vocab = engine.model().config().vocab;
     let (mut logits, _) =
         engine.prefill(&tokens[..1], &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
@@ -34,7 +35,7 @@ fn assert_close(a: &[f32], b: &[f32], tol: f32) {
 
 fn check(model: Model, tokens: &[u32], tol: f32) {
     let model = Arc::new(model);
-    let mut engine = Engine::new(model.clone(), CpuBackend::new());
+    let mut engine = CpuEngine::new(model.clone(), CpuBackend::new());
     let from_prefill =
         engine.prefill_token_nll(tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     let from_decode = decode_nll(&mut engine, tokens);
@@ -76,7 +77,7 @@ fn prefill_nll_equals_decode_nll_real_model() {
 fn scoring_rejects_bad_ranges() {
     let model = Arc::new(common::tiny_model(true));
     let tokens: Vec<u32> = (0..10).collect();
-    let mut engine = Engine::new(model.clone(), CpuBackend::new());
+    let mut engine = CpuEngine::new(model.clone(), CpuBackend::new());
     assert!(engine.prefill_token_nll(&tokens[..1], &AttentionChoice::Dense, &mut |_| {}).is_err());
     let (hidden, _) =
         engine.prefill_hidden(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));

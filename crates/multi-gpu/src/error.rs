@@ -33,8 +33,11 @@ pub enum TpError {
 
 pub type Result<T> = std::result::Result<T, TpError>;
 
-impl From<TpError> for EngineError {
+impl From<TpError> for minference_engine::EngineError {
     fn from(e: TpError) -> Self {
-        EngineError::Group(e.to_string())
+        match e {
+            TpError::Input(m) => minference_engine::EngineError::Input(m),
+            other => minference_engine::EngineError::device(other),
+        }
     }
 }

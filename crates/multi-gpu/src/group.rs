@@ -4,8 +4,10 @@
 use crate::error::{Result, TpError};
 use crate::nccl::{unique_id, Communicator, UniqueId};
 use crate::worker::{worker, Command, Event, Reply};
-use minference_engine_gpu::{GpuPrefillStats, Precision, PrefillEngine, TensorShard};
-use minference_model::{AttentionChoice, Model, ModelConfig, PrefillProgress};
+use minference_engine::{AttentionChoice, PrefillProgress};
+use minference_engine::{PrefillEngine, PrefillStats};
+use minference_engine_gpu::{Precision, TensorShard};
+use minference_model::{Model, ModelConfig};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
@@ -274,7 +276,7 @@ impl PrefillEngine for TpEngine {
     fn device_name(&self) -> String {
         self.device.clone()
     }
-    fn memory(&mut self) -> minference_engine_gpu::Result<(u64, u64)> {
+    fn memory(&mut self) -> minference_engine::Result<(u64, u64)> {
         let per_gpu = self.memory_per_gpu()?;
         Ok(per_gpu.iter().fold((0, 0), |a, m| (a.0 + m.0, a.1 + m.1)))
     }
@@ -283,7 +285,7 @@ impl PrefillEngine for TpEngine {
         tokens: &[u32],
         attention: &AttentionChoice,
         progress: &mut dyn FnMut(PrefillProgress),
-    ) -> minference_engine_gpu::Result<(Vec<f32>, GpuPrefillStats)> {
+    ) -> minference_engine::Result<(Vec<f32>, PrefillStats)> {
         self.group_prefill(tokens, attention, progress, false)
     }
     fn prefill_residual(
@@ -291,10 +293,10 @@ impl PrefillEngine for TpEngine {
         tokens: &[u32],
         attention: &AttentionChoice,
         progress: &mut dyn FnMut(PrefillProgress),
-    ) -> minference_engine_gpu::Result<(Vec<f32>, GpuPrefillStats)> {
+    ) -> minference_engine::Result<(Vec<f32>, PrefillStats)> {
         self.group_prefill(tokens, attention, progress, true)
     }
-    fn decode_step(&mut self, token: u32) -> minference_engine_gpu::Result<Vec<f32>> {
+    fn decode_step(&mut self, token: u32) -> minference_engine::Result<Vec<f32>> {
         self.broadcast(|| Command::Decode(token))?;
         let mut logits = self.gather(
             |e| match e {
@@ -305,19 +307,19 @@ impl PrefillEngine for TpEngine {
         )?;
         Ok(logits.swap_remove(0))
     }
-    fn reset(&mut self) -> minference_engine_gpu::Result<()> {
+    fn reset(&mut self) -> minference_engine::Result<()> {
         self.broadcast(|| Command::Reset)?;
         Ok(self.gather_done()?)
     }
-    fn set_max_new_tokens(&mut self, n: usize) -> minference_engine_gpu::Result<()> {
+    fn set_max_new_tokens(&mut self, n: usize) -> minference_engine::Result<()> {
         self.broadcast(|| Command::MaxNewTokens(n))?;
         Ok(self.gather_done()?)
     }
-    fn set_allow_context_extension(&mut self, allow: bool) -> minference_engine_gpu::Result<()> {
+    fn set_allow_context_extension(&mut self, allow: bool) -> minference_engine::Result<()> {
         self.broadcast(|| Command::ContextExtension(allow))?;
         Ok(self.gather_done()?)
     }
-    fn set_memory_limit(&mut self, bytes: Option<u64>) -> minference_engine_gpu::Result<()> {
+    fn set_memory_limit(&mut self, bytes: Option<u64>) -> minference_engine::Result<()> {
         self.broadcast(|| Command::MemoryLimit(bytes))?;
         Ok(self.gather_done()?)
     }
@@ -332,7 +334,7 @@ impl TpEngine {
         attention: &AttentionChoice,
         progress: &mut dyn FnMut(PrefillProgress),
         residual: bool,
-    ) -> minference_engine_gpu::Result<(Vec<f32>, GpuPrefillStats)> {
+    ) -> minference_engine::Result<(Vec<f32>, PrefillStats)> {
         let start = Instant::now();
         let tokens = Arc::new(tokens.to_vec());
         let attention = Arc::new(attention.clone());
@@ -392,7 +394,8 @@ mod tests {
     //! The controller's start-up, gathering, failure and deadline logic with stand-in workers that
     //! speak the worker protocol without a GPU.
     use super::*;
-    use minference_engine_gpu::{EngineError, GpuMemoryPlan};
+    use minference_engine::MemoryPlan;
+    use minference_engine_gpu::EngineError;
 
     #[derive(Clone, Copy, PartialEq)]
     enum Stand {
@@ -431,7 +434,7 @@ mod tests {
                             let reply = if role == Stand::FailsPrefill {
                                 Err(TpError::Rank { rank, ordinal, source: EngineError::Input("out of luck".into()) })
                             } else {
-                                let mut stats = GpuPrefillStats::zero(tokens.len(), GpuMemoryPlan::default());
+                                let mut stats = PrefillStats::zero(tokens.len(), MemoryPlan::default());
                                 stats.sparse_heads = 2;
                                 stats.dense_heads = 1;
                                 Ok((vec![rank as f32], stats))

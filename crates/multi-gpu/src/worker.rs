@@ -5,8 +5,9 @@ use crate::error::TpError;
 use crate::group::{TpModel, TpOptions};
 use crate::nccl::{Communicator, Half, UniqueId};
 use minference_cuda::Gpu;
-use minference_engine_gpu::{Collective, EngineError, EngineSetup, GpuEngine, GpuPrefillStats, Precision, TensorShard};
-use minference_model::{AttentionChoice, PrefillProgress};
+use minference_engine::PrefillStats;
+use minference_engine::{AttentionChoice, PrefillProgress};
+use minference_engine_gpu::{Collective, EngineError, EngineSetup, GpuEngine, Precision, TensorShard};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Weak};
 
@@ -33,7 +34,7 @@ pub(crate) enum Event {
     Opened(Reply<String>),
     Joined(Reply<Weak<Communicator>>),
     Layer,
-    Prefilled(Reply<(Vec<f32>, GpuPrefillStats)>),
+    Prefilled(Reply<(Vec<f32>, PrefillStats)>),
     Logits(Reply<Vec<f32>>),
     Done(Reply<()>),
     Memory(Reply<(u64, u64)>),

@@ -5,8 +5,10 @@
 
 use minference_core::HeadPattern;
 use minference_cuda::Gpu;
-use minference_engine_gpu::{random_tokens, GpuEngine, PrefillEngine};
-use minference_model::{AttentionChoice, MInferencePlan, Model, ModelConfig};
+use minference_engine::PrefillEngine;
+use minference_engine::{AttentionChoice, MInferencePlan};
+use minference_engine_gpu::{random_tokens, GpuEngine};
+use minference_model::{Model, ModelConfig};
 use minference_multi_gpu::{TpEngine, TpError, TpModel, TpOptions};
 use std::sync::Arc;
 

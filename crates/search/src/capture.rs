@@ -185,8 +185,8 @@ pub fn capture_layer(
     }
     let visitor = LayerCapture { layer, heads: std::sync::Mutex::new(Vec::new()) };
     let mut engine =
-        minference_model::Engine::new(model, VisitingBackend::new(visitor, cfg.kv_heads).stop_after(layer));
-    let result = engine.prefill(tokens, &minference_model::AttentionChoice::Dense, &mut |_| {});
+        minference_engine::CpuEngine::new(model, VisitingBackend::new(visitor, cfg.kv_heads).stop_after(layer));
+    let result = engine.prefill(tokens, &minference_engine::AttentionChoice::Dense, &mut |_| {});
     let mut heads = std::mem::take(
         &mut *engine
             .backend()

@@ -7,7 +7,8 @@ use crate::dense::HeadInputs;
 use crate::error::{Result, SearchError};
 use crate::head::{search_head, HeadSearch, SearchOptions};
 use minference_core::config::{HeadEntry, LayerPatterns, ModelPatternConfig};
-use minference_model::{AttentionChoice, Engine, Model};
+use minference_engine::{AttentionChoice, CpuEngine};
+use minference_model::Model;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -85,7 +86,7 @@ pub fn search_model(
         )));
     }
     let visitor = SearchVisitor { opts, reports: Mutex::new(Vec::new()), on_head };
-    let mut engine = Engine::new(model, VisitingBackend::new(visitor, cfg.kv_heads));
+    let mut engine = CpuEngine::new(model, VisitingBackend::new(visitor, cfg.kv_heads));
     engine.prefill(tokens, &AttentionChoice::Dense, &mut |_| {})?;
     let mut heads = std::mem::take(
         &mut *engine

@@ -4,7 +4,8 @@
 use minference_core::config::ModelPatternConfig;
 use minference_core::{AttnShape, HeadPattern, HostTensor};
 use minference_cpu::CpuBackend;
-use minference_model::{AttentionChoice, Engine, Model, ModelConfig};
+use minference_engine::{AttentionChoice, CpuEngine};
+use minference_model::{Model, ModelConfig};
 use minference_search::calibration::{load_calibration, CalibrationSource};
 use minference_search::capture::capture_layer;
 use minference_search::{
@@ -62,7 +63,7 @@ fn search_forward_equals_the_cpu_backend_forward() {
     // The search backend computes attention itself; the logits must match the regular engine's.
     let model = Arc::new(tiny_model());
     let tokens = prompt(150);
-    let mut engine = Engine::new(Arc::clone(&model), CpuBackend::new());
+    let mut engine = CpuEngine::new(Arc::clone(&model), CpuBackend::new());
     let (want, _) = engine.prefill(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap();
     let captured = capture_layer(Arc::clone(&model), &tokens, 1).unwrap();
     assert_eq!(captured.len(), 4);

@@ -216,7 +216,7 @@ fn smollm2_shape_8k_gpu_and_cpu_search_times() {
     // Warm-up (kernel loading, allocations), then the timed runs.
     search_model_gpu(&mut engine, &tokens[..1024], &SearchOptions::default(), &|_, _| {}).unwrap();
     let start = std::time::Instant::now();
-    engine.prefill(&tokens, &minference_model::AttentionChoice::Dense, &mut |_| {}).unwrap();
+    engine.prefill(&tokens, &minference_engine::AttentionChoice::Dense, &mut |_| {}).unwrap();
     println!("dense GPU forward alone: {:.3} s", start.elapsed().as_secs_f64());
     for objective in [Objective::Recall, Objective::OutputRelL2] {
         let opts = SearchOptions { objective, ..SearchOptions::default() };

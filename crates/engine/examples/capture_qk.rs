@@ -6,7 +6,8 @@
 //! prompt is TEXT_FILE's contents (repeated to length) or a generated document with a needle.
 
 use minference_cpu::CpuBackend;
-use minference_model::{save_qk, Engine, Model};
+use minference_engine::{save_qk, CpuEngine as Engine};
+use minference_model::Model;
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

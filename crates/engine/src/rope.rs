@@ -1,7 +1,7 @@
 //! Rotary position embedding in the half-split layout (pairs `(i, i + D/2)`, as HF uses), with
 //! theta and the supported long-context frequency scalings.
 
-use crate::config::{ModelConfig, RopeScaling};
+use minference_model::{ModelConfig, RopeScaling};
 use rayon::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -39,6 +39,12 @@ impl Rope {
         Rope { inv_freq, head_dim: cfg.head_dim }
     }
 
+    /// Angular frequency of each pair `(i, i + D/2)`, in f64 (the GPU kernel forms `pos × freq`
+    /// in f64 from these too, so both devices rotate alike).
+    pub fn inv_freq(&self) -> &[f64] {
+        &self.inv_freq
+    }
+
     /// Rotates `x` laid out `[tokens, heads, head_dim]`, token `t` at position `first_pos + t`.
     pub fn apply(&self, x: &mut [f32], heads: usize, first_pos: usize) {
         let d = self.head_dim;
@@ -67,7 +73,7 @@ impl Rope {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ModelConfig;
+    use minference_model::ModelConfig;
 
     #[test]
     fn rotation_preserves_norm_and_relative_dot_products() {

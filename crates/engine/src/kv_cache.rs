@@ -1,8 +1,8 @@
 //! Per-layer KV cache in the backend's head-major layout, `[kv_heads, capacity, head_dim]`, so
 //! the first `len` rows of each head are one contiguous slice the backend can read directly.
 
-use crate::error::Result;
 use crate::memory::zeroed;
+use minference_model::Result;
 
 #[derive(Debug, Clone)]
 pub struct KvCache {

@@ -3,11 +3,11 @@
 //! `vocab × tokens` logits are never held at once (perplexity evaluation).
 
 use crate::attention::AttentionChoice;
-use crate::engine::{Engine, PrefillProgress};
-use crate::error::{ModelError, Result};
-use crate::model::Model;
+use crate::cpu::{CpuEngine, PrefillProgress};
 use crate::ops;
 use minference_core::AttentionBackend;
+use minference_model::Model;
+use minference_model::{ModelError, Result};
 
 /// Positions scored per LM-head call (bounds the logits buffer to `chunk × vocab` floats).
 pub const SCORE_CHUNK: usize = 128;
@@ -106,7 +106,7 @@ pub fn token_nll(
     Ok(nll)
 }
 
-impl<B: AttentionBackend> Engine<B> {
+impl<B: AttentionBackend> CpuEngine<B> {
     /// Prefills `tokens` with `attention` and returns `-log p(tokens[t + 1] | tokens[..=t])` for
     /// `t` in `0..tokens.len() - 1` (perplexity of a prompt under sparse prefill).
     pub fn prefill_token_nll(

@@ -2,13 +2,15 @@
 //! metadata, decode consistent with prefill, chunking invariance, GGUF ≡ safetensors, captures,
 //! and one clear error per kind of bad input.
 
+#[path = "../../model/tests/common/mod.rs"]
 mod common;
 
 use common::{tiny_llama, TINY};
 use minference_core::HeadPattern;
 use minference_cpu::CpuBackend;
+use minference_engine::{AttentionChoice, CpuEngine as Engine, MInferencePlan};
 use minference_model::gguf::GgufFile;
-use minference_model::{AttentionChoice, Engine, MInferencePlan, Model, ModelError};
+use minference_model::{Model, ModelError};
 use std::collections::HashMap;
 
 fn tiny() -> Model {
@@ -84,7 +86,7 @@ fn text_stream_emits_whole_characters_only() {
     let tok = m.tokenizer().unwrap_or_else(|e| panic!("{e}"));
     let text = "naïve 数字 ok";
     let ids = tok.encode(text).unwrap_or_else(|e| panic!("{e}"));
-    let mut stream = minference_model::TextStream::new();
+    let mut stream = minference_engine::TextStream::new();
     let mut out = String::new();
     for id in ids {
         let piece = stream.push(tok, id).unwrap_or_else(|e| panic!("{e}"));
@@ -200,7 +202,7 @@ fn capture_qk_writes_a_safetensors_file() {
     let dir = std::env::temp_dir().join(format!("mi-capture-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("{err}"));
     let path = dir.join("qk.safetensors");
-    minference_model::save_qk(&path, &qk, "tiny").unwrap_or_else(|err| panic!("{err}"));
+    minference_engine::save_qk(&path, &qk, "tiny").unwrap_or_else(|err| panic!("{err}"));
     let bytes = std::fs::read(&path).unwrap_or_default();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(st.tensor("q").map(|t| t.shape().to_vec()).unwrap_or_default(), vec![70, 8]);

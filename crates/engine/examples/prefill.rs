@@ -5,7 +5,8 @@
 
 use minference_core::HeadPattern;
 use minference_cpu::CpuBackend;
-use minference_model::{sampling::argmax, AttentionChoice, Engine, MInferencePlan, Model};
+use minference_engine::{sampling::argmax, AttentionChoice, CpuEngine as Engine, MInferencePlan};
+use minference_model::Model;
 use std::sync::Arc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut engine = Engine::new(model.clone(), CpuBackend::new());
     let (dense, ds) = engine.prefill(&tokens, &AttentionChoice::Dense, &mut |_| {})?;
-    println!("dense: {:.2} s total, {:.2} s attention", ds.seconds, ds.attention_seconds);
+    println!("dense: {:.2} s total, {:.2} s attention", ds.seconds, ds.attention_total_ms() / 1e3);
     for (name, pattern) in [
         ("vs(1000,6096)", HeadPattern::VerticalSlash { k_v: 1000, k_s: 6096 }),
         ("vs(64,256)", HeadPattern::VerticalSlash { k_v: 64, k_s: 256 }),
@@ -54,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "{name}: {:.2} s total, {:.2} s attention, top-1 {} (dense {}), KL {:.4}",
             s.seconds,
-            s.attention_seconds,
+            s.attention_total_ms() / 1e3,
             argmax(&sparse),
             argmax(&dense),
             kl(&dense, &sparse)

@@ -1,9 +1,9 @@
 //! Which attention each layer and head uses during prefill.
 
-use crate::config::ModelConfig;
-use crate::error::{ModelError, Result};
 use minference_core::config::ModelPatternConfig;
 use minference_core::HeadPattern;
+use minference_model::ModelConfig;
+use minference_model::{ModelError, Result};
 
 /// Prefill attention: plain dense, or MInference with per-layer/per-head patterns.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,7 +59,8 @@ impl MInferencePlan {
         self
     }
 
-    pub(crate) fn validate(&self, cfg: &ModelConfig) -> Result<()> {
+    /// The plan covers every layer and head of `cfg`.
+    pub fn validate(&self, cfg: &ModelConfig) -> Result<()> {
         if self.patterns.len() != cfg.layers || self.patterns.iter().any(|l| l.len() != cfg.heads) {
             return Err(ModelError::Input(format!(
                 "attention plan covers {} layers (of {} heads); the model has {} layers of {} heads",
@@ -75,7 +76,7 @@ impl MInferencePlan {
 
 impl AttentionChoice {
     /// Patterns of `layer` for a prompt of `n` new tokens after `cached` ones; `None` = all dense.
-    pub(crate) fn layer_patterns(&self, layer: usize, n: usize, cached: usize) -> Option<&[HeadPattern]> {
+    pub fn layer_patterns(&self, layer: usize, n: usize, cached: usize) -> Option<&[HeadPattern]> {
         match self {
             AttentionChoice::Dense => None,
             // A prefill on top of an existing cache and decode steps are always dense (spec §4.5).

@@ -1,11 +1,13 @@
 //! The default model (SmolLM2-135M-Instruct Q4_1) against HF transformers' forward of the same
 //! file (fixture written by scripts/hf_reference.py). Skips when the model file is absent.
 
+#[path = "../../model/tests/common/mod.rs"]
 mod common;
 
 use minference_core::HeadPattern;
 use minference_cpu::CpuBackend;
-use minference_model::{AttentionChoice, Engine, GenerateOptions, MInferencePlan, Model, Sampler};
+use minference_engine::{generate, AttentionChoice, CpuEngine as Engine, GenerateOptions, MInferencePlan, Sampler};
+use minference_model::Model;
 use std::sync::{Arc, OnceLock};
 
 fn model() -> Option<Arc<Model>> {
@@ -70,7 +72,7 @@ fn dense_logits_match_hf_within_1e_2() {
                 .flatten()
                 .map(|x| x.as_f64().unwrap_or(f64::NAN) as f32)
                 .collect();
-            assert_eq!(minference_model::sampling::argmax(&logits), top[0], "top-1 at position {p}");
+            assert_eq!(minference_engine::sampling::argmax(&logits), top[0], "top-1 at position {p}");
             for (&t, &w) in top.iter().zip(&want) {
                 let rel = (logits[t as usize] - w).abs() / w.abs().max(1.0);
                 worst = worst.max(rel);
@@ -89,8 +91,7 @@ fn greedy_generation_matches_hf() {
     for case in fx["cases"].as_array().into_iter().flatten() {
         let want = ids(&case["greedy"]);
         let opts = GenerateOptions { max_new_tokens: want.len(), sampler: Sampler::greedy(), stop_tokens: vec![] };
-        let gen = engine
-            .generate(&ids(&case["ids"]), &AttentionChoice::Dense, &opts, &mut |_| {}, &mut |_| true)
+        let gen = generate(&mut engine, &ids(&case["ids"]), &AttentionChoice::Dense, &opts, &mut |_| {}, &mut |_| true)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(gen.tokens, want, "prompt {:?}", case["prompt"]);
     }
@@ -138,7 +139,7 @@ fn minference_prefill_agrees_with_dense_on_top1() {
 }
 
 fn argmax(v: &[f32]) -> u32 {
-    minference_model::sampling::argmax(v)
+    minference_engine::sampling::argmax(v)
 }
 
 fn log_softmax(v: &[f32]) -> Vec<f64> {

@@ -1,8 +1,8 @@
 //! Host memory of a CPU prefill: the bytes it will allocate, what the machine has, and buffers
 //! that fail with an error instead of aborting. (The GPU plan is `minference_engine_gpu::plan`.)
 
-use crate::config::ModelConfig;
-use crate::error::{ModelError, Result};
+use minference_model::ModelConfig;
+use minference_model::{ModelError, Result};
 
 const GIB: f64 = (1u64 << 30) as f64;
 
@@ -23,8 +23,17 @@ pub fn cpu_prefill_bytes(cfg: &ModelConfig, n_tokens: usize, chunk_tokens: usize
 
 /// `MemAvailable` of this machine (Linux), if readable.
 pub fn available_host_bytes() -> Option<u64> {
+    meminfo_bytes("MemAvailable:")
+}
+
+/// `MemTotal` of this machine (Linux), if readable.
+pub fn total_host_bytes() -> Option<u64> {
+    meminfo_bytes("MemTotal:")
+}
+
+fn meminfo_bytes(key: &str) -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let line = info.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }

@@ -1,7 +1,7 @@
 //! Writing captured Q/K to a safetensors file, for attention benchmarks on real indices.
 
-use crate::engine::CapturedQk;
-use crate::error::{ModelError, Result};
+use crate::cpu::CapturedQk;
+use minference_model::{ModelError, Result};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use std::collections::HashMap;

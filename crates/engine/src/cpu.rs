@@ -3,12 +3,14 @@
 //! decode steps over the KV cache.
 
 use crate::attention::AttentionChoice;
-use crate::error::{ModelError, Result};
 use crate::kv_cache::KvCache;
-use crate::model::Model;
 use crate::ops;
 use crate::rope::Rope;
+use crate::stats::PrefillStats;
 use minference_core::{AttentionBackend, AttnShape, HeadPattern, HostTensor, SeqLen};
+use minference_cpu::CpuBackend;
+use minference_model::Model;
+use minference_model::{ModelError, Result};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,16 +25,6 @@ pub struct PrefillProgress {
     pub layers: usize,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PrefillStats {
-    pub tokens: usize,
-    pub seconds: f64,
-    pub attention_seconds: f64,
-    /// Query heads run with a sparse pattern, summed over layers.
-    pub sparse_heads: usize,
-    pub dense_heads: usize,
-}
-
 /// Q and K of one (layer, head) after RoPE, `[tokens, head_dim]` each.
 #[derive(Debug, Clone)]
 pub struct CapturedQk {
@@ -44,7 +36,8 @@ pub struct CapturedQk {
     pub k: Vec<f32>,
 }
 
-pub struct Engine<B: AttentionBackend> {
+/// The CPU forward (the correctness oracle, and a usable engine), through any attention backend.
+pub struct CpuEngine<B: AttentionBackend> {
     model: Arc<Model>,
     backend: B,
     rope: Rope,
@@ -55,6 +48,8 @@ pub struct Engine<B: AttentionBackend> {
     capture_target: Option<(usize, usize)>,
     captured: Option<CapturedQk>,
     memory_limit: Option<u64>,
+    /// Cache rows reserved beyond the prompt for decode steps.
+    decode_reserve: usize,
     /// When set, the next forward keeps the residual stream of every position (see `prefill_hidden`).
     keep_hidden: bool,
     kept_hidden: Option<Vec<f32>>,
@@ -64,13 +59,22 @@ fn backend_err(e: impl std::fmt::Display) -> ModelError {
     ModelError::Backend(e.to_string())
 }
 
-impl<B: AttentionBackend> Engine<B> {
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// The CPU engine with the CPU attention backend.
+pub fn cpu_engine(model: impl Into<Arc<Model>>) -> CpuEngine<CpuBackend> {
+    CpuEngine::new(model, CpuBackend::new())
+}
+
+impl<B: AttentionBackend> CpuEngine<B> {
     pub fn new(model: impl Into<Arc<Model>>, backend: B) -> Self {
         let model = model.into();
         let cfg = model.config();
         let rope = Rope::new(cfg);
         let cache = KvCache::empty(cfg.layers, cfg.kv_heads, cfg.head_dim);
-        Engine {
+        CpuEngine {
             model,
             backend,
             rope,
@@ -80,6 +84,7 @@ impl<B: AttentionBackend> Engine<B> {
             capture_target: None,
             captured: None,
             memory_limit: None,
+            decode_reserve: DEFAULT_DECODE_RESERVE,
             keep_hidden: false,
             kept_hidden: None,
         }
@@ -93,6 +98,17 @@ impl<B: AttentionBackend> Engine<B> {
     }
     pub fn cache(&self) -> &KvCache {
         &self.cache
+    }
+
+    /// Cache rows the next prefill reserves for decode steps.
+    pub fn set_decode_reserve(&mut self, n: usize) {
+        self.decode_reserve = n.max(1);
+    }
+
+    /// Frees the KV cache.
+    pub fn clear_cache(&mut self) {
+        let cfg = self.model.config();
+        self.cache = KvCache::empty(cfg.layers, cfg.kv_heads, cfg.head_dim);
     }
 
     pub fn set_chunk_tokens(&mut self, n: usize) {
@@ -121,7 +137,7 @@ impl<B: AttentionBackend> Engine<B> {
         let cfg = self.model.config();
         // Free the previous cache before allocating the new one.
         self.cache = KvCache::empty(cfg.layers, cfg.kv_heads, cfg.head_dim);
-        self.cache = KvCache::new(cfg.layers, cfg.kv_heads, cfg.head_dim, tokens.len() + DEFAULT_DECODE_RESERVE)?;
+        self.cache = KvCache::new(cfg.layers, cfg.kv_heads, cfg.head_dim, tokens.len() + self.decode_reserve)?;
         self.forward(tokens, attention, progress)
     }
 
@@ -185,7 +201,7 @@ impl<B: AttentionBackend> Engine<B> {
     }
 
     fn check_memory(&self, n: usize) -> Result<()> {
-        let need = crate::memory::cpu_prefill_bytes(self.model.config(), n, self.chunk_tokens, DEFAULT_DECODE_RESERVE);
+        let need = crate::memory::cpu_prefill_bytes(self.model.config(), n, self.chunk_tokens, self.decode_reserve);
         let Some(limit) = self.memory_limit.or_else(crate::memory::available_host_bytes) else { return Ok(()) };
         if need > limit {
             let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
@@ -215,11 +231,12 @@ impl<B: AttentionBackend> Engine<B> {
         let start = Instant::now();
         let model = Arc::clone(&self.model);
         let cfg = model.config();
-        let w = &model.weights;
+        let w = model.weights();
         let (n, hidden, d) = (tokens.len(), cfg.hidden, cfg.head_dim);
         let (heads, kv_heads) = (cfg.heads, cfg.kv_heads);
         let cached = self.cache.len();
         let mut stats = PrefillStats { tokens: n, ..Default::default() };
+        stats.plan.tokens = n;
 
         let mut x = crate::memory::zeroed(n * hidden, "the residual stream")?;
         for (t, &tok) in tokens.iter().enumerate() {
@@ -263,10 +280,8 @@ impl<B: AttentionBackend> Engine<B> {
             self.capture(l, &q_all, n, cached)?;
 
             // 2. Attention, one KV-head group at a time; output overwrites that group's Q.
-            let t_attn = Instant::now();
             let patterns = attention.layer_patterns(l, n, cached);
             self.attend(l, &mut q_all, n, cached, patterns, &mut stats)?;
-            stats.attention_seconds += t_attn.elapsed().as_secs_f64();
 
             // 3. Output projection + residual, then norm + SwiGLU MLP + residual, in token chunks.
             for c0 in (0..n).step_by(chunk) {
@@ -360,15 +375,27 @@ impl<B: AttentionBackend> Engine<B> {
                     stats.sparse_heads += p.iter().filter(|h| **h != HeadPattern::Dense).count();
                     stats.dense_heads += p.iter().filter(|h| **h == HeadPattern::Dense).count();
                     let (qt, kt, vt) = (HostTensor::F32(q), HostTensor::F32(k), HostTensor::F32(v));
+                    let t = Instant::now();
                     let vs = self.backend.estimate_vs(&shape, qt, kt, p).map_err(backend_err)?;
+                    stats.estimate_ms += ms_since(t);
+                    let t = Instant::now();
                     let index = self.backend.build_index(&shape, qt, kt, p, &vs).map_err(backend_err)?;
-                    self.backend.sparse(&shape, qt, kt, vt, p, &index).map_err(backend_err)?
+                    stats.index_ms += ms_since(t);
+                    stats.index_tiles += index.tile_start.len();
+                    let t = Instant::now();
+                    let out = self.backend.sparse(&shape, qt, kt, vt, p, &index).map_err(backend_err)?;
+                    stats.attention_ms += ms_since(t);
+                    out
                 }
                 _ => {
                     stats.dense_heads += group;
-                    self.backend
+                    let t = Instant::now();
+                    let out = self
+                        .backend
                         .dense(&shape, HostTensor::F32(q), HostTensor::F32(k), HostTensor::F32(v))
-                        .map_err(backend_err)?
+                        .map_err(backend_err)?;
+                    stats.attention_ms += ms_since(t);
+                    out
                 }
             };
             if out.len() != group * n * d {

@@ -1,6 +1,6 @@
 //! Dense building blocks of the forward pass on CPU: RMSNorm, linear layers (sgemm), SwiGLU.
 
-use crate::weights::Linear;
+use minference_model::weights::Linear;
 use rayon::prelude::*;
 
 /// `out[r] = x[r] / rms(x[r]) * weight` for each row of width `weight.len()`.

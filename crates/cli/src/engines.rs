@@ -1,0 +1,113 @@
+//! Where a command runs, resolved once: `--device` and `--gpus` become one engine (the CPU, one
+//! GPU or a tensor-parallel group) behind `minference_engine::PrefillEngine`.
+
+use crate::device::DeviceChoice;
+use anyhow::{bail, Context, Result};
+use minference_cuda::{CudaError, Gpu};
+use minference_engine::PrefillEngine;
+use minference_engine_gpu::{EngineSetup, GpuEngine, Precision};
+use minference_model::{Model, ModelConfig};
+use minference_multi_gpu::{TpEngine, TpModel, TpOptions};
+use std::sync::Arc;
+
+/// The device a command runs on after `auto` was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Cpu,
+    /// GPUs `first..first + count` of this host.
+    Gpus {
+        first: usize,
+        count: usize,
+    },
+}
+
+impl Placement {
+    /// `auto` takes GPU 0 when it opens (saying why not otherwise); `--gpus N > 1` needs a GPU.
+    pub fn resolve(device: DeviceChoice, gpus: usize) -> Result<Placement> {
+        if gpus == 0 {
+            bail!("--gpus must be at least 1");
+        }
+        Ok(match device {
+            DeviceChoice::Cpu if gpus > 1 => bail!("--gpus {gpus} needs --device cuda (or auto)"),
+            DeviceChoice::Cpu => Placement::Cpu,
+            DeviceChoice::Cuda(first) => Placement::Gpus { first, count: gpus },
+            DeviceChoice::Auto if gpus > 1 || gpu_usable() => Placement::Gpus { first: 0, count: gpus },
+            DeviceChoice::Auto => Placement::Cpu,
+        })
+    }
+
+    pub fn is_gpu(self) -> bool {
+        matches!(self, Placement::Gpus { .. })
+    }
+}
+
+/// Whether a CUDA device can be used by this binary (driver present, device 0 opens).
+fn gpu_usable() -> bool {
+    match Gpu::open(0) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("no usable GPU ({e}); running on the CPU");
+            false
+        }
+    }
+}
+
+/// Opens GPU `ordinal` with an error that says what to do instead.
+pub fn open_gpu(ordinal: usize) -> Result<Arc<Gpu>> {
+    match Gpu::open(ordinal) {
+        Ok(g) => Ok(Arc::new(g)),
+        Err(CudaError::NoGpu(m)) => bail!("--device cuda:{ordinal}: no usable GPU ({m}); use --device cpu"),
+        Err(e) => Err(e).with_context(|| format!("opening GPU {ordinal}")),
+    }
+}
+
+/// The weights an engine runs.
+pub enum EngineWeights {
+    Model(Arc<Model>),
+    /// A named shape with random weights generated on the device(s) (GPU only).
+    Random {
+        config: ModelConfig,
+        seed: u64,
+    },
+}
+
+/// Parses `--precision`.
+pub fn parse_precision(s: &str) -> Result<Precision, String> {
+    Precision::parse(s).map_err(|e| e.to_string())
+}
+
+/// The one engine of a command on `placement`. `precision` applies to GPUs (the CPU runs f32).
+pub fn open_engine(
+    weights: EngineWeights,
+    placement: Placement,
+    precision: Precision,
+) -> Result<Box<dyn PrefillEngine>> {
+    match placement {
+        Placement::Cpu => match weights {
+            EngineWeights::Model(m) => Ok(Box::new(minference_engine::cpu_engine(m))),
+            EngineWeights::Random { config, .. } => {
+                bail!("random weights of the {} shape are generated on a GPU; use --device cuda", config.name)
+            }
+        },
+        Placement::Gpus { count: 0, .. } => bail!("--gpus must be at least 1"),
+        Placement::Gpus { first, count: 1 } => {
+            let gpu = open_gpu(first)?;
+            let setup = EngineSetup { precision, ..EngineSetup::default() };
+            Ok(match weights {
+                EngineWeights::Model(m) => Box::new(GpuEngine::new_with(gpu, m, setup)?),
+                EngineWeights::Random { config, seed } => Box::new(GpuEngine::random_with(gpu, config, seed, setup)?),
+            })
+        }
+        Placement::Gpus { first, count } => {
+            let model = match weights {
+                EngineWeights::Model(m) => TpModel::Host(m),
+                EngineWeights::Random { config, seed } => TpModel::Random { config, seed },
+            };
+            let ordinals: Vec<usize> = (first..first + count).collect();
+            let opts = TpOptions { precision, ..TpOptions::default() };
+            let group = TpEngine::new(&ordinals, model, opts)
+                .with_context(|| format!("starting a tensor-parallel group on GPUs {ordinals:?}"))?;
+            Ok(Box::new(group))
+        }
+    }
+}
