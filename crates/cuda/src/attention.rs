@@ -77,6 +77,10 @@ pub fn attention(
             (e, e, e, e)
         }
     };
+    // The Hopper warp-specialised kernel takes bf16, D = 64/128, q_len == kv_len (hopper.rs).
+    if crate::hopper::applies(gpu, shape, q.dtype, out.dtype).is_ok() {
+        return crate::hopper::attention(gpu, shape, q, k, v, patterns, &meta, index, out);
+    }
     let d = shape.head_dim;
     let params = AttnParams {
         q: q.ptr(gpu),

@@ -27,6 +27,28 @@ pub struct Gpu {
     funcs: HashMap<String, CudaFunction>,
     name: String,
     smem_optin: usize,
+    sms: usize,
+    /// Why the Hopper warp-specialised kernel is not used (None: it is).
+    hopper_off: Option<String>,
+}
+
+/// `MINFERENCE_HOPPER`: `0` selects the previous kernels (A/B timing), `1` makes a Hopper kernel
+/// that cannot be loaded an error of [`Gpu::open`]; unset: used when it loads. Read once per open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HopperMode {
+    Off,
+    Auto,
+    Required,
+}
+
+impl HopperMode {
+    fn from_env() -> HopperMode {
+        match std::env::var("MINFERENCE_HOPPER").as_deref() {
+            Ok("0") | Ok("off") => HopperMode::Off,
+            Ok("1") | Ok("on") => HopperMode::Required,
+            _ => HopperMode::Auto,
+        }
+    }
 }
 
 /// Every kernel entry point, by unit.
@@ -167,7 +189,70 @@ impl Gpu {
             }
             modules.push(module);
         }
-        Ok(Gpu { ctx, stream, _modules: modules, funcs, name, smem_optin })
+        let sms = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .ctx("multiprocessor count")? as usize;
+        let mode = HopperMode::from_env();
+        let hopper_off = if mode == HopperMode::Off {
+            Some("disabled by MINFERENCE_HOPPER=0".to_string())
+        } else {
+            match Self::load_hopper(&ctx, smem_optin) {
+                Ok((module, fs)) => {
+                    modules.push(module);
+                    funcs.extend(fs);
+                    None
+                }
+                Err(e) if mode == HopperMode::Required => return Err(e),
+                Err(e) => Some(format!("the Hopper kernel could not be loaded: {e}")),
+            }
+        };
+        Ok(Gpu { ctx, stream, _modules: modules, funcs, name, smem_optin, sms, hopper_off })
+    }
+
+    /// Loads `hopper_attention` (cubin-only in practice: a build without nvcc embeds its source for
+    /// NVRTC, whose failure is reported here and leaves the previous kernels in use).
+    #[allow(clippy::type_complexity)]
+    fn load_hopper(
+        ctx: &Arc<CudaContext>,
+        smem_optin: usize,
+    ) -> Result<(Arc<CudaModule>, Vec<(String, CudaFunction)>)> {
+        let module = kernels::load_unit(ctx, kernels::HOPPER_UNIT).map_err(|e| {
+            CudaError::KernelLoad(format!(
+                "{e}{}",
+                if kernels::has_cubin(kernels::HOPPER_UNIT) {
+                    String::new()
+                } else {
+                    "; no sm_90a cubin of `hopper_attention` is embedded: build with nvcc available \
+                     (MINFERENCE_REQUIRE_CUBINS=1 makes that mandatory)"
+                        .to_string()
+                }
+            ))
+        })?;
+        let mut fs = Vec::new();
+        for &n in crate::hopper::ENTRIES {
+            let f = module
+                .load_function(n)
+                .map_err(|e| CudaError::KernelLoad(format!("kernel `{n}` missing from `hopper_attention`: {e:?}")))?;
+            let static_smem = f.shared_size_bytes().unwrap_or(0).max(0) as usize;
+            let dynamic = smem_optin.saturating_sub(static_smem) as i32;
+            f.set_attribute(CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, dynamic)
+                .ctx(&format!("raising the shared memory limit of {n}"))?;
+            fs.push((n.to_string(), f));
+        }
+        Ok((module, fs))
+    }
+
+    /// `Ok` when the Hopper warp-specialised kernel is loaded and enabled, else why not.
+    pub fn hopper_status(&self) -> std::result::Result<(), String> {
+        match &self.hopper_off {
+            None => Ok(()),
+            Some(why) => Err(why.clone()),
+        }
+    }
+
+    /// Streaming multiprocessors (the persistent grid's CTA count).
+    pub fn sm_count(&self) -> usize {
+        self.sms
     }
 
     pub fn name(&self) -> &str {

@@ -14,6 +14,7 @@ pub mod build_index;
 pub mod context;
 pub mod error;
 pub mod estimate;
+pub mod hopper;
 pub mod index;
 pub mod kernels;
 pub mod layer;

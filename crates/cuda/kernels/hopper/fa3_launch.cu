@@ -88,8 +88,9 @@ extern "C" int mi_hopper_attn_fwd(const void* q, const void* k, const void* v, v
         tk64 = tk;  // unused by the dense producer
         tv64 = tv;
     }
-    Params p;
+    Params p = {};
     p.k = (const u16*)k;
+    p.kv_hstride = (long long)n * d;
     p.v = (const u16*)v;
     p.lse = lse;
     p.heads = heads;

@@ -16,6 +16,10 @@
 // Device code only; no system headers (compiles under nvcc and NVRTC). Host side: fa3_launch.cu.
 #pragma once
 
+#ifndef MI_MIXED_PREGS
+#define MI_MIXED_PREGS 56
+#endif
+
 namespace mi_hopper {
 
 typedef unsigned short u16;
@@ -35,33 +39,79 @@ constexpr int KIND_GATHER = 1;   // chunk = len listed key columns (in the stage
 constexpr int KIND_PAIR = 2;     // chunk = keys [start, start + len) in columns 0..63 and
                                  // [start2, start2 + len2) in columns 64..127 (two 64-row boxes)
 
-// Work description of one 128-key chunk, written to shared memory by the producer before it
-// arms the stage's K barrier; read by the consumers after waiting on it.
+// Work description of one 128-key chunk (64 bytes), written to shared memory by the producer before
+// it arms the stage's K barrier; read by the consumers after waiting on it. The index planner
+// (hopper_attention.cu) writes the same struct to global memory.
 struct ChunkMeta {
     int start;   // key of column 0 (RANGE, PAIR); index into Params::cols (GATHER)
-    int len;     // columns 0..len-1 valid (RANGE, GATHER: 1..128; PAIR: 1..64)
+    int len;     // columns 0..len-1 loaded (RANGE, GATHER: 1..128; PAIR: 1..64)
     int kind;
     int maxkey;  // largest key in the chunk (decides whether the causal mask is needed)
     int start2;  // key of column 64 (RANGE: start + 64)
-    int len2;    // columns 64..64+len2-1 valid (RANGE: len - 64, may be <= 0)
-    int full;    // all 128 columns valid
-    int pad;
+    int len2;    // columns 64..64+len2-1 loaded (RANGE: len - 64, may be <= 0)
+    int minkey;  // smallest key in the chunk (A-shape window test)
+    int full;    // bit w: every one of the 128 columns is valid for consumer w's 64 rows
+    u32 mask[2][4];  // bit c of consumer w: column c belongs to w's key set (before causal/A-shape)
 };
 
-// Kernel parameters besides the tensor maps.
+// Kernel parameters besides the tensor maps. Pointers address the current sequence's rows.
 struct Params {
-    const u16* k;             // raw K / V (for gathers): [Hkv][N][D] bf16
+    const u16* k;             // raw K / V (for gathers): head hk at k + hk * kv_hstride, [N][D] bf16
     const u16* v;
     float* lse;               // [H][N] natural-log LSE or null
-    int heads, kv_heads, n, n_mtiles;
-    int causal;
-    float scale_log2;         // softmax scale * log2(e)
+    float* out32;             // f32 output (head h at out32 + h * o_hstride, [N][D]) or null: bf16 by TMA
+    long long kv_hstride;     // elements between K/V heads
+    long long o_hstride;      // elements between output heads (f32 output)
     // RangeProducer (per query tile t = h * n_mtiles + m):
     const int* range_ptr;     // [H * n_mtiles + 1] CSR offsets into ranges
     const int* ranges;        // pairs (start, end): key ranges [start, end), end exclusive
     const int* col_ptr;       // [H * n_mtiles + 1] CSR offsets into cols (null: no gathers)
-    const int* cols;          // gathered key columns, ascending within each tile
+    const int* cols;          // gathered key columns (MixedProducer: the planner's merged columns)
+    // MixedProducer:
+    const int* head_kind;     // [H]: HEAD_DENSE / HEAD_ASHAPE / HEAD_INDEX
+    const int* head_init;     // [H]: A-shape n_init (clamped)
+    const int* head_local;    // [H]: A-shape n_local (clamped)
+    const int* tile_chunks;   // [H * n_mtiles][2]: (first, count) into chunks (index heads)
+    const ChunkMeta* chunks;  // planned chunks of the index heads
+    int heads, kv_heads, n, n_mtiles;
+    int causal;
+    float scale_log2;         // softmax scale * log2(e)
 };
+
+constexpr int HEAD_DENSE = 0;
+constexpr int HEAD_ASHAPE = 1;
+constexpr int HEAD_INDEX = 2;
+
+// Bits [lo, hi) of a 128-bit column mask (0 <= lo, hi <= 128).
+__device__ __forceinline__ void mask_set(u32 (&m)[4], int lo, int hi) {
+#pragma unroll
+    for (int w = 0; w < 4; ++w) {
+        const int a = max(lo - 32 * w, 0), b = min(hi - 32 * w, 32);
+        if (a < b) m[w] |= (b == 32 ? 0xffffffffu : ((1u << b) - 1u)) & ~((1u << a) - 1u);
+    }
+}
+// Meta of a contiguous chunk, the same key set for both consumers: columns 0..lo-1 and
+// 64..64+hi-1 (clamped to [0, 64]).
+__device__ __forceinline__ ChunkMeta range_meta(int start, int len, int kind, int start2, int len2) {
+    ChunkMeta cm;
+    cm.start = start;
+    cm.len = len;
+    cm.kind = kind;
+    cm.start2 = start2;
+    cm.len2 = len2;
+    const int lo = kind == KIND_PAIR ? len : min(len, 64);
+    const int hi = kind == KIND_PAIR ? len2 : len - 64;
+    const int hic = max(0, min(hi, 64));
+    cm.minkey = kind == KIND_GATHER ? 0 : start;
+    cm.maxkey = kind == KIND_PAIR ? max(start + lo - 1, start2 + hic - 1) : start + len - 1;
+    u32 m[4] = {0u, 0u, 0u, 0u};
+    mask_set(m, 0, max(0, min(lo, 64)));
+    mask_set(m, 64, 64 + hic);
+    cm.full = (lo >= 64 && hic >= 64) ? 3 : 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) cm.mask[0][i] = cm.mask[1][i] = m[i];
+    return cm;
+}
 
 // ---------------------------------------------------------------------------------------------
 // PTX wrappers
@@ -189,8 +239,8 @@ struct Layout {
     // barriers: q_full, q_empty, k_full[S], k_empty[S], v_full[S], v_empty[S]
     static constexpr int nbar = 2 + 4 * STAGES;
     static constexpr int off_tile = off_bar + 8 * nbar;   // int: chunk count of the current tile
-    static constexpr int off_meta = off_tile + 16;        // ChunkMeta[STAGES]
-    static constexpr int off_cols = off_meta + 32 * STAGES;  // int[STAGES][BN]
+    static constexpr int off_meta = off_tile + 16;        // ChunkMeta[STAGES] (64 bytes each)
+    static constexpr int off_cols = off_meta + 64 * STAGES;  // int[STAGES][BN]
     static constexpr int bytes = off_cols + 4 * BN * STAGES;
     static constexpr int alloc = bytes + 1024;            // slack for aligning the base
     static __device__ __forceinline__ u32 q_full(u32 b) { return b + off_bar; }
@@ -214,6 +264,7 @@ __device__ __forceinline__ void tile_coords(const Params& p, int t, int& h, int&
 // Dense (causal or not): key tiles 128-aligned, the diagonal (masked) tile first.
 struct DenseProducer {
     static constexpr bool kGather = false;
+    static constexpr int kProducerRegs = 24;
     struct State {
         int n, top;
     };
@@ -226,7 +277,7 @@ struct DenseProducer {
         int start = s.top * BN;
         s.top--;
         int len = min(BN, p.n - start);
-        return ChunkMeta{start, len, KIND_RANGE, start + len - 1, start + 64, len - 64, len == BN, 0};
+        return range_meta(start, len, KIND_RANGE, start + 64, len - 64);
     }
 };
 
@@ -237,6 +288,7 @@ struct DenseProducer {
 // GEMM. The caller keeps a tile's ranges and columns disjoint; ranges ascending.
 struct RangeProducer {
     static constexpr bool kGather = true;
+    static constexpr int kProducerRegs = 40;
     struct State {
         int r, r_end, pos, c, c_end, n;
     };
@@ -263,13 +315,14 @@ struct RangeProducer {
                     const int lb = min(64, e2 - b);
                     t.pos += lb;
                     s = t;
-                    return ChunkMeta{a, la, KIND_PAIR, max(a + la - 1, b + lb - 1), b, lb, la == 64 && lb == 64, 0};
+                    return range_meta(a, la, KIND_PAIR, b, lb);
                 }
             }
-            return ChunkMeta{a, la, KIND_RANGE, a + la - 1, a + 64, la - 64, la == BN, 0};
+            return range_meta(a, la, KIND_RANGE, a + 64, la - 64);
         }
         const int len = min(BN, s.c_end - s.c);
-        ChunkMeta cm{s.c, len, KIND_GATHER, p.cols[s.c + len - 1], 0, 0, len == BN, 0};
+        ChunkMeta cm = range_meta(s.c, len, KIND_GATHER, 0, 0);
+        cm.maxkey = p.cols[s.c + len - 1];
         s.c += len;
         return cm;
     }
@@ -291,6 +344,103 @@ struct RangeProducer {
         }
         s.n = n + (s.c_end - s.c + BN - 1) / BN;
         return s;
+    }
+};
+
+// Every head in its own pattern, one launch: dense heads as DenseProducer (causal), A-shape heads
+// as the key ranges [0, n_init) and the window of the tile's 128 rows (cut like RangeProducer;
+// the consumers apply the per-row A-shape predicate on boundary chunks), index (VS/BS) heads read
+// the chunks the planner wrote (hopper_attention.cu: the union of the two 64-row blocks' tiles
+// and columns, with each block's own key set as a per-consumer column mask).
+struct MixedProducer {
+    static constexpr bool kGather = true;
+    static constexpr int kProducerRegs = MI_MIXED_PREGS;
+    struct State {
+        int kind, n, top;   // dense: next key tile (descending)
+        int r, pos;         // A-shape: current range (0/1) and position
+        int rs0, re0, rs1, re1;  // A-shape ranges [rs0, re0), [rs1, re1) (scalars: no local memory)
+        int nr;
+        int c;              // index: next planned chunk
+    };
+    static __device__ __forceinline__ bool settle(State& s) {
+        while (s.r < s.nr) {
+            if (s.pos < (s.r == 0 ? s.re0 : s.re1)) return true;
+            ++s.r;
+            if (s.r < s.nr) s.pos = s.rs1;
+        }
+        return false;
+    }
+    static __device__ __forceinline__ ChunkMeta cut(State& s) {
+        settle(s);
+        const int a = s.pos;
+        const int la = min(BN, (s.r == 0 ? s.re0 : s.re1) - a);
+        s.pos += la;
+        if (la <= 64) {
+            State t = s;
+            if (settle(t)) {
+                const int b = t.pos;
+                const int lb = min(64, (t.r == 0 ? t.re0 : t.re1) - b);
+                t.pos += lb;
+                s = t;
+                return range_meta(a, la, KIND_PAIR, b, lb);
+            }
+        }
+        return range_meta(a, la, KIND_RANGE, a + 64, la - 64);
+    }
+    static __device__ __forceinline__ State begin(const Params& p, int h, int m) {
+        State s;
+        s.kind = p.head_kind[h];
+        s.r = 0;
+        s.nr = 0;
+        s.pos = 0;
+        s.c = 0;
+        s.top = 0;
+        if (s.kind == HEAD_INDEX) {
+            const int t = h * p.n_mtiles + m;
+            s.c = p.tile_chunks[2 * t];
+            s.n = p.tile_chunks[2 * t + 1];
+        } else if (s.kind == HEAD_ASHAPE) {
+            const int r0 = m * BM, r1 = min(r0 + BM, p.n);  // rows [r0, r1)
+            const int lo = max(0, r0 - p.head_local[h] + 1);
+            const int sink = min(p.head_init[h], r1);
+            s.rs1 = s.re1 = 0;
+            if (sink >= lo) {
+                s.rs0 = 0;
+                s.re0 = r1;
+                s.nr = 1;
+            } else if (sink > 0) {
+                s.rs0 = 0;
+                s.re0 = sink;
+                s.rs1 = lo;
+                s.re1 = r1;
+                s.nr = 2;
+            } else {
+                s.rs0 = lo;
+                s.re0 = r1;
+                s.nr = 1;
+            }
+            s.pos = s.rs0;
+            State t2 = s;
+            int n = 0;
+            while (settle(t2)) {
+                cut(t2);
+                ++n;
+            }
+            s.n = n;
+        } else {
+            const int nk = (p.n + BN - 1) / BN;
+            s.n = min(m + 1, nk);
+            s.top = s.n - 1;
+        }
+        return s;
+    }
+    static __device__ __forceinline__ ChunkMeta next(const Params& p, State& s) {
+        if (s.kind == HEAD_INDEX) return p.chunks[s.c++];
+        if (s.kind == HEAD_ASHAPE) return cut(s);
+        const int start = s.top * BN;
+        s.top--;
+        const int len = min(BN, p.n - start);
+        return range_meta(start, len, KIND_RANGE, start + 64, len - 64);
     }
 };
 
@@ -364,8 +514,8 @@ __device__ __forceinline__ void producer_loop(const Params& p, const TmaMap* tq,
                 int* cl = (int*)(sm + L::off_cols) + s * BN;
                 cl[ptid] = ptid < cm.len ? p.cols[cm.start + ptid] : 0x7fffffff;
                 constexpr int PIECES = D / 8;  // 16-byte pieces per key row
-                const u16* kbase = p.k + (size_t)hk * p.n * D;
-                const u16* vbase = p.v + (size_t)hk * p.n * D;
+                const u16* kbase = p.k + (size_t)hk * p.kv_hstride;
+                const u16* vbase = p.v + (size_t)hk * p.kv_hstride;
 #pragma unroll 4
                 for (int i = 0; i < PIECES; ++i) {
                     const int idx = i * 128 + ptid;
@@ -423,19 +573,23 @@ __device__ __forceinline__ void issue_pv(float (&o)[D / 8][4], const u32 (&pf)[8
 // Online softmax of one chunk in place (s becomes P in f32). m in log2 units (scaled); l per
 // thread partial (its 32 columns), reduced over the quad only at the end.
 __device__ __forceinline__ void softmax_chunk(float (&s)[16][4], float (&mrow)[2], float (&lrow)[2], float (&corr)[2],
-                                              bool need_mask, const ChunkMeta& cm, const int* cols, int row_a,
-                                              int causal, float sc, int lane) {
+                                              bool need_mask, const ChunkMeta& cm, const u32* mw, const int* cols,
+                                              int row_a, int causal, int n_init, int n_local, float sc, int lane) {
     const float NEG = __int_as_float(0xff800000);
     if (need_mask) {
+        u32 mk[4];
+#pragma unroll
+        for (int q = 0; q < 4; ++q) mk[q] = mw[q];
 #pragma unroll
         for (int i = 0; i < 16; ++i)
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
                 const int c = 8 * i + 2 * (lane & 3) + e;  // c < 64 <=> i < 8 (compile time)
                 const int key = cm.kind == KIND_GATHER ? cols[c] : (i < 8 ? cm.start + c : cm.start2 + (c - 64));
-                const bool okc = cm.kind == KIND_GATHER ? c < cm.len : (i < 8 ? c < cm.len : c - 64 < cm.len2);
-                if (!(okc && (!causal || key <= row_a))) s[i][e] = NEG;
-                if (!(okc && (!causal || key <= row_a + 8))) s[i][2 + e] = NEG;
+                const bool okc = (mk[i >> 2] >> (8 * (i & 3) + 2 * (lane & 3) + e)) & 1u;
+                const bool ash = key < n_init;
+                if (!(okc && (!causal || key <= row_a) && (ash || row_a - key < n_local))) s[i][e] = NEG;
+                if (!(okc && (!causal || key <= row_a + 8) && (ash || row_a + 8 - key < n_local))) s[i][2 + e] = NEG;
             }
     }
 #pragma unroll
@@ -460,6 +614,14 @@ __device__ __forceinline__ void softmax_chunk(float (&s)[16][4], float (&mrow)[2
             }
         lrow[r] = lrow[r] * corr[r] + sum;
     }
+}
+
+// Whether consumer w (rows row0 .. row0+63) must mask the chunk element-wise.
+__device__ __forceinline__ bool need_mask(const ChunkMeta& cm, int w, int causal, int row0, bool ashape, int n_init,
+                                          int n_local) {
+    if (!((cm.full >> w) & 1)) return true;
+    if (causal && cm.maxkey > row0) return true;
+    return ashape && cm.maxkey >= n_init && cm.minkey <= row0 + 63 - n_local;
 }
 
 __device__ __forceinline__ void pack_p(u32 (&pf)[8][4], const float (&s)[16][4]) {
@@ -488,6 +650,9 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
         tile_coords(p, t, h, m);
         const int row0 = m * BM + 64 * w;
         const int row_a = row0 + 16 * warp + (lane >> 2);
+        const bool ashape = p.head_kind && p.head_kind[h] == HEAD_ASHAPE;
+        const int n_init = ashape ? p.head_init[h] : 0;
+        const int n_local = ashape ? p.head_local[h] : 0x7fffffff;
         float o[D / 8][4];
 #pragma unroll
         for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
@@ -512,8 +677,9 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
             wg_wait<0>();
             pin(s);
             if (n == 1) mbar_arrive(L::q_empty(base));
-            softmax_chunk(s, mrow, lrow, corr, !cm.full || (p.causal && cm.maxkey > row0), cm,
-                          (const int*)(sm + L::off_cols) + st * BN, row_a, p.causal, p.scale_log2, lane);
+            softmax_chunk(s, mrow, lrow, corr, need_mask(cm, w, p.causal, row0, ashape, n_init, n_local), cm,
+                          ((const ChunkMeta*)(sm + L::off_meta))[st].mask[w], (const int*)(sm + L::off_cols) + st * BN,
+                          row_a, p.causal, n_init, n_local, p.scale_log2, lane);
             mbar_arrive(L::k_empty(base, st));
             pack_p(pf, s);
             int pst = st;
@@ -532,8 +698,10 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
                 wg_wait<1>();
                 pin(s);
                 if (j == n - 1) mbar_arrive(L::q_empty(base));
-                softmax_chunk(s, mrow, lrow, corr, !cm.full || (p.causal && cm.maxkey > row0), cm,
-                              (const int*)(sm + L::off_cols) + st * BN, row_a, p.causal, p.scale_log2, lane);
+                softmax_chunk(s, mrow, lrow, corr, need_mask(cm, w, p.causal, row0, ashape, n_init, n_local), cm,
+                              ((const ChunkMeta*)(sm + L::off_meta))[st].mask[w],
+                              (const int*)(sm + L::off_cols) + st * BN, row_a, p.causal, n_init, n_local,
+                              p.scale_log2, lane);
                 mbar_arrive(L::k_empty(base, st));
                 wg_wait<0>();
                 pin(o);
@@ -566,6 +734,19 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
             lrow[r] += __shfl_xor_sync(0xffffffffu, lrow[r], 2);
             inv[r] = lrow[r] > 0.f ? 1.f / lrow[r] : 0.f;
         }
+        if (p.out32) {
+            // f32 output: plain 8-byte stores of each thread's fragment, rows past N skipped.
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int row = row_a + 8 * r;
+                if (row < p.n) {
+                    float* dst = p.out32 + (size_t)h * p.o_hstride + (size_t)row * D + 2 * (lane & 3);
+#pragma unroll
+                    for (int i = 0; i < D / 8; ++i)
+                        *(float2*)(dst + 8 * i) = make_float2(o[i][2 * r] * inv[r], o[i][2 * r + 1] * inv[r]);
+                }
+            }
+        } else {
         if (ctid == 0) bulk_wait_read0();
         named_sync(3 + w, 128);
 #pragma unroll
@@ -584,6 +765,7 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
             for (int c = 0; c < D / 64; ++c) tma_store_3d(to, o_w + c * 8192, 64 * c, row0, h);
             bulk_commit();
         }
+        }
         if (p.lse && (lane & 3) == 0) {
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
@@ -597,11 +779,11 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
 }
 
 // ---------------------------------------------------------------------------------------------
+// Body of the kernel; the maps must be the kernel's __grid_constant__ parameters (TMA reads them
+// through their generic addresses). Entry points: fa3_fwd_kernel below, hopper_attention.cu.
 template <int D, int STAGES, class P>
-__global__ void __launch_bounds__(NTHREADS, 1)
-    fa3_fwd_kernel(const __grid_constant__ TmaMap tq, const __grid_constant__ TmaMap tk,
-                   const __grid_constant__ TmaMap tv, const __grid_constant__ TmaMap to,
-                   const __grid_constant__ TmaMap tk64, const __grid_constant__ TmaMap tv64, const Params p) {
+__device__ __forceinline__ void fa3_fwd_body(const TmaMap& tq, const TmaMap& tk, const TmaMap& tv, const TmaMap& to,
+                                             const TmaMap& tk64, const TmaMap& tv64, const Params& p) {
     using L = Layout<D, STAGES>;
     extern __shared__ unsigned char smem_raw[];
     const u32 raw = smem_u32(smem_raw);
@@ -629,12 +811,20 @@ __global__ void __launch_bounds__(NTHREADS, 1)
     }
     __syncthreads();
     if (wg == 0) {
-        reg_dealloc<P::kGather ? 40 : 24>();
+        reg_dealloc<P::kProducerRegs>();
         if (P::kGather || ctid == 0) producer_loop<D, STAGES, P>(p, &tq, &tk, &tv, &tk64, &tv64, sm, base, ctid);
     } else {
-        reg_alloc<P::kGather ? 232 : 240>();
+        reg_alloc<(504 - P::kProducerRegs) / 2>();  // 3 x 168 at entry
         consumer_loop<D, STAGES, P>(p, &to, sm, base, wg - 1, ctid);
     }
+}
+
+template <int D, int STAGES, class P>
+__global__ void __launch_bounds__(NTHREADS, 1)
+    fa3_fwd_kernel(const __grid_constant__ TmaMap tq, const __grid_constant__ TmaMap tk,
+                   const __grid_constant__ TmaMap tv, const __grid_constant__ TmaMap to,
+                   const __grid_constant__ TmaMap tk64, const __grid_constant__ TmaMap tv64, const Params p) {
+    fa3_fwd_body<D, STAGES, P>(tq, tk, tv, to, tk64, tv64, p);
 }
 
 }  // namespace mi_hopper

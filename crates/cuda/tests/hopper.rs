@@ -1,0 +1,132 @@
+//! The Hopper warp-specialised kernel (src/hopper.rs) against the previous wgmma/mma kernels on the
+//! same inputs and the same sparse index: dense, every sparse pattern in one launch, varlen
+//! batches without offsets, bf16 and f32 outputs, NaN-poisoned outputs fully written.
+
+use minference_core::{AttnShape, DType, HeadPattern, OwnedTensor, SeqLen};
+use minference_cpu::backend_suite::mixed_patterns;
+use minference_cpu::rng::TestRng;
+use minference_cuda::{attention, layer_attention, DeviceIndex, DeviceTensor, Gpu};
+
+/// The same GPU opened twice: with the Hopper kernel (must load when a GPU is required) and with
+/// `MINFERENCE_HOPPER=0`. nextest runs each test in its own process, so the variable is private.
+fn two_gpus() -> Option<(Gpu, Gpu)> {
+    let backend = minference_test_support::cuda_backend()?;
+    drop(backend);
+    let new = Gpu::open(0).expect("open");
+    if let Err(why) = new.hopper_status() {
+        if std::env::var("MINFERENCE_REQUIRE_GPU").as_deref() == Ok("1") {
+            panic!("Hopper kernel not in use: {why}");
+        }
+        minference_test_support::skip(format!("Hopper kernel not in use: {why}"));
+        return None;
+    }
+    std::env::set_var("MINFERENCE_HOPPER", "0");
+    let old = Gpu::open(0).expect("open");
+    std::env::remove_var("MINFERENCE_HOPPER");
+    assert!(old.hopper_status().is_err());
+    Some((new, old))
+}
+
+struct Inputs {
+    q: DeviceTensor,
+    k: DeviceTensor,
+    v: DeviceTensor,
+}
+
+fn inputs(gpu: &Gpu, shape: &AttnShape, seed: u64) -> Inputs {
+    let mut rng = TestRng::new(seed);
+    let mut up = |n: usize| {
+        let t = OwnedTensor::from_f32(&rng.normals(n), DType::Bf16);
+        DeviceTensor::upload(gpu, t.view()).unwrap()
+    };
+    Inputs { q: up(shape.q_elems()), k: up(shape.kv_elems()), v: up(shape.kv_elems()) }
+}
+
+fn compare(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len());
+    if let Some(i) = a.iter().position(|x| !x.is_finite()) {
+        panic!("{what}: element {i} not written or not finite ({})", a[i]);
+    }
+    let (mut max, mut sum) = (0f32, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        let e = (x - y).abs();
+        max = max.max(e);
+        sum += e as f64;
+    }
+    let mean = sum / a.len() as f64;
+    assert!(max < 4e-2 && mean < 4e-3, "{what}: max abs diff {max:.3e}, mean {mean:.3e}");
+}
+
+fn run_pair(shape: &AttnShape, patterns: &[HeadPattern], out_dtype: DType, seed: u64) {
+    let Some((new, old)) = two_gpus() else { return };
+    let what = format!(
+        "{:?} H={} Hkv={} D={} {:?} {out_dtype:?}",
+        shape.seqs, shape.heads, shape.kv_heads, shape.head_dim, patterns[0]
+    );
+    assert!(
+        minference_cuda::hopper::applies(&new, shape, DType::Bf16, out_dtype).is_ok(),
+        "{what}: not routed to the Hopper kernel"
+    );
+    let a = inputs(&new, shape, seed);
+    let b = inputs(&old, shape, seed);
+    let mut out_a = DeviceTensor::alloc(&new, out_dtype, shape.q_elems()).unwrap();
+    out_a.fill_bytes(&new, 0xff).unwrap();
+    let (_, index) = layer_attention(&new, shape, &a.q, &a.k, &a.v, patterns, &mut out_a).expect("hopper layer");
+    let got = out_a.download_f32(&new).unwrap();
+    let index_b = index.map(|ix| {
+        let host = ix.download(&new, shape).unwrap();
+        DeviceIndex::upload(&old, shape, &host).unwrap()
+    });
+    let mut out_b = DeviceTensor::alloc(&old, out_dtype, shape.q_elems()).unwrap();
+    attention(&old, shape, &b.q, &b.k, &b.v, patterns, index_b.as_ref(), &mut out_b).expect("previous kernel");
+    let want = out_b.download_f32(&old).unwrap();
+    compare(&got, &want, &what);
+}
+
+#[test]
+fn dense_matches_previous_kernel() {
+    let mut seed = 100;
+    for &(h, hkv, d, n) in
+        &[(8usize, 2usize, 128usize, 4097usize), (7, 1, 64, 3000), (4, 4, 128, 40), (6, 2, 64, 129), (3, 1, 128, 1000)]
+    {
+        for out in [DType::Bf16, DType::F32] {
+            seed += 1;
+            run_pair(&AttnShape::single(h, hkv, d, n), &vec![HeadPattern::Dense; h], out, seed);
+        }
+    }
+}
+
+#[test]
+fn every_pattern_matches_previous_kernel() {
+    let mut seed = 200;
+    for &(h, hkv, d, n) in
+        &[(8usize, 2usize, 128usize, 2113usize), (8, 8, 64, 1500), (7, 1, 64, 333), (4, 1, 128, 63), (12, 3, 128, 4096)]
+    {
+        for out in [DType::Bf16, DType::F32] {
+            seed += 1;
+            run_pair(&AttnShape::single(h, hkv, d, n), &mixed_patterns(h), out, seed);
+        }
+    }
+    // Long A-shape windows and sinks, BS with many blocks, VS with large budgets.
+    let pats = [
+        HeadPattern::AShape { n_init: 300, n_local: 1000 },
+        HeadPattern::AShape { n_init: 0, n_local: 1 },
+        HeadPattern::BlockSparse { k_b: 9 },
+        HeadPattern::VerticalSlash { k_v: 500, k_s: 700 },
+    ];
+    run_pair(&AttnShape::single(4, 2, 128, 5000), &pats, DType::Bf16, 300);
+}
+
+#[test]
+fn varlen_without_offsets_matches_previous_kernel() {
+    for d in [64usize, 128] {
+        let shape = AttnShape {
+            heads: 6,
+            kv_heads: 2,
+            head_dim: d,
+            seqs: [17usize, 130, 300, 1].iter().map(|&n| SeqLen { q_len: n, kv_len: n }).collect(),
+        };
+        run_pair(&shape, &[HeadPattern::Dense; 6], DType::Bf16, 400 + d as u64);
+        run_pair(&shape, &mixed_patterns(6), DType::F32, 500 + d as u64);
+    }
+}
