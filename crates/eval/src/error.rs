@@ -17,8 +17,8 @@ pub enum EvalError {
     /// The model engine's failure, on whichever device it runs.
     #[error(transparent)]
     Engine(#[from] minference_engine::EngineError),
-    #[error("writing PNG: {0}")]
-    Png(String),
+    #[error(transparent)]
+    Picture(#[from] minference_picture::PictureError),
 }
 
 impl EvalError {

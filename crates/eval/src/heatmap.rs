@@ -3,7 +3,7 @@
 //! MInference's needle figure).
 
 use crate::error::{EvalError, Result};
-use minference_search::font::{draw_text, text_width};
+use minference_picture::{text_width, RgbImage};
 use std::path::Path;
 
 const CELL_W: usize = 56;
@@ -26,29 +26,6 @@ pub struct Panel {
     pub found: Vec<Vec<Option<bool>>>,
 }
 
-/// An RGB image being drawn.
-struct Canvas {
-    width: usize,
-    height: usize,
-    rgb: Vec<u8>,
-}
-
-impl Canvas {
-    fn new(width: usize, height: usize) -> Self {
-        Canvas { width, height, rgb: vec![255; width * height * 3] }
-    }
-    fn fill(&mut self, x: usize, y: usize, w: usize, h: usize, color: [u8; 3]) {
-        for py in y..(y + h).min(self.height) {
-            for px in x..(x + w).min(self.width) {
-                self.rgb[(py * self.width + px) * 3..(py * self.width + px) * 3 + 3].copy_from_slice(&color);
-            }
-        }
-    }
-    fn text(&mut self, x: usize, y: usize, scale: usize, text: &str) {
-        draw_text(&mut self.rgb, self.width, self.height, x, y, scale, text, INK);
-    }
-}
-
 fn length_label(tokens: usize) -> String {
     if tokens >= 1024 && tokens.is_multiple_of(1024) {
         format!("{}K", tokens / 1024)
@@ -58,7 +35,7 @@ fn length_label(tokens: usize) -> String {
 }
 
 /// Draws the panels side by side with `caption` underneath, as RGB bytes `(width, height, rgb)`.
-pub fn render(panels: &[Panel], lengths: &[usize], depths: &[u32], caption: &str) -> Result<(usize, usize, Vec<u8>)> {
+pub fn render(panels: &[Panel], lengths: &[usize], depths: &[u32], caption: &str) -> Result<RgbImage> {
     if panels.is_empty() || lengths.is_empty() || depths.is_empty() {
         return Err(EvalError::Input("a heat map needs at least one panel, length and depth".into()));
     }
@@ -78,16 +55,16 @@ pub fn render(panels: &[Panel], lengths: &[usize], depths: &[u32], caption: &str
         (2 * MARGIN + panels.len() * panel_w + (panels.len() - 1) * GAP).max(2 * MARGIN + text_width(caption, 1));
     let grid_h = CELL_H * depths.len();
     let height = MARGIN + TITLE_H + grid_h + AXIS_H + 16 + MARGIN;
-    let mut canvas = Canvas::new(width, height);
+    let mut canvas = RgbImage::new(width, height, WHITE);
     for (i, panel) in panels.iter().enumerate() {
         let x0 = MARGIN + i * (panel_w + GAP);
         let gx = x0 + LABEL_W;
         let gy = MARGIN + TITLE_H;
-        canvas.text(gx, MARGIN, 2, &panel.title);
+        canvas.text(gx, MARGIN, 2, &panel.title, INK);
         for (r, &depth) in depths.iter().enumerate() {
             let y = gy + r * CELL_H;
             let label = format!("{depth}%");
-            canvas.text(gx - text_width(&label, 1) - 6, y + (CELL_H - 8) / 2, 1, &label);
+            canvas.text(gx - text_width(&label, 1) - 6, y + (CELL_H - 8) / 2, 1, &label, INK);
             for (c, cell) in panel.found[r].iter().enumerate() {
                 let color = match cell {
                     Some(true) => FOUND,
@@ -107,28 +84,21 @@ pub fn render(panels: &[Panel], lengths: &[usize], depths: &[u32], caption: &str
                 gy + grid_h + 6,
                 1,
                 &label,
+                INK,
             );
         }
         let run: Vec<bool> = panel.found.iter().flatten().flatten().copied().collect();
         let summary = format!("found {}/{}", run.iter().filter(|&&f| f).count(), run.len());
-        canvas.text(gx, gy + grid_h + 20, 1, &summary);
-        canvas.text(x0, gy - 10, 1, "depth");
+        canvas.text(gx, gy + grid_h + 20, 1, &summary, INK);
+        canvas.text(x0, gy - 10, 1, "depth", INK);
     }
-    canvas.text(MARGIN, height - MARGIN - 8, 1, caption);
-    Ok((width, height, canvas.rgb))
+    canvas.text(MARGIN, height - MARGIN - 8, 1, caption, INK);
+    Ok(canvas)
 }
 
 /// Renders and writes the heat map to `path` as an 8-bit RGB PNG.
 pub fn write_png(path: &Path, panels: &[Panel], lengths: &[usize], depths: &[u32], caption: &str) -> Result<()> {
-    let (width, height, rgb) = render(panels, lengths, depths, caption)?;
-    let file = std::fs::File::create(path).map_err(|e| EvalError::io(path, e))?;
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().map_err(|e| EvalError::Png(e.to_string()))?;
-    writer.write_image_data(&rgb).map_err(|e| EvalError::Png(e.to_string()))?;
-    writer.finish().map_err(|e| EvalError::Png(e.to_string()))?;
-    Ok(())
+    Ok(render(panels, lengths, depths, caption)?.write_png(path)?)
 }
 
 #[cfg(test)]
@@ -138,8 +108,8 @@ mod tests {
     #[test]
     fn cells_take_their_colors() {
         let panel = Panel { title: "dense".into(), found: vec![vec![Some(true), Some(false)], vec![None, Some(true)]] };
-        let (w, _, rgb) = render(&[panel], &[1024, 2048], &[0, 100], "test").unwrap();
-        let px = |x: usize, y: usize| -> [u8; 3] { rgb[(y * w + x) * 3..(y * w + x) * 3 + 3].try_into().unwrap() };
+        let img = render(&[panel], &[1024, 2048], &[0, 100], "test").unwrap();
+        let px = |x: usize, y: usize| img.get(x, y);
         let (gx, gy) = (MARGIN + LABEL_W, MARGIN + TITLE_H);
         assert_eq!(px(gx + CELL_W / 2, gy + CELL_H / 2), FOUND);
         assert_eq!(px(gx + CELL_W + CELL_W / 2, gy + CELL_H / 2), MISSED);

@@ -17,8 +17,8 @@ pub enum SearchError {
         #[source]
         source: std::io::Error,
     },
-    #[error("PNG encoding failed: {0}")]
-    Png(String),
+    #[error(transparent)]
+    Picture(#[from] minference_picture::PictureError),
 }
 
 impl SearchError {

@@ -18,7 +18,6 @@ pub mod capture;
 pub mod dense;
 pub mod driver;
 pub mod error;
-pub mod font;
 pub mod gpu;
 pub mod head;
 pub mod kv_prompt;

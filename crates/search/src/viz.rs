@@ -5,53 +5,10 @@
 //! over all keys (the rows the online VS estimate uses).
 
 use crate::dense::{for_each_prob_block, HeadInputs};
-use crate::error::{Result, SearchError};
-use crate::font::{draw_text, text_width};
+use crate::error::Result;
 use crate::mask::HeadMask;
-use std::path::Path;
-
-/// An RGB image, 8 bits per channel, row-major.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RgbImage {
-    pub width: usize,
-    pub height: usize,
-    pub pixels: Vec<u8>,
-}
-
-impl RgbImage {
-    pub fn new(width: usize, height: usize, fill: [u8; 3]) -> Self {
-        RgbImage { width, height, pixels: fill.iter().copied().cycle().take(width * height * 3).collect() }
-    }
-
-    pub fn get(&self, x: usize, y: usize) -> [u8; 3] {
-        let i = (y * self.width + x) * 3;
-        [self.pixels[i], self.pixels[i + 1], self.pixels[i + 2]]
-    }
-
-    fn set(&mut self, x: usize, y: usize, rgb: [u8; 3]) {
-        let i = (y * self.width + x) * 3;
-        self.pixels[i..i + 3].copy_from_slice(&rgb);
-    }
-
-    /// Copies `other` with its top-left corner at `(x, y)` (clipped).
-    pub fn blit(&mut self, other: &RgbImage, x: usize, y: usize) {
-        for oy in 0..other.height.min(self.height.saturating_sub(y)) {
-            for ox in 0..other.width.min(self.width.saturating_sub(x)) {
-                self.set(x + ox, y + oy, other.get(ox, oy));
-            }
-        }
-    }
-
-    pub fn write_png(&self, path: &Path) -> Result<()> {
-        let file = std::fs::File::create(path).map_err(|e| SearchError::io(path, e))?;
-        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), self.width as u32, self.height as u32);
-        enc.set_color(png::ColorType::Rgb);
-        enc.set_depth(png::BitDepth::Eight);
-        let mut writer = enc.write_header().map_err(|e| SearchError::Png(e.to_string()))?;
-        writer.write_image_data(&self.pixels).map_err(|e| SearchError::Png(e.to_string()))?;
-        writer.finish().map_err(|e| SearchError::Png(e.to_string()))
-    }
-}
+use minference_picture::text_width;
+pub use minference_picture::RgbImage;
 
 /// How to draw.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,7 +93,7 @@ pub fn render_head(h: &HeadInputs, mask: &HeadMask, caption: &[String], opts: &V
         }
     }
     for (i, line) in caption.iter().enumerate() {
-        draw_text(&mut img.pixels, img_w, img.height, 4, 3 + i * LINE_PX, CAPTION_SCALE, line, [235, 235, 235]);
+        img.text(4, 3 + i * LINE_PX, CAPTION_SCALE, line, [235, 235, 235]);
     }
     Ok(img)
 }
