@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds every GPU test (CUDA kernels, GPU engine, multi-GPU group, GPU search) and the CLI here,
-# where Rust is, for the GPU machine, which has no Rust; splits the real SmolLM2 GGUF into two
-# parts (one device call carries at most 64 MiB) and prints the two device calls to make.
+# where Rust is, for the GPU machine, which has no Rust, and packs them with the real SmolLM2 GGUF
+# into three folders of at most ~58 MB (one device call carries at most 64 MiB with the tree):
+# .devgpu-1 (the test archive), .devgpu-2 (model, first part), .devgpu-3 (the rest, cargo-nextest,
+# the CLI, the cubins). Prints the three device calls to make, one after the other on a warm machine.
 #
 #   scripts/gpu-tests.sh
 #
@@ -9,32 +11,32 @@
 # no model file) fails instead. Tests needing 2 GPUs skip on one unless MINFERENCE_REQUIRE_GPUS=2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for d in .devbin .devmodel-a .devmodel-b; do
+for d in .devgpu-1 .devgpu-2 .devgpu-3; do
     grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude
 done
-mkdir -p .devbin .devmodel-a .devmodel-b
+rm -rf .devgpu-1 .devgpu-2 .devgpu-3
+mkdir -p .devgpu-1 .devgpu-2 .devgpu-3
 export MINFERENCE_REQUIRE_CUBINS=1
 export CARGO_PROFILE_RELEASE_DEBUG=0   # keeps the archive small enough to carry
 cargo nextest archive --release -p minference-cuda -p minference-engine-gpu -p minference-multi-gpu \
-    -p minference-search --archive-file .devbin/gpu-tests.tar.zst
+    -p minference-search --archive-file .devgpu-1/gpu-tests.tar.zst
 cargo build --release -p minference-cli
-cp "${CARGO_TARGET_DIR:-target}/release/minference" .devbin/
-strip .devbin/minference
-cp "$(command -v cargo-nextest)" .devbin/
+strip -o .devgpu-3/minference "${CARGO_TARGET_DIR:-target}/release/minference"
+xz -T2 -6 .devgpu-3/minference
+xz -T2 -6 -c "$(command -v cargo-nextest)" > .devgpu-3/cargo-nextest.xz
 # The cubins and ptxas report, for the SASS check with cuobjdump there.
 out_dir=$(ls -td "${CARGO_TARGET_DIR:-target}"/release/build/minference-cuda-*/out | head -1)
-tar -C "$out_dir" -czf .devbin/cubins.tgz $(cd "$out_dir" && ls *.cubin) ptxas-report.txt
+tar -C "$out_dir" -czf .devgpu-3/cubins.tgz $(cd "$out_dir" && ls *.cubin) ptxas-report.txt
 
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
 [ -f "$model" ] || scripts/fetch-model.sh
-rm -f .devmodel-a/* .devmodel-b/*
-head -c 40000000 "$model" > .devmodel-a/part
-tail -c +40000001 "$model" > .devmodel-b/part
-md5sum "$model" | cut -d' ' -f1 > .devmodel-b/md5
-du -sh .devbin/* .devmodel-a .devmodel-b
+head -c 55000000 "$model" > .devgpu-2/part
+tail -c +55000001 "$model" > .devgpu-3/part
+md5sum "$model" | cut -d' ' -f1 > .devgpu-3/md5
+du -sh .devgpu-1 .devgpu-2 .devgpu-3
 cat <<'CMD'
-Device call 1 (carry [".devbin", ".devmodel-a"]): anything short, e.g.
-  nvidia-smi -L
-Device call 2, right after (the machine is still warm; carry [".devmodel-b"]):
-  scripts/gpu-run.sh
+Device calls, one right after the other (the machine stays warm 30 s; earlier carries stay there):
+  1. carry [".devgpu-1"]: scripts/gpu-stage.sh
+  2. carry [".devgpu-2"]: scripts/gpu-stage.sh
+  3. carry [".devgpu-3"]: scripts/gpu-run.sh        (MINFERENCE_GPU_RUNS=2 scripts/gpu-run.sh runs twice)
 CMD
