@@ -28,7 +28,7 @@ pub struct ModelArgs {
     pub starting_layer: usize,
     /// Prompts shorter than this many tokens run dense (the sparse path's estimation and index
     /// cost only pays off on long prompts). `auto` = the measured crossover of the device `run`
-    /// uses (GPU 64K, CPU 8K; see DENSE_BELOW_*); the evals take `auto` as 0, since they measure
+    /// uses (GPU 192K, CPU 8K; see DENSE_BELOW_*); the evals take `auto` as 0, since they measure
     /// the sparse path itself.
     #[arg(long, default_value = "auto", value_parser = parse_dense_below)]
     pub dense_below: DenseBelow,
