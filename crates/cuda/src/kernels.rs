@@ -10,8 +10,19 @@ mod generated {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
 
-/// Kernel translation units (file stems of `kernels/*.cu`).
-pub const UNITS: [&str; 7] = ["attention", "attention_f32", "estimate", "index", "fill", "search_score", HOPPER_UNIT];
+/// Kernel modules: the file stems of `kernels/*.cu`, plus the variants build.rs compiles with
+/// defines (`model_ops_f16`).
+pub const UNITS: [&str; 9] = [
+    "attention",
+    "attention_f32",
+    "estimate",
+    "index",
+    "fill",
+    "search_score",
+    HOPPER_UNIT,
+    "model_ops",
+    "model_ops_f16",
+];
 
 /// The Hopper warp-specialised attention (TMA, wgmma, setmaxnreg): built as a cubin by nvcc; its
 /// NVRTC fallback is best effort (see [`check_nvrtc_sources`]).
@@ -34,10 +45,9 @@ pub fn load_unit(ctx: &Arc<CudaContext>, unit: &str) -> Result<Arc<CudaModule>> 
             .load_module(Ptx::from_binary(bytes.to_vec()))
             .map_err(|e| CudaError::KernelLoad(format!("loading the embedded cubin `{unit}` failed: {e:?}")));
     }
-    let src = generated::SOURCES
+    let (_, src, defines) = generated::SOURCES
         .iter()
-        .find(|(n, _)| *n == unit)
-        .map(|(_, s)| *s)
+        .find(|(n, _, _)| *n == unit)
         .ok_or_else(|| CudaError::KernelLoad(format!("kernel unit `{unit}` is not embedded")))?;
     // SAFETY: only checks whether the NVRTC shared library can be opened.
     if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
@@ -48,10 +58,14 @@ pub fn load_unit(ctx: &Arc<CudaContext>, unit: &str) -> Result<Arc<CudaModule>> 
     }
     let opts = CompileOptions {
         arch: Some("sm_90a"),
-        options: vec!["-std=c++17".into(), "-lineinfo".into(), "-default-device".into()],
+        options: ["-std=c++17", "-lineinfo", "-default-device"]
+            .iter()
+            .chain(defines.iter())
+            .map(|o| o.to_string())
+            .collect(),
         ..Default::default()
     };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts)
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(*src, opts)
         .map_err(|e| CudaError::KernelLoad(format!("NVRTC failed on `{unit}`: {e:?}")))?;
     ctx.load_module(ptx).map_err(|e| CudaError::KernelLoad(format!("loading NVRTC output of `{unit}` failed: {e:?}")))
 }
@@ -105,13 +119,13 @@ pub fn check_nvrtc_sources_except(skip: &[&str]) -> Result<Option<Vec<(String, u
         return Ok(None);
     }
     let mut out = Vec::new();
-    for (unit, src) in generated::SOURCES.iter().filter(|(u, _)| !skip.contains(u)) {
+    for (unit, src, defines) in generated::SOURCES.iter().filter(|(u, _, _)| !skip.contains(u)) {
         let opts = CompileOptions {
             arch: Some("sm_90a"),
-            options: vec!["-std=c++17".into(), "-default-device".into()],
+            options: ["-std=c++17", "-default-device"].iter().chain(defines.iter()).map(|o| o.to_string()).collect(),
             ..Default::default()
         };
-        let ptx = cudarc::nvrtc::compile_ptx_with_opts(src, opts)
+        let ptx = cudarc::nvrtc::compile_ptx_with_opts(*src, opts)
             .map_err(|e| CudaError::KernelLoad(format!("NVRTC failed on `{unit}`: {e:?}")))?;
         out.push((unit.to_string(), ptx.to_src().len()));
     }

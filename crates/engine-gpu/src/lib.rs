@@ -7,7 +7,7 @@
 //! * [`bench_e2e`]: time-to-first-token table, dense vs MInference, markdown and CSV.
 //!
 //! Linear layers run through cuBLASLt (bf16, fp32 accumulation); norms, RoPE, SwiGLU, embedding,
-//! decode attention are small kernels in `kernels/model_ops.cu`; prefill attention is
+//! decode attention are small kernels in `crates/cuda/kernels/model_ops.cu`; prefill attention is
 //! `minference_cuda::layer_attention`, one KV-head group at a time.
 
 pub mod bench;

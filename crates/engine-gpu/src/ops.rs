@@ -1,16 +1,12 @@
-//! The engine's own kernels (kernels/model_ops.cu): loading and typed launch wrappers.
+//! The engine's small kernels (`model_ops` of the one kernel build, crates/cuda/kernels/model_ops.cu):
+//! loading and typed launch wrappers.
 
 use crate::error::{driver, EngineError, Result};
 use crate::precision::Precision;
 use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
-use cudarc::nvrtc::{CompileOptions, Ptx};
 use minference_cuda::Gpu;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-mod generated {
-    include!(concat!(env!("OUT_DIR"), "/model_ops.rs"));
-}
 
 const ENTRIES: &[&str] = &[
     "init_uniform",
@@ -51,38 +47,13 @@ pub struct Ops {
 }
 
 impl Ops {
-    /// Loads the embedded cubin, or compiles the embedded source with NVRTC when none was built.
+    /// Loads the module of `precision` (embedded cubin, else NVRTC on the embedded source).
     pub fn load(gpu: &Gpu, precision: Precision) -> Result<Ops> {
-        let ctx = gpu.stream().context();
-        let cubin = match precision {
-            Precision::Bf16 => generated::CUBIN_BF16,
-            Precision::F16 => generated::CUBIN_F16,
+        let unit = match precision {
+            Precision::Bf16 => "model_ops",
+            Precision::F16 => "model_ops_f16",
         };
-        let module = match cubin {
-            Some(bytes) => ctx
-                .load_module(Ptx::from_binary(bytes.to_vec()))
-                .map_err(|e| EngineError::KernelLoad(format!("loading the embedded cubin failed: {e:?}")))?,
-            None => {
-                // SAFETY: only checks whether the NVRTC shared library can be opened.
-                if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
-                    return Err(EngineError::KernelLoad(
-                        "no cubin was built (nvcc missing at build time) and libnvrtc is not available".into(),
-                    ));
-                }
-                let opts = CompileOptions {
-                    arch: Some("sm_90a"),
-                    options: match precision {
-                        Precision::Bf16 => vec!["-std=c++17".into()],
-                        Precision::F16 => vec!["-std=c++17".into(), "-DMODEL_OPS_F16".into()],
-                    },
-                    ..Default::default()
-                };
-                let ptx = cudarc::nvrtc::compile_ptx_with_opts(generated::SOURCE, opts)
-                    .map_err(|e| EngineError::KernelLoad(format!("NVRTC failed: {e:?}")))?;
-                ctx.load_module(ptx)
-                    .map_err(|e| EngineError::KernelLoad(format!("loading NVRTC output failed: {e:?}")))?
-            }
-        };
+        let module = minference_cuda::kernels::load_unit(gpu.stream().context(), unit)?;
         let mut funcs = HashMap::new();
         for &name in ENTRIES {
             let f = module

@@ -33,7 +33,7 @@ impl GpuEngine {
         let mut cache = KvCache::new(&gpu, cfg.layers, kvh, d, &plan, self.max_new_tokens, self.precision.dtype())?;
         let ids: Vec<i32> = tokens.iter().map(|t| *t as i32).collect();
         let tok_dev = gpu.upload(&ids)?;
-        // The residual stream stays f32 (see add_bf16_to_f32 in kernels/model_ops.cu).
+        // The residual stream stays f32 (see add_bf16_to_f32 in crates/cuda/kernels/model_ops.cu).
         let x = gpu.alloc::<f32>(n * h)?;
         // Heads per attention call: a whole layer, or one KV-head group.
         let per_layer = plan.per_layer_attention;
