@@ -7,7 +7,7 @@ OUTD=${OUT:-/tmp/fa3_out}; mkdir -p "$OUTD"
 NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 SRC=crates/cuda/kernels/hopper/fa3_launch.cu
 B=/tmp/fa3_build; mkdir -p $B
-FLAGS="-gencode=arch=compute_90a,code=sm_90a -O3 -std=c++17"
+FLAGS="-gencode=arch=compute_90a,code=sm_90a -O3 -std=c++17 -Icrates/cuda/kernels"
 $NVCC $FLAGS -Xptxas -v -shared -Xcompiler -fPIC -o $B/libfa3.so $SRC 2>&1 | tee $OUTD/ptxas.txt | grep -E "error|warning|registers|spill" || true
 [ -f $B/libfa3.so ] || { echo "build failed"; exit 1; }
 $NVCC $FLAGS -cubin -o $B/fa3.cubin $SRC && cuobjdump --dump-sass $B/fa3.cubin > $B/fa3.sass 2>&1

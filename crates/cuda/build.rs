@@ -85,8 +85,29 @@ fn main() {
     generated.push_str("];\n");
     cubins.push_str("];\n");
     generated.push_str(&cubins);
+    generated.push_str(&abi_constants(&kernel_dir.join("abi.cuh")));
     fs::write(out_dir.join("ptxas-report.txt"), ptxas_report).expect("write ptxas report");
     fs::write(out_dir.join("kernels.rs"), generated).expect("write kernels.rs");
+}
+
+/// The head kinds and the attention parameter block size of `kernels/abi.cuh` as Rust constants, so
+/// that they are written once (the kernels include the header; kernels.rs includes these).
+fn abi_constants(header: &Path) -> String {
+    let text = fs::read_to_string(header).expect("kernels/abi.cuh is readable");
+    let mut out = String::new();
+    for name in ["HEAD_DENSE", "HEAD_ASHAPE", "HEAD_INDEX"] {
+        let value = text
+            .split(|c: char| c == ',' || c == '{' || c == '}')
+            .find_map(|item| item.trim().strip_prefix(name)?.trim().strip_prefix('=')?.trim().parse::<i32>().ok())
+            .unwrap_or_else(|| panic!("{name} = <int> not found in {}", header.display()));
+        writeln!(out, "pub const {name}: i32 = {value};").ok();
+    }
+    let bytes = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("#define MI_ATTN_PARAMS_BYTES")?.trim().parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("#define MI_ATTN_PARAMS_BYTES <int> not found in {}", header.display()));
+    writeln!(out, "pub const ATTN_PARAMS_BYTES: usize = {bytes};").ok();
+    out
 }
 
 /// Inlines `#include "x.cuh"` lines (each header once, as `#pragma once` would) so NVRTC gets one

@@ -9,9 +9,7 @@
 #include "common.cuh"
 
 #define SS_THREADS 256
-#define SS_KIND_DENSE 0
-#define SS_KIND_ASHAPE 1
-#define SS_KIND_INDEX 2
+#include "abi.cuh"
 
 template <int D>
 struct ScoreBlock {
@@ -88,7 +86,7 @@ __device__ void ss_chunk(ScoreBlock<D>& b, const u16* k, const u16* v, int kind,
         int j = b.lane4 + 4 * i;
         int key = b.keys[j];
         bool keep = key >= 0 && key <= b.pos;
-        if (kind == SS_KIND_ASHAPE) keep = keep && (b.pos - key < n_local || key < n_init);
+        if (kind == HEAD_ASHAPE) keep = keep && (b.pos - key < n_local || key < n_init);
         float p = keep ? expf(s[i] * scale - b.lse) : 0.f;
         b.mass += p;
         b.p_s[b.r * 65 + j] = p;
@@ -174,7 +172,7 @@ __device__ void ss_dense_out(const u16* q, const u16* k, const u16* v, const flo
     ScoreBlock<D> b;
     ss_begin<D>(b, smem, q, n, first_block + blockIdx.x);
     b.lse = b.r < b.rows ? lse[b.pos] : 0.f;
-    ss_range<D>(b, k, v, SS_KIND_DENSE, 0, 0, scale, true, 0, b.width);
+    ss_range<D>(b, k, v, HEAD_DENSE, 0, 0, scale, true, 0, b.width);
     if (b.r < b.rows) {
 #pragma unroll
         for (int dd = 0; dd < D / 4; ++dd) out[(long long)b.pos * D + b.lane4 + 4 * dd] = b.acc[dd];
@@ -199,9 +197,9 @@ __device__ void ss_score(const u16* q, const u16* k, const u16* v, const float* 
     b.lse = b.r < b.rows ? lse[b.pos] : 0.f;
     const bool wo = want_output != 0;
     const int kind = kinds[cand];
-    if (kind == SS_KIND_DENSE) {
+    if (kind == HEAD_DENSE) {
         ss_range<D>(b, k, v, kind, 0, 0, scale, wo, 0, b.width);
-    } else if (kind == SS_KIND_ASHAPE) {
+    } else if (kind == HEAD_ASHAPE) {
         // As core's ashape_key_ranges(row0, row0 + rows - 1, n_init, n_local, width).
         const long long n_init = a_init[cand], n_local = a_local[cand];
         const long long first = b.row0, last = b.row0 + b.rows - 1, kv = b.width;

@@ -2,6 +2,7 @@
 // block) visits, and the element mask inside a tile. Dense: the causal range; A-shape: sink tiles
 // then window tiles (disjoint, nothing counted twice); index: CSR tiles then gathered columns.
 #pragma once
+#include "abi.cuh"
 #include "common.cuh"
 
 // Must match `AttnParams` in src/kernels.rs field for field.
@@ -15,11 +16,11 @@ struct AttnParams {
     int heads, kv_heads, total_q, total_kv;
     int out_f32;
     float scale_log2;
-    int kinds;  // bit mask of head kinds this launch computes (1 << KIND_*); other heads are skipped
+    int kinds;  // bit mask of head kinds this launch computes (1 << HEAD_*); other heads are skipped
     int pad1;
 };
 
-enum { KIND_DENSE = 0, KIND_ASHAPE = 1, KIND_INDEX = 2 };
+static_assert(sizeof(AttnParams) == MI_ATTN_PARAMS_BYTES, "AttnParams must match kernels::AttnParams in Rust");
 
 // A key tile: contiguous keys `start .. start+63` (gather < 0) or `gather` columns read from
 // col_index[start ..] (no causal mask: every column precedes the row block).
@@ -115,7 +116,7 @@ __device__ __forceinline__ MaskCtx block_mask(const BlockGeom& g) {
 template <typename Body>
 __device__ __forceinline__ void with_tiles(const AttnParams& p, const BlockGeom& g, MaskCtx mc, Body body) {
     const int kind = ((const int*)p.head_kind)[g.h];
-    if (kind == KIND_ASHAPE) {
+    if (kind == HEAD_ASHAPE) {
         int n_init = ((const int*)p.head_init)[g.h];
         int n_local = ((const int*)p.head_local)[g.h];
         mc.ashape = 1;
@@ -132,7 +133,7 @@ __device__ __forceinline__ void with_tiles(const AttnParams& p, const BlockGeom&
         tiles.win_begin = win_begin;
         tiles.n = tiles.first + (win_end - win_begin);
         body(tiles, mc);
-    } else if (kind == KIND_INDEX) {
+    } else if (kind == HEAD_INDEX) {
         const u32* slot_base = (const u32*)p.slot_base;
         const u32* tile_ptr = (const u32*)p.tile_ptr;
         const u32* col_ptr = (const u32*)p.col_ptr;

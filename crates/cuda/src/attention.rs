@@ -30,10 +30,31 @@ impl DenseVariant {
     }
 }
 
-/// Whether the wgmma (Hopper warpgroup MMA) kernels are used: D = 64 or 128, unless
-/// `MINFERENCE_WGMMA=0` asks for the mma.sync kernels.
-pub fn use_wgmma(head_dim: usize) -> bool {
-    (head_dim == 64 || head_dim == 128) && std::env::var("MINFERENCE_WGMMA").map_or(true, |v| v != "0")
+/// Kernel choices read from the environment once, when the GPU is opened (A/B benchmarking only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelSwitches {
+    /// `MINFERENCE_DENSE_VARIANT`.
+    pub dense_variant: DenseVariant,
+    /// `MINFERENCE_WGMMA=0` selects the mma.sync kernels instead of wgmma.
+    pub wgmma: bool,
+    /// `MINFERENCE_WG_PIPE=0` selects the plain wgmma loop instead of the pipelined one.
+    pub wg_pipe: bool,
+}
+
+impl KernelSwitches {
+    pub fn from_env() -> KernelSwitches {
+        let on = |name: &str| std::env::var(name).map_or(true, |v| v != "0");
+        KernelSwitches {
+            dense_variant: DenseVariant::from_env(),
+            wgmma: on("MINFERENCE_WGMMA"),
+            wg_pipe: on("MINFERENCE_WG_PIPE"),
+        }
+    }
+
+    /// Whether the wgmma (Hopper warpgroup MMA) kernels are used: D = 64 or 128, unless switched off.
+    pub fn use_wgmma(&self, head_dim: usize) -> bool {
+        (head_dim == 64 || head_dim == 128) && self.wgmma
+    }
 }
 
 /// `out = attention(q, k, v)` with each head's pattern; VS/BS heads read `index`.
@@ -117,10 +138,11 @@ pub fn attention(
         // Dense and A-shape heads in 128-row blocks; index heads need the index's 64-row blocks.
         // wgmma kernels (`_wg`) exist for D = 64 and 128; 1 KiB extra lets the kernel align its tiles.
         let name = format!("attn_{}_d{d}", dtype_suffix(q.dtype));
-        let wg = use_wgmma(d);
+        let switches = gpu.switches();
+        let wg = switches.use_wgmma(d);
         // The pipelined wgmma loop (a third K/V stage) is the default since it was measured
         // (+6 % dense on an H200, same results); MINFERENCE_WG_PIPE=0 selects the plain loop.
-        let pipe = wg && std::env::var("MINFERENCE_WG_PIPE").map_or(true, |v| v != "0");
+        let pipe = wg && switches.wg_pipe;
         let wg_suffix = match (wg, pipe) {
             (true, true) => "_wgp",
             (true, false) => "_wg",
@@ -132,7 +154,7 @@ pub fn attention(
         if has_analytic {
             let kinds = (1 << HEAD_DENSE) | (1 << HEAD_ASHAPE);
             let p2 = AttnParams { kinds, ..params };
-            match DenseVariant::from_env() {
+            match switches.dense_variant {
                 DenseVariant::Rows64 => {
                     gpu.launch_attn(
                         &format!("{name}{wg_suffix}"),

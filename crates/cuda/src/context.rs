@@ -30,6 +30,7 @@ pub struct Gpu {
     sms: usize,
     /// Why the Hopper warp-specialised kernel is not used (None: it is).
     hopper_off: Option<String>,
+    switches: crate::attention::KernelSwitches,
 }
 
 /// `MINFERENCE_HOPPER`: `0` selects the previous kernels (A/B timing), `1` makes a Hopper kernel
@@ -206,7 +207,8 @@ impl Gpu {
                 Err(e) => Some(format!("the Hopper kernel could not be loaded: {e}")),
             }
         };
-        Ok(Gpu { ctx, stream, _modules: modules, funcs, name, smem_optin, sms, hopper_off })
+        let switches = crate::attention::KernelSwitches::from_env();
+        Ok(Gpu { ctx, stream, _modules: modules, funcs, name, smem_optin, sms, hopper_off, switches })
     }
 
     /// Loads `hopper_attention` (cubin-only in practice: a build without nvcc embeds its source for
@@ -248,6 +250,11 @@ impl Gpu {
             None => Ok(()),
             Some(why) => Err(why.clone()),
         }
+    }
+
+    /// The kernel switches read from the environment when this GPU was opened.
+    pub fn switches(&self) -> crate::attention::KernelSwitches {
+        self.switches
     }
 
     /// Streaming multiprocessors (the persistent grid's CTA count).

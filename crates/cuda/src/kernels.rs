@@ -70,7 +70,8 @@ pub fn load_unit(ctx: &Arc<CudaContext>, unit: &str) -> Result<Arc<CudaModule>> 
     ctx.load_module(ptx).map_err(|e| CudaError::KernelLoad(format!("loading NVRTC output of `{unit}` failed: {e:?}")))
 }
 
-/// Parameter block of the attention kernels; must match `AttnParams` in kernels/tiles.cuh.
+/// Parameter block of the attention kernels; must match `AttnParams` in kernels/tiles.cuh (both
+/// sides assert its size against kernels/abi.cuh at build time).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AttnParams {
@@ -101,9 +102,11 @@ pub struct AttnParams {
 // SAFETY: plain-old-data with the C layout the kernel expects.
 unsafe impl DeviceRepr for AttnParams {}
 
-pub const HEAD_DENSE: i32 = 0;
-pub const HEAD_ASHAPE: i32 = 1;
-pub const HEAD_INDEX: i32 = 2;
+/// Head kinds of kernels/abi.cuh (read from it by build.rs).
+pub use generated::{HEAD_ASHAPE, HEAD_DENSE, HEAD_INDEX};
+
+// The kernels assert the same size (static_assert in kernels/tiles.cuh, MI_ATTN_PARAMS_BYTES).
+const _: () = assert!(std::mem::size_of::<AttnParams>() == generated::ATTN_PARAMS_BYTES);
 
 /// Compiles every embedded source with NVRTC (no GPU needed); returns each unit's PTX size.
 /// Used by a test so that the fallback path cannot rot; `Ok(None)` when libnvrtc is absent.

@@ -7,6 +7,7 @@
 
 use crate::context::{Arg, Gpu};
 use crate::error::{CudaError, Result};
+use crate::kernels::{HEAD_ASHAPE, HEAD_DENSE, HEAD_INDEX};
 use crate::tensor::DeviceTensor;
 use minference_core::{DType, RowBlockIndex, TILE};
 
@@ -79,10 +80,6 @@ pub struct PackedMasks {
     pub blocks: usize,
 }
 
-pub const KIND_DENSE: i32 = 0;
-pub const KIND_ASHAPE: i32 = 1;
-pub const KIND_INDEX: i32 = 2;
-
 impl PackedMasks {
     /// Packs `masks` for a head of `n` rows. Index rows past the head's blocks are an error; A-shape
     /// settings are clamped to `n + 1` (larger ones keep the same entries).
@@ -94,8 +91,8 @@ impl PackedMasks {
         p.col_ptr.push(0);
         for m in masks {
             let (kind, init, local) = match *m {
-                ScoreMask::Dense => (KIND_DENSE, 0, 0),
-                ScoreMask::AShape { n_init, n_local } => (KIND_ASHAPE, cap(n_init), cap(n_local)),
+                ScoreMask::Dense => (HEAD_DENSE, 0, 0),
+                ScoreMask::AShape { n_init, n_local } => (HEAD_ASHAPE, cap(n_init), cap(n_local)),
                 ScoreMask::Index(rows) => {
                     if rows.len() > blocks {
                         return Err(CudaError::Invalid(format!(
@@ -103,7 +100,7 @@ impl PackedMasks {
                             rows.len()
                         )));
                     }
-                    (KIND_INDEX, 0, 0)
+                    (HEAD_INDEX, 0, 0)
                 }
             };
             p.kinds.push(kind);
@@ -258,7 +255,7 @@ mod tests {
         let masks = [ScoreMask::Dense, ScoreMask::Index(&idx), ScoreMask::AShape { n_init: 4, n_local: 1 << 40 }];
         let p = PackedMasks::pack(&masks, 130).unwrap();
         assert_eq!(p.blocks, 3);
-        assert_eq!(p.kinds, vec![KIND_DENSE, KIND_INDEX, KIND_ASHAPE]);
+        assert_eq!(p.kinds, vec![HEAD_DENSE, HEAD_INDEX, HEAD_ASHAPE]);
         assert_eq!(p.a_init, vec![0, 0, 4]);
         assert_eq!(p.a_local, vec![0, 0, 131], "huge windows are clamped to n + 1");
         // Slots 0..3 dense (empty), 3..6 the index (third block missing = empty), 6..9 A-shape.

@@ -15,6 +15,7 @@
 //
 // Device code only; no system headers (compiles under nvcc and NVRTC). Host side: fa3_launch.cu.
 #pragma once
+#include "abi.cuh"
 
 #ifndef MI_MIXED_PREGS
 #define MI_MIXED_PREGS 56
@@ -77,10 +78,6 @@ struct Params {
     int causal;
     float scale_log2;         // softmax scale * log2(e)
 };
-
-constexpr int HEAD_DENSE = 0;
-constexpr int HEAD_ASHAPE = 1;
-constexpr int HEAD_INDEX = 2;
 
 // Bits [lo, hi) of a 128-bit column mask (0 <= lo, hi <= 128).
 __device__ __forceinline__ void mask_set(u32 (&m)[4], int lo, int hi) {

@@ -1,0 +1,10 @@
+#pragma once
+// What the host and the kernels must agree on, defined once. build.rs reads the `HEAD_*` values and
+// MI_ATTN_PARAMS_BYTES from this file into Rust constants (kernels.rs), and both sides assert the
+// size of the attention parameter block at build time.
+
+// Per-head kind of an attention launch (the `head_kind` arrays; `kinds` bit masks are 1 << kind).
+enum HeadKind : int { HEAD_DENSE = 0, HEAD_ASHAPE = 1, HEAD_INDEX = 2 };
+
+// sizeof(AttnParams) in tiles.cuh = sizeof(kernels::AttnParams) in Rust.
+#define MI_ATTN_PARAMS_BYTES 136
