@@ -97,7 +97,7 @@ fn abi_constants(header: &Path) -> String {
     let mut out = String::new();
     for name in ["HEAD_DENSE", "HEAD_ASHAPE", "HEAD_INDEX"] {
         let value = text
-            .split(|c: char| c == ',' || c == '{' || c == '}')
+            .split([',', '{', '}'])
             .find_map(|item| item.trim().strip_prefix(name)?.trim().strip_prefix('=')?.trim().parse::<i32>().ok())
             .unwrap_or_else(|| panic!("{name} = <int> not found in {}", header.display()));
         writeln!(out, "pub const {name}: i32 = {value};").ok();
