@@ -10,6 +10,7 @@ mod model_args;
 mod progress;
 mod run_cmd;
 mod search_cmd;
+mod serve_cmd;
 mod viz_cmd;
 
 use anyhow::Result;
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run a prompt through a model with MInference prefill and stream the answer.
     Run(run_cmd::RunArgs),
+    /// OpenAI-compatible HTTP server (chat/completions, streaming, metrics) on one engine.
+    Serve(serve_cmd::ServeArgs),
     /// Offline kernel-aware per-head pattern search; writes an MInference JSON config.
     Search(search_cmd::SearchArgs),
     /// PNG of a head's attention with its pattern's computed mask overlaid.
@@ -52,6 +55,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Command::Run(a) => run_cmd::run(a),
+        Command::Serve(a) => serve_cmd::run(a),
         Command::Search(a) => search_cmd::run(a),
         Command::Viz(a) => viz_cmd::run(a),
         Command::Bench(BenchCommand::Cpu(a)) => bench_cpu::run(a),
@@ -74,6 +78,7 @@ mod tests {
         let lines: &[&[&str]] = &[
             &["run", "--prompt", "hi"],
             &["run", "--prompt", "hi", "--dense-below", "32k", "--gpus", "2", "--precision", "f16"],
+            &["serve", "--port", "0", "--max-queue", "4", "--api-key", "k", "--dense-below", "4k"],
             &["search", "--synthetic-kv-retrieval", "-o", "c.json"],
             &["viz", "--prompt", "p.txt", "--layer", "0", "--head", "0", "-o", "a.png"],
             &["bench", "cpu"],

@@ -33,7 +33,7 @@ pub use attention::{AttentionChoice, MInferencePlan};
 pub use capture::save_qk;
 pub use cpu::{cpu_engine, CapturedQk, CpuEngine, PrefillProgress};
 pub use error::{EngineError, Result};
-pub use generate::{generate, GenerateOptions, Generation, StopReason, TextStream};
+pub use generate::{generate, Decoding, GenerateOptions, Generation, StopReason, TextStream};
 pub use prefill_engine::PrefillEngine;
 pub use sampling::Sampler;
 pub use stats::{MemoryPlan, PrefillStats};
