@@ -28,7 +28,7 @@ pub struct ModelArgs {
     pub starting_layer: usize,
     /// Prompts shorter than this many tokens run dense (the sparse path's estimation and index
     /// cost only pays off on long prompts). `auto` = the measured crossover of the device `run`
-    /// uses (GPU 192K, CPU 8K; see DENSE_BELOW_*); the evals take `auto` as 0, since they measure
+    /// uses (GPU 192K, CPU 8K; see DENSE_BELOW_*); `0` = never dense; the evals take `auto` as 0, since they measure
     /// the sparse path itself.
     #[arg(long, default_value = "auto", value_parser = parse_dense_below)]
     pub dense_below: DenseBelow,
@@ -61,11 +61,13 @@ pub const DENSE_BELOW_GPU: usize = 192 * 1024;
 /// 2026-11-26: VS 0.75× at 2K, 0.88× at 4K, 1.18× at 8K, 1.82× at 16K.
 pub const DENSE_BELOW_CPU: usize = 8 * 1024;
 
+/// `auto`, `0` (never dense, as in the evals) or a length such as `64k`.
 fn parse_dense_below(s: &str) -> Result<DenseBelow, String> {
-    if s.trim().eq_ignore_ascii_case("auto") {
-        return Ok(DenseBelow::Auto);
+    match s.trim() {
+        t if t.eq_ignore_ascii_case("auto") => Ok(DenseBelow::Auto),
+        "0" => Ok(DenseBelow::Tokens(0)),
+        t => crate::lengths::parse_length(t).map(DenseBelow::Tokens),
     }
-    crate::lengths::parse_length(s).map(DenseBelow::Tokens)
 }
 
 /// What `run` prints about the attention: a prompt under the threshold runs dense.
@@ -177,5 +179,13 @@ mod dense_below_tests {
         ));
         assert!(describe_attention("vs", &plan, 100, 8192).contains("dense for this prompt"));
         assert_eq!(describe_attention("vs", &plan, 9000, 8192), "vs");
+    }
+
+    #[test]
+    fn dense_below_zero_means_never_dense() {
+        assert_eq!(parse_dense_below("0"), Ok(DenseBelow::Tokens(0)));
+        assert_eq!(parse_dense_below("AUTO"), Ok(DenseBelow::Auto));
+        assert_eq!(parse_dense_below("64k"), Ok(DenseBelow::Tokens(65536)));
+        assert!(parse_dense_below("-1").is_err());
     }
 }
