@@ -45,6 +45,8 @@ enum Command {
 enum BenchCommand {
     /// CPU dense vs CPU sparse attention (one KV group, synthetic workload).
     Cpu(bench_cpu::BenchCpuArgs),
+    /// The CPU engine on a GGUF: prefill/decode tok/s at 512/4K/8K beside llama.cpp, per-op decode times.
+    CpuE2e(bench_cpu::BenchCpuE2eArgs),
     /// One attention layer on the GPU: our dense / VS / BS / A-shape kernels and PyTorch SDPA.
     Attention(bench_gpu::BenchAttentionArgs),
     /// Time to first token of a random-weight model on the GPU, dense vs MInference.
@@ -59,6 +61,7 @@ fn main() -> Result<()> {
         Command::Search(a) => search_cmd::run(a),
         Command::Viz(a) => viz_cmd::run(a),
         Command::Bench(BenchCommand::Cpu(a)) => bench_cpu::run(a),
+        Command::Bench(BenchCommand::CpuE2e(a)) => bench_cpu::run_e2e(a),
         Command::Bench(BenchCommand::Attention(a)) => bench_gpu::attention(a),
         Command::Bench(BenchCommand::E2e(a)) => bench_gpu::e2e(a),
         Command::Eval(c) => eval_cmd::run(c),

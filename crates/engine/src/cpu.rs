@@ -1,8 +1,11 @@
 //! The CPU forward pass: chunked prefill (norms, projections and MLP in token chunks; attention per
 //! KV-head group through an `AttentionBackend`), LM head on the last position only, and dense
-//! decode steps over the KV cache.
+//! decode steps over the f16 KV cache: one-token forwards use the quantized weights as stored
+//! (`QuantMatrix::matvec`) and split-K attention (`decode_attention`), timed per operation
+//! (`decode_profile`).
 
 use crate::attention::AttentionChoice;
+use crate::decode_profile::{lap, DecodeOp, DecodeProfile};
 use crate::kv_cache::KvCache;
 use crate::ops;
 use crate::rope::Rope;
@@ -53,6 +56,8 @@ pub struct CpuEngine<B: AttentionBackend> {
     /// When set, the next forward keeps the residual stream of every position (see `prefill_hidden`).
     keep_hidden: bool,
     kept_hidden: Option<Vec<f32>>,
+    /// Per-operation times of one-token forwards since the last reset.
+    profile: DecodeProfile,
 }
 
 fn backend_err(e: impl std::fmt::Display) -> ModelError {
@@ -87,6 +92,7 @@ impl<B: AttentionBackend> CpuEngine<B> {
             decode_reserve: DEFAULT_DECODE_RESERVE,
             keep_hidden: false,
             kept_hidden: None,
+            profile: DecodeProfile::default(),
         }
     }
 
@@ -98,6 +104,14 @@ impl<B: AttentionBackend> CpuEngine<B> {
     }
     pub fn cache(&self) -> &KvCache {
         &self.cache
+    }
+
+    /// Where the one-token forwards (decode steps) since the last reset spent their time.
+    pub fn decode_profile(&self) -> &DecodeProfile {
+        &self.profile
+    }
+    pub fn reset_decode_profile(&mut self) {
+        self.profile = DecodeProfile::default();
     }
 
     /// Cache rows the next prefill reserves for decode steps.
@@ -237,6 +251,10 @@ impl<B: AttentionBackend> CpuEngine<B> {
         let cached = self.cache.len();
         let mut stats = PrefillStats { tokens: n, ..Default::default() };
         stats.plan.tokens = n;
+        // One new token: a decode step (quantized matvecs, split-K attention on the f16 cache).
+        let decode = n == 1;
+        let mut prof = decode.then(|| DecodeProfile { steps: 1, ..Default::default() });
+        let mut t = Instant::now();
 
         let mut x = crate::memory::zeroed(n * hidden, "the residual stream")?;
         for (t, &tok) in tokens.iter().enumerate() {
@@ -247,7 +265,15 @@ impl<B: AttentionBackend> CpuEngine<B> {
             x[t * hidden..(t + 1) * hidden].copy_from_slice(&w.embed[row * hidden..(row + 1) * hidden]);
         }
 
+        lap(&mut prof, DecodeOp::Embed, &mut t);
+
         let chunk = self.chunk_tokens.min(n);
+        // Several new tokens: the backend attends over f32 K/V of one layer, `[kv_heads, total, d]`
+        // (this layer's new rows straight from the projections, cached rows widened from f16).
+        let total = cached + n;
+        let scratch_len = if decode { 0 } else { kv_heads * total * d };
+        let mut k_f32 = crate::memory::zeroed(scratch_len, "one layer of f32 keys")?;
+        let mut v_f32 = crate::memory::zeroed(scratch_len, "one layer of f32 values")?;
         // Q of every token, head-major [heads, n, d]; reused for the attention output.
         let mut q_all = crate::memory::zeroed(heads * n * d, "the queries of one layer")?;
         let mut normed = vec![0f32; chunk * hidden];
@@ -259,14 +285,24 @@ impl<B: AttentionBackend> CpuEngine<B> {
         let mut up = vec![0f32; chunk * cfg.intermediate];
 
         for (l, lw) in w.layers.iter().enumerate() {
+            if !decode && cached > 0 {
+                use half::slice::HalfFloatSliceExt;
+                for g in 0..kv_heads {
+                    let (k, v) = self.cache.head(l, g, cached);
+                    k.convert_to_f32_slice(&mut k_f32[g * total * d..(g * total + cached) * d]);
+                    v.convert_to_f32_slice(&mut v_f32[g * total * d..(g * total + cached) * d]);
+                }
+            }
             // 1. Norm + Q/K/V projections + RoPE, in token chunks.
             for c0 in (0..n).step_by(chunk) {
                 let c = chunk.min(n - c0);
                 let xs = &x[c0 * hidden..(c0 + c) * hidden];
                 ops::rms_norm(xs, &lw.attn_norm, cfg.rms_eps, &mut normed[..c * hidden]);
+                lap(&mut prof, DecodeOp::Norms, &mut t);
                 ops::linear(&normed[..c * hidden], c, &lw.wq, &mut q_rows[..c * cfg.q_dim()]);
                 ops::linear(&normed[..c * hidden], c, &lw.wk, &mut k_rows[..c * cfg.kv_dim()]);
                 ops::linear(&normed[..c * hidden], c, &lw.wv, &mut v_rows[..c * cfg.kv_dim()]);
+                lap(&mut prof, DecodeOp::Qkv, &mut t);
                 self.rope.apply(&mut q_rows[..c * cfg.q_dim()], heads, cached + c0);
                 self.rope.apply(&mut k_rows[..c * cfg.kv_dim()], kv_heads, cached + c0);
                 for t in 0..c {
@@ -274,14 +310,30 @@ impl<B: AttentionBackend> CpuEngine<B> {
                         let dst = (h * n + c0 + t) * d;
                         q_all[dst..dst + d].copy_from_slice(&q_rows[(t * heads + h) * d..(t * heads + h + 1) * d]);
                     }
+                    if !decode {
+                        for g in 0..kv_heads {
+                            let (src, dst) = ((t * kv_heads + g) * d, (g * total + cached + c0 + t) * d);
+                            k_f32[dst..dst + d].copy_from_slice(&k_rows[src..src + d]);
+                            v_f32[dst..dst + d].copy_from_slice(&v_rows[src..src + d]);
+                        }
+                    }
                 }
+                lap(&mut prof, DecodeOp::Rope, &mut t);
                 self.cache.write(l, cached + c0, &k_rows[..c * cfg.kv_dim()], &v_rows[..c * cfg.kv_dim()]);
+                lap(&mut prof, DecodeOp::KvWrite, &mut t);
             }
-            self.capture(l, &q_all, n, cached)?;
+            self.capture(l, &q_all, &k_f32, n, cached)?;
 
             // 2. Attention, one KV-head group at a time; output overwrites that group's Q.
-            let patterns = attention.layer_patterns(l, n, cached);
-            self.attend(l, &mut q_all, n, cached, patterns, &mut stats)?;
+            if decode {
+                let kv: Vec<_> = (0..kv_heads).map(|g| self.cache.head(l, g, total)).collect();
+                crate::decode_attention::decode_attention(&q_rows[..heads * d], &kv, d, &mut q_all[..heads * d]);
+                stats.dense_heads += heads;
+            } else {
+                let patterns = attention.layer_patterns(l, n, cached);
+                self.attend(l, &mut q_all, (&k_f32, &v_f32), n, cached, patterns, &mut stats)?;
+            }
+            lap(&mut prof, DecodeOp::Attention, &mut t);
 
             // 3. Output projection + residual, then norm + SwiGLU MLP + residual, in token chunks.
             for c0 in (0..n).step_by(chunk) {
@@ -294,14 +346,21 @@ impl<B: AttentionBackend> CpuEngine<B> {
                 }
                 let xs = &mut x[c0 * hidden..(c0 + c) * hidden];
                 ops::linear(&q_rows[..c * cfg.q_dim()], c, &lw.wo, &mut proj[..c * hidden]);
+                lap(&mut prof, DecodeOp::OutProj, &mut t);
                 ops::add_in_place(xs, &proj[..c * hidden]);
+                lap(&mut prof, DecodeOp::Residual, &mut t);
                 ops::rms_norm(xs, &lw.mlp_norm, cfg.rms_eps, &mut normed[..c * hidden]);
+                lap(&mut prof, DecodeOp::Norms, &mut t);
                 let inter = c * cfg.intermediate;
                 ops::linear(&normed[..c * hidden], c, &lw.w_gate, &mut gate[..inter]);
                 ops::linear(&normed[..c * hidden], c, &lw.w_up, &mut up[..inter]);
+                lap(&mut prof, DecodeOp::GateUp, &mut t);
                 ops::swiglu(&mut gate[..inter], &up[..inter]);
+                lap(&mut prof, DecodeOp::Swiglu, &mut t);
                 ops::linear(&gate[..inter], c, &lw.w_down, &mut proj[..c * hidden]);
+                lap(&mut prof, DecodeOp::Down, &mut t);
                 ops::add_in_place(xs, &proj[..c * hidden]);
+                lap(&mut prof, DecodeOp::Residual, &mut t);
             }
             progress(PrefillProgress { layer: l, layers: cfg.layers });
             if self.capture_target.is_some_and(|(cl, _)| cl == l) {
@@ -317,6 +376,12 @@ impl<B: AttentionBackend> CpuEngine<B> {
         let mut logits = vec![0f32; cfg.vocab];
         match &w.lm_head {
             Some(head) => ops::linear(&last_norm, 1, head, &mut logits),
+            // Tied head in GGML blocks: the quantized matvec reads a third (Q8_0) of the f32 bytes.
+            None if w.embed_quant.is_some() => {
+                if let Some(q) = &w.embed_quant {
+                    q.matvec(&last_norm, &mut logits);
+                }
+            }
             None => {
                 // Tied head: the embedding matrix is the [vocab, hidden] weight.
                 use rayon::prelude::*;
@@ -325,14 +390,19 @@ impl<B: AttentionBackend> CpuEngine<B> {
                 });
             }
         }
+        lap(&mut prof, DecodeOp::LmHead, &mut t);
         if self.keep_hidden {
             self.kept_hidden = Some(x);
         }
         stats.seconds = start.elapsed().as_secs_f64();
+        if let Some(mut p) = prof {
+            p.total_seconds = stats.seconds;
+            self.profile.merge(&p);
+        }
         Ok((logits, stats))
     }
 
-    fn capture(&mut self, layer: usize, q_all: &[f32], n: usize, cached: usize) -> Result<()> {
+    fn capture(&mut self, layer: usize, q_all: &[f32], k_f32: &[f32], n: usize, cached: usize) -> Result<()> {
         let Some((cl, ch)) = self.capture_target else { return Ok(()) };
         if cl != layer {
             return Ok(());
@@ -340,7 +410,8 @@ impl<B: AttentionBackend> CpuEngine<B> {
         let cfg = self.model.config();
         let d = cfg.head_dim;
         let g = ch / (cfg.heads / cfg.kv_heads);
-        let (k, _) = self.cache.head(layer, g, cached + n);
+        let total = cached + n;
+        let k = &k_f32[g * total * d..(g + 1) * total * d];
         self.captured = Some(CapturedQk {
             layer,
             head: ch,
@@ -352,10 +423,12 @@ impl<B: AttentionBackend> CpuEngine<B> {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn attend(
         &self,
         layer: usize,
         q_all: &mut [f32],
+        (k_f32, v_f32): (&[f32], &[f32]),
         n: usize,
         cached: usize,
         patterns: Option<&[HeadPattern]>,
@@ -366,8 +439,10 @@ impl<B: AttentionBackend> CpuEngine<B> {
         let group = cfg.heads / cfg.kv_heads;
         let shape =
             AttnShape { heads: group, kv_heads: 1, head_dim: d, seqs: vec![SeqLen { q_len: n, kv_len: cached + n }] };
+        let _ = layer;
+        let total = cached + n;
         for g in 0..cfg.kv_heads {
-            let (k, v) = self.cache.head(layer, g, cached + n);
+            let (k, v) = (&k_f32[g * total * d..(g + 1) * total * d], &v_f32[g * total * d..(g + 1) * total * d]);
             let q = &q_all[g * group * n * d..(g + 1) * group * n * d];
             let group_patterns = patterns.map(|p| &p[g * group..(g + 1) * group]);
             let out = match group_patterns {

@@ -18,6 +18,8 @@
 pub mod attention;
 pub mod capture;
 pub mod cpu;
+pub mod decode_attention;
+pub mod decode_profile;
 pub mod error;
 pub mod generate;
 pub mod kv_cache;
@@ -32,6 +34,7 @@ pub mod stats;
 pub use attention::{AttentionChoice, MInferencePlan};
 pub use capture::save_qk;
 pub use cpu::{cpu_engine, CapturedQk, CpuEngine, PrefillProgress};
+pub use decode_profile::{DecodeOp, DecodeProfile};
 pub use error::{EngineError, Result};
 pub use generate::{generate, Decoding, GenerateOptions, Generation, StopReason, TextStream};
 pub use prefill_engine::PrefillEngine;

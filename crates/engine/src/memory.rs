@@ -6,19 +6,21 @@ use minference_model::{ModelError, Result};
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// Bytes the CPU engine allocates to prefill `n_tokens` (f32 everywhere): KV cache (with the decode
-/// reserve), Q/O of all heads of a layer, the residual stream, one chunk of layer buffers and one
+/// Bytes the CPU engine allocates to prefill `n_tokens`: f16 KV cache (with the decode reserve),
+/// one layer of f32 K/V, Q/O of all heads of a layer, the residual stream, one chunk of layer buffers and one
 /// KV group's attention output. Attention backends' own scratch space comes on top.
 pub fn cpu_prefill_bytes(cfg: &ModelConfig, n_tokens: usize, chunk_tokens: usize, decode_reserve: usize) -> u64 {
     let (n, d) = (n_tokens as u64, cfg.head_dim as u64);
     let chunk = chunk_tokens.min(n_tokens) as u64;
-    let kv = 2 * cfg.layers as u64 * cfg.kv_heads as u64 * (n + decode_reserve as u64) * d;
+    // The cache is f16 (2 bytes, counted as half an f32); one layer of it is also held in f32.
+    let kv = cfg.layers as u64 * cfg.kv_heads as u64 * (n + decode_reserve as u64) * d;
+    let kv_layer = 2 * cfg.kv_heads as u64 * n * d;
     let q = cfg.heads as u64 * n * d;
     let residual = n * cfg.hidden as u64;
     let layer_chunk =
         chunk * (3 * cfg.hidden as u64 + (cfg.q_dim() + 2 * cfg.kv_dim()) as u64 + 2 * cfg.intermediate as u64);
     let group_out = (cfg.heads / cfg.kv_heads) as u64 * n * d;
-    4 * (kv + q + residual + layer_chunk + group_out)
+    4 * (kv + kv_layer + q + residual + layer_chunk + group_out)
 }
 
 /// `MemAvailable` of this machine (Linux), if readable.
@@ -58,8 +60,8 @@ mod tests {
         let (a, b) = (cpu_prefill_bytes(&cfg, 10_000, 512, 0), cpu_prefill_bytes(&cfg, 20_000, 512, 0));
         let c = cpu_prefill_bytes(&cfg, 40_000, 512, 0);
         assert_eq!(c - b, 2 * (b - a));
-        // KV cache alone: 30 layers × 2 × 3 heads × 64 × 4 bytes per token.
-        assert!(a >= 30 * 2 * 3 * 64 * 4 * 10_000);
+        // KV cache alone: 30 layers × 2 × 3 heads × 64 × 2 bytes (f16) per token.
+        assert!(a >= 30 * 2 * 3 * 64 * 2 * 10_000);
     }
 
     #[test]

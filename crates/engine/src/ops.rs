@@ -1,4 +1,5 @@
-//! Dense building blocks of the forward pass on CPU: RMSNorm, linear layers (sgemm), SwiGLU.
+//! Dense building blocks of the forward pass on CPU: RMSNorm, linear layers (sgemm for many rows,
+//! the quantized matvec of `minference_model::gguf::quant` for one), SwiGLU.
 
 use minference_model::weights::Linear;
 use rayon::prelude::*;
@@ -23,7 +24,11 @@ pub fn linear(x: &[f32], rows: usize, layer: &Linear, y: &mut [f32]) {
     if rows == 0 {
         return;
     }
-    if rows == 1 {
+    if let (1, Some(q)) = (rows, &layer.quant) {
+        // A decode step: the matrix-vector product on the GGML blocks as stored (a quarter to a
+        // half of the f32 bytes; AVX-512 / AVX2 kernels with a portable fallback).
+        q.matvec(x, y);
+    } else if rows == 1 {
         // A matrix-vector product: rows of W in parallel beats the packing overhead of sgemm.
         y.par_chunks_mut(256).enumerate().for_each(|(c, ys)| {
             for (j, yv) in ys.iter_mut().enumerate() {
@@ -110,7 +115,13 @@ mod tests {
     fn linear_matches_naive_for_one_and_many_rows() {
         let (i, o) = (37, 300);
         let weight: Vec<f32> = (0..i * o).map(|v| ((v * 7919) % 101) as f32 / 50.0 - 1.0).collect();
-        let layer = Linear { weight, bias: Some((0..o).map(|v| v as f32 * 0.01).collect()), out_dim: o, in_dim: i };
+        let layer = Linear {
+            weight,
+            bias: Some((0..o).map(|v| v as f32 * 0.01).collect()),
+            out_dim: o,
+            in_dim: i,
+            quant: None,
+        };
         for rows in [1usize, 5] {
             let x: Vec<f32> = (0..rows * i).map(|v| ((v * 31) % 17) as f32 / 8.0 - 1.0).collect();
             let mut y = vec![0.0; rows * o];

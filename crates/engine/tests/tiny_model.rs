@@ -105,7 +105,8 @@ fn decode_steps_match_a_longer_prefill() {
     e.decode_step(p[37]).unwrap_or_else(|err| panic!("{err}"));
     e.decode_step(p[38]).unwrap_or_else(|err| panic!("{err}"));
     let stepped = e.decode_step(p[39]).unwrap_or_else(|err| panic!("{err}"));
-    assert!(max_abs_diff(&full, &stepped) < 1e-4, "{}", max_abs_diff(&full, &stepped));
+    // Decode steps read the cache's K/V rounded to f16 (2^-11 relative); prefill attends in f32.
+    assert!(max_abs_diff(&full, &stepped) < 3e-3, "{}", max_abs_diff(&full, &stepped));
     assert_eq!(e.cache().len(), 40);
 }
 

@@ -14,6 +14,12 @@ pub trait TensorSource {
     /// The tensor as f32, row-major.
     fn load_f32(&self, name: &str) -> Result<Vec<f32>>;
 
+    /// The tensor's GGML blocks as stored, when it is block-quantized (Q4_0/Q4_1/Q8_0/K-quants);
+    /// `None` for float tensors and for sources without blocks.
+    fn load_quantized(&self, _name: &str) -> Option<crate::gguf::quant::QuantMatrix> {
+        None
+    }
+
     /// Loads a tensor and checks its shape.
     fn load_shaped(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
         let shape = self.shape(name).ok_or_else(|| ModelError::MissingTensor(name.to_string()))?;
@@ -31,6 +37,9 @@ impl TensorSource for GgufFile {
     }
     fn load_f32(&self, name: &str) -> Result<Vec<f32>> {
         self.tensor_f32(name)
+    }
+    fn load_quantized(&self, name: &str) -> Option<crate::gguf::quant::QuantMatrix> {
+        self.tensor_quantized(name)
     }
 }
 

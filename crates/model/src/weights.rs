@@ -1,7 +1,10 @@
-//! Model weights held in f32 (dequantized at load), and their loading from a `TensorSource`.
+//! Model weights held in f32 (dequantized at load, for prefill's sgemm), and for block-quantized
+//! GGUF tensors also their blocks as stored (decode's matrix-vector products read those), and their
+//! loading from a `TensorSource`.
 
 use crate::config::{Architecture, ModelConfig};
 use crate::error::Result;
+use crate::gguf::quant::QuantMatrix;
 use crate::source::TensorSource;
 
 /// A linear layer `y = x · Wᵀ (+ b)` with `W` row-major `[out, in]`.
@@ -11,6 +14,8 @@ pub struct Linear {
     pub bias: Option<Vec<f32>>,
     pub out_dim: usize,
     pub in_dim: usize,
+    /// The same `[out, in]` matrix in its GGML blocks, when the file stores it quantized.
+    pub quant: Option<QuantMatrix>,
 }
 
 #[derive(Debug, Clone)]
@@ -30,6 +35,8 @@ pub struct LayerWeights {
 pub struct Weights {
     /// `[vocab, hidden]`.
     pub embed: Vec<f32>,
+    /// `embed` in its GGML blocks, when quantized (the tied LM head of a decode step reads it).
+    pub embed_quant: Option<QuantMatrix>,
     pub layers: Vec<LayerWeights>,
     pub final_norm: Vec<f32>,
     /// `None` when tied to `embed`.
@@ -111,6 +118,20 @@ impl NameScheme {
     }
 }
 
+/// The source row of each destination row of `unpermute_rope_rows` (heads × head_dim rows).
+fn unpermute_map(heads: usize, head_dim: usize) -> Vec<usize> {
+    let half = head_dim / 2;
+    let mut src_of = vec![0usize; heads * head_dim];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                src_of[h * head_dim + j * half + i] = h * head_dim + 2 * i + j;
+            }
+        }
+    }
+    src_of
+}
+
 /// llama.cpp's converter reorders each head's Q/K rows from HF's half-split RoPE layout
 /// (pairs `(i, i + D/2)`) to interleaved pairs `(2i, 2i + 1)`; this undoes it so one RoPE
 /// implementation (half-split) serves every format. `rows` = heads × head_dim.
@@ -143,11 +164,14 @@ impl Weights {
          -> Result<Linear> {
             let mut weight = src.load_shaped(&scheme.layer(layer, part, false), &[out_dim, in_dim])?;
             let mut b = if bias { Some(src.load_shaped(&scheme.layer(layer, part, true), &[out_dim])?) } else { None };
+            let mut quant =
+                src.load_quantized(&scheme.layer(layer, part, false)).filter(|q| q.rows == out_dim && q.cols == in_dim);
             if unpermute && rope_heads > 0 {
                 weight = unpermute_rope_rows(&weight, rope_heads, cfg.head_dim, in_dim);
                 b = b.map(|b| unpermute_rope_rows(&b, rope_heads, cfg.head_dim, 1));
+                quant = quant.map(|q| q.permute_rows(&unpermute_map(rope_heads, cfg.head_dim)));
             }
-            Ok(Linear { weight, bias: b, out_dim, in_dim })
+            Ok(Linear { weight, bias: b, out_dim, in_dim, quant })
         };
         let mut layers = Vec::with_capacity(cfg.layers);
         for l in 0..cfg.layers {
@@ -171,10 +195,12 @@ impl Weights {
                 bias: None,
                 out_dim: cfg.vocab,
                 in_dim: h,
+                quant: src.load_quantized(scheme.lm_head()).filter(|q| q.rows == cfg.vocab && q.cols == h),
             })
         };
         Ok(Weights {
             embed: src.load_shaped(scheme.embed(), &[cfg.vocab, h])?,
+            embed_quant: src.load_quantized(scheme.embed()).filter(|q| q.rows == cfg.vocab && q.cols == h),
             layers,
             final_norm: src.load_shaped(scheme.final_norm(), &[h])?,
             lm_head,
@@ -194,6 +220,7 @@ impl Weights {
             bias: bias.then(|| vec![0.0; out_dim]),
             out_dim,
             in_dim,
+            quant: None,
         };
         let h = cfg.hidden;
         let layers = (0..cfg.layers)
@@ -211,6 +238,6 @@ impl Weights {
             .collect();
         let embed = mat(cfg.vocab, h);
         let lm_head = (!cfg.tie_embeddings).then(|| lin(mat(cfg.vocab, h), cfg.vocab, h, false));
-        Ok(Weights { embed, layers, final_norm: vec![1.0; h], lm_head })
+        Ok(Weights { embed, embed_quant: None, layers, final_norm: vec![1.0; h], lm_head })
     }
 }

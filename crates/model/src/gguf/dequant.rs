@@ -12,10 +12,12 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
-/// Dequantizes `src` (whole blocks of `ty`) into `dst`. Returns false for an unsupported type.
-pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
-    let Some((elems, bytes)) = ty.block() else { return false };
-    let kernel: fn(&[u8], &mut [f32]) = match ty {
+/// Dequantizes one block: its bytes into its elements.
+type BlockFn = fn(&[u8], &mut [f32]);
+
+/// The per-block kernel of `ty`, if supported.
+fn block_kernel(ty: GgmlType) -> Option<BlockFn> {
+    let kernel: BlockFn = match ty {
         GgmlType::F32 => |s, d| d[0] = f32::from_le_bytes([s[0], s[1], s[2], s[3]]),
         GgmlType::F16 => |s, d| d[0] = f16_at(s, 0),
         GgmlType::BF16 => |s, d| d[0] = bf16::from_le_bytes([s[0], s[1]]).to_f32(),
@@ -24,8 +26,28 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
         GgmlType::Q8_0 => q8_0,
         GgmlType::Q4_K => q4_k,
         GgmlType::Q6_K => q6_k,
-        _ => return false,
+        _ => return None,
     };
+    Some(kernel)
+}
+
+/// Whether `dequantize` handles `ty`.
+pub fn supported(ty: GgmlType) -> bool {
+    block_kernel(ty).is_some()
+}
+
+/// Dequantizes one block of `ty` (`src.len()` = its bytes, `dst.len()` = its elements); leaves
+/// `dst` alone for an unsupported type.
+#[inline]
+pub fn dequantize_block(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+    if let Some(kernel) = block_kernel(ty) {
+        kernel(src, dst);
+    }
+}
+
+/// Dequantizes `src` (whole blocks of `ty`) into `dst`. Returns false for an unsupported type.
+pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> bool {
+    let (Some((elems, bytes)), Some(kernel)) = (ty.block(), block_kernel(ty)) else { return false };
     src.par_chunks(bytes * BLOCKS_PER_TASK).zip(dst.par_chunks_mut(elems * BLOCKS_PER_TASK)).for_each(|(s, d)| {
         for (sb, db) in s.chunks_exact(bytes).zip(d.chunks_exact_mut(elems)) {
             kernel(sb, db);

@@ -7,6 +7,7 @@
 
 mod cursor;
 pub mod dequant;
+pub mod quant;
 pub mod types;
 pub mod value;
 
@@ -184,6 +185,19 @@ impl GgufFile {
             .bytes()
             .get(info.offset..info.offset + len)
             .ok_or_else(|| ModelError::Gguf(format!("tensor `{}` lies outside the file", info.name)))
+    }
+
+    /// A 2-D block-quantized tensor as a `QuantMatrix` `[dims[1], dims[0]]` (a copy of its blocks);
+    /// `None` for float types, other ranks, or types without a kernel.
+    pub fn tensor_quantized(&self, name: &str) -> Option<quant::QuantMatrix> {
+        let info = self.tensor(name)?;
+        let quantized =
+            matches!(info.kind, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0 | GgmlType::Q4_K | GgmlType::Q6_K);
+        if !quantized || info.dims.len() != 2 {
+            return None;
+        }
+        let bytes = self.tensor_bytes(info).ok()?;
+        quant::QuantMatrix::new(info.kind, info.dims[1], info.dims[0], bytes.to_vec())
     }
 
     /// The tensor dequantized to f32, in GGML order (row-major with `dims[0]` as row length).
