@@ -2,8 +2,8 @@
 //! the figure does not depend on other load on the machine.
 //! `RAYON_NUM_THREADS=1 cargo run -p minference-cpu --release --example dense_cycles -- [N] [--portable]`
 
+use minference_backend_suite::Case;
 use minference_core::{AttentionBackend, AttnShape, DType};
-use minference_cpu::backend_suite::Case;
 use minference_cpu::bench::process_cpu_seconds;
 use minference_cpu::CpuBackend;
 

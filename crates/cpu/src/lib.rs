@@ -4,12 +4,12 @@
 //!   (64-row query blocks × 64-key tiles, base-2 online softmax in f32, `matrixmultiply` sgemm for
 //!   Q·Kᵀ and P·V) fed by pluggable key-tile iterators (dense, A-shape, sparse index).
 //! * [`reference`]: f64 masked attention, the ground truth of every test.
-//! * [`backend_suite`]: property checks that run against any backend (CPU here, CUDA elsewhere).
 //! * [`bench`]: the CPU benchmark behind `minference bench cpu`.
+//!
+//! The property checks every backend runs live in the `minference-backend-suite` test crate.
 
 mod attention;
 mod backend;
-pub mod backend_suite;
 pub mod bench;
 mod error;
 mod estimate;

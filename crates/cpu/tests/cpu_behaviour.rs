@@ -1,7 +1,7 @@
 //! CPU-specific documented behaviour that the generic suite leaves to each backend.
 
+use minference_backend_suite::{Case, KernelMask};
 use minference_core::{AttentionBackend, AttnShape, DType, HeadPattern, HostTensor, RowBlockIndex, SparseIndex};
-use minference_cpu::backend_suite::{Case, KernelMask};
 use minference_cpu::reference::masked_attention_f64_flagged;
 use minference_cpu::{CpuBackend, CpuError};
 
@@ -63,7 +63,7 @@ fn index_of_another_shape_is_rejected() {
 /// iterator, so their outputs are bit-identical (decode steps and dense layers agree exactly).
 #[test]
 fn dense_pattern_is_bit_identical_to_dense() {
-    let shape = minference_cpu::backend_suite::varlen_shape(4, 2, 64);
+    let shape = minference_backend_suite::varlen_shape(4, 2, 64);
     let case = Case::random(shape.clone(), DType::Bf16, 9);
     let (q, k, v) = (case.q.view(), case.k.view(), case.v.view());
     let backend = CpuBackend::new();
@@ -90,8 +90,8 @@ fn dedicated_thread_pool_matches_global_pool() {
 /// (`tiles64 + gather_groups` per head), so the bench's executed-FLOP figures describe real work.
 #[test]
 fn iterated_tiles_match_core_coverage() {
+    use minference_backend_suite::{mixed_patterns, varlen_shape};
     use minference_core::{index_head_coverage, TILE};
-    use minference_cpu::backend_suite::{mixed_patterns, varlen_shape};
     use minference_cpu::tiles::{AShapeMask, KeyTile, RowSpan, TileIter};
 
     let shape = varlen_shape(8, 2, 64);

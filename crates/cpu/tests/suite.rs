@@ -1,7 +1,7 @@
 //! Runs every backend-suite check on the CPU backend, plus property tests over random shapes.
 
+use minference_backend_suite::*;
 use minference_core::{AttentionBackend, AttnShape, DType, SeqLen};
-use minference_cpu::backend_suite::*;
 use minference_cpu::CpuBackend;
 use proptest::prelude::*;
 
@@ -22,7 +22,7 @@ macro_rules! suite_test {
 }
 
 mod backend_suite {
-    pub use minference_cpu::backend_suite::*;
+    pub use minference_backend_suite::*;
 }
 
 suite_test!(

@@ -3,7 +3,7 @@
 
 use minference_core::AttentionBackend;
 use minference_core::{AttnShape, DType, HeadPattern, OwnedTensor};
-use minference_cpu::backend_suite::mixed_patterns;
+use minference_backend_suite::mixed_patterns;
 use minference_cpu::rng::TestRng;
 use minference_cuda::{layer_attention, CudaBackend, CudaError, DeviceTensor};
 

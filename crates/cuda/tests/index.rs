@@ -6,7 +6,7 @@ use minference_core::{
     AttentionBackend, AttnShape, DType, HeadPattern, OwnedTensor, RowBlockIndex, SeqLen, SparseIndex, SynthConfig,
     VsSelection,
 };
-use minference_cpu::backend_suite::{random_vs_selection, varlen_shape};
+use minference_backend_suite::{random_vs_selection, varlen_shape};
 use minference_cpu::rng::TestRng;
 use std::collections::HashSet;
 

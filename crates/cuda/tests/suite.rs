@@ -2,7 +2,7 @@
 
 use minference_core::{AttentionBackend, AttnShape, DType};
 
-use minference_cpu::backend_suite::{self, check_mixed_patterns_on, varlen_shape, GQA, LENGTHS};
+use minference_backend_suite::{self as backend_suite, check_mixed_patterns_on, varlen_shape, GQA, LENGTHS};
 
 /// Runs every check of a list with two seeds; reports all failures at once.
 fn run_all(checks: Vec<(&'static str, backend_suite::Check<minference_cuda::CudaBackend>)>) {

@@ -1,6 +1,6 @@
 //! Property checks that run against ANY [`AttentionBackend`] and compare with the f64 reference
 //! (spec §8 items 13–22). Each check is `(backend, seed) -> Result<(), String>`; the error names the
-//! case that failed. `minference-cpu`'s tests run them on [`crate::CpuBackend`]; the CUDA crate runs
+//! case that failed. `minference-cpu`'s tests run them on [`minference_cpu::CpuBackend`]; the CUDA crate runs
 //! the same functions on its backend.
 //!
 //! Tolerances vs the f64 reference on unit-variance inputs: f32 inputs max-abs ≤ 1e-4; bf16/f16
@@ -9,12 +9,12 @@
 //! Checks that take an input dtype exist as `check_x` (f32), `check_x_bf16` and `check_x_with`;
 //! [`all_checks`] lists the f32 set plus the dtype-specific checks, [`all_checks_bf16`] the bf16 set.
 
-use crate::reference::{dense_reference_f64, masked_attention_f64_flagged};
-use crate::rng::TestRng;
 use minference_core::{
     kernel_mask_keep, AttentionBackend, AttnShape, DType, HeadPattern, OwnedTensor, SeqLen, SparseIndex, VsSelection,
     TILE,
 };
+use minference_cpu::reference::{dense_reference_f64, masked_attention_f64_flagged};
+use minference_cpu::rng::TestRng;
 
 /// A check as a plain function pointer, for running the whole list generically.
 pub type Check<B> = fn(&B, u64) -> Result<(), String>;
