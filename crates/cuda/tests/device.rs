@@ -1,9 +1,9 @@
 //! Device-resident API: poisoned outputs are fully written, the layer pipeline times its phases,
 //! and bad input is an error.
 
+use minference_backend_suite::mixed_patterns;
 use minference_core::AttentionBackend;
 use minference_core::{AttnShape, DType, HeadPattern, OwnedTensor};
-use minference_backend_suite::mixed_patterns;
 use minference_cpu::rng::TestRng;
 use minference_cuda::{layer_attention, CudaBackend, CudaError, DeviceTensor};
 

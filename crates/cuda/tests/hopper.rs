@@ -2,8 +2,8 @@
 //! same inputs and the same sparse index: dense, every sparse pattern in one launch, varlen
 //! batches without offsets, bf16 and f32 outputs, NaN-poisoned outputs fully written.
 
-use minference_core::{AttnShape, DType, HeadPattern, OwnedTensor, SeqLen};
 use minference_backend_suite::mixed_patterns;
+use minference_core::{AttnShape, DType, HeadPattern, OwnedTensor, SeqLen};
 use minference_cpu::rng::TestRng;
 use minference_cuda::{attention, layer_attention, DeviceIndex, DeviceTensor, Gpu};
 

@@ -1,12 +1,12 @@
 //! GPU index kernels against core: VS conversion bit-exact, VS and BS estimation equal to core's
 //! selections up to float-summation near-ties, determinism.
 
+use minference_backend_suite::{random_vs_selection, varlen_shape};
 use minference_core::{
     clamp_vs_budget, convert_vs_head, estimate_bs_head, estimate_vs_head, gather_last_q, generate_qkv,
     AttentionBackend, AttnShape, DType, HeadPattern, OwnedTensor, RowBlockIndex, SeqLen, SparseIndex, SynthConfig,
     VsSelection,
 };
-use minference_backend_suite::{random_vs_selection, varlen_shape};
 use minference_cpu::rng::TestRng;
 use std::collections::HashSet;
 
