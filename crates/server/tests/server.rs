@@ -531,13 +531,13 @@ async fn a_disconnect_mid_stream_frees_the_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnect_during_prefill_cancels_it() {
-    let hooks = Hooks { layer_delay: Some(Duration::from_millis(400)), ..Hooks::default() };
+    let hooks = Hooks { layer_delay: Some(Duration::from_millis(1000)), ..Hooks::default() };
     let done = Arc::clone(&hooks.prefills_done);
     let base = start(config(), 1, hooks).await;
     let c = client();
     let url = format!("{base}/v1/chat/completions");
     let quick =
-        reqwest::Client::builder().timeout(Duration::from_millis(200)).build().unwrap_or_else(|e| panic!("{e}"));
+        reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap_or_else(|e| panic!("{e}"));
     let r = quick.post(&url).json(&chat_body("slow", 4)).send().await;
     assert!(r.is_err(), "the client gave up before the answer");
     let m = wait_metric(&c, &base, "minference_cancelled_total 1").await;
