@@ -225,6 +225,8 @@ pub fn run_e2e(args: &BenchCpuE2eArgs) -> Result<()> {
     let mut rows = Vec::new();
     let mut profiles = Vec::new();
     for &ctx in &args.contexts {
+        // The prompt and the decoded tokens fit the model's context (8K = 8192 − decode − 1).
+        let ctx = ctx.min(cfg.context_length.saturating_sub(args.decode_tokens + 1)).max(1);
         let tokens = prompt_tokens(&model, ctx)?;
         let mut engine = cpu_engine(model.clone());
         let opts =
@@ -278,8 +280,10 @@ fn kernel_table(w: &minference_model::weights::Weights) {
         }
         t.elapsed().as_secs_f64() * 1e6 / reps as f64
     };
-    println!("| matvec | blocks | quantized kernel µs | portable (1 thread) µs | f32 weights µs |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| matvec | blocks | quantized kernel µs | 8-bit activation µs | portable (1 thread) µs | f32 weights µs |"
+    );
+    println!("|---|---|---|---|---|---|");
     let gate = &w.layers[0].w_gate;
     let mut mats = vec![("layer 0 ffn_gate", gate.quant.as_ref(), gate.in_dim, gate.out_dim)];
     if w.lm_head.is_none() {
@@ -288,17 +292,18 @@ fn kernel_table(w: &minference_model::weights::Weights) {
     }
     for (name, q, cols, rows) in mats {
         let Some(q) = q else {
-            println!("| {name} | f32 | — | — | — |");
+            println!("| {name} | f32 | — | — | — | — |");
             continue;
         };
         let x: Vec<f32> = (0..cols).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
         let mut y = vec![0f32; rows];
         let fast = time(&mut || q.matvec(&x, &mut y));
+        let int8 = time(&mut || q.matvec_int8(&x, &mut y));
         let port = time(&mut || q.matvec_portable(&x, &mut y));
         let f = q.dequantize();
         let lin = minference_model::weights::Linear { weight: f, bias: None, out_dim: rows, in_dim: cols, quant: None };
         let dense = time(&mut || minference_engine::ops::linear(&x, 1, &lin, &mut y));
-        println!("| {name} {rows}×{cols} | {:?} | {fast:.1} | {port:.1} | {dense:.1} |", q.ty);
+        println!("| {name} {rows}×{cols} | {:?} | {fast:.1} | {int8:.1} | {port:.1} | {dense:.1} |", q.ty);
     }
     println!();
 }

@@ -5,12 +5,17 @@
 //! every type (K-quants included, and every CPU) has a portable path that dequantizes one block into
 //! a stack buffer and takes an f32 dot product, so no f32 row ever exists in memory.
 //!
-//! The activation stays f32 (f32 accumulation): the products equal the dequantize-then-f32 path up
-//! to summation order, so greedy outputs of the oracle do not move. candle-core's quantized CPU
-//! matmul (0.9, `default-features = false`) was evaluated first and is not used: it quantizes the
-//! activation to Q8 (Q8_1 for Q4_1) before its integer dot products, which changes the numbers
-//! against the f32 oracle, and on this model's Q4_1 weights it measured slower than these kernels
-//! (docs/cpu.md, "Decode", has the figures).
+//! `matvec` (= `matvec_f32`) keeps the activation in f32 and equals the dequantize-then-f32 path up
+//! to summation order. `matvec_int8` (AVX2) multiplies Q4_0/Q4_1/Q8_0 rows against the activation
+//! quantized to 8 bits per run of 32, as llama.cpp does (integer products, f32 accumulation; the
+//! Q4_0 offset and Q4_1 minimum use exact f32 sums); it is tested but not the default (see
+//! `matvec`).
+//!
+//! candle-core's quantized CPU matmul (0.9.2, `default-features = false`) was evaluated first and
+//! is not used: its Q4_1 dot product (this default model's type) has no SIMD form at all, and it
+//! picks its AVX2 kernels for the other types at compile time (`cfg(target_feature = "avx2")`),
+//! so in our portable build (no `-C target-cpu`) it runs scalar code: 384 µs for a 1536×576 Q4_1
+//! matvec on 2 threads here against 72–95 µs for the f32-activation kernel below (docs/cpu.md).
 
 use super::dequant;
 use super::types::GgmlType;
@@ -61,8 +66,39 @@ impl QuantMatrix {
         out
     }
 
-    /// `y = W · x` (`x.len() == cols`, `y.len() == rows`), rows split over the rayon pool.
+    /// `y = W · x` (`x.len() == cols`, `y.len() == rows`), rows split over the rayon pool, with
+    /// the activation in f32 (`matvec_f32`). The 8-bit-activation product (`matvec_int8`) is not
+    /// the default: on the HF fixture it moved logits by up to 8% (a one-token forward, whose
+    /// activations have outliers), against the oracle's 1% bound.
     pub fn matvec(&self, x: &[f32], y: &mut [f32]) {
+        self.matvec_f32(x, y);
+    }
+
+    /// `y = W · x` with `x` quantized to 8 bits per run of 32 first (as llama.cpp does) and the
+    /// Q4_0/Q4_1/Q8_0 blocks multiplied in integers (AVX2); other types and CPUs use `matvec_f32`.
+    pub fn matvec_int8(&self, x: &[f32], y: &mut [f32]) {
+        assert_eq!(x.len(), self.cols, "matvec input length");
+        assert_eq!(y.len(), self.rows, "matvec output length");
+        #[cfg(target_arch = "x86_64")]
+        if x86::int8_available(self.ty) {
+            let act = Q8Act::new(x);
+            let rb = self.row_bytes();
+            let per_task = self.rows.div_ceil(4 * rayon::current_num_threads().max(1)).max(ROWS_PER_TASK);
+            y.par_chunks_mut(per_task).enumerate().for_each(|(c, ys)| {
+                let r0 = c * per_task;
+                for (row, yv) in self.data[r0 * rb..(r0 + ys.len()) * rb].chunks_exact(rb).zip(ys.iter_mut()) {
+                    // SAFETY: `int8_available` checked AVX2/FMA/F16C and the type; rows are whole
+                    // blocks and `act` holds 32 values per block.
+                    *yv = unsafe { x86::row_int8_avx2(self.ty, row, &act) };
+                }
+            });
+            return;
+        }
+        self.matvec_f32(x, y);
+    }
+
+    /// `y = W · x` with `x` kept in f32 (every type; the reference the int8 path is held to).
+    pub fn matvec_f32(&self, x: &[f32], y: &mut [f32]) {
         assert_eq!(x.len(), self.cols, "matvec input length");
         assert_eq!(y.len(), self.rows, "matvec output length");
         let kernel = Kernel::select(self.ty);
@@ -81,6 +117,34 @@ impl QuantMatrix {
     pub fn matvec_portable(&self, x: &[f32], y: &mut [f32]) {
         let sums = block_sums(x);
         Kernel::Portable.rows(self.ty, &self.data, self.row_bytes(), x, &sums, y);
+    }
+}
+
+/// The activation quantized per run of 32: `x ≈ d_b · q`, with the exact f32 sums of each run
+/// (the Q4_0 offset and the Q4_1 minimum multiply those, so they add no error).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+struct Q8Act {
+    q: Vec<i8>,
+    d: Vec<f32>,
+    sums: Vec<f32>,
+}
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+impl Q8Act {
+    fn new(x: &[f32]) -> Self {
+        let mut q = vec![0i8; x.len()];
+        let mut d = Vec::with_capacity(x.len() / 32);
+        for (xs, qs) in x.chunks(32).zip(q.chunks_mut(32)) {
+            let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let scale = amax / 127.0;
+            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            for (qv, xv) in qs.iter_mut().zip(xs) {
+                // Round half away from zero without a libm call (`as` saturates).
+                *qv = (xv * inv + 0.5f32.copysign(*xv)) as i8;
+            }
+            d.push(scale);
+        }
+        Q8Act { q, d, sums: block_sums(x) }
     }
 }
 
@@ -162,16 +226,75 @@ mod x86 {
     use super::GgmlType;
     use std::arch::x86_64::*;
 
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "f16c")]
     unsafe fn f16(b: &[u8], i: usize) -> f32 {
         let bits = u16::from_le_bytes([b[i], b[i + 1]]);
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
     }
 
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "f16c")]
     unsafe fn f16_ptr(p: *const u8) -> f32 {
         let bits = u16::from_le_bytes([*p, *p.add(1)]);
         _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+    }
+
+    pub(super) fn int8_available(ty: GgmlType) -> bool {
+        matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::arch::is_x86_feature_detected!("f16c")
+    }
+
+    /// One row of Q4_0 / Q4_1 / Q8_0 blocks against the 8-bit activation: 32 products per block
+    /// in two integer instructions (`maddubs`, `madd`), one f32 FMA per block for the scales.
+    #[target_feature(enable = "avx2,f16c,fma")]
+    pub(super) unsafe fn row_int8_avx2(ty: GgmlType, row: &[u8], act: &super::Q8Act) -> f32 {
+        let (bytes, qs_at) = match ty {
+            GgmlType::Q4_0 => (18, 2),
+            GgmlType::Q4_1 => (20, 4),
+            _ => (34, 2),
+        };
+        let blocks = row.len() / bytes;
+        let (rp, xq, xd, sums) = (row.as_ptr(), act.q.as_ptr(), act.d.as_ptr(), act.sums.as_ptr());
+        let m4 = _mm_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut off0, mut off1) = (0f32, 0f32);
+        // A macro, not a closure, so every intrinsic is compiled inside this AVX2 function.
+        macro_rules! block {
+            ($b:expr, $acc:ident, $off:ident) => {{
+                let b = $b;
+                let blk = rp.add(b * bytes);
+                let d = f16_ptr(blk);
+                let x = _mm256_loadu_si256(xq.add(b * 32) as *const __m256i);
+                let p = if ty == GgmlType::Q8_0 {
+                    let w = _mm256_loadu_si256(blk.add(qs_at) as *const __m256i);
+                    // maddubs needs an unsigned operand: |w| against x carrying w's sign.
+                    _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w))
+                } else {
+                    let v = _mm_loadu_si128(blk.add(qs_at) as *const __m128i);
+                    let lo = _mm_and_si128(v, m4);
+                    let hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
+                    let m = if ty == GgmlType::Q4_0 { -8.0 * d } else { f16_ptr(blk.add(2)) };
+                    $off += m * *sums.add(b);
+                    _mm256_maddubs_epi16(_mm256_set_m128i(hi, lo), x)
+                };
+                let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+                $acc = _mm256_fmadd_ps(p, _mm256_set1_ps(d * *xd.add(b)), $acc);
+            }};
+        }
+        let mut b = 0;
+        while b + 1 < blocks {
+            block!(b, acc0, off0);
+            block!(b + 1, acc1, off1);
+            b += 2;
+        }
+        if b < blocks {
+            block!(b, acc0, off0);
+        }
+        hsum256(_mm256_add_ps(acc0, acc1)) + off0 + off1
     }
 
     /// One row of Q4_0 / Q4_1 / Q8_0 blocks against `x`, 16 lanes.
@@ -231,7 +354,8 @@ mod x86 {
         _mm512_reduce_add_ps(acc) + offset
     }
 
-    #[inline(always)]
+    #[inline]
+    #[target_feature(enable = "avx")]
     unsafe fn hsum256(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
         let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -334,12 +458,23 @@ mod tests {
         let x: Vec<f32> = (0..cols).map(|i| ((i as u64 * 2654435761 + seed) % 2001) as f32 / 1000.0 - 1.0).collect();
         let want = reference(&m, &x);
         let scale: f32 = want.iter().fold(1.0f32, |a, v| a.max(v.abs()));
-        let (mut fast, mut port) = (vec![0f32; rows], vec![0f32; rows]);
-        m.matvec(&x, &mut fast);
+        let (mut fast, mut port, mut int8) = (vec![0f32; rows], vec![0f32; rows], vec![0f32; rows]);
+        m.matvec_f32(&x, &mut fast);
         m.matvec_portable(&x, &mut port);
+        m.matvec_int8(&x, &mut int8);
+        // The 8-bit activation moves each x by at most half its run's step (max|x| / 254).
+        let w = m.dequantize();
+        let step: Vec<f32> = x.chunks(32).map(|c| c.iter().fold(0f32, |a, v| a.max(v.abs())) / 254.0).collect();
         for r in 0..rows {
             assert!((fast[r] - want[r]).abs() <= 1e-4 * scale, "{ty:?} row {r}: {} vs {}", fast[r], want[r]);
             assert!((port[r] - want[r]).abs() <= 1e-4 * scale, "{ty:?} portable row {r}: {} vs {}", port[r], want[r]);
+            let bound: f32 = w[r * cols..(r + 1) * cols].iter().enumerate().map(|(i, v)| v.abs() * step[i / 32]).sum();
+            assert!(
+                (int8[r] - want[r]).abs() <= bound * 1.01 + 1e-4 * scale,
+                "{ty:?} int8 row {r}: {} vs {}",
+                int8[r],
+                want[r]
+            );
         }
     }
 
