@@ -6,6 +6,11 @@
 
 typedef unsigned long long u64;
 
+// NVRTC has no <math.h>: the same +inf nvcc gets from it.
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+
 #ifdef MODEL_OPS_F16
 #include <cuda_fp16.h>
 typedef __half elem;

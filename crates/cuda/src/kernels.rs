@@ -70,6 +70,21 @@ pub fn load_unit(ctx: &Arc<CudaContext>, unit: &str) -> Result<Arc<CudaModule>> 
     ctx.load_module(ptx).map_err(|e| CudaError::KernelLoad(format!("loading NVRTC output of `{unit}` failed: {e:?}")))
 }
 
+/// NVRTC options: `base`, the unit's defines, and the CUDA include folder for the toolkit headers
+/// some units use (`cuda_bf16.h`): `$CUDA_HOME/include`, `$CUDA_PATH/include` or
+/// `/usr/local/cuda/include`, the first that exists.
+fn nvrtc_options(base: &[&str], defines: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = base.iter().chain(defines).map(|o| o.to_string()).collect();
+    let candidates = ["CUDA_HOME", "CUDA_PATH"]
+        .iter()
+        .filter_map(|v| std::env::var_os(v).map(|p| std::path::PathBuf::from(p).join("include")))
+        .chain(std::iter::once(std::path::PathBuf::from("/usr/local/cuda/include")));
+    if let Some(dir) = candidates.into_iter().find(|d| d.join("cuda_bf16.h").is_file()) {
+        out.push(format!("--include-path={}", dir.display()));
+    }
+    out
+}
+
 /// Parameter block of the attention kernels; must match `AttnParams` in kernels/tiles.cuh (both
 /// sides assert its size against kernels/abi.cuh at build time).
 #[repr(C)]
@@ -125,7 +140,7 @@ pub fn check_nvrtc_sources_except(skip: &[&str]) -> Result<Option<Vec<(String, u
     for (unit, src, defines) in generated::SOURCES.iter().filter(|(u, _, _)| !skip.contains(u)) {
         let opts = CompileOptions {
             arch: Some("sm_90a"),
-            options: ["-std=c++17", "-default-device"].iter().chain(defines.iter()).map(|o| o.to_string()).collect(),
+            options: nvrtc_options(&["-std=c++17", "-default-device"], defines),
             ..Default::default()
         };
         let ptx = cudarc::nvrtc::compile_ptx_with_opts(*src, opts)
