@@ -62,7 +62,7 @@ pub struct BenchAttentionArgs {
     #[arg(long, default_value_t = 0)]
     pub gpu: usize,
     /// Read Q/K/V from a safetensors file (`q`, `k`, optional `v`; e.g. captured from a model with
-    /// `cargo run -p minference-model --release --example capture_qk`) instead of synthesising
+    /// `cargo run -p minference-engine --release --example capture_qk`) instead of synthesising
     /// them; one captured head is replicated over the layer's heads; --lengths is then ignored.
     #[arg(long)]
     pub qk_file: Option<PathBuf>,

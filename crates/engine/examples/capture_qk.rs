@@ -1,7 +1,7 @@
 //! Captures real Q and K (after RoPE) of one layer and head of the default model into a
 //! safetensors file, for attention benchmarks on real sparse indices.
 //!
-//! cargo run -p minference-model --release --example capture_qk -- [TOKENS] [LAYER] [HEAD] [OUT] [TEXT_FILE]
+//! cargo run -p minference-engine --release --example capture_qk -- [TOKENS] [LAYER] [HEAD] [OUT] [TEXT_FILE]
 //! Defaults: 8192 tokens (the model's context), layer 15, head 0, out/qk_l15_h0.safetensors; the
 //! prompt is TEXT_FILE's contents (repeated to length) or a generated document with a needle.
 

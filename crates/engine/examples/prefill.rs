@@ -1,6 +1,6 @@
 //! Times dense vs MInference prefill on the CPU and compares their next-token distributions.
 //!
-//! cargo run -p minference-model --release --example prefill -- [TOKENS] [MODEL.gguf | random:SHAPE[:LAYERS]]
+//! cargo run -p minference-engine --release --example prefill -- [TOKENS] [MODEL.gguf | random:SHAPE[:LAYERS]]
 //! Defaults: 2048 tokens, the default model (fetched when absent).
 
 use minference_core::HeadPattern;
