@@ -60,8 +60,13 @@ impl ModelPatternConfig {
     /// Parses MInference's JSON format; `file` names the source in error messages.
     pub fn from_json_str(text: &str, file: &str) -> Result<Self> {
         let root: Value = serde_json::from_str(text).map_err(|e| config_err(file, "JSON", e.to_string()))?;
+        Self::from_json_value(&root, file)
+    }
+
+    /// Parses an already-parsed JSON value in MInference's format (a list of layers).
+    pub fn from_json_value(root: &Value, file: &str) -> Result<Self> {
         let Value::Array(layers) = root else {
-            return Err(config_err(file, "top level", format!("expected a list of layers, found {}", kind(&root))));
+            return Err(config_err(file, "top level", format!("expected a list of layers, found {}", kind(root))));
         };
         let layers =
             layers.iter().enumerate().map(|(l, layer)| parse_layer(layer, l, file)).collect::<Result<Vec<_>>>()?;
