@@ -1,8 +1,8 @@
 //! `minference bench cpu`: CPU dense vs CPU VS / BS / A-shape (issue 2's benchmark).
 
 use anyhow::{anyhow, Result};
+use minference_bench::{run_cpu_bench, CpuBenchConfig};
 use minference_core::DType;
-use minference_cpu::bench::{run_cpu_bench, CpuBenchConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct BenchCpuArgs {

@@ -8,10 +8,9 @@ use crate::model_args::{attention_choice, load_model, AttentionKind, ModelArgs};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use minference_core::HeadPattern;
-use minference_cpu::CpuBackend;
-use minference_engine::{AttentionChoice, CpuEngine, MInferencePlan, PrefillEngine};
+use minference_engine::{AttentionChoice, MInferencePlan, PrefillEngine};
 use minference_eval::{
-    build_needle_prompt, needle_value, parse_depths, run_needle_cell, score_streams, write_png, CoverageRecorder,
+    build_needle_prompt, coverage_cpu_engine, needle_value, parse_depths, run_needle_cell, score_streams, write_png,
     Haystack, NeedleGrid, PromptFrame,
 };
 use minference_model::{Model, Tokenizer};
@@ -324,7 +323,7 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
         }
         Placement::Cpu => {
             // On the CPU a recording backend also measures the kernel density of each variant.
-            let mut engine = CpuEngine::new(model.clone(), CoverageRecorder::new(CpuBackend::new()));
+            let mut engine = coverage_cpu_engine(model.clone());
             for (v, (name, attention)) in variants.iter().enumerate() {
                 bar.set_message(name.clone());
                 engine.backend().take();

@@ -4,13 +4,12 @@
 //!   (64-row query blocks × 64-key tiles, base-2 online softmax in f32, `matrixmultiply` sgemm for
 //!   Q·Kᵀ and P·V) fed by pluggable key-tile iterators (dense, A-shape, sparse index).
 //! * [`reference`]: f64 masked attention, the ground truth of every test.
-//! * [`bench`]: the CPU benchmark behind `minference bench cpu`.
 //!
-//! The property checks every backend runs live in the `minference-backend-suite` test crate.
+//! The property checks every backend runs live in the `minference-backend-suite` test crate, the
+//! CPU attention benchmark in `minference-bench`.
 
 mod attention;
 mod backend;
-pub mod bench;
 mod error;
 mod estimate;
 mod exp2;

@@ -4,7 +4,16 @@
 
 use minference_core::coverage::{head_coverage, index_head_coverage, Coverage};
 use minference_core::{AttentionBackend, AttnShape, HeadPattern, HostTensor, SparseIndex, VsSelection};
-use std::sync::Mutex;
+use minference_cpu::CpuBackend;
+use minference_engine::CpuEngine;
+use minference_model::Model;
+use std::sync::{Arc, Mutex};
+
+/// The CPU engine with a recording backend: prefills as usual and measures the kernel density of
+/// each call (`engine.backend().take()`).
+pub fn coverage_cpu_engine(model: impl Into<Arc<Model>>) -> CpuEngine<CoverageRecorder<CpuBackend>> {
+    CpuEngine::new(model, CoverageRecorder::new(CpuBackend::new()))
+}
 
 pub struct CoverageRecorder<B> {
     inner: B,

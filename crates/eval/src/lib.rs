@@ -13,7 +13,7 @@ pub mod heatmap;
 pub mod needle;
 pub mod ppl;
 
-pub use coverage::CoverageRecorder;
+pub use coverage::{coverage_cpu_engine, CoverageRecorder};
 pub use error::{EvalError, Result};
 pub use grid::{run_needle_cell, CellResult, NeedleGrid};
 pub use haystack::Haystack;

@@ -1,10 +1,10 @@
 //! Dense attention on one thread for micro-kernel tuning: run under `perf stat -e cycles` so that
 //! the figure does not depend on other load on the machine.
-//! `RAYON_NUM_THREADS=1 cargo run -p minference-cpu --release --example dense_cycles -- [N] [--portable]`
+//! `RAYON_NUM_THREADS=1 cargo run -p minference-bench --release --example dense_cycles -- [N] [--portable]`
 
 use minference_backend_suite::Case;
+use minference_bench::process_cpu_seconds;
 use minference_core::{AttentionBackend, AttnShape, DType};
-use minference_cpu::bench::process_cpu_seconds;
 use minference_cpu::CpuBackend;
 
 fn main() {
@@ -34,6 +34,6 @@ fn main() {
         reps as f64 * flops / wall / 1e9,
         reps as f64 * flops / cpu / 1e9
     );
-    let sgemm = minference_cpu::bench::sgemm_rate(1024, 20);
+    let sgemm = minference_bench::sgemm_rate(1024, 20);
     println!("sgemm 1024³: best wall {:.1} GF/s, per CPU-second {:?} GF/s", sgemm.wall_gflops, sgemm.per_core_gflops);
 }

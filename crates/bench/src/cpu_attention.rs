@@ -2,12 +2,12 @@
 //! structured synthetic workload, with the machine's sgemm rate as the ceiling and the synthetic
 //! heads' distance from the calibration targets. A command, not a test: nothing here asserts timings.
 
-use crate::rng::TestRng;
-use crate::CpuBackend;
 use minference_core::{
     attention_recall, generate_qkv, index_head_coverage, kernel_mask_keep, AttentionBackend, AttnShape, Coverage,
     DType, HeadPattern, OwnedTensor, SparseIndex, SynthConfig, VsSelection,
 };
+use minference_cpu::rng::TestRng;
+use minference_cpu::CpuBackend;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -169,13 +169,13 @@ pub fn sgemm_rate(n: usize, reps: usize) -> SgemmRate {
     let cpu0 = process_cpu_seconds();
     for _ in 0..reps.max(1) {
         let t0 = Instant::now();
-        crate::gemm::sgemm(
+        minference_cpu::gemm::sgemm(
             n,
             n,
             n,
             1.0,
-            crate::gemm::Mat { data: &a, rs: n, cs: 1 },
-            crate::gemm::Mat { data: &b, rs: n, cs: 1 },
+            minference_cpu::gemm::Mat { data: &a, rs: n, cs: 1 },
+            minference_cpu::gemm::Mat { data: &b, rs: n, cs: 1 },
             0.0,
             &mut c,
             n,
