@@ -19,8 +19,10 @@ pub struct ModelArgs {
     /// into ./models if absent.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// MInference per-head pattern config (MInference's JSON format). Default: the shipped config
-    /// for the model if there is one (configs/), else VS(1000, 6096) on every head.
+    /// MInference per-head pattern config: MInference's JSON format (a list of layers), or a
+    /// Hugging Face config.json holding it under `sparse_attention_config` (as SGLang reads it;
+    /// its `sparse_attention_threshold` replaces `--dense-below auto` for run and serve). Default:
+    /// the shipped config for the model if there is one (configs/), else VS(1000, 6096) on every head.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Layers below this one use dense attention (MInference's starting_layer).
@@ -70,11 +72,11 @@ fn parse_dense_below(s: &str) -> Result<DenseBelow, String> {
     }
 }
 
-/// What `run` prints about the attention: a prompt under the threshold runs dense.
-pub fn describe_attention(what: &str, attention: &AttentionChoice, prompt_len: usize, dense_below: usize) -> String {
+/// What `run` prints about the attention: a prompt under the plan's threshold runs dense.
+pub fn describe_attention(what: &str, attention: &AttentionChoice, prompt_len: usize) -> String {
     match attention {
-        AttentionChoice::MInference(_) if prompt_len < dense_below => {
-            format!("{what}; dense for this prompt ({prompt_len} tokens < --dense-below {dense_below})")
+        AttentionChoice::MInference(p) if prompt_len < p.dense_below => {
+            format!("{what}; dense for this prompt ({prompt_len} tokens < dense-below {})", p.dense_below)
         }
         _ => what.to_string(),
     }
@@ -127,7 +129,46 @@ fn shipped_config(model: &Model) -> Option<PathBuf> {
     None
 }
 
+/// A pattern config file: MInference's JSON, or an HF config.json's `sparse_attention_config`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedConfig {
+    pub patterns: ModelPatternConfig,
+    /// `sparse_attention_threshold` of an HF config.json (its default 32768 when the key is
+    /// absent); `None` for MInference's format.
+    pub hf_threshold: Option<usize>,
+}
+
+/// Reads `path` in either format (an object at the top level is an HF config.json). An HF config
+/// without `sparse_attention_config`, with sparse attention disabled, or with a
+/// `sparse_attention_last_q` other than the engine's 64 is an error naming the key.
+pub fn load_pattern_config(path: &Path) -> Result<LoadedConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+    let file = path.display().to_string();
+    if !minference_core::is_hf_config(&text) {
+        return Ok(LoadedConfig { patterns: ModelPatternConfig::from_json_str(&text, &file)?, hf_threshold: None });
+    }
+    let hf = minference_core::read_hf_config(&text, &file)?;
+    if !hf.enabled {
+        bail!("{file}: sparse_attention_enabled is false; set it to true, or run with --attention dense");
+    }
+    if hf.last_q != minference_core::VS_LAST_Q {
+        bail!(
+            "{file}: sparse_attention_last_q = {}, but this engine estimates Vertical-Slash indices from the \
+             last {} query rows; set it to {} or remove it",
+            hf.last_q,
+            minference_core::VS_LAST_Q,
+            minference_core::VS_LAST_Q
+        );
+    }
+    Ok(LoadedConfig { patterns: hf.patterns, hf_threshold: Some(hf.threshold) })
+}
+
 /// Builds the prefill attention choice for `kind`; prompts shorter than `dense_below` run dense.
+/// `dense_below` is the caller's reading of `--dense-below` (the device crossover for run and
+/// serve, 0 for the evals). With `--dense-below auto` and an HF config.json, run and serve use the
+/// file's `sparse_attention_threshold` instead of the device crossover, as the serving stack
+/// would; the evals (auto = 0, they measure the sparse path) and an explicit `--dense-below N`
+/// are unchanged.
 pub fn attention_choice(
     args: &ModelArgs,
     model: &Model,
@@ -141,13 +182,21 @@ pub fn attention_choice(
     let config_path = args.config.clone().or_else(|| shipped_config(model));
     let (plan, what) = match config_path {
         Some(path) => {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading config {}", path.display()))?;
-            let parsed = ModelPatternConfig::from_json_str(&text, &path.display().to_string())?;
-            (MInferencePlan::from_config(cfg, &parsed)?, format!("minference ({})", path.display()))
+            let loaded = load_pattern_config(&path)?;
+            let plan = MInferencePlan::from_config(cfg, &loaded.patterns)
+                .with_context(|| format!("config {} does not fit model {}", path.display(), cfg.name))?;
+            let dense_below = match (args.dense_below, loaded.hf_threshold) {
+                (DenseBelow::Auto, Some(threshold)) if dense_below != 0 => threshold,
+                _ => dense_below,
+            };
+            (plan.with_dense_below(dense_below), format!("minference ({})", path.display()))
         }
-        None => (MInferencePlan::uniform(cfg, HeadPattern::DEFAULT), "minference (VS 1000/6096 on every head)".into()),
+        None => (
+            MInferencePlan::uniform(cfg, HeadPattern::DEFAULT).with_dense_below(dense_below),
+            "minference (VS 1000/6096 on every head)".into(),
+        ),
     };
-    let plan = plan.with_starting_layer(args.starting_layer).with_dense_below(dense_below);
+    let plan = plan.with_starting_layer(args.starting_layer);
     Ok((AttentionChoice::MInference(plan), what))
 }
 
@@ -173,12 +222,12 @@ mod dense_below_tests {
         assert_eq!(args.dense_below.or_zero(), 0);
         args.dense_below = DenseBelow::Tokens(0);
         assert_eq!(args.dense_below_for(true), 0);
-        let plan = AttentionChoice::MInference(MInferencePlan::uniform(
-            &minference_model::ModelConfig::tiny_llama(true),
-            HeadPattern::DEFAULT,
-        ));
-        assert!(describe_attention("vs", &plan, 100, 8192).contains("dense for this prompt"));
-        assert_eq!(describe_attention("vs", &plan, 9000, 8192), "vs");
+        let plan = AttentionChoice::MInference(
+            MInferencePlan::uniform(&minference_model::ModelConfig::tiny_llama(true), HeadPattern::DEFAULT)
+                .with_dense_below(8192),
+        );
+        assert!(describe_attention("vs", &plan, 100).contains("dense for this prompt"));
+        assert_eq!(describe_attention("vs", &plan, 9000), "vs");
     }
 
     #[test]
@@ -187,5 +236,91 @@ mod dense_below_tests {
         assert_eq!(parse_dense_below("AUTO"), Ok(DenseBelow::Auto));
         assert_eq!(parse_dense_below("64k"), Ok(DenseBelow::Tokens(65536)));
         assert!(parse_dense_below("-1").is_err());
+    }
+}
+
+#[cfg(test)]
+mod hf_config_tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures").join(name)
+    }
+
+    fn args(config: PathBuf, dense_below: DenseBelow) -> ModelArgs {
+        ModelArgs { model: None, config: Some(config), starting_layer: 0, dense_below }
+    }
+
+    fn tiny() -> Model {
+        Model::random_with_config(minference_model::ModelConfig::tiny_llama(true), 1).unwrap()
+    }
+
+    fn temp(name: &str, text: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("minference-model-args-{}-{name}", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn plan(choice: &AttentionChoice) -> &MInferencePlan {
+        match choice {
+            AttentionChoice::MInference(p) => p,
+            AttentionChoice::Dense => panic!("expected a MInference plan"),
+        }
+    }
+
+    #[test]
+    fn an_hf_config_loads_like_the_minference_file_and_its_threshold_replaces_auto() {
+        let model = tiny();
+        let hf = args(fixture("hf_config_two_layers.json"), DenseBelow::Auto);
+        let mi = args(fixture("minference_two_layers.json"), DenseBelow::Auto);
+        let (a, _) = attention_choice(&hf, &model, AttentionKind::Minference, DENSE_BELOW_CPU).unwrap();
+        let (b, _) = attention_choice(&mi, &model, AttentionKind::Minference, DENSE_BELOW_CPU).unwrap();
+        assert_eq!(plan(&a).patterns, plan(&b).patterns);
+        // The file says 4096; the MInference file keeps the device crossover.
+        assert_eq!((plan(&a).dense_below, plan(&b).dense_below), (4096, DENSE_BELOW_CPU));
+        // The evals (auto = 0) and an explicit --dense-below keep theirs.
+        let (e, _) = attention_choice(&hf, &model, AttentionKind::Minference, 0).unwrap();
+        assert_eq!(plan(&e).dense_below, 0);
+        let explicit = args(fixture("hf_config_two_layers.json"), DenseBelow::Tokens(100));
+        let (x, _) = attention_choice(&explicit, &model, AttentionKind::Minference, 100).unwrap();
+        assert_eq!(plan(&x).dense_below, 100);
+    }
+
+    #[test]
+    fn hf_config_problems_are_clear_errors() {
+        let model = tiny();
+        let fixture_text = std::fs::read_to_string(fixture("hf_config_two_layers.json")).unwrap();
+        let cases: Vec<(PathBuf, &str)> = vec![
+            (fixture("hf_config_no_key.json"), "sparse_attention_config"),
+            (
+                temp(
+                    "disabled.json",
+                    &fixture_text.replace("\"sparse_attention_enabled\": true", "\"sparse_attention_enabled\": false"),
+                ),
+                "sparse_attention_enabled is false",
+            ),
+            (
+                temp(
+                    "lastq.json",
+                    &fixture_text.replace("\"sparse_attention_last_q\": 64", "\"sparse_attention_last_q\": 128"),
+                ),
+                "sparse_attention_last_q = 128",
+            ),
+            (temp("shape.json", r#"{"sparse_attention_config": [{}, {}, {}]}"#), "3 layers but the model has 2"),
+            (
+                temp("heads.json", r#"{"sparse_attention_config": [{"9": ["vertical_and_slash", 1, 1, 0]}, {}]}"#),
+                "head id out of range",
+            ),
+            (
+                temp("entry.json", r#"{"sparse_attention_config": [{"0": ["vertical_and_slash", 1]}, {}]}"#),
+                "4 elements",
+            ),
+        ];
+        for (path, needle) in cases {
+            let a = args(path.clone(), DenseBelow::Auto);
+            let err = attention_choice(&a, &model, AttentionKind::Minference, 0).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains(needle) && msg.contains(&path.display().to_string()), "{needle}: {msg}");
+        }
     }
 }

@@ -82,7 +82,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let prompt = tokenizer.encode_prompt(&prompt_text)?;
     let dense_below = args.model.dense_below_for(placement.is_gpu());
     let (attention, what) = attention_choice(&args.model, &model, args.attention, dense_below)?;
-    let what = crate::model_args::describe_attention(&what, &attention, prompt.len(), dense_below);
+    let what = crate::model_args::describe_attention(&what, &attention, prompt.len());
     let layers = model.config().layers;
     let random = if model.has_random_weights() { " [random weights]" } else { "" };
     let mut engine = open_engine(EngineWeights::Model(Arc::clone(&model)), placement, args.precision)?;

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 #[derive(clap::Args, Debug)]
 #[command(group = clap::ArgGroup::new("calibration_source").required(true).args(["calibration", "synthetic_kv_retrieval"]))]
+#[command(group = clap::ArgGroup::new("destination").required(true).multiple(true).args(["output", "hf_config"]))]
 pub struct SearchArgs {
     /// GGUF file or safetensors directory (default: the SmolLM2 model under ./models, fetched if absent).
     #[arg(long)]
@@ -32,7 +33,12 @@ pub struct SearchArgs {
     pub len: Option<usize>,
     /// Where to write the config (MInference's JSON format).
     #[arg(short, long)]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
+    /// Also (or instead) write the config into this Hugging Face config.json, under
+    /// `sparse_attention_config` (where SGLang reads it): the key is replaced in place (inside
+    /// `dual_chunk_attention_config` if it is there), every other key is kept.
+    #[arg(long)]
+    pub hf_config: Option<PathBuf>,
     /// recall: attention-weight recall over rows past the floor (maximised); output: relative L2 error
     /// of the head's output (minimised); output-count: output elements off by more than 5e-3.
     #[arg(long, default_value = "recall")]
@@ -159,19 +165,59 @@ pub fn run(args: &SearchArgs) -> Result<()> {
         args.adaptive.then_some(args.gamma),
         args.floor,
     )?;
-    // Fail on an unwritable output before spending minutes on the search.
-    let out_file = std::fs::File::create(&args.output)
-        .with_context(|| format!("cannot write the config to {}", args.output.display()))?;
-    let result = search_and_write(args, &opts, out_file);
+    if args.output.is_none() && args.hf_config.is_none() {
+        bail!("give -o/--output (MInference's JSON) or --hf-config (an HF config.json), or both");
+    }
+    // Fail on an unwritable output or a bad HF config before spending minutes on the search.
+    let hf = args.hf_config.as_ref().map(|p| check_hf_config(p)).transpose()?;
+    let out_file = match &args.output {
+        Some(o) => {
+            Some(std::fs::File::create(o).with_context(|| format!("cannot write the config to {}", o.display()))?)
+        }
+        None => None,
+    };
+    let result = search_and_write(args, &opts, out_file, hf.as_deref());
     if result.is_err() {
-        // Best effort: do not leave an empty config behind.
-        let _ = std::fs::remove_file(&args.output);
+        if let Some(o) = &args.output {
+            // Best effort: do not leave an empty config behind.
+            let _ = std::fs::remove_file(o);
+        }
     }
     result
 }
 
-fn search_and_write(args: &SearchArgs, opts: &SearchOptions, mut out_file: std::fs::File) -> Result<()> {
+/// The text of the HF config.json `search --hf-config` will update: it must exist, be a JSON
+/// object and be writable. Returns its text.
+fn check_hf_config(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!("--hf-config {}: cannot read it (it must be an existing config.json)", path.display())
+    })?;
+    // Parses it the way the write will (a JSON object); the patterns written here are a placeholder.
+    minference_core::write_hf_config(
+        &text,
+        &minference_core::ModelPatternConfig::default(),
+        &path.display().to_string(),
+    )
+    .with_context(|| format!("--hf-config {}", path.display()))?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("--hf-config {}: cannot write it", path.display()))?;
+    Ok(text)
+}
+
+fn search_and_write(
+    args: &SearchArgs,
+    opts: &SearchOptions,
+    out_file: Option<std::fs::File>,
+    hf_text: Option<&str>,
+) -> Result<()> {
     let model = Arc::new(load_model(&args.model)?);
+    if let (Some(text), Some(path)) = (hf_text, &args.hf_config) {
+        let (layers, heads) = (model.config().layers, model.config().heads);
+        minference_core::hf_config::check_hf_model_shape(text, &path.display().to_string(), layers, heads)
+            .context("--hf-config: the file does not fit the model searched")?;
+    }
     let mut engine = open_device(SearchDevice::parse(&args.device)?, &model)?;
     let cfg = model.config().clone();
     let source = match &args.calibration {
@@ -220,9 +266,12 @@ fn search_and_write(args: &SearchArgs, opts: &SearchOptions, mut out_file: std::
             pb.finish();
         }
     }
-    out_file
-        .write_all(search.config.to_json_string().as_bytes())
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    if let (Some(mut f), Some(o)) = (out_file, &args.output) {
+        f.write_all(search.config.to_json_string().as_bytes()).with_context(|| format!("writing {}", o.display()))?;
+    }
+    if let (Some(text), Some(path)) = (hf_text, &args.hf_config) {
+        write_hf_file(path, text, &search.config)?;
+    }
     if let Some(p) = &args.details {
         let mut tsv = String::from("layer\thead\tchosen\tpattern\ta\tb\torigin\tscore\trecall\tdensity\twork\n");
         for r in &search.heads {
@@ -245,8 +294,21 @@ fn search_and_write(args: &SearchArgs, opts: &SearchOptions, mut out_file: std::
         std::fs::write(p, tsv).with_context(|| format!("writing {}", p.display()))?;
     }
     println!("{}", search.summary());
-    println!("wrote {}", args.output.display());
+    for p in args.output.iter().chain(&args.hf_config) {
+        println!("wrote {}", p.display());
+    }
     Ok(())
+}
+
+/// Writes `config` into the HF config.json at `path` (whose text was `text`): through a temporary
+/// file beside it and a rename, so an interrupted write leaves the old file.
+fn write_hf_file(path: &std::path::Path, text: &str, config: &minference_core::ModelPatternConfig) -> Result<()> {
+    let updated = minference_core::write_hf_config(text, config, &path.display().to_string())?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".minference-tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, updated).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
 fn pattern_numbers(p: &minference_core::HeadPattern) -> (usize, usize) {
@@ -262,6 +324,7 @@ fn pattern_numbers(p: &minference_core::HeadPattern) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn args(output: &str) -> SearchArgs {
         SearchArgs {
@@ -270,7 +333,8 @@ mod tests {
             synthetic_kv_retrieval: true,
             seed: 1,
             len: Some(1024),
-            output: PathBuf::from(output),
+            output: Some(PathBuf::from(output)),
+            hf_config: None,
             objective: "recall".into(),
             target_cost: "ashape:1024,4096".into(),
             presets: "kernel-aware".into(),
@@ -317,6 +381,40 @@ mod tests {
     fn unwritable_output_fails_before_loading_the_model() {
         let err = run(&args("/nonexistent-dir/config.json")).unwrap_err();
         assert!(format!("{err:#}").contains("cannot write the config"), "{err:#}");
+    }
+
+    #[test]
+    fn hf_config_is_checked_before_the_search_and_updated_in_place() {
+        let dir = std::env::temp_dir().join(format!("minference-search-hf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let no_key = Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures/hf_config_no_key.json");
+        let good = dir.join("config.json");
+        std::fs::copy(&no_key, &good).unwrap();
+        // Missing file, not an object: errors before the model loads (the model path does not exist).
+        for (path, needle) in [(dir.join("absent.json"), "cannot read"), (dir.join("list.json"), "JSON object")] {
+            if path.ends_with("list.json") {
+                std::fs::write(&path, "[1]").unwrap();
+            }
+            let mut a = args("unused");
+            a.output = None;
+            a.hf_config = Some(path);
+            let err = format!("{:#}", run(&a).unwrap_err());
+            assert!(err.contains("--hf-config") && err.contains(needle), "{err}");
+        }
+        // Another model's config.json (2 layers × 4 heads against SmolLM2's 30 × 9).
+        let text = std::fs::read_to_string(&good).unwrap();
+        let f = good.display().to_string();
+        let err = minference_core::hf_config::check_hf_model_shape(&text, &f, 30, 9).unwrap_err().to_string();
+        assert!(err.contains("num_hidden_layers is 2 but the model has 30"), "{err}");
+        minference_core::hf_config::check_hf_model_shape(&text, &f, 2, 4).unwrap();
+        // The write keeps other keys and leaves no temporary file.
+        let cfg = minference_core::ModelPatternConfig::uniform(2, 4, minference_core::HeadPattern::DEFAULT);
+        write_hf_file(&good, &check_hf_config(&good).unwrap(), &cfg).unwrap();
+        let written = std::fs::read_to_string(&good).unwrap();
+        assert!(written.contains("\"torch_dtype\": \"bfloat16\""), "{written}");
+        assert_eq!(minference_core::read_hf_config(&written, "c").unwrap().patterns, cfg);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "config.json and list.json only");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

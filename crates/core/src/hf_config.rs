@@ -207,3 +207,21 @@ pub fn write_hf_config(text: &str, patterns: &ModelPatternConfig, file: &str) ->
     out.push('\n');
     Ok(out)
 }
+
+/// An HF config.json that names `num_hidden_layers` or `num_attention_heads` must match the model
+/// (`layers`, `heads`): writing a searched config into another model's file is an error.
+pub fn check_hf_model_shape(text: &str, file: &str, layers: usize, heads: usize) -> Result<()> {
+    let root = parse_object(text, file)?;
+    for (key, want) in [("num_hidden_layers", layers), ("num_attention_heads", heads)] {
+        if let Some(have) = root.get(key).and_then(Value::as_u64) {
+            if have != want as u64 {
+                return Err(err(
+                    file,
+                    key,
+                    format!("{key} is {have} but the model has {want}; is this another model's config.json?"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
