@@ -352,22 +352,24 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
         args.len,
         args.last
     );
-    println!("| attention | mean NLL | Δ NLL vs {reference} | perplexity | Δ ppl | KL({reference} ‖ ·) nats/token | kernel density | prefill s |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| attention | mean NLL | Δ NLL vs {reference} | perplexity | Δ ppl | KL({reference} ‖ ·) nats/token | top-1 agreement | kernel density | prefill s |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let base = scores[0];
     for (((name, _), s), (density, secs)) in variants.iter().zip(&scores).zip(densities.iter().zip(&seconds)) {
         println!(
-            "| {name} | {:.4} | {:+.2}% | {:.3} | {:+.2}% | {:.5} | {} | {:.1} |",
+            "| {name} | {:.4} | {:+.2}% | {:.3} | {:+.2}% | {:.5} | {:.2}% | {} | {:.1} |",
             s.mean_nll,
             100.0 * (s.mean_nll / base.mean_nll - 1.0),
             s.perplexity,
             100.0 * (s.perplexity / base.perplexity - 1.0),
             s.mean_kl,
+            100.0 * s.top1_agreement,
             if density.is_nan() { "n/a (GPU)".to_string() } else { format!("{:.1}%", 100.0 * density) },
             secs
         );
     }
-    println!("\nkernel density: causal (query, key) pairs the attention kernels computed over every layer and head of the whole prefill, from the indices they used.");
+    println!("\ntop-1 agreement: share of scored positions whose most likely next token is {reference}'s.");
+    println!("kernel density: causal (query, key) pairs the attention kernels computed over every layer and head of the whole prefill, from the indices they used.");
     Ok(())
 }
 

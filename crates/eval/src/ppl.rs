@@ -1,4 +1,4 @@
-//! Perplexity, mean NLL and next-token KL of several prefills of one document against a reference
+//! Perplexity, mean NLL, next-token KL and next-token top-1 agreement of several prefills of one document against a reference
 //! (dense) prefill, over a range of positions, computed in chunks of positions so that only
 //! `chunk × vocab` logits per prefill are held at once.
 
@@ -16,6 +16,9 @@ pub struct PositionScores {
     pub perplexity: f64,
     /// Mean over positions of `KL(reference || this)` of the next-token distributions, in nats.
     pub mean_kl: f64,
+    /// Share of positions whose most likely next token (argmax; the lowest id on ties) is the
+    /// reference's (1 for the reference itself).
+    pub top1_agreement: f64,
     pub positions: usize,
 }
 
@@ -50,6 +53,8 @@ pub fn score_streams(
     let mut other = vec![0f32; chunk * vocab];
     let mut nll_sum = vec![0f64; streams.len()];
     let mut kl_sum = vec![0f64; streams.len()];
+    let mut agree = vec![0usize; streams.len()];
+    let mut reference_top1 = vec![0usize; chunk];
     let mut t0 = positions.start;
     while t0 < positions.end {
         let rows = chunk.min(positions.end - t0);
@@ -58,11 +63,17 @@ pub fn score_streams(
         logits_rows(model, &streams[0][span.clone()], &mut reference[..rows * vocab])?;
         log_softmax_rows(&mut reference[..rows * vocab], vocab);
         nll_sum[0] += chunk_nll(&reference[..rows * vocab], vocab, next)?;
+        for (r, row) in reference[..rows * vocab].chunks(vocab).enumerate() {
+            reference_top1[r] = argmax(row);
+        }
+        agree[0] += rows;
         for (i, stream) in streams.iter().enumerate().skip(1) {
             logits_rows(model, &stream[span.clone()], &mut other[..rows * vocab])?;
             log_softmax_rows(&mut other[..rows * vocab], vocab);
             nll_sum[i] += chunk_nll(&other[..rows * vocab], vocab, next)?;
             kl_sum[i] += chunk_kl(&reference[..rows * vocab], &other[..rows * vocab]);
+            agree[i] +=
+                other[..rows * vocab].chunks(vocab).zip(&reference_top1).filter(|(row, &t)| argmax(row) == t).count();
         }
         t0 += rows;
     }
@@ -70,13 +81,26 @@ pub fn score_streams(
     Ok(nll_sum
         .iter()
         .zip(&kl_sum)
-        .map(|(&nll, &kl)| PositionScores {
+        .zip(&agree)
+        .map(|((&nll, &kl), &a)| PositionScores {
             mean_nll: nll / n,
             perplexity: (nll / n).exp(),
             mean_kl: kl / n,
+            top1_agreement: a as f64 / n,
             positions: positions.len(),
         })
         .collect())
+}
+
+/// Index of the largest value (the first one on ties; NaN never wins).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] || row[best].is_nan() && !v.is_nan() {
+            best = i;
+        }
+    }
+    best
 }
 
 /// Sum over rows of `-logp[row][next[row]]`.
@@ -99,6 +123,14 @@ pub fn chunk_kl(logp: &[f32], logq: &[f32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn argmax_takes_the_first_maximum_and_skips_nan() {
+        assert_eq!(argmax(&[0.0, 2.0, 2.0, -1.0]), 1);
+        assert_eq!(argmax(&[f32::NAN, -5.0, -6.0]), 1);
+        assert_eq!(argmax(&[3.0]), 0);
+        assert_eq!(argmax(&[-1.0, f32::NAN, 0.5]), 2);
+    }
 
     #[test]
     fn kl_is_zero_on_equal_and_positive_otherwise() {
