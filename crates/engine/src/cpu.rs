@@ -299,9 +299,16 @@ impl<B: AttentionBackend> CpuEngine<B> {
                 let xs = &x[c0 * hidden..(c0 + c) * hidden];
                 ops::rms_norm(xs, &lw.attn_norm, cfg.rms_eps, &mut normed[..c * hidden]);
                 lap(&mut prof, DecodeOp::Norms, &mut t);
-                ops::linear(&normed[..c * hidden], c, &lw.wq, &mut q_rows[..c * cfg.q_dim()]);
-                ops::linear(&normed[..c * hidden], c, &lw.wk, &mut k_rows[..c * cfg.kv_dim()]);
-                ops::linear(&normed[..c * hidden], c, &lw.wv, &mut v_rows[..c * cfg.kv_dim()]);
+                ops::linear_many(
+                    &normed[..c * hidden],
+                    c,
+                    &[&lw.wq, &lw.wk, &lw.wv],
+                    &mut [
+                        &mut q_rows[..c * cfg.q_dim()],
+                        &mut k_rows[..c * cfg.kv_dim()],
+                        &mut v_rows[..c * cfg.kv_dim()],
+                    ],
+                );
                 lap(&mut prof, DecodeOp::Qkv, &mut t);
                 self.rope.apply(&mut q_rows[..c * cfg.q_dim()], heads, cached + c0);
                 self.rope.apply(&mut k_rows[..c * cfg.kv_dim()], kv_heads, cached + c0);
@@ -352,8 +359,12 @@ impl<B: AttentionBackend> CpuEngine<B> {
                 ops::rms_norm(xs, &lw.mlp_norm, cfg.rms_eps, &mut normed[..c * hidden]);
                 lap(&mut prof, DecodeOp::Norms, &mut t);
                 let inter = c * cfg.intermediate;
-                ops::linear(&normed[..c * hidden], c, &lw.w_gate, &mut gate[..inter]);
-                ops::linear(&normed[..c * hidden], c, &lw.w_up, &mut up[..inter]);
+                ops::linear_many(
+                    &normed[..c * hidden],
+                    c,
+                    &[&lw.w_gate, &lw.w_up],
+                    &mut [&mut gate[..inter], &mut up[..inter]],
+                );
                 lap(&mut prof, DecodeOp::GateUp, &mut t);
                 ops::swiglu(&mut gate[..inter], &up[..inter]);
                 lap(&mut prof, DecodeOp::Swiglu, &mut t);

@@ -62,6 +62,28 @@ pub fn linear(x: &[f32], rows: usize, layer: &Linear, y: &mut [f32]) {
     }
 }
 
+/// `linear` for several layers over the same one or more input rows: for one row with every
+/// layer in GGML blocks (Q/K/V, gate/up of a decode step) one fused parallel matvec pass
+/// (`QuantMatrix::matvec_many`), otherwise one `linear` per layer.
+pub fn linear_many(x: &[f32], rows: usize, layers: &[&Linear], ys: &mut [&mut [f32]]) {
+    let quants: Option<Vec<_>> = layers.iter().map(|l| l.quant.as_ref()).collect();
+    match quants {
+        Some(q) if rows == 1 => {
+            minference_model::gguf::quant::QuantMatrix::matvec_many(&q, x, ys);
+            for (l, y) in layers.iter().zip(ys.iter_mut()) {
+                if let Some(b) = &l.bias {
+                    y.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+                }
+            }
+        }
+        _ => {
+            for (l, y) in layers.iter().zip(ys.iter_mut()) {
+                linear(x, rows, l, y);
+            }
+        }
+    }
+}
+
 /// Dot product with 8 independent accumulators so the compiler can vectorize.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];

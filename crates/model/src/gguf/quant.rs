@@ -104,12 +104,34 @@ impl QuantMatrix {
         let kernel = Kernel::select(self.ty);
         let sums = block_sums(x);
         let rb = self.row_bytes();
-        // Long contiguous runs per task (the prefetcher streams them), a few tasks per thread.
-        let per_task = self.rows.div_ceil(4 * rayon::current_num_threads().max(1)).max(ROWS_PER_TASK);
+        let per_task = task_rows(self.rows);
         y.par_chunks_mut(per_task).enumerate().for_each(|(c, ys)| {
             let r0 = c * per_task;
             let rows = &self.data[r0 * rb..(r0 + ys.len()) * rb];
             kernel.rows(self.ty, rows, rb, x, &sums, ys);
+        });
+    }
+
+    /// `ys[i] = mats[i] · x` for several matrices over the same input (Q/K/V, gate/up) in one
+    /// parallel pass: one hand-off to the pool instead of one per matrix, the block sums of `x`
+    /// computed once, and the tasks of all matrices balanced together.
+    pub fn matvec_many(mats: &[&QuantMatrix], x: &[f32], ys: &mut [&mut [f32]]) {
+        assert_eq!(mats.len(), ys.len(), "one output per matrix");
+        let sums = block_sums(x);
+        let total: usize = mats.iter().map(|m| m.rows).sum();
+        let per_task = task_rows(total);
+        let mut tasks = Vec::new();
+        for (m, y) in mats.iter().zip(ys.iter_mut()) {
+            assert_eq!(x.len(), m.cols, "matvec input length");
+            assert_eq!(y.len(), m.rows, "matvec output length");
+            let kernel = Kernel::select(m.ty);
+            for (c, ys) in y.chunks_mut(per_task).enumerate() {
+                tasks.push((*m, kernel, c * per_task, ys));
+            }
+        }
+        tasks.into_par_iter().for_each(|(m, kernel, r0, ys)| {
+            let rb = m.row_bytes();
+            kernel.rows(m.ty, &m.data[r0 * rb..(r0 + ys.len()) * rb], rb, x, &sums, ys);
         });
     }
 
@@ -118,6 +140,13 @@ impl QuantMatrix {
         let sums = block_sums(x);
         Kernel::Portable.rows(self.ty, &self.data, self.row_bytes(), x, &sums, y);
     }
+}
+
+/// Rows per rayon task for `rows` output rows: long contiguous runs (the prefetch streams them), a
+/// few tasks per thread (work stealing evens out a shared machine), whole groups of four (the
+/// AVX-512 kernel's unit).
+fn task_rows(rows: usize) -> usize {
+    rows.div_ceil(4 * rayon::current_num_threads().max(1)).max(ROWS_PER_TASK).next_multiple_of(4)
 }
 
 /// The activation quantized per run of 32: `x ≈ d_b · q`, with the exact f32 sums of each run
@@ -578,6 +607,24 @@ mod tests {
         fn kernels_match_dequantize_then_f32(rows in 1usize..70, blocks in 1usize..6, seed in any::<u64>(), t in 0usize..5) {
             let ty = [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K][t];
             check(ty, rows, blocks, seed);
+        }
+    }
+
+    #[test]
+    fn matvec_many_equals_one_matvec_per_matrix() {
+        let mats = [
+            random_blocks(GgmlType::Q4_1, 70, 64, 1),
+            random_blocks(GgmlType::Q4_1, 9, 64, 2),
+            random_blocks(GgmlType::Q8_0, 33, 64, 3),
+        ];
+        let x: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
+        let mut outs: Vec<Vec<f32>> = mats.iter().map(|m| vec![0f32; m.rows]).collect();
+        let mut ys: Vec<&mut [f32]> = outs.iter_mut().map(|v| v.as_mut_slice()).collect();
+        QuantMatrix::matvec_many(&mats.iter().collect::<Vec<_>>(), &x, &mut ys);
+        for (m, got) in mats.iter().zip(&outs) {
+            let mut want = vec![0f32; m.rows];
+            m.matvec(&x, &mut want);
+            assert_eq!(got, &want);
         }
     }
 
