@@ -64,6 +64,12 @@ pub struct SearchArgs {
     /// Also write the calibration prompt's text here.
     #[arg(long)]
     pub save_prompt: Option<PathBuf>,
+    /// Global kernel-density target in (0, 1]: after scoring, one candidate per head is chosen so
+    /// that the mean kernel density over all heads stays within it, by loss decrease per unit of
+    /// density (a head that needs 90% gets it, a local head a sliver). Adds dense and a ladder of
+    /// Vertical-Slash budgets to the candidates. Without it every head is fitted to --target-cost.
+    #[arg(long)]
+    pub density: Option<f64>,
     /// Where the forward and the scoring run: cpu, cuda, or auto (cuda when a usable GPU is present).
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -158,13 +164,17 @@ pub fn load_model(path: &Option<PathBuf>) -> Result<Model> {
 
 pub fn run(args: &SearchArgs) -> Result<()> {
     SearchDevice::parse(&args.device)?;
-    let opts = search_options(
+    let mut opts = search_options(
         &args.objective,
         &args.target_cost,
         &args.presets,
         args.adaptive.then_some(args.gamma),
         args.floor,
     )?;
+    if let Some(d) = args.density {
+        minference_search::budget::check_density(d)?;
+        opts.space.given.extend(density_ladder());
+    }
     if args.output.is_none() && args.hf_config.is_none() {
         bail!("give -o/--output (MInference's JSON) or --hf-config (an HF config.json), or both");
     }
@@ -266,6 +276,11 @@ fn search_and_write(
             pb.finish();
         }
     }
+    let mut search = search;
+    if let Some(d) = args.density {
+        let reached = search.allocate_density(d, &opts.objective)?;
+        eprintln!("--density {d}: allocated mean kernel density {reached:.4} across {} heads", search.heads.len());
+    }
     if let (Some(mut f), Some(o)) = (out_file, &args.output) {
         f.write_all(search.config.to_json_string().as_bytes()).with_context(|| format!("writing {}", o.display()))?;
     }
@@ -311,6 +326,24 @@ fn write_hf_file(path: &std::path::Path, text: &str, config: &minference_core::M
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
+/// Candidates added under `--density`, so every head has options from a sliver to dense.
+fn density_ladder() -> Vec<minference_core::HeadPattern> {
+    use minference_core::HeadPattern::*;
+    let vs = |k_v, k_s| VerticalSlash { k_v, k_s };
+    vec![
+        Dense,
+        vs(30, 200),
+        vs(30, 800),
+        vs(100, 800),
+        vs(100, 1500),
+        vs(300, 2000),
+        vs(500, 4000),
+        vs(1000, 6096),
+        vs(2000, 8192),
+        AShape { n_init: 64, n_local: 512 },
+    ]
+}
+
 fn pattern_numbers(p: &minference_core::HeadPattern) -> (usize, usize) {
     use minference_core::HeadPattern::*;
     match *p {
@@ -343,6 +376,7 @@ mod tests {
             floor: None,
             details: None,
             save_prompt: None,
+            density: None,
             device: "cpu".into(),
         }
     }
@@ -415,6 +449,17 @@ mod tests {
         assert_eq!(minference_core::read_hf_config(&written, "c").unwrap().patterns, cfg);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2, "config.json and list.json only");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn density_outside_the_unit_interval_is_an_error() {
+        for d in [0.0, 1.5, -0.2, f64::NAN] {
+            let mut a = args("/nonexistent-dir/config.json");
+            a.density = Some(d);
+            let err = format!("{:#}", run(&a).unwrap_err());
+            assert!(err.contains("--density must be in (0, 1]"), "{err}");
+        }
+        assert!(density_ladder().contains(&minference_core::HeadPattern::Dense));
     }
 
     #[test]

@@ -9,9 +9,12 @@
 //!   (layer, head); the result is MInference's JSON config.
 //! * [`gpu::search_model_gpu`]: the same search with the forward and the candidate scoring on the
 //!   GPU (candidates are still built on the host, so both paths choose among the same masks).
+//! * [`budget::allocate`]: one candidate per head under a global mean kernel-density target, by
+//!   marginal loss decrease per unit of density (`ModelSearch::allocate_density`).
 //! * [`kv_prompt`]: InfiniteBench-style kv_retrieval prompt to a token budget.
 //! * [`viz`]: attention heat maps with the chosen pattern's kernel mask, as PNG.
 
+pub mod budget;
 pub mod calibration;
 pub mod candidates;
 pub mod capture;
@@ -25,6 +28,7 @@ pub mod mask;
 pub mod objective;
 pub mod viz;
 
+pub use budget::{allocate, CostPoint};
 pub use candidates::{Candidate, CandidateSpace, HeadCandidates, Preset, TargetCost};
 pub use dense::{dense_output, HeadInputs};
 pub use driver::{search_model, HeadReport, ModelSearch};
