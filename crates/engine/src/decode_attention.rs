@@ -168,8 +168,17 @@ mod x86 {
         let lanes = d / 16;
         let mut scores = vec![0f32; group * rows];
         let (kp, vp, qp) = (k.as_ptr() as *const u16, v.as_ptr() as *const u16, q.as_ptr());
+        // Lines a row of K (or V) spans; rows are prefetched `AHEAD` rows early, V's into L2 for the
+        // second pass (the hardware prefetcher alone left the loop waiting on the cache's lines).
+        const AHEAD: usize = 8;
+        let lines = (2 * d).div_ceil(64);
         for r in 0..rows {
             let row = kp.add(r * d);
+            for l in 0..lines {
+                // `wrapping_add`: past the block the address may be outside `k`; prefetches never fault.
+                _mm_prefetch(kp.wrapping_add((r + AHEAD) * d + 32 * l) as *const i8, _MM_HINT_T0);
+                _mm_prefetch(vp.wrapping_add((r + AHEAD) * d + 32 * l) as *const i8, _MM_HINT_T1);
+            }
             let mut acc = [_mm512_setzero_ps(); 8];
             for c in 0..lanes {
                 let kv = _mm512_cvtph_ps(_mm256_loadu_si256(row.add(16 * c) as *const __m256i));

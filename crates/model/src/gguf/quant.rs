@@ -450,8 +450,10 @@ mod x86 {
         for b in 0..blocks {
             // The row group after next, 4·`bytes` per block: its lines arrive from L3 / DRAM while
             // this group computes (the hardware prefetcher alone left the kernel waiting).
-            _mm_prefetch(p.add(8 * rb + 4 * b * bytes) as *const i8, _MM_HINT_T0);
-            _mm_prefetch(p.add(8 * rb + 4 * b * bytes + 64) as *const i8, _MM_HINT_T0);
+            // (`wrapping_add`: past the last row the address is outside the matrix, and a prefetch
+            // never faults.)
+            _mm_prefetch(p.wrapping_add(8 * rb + 4 * b * bytes) as *const i8, _MM_HINT_T0);
+            _mm_prefetch(p.wrapping_add(8 * rb + 4 * b * bytes + 64) as *const i8, _MM_HINT_T0);
             let x0 = _mm512_loadu_ps(xp.add(b * 32));
             let x1 = _mm512_loadu_ps(xp.add(b * 32 + 16));
             let s = _mm_set1_ps(*sums.add(b));
