@@ -109,11 +109,13 @@ fn parse_object(text: &str, file: &str) -> Result<OrderedObject> {
 /// Where the sparse-attention keys live: the top level, or the nested dual-chunk object.
 /// `None` = the top level.
 fn locate<'a>(root: &'a OrderedObject, file: &str) -> Result<Option<&'a serde_json::Map<String, Value>>> {
-    if root.get(HF_CONFIG_KEY).is_some() {
+    // A key set to null counts as absent (transformers writes unset options as null).
+    let present = |v: Option<&Value>| v.is_some_and(|v| !v.is_null());
+    if present(root.get(HF_CONFIG_KEY)) {
         return Ok(None);
     }
     match root.get(HF_DUAL_CHUNK_KEY) {
-        Some(Value::Object(inner)) if inner.contains_key(HF_CONFIG_KEY) => Ok(Some(inner)),
+        Some(Value::Object(inner)) if present(inner.get(HF_CONFIG_KEY)) => Ok(Some(inner)),
         _ => Err(err(
             file,
             HF_CONFIG_KEY,
@@ -188,9 +190,9 @@ pub fn write_hf_config(text: &str, patterns: &ModelPatternConfig, file: &str) ->
     let mut root = parse_object(text, file)?;
     let value: Value = serde_json::from_str(&patterns.to_json_string())
         .map_err(|e| err(file, HF_CONFIG_KEY, format!("serialising the patterns: {e}")))?;
-    let top_has_key = root.get(HF_CONFIG_KEY).is_some();
+    let top_has_key = root.get(HF_CONFIG_KEY).is_some_and(|v| !v.is_null());
     let nested_slot = root.0.iter_mut().find(|(k, _)| k == HF_DUAL_CHUNK_KEY).and_then(|(_, v)| match v {
-        Value::Object(inner) if inner.contains_key(HF_CONFIG_KEY) => Some(inner),
+        Value::Object(inner) if inner.get(HF_CONFIG_KEY).is_some_and(|v| !v.is_null()) => Some(inner),
         _ => None,
     });
     match nested_slot {

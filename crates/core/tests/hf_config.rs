@@ -45,6 +45,13 @@ fn a_config_without_the_key_names_it() {
     let e = read_hf_config(HF_NO_KEY, "models/x/config.json").unwrap_err().to_string();
     assert!(e.contains("sparse_attention_config") && e.contains("models/x/config.json"), "{e}");
     assert!(e.contains("--hf-config"), "{e}");
+    // A null key is absent too, and writing fills it in place.
+    let null = r#"{"model_type": "llama", "sparse_attention_config": null, "torch_dtype": "bfloat16"}"#;
+    assert!(read_hf_config(null, "c.json").unwrap_err().to_string().contains("no `sparse_attention_config` key"));
+    let cfg = ModelPatternConfig::uniform(1, 2, HeadPattern::DEFAULT);
+    let written = write_hf_config(null, &cfg, "c.json").unwrap();
+    assert!(written.find("sparse_attention_config") < written.find("torch_dtype"), "{written}");
+    assert_eq!(read_hf_config(&written, "c.json").unwrap().patterns, cfg);
 }
 
 #[test]
