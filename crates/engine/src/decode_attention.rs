@@ -157,9 +157,24 @@ fn block_partial_impl(q: &[f32], k: &[f16], v: &[f16], d: usize, scale: f32) -> 
 /// query head of the group.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{exp_nonpositive, Partial};
+    use super::{exp_nonpositive, lanes16, Partial};
     use half::f16;
     use std::arch::x86_64::*;
+
+    /// The sums of four vectors' lanes, `[Σa0, Σa1, Σa2, Σa3]`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn reduce4(a: &[__m512; 4]) -> __m128 {
+        // Per 128-bit lane: s01 = [a0₀₂, a1₀₂, a0₁₃, a1₁₃] (pairwise sums of lanes 0+2 and 1+3).
+        let s01 = _mm512_add_ps(_mm512_unpacklo_ps(a[0], a[1]), _mm512_unpackhi_ps(a[0], a[1]));
+        let s23 = _mm512_add_ps(_mm512_unpacklo_ps(a[2], a[3]), _mm512_unpackhi_ps(a[2], a[3]));
+        // Per 128-bit lane: [a0, a1, a2, a3] partial sums; then the four 128-bit lanes added.
+        let t =
+            _mm512_add_ps(_mm512_shuffle_ps::<0b01_00_01_00>(s01, s23), _mm512_shuffle_ps::<0b11_10_11_10>(s01, s23));
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(t)));
+        let h = _mm256_add_ps(_mm512_castps512_ps256(t), hi);
+        _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h))
+    }
 
     #[target_feature(enable = "avx512f,f16c,fma")]
     pub(super) unsafe fn block_partial(q: &[f32], k: &[f16], v: &[f16], d: usize, scale: f32) -> Partial {
@@ -172,7 +187,38 @@ mod x86 {
         // second pass (the hardware prefetcher alone left the loop waiting on the cache's lines).
         const AHEAD: usize = 8;
         let lines = (2 * d).div_ceil(64);
-        for r in 0..rows {
+        let mut r0 = 0;
+        if group <= 4 {
+            // Four keys at a time: 4 × group accumulators, then one shuffle tree sums four of them
+            // at once (a quarter of the per-key horizontal reductions of the loop below).
+            while r0 + 4 <= rows {
+                for j in 0..4 {
+                    for l in 0..lines {
+                        let at = (r0 + j + AHEAD) * d + 32 * l;
+                        _mm_prefetch(kp.wrapping_add(at) as *const i8, _MM_HINT_T0);
+                        _mm_prefetch(vp.wrapping_add(at) as *const i8, _MM_HINT_T1);
+                    }
+                }
+                let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+                for c in 0..lanes {
+                    let kr =
+                        |j: usize| _mm512_cvtph_ps(_mm256_loadu_si256(kp.add((r0 + j) * d + 16 * c) as *const __m256i));
+                    let ks = [kr(0), kr(1), kr(2), kr(3)];
+                    for (h, a) in acc.iter_mut().enumerate().take(group) {
+                        let qv = _mm512_loadu_ps(qp.add(h * d + 16 * c));
+                        for (a, k) in a.iter_mut().zip(&ks) {
+                            *a = _mm512_fmadd_ps(qv, *k, *a);
+                        }
+                    }
+                }
+                for (h, a) in acc.iter().enumerate().take(group) {
+                    let sum = _mm_mul_ps(reduce4(a), _mm_set1_ps(scale));
+                    _mm_storeu_ps(scores.as_mut_ptr().add(h * rows + r0), sum);
+                }
+                r0 += 4;
+            }
+        }
+        for r in r0..rows {
             let row = kp.add(r * d);
             for l in 0..lines {
                 // `wrapping_add`: past the block the address may be outside `k`; prefetches never fault.
@@ -194,14 +240,14 @@ mod x86 {
         let mut denom = vec![0f32; group];
         for h in 0..group {
             let s = &mut scores[h * rows..(h + 1) * rows];
-            let m = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut l = 0f32;
+            // Max, exponentials and sum as separate loops with 16 lanes: a running scalar sum
+            // (or max) in the exp loop would keep it from vectorising (f32 order is kept).
+            let m = lanes16(s, f32::NEG_INFINITY, f32::max);
             for x in s.iter_mut() {
                 *x = exp_nonpositive(*x - m);
-                l += *x;
             }
             max[h] = m;
-            denom[h] = l;
+            denom[h] = lanes16(s, 0.0, |a, b| a + b);
         }
         let mut acc = vec![0f32; group * d];
         let ap = acc.as_mut_ptr();
@@ -220,6 +266,21 @@ mod x86 {
         }
         Partial { max, denom, acc }
     }
+}
+
+/// `s` folded with `f` in 16 independent lanes, then across them (vectorises inside a
+/// `target_feature` function, unlike one running value).
+#[inline(always)]
+fn lanes16(s: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [init; 16];
+    let c = s.chunks_exact(16);
+    let tail = c.remainder().iter().fold(init, |a, &b| f(a, b));
+    for v in c {
+        for l in 0..16 {
+            acc[l] = f(acc[l], v[l]);
+        }
+    }
+    acc.iter().fold(tail, |a, &b| f(a, b))
 }
 
 #[inline(always)]
