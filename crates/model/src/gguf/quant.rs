@@ -587,6 +587,26 @@ mod tests {
         m.matvec_f32(&x, &mut fast);
         m.matvec_portable(&x, &mut port);
         m.matvec_int8(&x, &mut int8);
+        // Every x86 kernel this CPU can run, called directly (`select` only ever picks the widest).
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let mut kernels = Vec::new();
+            if has!("avx512f") && has!("f16c") && has!("fma") {
+                kernels.push(Kernel::Avx512);
+            }
+            if has!("avx2") && has!("f16c") && has!("fma") {
+                kernels.push(Kernel::Avx2);
+            }
+            let sums = block_sums(&x);
+            for k in kernels {
+                let mut y = vec![0f32; rows];
+                k.rows(ty, &m.data, m.row_bytes(), &x, &sums, &mut y);
+                for r in 0..rows {
+                    assert!((y[r] - want[r]).abs() <= 1e-4 * scale, "{ty:?} {k:?} row {r}: {} vs {}", y[r], want[r]);
+                }
+            }
+        }
         // The 8-bit activation moves each x by at most half its run's step (max|x| / 254).
         let w = m.dequantize();
         let step: Vec<f32> = x.chunks(32).map(|c| c.iter().fold(0f32, |a, v| a.max(v.abs())) / 254.0).collect();
