@@ -10,6 +10,29 @@ use minference_model::{Model, ModelConfig};
 use minference_multi_gpu::{TpEngine, TpModel, TpOptions};
 use std::sync::Arc;
 
+/// `--device`, `--gpus` and `--precision` of the commands that run a model where a GPU is usable
+/// (`run`, `serve`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct PlacementArgs {
+    /// cpu, cuda, cuda:N or auto (GPU when one is usable, else CPU).
+    #[arg(long, default_value = "auto", value_parser = crate::device::parse_device)]
+    pub device: DeviceChoice,
+    /// GPUs of this host to spread the model over (tensor parallel by heads, NCCL), starting at
+    /// the --device ordinal.
+    #[arg(long, default_value_t = 1)]
+    pub gpus: usize,
+    /// GPU storage precision of weights and activations: bf16 (any model) or f16 (closer to f32,
+    /// but overflows on activations above 65504).
+    #[arg(long, default_value = "bf16", value_parser = parse_precision)]
+    pub precision: Precision,
+}
+
+impl PlacementArgs {
+    pub fn resolve(&self) -> Result<Placement> {
+        Placement::resolve(self.device, self.gpus)
+    }
+}
+
 /// The device a command runs on after `auto` was decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {

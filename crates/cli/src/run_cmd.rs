@@ -1,7 +1,6 @@
 //! `minference run`: chat-templated (or raw) prompt → MInference prefill → streamed answer.
 
-use crate::device::{parse_device, DeviceChoice};
-use crate::engines::{open_engine, EngineWeights, Placement};
+use crate::engines::{open_engine, EngineWeights, PlacementArgs};
 use crate::model_args::{attention_choice, load_model, peak_rss_bytes, AttentionKind, ModelArgs};
 use crate::progress::{layer_bar, tick};
 use anyhow::{bail, Context, Result};
@@ -22,17 +21,8 @@ pub struct RunArgs {
     pub prompt_file: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = AttentionKind::Minference)]
     pub attention: AttentionKind,
-    /// cpu, cuda, cuda:N or auto (GPU when one is usable, else CPU).
-    #[arg(long, default_value = "auto", value_parser = parse_device)]
-    pub device: DeviceChoice,
-    /// GPUs of this host to spread the model over (tensor parallel by heads, NCCL), starting at
-    /// the --device ordinal.
-    #[arg(long, default_value_t = 1)]
-    pub gpus: usize,
-    /// GPU storage precision of weights and activations: bf16 (any model) or f16 (closer to f32,
-    /// but overflows on activations above 65504).
-    #[arg(long, default_value = "bf16", value_parser = crate::engines::parse_precision)]
-    pub precision: minference_engine_gpu::Precision,
+    #[command(flatten)]
+    pub placement: PlacementArgs,
     #[arg(long, default_value_t = 128)]
     pub max_new_tokens: usize,
     /// 0 = greedy.
@@ -75,7 +65,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     if !(args.top_p > 0.0 && args.top_p <= 1.0) {
         bail!("--top-p must be in (0, 1]");
     }
-    let placement = Placement::resolve(args.device, args.gpus)?;
+    let placement = args.placement.resolve()?;
     let model = Arc::new(load_model(&args.model)?);
     let tokenizer = model.tokenizer()?;
     let prompt_text = if args.raw { text } else { tokenizer.chat_prompt(&text, None) };
@@ -85,7 +75,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let what = crate::model_args::describe_attention(&what, &attention, prompt.len());
     let layers = model.config().layers;
     let random = if model.has_random_weights() { " [random weights]" } else { "" };
-    let mut engine = open_engine(EngineWeights::Model(Arc::clone(&model)), placement, args.precision)?;
+    let mut engine = open_engine(EngineWeights::Model(Arc::clone(&model)), placement, args.placement.precision)?;
     eprintln!(
         "model {}{random} | device {} | attention {what} | prompt {} tokens",
         model.config().name,

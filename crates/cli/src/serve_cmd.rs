@@ -1,8 +1,7 @@
 //! `minference serve`: the OpenAI-compatible HTTP server (crates/server) on the engine that
 //! `--device/--gpus` resolve to. See docs/server.md.
 
-use crate::device::{parse_device, DeviceChoice};
-use crate::engines::{open_engine, EngineWeights, Placement};
+use crate::engines::{open_engine, EngineWeights, Placement, PlacementArgs};
 use crate::model_args::{attention_choice, load_model, AttentionKind, ModelArgs};
 use anyhow::{bail, Context, Result};
 use minference_engine::PrefillEngine;
@@ -19,15 +18,8 @@ pub struct ServeArgs {
     pub host: String,
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
-    /// cpu, cuda, cuda:N or auto (GPU when one is usable, else CPU).
-    #[arg(long, default_value = "auto", value_parser = parse_device)]
-    pub device: DeviceChoice,
-    /// GPUs of this host to spread the model over (tensor parallel), starting at the --device ordinal.
-    #[arg(long, default_value_t = 1)]
-    pub gpus: usize,
-    /// GPU storage precision: bf16 or f16.
-    #[arg(long, default_value = "bf16", value_parser = crate::engines::parse_precision)]
-    pub precision: minference_engine_gpu::Precision,
+    #[command(flatten)]
+    pub placement: PlacementArgs,
     #[arg(long, value_enum, default_value_t = AttentionKind::Minference)]
     pub attention: AttentionKind,
     /// Requests that may wait for the engine; beyond that the server answers 503 + Retry-After.
@@ -71,7 +63,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     if args.max_tokens_cap == 0 {
         bail!("--max-tokens-cap must be at least 1");
     }
-    let placement = Placement::resolve(args.device, args.gpus)?;
+    let placement = args.placement.resolve()?;
     let model = Arc::new(load_model(&args.model)?);
     model.tokenizer().context("the server needs a model with a tokenizer")?;
     let dense_below = args.model.dense_below_for(placement.is_gpu());
@@ -96,7 +88,8 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         attention_label: label.clone(),
         allow_context_extension: args.allow_context_extension,
     };
-    let (weights_model, precision, extend) = (Arc::clone(&model), args.precision, args.allow_context_extension);
+    let (weights_model, precision, extend) =
+        (Arc::clone(&model), args.placement.precision, args.allow_context_extension);
     let factory: minference_server::EngineFactory = Box::new(move || {
         let open = || -> Result<Vec<Box<dyn PrefillEngine>>> {
             let mut engines = Vec::with_capacity(slots);
