@@ -6,6 +6,7 @@
 
 use crate::error::{driver, EngineError, Result};
 use crate::ops::dptr;
+use crate::view::DeviceView;
 use cudarc::driver::{CudaSlice, PinnedHostSlice};
 use minference_core::DType;
 use minference_cuda::{DeviceTensor, Gpu};
@@ -123,8 +124,8 @@ impl KvCache {
     /// Device addresses of the prefill K/V `[N, D]` of (layer, kv_head), in either layout.
     pub fn prefix_ptrs(&self, gpu: &Gpu, layer: usize, kv_head: usize) -> Result<(u64, u64)> {
         if let Prefix::Layer(kv) = &self.prefix[layer] {
-            let off = (kv_head * self.n_prefix * self.head_dim * 2) as u64;
-            return Ok((kv.k.device_ptr(gpu) + off, kv.v.device_ptr(gpu) + off));
+            let head = |t| DeviceView::of_tensor(gpu, t, self.n_prefix * self.head_dim).row_ptr(kv_head);
+            return Ok((head(&kv.k), head(&kv.v)));
         }
         let kv = self.prefix(layer, kv_head)?;
         Ok((kv.k.device_ptr(gpu), kv.v.device_ptr(gpu)))

@@ -21,6 +21,7 @@ pub mod precision;
 pub mod prefill_engine;
 pub mod shard;
 pub mod timing;
+pub mod view;
 pub mod weights;
 
 pub use bench::{bench_e2e, random_tokens, E2eAttention, E2eOptions, E2eRow, E2eTable};
@@ -29,3 +30,4 @@ pub use error::{EngineError, Result};
 pub use plan::{plan_gpu_memory, AttentionGrouping, PlanInput};
 pub use precision::Precision;
 pub use shard::{Collective, TensorShard};
+pub use view::DeviceView;

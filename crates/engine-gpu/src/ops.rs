@@ -3,7 +3,9 @@
 
 use crate::error::{driver, EngineError, Result};
 use crate::precision::Precision;
+use crate::view::DeviceView;
 use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
+use minference_core::DType;
 use minference_cuda::Gpu;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -223,9 +225,10 @@ impl Ops {
         out: u64,
     ) -> Result<()> {
         let splits = n_keys.div_ceil(DECODE_CHUNK);
-        let part_m = part;
-        let part_l = part + 4 * (splits * gs) as u64;
-        let part_acc = part + 8 * (splits * gs) as u64;
+        // Three f32 arrays back to back: maxima and sums `[splits * gs]`, accumulators
+        // `[splits * gs, head_dim]`; as rows of `splits * gs` they start at rows 0, 1 and 2.
+        let partials = DeviceView::new(part, DType::F32, head_dim + 2, splits * gs);
+        let (part_m, part_l, part_acc) = (partials.row_ptr(0), partials.row_ptr(1), partials.row_ptr(2));
         let scale = 1.0 / (head_dim as f32).sqrt();
         let smem = (4 * gs * (head_dim + DECODE_CHUNK)) as u32;
         let args = [

@@ -80,36 +80,26 @@ impl GpuEngine {
         gpu.stream()
             .memcpy_htod(&[token as i32], &mut bufs.token)
             .map_err(crate::error::driver("uploading the token"))?;
-        let (xp, np, qkvp, qp, op) = (
-            dptr(&gpu, &bufs.x),
-            dptr(&gpu, &bufs.normed),
-            dptr(&gpu, &bufs.qkv),
-            dptr(&gpu, &bufs.q),
-            dptr(&gpu, &bufs.o),
-        );
+        let dtype = self.precision.dtype();
+        let (xp, np, qkvp, qp) =
+            (dptr(&gpu, &bufs.x), dptr(&gpu, &bufs.normed), dptr(&gpu, &bufs.qkv), dptr(&gpu, &bufs.q));
+        // The attention output row, one block of `gs` heads per KV head.
+        let o_groups = DeviceView::of_slice(&gpu, &bufs.o, dtype, gs * d);
+        let op = o_groups.ptr();
         let (gup, actp, partp) = (dptr(&gpu, &bufs.gate_up), dptr(&gpu, &bufs.act), dptr(&gpu, &bufs.part));
         let inv_freq = dptr(&gpu, &self.inv_freq);
         self.ops.embed(&gpu, dptr(&gpu, &bufs.token), dptr(&gpu, &self.weights.embed), xp, 1, h)?;
         let tail_row = pos - cache.n_prefix;
         for l in 0..cfg.layers {
             let lw = &self.weights.layers[l];
-            let (w_qkv, w_o, w_gu, w_down) =
-                (dptr(&gpu, &lw.w_qkv), dptr(&gpu, &lw.w_o), dptr(&gpu, &lw.w_gate_up), dptr(&gpu, &lw.w_down));
-            let bias = lw.qkv_bias.as_ref().map(|b| dptr(&gpu, b));
+            let w_qkv = DeviceView::of_slice(&gpu, &lw.w_qkv, dtype, h);
+            let (w_o, w_gu, w_down) = (dptr(&gpu, &lw.w_o), dptr(&gpu, &lw.w_gate_up), dptr(&gpu, &lw.w_down));
+            let bias = lw.qkv_bias.as_ref().map(|b| DeviceView::of_slice(&gpu, b, DType::F32, slot));
             self.ops.rms_norm(&gpu, xp, dptr(&gpu, &lw.attn_norm), np, 1, h, cfg.rms_eps)?;
             for g in 0..kvh {
-                self.gemm.linear(
-                    &gpu,
-                    (np, h),
-                    (w_qkv + (g * slot * h * 2) as u64, h),
-                    (qkvp, slot),
-                    1,
-                    h,
-                    slot,
-                    false,
-                )?;
+                self.gemm.linear(&gpu, (np, h), w_qkv.rows(g * slot, slot).ld(), (qkvp, slot), 1, h, slot, false)?;
                 let (k_tail, v_tail) = cache.tail_ptrs(&gpu, l, g);
-                let b = bias.map_or(0, |b| b + (g * slot * 4) as u64);
+                let b = bias.map_or(0, |b| b.row_ptr(g));
                 self.ops.qkv_rope_scatter(
                     &gpu,
                     (qkvp, slot),
@@ -126,7 +116,7 @@ impl GpuEngine {
                 }
                 let (k_pre, v_pre) = cache.prefix_ptrs(&gpu, l, g)?;
                 let ptrs = (k_pre, v_pre, k_tail, v_tail);
-                let out = op + (g * gs * d * 2) as u64;
+                let out = o_groups.row_ptr(g);
                 self.ops.decode_attention(&gpu, qp, ptrs, cache.n_prefix, pos + 1, gs, d, partp, out)?;
             }
             self.gemm.linear(&gpu, (op, cfg.q_dim()), (w_o, cfg.q_dim()), (np, h), 1, cfg.q_dim(), h, false)?;

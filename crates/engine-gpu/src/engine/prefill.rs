@@ -39,18 +39,26 @@ impl GpuEngine {
         let per_layer = plan.per_layer_attention;
         let (passes, kv_per_pass) = if per_layer { (1, kvh) } else { (kvh, 1) };
         let heads_per_pass = kv_per_pass * gs;
-        let q_buf = DeviceTensor::alloc(&gpu, self.precision.dtype(), heads_per_pass * n * d)?;
-        let mut o_hm = DeviceTensor::alloc(&gpu, self.precision.dtype(), heads_per_pass * n * d)?;
+        let dtype = self.precision.dtype();
+        let q_buf = DeviceTensor::alloc(&gpu, dtype, heads_per_pass * n * d)?;
+        let mut o_hm = DeviceTensor::alloc(&gpu, dtype, heads_per_pass * n * d)?;
         // Attention output of every head, token-major. The residual may only change after the
         // last group's Q/K/V were computed from it. Per layer, Q's buffer is free for it.
         let o_all = if per_layer { None } else { Some(gpu.alloc::<u16>(n * cfg.q_dim())?) };
-        let o_all_p = o_all.as_ref().map_or(q_buf.device_ptr(&gpu), |o| dptr(&gpu, o));
+        let o_all_v = match &o_all {
+            Some(o) => DeviceView::of_slice(&gpu, o, dtype, cfg.q_dim()),
+            None => DeviceView::of_tensor(&gpu, &q_buf, cfg.q_dim()),
+        };
         let normed = gpu.alloc::<u16>(chunk * h)?;
         let qkv = gpu.alloc::<u16>(chunk * kv_per_pass * slot)?;
         let gate_up = gpu.alloc::<u16>(chunk * 2 * inter)?;
         let act = gpu.alloc::<u16>(chunk * inter)?;
-        let (xp, normed_p, qkv_p, gu_p, act_p) =
-            (dptr(&gpu, &x), dptr(&gpu, &normed), dptr(&gpu, &qkv), dptr(&gpu, &gate_up), dptr(&gpu, &act));
+        let (normed_p, gu_p, act_p) = (dptr(&gpu, &normed), dptr(&gpu, &gate_up), dptr(&gpu, &act));
+        let x_rows = DeviceView::of_slice(&gpu, &x, DType::F32, h);
+        let xp = x_rows.ptr();
+        let qkv_rows = DeviceView::of_slice(&gpu, &qkv, dtype, kv_per_pass * slot);
+        // Q of one KV-head group: `gs` heads of `[n, D]`.
+        let q_groups = DeviceView::of_tensor(&gpu, &q_buf, gs * n * d);
         let inv_freq = dptr(&gpu, &self.inv_freq);
 
         let head0 = self.shard.first_head(&self.global_cfg);
@@ -63,31 +71,31 @@ impl GpuEngine {
 
         for l in 0..cfg.layers {
             let lw = &self.weights.layers[l];
-            let (w_qkv, w_o, w_gu, w_down) =
-                (dptr(&gpu, &lw.w_qkv), dptr(&gpu, &lw.w_o), dptr(&gpu, &lw.w_gate_up), dptr(&gpu, &lw.w_down));
+            let w_qkv = DeviceView::of_slice(&gpu, &lw.w_qkv, dtype, h);
+            let (w_o, w_gu, w_down) = (dptr(&gpu, &lw.w_o), dptr(&gpu, &lw.w_gate_up), dptr(&gpu, &lw.w_down));
             let (attn_norm, mlp_norm) = (dptr(&gpu, &lw.attn_norm), dptr(&gpu, &lw.mlp_norm));
-            let bias = lw.qkv_bias.as_ref().map(|b| dptr(&gpu, b));
+            // One KV-head group's biases per row.
+            let bias = lw.qkv_bias.as_ref().map(|b| DeviceView::of_slice(&gpu, b, DType::F32, slot));
             let patterns = attention.layer_patterns(l, n, 0);
             for pass in 0..passes {
-                let qp = q_buf.device_ptr(&gpu);
                 let t = timer.start(&gpu)?;
                 for c0 in (0..n).step_by(chunk) {
                     let c = chunk.min(n - c0);
-                    self.ops.rms_norm(&gpu, xp + (c0 * h * 4) as u64, attn_norm, normed_p, c, h, cfg.rms_eps)?;
+                    self.ops.rms_norm(&gpu, x_rows.row_ptr(c0), attn_norm, normed_p, c, h, cfg.rms_eps)?;
                     // Fused QKV rows of this pass's KV groups (consecutive in the weight).
-                    let w_rows = w_qkv + (pass * kv_per_pass * slot * h * 2) as u64;
                     let width = kv_per_pass * slot;
-                    self.gemm.linear(&gpu, (normed_p, h), (w_rows, h), (qkv_p, width), c, h, width, false)?;
+                    let w_rows = w_qkv.rows(pass * width, width);
+                    self.gemm.linear(&gpu, (normed_p, h), w_rows.ld(), qkv_rows.ld(), c, h, width, false)?;
                     for j in 0..kv_per_pass {
                         let g = pass * kv_per_pass + j;
                         let (k_dst, v_dst) = cache.prefix_ptrs(&gpu, l, g)?;
-                        let b = bias.map_or(0, |b| b + (g * slot * 4) as u64);
+                        let b = bias.map_or(0, |b| b.row_ptr(g));
                         self.ops.qkv_rope_scatter(
                             &gpu,
-                            (qkv_p + (j * slot * 2) as u64, width),
+                            qkv_rows.cols_from(j * slot).ld(),
                             b,
                             inv_freq,
-                            (qp + (j * gs * n * d * 2) as u64, k_dst, v_dst),
+                            (q_groups.row_ptr(j), k_dst, v_dst),
                             c,
                             gs,
                             d,
@@ -133,7 +141,7 @@ impl GpuEngine {
                 stats.index_tiles += lt.index_tiles;
 
                 let t = timer.start(&gpu)?;
-                let dst = o_all_p + (first * d * 2) as u64;
+                let dst = o_all_v.cols_from(first * d).ptr();
                 self.ops.heads_to_rows(&gpu, o_hm.device_ptr(&gpu), dst, n, heads_per_pass, d, cfg.q_dim())?;
                 timer.stop(&gpu, Phase::OProj, t)?;
             }
@@ -144,7 +152,7 @@ impl GpuEngine {
                 let c = chunk.min(n - c0);
                 self.gemm.linear(
                     &gpu,
-                    (o_all_p + (c0 * cfg.q_dim() * 2) as u64, cfg.q_dim()),
+                    o_all_v.rows(c0, c).ld(),
                     (w_o, cfg.q_dim()),
                     (normed_p, h),
                     c,
@@ -152,7 +160,7 @@ impl GpuEngine {
                     h,
                     false,
                 )?;
-                self.add_update(xp + (c0 * h * 4) as u64, normed_p, c * h)?;
+                self.add_update(x_rows.row_ptr(c0), normed_p, c * h)?;
             }
             timer.stop(&gpu, Phase::OProj, t)?;
             if cache.is_offloaded(l) {
@@ -163,7 +171,7 @@ impl GpuEngine {
             let t = timer.start(&gpu)?;
             for c0 in (0..n).step_by(chunk) {
                 let c = chunk.min(n - c0);
-                let xc = xp + (c0 * h * 4) as u64;
+                let xc = x_rows.row_ptr(c0);
                 self.ops.rms_norm(&gpu, xc, mlp_norm, normed_p, c, h, cfg.rms_eps)?;
                 self.gemm.linear(&gpu, (normed_p, h), (w_gu, h), (gu_p, 2 * inter), c, h, 2 * inter, false)?;
                 self.ops.swiglu(&gpu, gu_p, act_p, c, inter)?;
@@ -182,7 +190,7 @@ impl GpuEngine {
 
         let mut bufs = self.decode_buffers(n)?;
         let t = timer.start(&gpu)?;
-        let logits = self.lm_head(xp + ((n - 1) * h * 4) as u64, &mut bufs)?;
+        let logits = self.lm_head(x_rows.row_ptr(n - 1), &mut bufs)?;
         timer.stop(&gpu, Phase::LmHead, t)?;
         gpu.sync()?;
         timer.flush()?;
