@@ -1,0 +1,193 @@
+//! The OpenAI answer to a request: one JSON when it has finished, or server-sent event chunks as
+//! the worker's events arrive.
+
+use super::{json, CancelOnDrop, Kind};
+use crate::api::*;
+use crate::error::ApiError;
+use crate::worker::{Event, Finished};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+pub(super) struct Meta {
+    pub(super) id: String,
+    pub(super) created: u64,
+    pub(super) model: String,
+    pub(super) kind: Kind,
+    pub(super) prompt_tokens: usize,
+}
+
+fn with_decode(mut info: MinferenceInfo, f: &Finished) -> MinferenceInfo {
+    info.decode_tokens_per_second = f.decode_tokens_per_second;
+    info
+}
+
+impl Meta {
+    fn usage(&self, f: &Finished) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: f.completion_tokens,
+            total_tokens: self.prompt_tokens + f.completion_tokens,
+        }
+    }
+
+    pub(super) fn full(&self, content: String, f: Finished, info: MinferenceInfo) -> Response {
+        let usage = self.usage(&f);
+        let minference = with_decode(info, &f);
+        match self.kind {
+            Kind::Chat => json(ChatCompletion {
+                id: self.id.clone(),
+                object: "chat.completion",
+                created: self.created,
+                model: self.model.clone(),
+                choices: vec![ChatChoice {
+                    index: 0,
+                    message: AssistantMessage { role: "assistant", content },
+                    logprobs: None,
+                    finish_reason: f.finish_reason,
+                }],
+                usage,
+                minference,
+            })
+            .into_response(),
+            Kind::Text => json(Completion {
+                id: self.id.clone(),
+                object: "text_completion",
+                created: self.created,
+                model: self.model.clone(),
+                choices: vec![CompletionChoice {
+                    index: 0,
+                    text: content,
+                    logprobs: None,
+                    finish_reason: Some(f.finish_reason),
+                }],
+                usage: Some(usage),
+                minference: Some(minference),
+            })
+            .into_response(),
+        }
+    }
+
+    /// One streamed chunk: a text piece, or (with `finish`) the last one.
+    fn chunk(
+        &self,
+        delta: Delta,
+        finish: Option<&'static str>,
+        usage: Option<Usage>,
+        info: Option<MinferenceInfo>,
+    ) -> String {
+        let json = match self.kind {
+            Kind::Chat => serde_json::to_string(&ChatCompletionChunk {
+                id: self.id.clone(),
+                object: "chat.completion.chunk",
+                created: self.created,
+                model: self.model.clone(),
+                choices: vec![ChatChunkChoice { index: 0, delta, logprobs: None, finish_reason: finish }],
+                usage,
+                minference: info,
+            }),
+            Kind::Text => serde_json::to_string(&Completion {
+                id: self.id.clone(),
+                object: "text_completion",
+                created: self.created,
+                model: self.model.clone(),
+                choices: vec![CompletionChoice {
+                    index: 0,
+                    text: delta.content.unwrap_or_default(),
+                    logprobs: None,
+                    finish_reason: finish,
+                }],
+                usage,
+                minference: info,
+            }),
+        };
+        json.unwrap_or_default()
+    }
+}
+
+struct StreamState {
+    meta: Meta,
+    info: Option<MinferenceInfo>,
+    rx: UnboundedReceiver<Event>,
+    pending: VecDeque<SseEvent>,
+    done: bool,
+    include_usage: bool,
+    _guard: CancelOnDrop,
+}
+
+fn text_delta(t: String) -> Delta {
+    Delta { role: None, content: Some(t) }
+}
+
+/// `data: {chunk}` events then `data: [DONE]`. Dropping the stream (client gone) cancels the job.
+pub(super) fn stream_response(
+    meta: Meta,
+    info: MinferenceInfo,
+    rx: UnboundedReceiver<Event>,
+    guard: CancelOnDrop,
+    include_usage: bool,
+) -> Response {
+    let mut pending = VecDeque::new();
+    if meta.kind == Kind::Chat {
+        let first = Delta { role: Some("assistant"), content: Some(String::new()) };
+        pending.push_back(SseEvent::default().data(meta.chunk(first, None, None, None)));
+    }
+    let state = StreamState { meta, info: Some(info), rx, pending, done: false, include_usage, _guard: guard };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(ev) = st.pending.pop_front() {
+                return Some((Ok::<_, Infallible>(ev), st));
+            }
+            if st.done {
+                return None;
+            }
+            match st.rx.recv().await {
+                Some(Event::Text(t)) => {
+                    let data = st.meta.chunk(text_delta(t), None, None, None);
+                    st.pending.push_back(SseEvent::default().data(data));
+                }
+                Some(Event::Done(f)) => {
+                    let usage = st.meta.usage(&f);
+                    let info = st.info.take().map(|i| with_decode(i, &f));
+                    let last = st.meta.chunk(Delta::default(), Some(f.finish_reason), Some(usage), info);
+                    st.pending.push_back(SseEvent::default().data(last));
+                    if st.include_usage && st.meta.kind == Kind::Chat {
+                        let chunk = ChatCompletionChunk {
+                            id: st.meta.id.clone(),
+                            object: "chat.completion.chunk",
+                            created: st.meta.created,
+                            model: st.meta.model.clone(),
+                            choices: Vec::new(),
+                            usage: Some(usage),
+                            minference: None,
+                        };
+                        st.pending
+                            .push_back(SseEvent::default().data(serde_json::to_string(&chunk).unwrap_or_default()));
+                    }
+                    st.pending.push_back(SseEvent::default().data("[DONE]"));
+                    st.done = true;
+                }
+                Some(Event::Failed(e)) => {
+                    let body = serde_json::to_string(&e.body()).unwrap_or_default();
+                    st.pending.push_back(SseEvent::default().data(body));
+                    st.pending.push_back(SseEvent::default().data("[DONE]"));
+                    st.done = true;
+                }
+                Some(Event::Started(_)) => {}
+                None => {
+                    let e = ApiError::unavailable("the request was dropped by the engine worker");
+                    st.pending
+                        .push_back(SseEvent::default().data(serde_json::to_string(&e.body()).unwrap_or_default()));
+                    st.done = true;
+                }
+            }
+        }
+    });
+    let mut resp = Sse::new(stream).keep_alive(KeepAlive::default()).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    *resp.status_mut() = StatusCode::OK;
+    resp
+}
