@@ -6,23 +6,28 @@ use minference_core::AdaptiveBudget;
 use minference_cuda::Gpu;
 use minference_engine_gpu::GpuEngine;
 use minference_model::Model;
-use minference_search::calibration::{load_calibration, CalibrationSource};
-use minference_search::{search_model, search_model_gpu, CandidateSpace, Objective, Preset, SearchOptions, TargetCost};
+use minference_search::calibration::{load_calibrations, CalibrationSource};
+use minference_search::{
+    extras_of, merge_searches, search_model_gpu_with, search_model_with, CandidateSpace, ModelSearch, Objective,
+    Preset, SearchOptions, TargetCost,
+};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 #[derive(clap::Args, Debug)]
-#[command(group = clap::ArgGroup::new("calibration_source").required(true).args(["calibration", "synthetic_kv_retrieval"]))]
+#[command(group = clap::ArgGroup::new("calibration_source").required(true).multiple(true).args(["calibration", "synthetic_kv_retrieval"]))]
 #[command(group = clap::ArgGroup::new("destination").required(true).multiple(true).args(["output", "hf_config"]))]
 pub struct SearchArgs {
     /// GGUF file or safetensors directory (default: the SmolLM2 model under ./models, fetched if absent).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Calibration prompt: a text file.
-    #[arg(long)]
-    pub calibration: Option<PathBuf>,
-    /// Calibration prompt: a seeded synthetic KV-retrieval prompt (InfiniteBench kv_retrieval style).
+    /// Calibration documents: UTF-8 text files (comma-separated or repeated), e.g. some code, some
+    /// prose and a long retrieval prompt. Each gets its own dense forward; every head's patterns
+    /// are scored on all of them and their scores averaged.
+    #[arg(long, value_delimiter = ',')]
+    pub calibration: Vec<PathBuf>,
+    /// Also (or only) calibrate on a seeded synthetic KV-retrieval prompt (InfiniteBench kv_retrieval style).
     #[arg(long)]
     pub synthetic_kv_retrieval: bool,
     /// Seed of the synthetic prompt.
@@ -39,9 +44,10 @@ pub struct SearchArgs {
     /// `dual_chunk_attention_config` if it is there), every other key is kept.
     #[arg(long)]
     pub hf_config: Option<PathBuf>,
-    /// recall: attention-weight recall over rows past the floor (maximised); output: relative L2 error
-    /// of the head's output (minimised); output-count: output elements off by more than 5e-3.
-    #[arg(long, default_value = "recall")]
+    /// output: relative L2 error of the head's attention output against dense over the scored rows
+    /// (minimised; the default); recall: attention-weight recall (maximised); output-count: output
+    /// elements off by more than 5e-3.
+    #[arg(long, default_value = "output")]
     pub objective: String,
     /// Cost the kernel-aware candidates are fitted to: ashape:INIT,LOCAL (kernel work of that A-shape
     /// at the calibration length) or work:FRACTION (share of dense kernel work).
@@ -67,9 +73,17 @@ pub struct SearchArgs {
     /// Global kernel-density target in (0, 1]: after scoring, one candidate per head is chosen so
     /// that the mean kernel density over all heads stays within it, by loss decrease per unit of
     /// density (a head that needs 90% gets it, a local head a sliver). Adds dense and a ladder of
-    /// Vertical-Slash budgets to the candidates. Without it every head is fitted to --target-cost.
+    /// Vertical-Slash budgets to the candidates.
+    #[arg(long, default_value_t = 0.4, conflicts_with = "per_head_fit")]
+    pub density: f64,
+    /// No global budget: every head takes its best candidate fitted to --target-cost (the
+    /// released search's per-head fit).
     #[arg(long)]
-    pub density: Option<f64>,
+    pub per_head_fit: bool,
+    /// More density targets from the same scores (comma-separated): each writes
+    /// `<output stem>.density-<F>.json` beside -o (for Pareto comparisons).
+    #[arg(long, value_delimiter = ',', requires = "output", conflicts_with = "per_head_fit")]
+    pub also_density: Vec<f64>,
     /// Where the forward and the scoring run: cpu, cuda, or auto (cuda when a usable GPU is present).
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -171,8 +185,10 @@ pub fn run(args: &SearchArgs) -> Result<()> {
         args.adaptive.then_some(args.gamma),
         args.floor,
     )?;
-    if let Some(d) = args.density {
-        minference_search::budget::check_density(d)?;
+    if !args.per_head_fit {
+        for &d in std::iter::once(&args.density).chain(&args.also_density) {
+            minference_search::budget::check_density(d)?;
+        }
         opts.space.given.extend(density_ladder());
     }
     if args.output.is_none() && args.hf_config.is_none() {
@@ -230,24 +246,27 @@ fn search_and_write(
     }
     let mut engine = open_device(SearchDevice::parse(&args.device)?, &model)?;
     let cfg = model.config().clone();
-    let source = match &args.calibration {
-        Some(p) => CalibrationSource::File(p.clone()),
-        None => CalibrationSource::SyntheticKvRetrieval { seed: args.seed },
-    };
-    let calibration = load_calibration(model.tokenizer()?, &source, args.len, cfg.context_length)?;
-    if let Some(p) = &args.save_prompt {
-        std::fs::write(p, &calibration.text).with_context(|| format!("writing {}", p.display()))?;
+    let mut sources: Vec<CalibrationSource> = args.calibration.iter().cloned().map(CalibrationSource::File).collect();
+    if args.synthetic_kv_retrieval {
+        sources.push(CalibrationSource::SyntheticKvRetrieval { seed: args.seed });
     }
+    let calibrations = load_calibrations(model.tokenizer()?, &sources, args.len, cfg.context_length)?;
+    if let Some(p) = &args.save_prompt {
+        let text: Vec<&str> = calibrations.iter().map(|c| c.text.as_str()).collect();
+        std::fs::write(p, text.join("\n")).with_context(|| format!("writing {}", p.display()))?;
+    }
+    let described: Vec<&str> = calibrations.iter().map(|c| c.description.as_str()).collect();
     eprintln!(
-        "searching {} ({} layers × {} heads) on {} ({}); objective {}, presets {}, target {}",
+        "searching {} ({} layers × {} heads) on {} ({}); objective {}, presets {}, target {}, {}",
         cfg.name,
         cfg.layers,
         cfg.heads,
-        calibration.description,
+        described.join(" + "),
         engine.as_ref().map_or("CPU".to_string(), |e| e.gpu().name().to_string()),
         opts.objective.name(),
         args.presets,
-        args.target_cost
+        args.target_cost,
+        if args.per_head_fit { "per-head fit".to_string() } else { format!("mean kernel density <= {}", args.density) }
     );
     let style = ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} heads {elapsed}")
         .map_err(|e| anyhow!(e))?
@@ -267,19 +286,40 @@ fn search_and_write(
             pb.inc(1);
         }
     };
-    let search = match engine.as_mut() {
-        Some(e) => search_model_gpu(e, &calibration.tokens, opts, &on_head)?,
-        None => search_model(Arc::clone(&model), &calibration.tokens, opts, &on_head)?,
-    };
-    if let Ok(mut guard) = bar.lock() {
-        if let Some((_, pb)) = guard.take() {
-            pb.finish();
+    // The first document's patterns of every head are scored on the later ones too.
+    let mut searches: Vec<ModelSearch> = Vec::with_capacity(calibrations.len());
+    for c in &calibrations {
+        let extra = searches.first().map(extras_of);
+        let s = match engine.as_mut() {
+            Some(e) => search_model_gpu_with(e, &c.tokens, opts, extra.as_ref(), &on_head)?,
+            None => search_model_with(Arc::clone(&model), &c.tokens, opts, extra.as_ref(), &on_head)?,
+        };
+        if let Ok(mut guard) = bar.lock() {
+            if let Some((_, pb)) = guard.take() {
+                pb.finish();
+            }
         }
+        eprintln!("searched {} in {:.1} s", c.description, s.seconds);
+        searches.push(s);
     }
-    let mut search = search;
-    if let Some(d) = args.density {
-        let reached = search.allocate_density(d, &opts.objective)?;
-        eprintln!("--density {d}: allocated mean kernel density {reached:.4} across {} heads", search.heads.len());
+    let base = merge_searches(&searches, &opts.objective)?;
+    let mut search = base.clone();
+    if !args.per_head_fit {
+        let reached = search.allocate_density(args.density, &opts.objective)?;
+        eprintln!(
+            "--density {}: allocated mean kernel density {reached:.4} across {} heads",
+            args.density,
+            search.heads.len()
+        );
+    }
+    if let Some(o) = &args.output {
+        for &d in &args.also_density {
+            let mut s = base.clone();
+            let reached = s.allocate_density(d, &opts.objective)?;
+            let path = density_path(o, d);
+            std::fs::write(&path, s.config.to_json_string()).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("--also-density {d}: mean kernel density {reached:.4}, wrote {}", path.display());
+        }
     }
     if let (Some(mut f), Some(o)) = (out_file, &args.output) {
         f.write_all(search.config.to_json_string().as_bytes()).with_context(|| format!("writing {}", o.display()))?;
@@ -326,6 +366,12 @@ fn write_hf_file(path: &std::path::Path, text: &str, config: &minference_core::M
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
+/// `dir/stem.density-<d>.json` for `-o dir/stem.json`.
+fn density_path(output: &std::path::Path, density: f64) -> PathBuf {
+    let stem = output.file_stem().unwrap_or_default().to_string_lossy();
+    output.with_file_name(format!("{stem}.density-{density}.json"))
+}
+
 /// Candidates added under `--density`, so every head has options from a sliver to dense.
 fn density_ladder() -> Vec<minference_core::HeadPattern> {
     use minference_core::HeadPattern::*;
@@ -333,7 +379,10 @@ fn density_ladder() -> Vec<minference_core::HeadPattern> {
     vec![
         Dense,
         vs(30, 200),
+        vs(30, 400),
         vs(30, 800),
+        vs(200, 1000),
+        vs(500, 2000),
         vs(100, 800),
         vs(100, 1500),
         vs(300, 2000),
@@ -362,7 +411,7 @@ mod tests {
     fn args(output: &str) -> SearchArgs {
         SearchArgs {
             model: Some(PathBuf::from("/nonexistent/model.gguf")),
-            calibration: None,
+            calibration: vec![],
             synthetic_kv_retrieval: true,
             seed: 1,
             len: Some(1024),
@@ -376,7 +425,9 @@ mod tests {
             floor: None,
             details: None,
             save_prompt: None,
-            density: None,
+            density: 0.4,
+            per_head_fit: false,
+            also_density: vec![],
             device: "cpu".into(),
         }
     }
@@ -455,7 +506,7 @@ mod tests {
     fn density_outside_the_unit_interval_is_an_error() {
         for d in [0.0, 1.5, -0.2, f64::NAN] {
             let mut a = args("/nonexistent-dir/config.json");
-            a.density = Some(d);
+            a.density = d;
             let err = format!("{:#}", run(&a).unwrap_err());
             assert!(err.contains("--density must be in (0, 1]"), "{err}");
         }

@@ -56,7 +56,14 @@ pub fn load_calibration(
             Ok(Calibration { tokens: p.tokens, text: p.text, description })
         }
         CalibrationSource::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| SearchError::io(path, e))?;
+            let bytes = std::fs::read(path).map_err(|e| SearchError::io(path, e))?;
+            let text = String::from_utf8(bytes).map_err(|e| {
+                SearchError::Input(format!(
+                    "calibration file {} is not UTF-8 text (invalid byte at offset {})",
+                    path.display(),
+                    e.utf8_error().valid_up_to()
+                ))
+            })?;
             if text.trim().is_empty() {
                 return Err(SearchError::Input(format!("calibration file {} is empty", path.display())));
             }
@@ -86,6 +93,20 @@ pub fn load_calibration(
             Ok(Calibration { tokens, text, description })
         }
     }
+}
+
+/// Every source in order (several calibration documents: code, prose, a retrieval prompt), each
+/// as [`load_calibration`]; no source is an error, and so is the first bad one (named).
+pub fn load_calibrations(
+    tokenizer: &Tokenizer,
+    sources: &[CalibrationSource],
+    len: Option<usize>,
+    context: usize,
+) -> Result<Vec<Calibration>> {
+    if sources.is_empty() {
+        return Err(SearchError::Input("no calibration document given".into()));
+    }
+    sources.iter().map(|s| load_calibration(tokenizer, s, len, context)).collect()
 }
 
 /// The first `ceil(n/2)` and the last `floor(n/2)` tokens.

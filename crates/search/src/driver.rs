@@ -7,12 +7,31 @@ use crate::dense::HeadInputs;
 use crate::error::{Result, SearchError};
 use crate::head::{search_head, HeadSearch, SearchOptions};
 use minference_core::config::{HeadEntry, LayerPatterns, ModelPatternConfig};
+use minference_core::HeadPattern;
 use minference_engine::{AttentionChoice, CpuEngine};
 use minference_model::Model;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
+
+/// Patterns scored on a head besides its own candidates, by `(layer, head)` (see
+/// [`crate::multi`]: a later calibration document scores every pattern the first one had).
+pub type HeadExtras = BTreeMap<(usize, usize), Vec<HeadPattern>>;
+
+/// `opts` with `extra`'s patterns for `(layer, head)` added to the given candidates.
+pub(crate) fn head_options(
+    opts: &SearchOptions,
+    extra: Option<&HeadExtras>,
+    layer: usize,
+    head: usize,
+) -> SearchOptions {
+    let mut o = opts.clone();
+    if let Some(p) = extra.and_then(|e| e.get(&(layer, head))) {
+        o.space.given.extend(p.iter().copied());
+    }
+    o
+}
 
 /// One head's search outcome.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +52,7 @@ pub struct ModelSearch {
 
 struct SearchVisitor<'a> {
     opts: &'a SearchOptions,
+    extra: Option<&'a HeadExtras>,
     reports: Mutex<Vec<HeadReport>>,
     on_head: &'a (dyn Fn(usize, usize) + Sync),
 }
@@ -45,8 +65,9 @@ impl GroupVisitor for SearchVisitor<'_> {
             .map(|local| {
                 let q = &g.q[local * n * d..(local + 1) * n * d];
                 let h = HeadInputs::new(q, g.k, Some(g.v), d)?;
-                let r = search_head(&h, self.opts, true);
-                (self.on_head)(g.layer, g.kv_group * g.group + local);
+                let head = g.kv_group * g.group + local;
+                let r = search_head(&h, &head_options(self.opts, self.extra, g.layer, head), true);
+                (self.on_head)(g.layer, head);
                 r
             })
             .collect();
@@ -73,6 +94,17 @@ pub fn search_model(
     opts: &SearchOptions,
     on_head: &(dyn Fn(usize, usize) + Sync),
 ) -> Result<ModelSearch> {
+    search_model_with(model, tokens, opts, None, on_head)
+}
+
+/// [`search_model`] with extra patterns scored on some heads (`extra`, by `(layer, head)`).
+pub fn search_model_with(
+    model: Arc<Model>,
+    tokens: &[u32],
+    opts: &SearchOptions,
+    extra: Option<&HeadExtras>,
+    on_head: &(dyn Fn(usize, usize) + Sync),
+) -> Result<ModelSearch> {
     let start = Instant::now();
     let cfg = model.config().clone();
     if tokens.is_empty() {
@@ -85,7 +117,7 @@ pub fn search_model(
             cfg.context_length
         )));
     }
-    let visitor = SearchVisitor { opts, reports: Mutex::new(Vec::new()), on_head };
+    let visitor = SearchVisitor { opts, extra, reports: Mutex::new(Vec::new()), on_head };
     let mut engine = CpuEngine::new(model, VisitingBackend::new(visitor, cfg.kv_heads));
     engine.prefill(tokens, &AttentionChoice::Dense, &mut |_| {})?;
     let mut heads = std::mem::take(

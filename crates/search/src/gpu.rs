@@ -6,7 +6,7 @@
 
 use crate::candidates::{Candidate, HeadCandidates};
 use crate::dense::HeadInputs;
-use crate::driver::{HeadReport, ModelSearch};
+use crate::driver::{head_options, HeadExtras, HeadReport, ModelSearch};
 use crate::error::SearchError;
 use crate::head::{HeadSearch, SearchOptions};
 use crate::mask::HeadMask;
@@ -98,6 +98,7 @@ fn search_pass(
     gpu: &Gpu,
     pass: &AttentionPass,
     opts: &SearchOptions,
+    extra: Option<&HeadExtras>,
     on_head: &(dyn Fn(usize, usize) + Sync),
 ) -> GpuResult<Vec<HeadReport>> {
     let (n, d) = (pass.tokens, pass.head_dim);
@@ -121,7 +122,7 @@ fn search_pass(
         .map(|h| {
             let (qh, kh) = (slice(&q, h), slice(&k, h / group));
             let inputs = HeadInputs::new(&qh, &kh, None, d)?;
-            HeadCandidates::new(&inputs)?.build(&opts.space)
+            HeadCandidates::new(&inputs)?.build(&head_options(opts, extra, pass.layer, pass.first_head + h).space)
         })
         .collect();
     let mut reports = Vec::with_capacity(pass.heads);
@@ -152,6 +153,17 @@ pub fn search_model_gpu(
     opts: &SearchOptions,
     on_head: &(dyn Fn(usize, usize) + Sync),
 ) -> GpuResult<ModelSearch> {
+    search_model_gpu_with(engine, tokens, opts, None, on_head)
+}
+
+/// [`search_model_gpu`] with extra patterns scored on some heads (`extra`, by `(layer, head)`).
+pub fn search_model_gpu_with(
+    engine: &mut GpuEngine,
+    tokens: &[u32],
+    opts: &SearchOptions,
+    extra: Option<&HeadExtras>,
+    on_head: &(dyn Fn(usize, usize) + Sync),
+) -> GpuResult<ModelSearch> {
     let start = Instant::now();
     let cfg = engine.config().clone();
     if tokens.is_empty() {
@@ -169,7 +181,7 @@ pub fn search_model_gpu(
     let mut failure: Option<GpuSearchError> = None;
     let result = {
         let mut observer = |gpu: &Gpu, pass: &AttentionPass| -> minference_engine_gpu::Result<()> {
-            match search_pass(gpu, pass, opts, on_head) {
+            match search_pass(gpu, pass, opts, extra, on_head) {
                 Ok(r) => {
                     heads.extend(r);
                     Ok(())

@@ -11,6 +11,8 @@
 //!   GPU (candidates are still built on the host, so both paths choose among the same masks).
 //! * [`budget::allocate`]: one candidate per head under a global mean kernel-density target, by
 //!   marginal loss decrease per unit of density (`ModelSearch::allocate_density`).
+//! * [`multi`]: several calibration documents (code, prose, retrieval prompts), each head's
+//!   patterns scored on all of them and averaged.
 //! * [`kv_prompt`]: InfiniteBench-style kv_retrieval prompt to a token budget.
 //! * [`viz`]: attention heat maps with the chosen pattern's kernel mask, as PNG.
 
@@ -25,16 +27,18 @@ pub mod gpu;
 pub mod head;
 pub mod kv_prompt;
 pub mod mask;
+pub mod multi;
 pub mod objective;
 pub mod viz;
 
 pub use budget::{allocate, CostPoint};
 pub use candidates::{Candidate, CandidateSpace, HeadCandidates, Preset, TargetCost};
 pub use dense::{dense_output, HeadInputs};
-pub use driver::{search_model, HeadReport, ModelSearch};
+pub use driver::{search_model, search_model_with, HeadExtras, HeadReport, ModelSearch};
 pub use error::{Result, SearchError};
-pub use gpu::{search_head_gpu, search_model_gpu, GpuSearchError};
+pub use gpu::{search_head_gpu, search_model_gpu, search_model_gpu_with, GpuSearchError};
 pub use head::{search_head, CandidateScore, HeadSearch, SearchOptions};
 pub use kv_prompt::{kv_retrieval_prompt, KvPrompt};
 pub use mask::HeadMask;
+pub use multi::{extras_of, merge_searches};
 pub use objective::Objective;

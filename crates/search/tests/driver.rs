@@ -6,7 +6,7 @@ use minference_core::{AttnShape, HeadPattern, HostTensor};
 use minference_cpu::CpuBackend;
 use minference_engine::{AttentionChoice, CpuEngine};
 use minference_model::{Model, ModelConfig};
-use minference_search::calibration::{load_calibration, CalibrationSource};
+use minference_search::calibration::{load_calibration, load_calibrations, CalibrationSource};
 use minference_search::capture::capture_layer;
 use minference_search::{
     dense_output, kv_retrieval_prompt, search_model, CandidateSpace, HeadInputs, SearchOptions, TargetCost,
@@ -130,8 +130,23 @@ fn kv_prompt_fits_its_budget_and_bad_calibrations_are_errors() {
         .unwrap_err()
         .to_string()
         .contains("context"));
-    assert_eq!(load_calibration(tok, &CalibrationSource::File(long), Some(500), ctx).unwrap().tokens.len(), 500);
+    assert_eq!(
+        load_calibration(tok, &CalibrationSource::File(long.clone()), Some(500), ctx).unwrap().tokens.len(),
+        500
+    );
     assert!(load_calibration(tok, &CalibrationSource::File(dir.join("missing.txt")), None, ctx).is_err());
+    let latin1 = dir.join("latin1.txt");
+    std::fs::write(&latin1, b"fn caf\xe9() {}").unwrap();
+    let err = load_calibration(tok, &CalibrationSource::File(latin1.clone()), None, ctx).unwrap_err().to_string();
+    assert!(err.contains("not UTF-8") && err.contains("offset 6") && err.contains("latin1.txt"), "{err}");
+    // Several documents: every one is checked, the bad one is named.
+    let good = CalibrationSource::File(dir.join("long.txt"));
+    let docs = load_calibrations(tok, &[good.clone(), synth.clone()], Some(500), ctx).unwrap();
+    assert_eq!(docs[0].tokens.len(), 500);
+    assert!(docs[1].tokens.len() <= 500 && docs[1].tokens.len() > 400, "{}", docs[1].tokens.len());
+    let err = load_calibrations(tok, &[good, CalibrationSource::File(short)], Some(500), ctx).unwrap_err().to_string();
+    assert!(err.contains("short.txt") && err.contains("fewer than the requested 500"), "{err}");
+    assert!(load_calibrations(tok, &[], Some(500), ctx).unwrap_err().to_string().contains("no calibration"));
     std::fs::remove_dir_all(&dir).unwrap();
     let _ = HeadPattern::DEFAULT;
 }
