@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use minference_core::HeadPattern;
 use minference_engine::{AttentionChoice, MInferencePlan, PrefillEngine};
 use minference_eval::{
-    build_needle_prompt, coverage_cpu_engine, needle_value, parse_depths, run_needle_cell, score_streams, write_png,
-    Haystack, NeedleGrid, PromptFrame,
+    build_needle_prompt, coverage_cpu_engine, needle_value, parse_depths, run_needle_cell, score_streams,
+    write_pareto_png, write_png, Haystack, NeedleGrid, ParetoPoint, PromptFrame,
 };
 use minference_model::{Model, Tokenizer};
 use std::path::PathBuf;
@@ -35,6 +35,32 @@ pub struct VariantArgs {
     /// (e.g. `100:800,350:100`).
     #[arg(long, value_delimiter = ',', value_parser = parse_budget)]
     pub budgets: Vec<(usize, usize)>,
+    /// Extra variants from more pattern configs (comma-separated), each `PATH` or `GROUP=PATH`; the
+    /// group names the config's kind in the Pareto picture (default `searched`), e.g.
+    /// `searched=d04.json,adaptive=a09.json`.
+    #[arg(long, value_delimiter = ',', value_parser = parse_config_variant)]
+    pub configs: Vec<(String, PathBuf)>,
+}
+
+/// One attention variant of an eval: its short title, its group in the Pareto picture and what it runs.
+struct Variant {
+    title: String,
+    group: String,
+    attention: AttentionChoice,
+}
+
+fn parse_config_variant(s: &str) -> Result<(String, PathBuf), String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("an empty --configs entry".into());
+    }
+    match s.split_once('=') {
+        Some((g, p)) if g.trim().is_empty() || p.trim().is_empty() => {
+            Err(format!("`{s}`: expected PATH or GROUP=PATH"))
+        }
+        Some((g, p)) => Ok((g.trim().to_string(), PathBuf::from(p.trim()))),
+        None => Ok(("searched".to_string(), PathBuf::from(s))),
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -83,6 +109,10 @@ pub struct PplArgs {
     /// Positions scored: the last `last` tokens of the prefix.
     #[arg(long, value_parser = parse_length, default_value = "4096")]
     pub last: usize,
+    /// Also draw Δ perplexity against kernel density of every variant (but the reference) as a PNG
+    /// (CPU only: the GPU kernels record no kernel density).
+    #[arg(long)]
+    pub pareto: Option<PathBuf>,
     #[command(flatten)]
     pub device: EvalDevice,
 }
@@ -129,8 +159,8 @@ pub fn run(command: &EvalCommand) -> Result<()> {
     }
 }
 
-/// `(short title, attention)` for every requested variant, in order.
-fn variants(args: &VariantArgs, model_args: &ModelArgs, model: &Model) -> Result<Vec<(String, AttentionChoice)>> {
+/// Every requested variant, in order: `--attention`, `--budgets`, `--configs`.
+fn variants(args: &VariantArgs, model_args: &ModelArgs, model: &Model) -> Result<Vec<Variant>> {
     let mut out = Vec::new();
     for &kind in &args.attention {
         let (choice, what) = attention_choice(model_args, model, kind, model_args.dense_below.or_zero())?;
@@ -143,13 +173,26 @@ fn variants(args: &VariantArgs, model_args: &ModelArgs, model: &Model) -> Result
             (AttentionKind::Minference, None) => "VS(1000,6096)".to_string(),
         };
         eprintln!("attention `{title}`: {what}");
-        out.push((title, choice));
+        let group = if kind == AttentionKind::Dense { "dense" } else { "searched" };
+        out.push(Variant { title, group: group.into(), attention: choice });
     }
     for &(k_v, k_s) in &args.budgets {
         let plan = MInferencePlan::uniform(model.config(), HeadPattern::VerticalSlash { k_v, k_s })
             .with_starting_layer(model_args.starting_layer)
             .with_dense_below(model_args.dense_below.or_zero());
-        out.push((format!("VS({k_v},{k_s})"), AttentionChoice::MInference(plan)));
+        out.push(Variant {
+            title: format!("VS({k_v},{k_s})"),
+            group: "uniform VS".into(),
+            attention: AttentionChoice::MInference(plan),
+        });
+    }
+    for (group, path) in &args.configs {
+        let with_config = ModelArgs { config: Some(path.clone()), ..model_args.clone() };
+        let (attention, what) =
+            attention_choice(&with_config, model, AttentionKind::Minference, model_args.dense_below.or_zero())?;
+        let title = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
+        eprintln!("attention `{title}` ({group}): {what}");
+        out.push(Variant { title, group: group.clone(), attention });
     }
     if out.is_empty() {
         bail!("nothing to evaluate: give --attention and/or --budgets");
@@ -198,7 +241,7 @@ fn run_needle(args: &NeedleArgs) -> Result<()> {
     let frame = PromptFrame { bos: if tokenizer.add_bos { tokenizer.bos } else { None }, ..frame };
     let max_new_tokens = args.max_new_tokens.unwrap_or(if args.raw { 8 } else { 24 });
     let variants = variants(&args.variants, &args.model, &model)?;
-    let names: Vec<String> = variants.iter().map(|(n, _)| n.clone()).collect();
+    let names: Vec<String> = variants.iter().map(|v| v.title.clone()).collect();
     let mut grid = NeedleGrid::new(args.lengths.clone(), depths.clone(), names);
     eprintln!(
         "needle: model {} | {} mode | haystack {} | {} lengths × {} depths × {} attention kinds",
@@ -221,7 +264,7 @@ fn run_needle(args: &NeedleArgs) -> Result<()> {
             // Decoded tokens must fit in the context too.
             let prompt_len = length.min(context.saturating_sub(max_new_tokens));
             let prompt = build_needle_prompt(&haystack, &frame, &encode, prompt_len, depth, &value)?;
-            for (v, (name, attention)) in variants.iter().enumerate() {
+            for (v, Variant { title: name, attention, .. }) in variants.iter().enumerate() {
                 let cell = run_needle_cell(engine.as_mut(), tokenizer, &prompt, attention, max_new_tokens, &mut |_| {})
                     .with_context(|| format!("needle cell {length} tokens, depth {depth}%, {name}"))?;
                 bar.set_message(format!(
@@ -308,7 +351,7 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
         placement @ Placement::Gpus { .. } => {
             let mut engine = open_engine(EngineWeights::Model(model.clone()), placement, args.device.precision)?;
             let name = engine.device_name();
-            for (v, (variant, attention)) in variants.iter().enumerate() {
+            for (v, Variant { title: variant, attention, .. }) in variants.iter().enumerate() {
                 bar.set_message(variant.clone());
                 let (hidden, stats) = engine.prefill_residual(&tokens, attention, &mut |p| {
                     bar.set_position((v * layers + p.layer + 1) as u64)
@@ -324,7 +367,7 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
         Placement::Cpu => {
             // On the CPU a recording backend also measures the kernel density of each variant.
             let mut engine = coverage_cpu_engine(model.clone());
-            for (v, (name, attention)) in variants.iter().enumerate() {
+            for (v, Variant { title: name, attention, .. }) in variants.iter().enumerate() {
                 bar.set_message(name.clone());
                 engine.backend().take();
                 let (hidden, stats) = engine
@@ -344,7 +387,7 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
     let positions = args.len - 1 - args.last..args.len - 1;
     let scores = score_streams(&model, &tokens, positions, &refs)?;
 
-    let reference = &variants[0].0;
+    let reference = &variants[0].title;
     println!(
         "## Perplexity: {} on {} (first {} tokens, last {} scored), {device}\n",
         model.config().name,
@@ -355,7 +398,9 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
     println!("| attention | mean NLL | Δ NLL vs {reference} | perplexity | Δ ppl | KL({reference} ‖ ·) nats/token | top-1 agreement | kernel density | prefill s |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let base = scores[0];
-    for (((name, _), s), (density, secs)) in variants.iter().zip(&scores).zip(densities.iter().zip(&seconds)) {
+    for ((Variant { title: name, .. }, s), (density, secs)) in
+        variants.iter().zip(&scores).zip(densities.iter().zip(&seconds))
+    {
         println!(
             "| {name} | {:.4} | {:+.2}% | {:.3} | {:+.2}% | {:.5} | {:.2}% | {} | {:.1} |",
             s.mean_nll,
@@ -370,6 +415,29 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
     }
     println!("\ntop-1 agreement: share of scored positions whose most likely next token is {reference}'s.");
     println!("kernel density: causal (query, key) pairs the attention kernels computed over every layer and head of the whole prefill, from the indices they used.");
+    if let Some(path) = &args.pareto {
+        let points: Vec<ParetoPoint> = variants
+            .iter()
+            .zip(&scores)
+            .zip(&densities)
+            .skip(1)
+            .map(|((v, s), &density)| ParetoPoint {
+                label: v.title.clone(),
+                group: v.group.clone(),
+                density,
+                delta_ppl_percent: 100.0 * (s.perplexity / base.perplexity - 1.0),
+            })
+            .collect();
+        let caption = format!(
+            "{} | {} | first {} tokens, last {} scored | delta perplexity vs {reference} against kernel density",
+            model.config().name,
+            args.file.file_name().unwrap_or_default().to_string_lossy(),
+            args.len,
+            args.last
+        );
+        write_pareto_png(path, &points, &caption).with_context(|| format!("Pareto picture {}", path.display()))?;
+        eprintln!("Pareto picture written to {}", path.display());
+    }
     Ok(())
 }
 
@@ -386,10 +454,11 @@ mod tests {
                 starting_layer: 0,
                 dense_below: crate::model_args::DenseBelow::Auto,
             },
-            variants: VariantArgs { attention: vec![AttentionKind::Dense], budgets: vec![] },
+            variants: VariantArgs { attention: vec![AttentionKind::Dense], budgets: vec![], configs: vec![] },
             file,
             len,
             last,
+            pareto: None,
             device: EvalDevice { device: DeviceChoice::Cpu, gpus: 1, precision: Default::default() },
         })
     }
@@ -431,5 +500,10 @@ mod tests {
         assert!(parse_budget("100").is_err());
         assert!(parse_budget("0:0").is_err());
         assert!(parse_budget("a:1").is_err());
+        assert_eq!(parse_config_variant("a.json"), Ok(("searched".into(), PathBuf::from("a.json"))));
+        assert_eq!(parse_config_variant("adaptive = b.json"), Ok(("adaptive".into(), PathBuf::from("b.json"))));
+        assert!(parse_config_variant("=b.json").is_err());
+        assert!(parse_config_variant("g=").is_err());
+        assert!(parse_config_variant(" ").is_err());
     }
 }

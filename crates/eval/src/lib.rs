@@ -3,7 +3,8 @@
 //! * needle (passkey) retrieval over a grid of prompt lengths × needle depths, with a PNG heat map
 //!   ([`needle`], [`haystack`], [`grid`], [`heatmap`]);
 //! * perplexity, mean NLL and next-token KL of a long document's last positions under each
-//!   prefill ([`ppl`]), with the kernel density of the indices actually used ([`coverage`]).
+//!   prefill ([`ppl`]), with the kernel density of the indices actually used ([`coverage`]);
+//! * the Pareto picture of Δ perplexity against kernel density ([`pareto`]).
 
 pub mod coverage;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod grid;
 pub mod haystack;
 pub mod heatmap;
 pub mod needle;
+pub mod pareto;
 pub mod ppl;
 
 pub use coverage::{coverage_cpu_engine, CoverageRecorder};
@@ -19,4 +21,5 @@ pub use grid::{run_needle_cell, CellResult, NeedleGrid};
 pub use haystack::Haystack;
 pub use heatmap::{write_png, Panel};
 pub use needle::{build_needle_prompt, needle_value, parse_depths, NeedlePrompt, PromptFrame};
+pub use pareto::{write_pareto_png, ParetoPoint};
 pub use ppl::{score_streams, PositionScores};
