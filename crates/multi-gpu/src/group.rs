@@ -4,8 +4,8 @@
 use crate::error::{Result, TpError};
 use crate::nccl::{unique_id, Communicator, UniqueId};
 use crate::worker::{worker, Command, Event, Reply};
-use minference_engine::{AttentionChoice, PrefillProgress};
-use minference_engine::{PrefillEngine, PrefillStats};
+
+mod prefill_engine;
 use minference_engine_gpu::{Precision, TensorShard};
 use minference_model::{Model, ModelConfig};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -266,115 +266,6 @@ impl TpEngine {
     }
 }
 
-impl PrefillEngine for TpEngine {
-    fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-    fn has_random_weights(&self) -> bool {
-        self.random_weights
-    }
-    fn device_name(&self) -> String {
-        self.device.clone()
-    }
-    fn memory(&mut self) -> minference_engine::Result<(u64, u64)> {
-        let per_gpu = self.memory_per_gpu()?;
-        Ok(per_gpu.iter().fold((0, 0), |a, m| (a.0 + m.0, a.1 + m.1)))
-    }
-    fn prefill(
-        &mut self,
-        tokens: &[u32],
-        attention: &AttentionChoice,
-        progress: &mut dyn FnMut(PrefillProgress),
-    ) -> minference_engine::Result<(Vec<f32>, PrefillStats)> {
-        self.group_prefill(tokens, attention, progress, false)
-    }
-    fn prefill_residual(
-        &mut self,
-        tokens: &[u32],
-        attention: &AttentionChoice,
-        progress: &mut dyn FnMut(PrefillProgress),
-    ) -> minference_engine::Result<(Vec<f32>, PrefillStats)> {
-        self.group_prefill(tokens, attention, progress, true)
-    }
-    fn decode_step(&mut self, token: u32) -> minference_engine::Result<Vec<f32>> {
-        self.broadcast(|| Command::Decode(token))?;
-        let mut logits = self.gather(
-            |e| match e {
-                Event::Logits(r) => Some(r),
-                _ => None,
-            },
-            &mut |_| {},
-        )?;
-        Ok(logits.swap_remove(0))
-    }
-    fn reset(&mut self) -> minference_engine::Result<()> {
-        self.broadcast(|| Command::Reset)?;
-        Ok(self.gather_done()?)
-    }
-    fn set_max_new_tokens(&mut self, n: usize) -> minference_engine::Result<()> {
-        self.broadcast(|| Command::MaxNewTokens(n))?;
-        Ok(self.gather_done()?)
-    }
-    fn set_allow_context_extension(&mut self, allow: bool) -> minference_engine::Result<()> {
-        self.broadcast(|| Command::ContextExtension(allow))?;
-        Ok(self.gather_done()?)
-    }
-    fn set_memory_limit(&mut self, bytes: Option<u64>) -> minference_engine::Result<()> {
-        self.broadcast(|| Command::MemoryLimit(bytes))?;
-        Ok(self.gather_done()?)
-    }
-}
-
-impl TpEngine {
-    /// Every rank prefills; rank 0's logits (or final residual stream) are the result, the head
-    /// counts are the group's.
-    fn group_prefill(
-        &mut self,
-        tokens: &[u32],
-        attention: &AttentionChoice,
-        progress: &mut dyn FnMut(PrefillProgress),
-        residual: bool,
-    ) -> minference_engine::Result<(Vec<f32>, PrefillStats)> {
-        let start = Instant::now();
-        let tokens = Arc::new(tokens.to_vec());
-        let attention = Arc::new(attention.clone());
-        self.broadcast(|| Command::Prefill {
-            tokens: Arc::clone(&tokens),
-            attention: Arc::clone(&attention),
-            residual,
-        })?;
-        let layers = self.config.layers;
-        let mut results = self.gather(
-            |e| match e {
-                Event::Prefilled(r) => Some(r),
-                _ => None,
-            },
-            &mut |layer| progress(PrefillProgress { layer, layers }),
-        )?;
-        let (sparse, dense, tiles) = results
-            .iter()
-            .fold((0, 0, 0), |a, (_, s)| (a.0 + s.sparse_heads, a.1 + s.dense_heads, a.2 + s.index_tiles));
-        let (logits, mut stats) = results.swap_remove(0);
-        stats.sparse_heads = sparse;
-        stats.dense_heads = dense;
-        stats.index_tiles = tiles;
-        stats.seconds = start.elapsed().as_secs_f64();
-        Ok((logits, stats))
-    }
-
-    /// Device bytes in use and in total on each GPU of the group.
-    pub fn memory_per_gpu(&mut self) -> Result<Vec<(u64, u64)>> {
-        self.broadcast(|| Command::Memory)?;
-        self.gather(
-            |e| match e {
-                Event::Memory(r) => Some(r),
-                _ => None,
-            },
-            &mut |_| {},
-        )
-    }
-}
-
 impl Drop for TpEngine {
     fn drop(&mut self) {
         self.commands.clear();
@@ -394,7 +285,7 @@ mod tests {
     //! The controller's start-up, gathering, failure and deadline logic with stand-in workers that
     //! speak the worker protocol without a GPU.
     use super::*;
-    use minference_engine::MemoryPlan;
+    use minference_engine::{AttentionChoice, MemoryPlan, PrefillEngine, PrefillStats};
     use minference_engine_gpu::EngineError;
 
     #[derive(Clone, Copy, PartialEq)]
