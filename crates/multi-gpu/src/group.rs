@@ -4,14 +4,14 @@
 use crate::error::{Result, TpError};
 use crate::nccl::{unique_id, Communicator, UniqueId};
 use crate::worker::{worker, Command, Event, Reply};
-
-mod prefill_engine;
 use minference_engine_gpu::{Precision, TensorShard};
 use minference_model::{Model, ModelConfig};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+mod prefill_engine;
 
 /// Which weights the group runs.
 #[derive(Clone)]
