@@ -8,6 +8,7 @@ use crate::attention::AttentionChoice;
 use crate::decode_profile::{lap, DecodeOp, DecodeProfile};
 use crate::kv_cache::KvCache;
 use crate::ops;
+use crate::residual_export::ResidualExport;
 use crate::rope::Rope;
 use crate::stats::PrefillStats;
 use minference_core::{AttentionBackend, AttnShape, HeadPattern, HostTensor, SeqLen};
@@ -53,9 +54,8 @@ pub struct CpuEngine<B: AttentionBackend> {
     memory_limit: Option<u64>,
     /// Cache rows reserved beyond the prompt for decode steps.
     decode_reserve: usize,
-    /// When set, the next forward keeps the residual stream of every position (see `prefill_hidden`).
-    keep_hidden: bool,
-    kept_hidden: Option<Vec<f32>>,
+    /// Switched on by `prefill_hidden`: the forward keeps the residual stream of every position.
+    hidden: ResidualExport,
     /// Per-operation times of one-token forwards since the last reset.
     profile: DecodeProfile,
 }
@@ -90,8 +90,7 @@ impl<B: AttentionBackend> CpuEngine<B> {
             captured: None,
             memory_limit: None,
             decode_reserve: DEFAULT_DECODE_RESERVE,
-            keep_hidden: false,
-            kept_hidden: None,
+            hidden: ResidualExport::default(),
             profile: DecodeProfile::default(),
         }
     }
@@ -181,13 +180,12 @@ impl<B: AttentionBackend> CpuEngine<B> {
         attention: &AttentionChoice,
         progress: &mut dyn FnMut(PrefillProgress),
     ) -> Result<(Vec<f32>, PrefillStats)> {
-        self.keep_hidden = true;
-        let result = self.prefill(tokens, attention, progress);
-        self.keep_hidden = false;
-        let (_, stats) = result?;
-        let hidden =
-            self.kept_hidden.take().ok_or_else(|| ModelError::Input("prefill kept no hidden states".into()))?;
-        Ok((hidden, stats))
+        ResidualExport::run(
+            self,
+            |e| &mut e.hidden,
+            |e| e.prefill(tokens, attention, progress),
+            || ModelError::Input("prefill kept no hidden states".into()),
+        )
     }
 
     /// Q and K (after RoPE) of one layer and query head for `tokens`, from a dense forward that
@@ -402,8 +400,8 @@ impl<B: AttentionBackend> CpuEngine<B> {
             }
         }
         lap(&mut prof, DecodeOp::LmHead, &mut t);
-        if self.keep_hidden {
-            self.kept_hidden = Some(x);
+        if self.hidden.wanted() {
+            self.hidden.keep(x);
         }
         stats.seconds = start.elapsed().as_secs_f64();
         if let Some(mut p) = prof {

@@ -24,7 +24,7 @@ use minference_core::{AttnShape, DType, HeadPattern};
 use minference_cuda::{layer_attention, DeviceTensor, Gpu};
 use minference_engine::rope::Rope;
 use minference_engine::{AttentionChoice, PrefillProgress};
-use minference_engine::{MemoryPlan, PrefillStats};
+use minference_engine::{MemoryPlan, PrefillStats, ResidualExport};
 use minference_model::{Model, ModelConfig, ModelError};
 use std::sync::Arc;
 use std::time::Instant;
@@ -87,9 +87,8 @@ pub struct GpuEngine {
     grouping: AttentionGrouping,
     cache: Option<KvCache>,
     decode: Option<DecodeBufs>,
-    /// When set, the next prefill copies the final residual stream to the host (perplexity).
-    keep_residual: bool,
-    kept_residual: Option<Vec<f32>>,
+    /// Switched on by `prefill_residual`: the prefill copies the final residual stream to the host.
+    residual: ResidualExport,
 }
 
 fn check_config(cfg: &ModelConfig) -> Result<()> {
@@ -207,8 +206,7 @@ impl GpuEngine {
             grouping: AttentionGrouping::Auto,
             cache: None,
             decode: None,
-            keep_residual: false,
-            kept_residual: None,
+            residual: ResidualExport::default(),
         })
     }
 
@@ -313,14 +311,11 @@ impl GpuEngine {
         attention: &AttentionChoice,
         progress: &mut dyn FnMut(PrefillProgress),
     ) -> Result<(Vec<f32>, PrefillStats)> {
-        self.keep_residual = true;
-        let result = self.prefill(tokens, attention, progress);
-        self.keep_residual = false;
-        let (_, stats) = result?;
-        let x = self
-            .kept_residual
-            .take()
-            .ok_or_else(|| EngineError::Input("the prefill kept no residual stream".into()))?;
-        Ok((x, stats))
+        ResidualExport::run(
+            self,
+            |e| &mut e.residual,
+            |e| e.prefill(tokens, attention, progress),
+            || EngineError::Input("the prefill kept no residual stream".into()),
+        )
     }
 }

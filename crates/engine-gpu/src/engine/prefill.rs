@@ -184,8 +184,8 @@ impl GpuEngine {
             progress(PrefillProgress { layer: l, layers: cfg.layers });
         }
         cache.len = n;
-        if self.keep_residual {
-            self.kept_residual = Some(gpu.download(&x, n * h)?);
+        if self.residual.wanted() {
+            self.residual.keep(gpu.download(&x, n * h)?);
         }
 
         let mut bufs = self.decode_buffers(n)?;
