@@ -53,21 +53,8 @@ impl Meta {
                 minference,
             })
             .into_response(),
-            Kind::Text => json(Completion {
-                id: self.id.clone(),
-                object: "text_completion",
-                created: self.created,
-                model: self.model.clone(),
-                choices: vec![CompletionChoice {
-                    index: 0,
-                    text: content,
-                    logprobs: None,
-                    finish_reason: Some(f.finish_reason),
-                }],
-                usage: Some(usage),
-                minference: Some(minference),
-            })
-            .into_response(),
+            Kind::Text => json(self.text_completion(content, Some(f.finish_reason), Some(usage), Some(minference)))
+                .into_response(),
         }
     }
 
@@ -80,31 +67,53 @@ impl Meta {
         info: Option<MinferenceInfo>,
     ) -> String {
         let json = match self.kind {
-            Kind::Chat => serde_json::to_string(&ChatCompletionChunk {
-                id: self.id.clone(),
-                object: "chat.completion.chunk",
-                created: self.created,
-                model: self.model.clone(),
-                choices: vec![ChatChunkChoice { index: 0, delta, logprobs: None, finish_reason: finish }],
+            Kind::Chat => serde_json::to_string(&self.chat_chunk(
+                vec![ChatChunkChoice { index: 0, delta, logprobs: None, finish_reason: finish }],
                 usage,
-                minference: info,
-            }),
-            Kind::Text => serde_json::to_string(&Completion {
-                id: self.id.clone(),
-                object: "text_completion",
-                created: self.created,
-                model: self.model.clone(),
-                choices: vec![CompletionChoice {
-                    index: 0,
-                    text: delta.content.unwrap_or_default(),
-                    logprobs: None,
-                    finish_reason: finish,
-                }],
-                usage,
-                minference: info,
-            }),
+                info,
+            )),
+            Kind::Text => {
+                serde_json::to_string(&self.text_completion(delta.content.unwrap_or_default(), finish, usage, info))
+            }
         };
         json.unwrap_or_default()
+    }
+
+    /// A text completion, whole or one streamed piece of it (`finish_reason` null until the last).
+    fn text_completion(
+        &self,
+        text: String,
+        finish_reason: Option<&'static str>,
+        usage: Option<Usage>,
+        minference: Option<MinferenceInfo>,
+    ) -> Completion {
+        Completion {
+            id: self.id.clone(),
+            object: "text_completion",
+            created: self.created,
+            model: self.model.clone(),
+            choices: vec![CompletionChoice { index: 0, text, logprobs: None, finish_reason }],
+            usage,
+            minference,
+        }
+    }
+
+    /// A chat stream chunk; no `choices` in the usage-only chunk.
+    fn chat_chunk(
+        &self,
+        choices: Vec<ChatChunkChoice>,
+        usage: Option<Usage>,
+        minference: Option<MinferenceInfo>,
+    ) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.created,
+            model: self.model.clone(),
+            choices,
+            usage,
+            minference,
+        }
     }
 }
 
@@ -155,15 +164,7 @@ pub(super) fn stream_response(
                     let last = st.meta.chunk(Delta::default(), Some(f.finish_reason), Some(usage), info);
                     st.pending.push_back(SseEvent::default().data(last));
                     if st.include_usage && st.meta.kind == Kind::Chat {
-                        let chunk = ChatCompletionChunk {
-                            id: st.meta.id.clone(),
-                            object: "chat.completion.chunk",
-                            created: st.meta.created,
-                            model: st.meta.model.clone(),
-                            choices: Vec::new(),
-                            usage: Some(usage),
-                            minference: None,
-                        };
+                        let chunk = st.meta.chat_chunk(Vec::new(), Some(usage), None);
                         st.pending
                             .push_back(SseEvent::default().data(serde_json::to_string(&chunk).unwrap_or_default()));
                     }
