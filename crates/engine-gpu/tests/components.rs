@@ -6,7 +6,7 @@ use minference_core::{AttentionBackend, AttnShape, DType, HeadPattern, HostTenso
 use minference_cpu::CpuBackend;
 use minference_cuda::{layer_attention, DeviceTensor};
 use minference_engine::{AttentionChoice, CpuEngine};
-use minference_engine_gpu::{random_tokens, GpuEngine};
+use minference_engine_gpu::{random_tokens, DeviceView, GpuEngine};
 use minference_model::{Model, ModelConfig};
 use std::sync::Arc;
 
@@ -127,41 +127,31 @@ fn gemm_matches_host_with_group_column_offsets() {
     );
     let yd = gpu.upload(&bits(&y0)).unwrap_or_else(|e| panic!("{e}"));
     let p = |s: &cudarc::driver::CudaSlice<u16>| s.device_ptr(gpu.stream()).0;
-    let mut gemm = Gemm::new(&gpu, minference_engine_gpu::Precision::Bf16).unwrap_or_else(|e| panic!("{e}"));
-    gemm.linear(&gpu, (p(&xd), k), (p(&wd) + 2 * 192, q_dim), (p(&yd), out_dim), rows, k, out_dim, true)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let got: Vec<f32> = gpu
-        .download(&yd, rows * out_dim)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .iter()
-        .map(|b| bf16::from_bits(*b).to_f32())
-        .collect();
-    let mut err = 0f32;
-    for r in 0..rows {
-        for o in 0..out_dim {
-            let want: f32 = y0[r * out_dim + o] + (0..k).map(|i| x[r * k + i] * w[o * q_dim + 192 + i]).sum::<f32>();
-            err = err.max((want - got[r * out_dim + o]).abs());
+    let w_rows = DeviceView::of_slice(&gpu, &wd, DType::Bf16, q_dim);
+    // Largest |want(r, o) - y[r, o]| over the bf16 output `y`.
+    let max_error = |y: &cudarc::driver::CudaSlice<u16>, want: &dyn Fn(usize, usize) -> f32| {
+        let got = gpu.download(y, rows * out_dim).unwrap_or_else(|e| panic!("{e}"));
+        let mut err = 0f32;
+        for r in 0..rows {
+            for o in 0..out_dim {
+                err = err.max((want(r, o) - bf16::from_bits(got[r * out_dim + o]).to_f32()).abs());
+            }
         }
-    }
+        err
+    };
+    let mut gemm = Gemm::new(&gpu, minference_engine_gpu::Precision::Bf16).unwrap_or_else(|e| panic!("{e}"));
+    gemm.linear(&gpu, (p(&xd), k), w_rows.cols_from(192).ld(), (p(&yd), out_dim), rows, k, out_dim, true)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = max_error(&yd, &|r, o| {
+        y0[r * out_dim + o] + (0..k).map(|i| x[r * k + i] * w[o * q_dim + 192 + i]).sum::<f32>()
+    });
     eprintln!("GEMM with a 384-byte column offset, accumulate: max abs error {err}");
     assert!(err < 0.1, "{err}");
     // Plain y = x · Wᵀ, aligned.
     let yd2 = gpu.alloc::<u16>(rows * out_dim).unwrap_or_else(|e| panic!("{e}"));
-    gemm.linear(&gpu, (p(&xd), k), (p(&wd), q_dim), (p(&yd2), out_dim), rows, k, out_dim, false)
+    gemm.linear(&gpu, (p(&xd), k), w_rows.ld(), (p(&yd2), out_dim), rows, k, out_dim, false)
         .unwrap_or_else(|e| panic!("{e}"));
-    let got: Vec<f32> = gpu
-        .download(&yd2, rows * out_dim)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .iter()
-        .map(|b| bf16::from_bits(*b).to_f32())
-        .collect();
-    let mut err = 0f32;
-    for r in 0..rows {
-        for o in 0..out_dim {
-            let want: f32 = (0..k).map(|i| x[r * k + i] * w[o * q_dim + i]).sum::<f32>();
-            err = err.max((want - got[r * out_dim + o]).abs());
-        }
-    }
+    let err = max_error(&yd2, &|r, o| (0..k).map(|i| x[r * k + i] * w[o * q_dim + i]).sum::<f32>());
     eprintln!("GEMM aligned: max abs error {err}");
     assert!(err < 0.1, "{err}");
 }
