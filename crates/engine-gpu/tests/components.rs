@@ -83,13 +83,6 @@ fn gpu_layer_attention_dense_matches_f64_reference() {
     assert!(err < 2e-2, "{err}");
 }
 
-fn cos(a: &[f32], b: &[f32]) -> f64 {
-    let d: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum();
-    d / (na.sqrt() * nb.sqrt())
-}
-
 #[test]
 fn one_layer_model_gpu_vs_cpu_at_one_and_many_tokens() {
     let Some(gpu) = minference_test_support::gpu() else { return };
@@ -103,7 +96,7 @@ fn one_layer_model_gpu_vs_cpu_at_one_and_many_tokens() {
         let tokens = random_tokens(n, model.config().vocab, 4);
         let (c, _) = cpu.prefill(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
         let (g, _) = eng.prefill(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
-        let c_ = cos(&c, &g);
+        let c_ = minference_test_support::agreement(&c, &g).cosine;
         eprintln!("one layer, {n} tokens: cosine GPU vs CPU {c_:.6}");
         report.push((n, c_));
     }

@@ -7,41 +7,8 @@ use minference_cuda::Gpu;
 use minference_engine::{AttentionChoice, CpuEngine, MInferencePlan};
 use minference_engine_gpu::{random_tokens, AttentionGrouping, GpuEngine};
 use minference_model::{Model, ModelConfig};
+use minference_test_support::{agreement, assert_logits_close};
 use std::sync::Arc;
-
-struct Agreement {
-    cosine: f64,
-    /// max |a - b| / max |a|.
-    rel_max: f64,
-    top1_same: bool,
-}
-
-fn agreement(reference: &[f32], got: &[f32]) -> Agreement {
-    assert_eq!(reference.len(), got.len());
-    assert!(got.iter().all(|v| v.is_finite()), "non-finite GPU logits");
-    let (mut dot, mut na, mut nb, mut max_diff, mut max_ref) = (0f64, 0f64, 0f64, 0f64, 0f64);
-    for (&a, &b) in reference.iter().zip(got) {
-        let (a, b) = (a as f64, b as f64);
-        dot += a * b;
-        na += a * a;
-        nb += b * b;
-        max_diff = max_diff.max((a - b).abs());
-        max_ref = max_ref.max(a.abs());
-    }
-    let argmax = |v: &[f32]| v.iter().enumerate().fold(0, |best, (i, x)| if *x > v[best] { i } else { best });
-    Agreement {
-        cosine: dot / (na.sqrt() * nb.sqrt()),
-        rel_max: max_diff / max_ref,
-        top1_same: argmax(reference) == argmax(got),
-    }
-}
-
-fn assert_close(what: &str, reference: &[f32], got: &[f32]) {
-    let a = agreement(reference, got);
-    eprintln!("{what}: cosine {:.6}, max rel diff {:.4}, top-1 same {}", a.cosine, a.rel_max, a.top1_same);
-    assert!(a.cosine > 0.995, "{what}: cosine {}", a.cosine);
-    assert!(a.rel_max < 0.08, "{what}: max relative difference {}", a.rel_max);
-}
 
 fn random_small_model(layers: usize) -> Arc<Model> {
     let mut cfg = ModelConfig::named_shape("smollm2-135m").unwrap_or_else(|e| panic!("{e}"));
@@ -66,11 +33,11 @@ fn run_both_with(gpu: Arc<Gpu>, model: Arc<Model>, tokens: &[u32], label: &str, 
     let (gpu_logits, stats) =
         eng.prefill(tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("{label}: GPU prefill of {} tokens in {:.4} s", tokens.len(), stats.seconds);
-    assert_close(&format!("{label} prefill"), &cpu_logits, &gpu_logits);
+    assert_logits_close(&format!("{label} prefill"), &cpu_logits, &gpu_logits);
     for (i, t) in [5u32, 17, 400].into_iter().enumerate() {
         let c = cpu.decode_step(t).unwrap_or_else(|e| panic!("{e}"));
         let g = eng.decode_step(t).unwrap_or_else(|e| panic!("{e}"));
-        assert_close(&format!("{label} decode step {i}"), &c, &g);
+        assert_logits_close(&format!("{label} decode step {i}"), &c, &g);
     }
     assert_eq!(eng.cached_tokens(), tokens.len() + 3);
 }
@@ -131,13 +98,13 @@ fn minference_with_a_covering_budget_equals_dense() {
     assert!(s.plan.per_layer_attention, "1000 tokens fit per-layer attention");
     eng.set_attention_grouping(AttentionGrouping::PerGroup);
     let (grouped, _) = eng.prefill(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
-    assert_close("per-group vs per-layer attention", &dense, &grouped);
+    assert_logits_close("per-group vs per-layer attention", &dense, &grouped);
     eng.set_attention_grouping(AttentionGrouping::Auto);
     let full = MInferencePlan::uniform(model.config(), HeadPattern::VerticalSlash { k_v: 2048, k_s: 2048 });
     let (sparse, stats) =
         eng.prefill(&tokens, &AttentionChoice::MInference(full), &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(stats.sparse_heads, 4 * model.config().heads);
-    assert_close("VS covering every key vs dense", &dense, &sparse);
+    assert_logits_close("VS covering every key vs dense", &dense, &sparse);
     let narrow = MInferencePlan::uniform(model.config(), HeadPattern::VerticalSlash { k_v: 64, k_s: 128 });
     let (narrow_logits, _) =
         eng.prefill(&tokens, &AttentionChoice::MInference(narrow), &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));

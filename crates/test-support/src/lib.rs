@@ -5,9 +5,14 @@
 //! (no GPU, no model file) becomes a failure, so a test can no longer "pass" by not running. A test
 //! that needs more GPUs than the machine has still skips, unless `MINFERENCE_REQUIRE_GPUS=N` with
 //! N at least the number it needs.
+//!
+//! [`agreement`] is the one measure of how closely two engines' outputs agree.
 
 use std::fmt::Display;
 use std::path::PathBuf;
+
+pub mod agreement;
+pub use agreement::{agreement, assert_logits_close, Agreement};
 
 /// `MINFERENCE_REQUIRE_GPU=1`: skips are failures.
 pub fn gpu_required() -> bool {
