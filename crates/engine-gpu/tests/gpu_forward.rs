@@ -1,6 +1,9 @@
 //! GPU forward == CPU forward (crates/model) within bf16 tolerance. Skips without a GPU; the real
 //! SmolLM2 check also skips without the model file (`MINFERENCE_MODEL` or models/).
 
+#[path = "../../model/tests/common/mod.rs"]
+mod model_fixture;
+
 use minference_core::HeadPattern;
 use minference_cpu::CpuBackend;
 use minference_cuda::Gpu;
@@ -34,7 +37,8 @@ fn run_both_with(gpu: Arc<Gpu>, model: Arc<Model>, tokens: &[u32], label: &str, 
         eng.prefill(tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("{label}: GPU prefill of {} tokens in {:.4} s", tokens.len(), stats.seconds);
     assert_logits_close(&format!("{label} prefill"), &cpu_logits, &gpu_logits);
-    for (i, t) in [5u32, 17, 400].into_iter().enumerate() {
+    let vocab = cpu.model().config().vocab as u32;
+    for (i, t) in [5u32, 17, 400].map(|t| t % vocab).into_iter().enumerate() {
         let c = cpu.decode_step(t).unwrap_or_else(|e| panic!("{e}"));
         let g = eng.decode_step(t).unwrap_or_else(|e| panic!("{e}"));
         assert_logits_close(&format!("{label} decode step {i}"), &c, &g);
@@ -48,6 +52,21 @@ fn random_smollm2_shape_gpu_matches_cpu() {
     let model = random_small_model(30);
     let tokens = random_tokens(200, model.config().vocab, 3);
     run_both(gpu, model, &tokens, "random smollm2-135m shape (random weights)");
+}
+
+/// Non-zero Q/K/V biases (Qwen2) and two KV groups: each group's bias rows, per layer and per group.
+#[test]
+fn qkv_biases_gpu_match_cpu() {
+    // head_dim 64, the smallest the GPU kernels take.
+    let shape =
+        model_fixture::TinyShape { hidden: 256, heads: 4, kv_heads: 2, intermediate: 128, layers: 2, context: 512 };
+    let file = minference_model::gguf::GgufFile::from_bytes(model_fixture::tiny_llama(&shape, "qwen2").build())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let model = Arc::new(Model::from_gguf(&file).unwrap_or_else(|e| panic!("{e}")));
+    assert!(model.config().qkv_bias);
+    let Some(gpu) = minference_test_support::gpu() else { return };
+    let tokens = random_tokens(100, model.config().vocab, 5);
+    run_both(gpu, model, &tokens, "tiny qwen2 with Q/K/V biases");
 }
 
 #[test]
