@@ -163,8 +163,7 @@ impl TpEngine {
             },
             &mut |_| {},
         )?;
-        group.broadcast(|| Command::Build)?;
-        group.gather_done()?;
+        group.command_all(|| Command::Build)?;
         Ok(group)
     }
 
@@ -254,7 +253,9 @@ impl TpEngine {
         }
     }
 
-    fn gather_done(&mut self) -> Result<()> {
+    /// Sends `cmd` to every rank and waits until each has done it.
+    fn command_all(&mut self, cmd: impl Fn() -> Command) -> Result<()> {
+        self.broadcast(cmd)?;
         self.gather(
             |e| match e {
                 Event::Done(r) => Some(r),

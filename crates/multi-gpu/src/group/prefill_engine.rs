@@ -51,20 +51,16 @@ impl PrefillEngine for TpEngine {
         Ok(logits.swap_remove(0))
     }
     fn reset(&mut self) -> minference_engine::Result<()> {
-        self.broadcast(|| Command::Reset)?;
-        Ok(self.gather_done()?)
+        Ok(self.command_all(|| Command::Reset)?)
     }
     fn set_max_new_tokens(&mut self, n: usize) -> minference_engine::Result<()> {
-        self.broadcast(|| Command::MaxNewTokens(n))?;
-        Ok(self.gather_done()?)
+        Ok(self.command_all(|| Command::MaxNewTokens(n))?)
     }
     fn set_allow_context_extension(&mut self, allow: bool) -> minference_engine::Result<()> {
-        self.broadcast(|| Command::ContextExtension(allow))?;
-        Ok(self.gather_done()?)
+        Ok(self.command_all(|| Command::ContextExtension(allow))?)
     }
     fn set_memory_limit(&mut self, bytes: Option<u64>) -> minference_engine::Result<()> {
-        self.broadcast(|| Command::MemoryLimit(bytes))?;
-        Ok(self.gather_done()?)
+        Ok(self.command_all(|| Command::MemoryLimit(bytes))?)
     }
 }
 
