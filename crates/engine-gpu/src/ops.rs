@@ -37,6 +37,12 @@ pub(crate) enum Arg {
     F(f32),
 }
 
+/// Blocks of 256 threads for a grid-stride kernel over `items`: one item per thread, at most
+/// 65,536 blocks (the kernel loops over the rest), at least one.
+fn grid_stride_blocks(items: usize) -> u32 {
+    items.div_ceil(256).clamp(1, 65_536) as u32
+}
+
 /// Device address of a slice (the engine orders everything on the Gpu's one stream).
 pub(crate) fn dptr<T>(gpu: &Gpu, s: &CudaSlice<T>) -> u64 {
     let (p, _sync) = s.device_ptr(gpu.stream());
@@ -89,7 +95,7 @@ impl Ops {
 
     /// Fills `n` bf16 values at `ptr` with uniform values in [-scale, scale) from `seed`.
     pub(crate) fn init_uniform(&self, gpu: &Gpu, ptr: u64, n: usize, seed: u64, scale: f32) -> Result<()> {
-        let grid = n.div_ceil(256).clamp(1, 65_536) as u32;
+        let grid = grid_stride_blocks(n);
         self.launch(gpu, "init_uniform", grid, 256, 0, &[Arg::P(ptr), Arg::L(n as i64), Arg::U(seed), Arg::F(scale)])
     }
 
@@ -106,7 +112,7 @@ impl Ops {
 
     /// `x[i] += p[i]` for `n` values: f32 residual `x`, bf16 update `p`.
     pub(crate) fn add_to_residual(&self, gpu: &Gpu, x: u64, p: u64, n: usize) -> Result<()> {
-        let grid = n.div_ceil(256).clamp(1, 65_536) as u32;
+        let grid = grid_stride_blocks(n);
         self.launch(gpu, "add_update_to_residual", grid, 256, 0, &[Arg::P(x), Arg::P(p), Arg::L(n as i64)])
     }
 
@@ -163,7 +169,7 @@ impl Ops {
     }
 
     pub(crate) fn swiglu(&self, gpu: &Gpu, gate_up: u64, out: u64, rows: usize, inter: usize) -> Result<()> {
-        let grid = (rows * inter).div_ceil(256).clamp(1, 65_536) as u32;
+        let grid = grid_stride_blocks(rows * inter);
         self.launch(
             gpu,
             "swiglu",
@@ -186,7 +192,8 @@ impl Ops {
         head_dim: usize,
         row_stride: usize,
     ) -> Result<()> {
-        let grid = (n * gs * head_dim / 8).div_ceil(256).clamp(1, 65_536) as u32;
+        // One thread per 8 elements (a 16-byte vector).
+        let grid = grid_stride_blocks(n * gs * head_dim / 8);
         let args = [
             Arg::P(src),
             Arg::P(dst),
@@ -257,5 +264,19 @@ impl Ops {
             Arg::P(out),
         ];
         self.launch(gpu, "decode_attn_combine", gs as u32, head_dim as u32, 0, &args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grid_stride_blocks;
+
+    #[test]
+    fn grid_stride_blocks_cover_every_item_up_to_the_block_cap() {
+        assert_eq!(grid_stride_blocks(0), 1);
+        assert_eq!(grid_stride_blocks(256), 1);
+        assert_eq!(grid_stride_blocks(257), 2);
+        assert_eq!(grid_stride_blocks(256 * 65_536), 65_536);
+        assert_eq!(grid_stride_blocks(usize::MAX / 2), 65_536);
     }
 }
