@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 #[derive(clap::Args, Debug)]
-#[command(group = clap::ArgGroup::new("calibration_source").required(true).multiple(true).args(["calibration", "synthetic_kv_retrieval"]))]
+#[command(group = clap::ArgGroup::new("calibration_source").required(true).multiple(true).args(["calibration", "synthetic_kv_retrieval", "from_details"]))]
 #[command(group = clap::ArgGroup::new("destination").required(true).multiple(true).args(["output", "hf_config"]))]
 pub struct SearchArgs {
     /// GGUF file or safetensors directory (default: the SmolLM2 model under ./models, fetched if absent).
@@ -30,6 +30,10 @@ pub struct SearchArgs {
     /// Also (or only) calibrate on a seeded synthetic KV-retrieval prompt (InfiniteBench kv_retrieval style).
     #[arg(long)]
     pub synthetic_kv_retrieval: bool,
+    /// Instead of running the model: the scored candidates of an earlier search (its --details
+    /// TSV), re-allocated to --density / --also-density (seconds instead of minutes).
+    #[arg(long, conflicts_with_all = ["calibration", "synthetic_kv_retrieval"])]
+    pub from_details: Option<PathBuf>,
     /// Seed of the synthetic prompt.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -84,6 +88,12 @@ pub struct SearchArgs {
     /// `<output stem>.density-<F>.json` beside -o (for Pareto comparisons).
     #[arg(long, value_delimiter = ',', requires = "output", conflicts_with = "per_head_fit")]
     pub also_density: Vec<f64>,
+    /// The density allocation minimises the sum over heads of loss^P, loss = the head's objective
+    /// value (1 − recall for recall). 1 (default) = the relative output error itself; 2 = squared
+    /// errors (as independent residual-stream errors add); below 1 favours removing many small
+    /// errors over one large one.
+    #[arg(long, default_value_t = 1.0)]
+    pub budget_loss_power: f64,
     /// Where the forward and the scoring run: cpu, cuda, or auto (cuda when a usable GPU is present).
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -185,6 +195,9 @@ pub fn run(args: &SearchArgs) -> Result<()> {
         args.adaptive.then_some(args.gamma),
         args.floor,
     )?;
+    if !(args.budget_loss_power.is_finite() && args.budget_loss_power > 0.0) {
+        bail!("--budget-loss-power must be a positive number, got {}", args.budget_loss_power);
+    }
     if !args.per_head_fit {
         for &d in std::iter::once(&args.density).chain(&args.also_density) {
             minference_search::budget::check_density(d)?;
@@ -238,6 +251,25 @@ fn search_and_write(
     out_file: Option<std::fs::File>,
     hf_text: Option<&str>,
 ) -> Result<()> {
+    let base = match &args.from_details {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading --from-details {}", p.display()))?;
+            let s = minference_search::details::from_tsv(&text, &p.display().to_string())?;
+            if let (Some(text), Some(path)) = (hf_text, &args.hf_config) {
+                let (layers, heads) = (s.config.layers.len(), s.config.layers.first().map_or(0, |l| l.heads.len()));
+                minference_core::hf_config::check_hf_model_shape(text, &path.display().to_string(), layers, heads)
+                    .context("--hf-config: the file does not fit the searched model")?;
+            }
+            eprintln!("re-allocating the {} heads of {}", s.heads.len(), p.display());
+            s
+        }
+        None => run_searches(args, opts, hf_text)?,
+    };
+    finish(args, opts, base, out_file, hf_text)
+}
+
+/// Loads the model and the calibration documents and searches every document; the merged search.
+fn run_searches(args: &SearchArgs, opts: &SearchOptions, hf_text: Option<&str>) -> Result<ModelSearch> {
     let model = Arc::new(load_model(&args.model)?);
     if let (Some(text), Some(path)) = (hf_text, &args.hf_config) {
         let (layers, heads) = (model.config().layers, model.config().heads);
@@ -302,10 +334,25 @@ fn search_and_write(
         eprintln!("searched {} in {:.1} s", c.description, s.seconds);
         searches.push(s);
     }
-    let base = merge_searches(&searches, &opts.objective)?;
+    Ok(merge_searches(&searches, &opts.objective)?)
+}
+
+/// Allocates, writes the config(s), the details and the summary.
+fn finish(
+    args: &SearchArgs,
+    opts: &SearchOptions,
+    base: ModelSearch,
+    out_file: Option<std::fs::File>,
+    hf_text: Option<&str>,
+) -> Result<()> {
     let mut search = base.clone();
+    let objective = opts.objective;
+    let power = args.budget_loss_power;
+    let loss = move |c: &minference_search::CandidateScore| {
+        minference_search::budget::candidate_loss(c, &objective).max(0.0).powf(power)
+    };
     if !args.per_head_fit {
-        let reached = search.allocate_density(args.density, &opts.objective)?;
+        let reached = search.allocate_density_by(args.density, &loss)?;
         eprintln!(
             "--density {}: allocated mean kernel density {reached:.4} across {} heads",
             args.density,
@@ -315,7 +362,7 @@ fn search_and_write(
     if let Some(o) = &args.output {
         for &d in &args.also_density {
             let mut s = base.clone();
-            let reached = s.allocate_density(d, &opts.objective)?;
+            let reached = s.allocate_density_by(d, &loss)?;
             let path = density_path(o, d);
             std::fs::write(&path, s.config.to_json_string()).with_context(|| format!("writing {}", path.display()))?;
             eprintln!("--also-density {d}: mean kernel density {reached:.4}, wrote {}", path.display());
@@ -328,25 +375,8 @@ fn search_and_write(
         write_hf_file(path, text, &search.config)?;
     }
     if let Some(p) = &args.details {
-        let mut tsv = String::from("layer\thead\tchosen\tpattern\ta\tb\torigin\tscore\trecall\tdensity\twork\n");
-        for r in &search.heads {
-            for (i, c) in r.search.candidates.iter().enumerate() {
-                let (a, b) = pattern_numbers(&c.pattern);
-                tsv += &format!(
-                    "{}\t{}\t{}\t{}\t{a}\t{b}\t{}\t{}\t{:.6}\t{:.6}\t{:.6}\n",
-                    r.layer,
-                    r.head,
-                    (i == r.search.best) as u8,
-                    c.pattern.name(),
-                    c.origin,
-                    c.score,
-                    c.recall,
-                    c.density,
-                    c.work
-                );
-            }
-        }
-        std::fs::write(p, tsv).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(p, minference_search::details::to_tsv(&search))
+            .with_context(|| format!("writing {}", p.display()))?;
     }
     println!("{}", search.summary());
     for p in args.output.iter().chain(&args.hf_config) {
@@ -393,16 +423,6 @@ fn density_ladder() -> Vec<minference_core::HeadPattern> {
     ]
 }
 
-fn pattern_numbers(p: &minference_core::HeadPattern) -> (usize, usize) {
-    use minference_core::HeadPattern::*;
-    match *p {
-        VerticalSlash { k_v, k_s } => (k_v, k_s),
-        AShape { n_init, n_local } => (n_init, n_local),
-        BlockSparse { k_b } => (k_b, 0),
-        Dense => (0, 0),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,6 +433,7 @@ mod tests {
             model: Some(PathBuf::from("/nonexistent/model.gguf")),
             calibration: vec![],
             synthetic_kv_retrieval: true,
+            from_details: None,
             seed: 1,
             len: Some(1024),
             output: Some(PathBuf::from(output)),
@@ -428,6 +449,7 @@ mod tests {
             density: 0.4,
             per_head_fit: false,
             also_density: vec![],
+            budget_loss_power: 1.0,
             device: "cpu".into(),
         }
     }
@@ -511,6 +533,34 @@ mod tests {
             assert!(err.contains("--density must be in (0, 1]"), "{err}");
         }
         assert!(density_ladder().contains(&minference_core::HeadPattern::Dense));
+    }
+
+    #[test]
+    fn from_details_reallocates_without_the_model() {
+        let dir = std::env::temp_dir().join(format!("minference-search-details-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let details = dir.join("heads.tsv");
+        let h = minference_search::details::HEADER;
+        // One head: dense (loss 0) or A-shape 64/512 (density 0.2, loss 0.3).
+        std::fs::write(
+            &details,
+            format!("{h}\n0\t0\t1\tdense\t0\t0\tgiven\t0\t1\t1\t1\n0\t0\t0\tstream_llm\t64\t512\tgiven\t0.3\t0.7\t0.2\t0.2\n"),
+        )
+        .unwrap();
+        let out = dir.join("c.json");
+        let mut a = args(out.to_str().unwrap_or_default());
+        (a.synthetic_kv_retrieval, a.from_details, a.density, a.also_density) = (false, Some(details), 0.5, vec![1.0]);
+        run(&a).unwrap();
+        let read = |p: &Path| {
+            let text = std::fs::read_to_string(p).unwrap();
+            minference_core::ModelPatternConfig::from_json_str(&text, "c").unwrap().pattern(0, 0).unwrap()
+        };
+        assert_eq!(read(&out), minference_core::HeadPattern::AShape { n_init: 64, n_local: 512 });
+        assert_eq!(read(&dir.join("c.density-1.json")), minference_core::HeadPattern::Dense);
+        a.from_details = Some(dir.join("absent.tsv"));
+        let err = format!("{:#}", run(&a).unwrap_err());
+        assert!(err.contains("--from-details"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -117,16 +117,16 @@ impl ModelSearch {
     /// Re-chooses every head's candidate under a global mean kernel-density target (see the
     /// module docs) and rebuilds the config; returns the mean density reached.
     pub fn allocate_density(&mut self, density: f64, objective: &Objective) -> Result<f64> {
+        self.allocate_density_by(density, &|c| candidate_loss(c, objective))
+    }
+
+    /// [`Self::allocate_density`] with the summed loss of each candidate given by `loss`
+    /// (e.g. a power of [`candidate_loss`]).
+    pub fn allocate_density_by(&mut self, density: f64, loss: &dyn Fn(&CandidateScore) -> f64) -> Result<f64> {
         let options: Vec<Vec<CostPoint>> = self
             .heads
             .iter()
-            .map(|r| {
-                r.search
-                    .candidates
-                    .iter()
-                    .map(|c| CostPoint { density: c.density, loss: candidate_loss(c, objective) })
-                    .collect()
-            })
+            .map(|r| r.search.candidates.iter().map(|c| CostPoint { density: c.density, loss: loss(c) }).collect())
             .collect();
         let picks = allocate(&options, density)?;
         let layers = self.config.layers.len();

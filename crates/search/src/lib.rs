@@ -13,6 +13,7 @@
 //!   marginal loss decrease per unit of density (`ModelSearch::allocate_density`).
 //! * [`multi`]: several calibration documents (code, prose, retrieval prompts), each head's
 //!   patterns scored on all of them and averaged.
+//! * [`details`]: every head's scored candidates as TSV and back (re-allocation without the model).
 //! * [`kv_prompt`]: InfiniteBench-style kv_retrieval prompt to a token budget.
 //! * [`viz`]: attention heat maps with the chosen pattern's kernel mask, as PNG.
 
@@ -21,6 +22,7 @@ pub mod calibration;
 pub mod candidates;
 pub mod capture;
 pub mod dense;
+pub mod details;
 pub mod driver;
 pub mod error;
 pub mod gpu;
