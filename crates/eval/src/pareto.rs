@@ -28,7 +28,7 @@ const WIDTH: usize = 960;
 const HEIGHT: usize = 620;
 const LEFT: usize = 90;
 const RIGHT: usize = 250;
-const TOP: usize = 50;
+const TOP: usize = 76;
 const BOTTOM: usize = 70;
 const MARKER: usize = 9;
 const BACKGROUND: [u8; 3] = [255, 255, 255];
@@ -101,6 +101,21 @@ fn dashed_v(img: &mut RgbImage, x: usize, y0: usize, y1: usize) {
     }
 }
 
+/// `caption` split at ` | ` into lines of at most `width` pixels (a longer piece keeps its own line).
+pub fn caption_lines(caption: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for piece in caption.split(" | ") {
+        match lines.last_mut() {
+            Some(last) if text_width(&format!("{last} | {piece}"), 1) <= width => {
+                last.push_str(" | ");
+                last.push_str(piece);
+            }
+            _ => lines.push(piece.to_string()),
+        }
+    }
+    lines
+}
+
 /// Draws the picture. An empty list, a density outside [0, 1] or a non-finite value is an error.
 pub fn pareto_image(points: &[ParetoPoint], caption: &str) -> Result<RgbImage> {
     if points.is_empty() {
@@ -118,7 +133,9 @@ pub fn pareto_image(points: &[ParetoPoint], caption: &str) -> Result<RgbImage> {
     let axes = Axes::for_points(points);
     let mut img = RgbImage::new(WIDTH, HEIGHT, BACKGROUND);
     let (x0, x1, y0, y1) = (LEFT, LEFT + Axes::plot_w(), TOP, TOP + Axes::plot_h());
-    img.text(LEFT, 12, 1, caption, INK);
+    for (i, line) in caption_lines(caption, WIDTH - 16).iter().enumerate().take(3) {
+        img.text(8, 8 + 12 * i, 1, line, INK);
+    }
     // Axes, ticks and tick labels.
     img.fill(x0, y1, x1 - x0, 1, INK);
     img.fill(x0 - 1, y0, 1, y1 - y0 + 1, INK);
@@ -137,7 +154,7 @@ pub fn pareto_image(points: &[ParetoPoint], caption: &str) -> Result<RgbImage> {
         tick *= 10.0;
     }
     img.text(x0 + (x1 - x0) / 2 - text_width("kernel density", 1) / 2, y1 + 30, 1, "kernel density", INK);
-    img.text(8, TOP.saturating_sub(20), 1, "delta perplexity (log)", INK);
+    img.text(8, TOP - 18, 1, "delta perplexity (log)", INK);
     // Targets: within 1% perplexity at <= 40% density.
     dashed_h(&mut img, x0, x1, axes.y(1.0));
     dashed_v(&mut img, axes.x(0.4), y0, y1);
@@ -186,6 +203,13 @@ mod tests {
         assert_eq!(img.get(axes.x(0.9), axes.y(-0.2)), group_colour(1));
         assert_eq!(groups(&pts), vec!["uniform".to_string(), "searched".to_string()]);
         assert_eq!(Axes::for_points(&[point("a", 0.1, 93.0)]).y_max, 100.0);
+    }
+
+    #[test]
+    fn long_captions_wrap_at_separators() {
+        let lines = caption_lines("aaaa | bbbb | cccc", text_width("aaaa | bbbb", 1));
+        assert_eq!(lines, vec!["aaaa | bbbb".to_string(), "cccc".to_string()]);
+        assert_eq!(caption_lines("one", 1), vec!["one".to_string()]);
     }
 
     #[test]
