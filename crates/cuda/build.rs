@@ -90,7 +90,8 @@ fn main() {
     fs::write(out_dir.join("kernels.rs"), generated).expect("write kernels.rs");
 }
 
-/// The head kinds and the attention parameter block size of `kernels/abi.cuh` as Rust constants, so
+/// The head kinds, the attention parameter block size and the Hopper pipeline depth of
+/// `kernels/abi.cuh` as Rust constants, so
 /// that they are written once (the kernels include the header; kernels.rs includes these).
 fn abi_constants(header: &Path) -> String {
     let text = fs::read_to_string(header).expect("kernels/abi.cuh is readable");
@@ -102,11 +103,13 @@ fn abi_constants(header: &Path) -> String {
             .unwrap_or_else(|| panic!("{name} = <int> not found in {}", header.display()));
         writeln!(out, "pub const {name}: i32 = {value};").ok();
     }
-    let bytes = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("#define MI_ATTN_PARAMS_BYTES")?.trim().parse::<usize>().ok())
-        .unwrap_or_else(|| panic!("#define MI_ATTN_PARAMS_BYTES <int> not found in {}", header.display()));
-    writeln!(out, "pub const ATTN_PARAMS_BYTES: usize = {bytes};").ok();
+    for (define, constant) in [("MI_ATTN_PARAMS_BYTES", "ATTN_PARAMS_BYTES"), ("MI_HOPPER_STAGES", "HOPPER_STAGES")] {
+        let value = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("#define ")?.trim().strip_prefix(define)?.trim().parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("#define {define} <int> not found in {}", header.display()));
+        writeln!(out, "pub const {constant}: usize = {value};").ok();
+    }
     out
 }
 

@@ -198,6 +198,9 @@ pub fn attention(args: &BenchAttentionArgs) -> Result<()> {
     let mut csv = format!("{CSV_HEADER},date,commit\n");
     let mut on_row = |r: &minference_cuda::bench::BenchRow| {
         println!("{}", format_row(r));
+        if let Some(plan) = &r.plan {
+            eprintln!("  plan of {} at {}: {plan}", r.what, r.n);
+        }
         csv.push_str(&format!("{},{date},{commit}\n", csv_row(&card, r)));
     };
     // Peers see the lengths up to --peers-max: ours runs those with the export first, the rest without.

@@ -11,8 +11,10 @@ using namespace mi_hopper;
         NAME(const __grid_constant__ TmaMap tq, const __grid_constant__ TmaMap tk,                           \
              const __grid_constant__ TmaMap tv, const __grid_constant__ TmaMap to,                           \
              const __grid_constant__ TmaMap tk64, const __grid_constant__ TmaMap tv64, const Params p) {    \
-        fa3_fwd_body<D, 2, PROD>(tq, tk, tv, to, tk64, tv64, p);                                            \
+        fa3_fwd_body<D, MI_HOPPER_STAGES, PROD>(tq, tk, tv, to, tk64, tv64, p);                                            \
     }
+
+static_assert(Layout<128, MI_HOPPER_STAGES>::alloc <= 232448, "Hopper mainloop exceeds 227 KiB of shared memory");
 
 // Dense causal (every head dense).
 MI_HOPPER_ENTRY(hopper_attn_bf16_d64_dense, 64, DenseProducer)
@@ -57,7 +59,7 @@ __device__ __forceinline__ void plan_bits(const int* tile_start, const PlanHalf&
     for (int j = q; j < h.t_end; ++j) {
         if (!plan_tile(tile_start, h, j, s, e)) continue;
         if (s >= a + l) break;
-        mask_set(m, max(s, a) - a + c0, min(e, a + l) - a + c0);
+        mask_set<true>(m, max(s, a) - a + c0, min(e, a + l) - a + c0);
     }
 }
 
@@ -76,7 +78,7 @@ struct PlanEmit {
     int count;
 
     __device__ __forceinline__ void range(int a, int la, int b, int lb, bool pair) {
-        ChunkMeta cm = pair ? range_meta(a, la, KIND_PAIR, b, lb) : range_meta(a, la, KIND_RANGE, a + 64, la - 64);
+        ChunkMeta cm = pair ? range_meta<true>(a, la, KIND_PAIR, b, lb) : range_meta<true>(a, la, KIND_RANGE, a + 64, la - 64);
         cm.full = 0;
 #pragma unroll
         for (int w = 0; w < 2; ++w) {
@@ -176,7 +178,7 @@ extern "C" __global__ void hopper_plan_index(const unsigned* tile_ptr, const int
     u32 own[2][4] = {{0u, 0u, 0u, 0u}, {0u, 0u, 0u, 0u}};
     auto gflush = [&]() {
         const int len = k - kc;
-        ChunkMeta cm = range_meta(cbase + kc, len, KIND_GATHER, 0, 0);
+        ChunkMeta cm = range_meta<true>(cbase + kc, len, KIND_GATHER, 0, 0);
         cm.maxkey = maxkey;
         cm.full = 0;
 #pragma unroll
@@ -214,7 +216,7 @@ extern "C" __global__ void hopper_plan_index(const unsigned* tile_ptr, const int
         mcols[cbase + k] = key;
 #pragma unroll
         for (int q = 0; q < 4; ++q) {  // constant indices: own stays in registers
-            const u32 bit = (c >> 5) == q ? 1u << (c & 31) : 0u;
+            const u32 bit = mask_word(c) == q ? 1u << mask_bit(c) : 0u;
             if (who & 1) own[0][q] |= bit;
             if (who & 2) own[1][q] |= bit;
         }

@@ -140,6 +140,8 @@ pub struct BenchRow {
     pub effective_tflops: f64,
     /// Dense-equivalent FLOPs / whole layer time.
     pub dense_equiv_tflops: f64,
+    /// The Hopper planner's chunks of the index heads (None: no index, or not the Hopper kernel).
+    pub plan: Option<crate::hopper::PlanSummary>,
 }
 
 #[derive(Debug, Clone)]
@@ -349,6 +351,7 @@ fn measure(
             density: 1.0,
             effective_tflops: tf,
             dense_equiv_tflops: tf,
+            plan: None,
         });
     }
     for set in &cfg.sets {
@@ -364,6 +367,11 @@ fn measure(
         }
         let t = median(times);
         let (computed, dense_tiles) = tile_counts(gpu, shape.seqs[0], &patterns, last_index.as_ref())?;
+        let plan = if crate::hopper::applies(gpu, shape, q.dtype, out.dtype).is_ok() {
+            crate::hopper::plan_summary(gpu, shape, &patterns, last_index.as_ref())?
+        } else {
+            None
+        };
         let row = BenchRow {
             n,
             what: set.name().into(),
@@ -372,6 +380,7 @@ fn measure(
             density: computed / dense_tiles,
             effective_tflops: computed * tile_flops / (t.attention_ms as f64 * 1e-3) / 1e12,
             dense_equiv_tflops: dense_flops / (t.total_ms() as f64 * 1e-3) / 1e12,
+            plan,
         };
         if let Some(e) = export.as_deref_mut() {
             let ours = OursFigures {

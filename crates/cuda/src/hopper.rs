@@ -16,7 +16,7 @@ use crate::index::DeviceIndex;
 use crate::layout::Meta;
 use crate::tensor::DeviceTensor;
 use cudarc::driver::sys;
-use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 use minference_core::{AttnShape, DType, HeadPattern};
 
 /// Entry points of the `hopper_attention` unit.
@@ -73,11 +73,14 @@ unsafe impl DeviceRepr for Params {}
 /// Bytes of one planned chunk (`mi_hopper::ChunkMeta`).
 const CHUNK_BYTES: usize = 64;
 
-/// Dynamic shared memory of `fa3_fwd_body<D, 2, _>` (`Layout<D, 2>::alloc`).
+/// Dynamic shared memory of `fa3_fwd_body<D, MI_HOPPER_STAGES, _>` (`Layout<D, S>::alloc` in
+/// kernels/hopper/fa3_sm90.cuh: Q, S stages of K and of V, O staging, the barriers, S chunk
+/// descriptors and S column lists, 1 KiB to align the base).
 pub fn smem_bytes(d: usize) -> usize {
+    let stages = crate::kernels::HOPPER_STAGES;
     let tile = BM * d * 2; // Q, one K or V stage, O staging
-    let bars = 8 * (2 + 4 * 2);
-    tile * 6 + bars + 16 + CHUNK_BYTES * 2 + 4 * 128 * 2 + 1024
+    let bars = 8 * (2 + 4 * stages);
+    tile * (2 + 2 * stages) + bars + 16 + CHUNK_BYTES * stages + 4 * 128 * stages + 1024
 }
 
 /// Whether the Hopper kernel takes this problem (the GPU has it loaded and enabled, and the shape is
@@ -167,19 +170,9 @@ pub(crate) fn attention(
     let out_f32 = out.dtype == DType::F32;
     let (qp, kp, vp, op) = (q.ptr(gpu), k.ptr(gpu), v.ptr(gpu), out.ptr(gpu));
 
-    // Planner buffers (index heads only): chunk descriptors at a per-slot bound, merged columns at
-    // the index's column offsets, per-tile (first, count) reused by every sequence (stream order).
-    let max_tiles = shape.seqs.iter().map(|s| s.q_len.div_ceil(BM)).max().unwrap_or(0) * h;
+    // Planner buffers (index heads only), reused by every sequence (stream order).
     let plan = match (needs_index, index) {
-        (true, Some(ix)) => {
-            let n_chunks = 2 * ix.n_tiles + ix.n_cols / 64 + 2 * ix.n_slots + 4;
-            Some((
-                ix,
-                gpu.alloc::<u8>(n_chunks * CHUNK_BYTES)?,
-                gpu.alloc::<i32>(ix.n_cols.max(1))?,
-                gpu.alloc::<i32>(2 * max_tiles.max(1))?,
-            ))
-        }
+        (true, Some(ix)) => Some((ix, PlanBuffers::new(gpu, shape, ix)?)),
         (true, None) => return Err(CudaError::Invalid("VS/BS heads need a sparse index".into())),
         _ => None,
     };
@@ -223,32 +216,11 @@ pub(crate) fn attention(
             p.head_init = gpu.ptr(&meta.head_init);
             p.head_local = gpu.ptr(&meta.head_local);
         }
-        if let Some((ix, chunks, mcols, tile_chunks)) = &plan {
-            let tiles = h * m_tiles;
-            gpu.launch(
-                "hopper_plan_index",
-                (tiles.div_ceil(128) as u32, 1, 1),
-                128,
-                0,
-                &[
-                    Arg::P(gpu.ptr(&ix.tile_ptr)),
-                    Arg::P(gpu.ptr(&ix.tile_start)),
-                    Arg::P(gpu.ptr(&ix.col_ptr)),
-                    Arg::P(gpu.ptr(&ix.col_index)),
-                    Arg::P(gpu.ptr(&meta.head_kind)),
-                    Arg::I(slot_base[b] as i32),
-                    Arg::I(seq.row_blocks() as i32),
-                    Arg::I(m_tiles as i32),
-                    Arg::I(h as i32),
-                    Arg::I(n as i32),
-                    Arg::P(gpu.ptr(chunks)),
-                    Arg::P(gpu.ptr(tile_chunks)),
-                    Arg::P(gpu.ptr(mcols)),
-                ],
-            )?;
-            p.tile_chunks = gpu.ptr(tile_chunks);
-            p.chunks = gpu.ptr(chunks);
-            p.cols = gpu.ptr(mcols);
+        if let Some((ix, bufs)) = &plan {
+            launch_planner(gpu, ix, meta, bufs, slot_base[b], seq.row_blocks(), m_tiles, h, n)?;
+            p.tile_chunks = gpu.ptr(&bufs.tile_chunks);
+            p.chunks = gpu.ptr(&bufs.chunks);
+            p.cols = gpu.ptr(&bufs.mcols);
         }
         let grid = gpu.sm_count().min(h * m_tiles).max(1) as u32;
         let mut lb = gpu.stream().launch_builder(f);
@@ -262,4 +234,161 @@ pub(crate) fn attention(
     // Dropping the planner buffers frees stream-ordered, after the kernels.
     drop(plan);
     Ok(())
+}
+
+/// The planner's output for one layer: chunk descriptors at a per-slot bound, merged columns at
+/// the index's column offsets, per-tile (first, count).
+struct PlanBuffers {
+    chunks: CudaSlice<u8>,
+    mcols: CudaSlice<i32>,
+    tile_chunks: CudaSlice<i32>,
+}
+
+impl PlanBuffers {
+    fn new(gpu: &Gpu, shape: &AttnShape, ix: &DeviceIndex) -> Result<PlanBuffers> {
+        let max_tiles = shape.seqs.iter().map(|s| s.q_len.div_ceil(BM)).max().unwrap_or(0) * shape.heads;
+        let n_chunks = 2 * ix.n_tiles + ix.n_cols / 64 + 2 * ix.n_slots + 4;
+        Ok(PlanBuffers {
+            chunks: gpu.alloc::<u8>(n_chunks * CHUNK_BYTES)?,
+            mcols: gpu.alloc::<i32>(ix.n_cols.max(1))?,
+            tile_chunks: gpu.alloc::<i32>(2 * max_tiles.max(1))?,
+        })
+    }
+}
+
+/// Plans one sequence's index heads (`hopper_plan_index`, one thread per (head, 128-row tile)).
+#[allow(clippy::too_many_arguments)]
+fn launch_planner(
+    gpu: &Gpu,
+    ix: &DeviceIndex,
+    meta: &Meta,
+    bufs: &PlanBuffers,
+    slot_base: u32,
+    row_blocks: usize,
+    m_tiles: usize,
+    heads: usize,
+    n: usize,
+) -> Result<()> {
+    let tiles = heads * m_tiles;
+    gpu.launch(
+        "hopper_plan_index",
+        (tiles.div_ceil(128) as u32, 1, 1),
+        128,
+        0,
+        &[
+            Arg::P(gpu.ptr(&ix.tile_ptr)),
+            Arg::P(gpu.ptr(&ix.tile_start)),
+            Arg::P(gpu.ptr(&ix.col_ptr)),
+            Arg::P(gpu.ptr(&ix.col_index)),
+            Arg::P(gpu.ptr(&meta.head_kind)),
+            Arg::I(slot_base as i32),
+            Arg::I(row_blocks as i32),
+            Arg::I(m_tiles as i32),
+            Arg::I(heads as i32),
+            Arg::I(n as i32),
+            Arg::P(gpu.ptr(&bufs.chunks)),
+            Arg::P(gpu.ptr(&bufs.tile_chunks)),
+            Arg::P(gpu.ptr(&bufs.mcols)),
+        ],
+    )
+}
+
+/// What the planner made of one sequence's index heads: chunk kinds, and per (chunk, consumer
+/// warpgroup) which halves of the 128 columns hold that warpgroup's keys (the causal rule as the
+/// kernel applies it). `owned_pairs / issued_pairs` is the fraction of the full-width GEMM work
+/// that computes pairs of the index (before the causal mask inside diagonal chunks).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PlanSummary {
+    /// Chunks by kind: contiguous range, gathered columns, two 64-key boxes.
+    pub range: u64,
+    pub gather: u64,
+    pub pair: u64,
+    /// (chunk, consumer) pairs by the columns they need: none, 0..63 only, 64..127 only, both.
+    pub skip: u64,
+    pub lo: u64,
+    pub hi: u64,
+    pub full: u64,
+    /// (row, key) pairs of the consumers' own key sets (64 rows per consumer and owned column).
+    pub owned_pairs: f64,
+    /// 64 x 128 per (chunk, consumer): what full-width chunks compute.
+    pub issued_pairs: f64,
+}
+
+impl std::fmt::Display for PlanSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let halves = (self.lo + self.hi) as f64 / (self.skip + self.lo + self.hi + self.full).max(1) as f64;
+        write!(
+            f,
+            "chunks range {} pair {} gather {}; consumer-chunks skip {} lo {} hi {} full {} ({:.1}% half); owned/issued {:.3}",
+            self.range,
+            self.pair,
+            self.gather,
+            self.skip,
+            self.lo,
+            self.hi,
+            self.full,
+            100.0 * halves,
+            self.owned_pairs / self.issued_pairs.max(1.0)
+        )
+    }
+}
+
+/// Runs the planner on a one-sequence problem and summarises its chunks (benchmarks: how much of
+/// the computed work the 128-row union costs). `None` when no head reads the index.
+pub fn plan_summary(
+    gpu: &Gpu,
+    shape: &AttnShape,
+    patterns: &[HeadPattern],
+    index: Option<&DeviceIndex>,
+) -> Result<Option<PlanSummary>> {
+    let Some(ix) = index else { return Ok(None) };
+    if shape.seqs.len() != 1 {
+        return Err(CudaError::Invalid("plan_summary takes one sequence".into()));
+    }
+    let seq = shape.seqs[0];
+    let (h, n) = (shape.heads, seq.q_len);
+    let m_tiles = n.div_ceil(BM);
+    let meta = Meta::new(gpu, shape, patterns)?;
+    let bufs = PlanBuffers::new(gpu, shape, ix)?;
+    launch_planner(gpu, ix, &meta, &bufs, 0, seq.row_blocks(), m_tiles, h, n)?;
+    let tile_chunks = gpu.download(&bufs.tile_chunks, 2 * h * m_tiles)?;
+    let words = gpu.download(&bufs.chunks, bufs.chunks.len())?;
+    let word = |c: usize, i: usize| {
+        let o = c * CHUNK_BYTES + 4 * i;
+        u32::from_le_bytes([words[o], words[o + 1], words[o + 2], words[o + 3]])
+    };
+    let mut sum = PlanSummary::default();
+    for t in 0..h * m_tiles {
+        let (first, count) = (tile_chunks[2 * t] as usize, tile_chunks[2 * t + 1] as usize);
+        let m = t % m_tiles;
+        for c in first..first + count {
+            let (start, kind, start2) = (word(c, 0) as i32, word(c, 2), word(c, 4) as i32);
+            match kind {
+                0 => sum.range += 1,
+                1 => sum.gather += 1,
+                _ => sum.pair += 1,
+            }
+            for w in 0..2 {
+                // Thread-order masks (kernels/hopper/chunks.cuh): bits 0..15 of each word are
+                // columns 0..63.
+                let mask: Vec<u32> = (0..4).map(|i| word(c, 8 + 4 * w + i)).collect();
+                let row_last = (m * BM + 64 * w + 63) as i32;
+                let mut lo = mask.iter().any(|x| x & 0xffff != 0);
+                let mut hi = mask.iter().any(|x| x >> 16 != 0);
+                if kind != 1 {
+                    lo &= start <= row_last;
+                    hi &= start2 <= row_last;
+                }
+                match (lo, hi) {
+                    (false, false) => sum.skip += 1,
+                    (true, false) => sum.lo += 1,
+                    (false, true) => sum.hi += 1,
+                    (true, true) => sum.full += 1,
+                }
+                sum.owned_pairs += 64.0 * mask.iter().map(|x| x.count_ones() as f64).sum::<f64>();
+                sum.issued_pairs += 64.0 * 128.0;
+            }
+        }
+    }
+    Ok(Some(sum))
 }
