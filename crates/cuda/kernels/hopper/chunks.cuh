@@ -107,10 +107,16 @@ __device__ __forceinline__ ChunkMeta range_meta(int start, int len, int kind, in
     const int hic = max(0, min(hi, 64));
     cm.minkey = kind == KIND_GATHER ? 0 : start;
     cm.maxkey = kind == KIND_PAIR ? max(start + lo - 1, start2 + hic - 1) : start + len - 1;
-    u32 m[4] = {0u, 0u, 0u, 0u};
-    mask_set<kThreadOrder>(m, 0, max(0, min(lo, 64)));
-    mask_set<kThreadOrder>(m, 64, 64 + hic);
-    cm.full = (lo >= 64 && hic >= 64) ? 3 : 0;
+    // A full chunk (almost every dense and A-shape chunk) skips the mask arithmetic: the producer
+    // computes this between a stage's release and its TMA issue, on the pipeline's critical path.
+    const bool all = lo >= 64 && hic >= 64;
+    u32 m[4] = {0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu};
+    if (!all) {
+        m[0] = m[1] = m[2] = m[3] = 0u;
+        mask_set<kThreadOrder>(m, 0, max(0, min(lo, 64)));
+        mask_set<kThreadOrder>(m, 64, 64 + hic);
+    }
+    cm.full = all ? 3 : 0;
 #pragma unroll
     for (int i = 0; i < 4; ++i) cm.mask[0][i] = cm.mask[1][i] = m[i];
     return cm;
