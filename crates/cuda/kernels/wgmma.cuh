@@ -2,16 +2,9 @@
 // of common.cuh (swz), A operands from registers (the mma.sync fragment layout), fences.
 #pragma once
 #include "common.cuh"
+#include "smem_desc.cuh"
 
-// Descriptor of a 128-byte-swizzled operand at shared address `addr` (the 8-row group containing it
-// must start on a 1024-byte boundary). lbo/sbo in bytes.
-__device__ __forceinline__ u64 gmma_desc(u32 addr, u32 lbo, u32 sbo) {
-    u64 d = (u64)((addr >> 4) & 0x3FFF);
-    d |= (u64)((lbo >> 4) & 0x3FFF) << 16;
-    d |= (u64)((sbo >> 4) & 0x3FFF) << 32;
-    d |= (u64)1 << 62;
-    return d;
-}
+__device__ __forceinline__ u64 gmma_desc(u32 addr, u32 lbo, u32 sbo) { return sw128_desc(addr, lbo, sbo); }
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
 __device__ __forceinline__ void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }

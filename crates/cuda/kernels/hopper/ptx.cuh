@@ -2,6 +2,7 @@
 // wgmma (SS and RS forms) and its shared-memory descriptors. Device code only.
 #pragma once
 #include "hopper/chunks.cuh"
+#include "smem_desc.cuh"
 
 namespace mi_hopper {
 
@@ -75,13 +76,7 @@ template <int N> __device__ __forceinline__ void pin(float (&r)[N][4]) {
 }
 
 // Descriptor of a 128B-swizzled operand (8-row groups 1024 bytes apart).
-__device__ __forceinline__ u64 desc_sw128(u32 addr, u32 lbo, u32 sbo) {
-    u64 d = (u64)((addr >> 4) & 0x3FFF);
-    d |= (u64)((lbo >> 4) & 0x3FFF) << 16;
-    d |= (u64)((sbo >> 4) & 0x3FFF) << 32;
-    d |= (u64)1 << 62;
-    return d;
-}
+__device__ __forceinline__ u64 desc_sw128(u32 addr, u32 lbo, u32 sbo) { return sw128_desc(addr, lbo, sbo); }
 __device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
     u32 r;
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
