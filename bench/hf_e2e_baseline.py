@@ -18,15 +18,7 @@ import sys
 import time
 
 import torch
-
-
-def parse_len(s):
-    s = s.strip().lower()
-    if s.endswith("k"):
-        return int(s[:-1]) * 1024
-    if s.endswith("m"):
-        return int(s[:-1]) * 1024 * 1024
-    return int(s)
+from lengths import parse_len
 
 
 def build_config(a, max_len):

@@ -10,15 +10,7 @@ import statistics
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
-
-
-def parse_len(s):
-    s = s.strip().lower()
-    if s.endswith("k"):
-        return int(s[:-1]) * 1024
-    if s.endswith("m"):
-        return int(s[:-1]) * 1024 * 1024
-    return int(s)
+from lengths import parse_len
 
 
 def time_backend(backend, q, k, v, reps):
