@@ -4,10 +4,10 @@
 use crate::engines::open_gpu;
 use crate::engines::{open_engine, EngineWeights, Placement};
 use anyhow::{bail, Result};
-use minference_cuda::bench::{
-    csv_row, format_row, run_attention_bench, BenchConfig, PatternSet, Regime, CSV_HEADER, TABLE_HEADER,
+use minference_bench::gpu_attention::{
+    csv_row, format_row, run_attention_bench, BenchConfig, BenchRow, PatternSet, Regime, CSV_HEADER, TABLE_HEADER,
 };
-use minference_engine_gpu::{bench_e2e, E2eAttention, E2eOptions};
+use minference_bench::{bench_e2e, E2eAttention, E2eOptions};
 use minference_model::ModelConfig;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -196,7 +196,7 @@ pub fn attention(args: &BenchAttentionArgs) -> Result<()> {
     let card = gpu.name().to_string();
     let (date, commit) = (utc_date(), commit_id(&args.commit));
     let mut csv = format!("{CSV_HEADER},date,commit\n");
-    let mut on_row = |r: &minference_cuda::bench::BenchRow| {
+    let mut on_row = |r: &BenchRow| {
         println!("{}", format_row(r));
         if let Some(plan) = &r.plan {
             eprintln!("  plan of {} at {}: {plan}", r.what, r.n);

@@ -43,6 +43,12 @@ impl DeviceIndex {
         })
     }
 
+    /// Only the two row pointers, `tile_ptr` and `col_ptr` (`n_slots + 1` entries each): the tiles
+    /// and columns of every slot, without copying the (large) tile starts and column indices.
+    pub fn download_row_pointers(&self, gpu: &Gpu) -> Result<(Vec<u32>, Vec<u32>)> {
+        Ok((gpu.download(&self.tile_ptr, self.n_slots + 1)?, gpu.download(&self.col_ptr, self.n_slots + 1)?))
+    }
+
     /// Bytes of the four CSR arrays.
     pub fn bytes(&self) -> usize {
         4 * (2 * (self.n_slots + 1) + self.n_tiles + self.n_cols)

@@ -3,17 +3,17 @@
 //! GPU, Block-Sparse estimation, all heads of a layer per launch.
 //!
 //! Entry points: [`CudaBackend`] (the shared [`minference_core::AttentionBackend`] on host tensors)
-//! and the device-resident API ([`Gpu`], [`DeviceTensor`], [`layer_attention`]) for benchmarks and
-//! the model engine. Without a GPU everything returns [`CudaError::NoGpu`].
+//! and the device-resident API ([`Gpu`], [`DeviceTensor`], [`layer_attention`], [`fill_normal`]) for
+//! the model engine and the benchmarks (`minference-bench`: `minference bench attention`). Without a
+//! GPU everything returns [`CudaError::NoGpu`].
 
 pub mod attention;
 pub mod backend;
-pub mod bench;
-pub mod bench_export;
 pub mod build_index;
 pub mod context;
 pub mod error;
 pub mod estimate;
+pub mod fill;
 pub mod hopper;
 pub mod index;
 pub mod kernels;
@@ -28,6 +28,7 @@ pub use build_index::build_index;
 pub use context::Gpu;
 pub use error::{CudaError, Result};
 pub use estimate::{estimate_vs, DeviceVsSelection};
+pub use fill::fill_normal;
 pub use index::DeviceIndex;
 pub use layer::{layer_attention, LayerTimings};
 pub use search_score::{score_masks, DeviceHead, HeadSlice, ScoreMask, ScoreRequest, ScoreSums};

@@ -1,7 +1,7 @@
 //! Device-resident tensors in the shared layout (`[heads, tokens, head_dim]`), bf16 / f16 / f32.
 
 use crate::context::Gpu;
-use crate::error::{CudaError, Result};
+use crate::error::{CudaError, DriverContext, Result};
 use cudarc::driver::CudaSlice;
 use half::{bf16, f16};
 use minference_core::{DType, HostTensor};
@@ -54,6 +54,38 @@ impl DeviceTensor {
         gpu.stream()
             .memcpy_htod(&host, &mut self.buf)
             .map_err(|e| CudaError::Driver { context: "poison fill".into(), message: format!("{e:?}") })
+    }
+
+    /// Copies all of `src` into `self` from element `at` on (device to device, enqueued on `gpu`'s
+    /// stream): replicating one head group over the others. Both must have the same dtype.
+    pub fn copy_from(&mut self, gpu: &Gpu, src: &DeviceTensor, at: usize) -> Result<()> {
+        if src.dtype != self.dtype || at + src.len > self.len {
+            return Err(CudaError::Invalid(format!(
+                "copying {} {:?} elements to element {at} of {} {:?} elements",
+                src.len, src.dtype, self.len, self.dtype
+            )));
+        }
+        let eb = elem_bytes(self.dtype);
+        let mut dst = self.buf.slice_mut(at * eb..(at + src.len) * eb);
+        gpu.stream().memcpy_dtod(&src.buf, &mut dst).ctx("device-to-device copy")
+    }
+
+    /// Copies `dst.len()` raw bytes (the bit patterns exactly as on the device) from element `first`
+    /// on into `dst`. Does not synchronise the stream: call [`Gpu::sync`] before relying on `dst`.
+    pub fn read_bytes(&self, gpu: &Gpu, first: usize, dst: &mut [u8]) -> Result<()> {
+        let at = first * elem_bytes(self.dtype);
+        if at + dst.len() > self.len * elem_bytes(self.dtype) {
+            return Err(CudaError::Invalid(format!(
+                "reading {} bytes from element {first} of {} {:?} elements",
+                dst.len(),
+                self.len,
+                self.dtype
+            )));
+        }
+        if dst.is_empty() {
+            return Ok(());
+        }
+        gpu.stream().memcpy_dtoh(&self.buf.slice(at..at + dst.len()), dst).ctx("device-to-host copy")
     }
 
     pub(crate) fn ptr(&self, gpu: &Gpu) -> u64 {

@@ -71,3 +71,32 @@ fn unsupported_inputs_are_errors() {
         Ok(_) => panic!("allocating twice the free memory succeeded"),
     }
 }
+
+#[test]
+fn fill_copy_and_read_bytes_round_trip() {
+    let Some(backend) = minference_test_support::cuda_backend() else {
+        return;
+    };
+    let gpu = backend.gpu();
+    let mut a = DeviceTensor::alloc(gpu, DType::Bf16, 4096).unwrap();
+    minference_cuda::fill_normal(gpu, &mut a, 7, 1.0).unwrap();
+    let mut b = DeviceTensor::alloc(gpu, DType::Bf16, 4096).unwrap();
+    minference_cuda::fill_normal(gpu, &mut b, 7, 1.0).unwrap();
+    gpu.sync().unwrap();
+    let (xa, xb) = (a.download_f32(gpu).unwrap(), b.download_f32(gpu).unwrap());
+    assert_eq!(xa, xb, "the same seed gives the same tensor");
+    let mean = xa.iter().sum::<f32>() / xa.len() as f32;
+    assert!(mean.abs() < 0.1 && xa.iter().all(|x| x.is_finite()), "mean {mean}");
+
+    let mut twice = DeviceTensor::alloc(gpu, DType::Bf16, 8192).unwrap();
+    twice.copy_from(gpu, &a, 0).unwrap();
+    twice.copy_from(gpu, &a, 4096).unwrap();
+    assert!(twice.copy_from(gpu, &a, 4097).is_err());
+    let mut bytes = vec![0u8; 2 * 10];
+    twice.read_bytes(gpu, 4096 + 5, &mut bytes).unwrap();
+    gpu.sync().unwrap();
+    let got: Vec<f32> =
+        bytes.chunks_exact(2).map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect();
+    assert_eq!(got, xa[5..15]);
+    assert!(twice.read_bytes(gpu, 8190, &mut bytes).is_err());
+}

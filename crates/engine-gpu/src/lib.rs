@@ -4,13 +4,11 @@
 //!   random weights of a named shape generated on the device), prefill with dense or MInference
 //!   attention per layer and head, dense decode over the device KV cache.
 //! * [`plan_gpu_memory`]: the bytes a prefill needs, and which KV layers go to pinned host memory.
-//! * [`bench_e2e`]: time-to-first-token table, dense vs MInference, markdown and CSV.
 //!
 //! Linear layers run through cuBLASLt (bf16, fp32 accumulation); norms, RoPE, SwiGLU, embedding,
 //! decode attention are small kernels in `crates/cuda/kernels/model_ops.cu`; prefill attention is
 //! `minference_cuda::layer_attention`, one KV-head group at a time.
 
-pub mod bench;
 pub mod engine;
 pub mod error;
 pub mod gemm;
@@ -24,7 +22,6 @@ pub mod timing;
 pub mod view;
 pub mod weights;
 
-pub use bench::{bench_e2e, random_tokens, E2eAttention, E2eOptions, E2eRow, E2eTable};
 pub use engine::{AttentionPass, EngineSetup, GpuEngine, PassObserver, DEFAULT_CHUNK_TOKENS, DEFAULT_MAX_NEW_TOKENS};
 pub use error::{EngineError, Result};
 pub use plan::{plan_gpu_memory, AttentionGrouping, PlanInput};

@@ -5,8 +5,8 @@ use half::bf16;
 use minference_core::{AttentionBackend, AttnShape, DType, HeadPattern, HostTensor};
 use minference_cpu::CpuBackend;
 use minference_cuda::{layer_attention, DeviceTensor};
-use minference_engine::{AttentionChoice, CpuEngine};
-use minference_engine_gpu::{random_tokens, DeviceView, GpuEngine};
+use minference_engine::{random_tokens, AttentionChoice, CpuEngine};
+use minference_engine_gpu::{DeviceView, GpuEngine};
 use minference_model::{Model, ModelConfig};
 use std::sync::Arc;
 

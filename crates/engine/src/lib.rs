@@ -31,6 +31,7 @@ pub mod residual_export;
 pub mod rope;
 pub mod sampling;
 pub mod stats;
+pub mod tokens;
 
 pub use attention::{AttentionChoice, MInferencePlan};
 pub use capture::save_qk;
@@ -42,3 +43,4 @@ pub use prefill_engine::PrefillEngine;
 pub use residual_export::ResidualExport;
 pub use sampling::Sampler;
 pub use stats::{MemoryPlan, PrefillStats};
+pub use tokens::random_tokens;

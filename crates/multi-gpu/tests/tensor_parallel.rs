@@ -6,8 +6,8 @@
 use minference_core::HeadPattern;
 use minference_cuda::Gpu;
 use minference_engine::PrefillEngine;
-use minference_engine::{AttentionChoice, MInferencePlan};
-use minference_engine_gpu::{random_tokens, GpuEngine};
+use minference_engine::{random_tokens, AttentionChoice, MInferencePlan};
+use minference_engine_gpu::GpuEngine;
 use minference_model::{Model, ModelConfig};
 use minference_multi_gpu::{TpEngine, TpError, TpModel, TpOptions};
 use minference_test_support::{agreement, assert_logits_close};

@@ -211,7 +211,7 @@ fn smollm2_shape_8k_gpu_and_cpu_search_times() {
     let Some(gpu) = minference_test_support::gpu() else { return };
     let cfg = ModelConfig::named_shape("smollm2-135m").unwrap();
     let model = Arc::new(Model::random_with_config(cfg.clone(), 3).unwrap());
-    let tokens = minference_engine_gpu::random_tokens(8192, cfg.vocab, 5);
+    let tokens = minference_engine::random_tokens(8192, cfg.vocab, 5);
     let mut engine = GpuEngine::new(Arc::clone(&gpu), Arc::clone(&model)).unwrap();
     // Warm-up (kernel loading, allocations), then the timed runs.
     search_model_gpu(&mut engine, &tokens[..1024], &SearchOptions::default(), &|_, _| {}).unwrap();

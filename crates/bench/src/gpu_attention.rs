@@ -3,13 +3,10 @@
 //! index build, attention, timed separately with CUDA events) for several pattern sets and index
 //! regimes. Kernel density and effective TF/s count the 64×64 tiles the kernel actually computed.
 
-use crate::bench_export::{OursFigures, PeerExport};
-use crate::context::{Arg, Gpu};
-use crate::error::Result;
-use crate::layer::{layer_attention, LayerTimings};
-use crate::tensor::DeviceTensor;
-use crate::{attention, DeviceIndex};
-use minference_core::{generate_qkv, AttnShape, DType, HeadPattern, OwnedTensor, SynthConfig};
+use crate::gpu_inputs::{inputs, load_file_inputs};
+use crate::peer_export::{OursFigures, PeerExport};
+use minference_core::{AttnShape, DType, HeadPattern};
+use minference_cuda::{attention, hopper, layer_attention, DeviceIndex, DeviceTensor, Gpu, LayerTimings, Result};
 
 /// Which per-head patterns a run uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +101,7 @@ pub struct BenchConfig {
     /// `kv_heads`; lengths and regimes are then ignored.
     pub qk_file: Option<std::path::PathBuf>,
     /// When set, the inputs, VS selections, indices and output samples of every length (first
-    /// regime only) are written there for the peer script (format: [`crate::bench_export`]).
+    /// regime only) are written there for the peer script (format: [`crate::peer_export`]).
     pub export: Option<std::path::PathBuf>,
 }
 
@@ -141,7 +138,7 @@ pub struct BenchRow {
     /// Dense-equivalent FLOPs / whole layer time.
     pub dense_equiv_tflops: f64,
     /// The Hopper planner's chunks of the index heads (None: no index, or not the Hopper kernel).
-    pub plan: Option<crate::hopper::PlanSummary>,
+    pub plan: Option<hopper::PlanSummary>,
 }
 
 #[derive(Debug, Clone)]
@@ -150,60 +147,6 @@ pub struct BenchReport {
     pub rows: Vec<BenchRow>,
     /// The peer export's manifest, when [`BenchConfig::export`] was set.
     pub export: Option<std::path::PathBuf>,
-}
-
-fn fill_normal(gpu: &Gpu, t: &mut DeviceTensor, seed: u64) -> Result<()> {
-    let code = match t.dtype {
-        DType::Bf16 => 0,
-        DType::F16 => 1,
-        DType::F32 => 2,
-    };
-    let p = t.ptr(gpu);
-    gpu.launch(
-        "fill_normal",
-        (1024, 1, 1),
-        256,
-        0,
-        &[Arg::P(p), Arg::P(t.len as u64), Arg::P(seed), Arg::F(1.0), Arg::I(code)],
-    )
-}
-
-fn inputs(gpu: &Gpu, shape: &AttnShape, regime: Regime, seed: u64) -> Result<[DeviceTensor; 3]> {
-    let mut q = DeviceTensor::alloc(gpu, DType::Bf16, shape.q_elems())?;
-    let mut k = DeviceTensor::alloc(gpu, DType::Bf16, shape.kv_elems())?;
-    let mut v = DeviceTensor::alloc(gpu, DType::Bf16, shape.kv_elems())?;
-    fill_normal(gpu, &mut v, seed ^ 0x76)?;
-    match regime {
-        Regime::Random => {
-            fill_normal(gpu, &mut q, seed ^ 0x71)?;
-            fill_normal(gpu, &mut k, seed ^ 0x6b)?;
-        }
-        Regime::File => return Err(crate::CudaError::Invalid("file inputs come from load_file_inputs".into())),
-        Regime::Structured => {
-            let group = shape.heads / shape.kv_heads;
-            let one = AttnShape { heads: group, kv_heads: 1, ..shape.clone() };
-            let (qf, kf, _) = generate_qkv(&one, &SynthConfig::structured(), seed);
-            let (qh, kh) = (OwnedTensor::from_f32(&qf, DType::Bf16), OwnedTensor::from_f32(&kf, DType::Bf16));
-            drop((qf, kf));
-            let (qg, kg) = (DeviceTensor::upload(gpu, qh.view())?, DeviceTensor::upload(gpu, kh.view())?);
-            for g in 0..shape.kv_heads {
-                let qb = qg.len * 2;
-                let kb = kg.len * 2;
-                let mut qdst = q.buf.slice_mut(g * qb..(g + 1) * qb);
-                gpu.stream().memcpy_dtod(&qg.buf, &mut qdst).map_err(|e| crate::CudaError::Driver {
-                    context: "replicating Q".into(),
-                    message: format!("{e:?}"),
-                })?;
-                let mut kdst = k.buf.slice_mut(g * kb..(g + 1) * kb);
-                gpu.stream().memcpy_dtod(&kg.buf, &mut kdst).map_err(|e| crate::CudaError::Driver {
-                    context: "replicating K".into(),
-                    message: format!("{e:?}"),
-                })?;
-            }
-        }
-    }
-    gpu.sync()?;
-    Ok([q, k, v])
 }
 
 /// (tiles computed, tiles of dense causal attention) for one sequence of length n.
@@ -217,7 +160,7 @@ fn tile_counts(
     let last = |m: usize| (m * 64 + 63).min(q_len - 1) + off;
     let dense_per_head: f64 = (0..r).map(|m| (last(m) / 64 + 1) as f64).sum();
     let (tile_ptr, col_ptr) = match index {
-        Some(ix) => (gpu.download(&ix.tile_ptr, ix.n_slots + 1)?, gpu.download(&ix.col_ptr, ix.n_slots + 1)?),
+        Some(ix) => ix.download_row_pointers(gpu)?,
         None => (Vec::new(), Vec::new()),
     };
     let mut computed = 0.0;
@@ -300,7 +243,7 @@ pub fn run_attention_bench(gpu: &Gpu, cfg: &BenchConfig, mut progress: impl FnMu
     Ok(BenchReport { card: gpu.name().to_string(), rows, export })
 }
 
-fn regime_name(r: Option<Regime>) -> &'static str {
+pub(crate) fn regime_name(r: Option<Regime>) -> &'static str {
     match r {
         None => "-",
         Some(Regime::Random) => "random",
@@ -367,8 +310,8 @@ fn measure(
         }
         let t = median(times);
         let (computed, dense_tiles) = tile_counts(gpu, shape.seqs[0], &patterns, last_index.as_ref())?;
-        let plan = if crate::hopper::applies(gpu, shape, q.dtype, out.dtype).is_ok() {
-            crate::hopper::plan_summary(gpu, shape, &patterns, last_index.as_ref())?
+        let plan = if hopper::applies(gpu, shape, q.dtype, out.dtype).is_ok() {
+            hopper::plan_summary(gpu, shape, &patterns, last_index.as_ref())?
         } else {
             None
         };
@@ -396,69 +339,6 @@ fn measure(
         emit(row);
     }
     Ok(())
-}
-
-/// Reads Q/K/V from a safetensors file (see [`BenchConfig::qk_file`]) into bf16 device tensors.
-fn load_file_inputs(gpu: &Gpu, path: &std::path::Path, cfg: &BenchConfig) -> Result<(AttnShape, [DeviceTensor; 3])> {
-    let bad = |m: String| crate::CudaError::Invalid(format!("{}: {m}", path.display()));
-    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-    let read = |name: &str| -> Result<Option<(Vec<usize>, Vec<f32>)>> {
-        let t = match st.tensor(name) {
-            Ok(t) => t,
-            Err(_) => return Ok(None),
-        };
-        let data = t.data();
-        let vals: Vec<f32> = match t.dtype() {
-            safetensors::Dtype::F32 => {
-                data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-            }
-            safetensors::Dtype::BF16 => {
-                data.chunks_exact(2).map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect()
-            }
-            safetensors::Dtype::F16 => {
-                data.chunks_exact(2).map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32()).collect()
-            }
-            other => return Err(bad(format!("tensor `{name}` has dtype {other:?}; expected f32, bf16 or f16"))),
-        };
-        Ok(Some((t.shape().to_vec(), vals)))
-    };
-    let (qs, qv) = read("q")?.ok_or_else(|| bad("no tensor `q`".into()))?;
-    let (ks, kv) = read("k")?.ok_or_else(|| bad("no tensor `k`".into()))?;
-    let v = read("v")?;
-    // [rows, D] → one head replicated; [heads, rows, D] → as given.
-    let (heads, q_len, d, q_rep) = match qs[..] {
-        [n, d] => (cfg.heads, n, d, cfg.heads),
-        [h, n, d] => (h, n, d, 1),
-        _ => return Err(bad(format!("`q` must be 2-D or 3-D, got {qs:?}"))),
-    };
-    let (kv_heads, kv_len, k_rep) = match ks[..] {
-        [n, dk] if dk == d => (cfg.kv_heads.min(heads), n, cfg.kv_heads.min(heads)),
-        [h, n, dk] if dk == d => (h, n, 1),
-        _ => return Err(bad(format!("`k` must be [N_kv, {d}] or [H_kv, N_kv, {d}], got {ks:?}"))),
-    };
-    let shape = AttnShape { heads, kv_heads, head_dim: d, seqs: vec![minference_core::SeqLen { q_len, kv_len }] };
-    shape.validate()?;
-    let repeat = |x: &[f32], times: usize| -> Vec<f32> { x.iter().copied().cycle().take(x.len() * times).collect() };
-    let q = OwnedTensor::from_f32(&repeat(&qv, q_rep), DType::Bf16);
-    let k = OwnedTensor::from_f32(&repeat(&kv, k_rep), DType::Bf16);
-    let qd = DeviceTensor::upload(gpu, q.view())?;
-    let kd = DeviceTensor::upload(gpu, k.view())?;
-    let vd = match v {
-        Some((vs, vv)) if vs == ks => {
-            DeviceTensor::upload(gpu, OwnedTensor::from_f32(&repeat(&vv, k_rep), DType::Bf16).view())?
-        }
-        Some((vs, _)) => return Err(bad(format!("`v` shape {vs:?} differs from `k` {ks:?}"))),
-        None => {
-            let mut t = DeviceTensor::alloc(gpu, DType::Bf16, shape.kv_elems())?;
-            fill_normal(gpu, &mut t, cfg.seed)?;
-            t
-        }
-    };
-    if qd.len != shape.q_elems() || kd.len != shape.kv_elems() {
-        return Err(bad("tensor sizes do not match their shapes".into()));
-    }
-    Ok((shape, [qd, kd, vd]))
 }
 
 /// One line per row (markdown table body).

@@ -25,12 +25,9 @@
 //!
 //! Q/K/V and outputs are the bf16 bit patterns exactly as on the device.
 
-use crate::context::Gpu;
-use crate::error::{CudaError, Result};
-use crate::estimate::estimate_vs;
-use crate::index::DeviceIndex;
-use crate::tensor::DeviceTensor;
 use minference_core::{AttnShape, HeadPattern};
+use minference_cuda::tensor::elem_bytes;
+use minference_cuda::{estimate_vs, CudaError, DeviceIndex, DeviceTensor, Gpu, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -57,10 +54,6 @@ struct Entry {
 
 fn io_err(path: &Path, e: std::io::Error) -> CudaError {
     CudaError::Invalid(format!("peer export {}: {e}", path.display()))
-}
-
-fn driver(context: &str, e: impl std::fmt::Debug) -> CudaError {
-    CudaError::Driver { context: context.into(), message: format!("{e:?}") }
 }
 
 fn write_bytes(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
@@ -149,7 +142,9 @@ impl PeerExport {
         let mut files = Vec::new();
         for (name, t) in [("q", q), ("k", k), ("v", v)] {
             let file = format!("n{n}_{regime}_{name}.bin");
-            let bytes = gpu.download(&t.buf, t.len * crate::tensor::elem_bytes(t.dtype))?;
+            let mut bytes = vec![0u8; t.len * elem_bytes(t.dtype)];
+            t.read_bytes(gpu, 0, &mut bytes)?;
+            gpu.sync()?;
             write_bytes(&self.dir, &file, &bytes)?;
             files.push(file);
         }
@@ -243,17 +238,13 @@ impl PeerExport {
 
         // Sample rows of our output, [heads, rows, D].
         let d = shape.head_dim;
-        let eb = crate::tensor::elem_bytes(out.dtype);
-        let row_bytes = d * eb;
+        let row_bytes = d * elem_bytes(out.dtype);
         let rows = sample_rows(n);
         let mut host = vec![0u8; shape.heads * rows.len() * row_bytes];
         for h in 0..shape.heads {
             for (i, &r) in rows.iter().enumerate() {
-                let at = (h * n + r) * row_bytes;
                 let dst = (h * rows.len() + i) * row_bytes;
-                gpu.stream()
-                    .memcpy_dtoh(&out.buf.slice(at..at + row_bytes), &mut host[dst..dst + row_bytes])
-                    .map_err(|e| driver("reading output rows", e))?;
+                out.read_bytes(gpu, (h * n + r) * d, &mut host[dst..dst + row_bytes])?;
             }
         }
         gpu.sync()?;

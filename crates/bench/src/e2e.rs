@@ -1,11 +1,10 @@
 //! End-to-end time-to-first-token benchmark on a random-weight model of a named shape: dense and
 //! MInference prefill of the same prompts in one run, as a markdown or CSV table.
 
-use crate::error::{EngineError, Result};
 use minference_core::HeadPattern;
-use minference_engine::PrefillEngine;
-use minference_engine::PrefillStats;
-use minference_engine::{AttentionChoice, MInferencePlan};
+use minference_engine::{
+    random_tokens, AttentionChoice, EngineError, MInferencePlan, PrefillEngine, PrefillStats, Result,
+};
 use minference_model::ModelConfig;
 use std::fmt::Write as _;
 
@@ -67,20 +66,6 @@ pub struct E2eTable {
     pub gpu: String,
     pub shape: String,
     pub rows: Vec<E2eRow>,
-}
-
-/// Seeded token ids in `0..vocab` (SplitMix64).
-pub fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
-    let mut state = seed;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            ((z ^ (z >> 31)) % vocab as u64) as u32
-        })
-        .collect()
 }
 
 /// Runs every (length, attention) pair on one random-weight engine (one GPU or a group) and
@@ -242,14 +227,6 @@ impl E2eTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tokens_are_seeded_and_in_range() {
-        let a = random_tokens(1000, 49152, 7);
-        assert_eq!(a, random_tokens(1000, 49152, 7));
-        assert_ne!(a, random_tokens(1000, 49152, 8));
-        assert!(a.iter().all(|t| (*t as usize) < 49152));
-    }
 
     #[test]
     fn attention_names_round_trip_and_bad_names_error() {
