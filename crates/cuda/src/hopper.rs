@@ -352,14 +352,21 @@ pub fn plan_summary(
     let bufs = PlanBuffers::new(gpu, shape, ix)?;
     launch_planner(gpu, ix, &meta, &bufs, 0, seq.row_blocks(), m_tiles, h, n)?;
     let tile_chunks = gpu.download(&bufs.tile_chunks, 2 * h * m_tiles)?;
-    let words = gpu.download(&bufs.chunks, bufs.chunks.len())?;
+    let chunks = gpu.download(&bufs.chunks, bufs.chunks.len())?;
+    Ok(Some(summarize_plan(&tile_chunks, &chunks, m_tiles)))
+}
+
+/// Counts the planner's output: `tile_chunks[2t..2t+2]` = (first, count) of tile t = h * m_tiles + m,
+/// `chunks` the 64-byte `ChunkMeta`s (little-endian words: start, len, kind, maxkey, start2, len2,
+/// minkey, full, then the two consumers' thread-order masks).
+fn summarize_plan(tile_chunks: &[i32], chunks: &[u8], m_tiles: usize) -> PlanSummary {
     let word = |c: usize, i: usize| {
         let o = c * CHUNK_BYTES + 4 * i;
-        u32::from_le_bytes([words[o], words[o + 1], words[o + 2], words[o + 3]])
+        u32::from_le_bytes([chunks[o], chunks[o + 1], chunks[o + 2], chunks[o + 3]])
     };
     let mut sum = PlanSummary::default();
-    for t in 0..h * m_tiles {
-        let (first, count) = (tile_chunks[2 * t] as usize, tile_chunks[2 * t + 1] as usize);
+    for (t, tc) in tile_chunks.chunks_exact(2).enumerate() {
+        let (first, count) = (tc[0] as usize, tc[1] as usize);
         let m = t % m_tiles;
         for c in first..first + count {
             let (start, kind, start2) = (word(c, 0) as i32, word(c, 2), word(c, 4) as i32);
@@ -390,5 +397,46 @@ pub fn plan_summary(
             }
         }
     }
-    Ok(Some(sum))
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One chunk as the kernel lays it out: (start, kind, start2) and each consumer's four mask words.
+    fn chunk(start: i32, kind: u32, start2: i32, masks: [[u32; 4]; 2]) -> Vec<u8> {
+        let mut words = [0u32; 16];
+        words[0] = start as u32;
+        words[2] = kind;
+        words[4] = start2 as u32;
+        for (w, m) in masks.iter().enumerate() {
+            words[8 + 4 * w..12 + 4 * w].copy_from_slice(m);
+        }
+        words.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn summary_counts_kinds_halves_causal_cut_and_owned_pairs() {
+        const LOW: u32 = 0x0000_ffff; // columns 0..63 of one quad position
+        const ALL: u32 = u32::MAX;
+        let mut bytes = Vec::new();
+        // Tile m = 0: a range chunk [0, 128): consumer 0 owns the low half, consumer 1 everything.
+        bytes.extend(chunk(0, 0, 64, [[LOW; 4], [ALL; 4]]));
+        // A gather chunk: consumer 0 owns nothing, consumer 1 only the high half.
+        bytes.extend(chunk(0, 1, 0, [[0; 4], [!LOW; 4]]));
+        // Tile m = 0 again: a pair chunk at keys 128.. and 192..: past every row of consumer 0 and of
+        // consumer 1 (rows 0..127), so both are skipped although their masks are full.
+        bytes.extend(chunk(128, 2, 192, [[ALL; 4], [ALL; 4]]));
+        // Tile m = 1 (rows 128..255): the same pair chunk; consumer 0 (rows 128..191) needs only its
+        // low box (keys 128..191), consumer 1 both.
+        bytes.extend(chunk(128, 2, 192, [[ALL; 4], [ALL; 4]]));
+        // Two tiles of one head: tile 0 has chunks 0..3, tile 1 chunk 3.
+        let s = summarize_plan(&[0, 3, 3, 1], &bytes, 2);
+        assert_eq!((s.range, s.gather, s.pair), (1, 1, 2));
+        assert_eq!((s.skip, s.lo, s.hi, s.full), (3, 2, 1, 2));
+        // Owned columns: 64 + 128 + 0 + 64 + 128 + 128 + 128 + 128 = 768, times 64 rows.
+        assert_eq!(s.owned_pairs, 64.0 * 768.0);
+        assert_eq!(s.issued_pairs, 8.0 * 64.0 * 128.0);
+    }
 }
