@@ -334,7 +334,8 @@ impl std::fmt::Display for PlanSummary {
 }
 
 /// Runs the planner on a one-sequence problem and summarises its chunks (benchmarks: how much of
-/// the computed work the 128-row union costs). `None` when no head reads the index.
+/// the computed work the 128-row union costs). `None` when no head reads the index, or when the
+/// planned chunks exceed 1 GiB.
 pub fn plan_summary(
     gpu: &Gpu,
     shape: &AttnShape,
@@ -352,9 +353,18 @@ pub fn plan_summary(
     let bufs = PlanBuffers::new(gpu, shape, ix)?;
     launch_planner(gpu, ix, &meta, &bufs, 0, seq.row_blocks(), m_tiles, h, n)?;
     let tile_chunks = gpu.download(&bufs.tile_chunks, 2 * h * m_tiles)?;
-    let chunks = gpu.download(&bufs.chunks, bufs.chunks.len())?;
+    // Only the chunks the planner wrote come back, and not beyond MAX_SUMMARY_BYTES (a 1M-token
+    // index can plan tens of millions of chunks): the summary is a benchmark aid, not worth GBs.
+    let used = tile_chunks.chunks_exact(2).map(|tc| (tc[0] + tc[1]).max(0) as usize).max().unwrap_or(0);
+    if used * CHUNK_BYTES > MAX_SUMMARY_BYTES {
+        return Ok(None);
+    }
+    let chunks = gpu.download(&bufs.chunks, used * CHUNK_BYTES)?;
     Ok(Some(summarize_plan(&tile_chunks, &chunks, m_tiles)))
 }
+
+/// Largest chunk list [`plan_summary`] copies to the host.
+const MAX_SUMMARY_BYTES: usize = 1 << 30;
 
 /// Counts the planner's output: `tile_chunks[2t..2t+2]` = (first, count) of tile t = h * m_tiles + m,
 /// `chunks` the 64-byte `ChunkMeta`s (little-endian words: start, len, kind, maxkey, start2, len2,
