@@ -9,6 +9,7 @@ pub mod fetch;
 pub mod gguf;
 pub mod model;
 pub mod source;
+pub mod structured;
 pub mod tokenizer;
 pub mod weights;
 
@@ -20,4 +21,5 @@ pub use fetch::{
     DEFAULT_MODEL_FILE,
 };
 pub use model::Model;
+pub use structured::StructuredAttention;
 pub use tokenizer::Tokenizer;

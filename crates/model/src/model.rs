@@ -4,6 +4,7 @@ use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::source::SafetensorsDir;
+use crate::structured::StructuredAttention;
 use crate::tokenizer::Tokenizer;
 use crate::weights::{NameScheme, Weights};
 use std::path::Path;
@@ -72,6 +73,21 @@ impl Model {
 
     pub fn random_with_config(config: ModelConfig, seed: u64) -> Result<Self> {
         let weights = Weights::random(&config, seed)?;
+        Ok(Model {
+            config,
+            weights,
+            tokenizer: Err("random-weight models have no tokenizer; pass token ids".into()),
+            random_weights: true,
+        })
+    }
+
+    /// Random weights of `config` changed by the structured attention workload (see
+    /// [`crate::structured`]): attention has sinks, a local band, far slashes and retrieval
+    /// columns. `config` must have Q/K biases.
+    pub fn random_structured(config: ModelConfig, seed: u64, workload: &StructuredAttention) -> Result<Self> {
+        let design = workload.design(&config, seed)?;
+        let mut weights = Weights::random(&config, seed)?;
+        design.apply(&config, &mut weights)?;
         Ok(Model {
             config,
             weights,
