@@ -255,6 +255,7 @@ dtype_variants! {
     check_ashape_matches_masked_with => check_ashape_matches_masked, check_ashape_matches_masked_bf16;
     check_vs_estimated_matches_masked_with => check_vs_estimated_matches_masked, check_vs_estimated_matches_masked_bf16;
     check_vs_random_selection_matches_masked_with => check_vs_random_selection_matches_masked, check_vs_random_selection_matches_masked_bf16;
+    check_adaptive_vs_matches_masked_with => check_adaptive_vs_matches_masked, check_adaptive_vs_matches_masked_bf16;
     check_bs_matches_masked_with => check_bs_matches_masked, check_bs_matches_masked_bf16;
     check_random_index_matches_masked_with => check_random_index_matches_masked, check_random_index_matches_masked_bf16;
     check_full_budget_equals_dense_with => check_full_budget_equals_dense, check_full_budget_equals_dense_bf16;

@@ -16,10 +16,12 @@ use minference_core::{
 use minference_cpu::reference::{dense_reference_f64, masked_attention_f64_flagged};
 use minference_cpu::rng::TestRng;
 
+mod adaptive;
 mod dense;
 mod fixtures;
 mod sparse;
 
+pub use adaptive::*;
 pub use dense::*;
 pub use fixtures::*;
 pub use sparse::*;
@@ -36,6 +38,7 @@ pub fn all_checks<B: AttentionBackend>() -> Vec<(&'static str, Check<B>)> {
         ("ashape_matches_masked", check_ashape_matches_masked::<B>),
         ("vs_estimated_matches_masked", check_vs_estimated_matches_masked::<B>),
         ("vs_random_selection_matches_masked", check_vs_random_selection_matches_masked::<B>),
+        ("adaptive_vs_matches_masked", check_adaptive_vs_matches_masked::<B>),
         ("bs_matches_masked", check_bs_matches_masked::<B>),
         ("random_index_matches_masked", check_random_index_matches_masked::<B>),
         ("full_budget_equals_dense", check_full_budget_equals_dense::<B>),
@@ -57,6 +60,7 @@ pub fn all_checks_bf16<B: AttentionBackend>() -> Vec<(&'static str, Check<B>)> {
         ("ashape_matches_masked_bf16", check_ashape_matches_masked_bf16::<B>),
         ("vs_estimated_matches_masked_bf16", check_vs_estimated_matches_masked_bf16::<B>),
         ("vs_random_selection_matches_masked_bf16", check_vs_random_selection_matches_masked_bf16::<B>),
+        ("adaptive_vs_matches_masked_bf16", check_adaptive_vs_matches_masked_bf16::<B>),
         ("bs_matches_masked_bf16", check_bs_matches_masked_bf16::<B>),
         ("random_index_matches_masked_bf16", check_random_index_matches_masked_bf16::<B>),
         ("full_budget_equals_dense_bf16", check_full_budget_equals_dense_bf16::<B>),

@@ -50,7 +50,7 @@ pub fn check_ideal_in_kernel(
     let mask = KernelMask::new(shape, patterns, index);
     for (b, seq) in shape.seqs.iter().enumerate() {
         for (h, pattern) in patterns.iter().enumerate() {
-            if !matches!(pattern, HeadPattern::VerticalSlash { .. }) {
+            if !pattern.is_vertical_slash() {
                 continue;
             }
             let sel = &vs[b * shape.heads + h];

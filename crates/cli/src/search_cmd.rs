@@ -60,11 +60,13 @@ pub struct SearchArgs {
     /// Candidate sets, comma-separated: kernel-aware, paper (Table 7), code (released search lists).
     #[arg(long, default_value = "kernel-aware")]
     pub presets: String,
-    /// Replace fixed Vertical-Slash budgets by per-head adaptive ones (share `--gamma` of the estimated mass).
+    /// Also score adaptive Vertical-Slash heads (keep a share `--gamma` of the estimated mass, per
+    /// prompt) as candidates; a chosen one is written as an adaptive head.
     #[arg(long)]
     pub adaptive: bool,
-    #[arg(long, default_value_t = 0.9)]
-    pub gamma: f64,
+    /// The adaptive candidates' shares of the estimated mass, comma-separated, each in (0, 1].
+    #[arg(long, value_delimiter = ',', default_value = "0.8,0.9,0.95,0.98")]
+    pub gamma: Vec<f64>,
     /// First scored row (default min(2500, N/4)).
     #[arg(long)]
     pub floor: Option<usize>,
@@ -154,7 +156,7 @@ pub fn search_options(
     objective: &str,
     target_cost: &str,
     presets: &str,
-    adaptive: Option<f64>,
+    adaptive: &[f64],
     floor: Option<usize>,
 ) -> Result<SearchOptions> {
     let objective = match objective {
@@ -171,10 +173,22 @@ pub fn search_options(
     let space = CandidateSpace {
         presets,
         target: TargetCost::parse(target_cost)?,
-        adaptive: adaptive.map(|gamma| AdaptiveBudget { gamma, ..AdaptiveBudget::default() }),
+        adaptive: adaptive_rules(adaptive)?,
         ..CandidateSpace::default()
     };
     Ok(SearchOptions { objective, space, floor })
+}
+
+/// Adaptive candidates for `gammas` with the default bounds; a gamma outside (0, 1] is an error.
+fn adaptive_rules(gammas: &[f64]) -> Result<Vec<AdaptiveBudget>> {
+    gammas
+        .iter()
+        .map(|&gamma| {
+            let rule = AdaptiveBudget { gamma, ..AdaptiveBudget::default() };
+            rule.to_pattern().with_context(|| format!("--gamma {gamma}"))?;
+            Ok(rule)
+        })
+        .collect()
 }
 
 /// The model at `path`, or the default one.
@@ -192,7 +206,7 @@ pub fn run(args: &SearchArgs) -> Result<()> {
         &args.objective,
         &args.target_cost,
         &args.presets,
-        args.adaptive.then_some(args.gamma),
+        if args.adaptive { &args.gamma } else { &[] },
         args.floor,
     )?;
     if !(args.budget_loss_power.is_finite() && args.budget_loss_power > 0.0) {
@@ -442,7 +456,7 @@ mod tests {
             target_cost: "ashape:1024,4096".into(),
             presets: "kernel-aware".into(),
             adaptive: false,
-            gamma: 0.9,
+            gamma: vec![0.9],
             floor: None,
             details: None,
             save_prompt: None,
@@ -456,17 +470,19 @@ mod tests {
 
     #[test]
     fn options_parse_and_bad_ones_are_errors() {
-        let o = search_options("output", "work:0.3", "paper,code,kernel-aware", Some(0.8), Some(10)).unwrap();
+        let o = search_options("output", "work:0.3", "paper,code,kernel-aware", &[0.8, 0.95], Some(10)).unwrap();
         assert_eq!(o.objective, Objective::OutputRelL2);
         assert_eq!(o.space.target, TargetCost::Work(0.3));
         assert_eq!(o.space.presets, vec![Preset::Paper, Preset::Code, Preset::KernelAware]);
-        assert_eq!(o.space.adaptive.map(|a| a.gamma), Some(0.8));
+        assert_eq!(o.space.adaptive.iter().map(|a| a.gamma).collect::<Vec<_>>(), vec![0.8, 0.95]);
+        assert!(search_options("output", "work:0.3", "paper", &[1.5], None).is_err());
+        assert!(search_options("output", "work:0.3", "paper", &[0.0], None).is_err());
         assert_eq!(o.floor, Some(10));
-        assert!(search_options("loss", "work:0.3", "paper", None, None).is_err());
-        assert!(search_options("recall", "work:1.5", "paper", None, None).is_err());
-        assert!(search_options("recall", "ashape:10", "paper", None, None).is_err());
-        assert!(search_options("recall", "work:0.3", "papers", None, None).is_err());
-        assert!(search_options("recall", "work:0.3", ",", None, None).is_err());
+        assert!(search_options("loss", "work:0.3", "paper", &[], None).is_err());
+        assert!(search_options("recall", "work:1.5", "paper", &[], None).is_err());
+        assert!(search_options("recall", "ashape:10", "paper", &[], None).is_err());
+        assert!(search_options("recall", "work:0.3", "papers", &[], None).is_err());
+        assert!(search_options("recall", "work:0.3", ",", &[], None).is_err());
         assert_eq!(parse_tokens("8k"), Ok(8192));
         assert_eq!(SearchDevice::parse("cuda").unwrap(), SearchDevice::Cuda);
         assert_eq!(SearchDevice::parse("auto").unwrap(), SearchDevice::Auto);

@@ -4,7 +4,6 @@
 use crate::search_cmd::{load_model, search_options};
 use anyhow::{bail, Context, Result};
 use minference_core::config::ModelPatternConfig;
-use minference_core::HeadPattern;
 use minference_search::calibration::{load_calibration, CalibrationSource};
 use minference_search::capture::capture_layer;
 use minference_search::viz::{grid, render_head, VizOptions};
@@ -54,15 +53,6 @@ pub struct VizArgs {
     /// Prompts longer than this show the last 64 query rows instead of the full matrix.
     #[arg(long, default_value_t = 8192)]
     pub full_limit: usize,
-}
-
-fn describe(p: &HeadPattern) -> String {
-    match *p {
-        HeadPattern::VerticalSlash { k_v, k_s } => format!("vertical_and_slash ({k_v}, {k_s})"),
-        HeadPattern::AShape { n_init, n_local } => format!("stream_llm ({n_init}, {n_local})"),
-        HeadPattern::BlockSparse { k_b } => format!("block_sparse ({k_b})"),
-        HeadPattern::Dense => "dense".into(),
-    }
 }
 
 pub fn run(args: &VizArgs) -> Result<()> {
@@ -116,7 +106,7 @@ fn draw(
         .map(|&head| -> Result<_> {
             let c = &captured[head];
             let h = HeadInputs::new(&c.q, &c.k, Some(&c.v), c.head_dim)?;
-            let mut opts = search_options("recall", &args.target_cost, &args.presets, None, None)?;
+            let mut opts = search_options("recall", &args.target_cost, &args.presets, &[], None)?;
             if let Some(config) = config {
                 opts.space.presets.clear();
                 opts.space.given = vec![config.pattern(args.layer, head)?];
@@ -127,7 +117,7 @@ fn draw(
             let view = if c.n <= viz.full_limit { "full" } else { "last 64 rows" };
             let caption = vec![
                 format!("layer {} head {}  N={}  ({view})", args.layer, head, c.n),
-                describe(&chosen.pattern),
+                chosen.pattern.describe(),
                 format!("recall {:.4}  kernel density {:.3}  work {:.3}", chosen.recall, chosen.density, chosen.work),
             ];
             Ok(render_head(&h, &mask, &caption, &viz)?)

@@ -9,6 +9,15 @@
 //! | `stream_llm` (A-shape) | `n_init` | `n_local` |
 //! | `block_sparse` | `k_b` (MInference itself ignores it and uses 100) | ignored (written as 0) |
 //! | `dense` (this project's extension; never written) | ignored | ignored |
+//! | `adaptive_vertical_and_slash` (this project's extension) | `max_v` | `max_s` |
+//!
+//! An adaptive Vertical-Slash head ([`HeadPattern::AdaptiveVs`], see [`crate::adaptive`]) has a
+//! fifth element holding what a fixed budget has not:
+//! `["adaptive_vertical_and_slash", max_v, max_s, score, {"gamma": 0.9, "min_v": 30, "min_s": 100}]`
+//! — keep `gamma` (in `(0, 1]`, kept to millionths) of the estimated mass, with at least `min_v`
+//! verticals and `min_s` slashes (defaults 30 and 100 when left out) and at most `a` and `b`.
+//! No other pattern takes a fifth element and no other key is accepted, so a file is never read two
+//! ways; MInference's own reader does not know the name and stops on it.
 //!
 //! `score` is informational (recall or an error count, int or float). Head indices are global query
 //! heads; a missing head means [`HeadPattern::DEFAULT`] (VS 1000/6096). A missing layer is an error,
@@ -21,6 +30,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Number, Value};
 
+use crate::adaptive::{gamma_of_ppm, AdaptiveBudget};
 use crate::error::{CoreError, Result};
 use crate::pattern::HeadPattern;
 
@@ -146,7 +156,8 @@ impl ModelPatternConfig {
     }
 
     /// `minference_ratio`: multiplies VS budgets and A-shape sizes by `ratio`, truncating (never
-    /// below 1). Dense and block-sparse heads are unchanged. `ratio` must be finite and > 0.
+    /// below 1; an adaptive head's bounds likewise, its minima may reach 0). Dense and
+    /// block-sparse heads are unchanged. `ratio` must be finite and > 0.
     pub fn with_ratio(&self, ratio: f64) -> Result<Self> {
         if !ratio.is_finite() || ratio <= 0.0 {
             return Err(CoreError::Budget(format!("minference_ratio must be finite and > 0, got {ratio}")));
@@ -161,6 +172,13 @@ impl ModelPatternConfig {
                 HeadPattern::AShape { n_init, n_local } => {
                     HeadPattern::AShape { n_init: scale(n_init), n_local: scale(n_local) }
                 }
+                HeadPattern::AdaptiveVs { gamma_ppm, min_v, max_v, min_s, max_s } => HeadPattern::AdaptiveVs {
+                    gamma_ppm,
+                    min_v: (min_v as f64 * ratio) as usize,
+                    max_v: scale(max_v),
+                    min_s: (min_s as f64 * ratio) as usize,
+                    max_s: scale(max_s),
+                },
                 other => other,
             };
         }
@@ -208,12 +226,18 @@ fn parse_entry(entry: &Value) -> std::result::Result<HeadEntry, String> {
     let Value::Array(items) = entry else {
         return Err(format!("expected [pattern, a, b, score], found {}", kind(entry)));
     };
-    if items.len() != 4 {
-        return Err(format!("expected 4 elements [pattern, a, b, score], found {}", items.len()));
+    if items.len() != 4 && items.len() != 5 {
+        return Err(format!(
+            "expected 4 elements [pattern, a, b, score] (5 for {ADAPTIVE_NAME}), found {}",
+            items.len()
+        ));
     }
     let Value::String(name) = &items[0] else {
         return Err(format!("pattern name must be a string, found {}", kind(&items[0])));
     };
+    if items.len() == 5 && name != ADAPTIVE_NAME {
+        return Err(format!("only {ADAPTIVE_NAME} takes a fifth element; {name} is [pattern, a, b, score]"));
+    }
     let a = parse_count(&items[1], "a")?;
     let b = parse_count(&items[2], "b")?;
     let score = items[3].as_f64().ok_or_else(|| format!("score must be a number, found {}", kind(&items[3])))?;
@@ -233,9 +257,50 @@ fn parse_entry(entry: &Value) -> std::result::Result<HeadEntry, String> {
         }
         "block_sparse" => HeadPattern::BlockSparse { k_b: positive(a, "a (k_b)")? },
         "dense" => HeadPattern::Dense,
+        ADAPTIVE_NAME => parse_adaptive(positive(a, "a (max_v)")?, positive(b, "b (max_s)")?, items.get(4))?,
         other => return Err(CoreError::UnknownPattern(other.to_string()).to_string()),
     };
     Ok(HeadEntry { pattern, score })
+}
+
+/// The pattern name of adaptive Vertical-Slash heads.
+const ADAPTIVE_NAME: &str = "adaptive_vertical_and_slash";
+
+/// An adaptive head from its caps and its fifth element `{"gamma": g, "min_v": a, "min_s": b}`.
+fn parse_adaptive(max_v: usize, max_s: usize, rule: Option<&Value>) -> std::result::Result<HeadPattern, String> {
+    let need = format!("{ADAPTIVE_NAME} needs a fifth element {{\"gamma\": g, \"min_v\": a, \"min_s\": b}}");
+    let Some(rule) = rule else {
+        return Err(need);
+    };
+    let Value::Object(obj) = rule else {
+        return Err(format!("{need}, found {}", kind(rule)));
+    };
+    if let Some(k) = obj.keys().find(|k| !["gamma", "min_v", "min_s"].contains(&k.as_str())) {
+        return Err(format!("unknown key `{k}` in the {ADAPTIVE_NAME} rule (expected gamma, min_v, min_s)"));
+    }
+    let gamma = match obj.get("gamma") {
+        Some(Value::Number(n)) => n.as_f64().unwrap_or(f64::NAN),
+        Some(other) => return Err(format!("gamma must be a number, found {}", kind(other))),
+        None => return Err(format!("{need}: gamma is missing")),
+    };
+    let defaults = AdaptiveBudget::default();
+    let min = |key: &str, default: usize| -> std::result::Result<usize, String> {
+        match obj.get(key) {
+            None => Ok(default),
+            Some(v) => {
+                let x = parse_count(v, key)?;
+                usize::try_from(x).map_err(|_| format!("{key} = {x} too large"))
+            }
+        }
+    };
+    let rule = AdaptiveBudget {
+        gamma,
+        min_v: min("min_v", defaults.min_v)?,
+        max_v,
+        min_s: min("min_s", defaults.min_s)?,
+        max_s,
+    };
+    rule.to_pattern().map_err(|e| e.to_string())
 }
 
 /// A non-negative integer (an integral float such as `800.0` is accepted).
@@ -254,11 +319,21 @@ fn parse_count(v: &Value, what: &str) -> std::result::Result<u64, String> {
 }
 
 fn entry_to_json(e: &HeadEntry) -> Value {
+    let mut rule = None;
     let (name, a, b) = match e.pattern {
         HeadPattern::VerticalSlash { k_v, k_s } => ("vertical_and_slash", k_v, k_s),
         HeadPattern::AShape { n_init, n_local } => ("stream_llm", n_init, n_local),
         HeadPattern::BlockSparse { k_b } => ("block_sparse", k_b, 0),
         HeadPattern::Dense => ("vertical_and_slash", DENSE_AS_VS_BUDGET, DENSE_AS_VS_BUDGET),
+        HeadPattern::AdaptiveVs { gamma_ppm, min_v, max_v, min_s, max_s } => {
+            let mut obj = Map::new();
+            let gamma = Number::from_f64(gamma_of_ppm(gamma_ppm)).unwrap_or_else(|| Number::from(1));
+            obj.insert("gamma".into(), Value::Number(gamma));
+            obj.insert("min_v".into(), Value::from(min_v as u64));
+            obj.insert("min_s".into(), Value::from(min_s as u64));
+            rule = Some(Value::Object(obj));
+            (ADAPTIVE_NAME, max_v, max_s)
+        }
     };
     let score = if e.score.fract() == 0.0 && e.score.abs() < 9.0e15 {
         Number::from(e.score as i64)
@@ -266,5 +341,7 @@ fn entry_to_json(e: &HeadEntry) -> Value {
         // Non-finite scores cannot be written as JSON numbers; they become 0.
         Number::from_f64(e.score).unwrap_or_else(|| Number::from(0))
     };
-    Value::Array(vec![Value::from(name), Value::from(a as u64), Value::from(b as u64), Value::Number(score)])
+    let mut items = vec![Value::from(name), Value::from(a as u64), Value::from(b as u64), Value::Number(score)];
+    items.extend(rule);
+    Value::Array(items)
 }

@@ -63,7 +63,7 @@ impl Coverage {
 /// Coverage of one head from its per-row-block index entries (`rows` is ignored for dense and
 /// A-shape heads, and must have one entry per row block for VS/BS heads).
 pub fn head_coverage(pattern: &HeadPattern, rows: &[RowBlockIndex], seq: SeqLen) -> Result<Coverage> {
-    let needs_rows = matches!(pattern, HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. });
+    let needs_rows = pattern.reads_index();
     if needs_rows && rows.len() != seq.row_blocks() {
         return Err(CoreError::Shape(format!("{} row-block entries for {} row blocks", rows.len(), seq.row_blocks())));
     }
@@ -116,7 +116,7 @@ pub fn head_coverage_with<'a>(
                     cov.tiles64 += (b - a).div_ceil(TILE) as u64;
                 }
             }
-            HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. } => {
+            HeadPattern::VerticalSlash { .. } | HeadPattern::AdaptiveVs { .. } | HeadPattern::BlockSparse { .. } => {
                 let (tiles, columns) = row_block(m);
                 for &t in tiles {
                     let t = t as i64;

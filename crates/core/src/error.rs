@@ -7,7 +7,7 @@ pub enum CoreError {
     Shape(String),
     #[error("invalid budget: {0}")]
     Budget(String),
-    #[error("unknown pattern name `{0}` (expected vertical_and_slash, stream_llm, block_sparse or dense)")]
+    #[error("unknown pattern name `{0}` (expected vertical_and_slash, adaptive_vertical_and_slash, stream_llm, block_sparse or dense)")]
     UnknownPattern(String),
     #[error("config {file}: {location}: {message}")]
     Config { file: String, location: String, message: String },

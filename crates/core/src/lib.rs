@@ -21,7 +21,7 @@ pub mod topk;
 pub mod vs_convert;
 pub mod vs_estimate;
 
-pub use adaptive::{adaptive_vs_budget, AdaptiveBudget};
+pub use adaptive::{adaptive_vs_budget, select_vs_pattern, vs_budget_of, AdaptiveBudget};
 pub use ashape::{ashape_keep, ashape_key_ranges};
 pub use backend::AttentionBackend;
 pub use bs_estimate::estimate_bs_head;

@@ -8,7 +8,7 @@ use crate::pattern::{HeadPattern, TILE};
 ///
 /// * `Dense`: causal (`key <= pos`).
 /// * `AShape`: [`ashape_keep`].
-/// * `VerticalSlash` / `BlockSparse`: `key` lies in a 64-wide tile `[t, t + 64)` of `tiles` or is one
+/// * `VerticalSlash` / `AdaptiveVs` / `BlockSparse`: `key` lies in a 64-wide tile `[t, t + 64)` of `tiles` or is one
 ///   of `columns` (the row block's entries of the sparse index), and `key <= pos`.
 ///
 /// Always `key < kv_len`. `tiles` must be ascending and non-overlapping and `columns` ascending (the
@@ -27,7 +27,7 @@ pub fn kernel_mask_keep(
     match *pattern {
         HeadPattern::Dense => true,
         HeadPattern::AShape { n_init, n_local } => ashape_keep(pos, key, n_init, n_local),
-        HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. } => {
+        HeadPattern::VerticalSlash { .. } | HeadPattern::AdaptiveVs { .. } | HeadPattern::BlockSparse { .. } => {
             in_tiles(tiles, key) || in_columns(columns, key)
         }
     }

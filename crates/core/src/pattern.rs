@@ -28,6 +28,11 @@ pub enum HeadPattern {
     VerticalSlash { k_v: usize, k_s: usize },
     /// Block-Sparse: per 64-row block, the top `k_b` 64-column key blocks.
     BlockSparse { k_b: usize },
+    /// Adaptive Vertical-Slash (see [`crate::adaptive`]): the VS estimate of the prompt, then the
+    /// smallest `(k_v, k_s)` whose estimated mass reaches `gamma` (kept in millionths,
+    /// `gamma_ppm` in `1..=1_000_000`), bounded by `[min_v, max_v]` and `[min_s, max_s]`; then the
+    /// VS index of those budgets.
+    AdaptiveVs { gamma_ppm: u32, min_v: usize, max_v: usize, min_s: usize, max_s: usize },
 }
 
 impl HeadPattern {
@@ -40,6 +45,33 @@ impl HeadPattern {
             HeadPattern::AShape { .. } => "stream_llm",
             HeadPattern::VerticalSlash { .. } => "vertical_and_slash",
             HeadPattern::BlockSparse { .. } => "block_sparse",
+            HeadPattern::AdaptiveVs { .. } => "adaptive_vertical_and_slash",
         }
+    }
+
+    /// The pattern with its numbers, for summaries and captions: `vertical_and_slash (100, 800)`,
+    /// `adaptive_vertical_and_slash (gamma 0.9, v 30..6096, s 100..6096)`, `dense`.
+    pub fn describe(&self) -> String {
+        match *self {
+            HeadPattern::Dense => "dense".into(),
+            HeadPattern::AShape { n_init, n_local } => format!("stream_llm ({n_init}, {n_local})"),
+            HeadPattern::VerticalSlash { k_v, k_s } => format!("vertical_and_slash ({k_v}, {k_s})"),
+            HeadPattern::BlockSparse { k_b } => format!("block_sparse ({k_b})"),
+            HeadPattern::AdaptiveVs { gamma_ppm, min_v, max_v, min_s, max_s } => format!(
+                "adaptive_vertical_and_slash (gamma {}, v {min_v}..{max_v}, s {min_s}..{max_s})",
+                crate::adaptive::gamma_of_ppm(gamma_ppm)
+            ),
+        }
+    }
+
+    /// Vertical-Slash with fixed or adaptive budgets: the head is estimated online from its last
+    /// query rows and converted to a VS index.
+    pub fn is_vertical_slash(&self) -> bool {
+        matches!(self, HeadPattern::VerticalSlash { .. } | HeadPattern::AdaptiveVs { .. })
+    }
+
+    /// The head's kernel reads the sparse index (VS, adaptive VS, BS) rather than an analytic mask.
+    pub fn reads_index(&self) -> bool {
+        self.is_vertical_slash() || matches!(self, HeadPattern::BlockSparse { .. })
     }
 }

@@ -77,6 +77,34 @@ fn dense_is_written_as_huge_vs_budgets_and_read_back() {
 }
 
 #[test]
+fn adaptive_heads_carry_their_rule_in_a_fifth_element() {
+    let text = r#"[{"0": ["adaptive_vertical_and_slash", 3000, 6096, 0.5, {"gamma": 0.95, "min_v": 40, "min_s": 200}],
+                    "1": ["adaptive_vertical_and_slash", 1000, 2000, 0, {"gamma": 0.8}]}]"#;
+    let cfg = ModelPatternConfig::from_json_str(text, "a.json").unwrap();
+    assert_eq!(
+        cfg.pattern(0, 0).unwrap(),
+        HeadPattern::AdaptiveVs { gamma_ppm: 950_000, min_v: 40, max_v: 3000, min_s: 200, max_s: 6096 }
+    );
+    // min_v / min_s left out: MInference's floors 30 and 100.
+    assert_eq!(
+        cfg.pattern(0, 1).unwrap(),
+        HeadPattern::AdaptiveVs { gamma_ppm: 800_000, min_v: 30, max_v: 1000, min_s: 100, max_s: 2000 }
+    );
+    let written = cfg.to_json_string();
+    assert!(
+        written.contains(r#"["adaptive_vertical_and_slash",3000,6096,0.5,{"gamma":0.95,"min_s":200,"min_v":40}]"#),
+        "{written}"
+    );
+    assert_eq!(ModelPatternConfig::from_json_str(&written, "b.json").unwrap(), cfg);
+    // The ratio scales the bounds, not gamma.
+    let half = cfg.with_ratio(0.5).unwrap();
+    assert_eq!(
+        half.pattern(0, 0).unwrap(),
+        HeadPattern::AdaptiveVs { gamma_ppm: 950_000, min_v: 20, max_v: 1500, min_s: 100, max_s: 3048 }
+    );
+}
+
+#[test]
 fn malformed_inputs_name_file_layer_and_head() {
     let cases: &[(&str, &str, &str)] = &[
         ("{}", "top level", "list"),
@@ -86,6 +114,34 @@ fn malformed_inputs_name_file_layer_and_head() {
         (r#"[{"7": ["vertical_and_slash", 1.5, 800, 1]}]"#, "layer 0, head \"7\"", "integer"),
         (r#"[{"7": ["vertical_and_slash", "30", 800, 1]}]"#, "layer 0, head \"7\"", "number"),
         (r#"[{"7": ["vertical_and_slash", 30, 800]}]"#, "layer 0, head \"7\"", "4 elements"),
+        (r#"[{"7": ["vertical_and_slash", 30, 800, 1, {"gamma": 0.9}]}]"#, "layer 0, head \"7\"", "fifth"),
+        (r#"[{"7": ["adaptive_vertical_and_slash", 30, 800, 1]}]"#, "layer 0, head \"7\"", "gamma"),
+        (r#"[{"7": ["adaptive_vertical_and_slash", 30, 800, 1, 0.9]}]"#, "layer 0, head \"7\"", "a number"),
+        (r#"[{"7": ["adaptive_vertical_and_slash", 30, 800, 1, {}]}]"#, "layer 0, head \"7\"", "gamma is missing"),
+        (r#"[{"7": ["adaptive_vertical_and_slash", 30, 800, 1, {"gamma": 1.5}]}]"#, "layer 0, head \"7\"", "(0, 1]"),
+        (r#"[{"7": ["adaptive_vertical_and_slash", 30, 800, 1, {"gamma": 0}]}]"#, "layer 0, head \"7\"", "(0, 1]"),
+        (r#"[{"7": ["adaptive_vertical_and_slash", 30, 800, 1, {"gamma": "x"}]}]"#, "layer 0, head \"7\"", "gamma"),
+        (
+            r#"[{"7": ["adaptive_vertical_and_slash", 30, 800, 1, {"gamma": 0.9, "max_v": 3}]}]"#,
+            "layer 0, head \"7\"",
+            "max_v",
+        ),
+        (
+            r#"[{"7": ["adaptive_vertical_and_slash", 30, 800, 1, {"gamma": 0.9, "min_v": 31}]}]"#,
+            "layer 0, head \"7\"",
+            "min_v <= max_v",
+        ),
+        (
+            r#"[{"7": ["adaptive_vertical_and_slash", 30, 800, 1, {"gamma": 0.9, "min_s": -1}]}]"#,
+            "layer 0, head \"7\"",
+            "negative",
+        ),
+        (r#"[{"7": ["adaptive_vertical_and_slash", 0, 800, 1, {"gamma": 0.9}]}]"#, "layer 0, head \"7\"", "> 0"),
+        (
+            r#"[{"7": ["adaptive_vertical_and_slash", 30, 800, 1, {"gamma": 0.9}, 2]}]"#,
+            "layer 0, head \"7\"",
+            "found 6",
+        ),
         (r#"[{"7": ["vertical_and_slash", 30, 800, "x"]}]"#, "layer 0, head \"7\"", "score"),
         (r#"[{"7": ["diagonal", 30, 800, 1]}]"#, "layer 0, head \"7\"", "diagonal"),
         (r#"[{"7": [3, 30, 800, 1]}]"#, "layer 0, head \"7\"", "string"),
@@ -116,6 +172,15 @@ fn pattern_strategy() -> impl Strategy<Value = HeadPattern> {
         (1usize..100_000, 1usize..100_000).prop_map(|(k_v, k_s)| HeadPattern::VerticalSlash { k_v, k_s }),
         (1usize..10_000, 1usize..10_000).prop_map(|(n_init, n_local)| HeadPattern::AShape { n_init, n_local }),
         (1usize..1000).prop_map(|k_b| HeadPattern::BlockSparse { k_b }),
+        (1u32..=1_000_000, 0usize..5000, 0usize..5000, 1usize..100_000, 1usize..100_000).prop_map(
+            |(gamma_ppm, a, b, max_v, max_s)| HeadPattern::AdaptiveVs {
+                gamma_ppm,
+                min_v: a.min(max_v),
+                max_v,
+                min_s: b.min(max_s),
+                max_s,
+            }
+        ),
     ]
 }
 

@@ -101,6 +101,15 @@ fn pattern_strategy() -> impl Strategy<Value = HeadPattern> {
         (1usize..100_000, 1usize..100_000).prop_map(|(k_v, k_s)| HeadPattern::VerticalSlash { k_v, k_s }),
         (1usize..10_000, 1usize..10_000).prop_map(|(n_init, n_local)| HeadPattern::AShape { n_init, n_local }),
         (1usize..1000).prop_map(|k_b| HeadPattern::BlockSparse { k_b }),
+        (1u32..=1_000_000, 0usize..5000, 0usize..5000, 1usize..100_000, 1usize..100_000).prop_map(
+            |(gamma_ppm, a, b, max_v, max_s)| HeadPattern::AdaptiveVs {
+                gamma_ppm,
+                min_v: a.min(max_v),
+                max_v,
+                min_s: b.min(max_s),
+                max_s,
+            }
+        ),
     ]
 }
 

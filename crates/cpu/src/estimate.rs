@@ -3,7 +3,7 @@
 
 use crate::error::{CpuError, CpuResult};
 use minference_core::{
-    convert_vs_head, estimate_bs_head, estimate_vs_head, gather_last_q, AttnShape, HeadPattern, HostTensor,
+    convert_vs_head, estimate_bs_head, gather_last_q, select_vs_pattern, vs_scores, AttnShape, HeadPattern, HostTensor,
     RowBlockIndex, SparseIndex, VsSelection,
 };
 use rayon::prelude::*;
@@ -19,6 +19,8 @@ fn heads_of(shape: &AttnShape) -> Vec<(usize, usize)> {
     (0..shape.seqs.len()).flat_map(|b| (0..shape.heads).map(move |h| (b, h))).collect()
 }
 
+/// The selection of every Vertical-Slash head (fixed budgets, or adaptive ones picked from the
+/// same scores by `minference_core::adaptive`); other heads get an empty selection.
 pub(crate) fn estimate_vs_all(
     shape: &AttnShape,
     q: HostTensor,
@@ -28,13 +30,14 @@ pub(crate) fn estimate_vs_all(
     heads_of(shape)
         .into_par_iter()
         .map(|(b, h)| {
-            let HeadPattern::VerticalSlash { k_v, k_s } = patterns[h] else {
+            if !patterns[h].is_vertical_slash() {
                 return Ok(VsSelection::default());
-            };
+            }
             let seq = shape.seqs[b];
             let (q_row0, k_row0) = head_rows(shape, b, h);
             let q_last = gather_last_q(q, q_row0, shape.head_dim, seq.q_len)?;
-            Ok(estimate_vs_head(&q_last, k, k_row0, shape.head_dim, seq, k_v, k_s)?)
+            let scores = vs_scores(&q_last, k, k_row0, shape.head_dim, seq)?;
+            Ok(select_vs_pattern(&patterns[h], &scores).unwrap_or_default())
         })
         .collect()
 }
@@ -59,7 +62,9 @@ pub(crate) fn build_index_all(
             let seq = shape.seqs[b];
             let (q_row0, k_row0) = head_rows(shape, b, h);
             Ok(match patterns[h] {
-                HeadPattern::VerticalSlash { .. } => convert_vs_head(&vs[b * shape.heads + h], seq)?,
+                HeadPattern::VerticalSlash { .. } | HeadPattern::AdaptiveVs { .. } => {
+                    convert_vs_head(&vs[b * shape.heads + h], seq)?
+                }
                 HeadPattern::BlockSparse { k_b } => estimate_bs_head(q, q_row0, k, k_row0, shape.head_dim, seq, k_b)?,
                 HeadPattern::Dense | HeadPattern::AShape { .. } => vec![RowBlockIndex::default(); seq.row_blocks()],
             })

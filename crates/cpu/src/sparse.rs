@@ -23,7 +23,7 @@ impl TilePlan for SparsePlan<'_> {
         match self.patterns[id.h] {
             HeadPattern::Dense => TileIter::dense(span),
             HeadPattern::AShape { n_init, n_local } => TileIter::ashape(span, AShapeMask { n_init, n_local }),
-            HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. } => {
+            HeadPattern::VerticalSlash { .. } | HeadPattern::AdaptiveVs { .. } | HeadPattern::BlockSparse { .. } => {
                 let slot = self.slot(id);
                 TileIter::index(self.index.tiles(slot), self.index.columns(slot), span.kv_len)
             }

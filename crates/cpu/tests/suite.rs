@@ -32,6 +32,7 @@ suite_test!(
     check_ashape_matches_masked,
     check_vs_estimated_matches_masked,
     check_vs_random_selection_matches_masked,
+    check_adaptive_vs_matches_masked,
     check_bs_matches_masked,
     check_random_index_matches_masked,
     check_full_budget_equals_dense,
@@ -45,6 +46,7 @@ suite_test!(
     check_ashape_matches_masked_bf16,
     check_vs_estimated_matches_masked_bf16,
     check_vs_random_selection_matches_masked_bf16,
+    check_adaptive_vs_matches_masked_bf16,
     check_bs_matches_masked_bf16,
     check_random_index_matches_masked_bf16,
     check_full_budget_equals_dense_bf16,
@@ -58,8 +60,8 @@ suite_test!(
 
 #[test]
 fn all_checks_lists_every_check() {
-    assert_eq!(all_checks::<CpuBackend>().len(), 16);
-    assert_eq!(all_checks_bf16::<CpuBackend>().len(), 12);
+    assert_eq!(all_checks::<CpuBackend>().len(), 17);
+    assert_eq!(all_checks_bf16::<CpuBackend>().len(), 13);
 }
 
 fn arb_shape() -> impl Strategy<Value = AttnShape> {

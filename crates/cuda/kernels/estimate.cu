@@ -3,20 +3,7 @@
 // all heads of a layer per launch. Semantics follow crates/core (vs_estimate.rs, bs_estimate.rs).
 #include "flash.cuh"
 #include "select.cuh"
-
-// Per VS work item (one sequence-head), int[8]: b, h, score_off, diag_off, k_v, k_s, sel_v_off, sel_s_off.
-#define IT_B 0
-#define IT_H 1
-#define IT_SCORE 2
-#define IT_DIAG 3
-#define IT_KV 4
-#define IT_KS 5
-#define IT_SELV 6
-#define IT_SELS 7
-#define IT_STRIDE 8
-
-#define VS_FORCED_VERTICALS 30
-#define VS_FORCED_SLASHES 100
+#include "vs_items.cuh"
 
 struct F32 {};
 
@@ -185,7 +172,7 @@ extern "C" __global__ void vs_combine(const float2* stats, int n_chunks, float2*
     rowfin[blockIdx.x * 64 + a] = make_float2(m, l > 0.f ? 1.f / l : 0.f);
 }
 
-// Pass 2: probabilities of one 64-key tile; vertical sums (forced first 30 columns) and the 127
+// Pass 2: probabilities of one 64-key tile; raw vertical sums (core's VsScores) and the 127
 // diagonal partial sums of the tile (diag[item][tile][e], diagonal d = kv_len - L - 64*tile - 63 + e).
 template <int D, typename T>
 __device__ void vs_scores(const void* q, const void* k, const int* seqs, const int* items, int heads, int kv_heads,
@@ -216,7 +203,7 @@ __device__ void vs_scores(const void* q, const void* k, const int* seqs, const i
         if (key < g.kv_len) {
             float acc = 0.f;
             for (int a = 0; a < g.L; ++a) acc += P[a * 65 + tid];
-            vscore[item[IT_SCORE] + key] = key < VS_FORCED_VERTICALS ? MI_POS_INF : acc;
+            vscore[item[IT_SCORE] + key] = acc;  // raw: vs_topk forces the first 30
         }
     }
     if (tid < 127) {
@@ -230,7 +217,7 @@ __device__ void vs_scores(const void* q, const void* k, const int* seqs, const i
     }
 }
 
-// Pass 3: slash scores sscore[d] = sum of the (at most 2) tile partials on diagonal d, forced d < 100.
+// Pass 3: raw slash scores sscore[d] = sum of the (at most 2) tile partials on diagonal d.
 extern "C" __global__ void vs_slash_reduce(const int* seqs, const int* items, const float* diag, float* sscore) {
     const int* item = items + IT_STRIDE * blockIdx.y;
     const int* s = seqs + 4 * item[IT_B];
@@ -250,11 +237,11 @@ extern "C" __global__ void vs_slash_reduce(const int* seqs, const int* items, co
             if (e >= 0 && e < 127) acc += diag[(i64)item[IT_DIAG] + (i64)t * 127 + e];
         }
     }
-    sscore[item[IT_SCORE] + d] = d < VS_FORCED_SLASHES ? MI_POS_INF : acc;
+    sscore[item[IT_SCORE] + d] = acc;  // raw: vs_topk forces d < 100
 }
 
-// Pass 4: exact top-k of verticals (blockIdx.y == 0, ascending output) and slashes (== 1,
-// descending output) per item.
+// Pass 4 (after adaptive.cu's vs_adaptive for adaptive heads): exact top-k of verticals
+// (blockIdx.y == 0, ascending output) and slashes (== 1, descending output) per item.
 extern "C" __global__ void __launch_bounds__(1024) vs_topk(const int* seqs, const int* items, const float* vscore,
                                                             const float* sscore, int* sel_v, int* sel_s) {
     __shared__ u32 hist[256];
@@ -267,7 +254,9 @@ extern "C" __global__ void __launch_bounds__(1024) vs_topk(const int* seqs, cons
     const int k = slash ? item[IT_KS] : item[IT_KV];
     int* out = slash ? sel_s + item[IT_SELS] : sel_v + item[IT_SELV];
     if (k <= 0) return;
-    auto key_of = [&](int i) -> u64 { return topk_key(sc[i], (u32)i); };
+    // The scores are raw (adaptive budgets weigh them): the forced entries outrank every score here.
+    const int forced = slash ? VS_FORCED_SLASHES : VS_FORCED_VERTICALS;
+    auto key_of = [&](int i) -> u64 { return topk_key(i < forced ? MI_POS_INF : sc[i], (u32)i); };
     u64 thr = k >= kv_len ? 0ull : radix_kth_largest<1024>(kv_len, k, key_of, hist, state);
     auto write = [&](int rank, int i) {
         if (slash)

@@ -1,12 +1,7 @@
 // Sparse-index assembly on the GPU: VS conversion (one thread per row block, exactly core's
 // convert_vs_head), BS block lists, and the CSR exclusive scan. Count pass -> scan -> fill pass.
 #include "common.cuh"
-
-#define IT_B 0
-#define IT_H 1
-#define IT_SELV 6
-#define IT_SELS 7
-#define IT_STRIDE 8
+#include "vs_items.cuh"
 
 struct CountSink {
     u32 tiles, cols;
@@ -98,7 +93,7 @@ extern "C" __global__ void vs_convert(const int* seqs, const int* items, const i
     const int R = (q_len + 63) / 64;
     const int m = blockIdx.x * blockDim.x + threadIdx.x;
     if ((int)(blockIdx.x * blockDim.x) >= R) return;  // whole CTA idle (keeps the barrier uniform)
-    const int nv = item[4], ns = item[5];  // clamped k_v, k_s
+    const int nv = item[IT_KV], ns = item[IT_KS];  // clamped (or adaptive) k_v, k_s
     // Every thread of the CTA walks the same selection: stage it in shared memory when it fits.
     extern __shared__ __align__(16) int vs_smem[];
     const int* vs = sel_v + item[IT_SELV];

@@ -78,8 +78,7 @@ pub fn attention(
     if out.dtype != DType::F32 && out.dtype != q.dtype {
         return Err(CudaError::Invalid(format!("output dtype {:?} must be f32 or the input dtype", out.dtype)));
     }
-    let needs_index =
-        patterns.iter().any(|p| matches!(p, HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. }));
+    let needs_index = patterns.iter().any(HeadPattern::reads_index);
     let meta = Meta::new(gpu, shape, patterns)?;
     let empty = gpu.alloc_zeros::<u32>(1)?;
     let (tile_ptr, tile_start, col_ptr, col_index) = match index {
@@ -100,7 +99,9 @@ pub fn attention(
     };
     // The Hopper warp-specialised kernel takes bf16, D = 64/128, q_len == kv_len (hopper.rs).
     if crate::hopper::applies(gpu, shape, q.dtype, out.dtype).is_ok() {
-        return crate::hopper::attention(gpu, shape, q, k, v, patterns, &meta, index, out);
+        // The kernels see only the kind of a head; an adaptive VS head reads the index like a VS head.
+        let kinds: Vec<HeadPattern> = patterns.iter().map(kernel_kind).collect();
+        return crate::hopper::attention(gpu, shape, q, k, v, &kinds, &meta, index, out);
     }
     let d = shape.head_dim;
     let params = AttnParams {
@@ -187,4 +188,13 @@ pub fn attention(
     // Dropping `meta` frees stream-ordered, after the kernel.
     drop(meta);
     Ok(())
+}
+
+/// `p` as the attention kernels see it: an adaptive VS head is a VS head (its budgets only shaped
+/// the index it reads).
+fn kernel_kind(p: &HeadPattern) -> HeadPattern {
+    match *p {
+        HeadPattern::AdaptiveVs { max_v, max_s, .. } => HeadPattern::VerticalSlash { k_v: max_v, k_s: max_s },
+        other => other,
+    }
 }

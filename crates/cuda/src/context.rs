@@ -125,6 +125,7 @@ const ENTRIES: &[(&str, &[&str])] = &[
             "bs_select",
         ],
     ),
+    ("adaptive", &["vs_adaptive"]),
     ("index", &["vs_convert", "bs_assemble", "scan_counts"]),
     ("fill", &["fill_normal"]),
     (

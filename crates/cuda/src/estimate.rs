@@ -1,6 +1,7 @@
 //! VS online estimation on the GPU (spec §1.3.2, core's vs_estimate.rs): last-64 logits, fp32
-//! softmax in two passes, vertical and diagonal sums, forcing, exact top-k; all VS heads of all
-//! sequences in one set of launches.
+//! softmax in two passes, raw vertical and diagonal sums, adaptive budgets (core's adaptive.rs, in
+//! `kernels/adaptive.cu`), forcing and exact top-k; all VS heads of all sequences in one set of
+//! launches.
 
 use crate::context::{Arg, Gpu};
 use crate::error::{CudaError, Result};
@@ -8,9 +9,11 @@ use crate::layout::{check_patterns, check_problem, dtype_suffix, max_kv, Meta};
 use crate::tensor::DeviceTensor;
 use cudarc::driver::CudaSlice;
 use minference_core::vs_estimate::clamp_vs_budget;
-use minference_core::{AttnShape, HeadPattern, VsSelection};
+use minference_core::{AttnShape, HeadPattern, VsScores, VsSelection};
 
 /// One VS (sequence, head): offsets into the score, diagonal and selection buffers.
+/// `k_v` / `k_s` are the selection's capacity: the clamped budgets of a fixed head; for an adaptive
+/// head the clamped maxima, of which the device picks at most as many ([`DeviceVsSelection::budgets`]).
 #[derive(Debug, Clone, Copy)]
 pub struct VsItem {
     pub b: usize,
@@ -23,7 +26,8 @@ pub struct VsItem {
     pub sel_s_off: usize,
 }
 
-/// VS selections living on the device (verticals ascending, slashes descending per item).
+/// VS selections living on the device (verticals ascending, slashes descending per item). The
+/// device copy of the items holds each item's chosen budgets.
 pub struct DeviceVsSelection {
     pub items: Vec<VsItem>,
     pub(crate) items_dev: CudaSlice<i32>,
@@ -40,7 +44,7 @@ fn items_for(
     let (mut score, mut diag, mut sv, mut ss) = (0, 0, 0, 0);
     for (b, seq) in shape.seqs.iter().enumerate() {
         for (h, pattern) in patterns.iter().enumerate().take(shape.heads) {
-            if !matches!(pattern, HeadPattern::VerticalSlash { .. }) {
+            if !pattern.is_vertical_slash() {
                 continue;
             }
             let Some((k_v, k_s)) = budgets(b, h) else {
@@ -66,7 +70,40 @@ fn pack_items(items: &[VsItem]) -> Result<Vec<i32>> {
     Ok(out)
 }
 
-/// Estimates every VS head of `patterns` on the device.
+/// Per item, `kernels/adaptive.cu`'s int[6]: `gamma_ppm` (0 for a fixed head), then `min_v, max_v,
+/// min_s, max_s` capped at `kv_len` (which changes no budget: the count never exceeds `kv_len`).
+fn pack_adaptive(shape: &AttnShape, patterns: &[HeadPattern], items: &[VsItem]) -> Result<(Vec<i32>, bool)> {
+    let mut out = Vec::with_capacity(items.len() * 6);
+    let mut any = false;
+    for it in items {
+        let n = shape.seqs[it.b].kv_len;
+        let cap = |x: usize| i32::try_from(x.min(n)).unwrap_or(i32::MAX);
+        match patterns[it.h] {
+            HeadPattern::AdaptiveVs { gamma_ppm, min_v, max_v, min_s, max_s } => {
+                let ppm = i32::try_from(gamma_ppm)
+                    .ok()
+                    .filter(|&p| p > 0)
+                    .ok_or_else(|| CudaError::Invalid(format!("head {}: adaptive gamma_ppm {gamma_ppm}", it.h)))?;
+                out.extend([ppm, cap(min_v), cap(max_v), cap(min_s), cap(max_s), 0]);
+                any = true;
+            }
+            _ => out.extend([0; 6]),
+        }
+    }
+    Ok((out, any))
+}
+
+/// The selection capacity of a VS head at `kv_len`: its clamped budgets, or for an adaptive head
+/// its clamped maxima (the budgets it can pick are never larger).
+fn capacity(pattern: &HeadPattern, kv_len: usize) -> Option<(usize, usize)> {
+    match *pattern {
+        HeadPattern::VerticalSlash { k_v, k_s } => Some(clamp_vs_budget(k_v, k_s, kv_len)),
+        HeadPattern::AdaptiveVs { max_v, max_s, .. } => Some(clamp_vs_budget(max_v, max_s, kv_len)),
+        _ => None,
+    }
+}
+
+/// Estimates every VS head of `patterns` on the device (adaptive heads pick their budgets there).
 pub fn estimate_vs(
     gpu: &Gpu,
     shape: &AttnShape,
@@ -74,12 +111,33 @@ pub fn estimate_vs(
     k: &DeviceTensor,
     patterns: &[HeadPattern],
 ) -> Result<DeviceVsSelection> {
+    Ok(estimate(gpu, shape, q, k, patterns, false)?.0)
+}
+
+/// [`estimate_vs`] that also brings back every VS head's raw scores (core's [`VsScores`], in the
+/// trait's `b * heads + h` order, empty for other heads): the scores the budgets were picked from.
+pub fn estimate_vs_scores(
+    gpu: &Gpu,
+    shape: &AttnShape,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    patterns: &[HeadPattern],
+) -> Result<(DeviceVsSelection, Vec<VsScores>)> {
+    let (sel, scores) = estimate(gpu, shape, q, k, patterns, true)?;
+    Ok((sel, scores.unwrap_or_default()))
+}
+
+fn estimate(
+    gpu: &Gpu,
+    shape: &AttnShape,
+    q: &DeviceTensor,
+    k: &DeviceTensor,
+    patterns: &[HeadPattern],
+    keep_scores: bool,
+) -> Result<(DeviceVsSelection, Option<Vec<VsScores>>)> {
     check_problem(shape, (q.dtype, q.len), (k.dtype, k.len), None)?;
     check_patterns(shape, patterns)?;
-    let items = items_for(shape, patterns, |b, h| match patterns[h] {
-        HeadPattern::VerticalSlash { k_v, k_s } => Some(clamp_vs_budget(k_v, k_s, shape.seqs[b].kv_len)),
-        _ => None,
-    });
+    let items = items_for(shape, patterns, |b, h| capacity(&patterns[h], shape.seqs[b].kv_len));
     let n = items.len();
     let total_v: usize = items.iter().map(|i| i.k_v).sum();
     let total_s: usize = items.iter().map(|i| i.k_s).sum();
@@ -87,8 +145,10 @@ pub fn estimate_vs(
     let sel_v = gpu.alloc::<i32>(total_v)?;
     let sel_s = gpu.alloc::<i32>(total_s)?;
     if n == 0 {
-        return Ok(DeviceVsSelection { items, items_dev, sel_v, sel_s });
+        let scores = keep_scores.then(|| vec![VsScores::default(); shape.seqs.len() * shape.heads]);
+        return Ok((DeviceVsSelection { items, items_dev, sel_v, sel_s }, scores));
     }
+    let (adapt, any_adaptive) = pack_adaptive(shape, patterns, &items)?;
     let meta = Meta::new(gpu, shape, patterns)?;
     let d = shape.head_dim;
     let kv_max = max_kv(shape);
@@ -138,6 +198,22 @@ pub fn estimate_vs(
         0,
         &[Arg::P(gpu.ptr(&meta.seqs)), Arg::P(gpu.ptr(&items_dev)), Arg::P(gpu.ptr(&diag)), Arg::P(gpu.ptr(&sscore))],
     )?;
+    if any_adaptive {
+        let adapt_dev = gpu.upload(&adapt)?;
+        gpu.launch(
+            "vs_adaptive",
+            (n as u32, 2, 1),
+            1024,
+            0,
+            &[
+                Arg::P(gpu.ptr(&meta.seqs)),
+                Arg::P(gpu.ptr(&items_dev)),
+                Arg::P(gpu.ptr(&adapt_dev)),
+                Arg::P(gpu.ptr(&vscore)),
+                Arg::P(gpu.ptr(&sscore)),
+            ],
+        )?;
+    }
     gpu.launch(
         "vs_topk",
         (n as u32, 2, 1),
@@ -152,21 +228,52 @@ pub fn estimate_vs(
             Arg::P(gpu.ptr(&sel_s)),
         ],
     )?;
-    Ok(DeviceVsSelection { items, items_dev, sel_v, sel_s })
+    let scores = if keep_scores {
+        let v = gpu.download(&vscore, total_score)?;
+        let s = gpu.download(&sscore, total_score)?;
+        let mut out = vec![VsScores::default(); shape.seqs.len() * shape.heads];
+        for it in &items {
+            let range = it.score_off..it.score_off + shape.seqs[it.b].kv_len;
+            out[it.b * shape.heads + it.h] = VsScores { vertical: v[range.clone()].to_vec(), slash: s[range].to_vec() };
+        }
+        Some(out)
+    } else {
+        None
+    };
+    Ok((DeviceVsSelection { items, items_dev, sel_v, sel_s }, scores))
 }
 
 impl DeviceVsSelection {
+    /// Each item's budgets `(k_v, k_s)` as the device holds them (after clamping; an adaptive
+    /// head's picked budgets), in item order.
+    pub fn budgets(&self, gpu: &Gpu) -> Result<Vec<(usize, usize)>> {
+        let packed = gpu.download(&self.items_dev, self.items.len() * 8)?;
+        let mut out = Vec::with_capacity(self.items.len());
+        for (it, dev) in self.items.iter().zip(packed.chunks_exact(8)) {
+            let (k_v, k_s) = (usize::try_from(dev[4]).unwrap_or(0), usize::try_from(dev[5]).unwrap_or(0));
+            if k_v > it.k_v || k_s > it.k_s {
+                return Err(CudaError::Invalid(format!(
+                    "device budgets ({k_v}, {k_s}) of sequence {}, head {} exceed the capacity ({}, {})",
+                    it.b, it.h, it.k_v, it.k_s
+                )));
+            }
+            out.push((k_v, k_s));
+        }
+        Ok(out)
+    }
+
     /// Host copy in the trait's order (`b * heads + h`; non-VS heads empty).
     pub fn download(&self, gpu: &Gpu, shape: &AttnShape) -> Result<Vec<VsSelection>> {
         let mut out = vec![VsSelection::default(); shape.seqs.len() * shape.heads];
+        let budgets = self.budgets(gpu)?;
         let total_v: usize = self.items.iter().map(|i| i.k_v).sum();
         let total_s: usize = self.items.iter().map(|i| i.k_s).sum();
         let v = gpu.download(&self.sel_v, total_v)?;
         let s = gpu.download(&self.sel_s, total_s)?;
-        for it in &self.items {
+        for (it, &(k_v, k_s)) in self.items.iter().zip(&budgets) {
             let sel = &mut out[it.b * shape.heads + it.h];
-            sel.verticals = v[it.sel_v_off..it.sel_v_off + it.k_v].iter().map(|&x| x as u32).collect();
-            sel.slashes = s[it.sel_s_off..it.sel_s_off + it.k_s].iter().map(|&x| x as u32).collect();
+            sel.verticals = v[it.sel_v_off..it.sel_v_off + k_v].iter().map(|&x| x as u32).collect();
+            sel.slashes = s[it.sel_s_off..it.sel_s_off + k_s].iter().map(|&x| x as u32).collect();
         }
         Ok(out)
     }
@@ -189,7 +296,7 @@ impl DeviceVsSelection {
         }
         for (b, seq) in shape.seqs.iter().enumerate() {
             for h in 0..shape.heads {
-                if !matches!(patterns[h], HeadPattern::VerticalSlash { .. }) {
+                if !patterns[h].is_vertical_slash() {
                     continue;
                 }
                 validate_selection(&vs[b * shape.heads + h], seq.kv_len)

@@ -12,10 +12,11 @@ mod generated {
 
 /// Kernel modules: the file stems of `kernels/*.cu`, plus the variants build.rs compiles with
 /// defines (`model_ops_f16`).
-pub const UNITS: [&str; 9] = [
+pub const UNITS: [&str; 10] = [
     "attention",
     "attention_f32",
     "estimate",
+    "adaptive",
     "index",
     "fill",
     "search_score",

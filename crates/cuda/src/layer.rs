@@ -37,8 +37,7 @@ pub fn layer_attention(
     patterns: &[HeadPattern],
     out: &mut DeviceTensor,
 ) -> Result<(LayerTimings, Option<DeviceIndex>)> {
-    let needs_index =
-        patterns.iter().any(|p| matches!(p, HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. }));
+    let needs_index = patterns.iter().any(HeadPattern::reads_index);
     let (e0, e1, e2, e3) = (gpu.event()?, gpu.event()?, gpu.event()?, gpu.event()?);
     gpu.record(&e0)?;
     let index = if needs_index {

@@ -99,7 +99,9 @@ impl Meta {
             let (k, i, l) = match *p {
                 HeadPattern::Dense => (HEAD_DENSE, 0, 0),
                 HeadPattern::AShape { n_init, n_local } => (HEAD_ASHAPE, cap(n_init), cap(n_local)),
-                HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. } => (HEAD_INDEX, 0, 0),
+                HeadPattern::VerticalSlash { .. }
+                | HeadPattern::AdaptiveVs { .. }
+                | HeadPattern::BlockSparse { .. } => (HEAD_INDEX, 0, 0),
             };
             kind.push(k);
             init.push(i);

@@ -27,7 +27,7 @@ pub use backend::CudaBackend;
 pub use build_index::build_index;
 pub use context::Gpu;
 pub use error::{CudaError, Result};
-pub use estimate::{estimate_vs, DeviceVsSelection};
+pub use estimate::{estimate_vs, estimate_vs_scores, DeviceVsSelection};
 pub use fill::fill_normal;
 pub use index::DeviceIndex;
 pub use layer::{layer_attention, LayerTimings};

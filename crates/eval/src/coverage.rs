@@ -41,10 +41,8 @@ impl<B: AttentionBackend> CoverageRecorder<B> {
         for (b, seq) in shape.seqs.iter().enumerate() {
             for h in 0..shape.heads {
                 let pattern = patterns.get(h).copied().unwrap_or(HeadPattern::Dense);
-                let cov = match (index, pattern) {
-                    (Some(idx), HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. }) => {
-                        index_head_coverage(&pattern, idx, shape, b, h)
-                    }
+                let cov = match index {
+                    Some(idx) if pattern.reads_index() => index_head_coverage(&pattern, idx, shape, b, h),
                     _ => head_coverage(&pattern, &[], *seq),
                 };
                 if let Ok(c) = cov {

@@ -6,8 +6,8 @@ use crate::dense::HeadInputs;
 use crate::error::{Result, SearchError};
 use crate::mask::HeadMask;
 use minference_core::{
-    adaptive_vs_budget, convert_vs_head, estimate_bs_head, gather_last_q, select_vs, vs_scores, AdaptiveBudget,
-    Coverage, HeadPattern, HostTensor, SeqLen, VsScores,
+    convert_vs_head, estimate_bs_head, gather_last_q, select_vs_pattern, vs_scores, AdaptiveBudget, Coverage,
+    HeadPattern, HostTensor, SeqLen, VsScores,
 };
 use std::collections::BTreeMap;
 
@@ -118,8 +118,10 @@ impl TargetCost {
 pub struct CandidateSpace {
     pub presets: Vec<Preset>,
     pub target: TargetCost,
-    /// When set, every Vertical-Slash candidate is replaced by this head's adaptive budget.
-    pub adaptive: Option<AdaptiveBudget>,
+    /// Adaptive Vertical-Slash rules scored as candidates of their own (origin `adaptive`): each is
+    /// a [`HeadPattern::AdaptiveVs`] whose budgets come from this head's estimate on the
+    /// calibration prompt, written as an adaptive head when chosen.
+    pub adaptive: Vec<AdaptiveBudget>,
     /// ChangeSpace step for token-valued settings (paper: 50).
     pub step: usize,
     /// Explicit patterns scored as they are (origin `given`), e.g. a config's entry.
@@ -131,7 +133,7 @@ impl Default for CandidateSpace {
         CandidateSpace {
             presets: vec![Preset::KernelAware],
             target: TargetCost::default(),
-            adaptive: None,
+            adaptive: Vec::new(),
             step: 50,
             given: Vec::new(),
         }
@@ -179,8 +181,9 @@ impl<'a> HeadCandidates<'a> {
         Ok(match *pattern {
             HeadPattern::Dense => HeadMask::Dense,
             HeadPattern::AShape { n_init, n_local } => HeadMask::AShape { n_init, n_local },
-            HeadPattern::VerticalSlash { k_v, k_s } => {
-                let sel = select_vs(&self.scores, k_v, k_s);
+            HeadPattern::VerticalSlash { .. } | HeadPattern::AdaptiveVs { .. } => {
+                // An adaptive head's budgets come from the same scores, as at inference.
+                let sel = select_vs_pattern(pattern, &self.scores).unwrap_or_default();
                 HeadMask::Index(convert_vs_head(&sel, self.seq)?)
             }
             HeadPattern::BlockSparse { k_b } => HeadMask::Index(estimate_bs_head(
@@ -212,15 +215,9 @@ impl<'a> HeadCandidates<'a> {
         }
     }
 
-    /// All candidates of `space`, duplicates (same pattern) removed, presets first.
+    /// All candidates of `space`, duplicates (same pattern) removed, presets first, then the
+    /// adaptive rules, then the given patterns.
     pub fn build(&self, space: &CandidateSpace) -> Result<Vec<Candidate>> {
-        let adaptive_vs = match &space.adaptive {
-            Some(cfg) => {
-                let (k_v, k_s) = adaptive_vs_budget(&self.scores, cfg);
-                Some(HeadPattern::VerticalSlash { k_v, k_s })
-            }
-            None => None,
-        };
         let mut out: Vec<Candidate> = Vec::new();
         let push = |c: Candidate, out: &mut Vec<Candidate>| {
             if !out.iter().any(|o| o.pattern == c.pattern) {
@@ -229,19 +226,17 @@ impl<'a> HeadCandidates<'a> {
         };
         for preset in &space.presets {
             if *preset == Preset::KernelAware {
-                for c in self.kernel_aware(space, adaptive_vs.is_some())? {
+                for c in self.kernel_aware(space)? {
                     push(c, &mut out);
                 }
                 continue;
             }
             for p in preset.patterns() {
-                let skip_vs = adaptive_vs.is_some() && matches!(p, HeadPattern::VerticalSlash { .. });
-                if !skip_vs {
-                    push(self.candidate(p, preset.name())?, &mut out);
-                }
+                push(self.candidate(p, preset.name())?, &mut out);
             }
         }
-        if let Some(p) = adaptive_vs {
+        for rule in &space.adaptive {
+            let p = rule.to_pattern().map_err(|e| SearchError::Input(format!("adaptive candidate: {e}")))?;
             push(self.candidate(p, "adaptive")?, &mut out);
         }
         for p in &space.given {
@@ -257,7 +252,7 @@ impl<'a> HeadCandidates<'a> {
     /// work target) and a free window; VS with `k_v ∈ {30, 100, 500}` and free `k_s`; VS with `k_s = 200` and free
     /// `k_v`; BS with free `k_b`. Each is fitted to the target; candidates that stay more than one
     /// step above the target at their smallest setting are dropped.
-    pub fn kernel_aware(&self, space: &CandidateSpace, skip_vs: bool) -> Result<Vec<Candidate>> {
+    pub fn kernel_aware(&self, space: &CandidateSpace) -> Result<Vec<Candidate>> {
         let target = self.target_work(&space.target)?;
         let n = self.h.n;
         let step = space.step.max(1);
@@ -276,12 +271,10 @@ impl<'a> HeadCandidates<'a> {
             grid(step),
             Box::new(move |x| HeadPattern::AShape { n_init: fixed_init.unwrap_or((x / 4).max(1)), n_local: x }),
         )];
-        if !skip_vs {
-            for k_v in [30usize, 100, 500] {
-                families.push((grid(100), Box::new(move |x| HeadPattern::VerticalSlash { k_v, k_s: x })));
-            }
-            families.push((grid(50), Box::new(|x| HeadPattern::VerticalSlash { k_v: x, k_s: 200 })));
+        for k_v in [30usize, 100, 500] {
+            families.push((grid(100), Box::new(move |x| HeadPattern::VerticalSlash { k_v, k_s: x })));
         }
+        families.push((grid(50), Box::new(|x| HeadPattern::VerticalSlash { k_v: x, k_s: 200 })));
         families.push(((1..=self.seq.row_blocks()).collect(), Box::new(|x| HeadPattern::BlockSparse { k_b: x })));
         for (values, make) in &families {
             if let Some(c) = self.fit(values, target, |x| self.candidate(make(x), "kernel-aware"))? {

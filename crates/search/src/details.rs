@@ -5,20 +5,34 @@
 use crate::driver::{HeadReport, ModelSearch};
 use crate::error::{Result, SearchError};
 use crate::head::{CandidateScore, HeadSearch};
+use minference_core::adaptive::gamma_of_ppm;
 use minference_core::config::{HeadEntry, LayerPatterns, ModelPatternConfig};
-use minference_core::HeadPattern;
+use minference_core::{AdaptiveBudget, HeadPattern};
 use std::collections::BTreeMap;
 
 /// The TSV header.
 pub const HEADER: &str = "layer\thead\tchosen\tpattern\ta\tb\torigin\tscore\trecall\tdensity\twork";
 
-/// A pattern's two numbers in the TSV (`k_v, k_s`; `n_init, n_local`; `k_b, 0`; `0, 0`).
+/// A pattern's two numbers in the TSV (`k_v, k_s`; `n_init, n_local`; `k_b, 0`; `0, 0`; adaptive
+/// VS: `max_v, max_s`).
 pub fn pattern_numbers(p: &HeadPattern) -> (usize, usize) {
     match *p {
         HeadPattern::VerticalSlash { k_v, k_s } => (k_v, k_s),
         HeadPattern::AShape { n_init, n_local } => (n_init, n_local),
         HeadPattern::BlockSparse { k_b } => (k_b, 0),
         HeadPattern::Dense => (0, 0),
+        HeadPattern::AdaptiveVs { max_v, max_s, .. } => (max_v, max_s),
+    }
+}
+
+/// A pattern's name in the TSV: its config name; an adaptive head carries the rest of its rule,
+/// `adaptive_vertical_and_slash(gamma=0.9,min_v=30,min_s=100)`.
+pub fn pattern_label(p: &HeadPattern) -> String {
+    match *p {
+        HeadPattern::AdaptiveVs { gamma_ppm, min_v, min_s, .. } => {
+            format!("{}(gamma={},min_v={min_v},min_s={min_s})", p.name(), gamma_of_ppm(gamma_ppm))
+        }
+        _ => p.name().to_string(),
     }
 }
 
@@ -33,7 +47,7 @@ pub fn to_tsv(search: &ModelSearch) -> String {
                 r.layer,
                 r.head,
                 (i == r.search.best) as u8,
-                c.pattern.name(),
+                pattern_label(&c.pattern),
                 c.origin,
                 c.score,
                 c.recall,
@@ -57,6 +71,9 @@ fn origin(name: &str) -> &'static str {
 }
 
 fn pattern(name: &str, a: usize, b: usize) -> Option<HeadPattern> {
+    if let Some(rule) = name.strip_prefix("adaptive_vertical_and_slash(").and_then(|r| r.strip_suffix(')')) {
+        return adaptive(rule, a, b);
+    }
     Some(match name {
         "vertical_and_slash" => HeadPattern::VerticalSlash { k_v: a, k_s: b },
         "stream_llm" => HeadPattern::AShape { n_init: a, n_local: b },
@@ -64,6 +81,23 @@ fn pattern(name: &str, a: usize, b: usize) -> Option<HeadPattern> {
         "dense" => HeadPattern::Dense,
         _ => return None,
     })
+}
+
+/// An adaptive rule `gamma=G,min_v=A,min_s=B` with the caps `max_v`, `max_s`.
+fn adaptive(rule: &str, max_v: usize, max_s: usize) -> Option<HeadPattern> {
+    let mut budget = AdaptiveBudget { max_v, max_s, ..AdaptiveBudget::default() };
+    let mut gamma = None;
+    for field in rule.split(',') {
+        let (key, value) = field.split_once('=')?;
+        match key {
+            "gamma" => gamma = Some(value.parse().ok()?),
+            "min_v" => budget.min_v = value.parse().ok()?,
+            "min_s" => budget.min_s = value.parse().ok()?,
+            _ => return None,
+        }
+    }
+    budget.gamma = gamma?;
+    budget.to_pattern().ok()
 }
 
 /// A search back from [`to_tsv`]'s text (`what` names it in errors). Every head from 0 to the

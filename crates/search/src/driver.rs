@@ -152,14 +152,7 @@ impl ModelSearch {
         let (mut recall, mut density, mut work) = (0.0, 0.0, 0.0);
         for r in &self.heads {
             let c = r.search.chosen();
-            let key = match c.pattern {
-                minference_core::HeadPattern::VerticalSlash { k_v, k_s } => {
-                    format!("vertical_and_slash ({k_v}, {k_s})")
-                }
-                minference_core::HeadPattern::AShape { n_init, n_local } => format!("stream_llm ({n_init}, {n_local})"),
-                minference_core::HeadPattern::BlockSparse { k_b } => format!("block_sparse ({k_b})"),
-                minference_core::HeadPattern::Dense => "dense".to_string(),
-            };
+            let key = c.pattern.describe();
             *dist.entry(key).or_default() += 1;
             recall += c.recall;
             density += c.density;

@@ -42,7 +42,7 @@ fn kernel_aware_candidates_hit_the_target_on_their_step_grid() {
     let hc = HeadCandidates::new(&h).unwrap();
     for target in [0.2, 0.35, 0.6] {
         let space = CandidateSpace { target: TargetCost::Work(target), ..CandidateSpace::default() };
-        let cands = hc.kernel_aware(&space, false).unwrap();
+        let cands = hc.kernel_aware(&space).unwrap();
         // VS with 500 fixed columns can be too expensive for a small target; the others fit.
         assert!(
             cands.len() >= 5 || (target < 0.3 && cands.len() >= 4),
@@ -76,7 +76,7 @@ fn kernel_aware_candidates_hit_the_target_on_their_step_grid() {
                         HeadPattern::BlockSparse { k_b: k_b + 1 },
                     ]]
                 }
-                HeadPattern::Dense => vec![vec![]],
+                HeadPattern::Dense | HeadPattern::AdaptiveVs { .. } => vec![vec![]],
             };
             let grid_optimal = neighbour_sets.iter().any(|set| {
                 set.iter().all(|nb| err <= (hc.candidate(*nb, "test").unwrap().work - target).abs() + 1e-12)
@@ -100,7 +100,7 @@ fn ashape_target_equals_the_ashape_work() {
     let direct = hc.candidate(HeadPattern::AShape { n_init: 128, n_local: 1024 }, "x").unwrap().work;
     assert_eq!(t, direct);
     let space = CandidateSpace { target, ..CandidateSpace::default() };
-    let cands = hc.kernel_aware(&space, false).unwrap();
+    let cands = hc.kernel_aware(&space).unwrap();
     assert!(cands.iter().any(|c| c.pattern == HeadPattern::AShape { n_init: 128, n_local: 1000 }
         || c.pattern == HeadPattern::AShape { n_init: 128, n_local: 1050 }));
 }
@@ -253,29 +253,39 @@ fn shipped_smollm2_config_loads_and_fits_the_model_shape() {
 }
 
 #[test]
-fn adaptive_budgets_replace_fixed_vertical_slash_candidates() {
+fn adaptive_rules_are_candidates_of_their_own() {
     let (n, d) = (2048, 64);
     let (q, k, _) = structured_head(n, d, 21);
     let h = HeadInputs::new(&q, &k, None, d).unwrap();
     let hc = HeadCandidates::new(&h).unwrap();
-    let budget = minference_core::AdaptiveBudget { gamma: 0.8, ..Default::default() };
+    let rules: Vec<_> =
+        [0.8, 0.95].iter().map(|&gamma| minference_core::AdaptiveBudget { gamma, ..Default::default() }).collect();
     let space = CandidateSpace {
-        presets: vec![Preset::Paper, Preset::KernelAware],
+        presets: vec![Preset::Paper],
         target: TargetCost::Work(0.3),
-        adaptive: Some(budget),
+        adaptive: rules.clone(),
         ..CandidateSpace::default()
     };
     let cands = hc.build(&space).unwrap();
-    let vs: Vec<_> = cands.iter().filter(|c| matches!(c.pattern, HeadPattern::VerticalSlash { .. })).collect();
-    assert_eq!(vs.len(), 1, "only the adaptive VS candidate");
-    assert_eq!(vs[0].origin, "adaptive");
-    let (k_v, k_s) = minference_core::adaptive_vs_budget(hc.scores(), &budget);
-    assert_eq!(vs[0].pattern, HeadPattern::VerticalSlash { k_v, k_s });
-    assert!(cands.iter().any(|c| matches!(c.pattern, HeadPattern::AShape { .. })));
-    assert!(cands.iter().any(|c| matches!(c.pattern, HeadPattern::BlockSparse { .. })));
-    // Without the option, the paper's four VS budgets are there.
-    let fixed = hc.build(&CandidateSpace { adaptive: None, presets: vec![Preset::Paper], ..space }).unwrap();
-    assert_eq!(fixed.iter().filter(|c| matches!(c.pattern, HeadPattern::VerticalSlash { .. })).count(), 4);
+    // The paper's four fixed VS budgets stay; each rule is one more candidate.
+    assert_eq!(cands.iter().filter(|c| matches!(c.pattern, HeadPattern::VerticalSlash { .. })).count(), 4);
+    let adaptive: Vec<_> = cands.iter().filter(|c| c.origin == "adaptive").collect();
+    assert_eq!(adaptive.len(), 2);
+    for (c, rule) in adaptive.iter().zip(&rules) {
+        assert_eq!(c.pattern, rule.to_pattern().unwrap());
+        // Its mask on this head is the fixed VS mask of the budgets the rule picks here.
+        let (k_v, k_s) = minference_core::adaptive_vs_budget(hc.scores(), rule);
+        let fixed = hc.candidate(HeadPattern::VerticalSlash { k_v, k_s }, "given").unwrap();
+        assert_eq!(c.mask, fixed.mask);
+        assert_eq!(c.coverage, fixed.coverage);
+    }
+    // More mass kept, no cheaper.
+    assert!(adaptive[1].work >= adaptive[0].work);
+    let bad = CandidateSpace {
+        adaptive: vec![minference_core::AdaptiveBudget { gamma: 1.5, ..Default::default() }],
+        ..space
+    };
+    assert!(hc.build(&bad).unwrap_err().to_string().contains("gamma"));
 }
 
 /// This crate's folder: nextest sets `CARGO_MANIFEST_DIR` at run time to the remapped checkout

@@ -108,7 +108,9 @@ fn vs_budget(choice: &AttentionChoice) -> (usize, usize) {
     let mut best = (1000, 6096);
     if let AttentionChoice::MInference(p) = choice {
         for h in p.patterns.iter().flatten() {
-            if let HeadPattern::VerticalSlash { k_v, k_s } = *h {
+            // An adaptive head's index is at most that of its maxima.
+            if let HeadPattern::VerticalSlash { k_v, k_s } | HeadPattern::AdaptiveVs { max_v: k_v, max_s: k_s, .. } = *h
+            {
                 best = (best.0.max(k_v), best.1.max(k_s));
             }
         }
