@@ -4,17 +4,9 @@ use crate::error::{driver, Result};
 use cudarc::driver::CudaEvent;
 use minference_cuda::Gpu;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Embed,
-    Qkv,
-    OProj,
-    Mlp,
-    Offload,
-    LmHead,
-}
+pub use minference_engine::Phase;
 
-const PHASES: usize = 6;
+const PHASES: usize = Phase::COUNT;
 
 #[derive(Default)]
 pub struct PhaseTimer {

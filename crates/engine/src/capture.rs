@@ -1,6 +1,6 @@
 //! Writing captured Q/K to a safetensors file, for attention benchmarks on real indices.
 
-use crate::cpu::CapturedQk;
+use crate::observer::CapturedQk;
 use minference_model::{ModelError, Result};
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;

@@ -2,8 +2,8 @@
 //! incremental detokenizer for streaming text.
 
 use crate::attention::AttentionChoice;
-use crate::cpu::PrefillProgress;
 use crate::error::Result;
+use crate::forward::PrefillProgress;
 use crate::prefill_engine::PrefillEngine;
 use crate::sampling::Sampler;
 use crate::stats::PrefillStats;

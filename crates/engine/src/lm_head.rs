@@ -3,7 +3,8 @@
 //! `vocab × tokens` logits are never held at once (perplexity evaluation).
 
 use crate::attention::AttentionChoice;
-use crate::cpu::{CpuEngine, PrefillProgress};
+use crate::cpu::CpuEngine;
+use crate::forward::PrefillProgress;
 use crate::ops;
 use minference_core::AttentionBackend;
 use minference_model::Model;

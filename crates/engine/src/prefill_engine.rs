@@ -3,8 +3,9 @@
 //! (`minference_engine_gpu::GpuEngine`) or a tensor-parallel group (`minference_multi_gpu::TpEngine`).
 
 use crate::attention::AttentionChoice;
-use crate::cpu::{CpuEngine, PrefillProgress};
+use crate::cpu::CpuEngine;
 use crate::error::Result;
+use crate::forward::PrefillProgress;
 use crate::stats::PrefillStats;
 use minference_core::AttentionBackend;
 use minference_model::ModelConfig;

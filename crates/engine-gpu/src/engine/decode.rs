@@ -1,21 +1,23 @@
-//! Decode steps: one token through every layer, dense attention over the device KV cache, the LM
-//! head on that row.
+//! Decode steps: the one forward (`minference_engine::forward`) over one token, dense attention
+//! over the device KV cache, the LM head on that row; the one-row buffers they reuse.
 
+use super::device::GpuForward;
 use super::*;
+use minference_engine::{forward, NoObserver};
 
 /// Single-token buffers for decode steps, allocated after a prefill.
 pub(super) struct DecodeBufs {
-    token: CudaSlice<i32>,
+    pub(super) token: CudaSlice<i32>,
     /// f32 residual row.
-    x: CudaSlice<f32>,
-    normed: CudaSlice<u16>,
+    pub(super) x: CudaSlice<f32>,
+    pub(super) normed: CudaSlice<u16>,
     normed_f32: CudaSlice<f32>,
-    qkv: CudaSlice<u16>,
-    q: CudaSlice<u16>,
-    o: CudaSlice<u16>,
-    gate_up: CudaSlice<u16>,
-    act: CudaSlice<u16>,
-    part: CudaSlice<f32>,
+    pub(super) qkv: CudaSlice<u16>,
+    pub(super) q: CudaSlice<u16>,
+    pub(super) o: CudaSlice<u16>,
+    pub(super) gate_up: CudaSlice<u16>,
+    pub(super) act: CudaSlice<u16>,
+    pub(super) part: CudaSlice<f32>,
     logits: CudaSlice<f32>,
 }
 
@@ -63,6 +65,7 @@ impl GpuEngine {
         result
     }
 
+    /// The one forward over one token: a pass per KV head (`device.rs`).
     fn decode_inner(&mut self, token: u32, cache: &mut KvCache, bufs: &mut DecodeBufs) -> Result<Vec<f32>> {
         let pos = cache.len;
         self.check_tokens(&[token], pos + 1)?;
@@ -72,62 +75,12 @@ impl GpuEngine {
                 cache.tail_capacity
             )));
         }
-        let gpu = Arc::clone(&self.gpu);
-        let cfg = self.cfg.clone();
-        let (h, d, inter, kvh) = (cfg.hidden, cfg.head_dim, cfg.intermediate, cfg.kv_heads);
-        let gs = cfg.heads / kvh;
-        let slot = (gs + 2) * d;
-        gpu.stream()
+        self.gpu
+            .stream()
             .memcpy_htod(&[token as i32], &mut bufs.token)
             .map_err(crate::error::driver("uploading the token"))?;
-        let dtype = self.precision.dtype();
-        let (xp, np, qkvp, qp) =
-            (dptr(&gpu, &bufs.x), dptr(&gpu, &bufs.normed), dptr(&gpu, &bufs.qkv), dptr(&gpu, &bufs.q));
-        // The attention output row, one block of `gs` heads per KV head.
-        let o_groups = DeviceView::of_slice(&gpu, &bufs.o, dtype, gs * d);
-        let op = o_groups.ptr();
-        let (gup, actp, partp) = (dptr(&gpu, &bufs.gate_up), dptr(&gpu, &bufs.act), dptr(&gpu, &bufs.part));
-        let inv_freq = dptr(&gpu, &self.inv_freq);
-        self.ops.embed(&gpu, dptr(&gpu, &bufs.token), dptr(&gpu, &self.weights.embed), xp, 1, h)?;
-        let tail_row = pos - cache.n_prefix;
-        for l in 0..cfg.layers {
-            let lw = &self.weights.layers[l];
-            let w_qkv = DeviceView::of_slice(&gpu, &lw.w_qkv, dtype, h);
-            let (w_o, w_gu, w_down) = (dptr(&gpu, &lw.w_o), dptr(&gpu, &lw.w_gate_up), dptr(&gpu, &lw.w_down));
-            let bias = lw.qkv_bias.as_ref().map(|b| DeviceView::of_slice(&gpu, b, DType::F32, slot));
-            self.ops.rms_norm(&gpu, xp, dptr(&gpu, &lw.attn_norm), np, 1, h, cfg.rms_eps)?;
-            for g in 0..kvh {
-                self.gemm.linear(&gpu, (np, h), w_qkv.rows(g * slot, slot).ld(), (qkvp, slot), 1, h, slot, false)?;
-                let (k_tail, v_tail) = cache.tail_ptrs(&gpu, l, g);
-                let b = bias.map_or(0, |b| b.row_ptr(g));
-                self.ops.qkv_rope_scatter(
-                    &gpu,
-                    (qkvp, slot),
-                    b,
-                    inv_freq,
-                    (qp, k_tail, v_tail),
-                    1,
-                    gs,
-                    d,
-                    (1, 0, tail_row, pos),
-                )?;
-                if cache.is_offloaded(l) {
-                    cache.stage(&gpu, l, g)?;
-                }
-                let (k_pre, v_pre) = cache.prefix_ptrs(&gpu, l, g)?;
-                let ptrs = (k_pre, v_pre, k_tail, v_tail);
-                let out = o_groups.row_ptr(g);
-                self.ops.decode_attention(&gpu, qp, ptrs, cache.n_prefix, pos + 1, gs, d, partp, out)?;
-            }
-            self.gemm.linear(&gpu, (op, cfg.q_dim()), (w_o, cfg.q_dim()), (np, h), 1, cfg.q_dim(), h, false)?;
-            self.add_update(xp, np, h)?;
-            self.ops.rms_norm(&gpu, xp, dptr(&gpu, &lw.mlp_norm), np, 1, h, cfg.rms_eps)?;
-            self.gemm.linear(&gpu, (np, h), (w_gu, h), (gup, 2 * inter), 1, h, 2 * inter, false)?;
-            self.ops.swiglu(&gpu, gup, actp, 1, inter)?;
-            self.gemm.linear(&gpu, (actp, inter), (w_down, inter), (np, h), 1, inter, h, false)?;
-            self.add_update(xp, np, h)?;
-        }
-        let logits = self.lm_head(xp, bufs)?;
+        let mut dev = GpuForward::decode(self, cache, bufs, pos);
+        let logits = forward(&mut dev, &AttentionChoice::Dense, &mut NoObserver, &mut |_| {})?;
         cache.len = pos + 1;
         Ok(logits)
     }

@@ -1,12 +1,15 @@
-//! The GPU forward: prefill attention one KV-head group at a time (norm + fused QKV GEMM + RoPE
-//! written head-major, K/V straight into the cache, MInference or dense attention through
-//! `minference_cuda::layer_attention`, output gathered token-major), then the output projection and
-//! the MLP in token chunks, each chunk's bf16 update (summed over a tensor-parallel group) added to
-//! the f32 residual stream; the LM head on the last position; decode steps dense over the device
-//! KV cache.
+//! The GPU engine: weights, kernels and the KV cache of one GPU (or of one shard of a
+//! tensor-parallel group), running the one forward of `minference_engine::forward` through its
+//! operations in `device.rs`: prefill attention per layer or per KV-head group (norm + fused QKV
+//! GEMM + RoPE written head-major, K/V straight into the cache, MInference or dense attention
+//! through `minference_cuda::layer_attention`, output gathered token-major), the output projection
+//! and the MLP in token chunks, each chunk's bf16 update (summed over a tensor-parallel group)
+//! added to the f32 residual stream; the LM head on the last position; decode steps dense over the
+//! device KV cache.
 
 mod decode;
 use decode::DecodeBufs;
+mod device;
 mod prefill;
 
 use crate::error::{EngineError, Result};
@@ -16,7 +19,6 @@ use crate::ops::{dptr, Ops, DECODE_CHUNK};
 use crate::plan::{plan_gpu_memory, AttentionGrouping, PlanInput};
 use crate::precision::Precision;
 use crate::shard::{Collective, TensorShard};
-use crate::timing::{Phase, PhaseTimer};
 use crate::view::DeviceView;
 use crate::weights::{weight_bytes, DeviceWeights};
 use cudarc::driver::CudaSlice;
@@ -36,22 +38,9 @@ pub const DEFAULT_MAX_NEW_TOKENS: usize = 256;
 /// Largest query-heads-per-KV-head group the decode kernel handles.
 const MAX_GROUP: usize = 64;
 
-/// One attention call of a prefill, handed to a [`PassObserver`] right after it ran: the pass's
-/// query heads `[heads, n, D]`, its KV heads `[kv_heads, n, D]` and its output `[heads, n, D]`,
-/// all bf16 on the engine's device. Head ids are global (the model's numbering).
-pub struct AttentionPass<'a> {
-    pub layer: usize,
-    pub first_head: usize,
-    pub heads: usize,
-    pub first_kv_head: usize,
-    pub kv_heads: usize,
-    pub tokens: usize,
-    pub head_dim: usize,
-    pub q: &'a DeviceTensor,
-    pub k: &'a DeviceTensor,
-    pub v: &'a DeviceTensor,
-    pub o: &'a DeviceTensor,
-}
+/// One attention call of a prefill as a [`PassObserver`] sees it: Q `[heads, n, D]`, K/V
+/// `[kv_heads, n, D]` and the output, in the storage precision on the engine's device.
+pub type AttentionPass<'a> = minference_engine::AttentionPass<'a, DeviceTensor>;
 
 /// Sees every attention call of a prefill (search and capture tools use it); an error ends the
 /// prefill with that error.
@@ -87,8 +76,6 @@ pub struct GpuEngine {
     grouping: AttentionGrouping,
     cache: Option<KvCache>,
     decode: Option<DecodeBufs>,
-    /// Switched on by `prefill_residual`: the prefill copies the final residual stream to the host.
-    residual: ResidualExport,
 }
 
 fn check_config(cfg: &ModelConfig) -> Result<()> {
@@ -208,7 +195,6 @@ impl GpuEngine {
             grouping: AttentionGrouping::Auto,
             cache: None,
             decode: None,
-            residual: ResidualExport::default(),
         })
     }
 
@@ -313,11 +299,9 @@ impl GpuEngine {
         attention: &AttentionChoice,
         progress: &mut dyn FnMut(PrefillProgress),
     ) -> Result<(Vec<f32>, PrefillStats)> {
-        ResidualExport::run(
-            self,
-            |e| &mut e.residual,
-            |e| e.prefill(tokens, attention, progress),
-            || EngineError::Input("the prefill kept no residual stream".into()),
-        )
+        let mut export = ResidualExport::default();
+        let (_, stats) = self.prefill_with(tokens, attention, progress, &mut export)?;
+        let residual = export.take().ok_or_else(|| EngineError::Input("the prefill kept no residual stream".into()))?;
+        Ok((residual, stats))
     }
 }

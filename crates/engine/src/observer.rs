@@ -1,0 +1,187 @@
+//! The one way to watch a forward ([`crate::forward::forward`]): an [`Observer`] sees every
+//! attention pass of a prefill (search, captures, failure injection), may end the walk after a
+//! layer (a capture needs no more), and may take the residual stream after the last layer
+//! (perplexity scores every position). The CPU shows host slices, the GPU device tensors.
+
+/// One attention call of a prefill, right after it ran: the pass's query heads `[heads, tokens, D]`,
+/// its KV heads `[kv_heads, kv_tokens, D]` and its output `[heads, tokens, D]`. Head ids are global
+/// (the model's numbering, also on a tensor-parallel shard).
+pub struct AttentionPass<'a, T: ?Sized> {
+    pub layer: usize,
+    pub first_head: usize,
+    pub heads: usize,
+    pub first_kv_head: usize,
+    pub kv_heads: usize,
+    pub tokens: usize,
+    /// Keys per KV head: the cached ones and the new `tokens`.
+    pub kv_tokens: usize,
+    pub head_dim: usize,
+    pub q: &'a T,
+    pub k: &'a T,
+    pub v: &'a T,
+    pub o: &'a T,
+}
+
+/// Watches a forward. Every method has a do-nothing default; an error from
+/// [`attention`](Self::attention) ends the forward with that error.
+pub trait Observer<T: ?Sized, E> {
+    fn attention(&mut self, _pass: &AttentionPass<'_, T>) -> Result<(), E> {
+        Ok(())
+    }
+    /// Whether the forward may end after `layer` (the LM head still runs, on what it has).
+    fn stop_after(&self, _layer: usize) -> bool {
+        false
+    }
+    /// Whether the forward should hand over its final residual stream.
+    fn wants_residual(&self) -> bool {
+        false
+    }
+    /// The residual stream after the last layer, `[tokens, hidden]` f32 (before the final norm).
+    fn residual(&mut self, _residual: Vec<f32>) {}
+}
+
+/// Watches nothing.
+pub struct NoObserver;
+
+impl<T: ?Sized, E> Observer<T, E> for NoObserver {}
+
+/// Keeps the residual stream after the last layer of one prefill, for scoring every position on
+/// the host (an ordinary prefill returns only the last position's logits).
+#[derive(Debug, Default)]
+pub struct ResidualExport {
+    kept: Option<Vec<f32>>,
+}
+
+impl ResidualExport {
+    /// The kept stream (once).
+    pub fn take(&mut self) -> Option<Vec<f32>> {
+        self.kept.take()
+    }
+}
+
+impl<T: ?Sized, E> Observer<T, E> for ResidualExport {
+    fn wants_residual(&self) -> bool {
+        true
+    }
+    fn residual(&mut self, residual: Vec<f32>) {
+        self.kept = Some(residual);
+    }
+}
+
+/// Q and K of one (layer, head) after RoPE, `[tokens, head_dim]` each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapturedQk {
+    pub layer: usize,
+    pub head: usize,
+    pub tokens: usize,
+    pub head_dim: usize,
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+}
+
+/// Captures Q and K of one (layer, query head) from host passes and ends the forward after that
+/// layer.
+#[derive(Debug)]
+pub struct QkCapture {
+    layer: usize,
+    head: usize,
+    captured: Option<CapturedQk>,
+}
+
+impl QkCapture {
+    pub fn new(layer: usize, head: usize) -> Self {
+        QkCapture { layer, head, captured: None }
+    }
+    pub fn take(&mut self) -> Option<CapturedQk> {
+        self.captured.take()
+    }
+}
+
+impl<E> Observer<[f32], E> for QkCapture {
+    fn attention(&mut self, p: &AttentionPass<'_, [f32]>) -> Result<(), E> {
+        if p.layer != self.layer || !(p.first_head..p.first_head + p.heads).contains(&self.head) {
+            return Ok(());
+        }
+        let local = self.head - p.first_head;
+        let kv = local / (p.heads / p.kv_heads.max(1)).max(1);
+        let (q_len, k_len) = (p.tokens * p.head_dim, p.kv_tokens * p.head_dim);
+        // A pass whose slices are shorter than its shape has nothing to capture: leave it.
+        let (Some(q), Some(k)) = (p.q.get(local * q_len..(local + 1) * q_len), p.k.get(kv * k_len..(kv + 1) * k_len))
+        else {
+            return Ok(());
+        };
+        self.captured = Some(CapturedQk {
+            layer: p.layer,
+            head: self.head,
+            tokens: p.tokens,
+            head_dim: p.head_dim,
+            q: q.to_vec(),
+            k: k.to_vec(),
+        });
+        Ok(())
+    }
+    fn stop_after(&self, layer: usize) -> bool {
+        layer == self.layer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pass<'a>(layer: usize, first_head: usize, q: &'a [f32], k: &'a [f32]) -> AttentionPass<'a, [f32]> {
+        // Two query heads over one KV head, 2 tokens of D = 2.
+        AttentionPass {
+            layer,
+            first_head,
+            heads: 2,
+            first_kv_head: first_head / 2,
+            kv_heads: 1,
+            tokens: 2,
+            kv_tokens: 2,
+            head_dim: 2,
+            q,
+            k,
+            v: k,
+            o: q,
+        }
+    }
+
+    #[test]
+    fn qk_capture_keeps_its_head_of_its_layer_only_and_stops_there() {
+        let q: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let k: Vec<f32> = (10..14).map(|i| i as f32).collect();
+        let mut c = QkCapture::new(3, 5);
+        let obs: &mut dyn Observer<[f32], ()> = &mut c;
+        // Wrong layer, then the right layer's other group: nothing kept.
+        obs.attention(&pass(2, 4, &q, &k)).unwrap_or(());
+        obs.attention(&pass(3, 0, &q, &k)).unwrap_or(());
+        assert!(!obs.stop_after(2));
+        assert!(obs.stop_after(3));
+        obs.attention(&pass(3, 4, &q, &k)).unwrap_or(());
+        let got = c.take().unwrap_or_else(|| panic!("head 5 of layer 3 was captured"));
+        // Head 5 is the second head of the pass starting at 4: q rows 4..8, its group's K.
+        assert_eq!((got.layer, got.head, got.tokens, got.head_dim), (3, 5, 2, 2));
+        assert_eq!(got.q, vec![4.0, 5.0, 6.0, 7.0]);
+        assert_eq!(got.k, k);
+    }
+
+    #[test]
+    fn a_short_pass_is_not_captured_and_does_not_panic() {
+        let (q, k) = (vec![0.0f32; 3], vec![0.0f32; 4]);
+        let mut c = QkCapture::new(0, 1);
+        Observer::<[f32], ()>::attention(&mut c, &pass(0, 0, &q, &k)).unwrap_or(());
+        assert!(c.take().is_none());
+    }
+
+    #[test]
+    fn residual_export_asks_for_and_keeps_the_stream_once() {
+        let mut r = ResidualExport::default();
+        let obs: &mut dyn Observer<[f32], ()> = &mut r;
+        assert!(obs.wants_residual());
+        obs.residual(vec![1.0, 2.0]);
+        assert_eq!(r.take(), Some(vec![1.0, 2.0]));
+        assert_eq!(r.take(), None);
+        assert!(!Observer::<[f32], ()>::wants_residual(&NoObserver));
+    }
+}
