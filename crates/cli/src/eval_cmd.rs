@@ -3,12 +3,12 @@
 
 use crate::device::{parse_device, DeviceChoice};
 use crate::engines::{open_engine, EngineWeights, Placement};
+use crate::eval_variants::{variants, Variant, VariantArgs};
 use crate::lengths::parse_length;
-use crate::model_args::{attention_choice, load_model, AttentionKind, ModelArgs};
+use crate::model_args::{load_model, ModelArgs};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use minference_core::HeadPattern;
-use minference_engine::{AttentionChoice, MInferencePlan, PrefillEngine};
+use minference_engine::PrefillEngine;
 use minference_eval::{
     build_needle_prompt, coverage_cpu_engine, needle_value, parse_depths, run_needle_cell, score_streams,
     write_pareto_png, write_png, Haystack, NeedleGrid, ParetoPoint, PromptFrame,
@@ -23,44 +23,6 @@ pub enum EvalCommand {
     Needle(NeedleArgs),
     /// Perplexity, mean NLL, next-token KL and kernel density on the end of a long document.
     Ppl(PplArgs),
-}
-
-/// The attention kinds to compare; the first one is the reference.
-#[derive(clap::Args, Debug)]
-pub struct VariantArgs {
-    /// Attention kinds (`minference` = --config, the shipped config, or VS(1000, 6096)).
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [AttentionKind::Dense, AttentionKind::Minference])]
-    pub attention: Vec<AttentionKind>,
-    /// Extra variants with one Vertical-Slash budget on every head, `verticals:slashes`
-    /// (e.g. `100:800,350:100`).
-    #[arg(long, value_delimiter = ',', value_parser = parse_budget)]
-    pub budgets: Vec<(usize, usize)>,
-    /// Extra variants from more pattern configs (comma-separated), each `PATH` or `GROUP=PATH`; the
-    /// group names the config's kind in the Pareto picture (default `searched`), e.g.
-    /// `searched=d04.json,adaptive=a09.json`.
-    #[arg(long, value_delimiter = ',', value_parser = parse_config_variant)]
-    pub configs: Vec<(String, PathBuf)>,
-}
-
-/// One attention variant of an eval: its short title, its group in the Pareto picture and what it runs.
-struct Variant {
-    title: String,
-    group: String,
-    attention: AttentionChoice,
-}
-
-fn parse_config_variant(s: &str) -> Result<(String, PathBuf), String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Err("an empty --configs entry".into());
-    }
-    match s.split_once('=') {
-        Some((g, p)) if g.trim().is_empty() || p.trim().is_empty() => {
-            Err(format!("`{s}`: expected PATH or GROUP=PATH"))
-        }
-        Some((g, p)) => Ok((g.trim().to_string(), PathBuf::from(p.trim()))),
-        None => Ok(("searched".to_string(), PathBuf::from(s))),
-    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -142,62 +104,11 @@ impl EvalDevice {
     }
 }
 
-fn parse_budget(s: &str) -> Result<(usize, usize), String> {
-    let bad = || format!("`{s}` is not a budget `verticals:slashes` (e.g. 100:800)");
-    let (v, sl) = s.trim().split_once(':').ok_or_else(bad)?;
-    let (v, sl) = (v.trim().parse::<usize>().map_err(|_| bad())?, sl.trim().parse::<usize>().map_err(|_| bad())?);
-    if v == 0 && sl == 0 {
-        return Err("a budget needs at least one vertical or slash".into());
-    }
-    Ok((v, sl))
-}
-
 pub fn run(command: &EvalCommand) -> Result<()> {
     match command {
         EvalCommand::Needle(a) => run_needle(a),
         EvalCommand::Ppl(a) => run_ppl(a),
     }
-}
-
-/// Every requested variant, in order: `--attention`, `--budgets`, `--configs`.
-fn variants(args: &VariantArgs, model_args: &ModelArgs, model: &Model) -> Result<Vec<Variant>> {
-    let mut out = Vec::new();
-    for &kind in &args.attention {
-        let (choice, what) = attention_choice(model_args, model, kind, model_args.dense_below.or_zero())?;
-        let title = match (kind, &model_args.config) {
-            (AttentionKind::Dense, _) => "dense".to_string(),
-            (AttentionKind::Minference, Some(p)) => {
-                format!("config {}", p.file_stem().unwrap_or_default().to_string_lossy())
-            }
-            (AttentionKind::Minference, None) if what.contains(".json") => "shipped config".to_string(),
-            (AttentionKind::Minference, None) => "VS(1000,6096)".to_string(),
-        };
-        eprintln!("attention `{title}`: {what}");
-        let group = if kind == AttentionKind::Dense { "dense" } else { "searched" };
-        out.push(Variant { title, group: group.into(), attention: choice });
-    }
-    for &(k_v, k_s) in &args.budgets {
-        let plan = MInferencePlan::uniform(model.config(), HeadPattern::VerticalSlash { k_v, k_s })
-            .with_starting_layer(model_args.starting_layer)
-            .with_dense_below(model_args.dense_below.or_zero());
-        out.push(Variant {
-            title: format!("VS({k_v},{k_s})"),
-            group: "uniform VS".into(),
-            attention: AttentionChoice::MInference(plan),
-        });
-    }
-    for (group, path) in &args.configs {
-        let with_config = ModelArgs { config: Some(path.clone()), ..model_args.clone() };
-        let (attention, what) =
-            attention_choice(&with_config, model, AttentionKind::Minference, model_args.dense_below.or_zero())?;
-        let title = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
-        eprintln!("attention `{title}` ({group}): {what}");
-        out.push(Variant { title, group: group.clone(), attention });
-    }
-    if out.is_empty() {
-        bail!("nothing to evaluate: give --attention and/or --budgets");
-    }
-    Ok(out)
 }
 
 fn cell_bar(total: usize, label: &str) -> ProgressBar {
@@ -454,7 +365,12 @@ mod tests {
                 starting_layer: 0,
                 dense_below: crate::model_args::DenseBelow::Auto,
             },
-            variants: VariantArgs { attention: vec![AttentionKind::Dense], budgets: vec![], configs: vec![] },
+            variants: VariantArgs {
+                attention: vec![crate::model_args::AttentionKind::Dense],
+                budgets: vec![],
+                adaptive: vec![],
+                configs: vec![],
+            },
             file,
             len,
             last,
@@ -492,18 +408,5 @@ mod tests {
             assert!(format!("{err:#}").contains(expected), "expected `{expected}` in: {err:#}");
         }
         let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn budgets_parse() {
-        assert_eq!(parse_budget("100:800"), Ok((100, 800)));
-        assert!(parse_budget("100").is_err());
-        assert!(parse_budget("0:0").is_err());
-        assert!(parse_budget("a:1").is_err());
-        assert_eq!(parse_config_variant("a.json"), Ok(("searched".into(), PathBuf::from("a.json"))));
-        assert_eq!(parse_config_variant("adaptive = b.json"), Ok(("adaptive".into(), PathBuf::from("b.json"))));
-        assert!(parse_config_variant("=b.json").is_err());
-        assert!(parse_config_variant("g=").is_err());
-        assert!(parse_config_variant(" ").is_err());
     }
 }

@@ -5,6 +5,7 @@ mod bench_gpu;
 mod device;
 mod engines;
 mod eval_cmd;
+mod eval_variants;
 mod lengths;
 mod model_args;
 mod progress;
