@@ -31,5 +31,5 @@ pub use estimate::{estimate_vs, estimate_vs_scores, DeviceVsSelection};
 pub use fill::fill_normal;
 pub use index::DeviceIndex;
 pub use layer::{layer_attention, LayerTimings};
-pub use search_score::{score_masks, DeviceHead, HeadSlice, ScoreMask, ScoreRequest, ScoreSums};
+pub use search_score::{DeviceHead, HeadSlice};
 pub use tensor::DeviceTensor;

@@ -1,27 +1,13 @@
-//! Candidate scoring of the offline pattern search on the GPU (kernels/search_score.cu): for one
-//! head's Q, K, V (bf16 on the device) and a list of masks, every mask's kept attention mass and
-//! output error over the rows from a floor on, summed per mask in row order.
-//!
-//! Masks are packed on the host as CSR over (mask, 64-row block) like [`minference_core::SparseIndex`]:
-//! dense and A-shape masks are analytic and have empty rows.
+//! Typed launcher of the search-scoring kernels (kernels/search_score.cu, built with every other
+//! unit by build.rs): for one head's Q, K, V (bf16 on the device) and a CSR of masks, every mask's
+//! kept attention mass and output error per row. What is scored and how the rows are summed is the
+//! search crate's (`minference_search::gpu_score`).
 
 use crate::context::{Arg, Gpu};
 use crate::error::{CudaError, Result};
 use crate::kernels::{HEAD_ASHAPE, HEAD_DENSE, HEAD_INDEX};
 use crate::tensor::DeviceTensor;
-use minference_core::{DType, RowBlockIndex, TILE};
-
-/// One candidate's kernel mask (the search crate's `HeadMask`, borrowed).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ScoreMask<'a> {
-    Dense,
-    AShape {
-        n_init: usize,
-        n_local: usize,
-    },
-    /// Tiles and gathered columns per 64-row block; missing blocks keep nothing.
-    Index(&'a [RowBlockIndex]),
-}
+use minference_core::{DType, TILE};
 
 /// A `[n, head_dim]` slice of a bf16 device tensor, starting at element `offset`.
 #[derive(Clone, Copy)]
@@ -40,95 +26,6 @@ pub struct DeviceHead<'a> {
     pub head_dim: usize,
 }
 
-/// What to score.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ScoreRequest {
-    /// Rows before this are not scored.
-    pub floor: usize,
-    /// Also compare each mask's normalised output with the dense output.
-    pub want_output: bool,
-    /// `|O_mask − O_dense|` above this counts as one element over.
-    pub threshold: f32,
-}
-
-/// One mask's sums over the scored rows (the search crate's `Tally`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ScoreSums {
-    pub rows: u64,
-    /// Σ over rows of the kept probability mass.
-    pub mass: f64,
-    /// Σ ‖O_mask − O_dense‖² (0 without `want_output`).
-    pub err_sq: f64,
-    /// Σ ‖O_dense‖² (0 without `want_output`).
-    pub ref_sq: f64,
-    /// Elements with `|O_mask − O_dense| > threshold` (0 without `want_output`).
-    pub over: u64,
-}
-
-/// Host-side CSR of a mask list: per mask a kind and A-shape settings, per (mask, row block) slot
-/// a range of tile starts and of columns.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PackedMasks {
-    pub kinds: Vec<i32>,
-    pub a_init: Vec<i32>,
-    pub a_local: Vec<i32>,
-    /// `masks * blocks + 1` entries; slot `mask * blocks + block`.
-    pub tile_ptr: Vec<i32>,
-    pub tile_start: Vec<i32>,
-    pub col_ptr: Vec<i32>,
-    pub col_index: Vec<i32>,
-    pub blocks: usize,
-}
-
-impl PackedMasks {
-    /// Packs `masks` for a head of `n` rows. Index rows past the head's blocks are an error; A-shape
-    /// settings are clamped to `n + 1` (larger ones keep the same entries).
-    pub fn pack(masks: &[ScoreMask], n: usize) -> Result<PackedMasks> {
-        let blocks = n.div_ceil(TILE);
-        let cap = |x: usize| x.min(n + 1) as i32;
-        let mut p = PackedMasks { blocks, ..Default::default() };
-        p.tile_ptr.push(0);
-        p.col_ptr.push(0);
-        for m in masks {
-            let (kind, init, local) = match *m {
-                ScoreMask::Dense => (HEAD_DENSE, 0, 0),
-                ScoreMask::AShape { n_init, n_local } => (HEAD_ASHAPE, cap(n_init), cap(n_local)),
-                ScoreMask::Index(rows) => {
-                    if rows.len() > blocks {
-                        return Err(CudaError::Invalid(format!(
-                            "a mask has {} row blocks, the head has {blocks}",
-                            rows.len()
-                        )));
-                    }
-                    (HEAD_INDEX, 0, 0)
-                }
-            };
-            p.kinds.push(kind);
-            p.a_init.push(init);
-            p.a_local.push(local);
-            for b in 0..blocks {
-                if let ScoreMask::Index(rows) = m {
-                    if let Some(r) = rows.get(b) {
-                        p.tile_start.extend_from_slice(&r.tiles);
-                        p.col_index.extend_from_slice(&r.columns);
-                    }
-                }
-                p.tile_ptr.push(to_i32(p.tile_start.len())?);
-                p.col_ptr.push(to_i32(p.col_index.len())?);
-            }
-        }
-        Ok(p)
-    }
-
-    pub fn masks(&self) -> usize {
-        self.kinds.len()
-    }
-}
-
-fn to_i32(x: usize) -> Result<i32> {
-    i32::try_from(x).map_err(|_| CudaError::Invalid(format!("{x} index entries exceed the int32 range")))
-}
-
 fn check_slice(name: &str, s: &HeadSlice, n: usize, d: usize) -> Result<()> {
     if s.tensor.dtype != DType::Bf16 {
         return Err(CudaError::UnsupportedDType(s.tensor.dtype));
@@ -142,27 +39,98 @@ fn check_slice(name: &str, s: &HeadSlice, n: usize, d: usize) -> Result<()> {
     Ok(())
 }
 
-/// Scores every mask of `masks` on `head`: per mask the sums over rows `floor..n`.
-pub fn score_masks(gpu: &Gpu, head: &DeviceHead, masks: &[ScoreMask], req: &ScoreRequest) -> Result<Vec<ScoreSums>> {
+impl DeviceHead<'_> {
+    /// The kernels take D = 64 or 128, 1 ..= i32::MAX rows, and bf16 slices inside their tensors.
+    pub fn validate(&self) -> Result<()> {
+        let (n, d) = (self.n, self.head_dim);
+        if ![64, 128].contains(&d) {
+            return Err(CudaError::UnsupportedHeadDim(d));
+        }
+        if n == 0 || n > i32::MAX as usize {
+            return Err(CudaError::Invalid(format!("search scoring needs 1 ..= {} rows, got {n}", i32::MAX)));
+        }
+        check_slice("Q", &self.q, n, d)?;
+        check_slice("K", &self.k, n, d)?;
+        check_slice("V", &self.v, n, d)
+    }
+}
+
+/// One mask of a [`MaskCsr`]. Dense and A-shape masks are analytic: their CSR rows stay empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskKind {
+    Dense,
+    AShape { n_init: i32, n_local: i32 },
+    Index,
+}
+
+/// Masks as CSR over (mask, 64-row block), like `minference_core::SparseIndex`: slot
+/// `mask * blocks + block` holds the tile starts `tile_ptr[s]..tile_ptr[s + 1]` of `tile_start`
+/// and the columns `col_ptr[s]..col_ptr[s + 1]` of `col_index`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaskCsr {
+    pub kinds: Vec<MaskKind>,
+    pub blocks: usize,
+    pub tile_ptr: Vec<i32>,
+    pub tile_start: Vec<i32>,
+    pub col_ptr: Vec<i32>,
+    pub col_index: Vec<i32>,
+}
+
+impl MaskCsr {
+    /// The kernels read every slot's range: the pointers must start at 0, never decrease and end
+    /// at their array's length.
+    fn validate(&self, n: usize) -> Result<()> {
+        if self.blocks != n.div_ceil(TILE) {
+            return Err(CudaError::Invalid(format!("a mask CSR of {} row blocks for {n} rows", self.blocks)));
+        }
+        let slots = self.kinds.len() * self.blocks + 1;
+        for (name, ptr, len) in
+            [("tile", &self.tile_ptr, self.tile_start.len()), ("column", &self.col_ptr, self.col_index.len())]
+        {
+            let ordered = ptr.first() == Some(&0) && ptr.windows(2).all(|w| w[0] <= w[1]);
+            if ptr.len() != slots || !ordered || ptr.last().map(|&e| e as usize) != Some(len) {
+                return Err(CudaError::Invalid(format!(
+                    "the {name} pointers of a mask CSR are not {slots} ordered offsets into {len} entries"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Per (mask, row) results, `[masks, n]` each (rows before the first scored block are zero);
+/// `err_sq`, `ref_sq` and `over` are empty unless the output was compared.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowScores {
+    pub mass: Vec<f32>,
+    pub err_sq: Vec<f32>,
+    pub ref_sq: Vec<f32>,
+    pub over: Vec<f32>,
+}
+
+/// Scores every mask of `csr` on `head` from row block `first_block` on: per row the kept
+/// probability mass and, with `want_output`, the squared error of the mask's normalised output
+/// against the dense one, the dense output's square and the elements off by more than `threshold`.
+pub fn score_rows(
+    gpu: &Gpu,
+    head: &DeviceHead,
+    csr: &MaskCsr,
+    first_block: usize,
+    want_output: bool,
+    threshold: f32,
+) -> Result<RowScores> {
+    head.validate()?;
     let (n, d) = (head.n, head.head_dim);
-    if ![64, 128].contains(&d) {
-        return Err(CudaError::UnsupportedHeadDim(d));
+    if csr.kinds.is_empty() {
+        return Ok(RowScores::default());
     }
-    if n == 0 || n > i32::MAX as usize {
-        return Err(CudaError::Invalid(format!("search scoring needs 1 ..= {} rows, got {n}", i32::MAX)));
+    csr.validate(n)?;
+    let blocks = csr.blocks;
+    if first_block >= blocks {
+        return Err(CudaError::Invalid(format!("first scored block {first_block} of {blocks}")));
     }
-    check_slice("Q", &head.q, n, d)?;
-    check_slice("K", &head.k, n, d)?;
-    check_slice("V", &head.v, n, d)?;
-    if masks.is_empty() {
-        return Ok(Vec::new());
-    }
-    let packed = PackedMasks::pack(masks, n)?;
-    let floor = req.floor.min(n - 1);
-    let blocks = packed.blocks;
-    let first_block = floor / TILE;
     let scored_blocks = (blocks - first_block) as u32;
-    let c = packed.masks();
+    let c = csr.kinds.len();
     let elem = |s: &HeadSlice| s.tensor.ptr(gpu) + (s.offset * 2) as u64;
     let (q, k, v) = (elem(&head.q), elem(&head.k), elem(&head.v));
     let scale = 1.0 / (d as f32).sqrt();
@@ -170,22 +138,23 @@ pub fn score_masks(gpu: &Gpu, head: &DeviceHead, masks: &[ScoreMask], req: &Scor
     let smem = (2 * TILE * (d + 1) + TILE * 65) * 4 + TILE * 4;
 
     let lse = gpu.alloc_zeros::<f32>(n)?;
-    let dense = gpu.alloc_zeros::<f32>(if req.want_output { n * d } else { 1 })?;
+    let dense = gpu.alloc_zeros::<f32>(if want_output { n * d } else { 1 })?;
     let common = [Arg::I(n as i32), Arg::I(first_block as i32), Arg::F(scale)];
     let mut a = vec![Arg::P(q), Arg::P(k), Arg::P(gpu.ptr(&lse))];
     a.extend(common);
     gpu.launch(&format!("search_row_lse_d{d}"), (scored_blocks, 1, 1), 256, smem, &a)?;
-    if req.want_output {
+    if want_output {
         let mut a = vec![Arg::P(q), Arg::P(k), Arg::P(v), Arg::P(gpu.ptr(&lse)), Arg::P(gpu.ptr(&dense))];
         a.extend(common);
         gpu.launch(&format!("search_dense_out_d{d}"), (scored_blocks, 1, 1), 256, smem, &a)?;
     }
 
+    let (kinds, a_init, a_local) = kind_arrays(&csr.kinds);
     let up = |x: &[i32]| gpu.upload(if x.is_empty() { &[0][..] } else { x });
-    let (kinds, a_init, a_local) = (up(&packed.kinds)?, up(&packed.a_init)?, up(&packed.a_local)?);
-    let (tile_ptr, tile_start) = (up(&packed.tile_ptr)?, up(&packed.tile_start)?);
-    let (col_ptr, col_index) = (up(&packed.col_ptr)?, up(&packed.col_index)?);
-    let outputs = if req.want_output { c * n } else { 1 };
+    let (kinds, a_init, a_local) = (up(&kinds)?, up(&a_init)?, up(&a_local)?);
+    let (tile_ptr, tile_start) = (up(&csr.tile_ptr)?, up(&csr.tile_start)?);
+    let (col_ptr, col_index) = (up(&csr.col_ptr)?, up(&csr.col_index)?);
+    let outputs = if want_output { c * n } else { 1 };
     let out_mass = gpu.alloc_zeros::<f32>(c * n)?;
     let out_err = gpu.alloc_zeros::<f32>(outputs)?;
     let out_ref = gpu.alloc_zeros::<f32>(outputs)?;
@@ -210,8 +179,8 @@ pub fn score_masks(gpu: &Gpu, head: &DeviceHead, masks: &[ScoreMask], req: &Scor
         Arg::I(n as i32),
         Arg::I(blocks as i32),
         Arg::I(first_block as i32),
-        Arg::I(req.want_output as i32),
-        Arg::F(req.threshold),
+        Arg::I(want_output as i32),
+        Arg::F(threshold),
         Arg::F(scale),
     ];
     let grid_y = u32::try_from(c)
@@ -221,55 +190,62 @@ pub fn score_masks(gpu: &Gpu, head: &DeviceHead, masks: &[ScoreMask], req: &Scor
     gpu.launch(&format!("search_score_d{d}"), (scored_blocks, grid_y, 1), 256, smem, &a)?;
 
     let mass = gpu.download(&out_mass, c * n)?;
-    let (err, refs, over) = if req.want_output {
-        (gpu.download(&out_err, c * n)?, gpu.download(&out_ref, c * n)?, gpu.download(&out_over, c * n)?)
-    } else {
-        (Vec::new(), Vec::new(), Vec::new())
-    };
-    Ok((0..c)
-        .map(|m| {
-            let rows = m * n + floor..(m + 1) * n;
-            let mut s = ScoreSums { rows: (n - floor) as u64, ..Default::default() };
-            s.mass = mass[rows.clone()].iter().map(|&x| x as f64).sum();
-            if req.want_output {
-                s.err_sq = err[rows.clone()].iter().map(|&x| x as f64).sum();
-                s.ref_sq = refs[rows.clone()].iter().map(|&x| x as f64).sum();
-                s.over = over[rows].iter().map(|&x| x as u64).sum();
-            }
-            s
-        })
-        .collect())
+    if !want_output {
+        return Ok(RowScores { mass, ..Default::default() });
+    }
+    Ok(RowScores {
+        mass,
+        err_sq: gpu.download(&out_err, c * n)?,
+        ref_sq: gpu.download(&out_ref, c * n)?,
+        over: gpu.download(&out_over, c * n)?,
+    })
+}
+
+/// Per mask the kernels' head kind and A-shape settings.
+fn kind_arrays(kinds: &[MaskKind]) -> (Vec<i32>, Vec<i32>, Vec<i32>) {
+    let mut out = (Vec::with_capacity(kinds.len()), Vec::with_capacity(kinds.len()), Vec::with_capacity(kinds.len()));
+    for k in kinds {
+        let (kind, init, local) = match *k {
+            MaskKind::Dense => (HEAD_DENSE, 0, 0),
+            MaskKind::AShape { n_init, n_local } => (HEAD_ASHAPE, n_init, n_local),
+            MaskKind::Index => (HEAD_INDEX, 0, 0),
+        };
+        out.0.push(kind);
+        out.1.push(init);
+        out.2.push(local);
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn row(tiles: &[i32], columns: &[i32]) -> RowBlockIndex {
-        RowBlockIndex { tiles: tiles.to_vec(), columns: columns.to_vec() }
+    #[test]
+    fn kinds_map_to_the_kernel_constants_with_their_settings() {
+        let kinds = [MaskKind::Dense, MaskKind::Index, MaskKind::AShape { n_init: 4, n_local: 131 }];
+        let (k, init, local) = kind_arrays(&kinds);
+        assert_eq!(k, vec![HEAD_DENSE, HEAD_INDEX, HEAD_ASHAPE]);
+        assert_eq!((init, local), (vec![0, 0, 4], vec![0, 0, 131]));
     }
 
     #[test]
-    fn packing_lays_out_one_slot_per_mask_and_block() {
-        let idx = vec![row(&[0], &[]), row(&[0, 64], &[3, 7])];
-        let masks = [ScoreMask::Dense, ScoreMask::Index(&idx), ScoreMask::AShape { n_init: 4, n_local: 1 << 40 }];
-        let p = PackedMasks::pack(&masks, 130).unwrap();
-        assert_eq!(p.blocks, 3);
-        assert_eq!(p.kinds, vec![HEAD_DENSE, HEAD_INDEX, HEAD_ASHAPE]);
-        assert_eq!(p.a_init, vec![0, 0, 4]);
-        assert_eq!(p.a_local, vec![0, 0, 131], "huge windows are clamped to n + 1");
-        // Slots 0..3 dense (empty), 3..6 the index (third block missing = empty), 6..9 A-shape.
-        assert_eq!(p.tile_ptr, vec![0, 0, 0, 0, 1, 3, 3, 3, 3, 3]);
-        assert_eq!(p.tile_start, vec![0, 0, 64]);
-        assert_eq!(p.col_ptr, vec![0, 0, 0, 0, 0, 2, 2, 2, 2, 2]);
-        assert_eq!(p.col_index, vec![3, 7]);
-    }
-
-    #[test]
-    fn packing_rejects_an_index_longer_than_the_head() {
-        let idx = vec![RowBlockIndex::default(); 3];
-        assert!(PackedMasks::pack(&[ScoreMask::Index(&idx)], 128).is_err());
-        assert!(PackedMasks::pack(&[ScoreMask::Index(&idx)], 129).is_ok());
-        assert_eq!(PackedMasks::pack(&[], 10).unwrap().tile_ptr, vec![0]);
+    fn a_csr_the_kernels_would_read_past_is_refused() {
+        let ok = MaskCsr {
+            kinds: vec![MaskKind::Index],
+            blocks: 2,
+            tile_ptr: vec![0, 1, 3],
+            tile_start: vec![0, 0, 64],
+            col_ptr: vec![0, 0, 2],
+            col_index: vec![3, 7],
+        };
+        assert!(ok.validate(100).is_ok());
+        assert!(ok.validate(200).is_err(), "blocks must match the rows");
+        let short = MaskCsr { tile_ptr: vec![0, 1], ..ok.clone() };
+        let past_end = MaskCsr { col_ptr: vec![0, 0, 3], ..ok.clone() };
+        let decreasing = MaskCsr { tile_ptr: vec![0, 2, 1], tile_start: vec![0], ..ok.clone() };
+        for bad in [short, past_end, decreasing] {
+            assert!(bad.validate(100).is_err(), "{bad:?}");
+        }
     }
 }

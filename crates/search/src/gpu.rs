@@ -2,17 +2,18 @@
 //! ([`GpuEngine::prefill_observed`]); after each attention call the pass's Q/K are copied to the host
 //! and every head's candidates are built exactly as on the CPU ([`HeadCandidates`]), so both paths
 //! choose among the same masks; the candidates are then scored on the device
-//! ([`minference_cuda::score_masks`]) and ranked by the same [`pick_best`].
+//! ([`crate::gpu_score::score_masks`]) and ranked by the same [`pick_best`].
 
 use crate::candidates::{Candidate, HeadCandidates};
 use crate::dense::HeadInputs;
 use crate::driver::{head_options, HeadExtras, HeadReport, ModelSearch};
 use crate::error::SearchError;
+use crate::gpu_score::{score_masks, ScoreMask, ScoreRequest, ScoreSums};
 use crate::head::{HeadSearch, SearchOptions};
 use crate::mask::HeadMask;
 use crate::objective::{Objective, Tally};
 use minference_core::config::{HeadEntry, LayerPatterns, ModelPatternConfig};
-use minference_cuda::{score_masks, CudaError, DeviceHead, Gpu, HeadSlice, ScoreMask, ScoreRequest, ScoreSums};
+use minference_cuda::{CudaError, DeviceHead, Gpu, HeadSlice};
 use minference_engine::AttentionChoice;
 use minference_engine_gpu::{AttentionPass, EngineError, GpuEngine, PassObserver};
 use rayon::prelude::*;

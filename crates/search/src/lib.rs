@@ -26,6 +26,7 @@ pub mod details;
 pub mod driver;
 pub mod error;
 pub mod gpu;
+pub mod gpu_score;
 pub mod head;
 pub mod kv_prompt;
 pub mod mask;

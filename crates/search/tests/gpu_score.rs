@@ -4,7 +4,8 @@
 use half::bf16;
 use minference_core::{ashape_keep, HostTensor, RowBlockIndex};
 use minference_cpu::rng::TestRng;
-use minference_cuda::{score_masks, DeviceHead, DeviceTensor, HeadSlice, ScoreMask, ScoreRequest, ScoreSums};
+use minference_cuda::{DeviceHead, DeviceTensor, HeadSlice};
+use minference_search::gpu_score::{score_masks, ScoreMask, ScoreRequest, ScoreSums};
 
 fn keep(mask: &ScoreMask, pos: usize, key: usize) -> bool {
     if key > pos {
