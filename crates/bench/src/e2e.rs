@@ -5,7 +5,7 @@ use minference_core::HeadPattern;
 use minference_engine::{
     random_tokens, AttentionChoice, EngineError, MInferencePlan, PrefillEngine, PrefillStats, Result,
 };
-use minference_model::ModelConfig;
+use minference_model::{ModelConfig, StructuredAttention};
 use std::fmt::Write as _;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +38,32 @@ impl E2eAttention {
     }
 }
 
+/// What attention sees: i.i.d. random weights (near-uniform attention: VS indices scatter and
+/// MInference is nearly dense), or the structured workload (`minference_model::structured`: sinks,
+/// local band, far slashes, retrieval columns, as the core's synthetic generator).
+#[derive(Debug, Clone, PartialEq)]
+pub enum E2eWorkload {
+    Random,
+    Structured(StructuredAttention),
+}
+
+impl E2eWorkload {
+    pub fn name(&self) -> &'static str {
+        match self {
+            E2eWorkload::Random => "random",
+            E2eWorkload::Structured(_) => "structured",
+        }
+    }
+
+    /// The prompt of `n` tokens for `cfg`.
+    pub fn tokens(&self, cfg: &ModelConfig, n: usize, seed: u64) -> Result<Vec<u32>> {
+        match self {
+            E2eWorkload::Random => Ok(random_tokens(n, cfg.vocab, seed)),
+            E2eWorkload::Structured(w) => Ok(w.tokens(cfg, n, seed)?),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct E2eOptions {
     pub seed: u64,
@@ -45,11 +71,13 @@ pub struct E2eOptions {
     pub dense_max_tokens: Option<usize>,
     /// A short prefill of each kind before timing (module loads, cuBLASLt heuristics).
     pub warmup_tokens: usize,
+    /// The engine's weights must have been made for this workload (its prompts come from here).
+    pub workload: E2eWorkload,
 }
 
 impl Default for E2eOptions {
     fn default() -> Self {
-        E2eOptions { seed: 0x5EED, dense_max_tokens: None, warmup_tokens: 4096 }
+        E2eOptions { seed: 0x5EED, dense_max_tokens: None, warmup_tokens: 4096, workload: E2eWorkload::Random }
     }
 }
 
@@ -65,6 +93,8 @@ pub struct E2eRow {
 pub struct E2eTable {
     pub gpu: String,
     pub shape: String,
+    /// [`E2eWorkload::name`].
+    pub workload: String,
     pub rows: Vec<E2eRow>,
 }
 
@@ -86,7 +116,7 @@ pub fn bench_e2e(
     let device = engine.device_name();
     log(&format!("{} on {device}: random weights generated on the device", cfg.name));
     if opts.warmup_tokens > 0 {
-        let tokens = random_tokens(opts.warmup_tokens, cfg.vocab, opts.seed ^ 1);
+        let tokens = opts.workload.tokens(&cfg, opts.warmup_tokens, opts.seed ^ 1)?;
         for kind in kinds {
             engine.prefill(&tokens, &kind.choice(&cfg), &mut |_| {})?;
         }
@@ -94,7 +124,7 @@ pub fn bench_e2e(
     }
     let mut rows = Vec::new();
     for &n in lengths {
-        let tokens = random_tokens(n, cfg.vocab, opts.seed ^ n as u64);
+        let tokens = opts.workload.tokens(&cfg, n, opts.seed ^ n as u64)?;
         for &kind in kinds {
             if kind == E2eAttention::Dense && opts.dense_max_tokens.is_some_and(|m| n > m) {
                 rows.push(E2eRow { tokens: n, attention: kind, outcome: Err("skipped (above --dense-max)".into()) });
@@ -104,13 +134,18 @@ pub fn bench_e2e(
                 engine.prefill(&tokens, &kind.choice(&cfg), &mut |_| {}).map(|(_, s)| s).map_err(|e| e.to_string());
             engine.reset()?;
             match &outcome {
-                Ok(s) => log(&format!("{n} tokens {}: TTFT {:.3} s (random weights)", kind.name(), s.seconds)),
+                Ok(s) => log(&format!(
+                    "{n} tokens {}: TTFT {:.3} s (random weights, {} attention)",
+                    kind.name(),
+                    s.seconds,
+                    opts.workload.name()
+                )),
                 Err(e) => log(&format!("{n} tokens {}: {e}", kind.name())),
             }
             rows.push(E2eRow { tokens: n, attention: kind, outcome });
         }
     }
-    Ok(E2eTable { gpu: device, shape: cfg.name.clone(), rows })
+    Ok(E2eTable { gpu: device, shape: cfg.name.clone(), workload: opts.workload.name().to_string(), rows })
 }
 
 impl E2eTable {
@@ -150,11 +185,12 @@ impl E2eTable {
 
     pub fn to_markdown(&self) -> String {
         let mut out = format!(
-            "TTFT, {}{}, {}; MInference = VS(1000, 6096) on every head\n\n\
+            "TTFT, {}{}, {} attention workload, {}; MInference = VS(1000, 6096) on every head\n\n\
              | tokens | attention | TTFT s | speedup vs dense | QKV s | attention s (estimate + index + kernel) | O-proj s | MLP s | KV offload s | KV layers offloaded | planned device GiB |\n\
              |---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
             self.shape,
             if self.shape.contains("random weights") { "" } else { " (random weights)" },
+            self.workload,
             self.gpu
         );
         for r in &self.rows {
@@ -194,10 +230,11 @@ impl E2eTable {
 
     pub fn to_csv(&self) -> String {
         let mut out = String::from(
-            "gpu,shape,weights,tokens,attention,ttft_s,qkv_s,estimate_s,index_s,attention_kernel_s,o_proj_s,mlp_s,offload_s,kv_offloaded_layers,planned_device_gib,status\n",
+            "gpu,shape,workload,tokens,attention,ttft_s,qkv_s,estimate_s,index_s,attention_kernel_s,o_proj_s,mlp_s,offload_s,kv_offloaded_layers,planned_device_gib,status\n",
         );
         for r in &self.rows {
-            let head = format!("\"{}\",\"{}\",random,{},{}", self.gpu, self.shape, r.tokens, r.attention.name());
+            let head =
+                format!("\"{}\",\"{}\",{},{},{}", self.gpu, self.shape, self.workload, r.tokens, r.attention.name());
             match &r.outcome {
                 Ok(s) => {
                     let _ = writeln!(
@@ -247,7 +284,7 @@ mod tests {
     #[test]
     fn crossover_is_the_first_length_from_which_sparse_always_wins() {
         use E2eAttention::{Dense, MInference};
-        let table = |rows| E2eTable { gpu: "t".into(), shape: "s".into(), rows };
+        let table = |rows| E2eTable { gpu: "t".into(), shape: "s".into(), workload: "random".into(), rows };
         let t = table(vec![
             row(16, Dense, Some(1.0)),
             row(16, MInference, Some(0.9)),
@@ -271,10 +308,13 @@ mod tests {
         let t = E2eTable {
             gpu: "test".into(),
             shape: "qwen2.5-7b".into(),
+            workload: "structured".into(),
             rows: vec![E2eRow { tokens: 1 << 20, attention: E2eAttention::Dense, outcome: Err("skipped".into()) }],
         };
         assert!(t.to_markdown().contains("random weights"));
+        assert!(t.to_markdown().contains("structured attention workload"));
         assert!(t.to_markdown().contains("skipped"));
         assert_eq!(t.to_csv().lines().count(), 2);
+        assert!(t.to_csv().lines().nth(1).is_some_and(|l| l.contains(",structured,")));
     }
 }

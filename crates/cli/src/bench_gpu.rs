@@ -7,8 +7,8 @@ use anyhow::{bail, Result};
 use minference_bench::gpu_attention::{
     csv_row, format_row, run_attention_bench, BenchConfig, BenchRow, PatternSet, Regime, CSV_HEADER, TABLE_HEADER,
 };
-use minference_bench::{bench_e2e, E2eAttention, E2eOptions};
-use minference_model::ModelConfig;
+use minference_bench::{bench_e2e, E2eAttention, E2eOptions, E2eWorkload};
+use minference_model::{ModelConfig, StructuredAttention};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -282,6 +282,12 @@ pub struct BenchE2eArgs {
     /// Comma-separated: dense, minference.
     #[arg(long, default_value = "dense,minference")]
     pub attention: String,
+    /// Attention workloads, comma-separated: random (i.i.d. random weights: near-uniform
+    /// attention, VS indices scatter) and structured (weights built so that attention has the
+    /// core generator's sinks, local band, far slashes and retrieval columns; shapes without Q/K
+    /// biases get them, as the table says).
+    #[arg(long, value_delimiter = ',', default_value = "random,structured", value_parser = parse_workload)]
+    pub workload: Vec<WorkloadKind>,
     /// Dense rows above this length are skipped (reported as such).
     #[arg(long, value_parser = crate::lengths::parse_length)]
     pub dense_max: Option<usize>,
@@ -382,6 +388,35 @@ fn run_hf_baseline(config: &ModelConfig, shape: &str, args: &BenchE2eArgs, csv: 
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadKind {
+    Random,
+    Structured,
+}
+
+fn parse_workload(s: &str) -> Result<WorkloadKind, String> {
+    match s.trim() {
+        "random" => Ok(WorkloadKind::Random),
+        "structured" => Ok(WorkloadKind::Structured),
+        o => Err(format!("unknown attention workload `{o}` (random, structured)")),
+    }
+}
+
+/// The config and the workload of one e2e table: the structured workload needs Q/K biases.
+fn workload_setup(config: &ModelConfig, kind: WorkloadKind, max_len: usize) -> (ModelConfig, E2eWorkload) {
+    match kind {
+        WorkloadKind::Random => (config.clone(), E2eWorkload::Random),
+        WorkloadKind::Structured => {
+            let mut c = config.clone();
+            if !c.qkv_bias {
+                c.qkv_bias = true;
+                c.name = format!("{} + Q/K biases", c.name);
+            }
+            (c, E2eWorkload::Structured(StructuredAttention::new(max_len)))
+        }
+    }
+}
+
 pub fn e2e(args: &BenchE2eArgs) -> Result<()> {
     if !args.random_weights {
         bail!("bench e2e runs random-weight models of named shapes; pass --random-weights");
@@ -389,9 +424,17 @@ pub fn e2e(args: &BenchE2eArgs) -> Result<()> {
     let kinds = args.attention.split(',').map(E2eAttention::parse).collect::<Result<Vec<_>, _>>()?;
     let opts = E2eOptions { dense_max_tokens: args.dense_max, ..E2eOptions::default() };
     let config = ModelConfig::named_shape(&args.shape)?;
+    let max_len = args.lengths.iter().copied().max().unwrap_or(0).max(opts.warmup_tokens);
     let mut csv = String::new();
-    for (i, &gpus) in args.gpus.iter().enumerate() {
-        let weights = EngineWeights::Random { config: config.clone(), seed: opts.seed };
+    let runs = args.gpus.iter().flat_map(|&g| args.workload.iter().map(move |&w| (g, w)));
+    for (i, (gpus, kind)) in runs.enumerate() {
+        let (config, workload) = workload_setup(&config, kind, max_len);
+        let structured = match &workload {
+            E2eWorkload::Structured(w) => Some(Box::new(w.clone())),
+            E2eWorkload::Random => None,
+        };
+        let opts = E2eOptions { workload, ..opts.clone() };
+        let weights = EngineWeights::Random { config: config.clone(), seed: opts.seed, structured };
         let mut engine = open_engine(weights, Placement::Gpus { first: args.gpu, count: gpus }, args.precision)?;
         if let Some(g) = args.memory_gib {
             if !(g > 0.0 && g.is_finite()) {
@@ -430,4 +473,24 @@ pub fn e2e(args: &BenchE2eArgs) -> Result<()> {
         run_hf_baseline(&config, &args.shape, args, hf_csv.as_deref())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workloads_parse_and_the_structured_one_adds_named_biases() {
+        assert_eq!(parse_workload("structured"), Ok(WorkloadKind::Structured));
+        assert_eq!(parse_workload(" random "), Ok(WorkloadKind::Random));
+        assert!(parse_workload("natural").is_err());
+        let llama = ModelConfig::named_shape("llama-3-8b").unwrap_or_else(|e| panic!("{e}"));
+        let (c, w) = workload_setup(&llama, WorkloadKind::Structured, 1 << 17);
+        assert!(c.qkv_bias && c.name.contains("Q/K biases"), "{}", c.name);
+        assert_eq!(w, E2eWorkload::Structured(StructuredAttention::new(1 << 17)));
+        let qwen = ModelConfig::named_shape("qwen2.5-7b").unwrap_or_else(|e| panic!("{e}"));
+        let (c, _) = workload_setup(&qwen, WorkloadKind::Structured, 1 << 17);
+        assert_eq!(c, qwen, "a shape with biases keeps its name");
+        assert_eq!(workload_setup(&llama, WorkloadKind::Random, 8).0, llama);
+    }
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use minference_cuda::{CudaError, Gpu};
 use minference_engine::PrefillEngine;
 use minference_engine_gpu::{EngineSetup, GpuEngine, Precision};
-use minference_model::{Model, ModelConfig};
+use minference_model::{Model, ModelConfig, StructuredAttention};
 use minference_multi_gpu::{TpEngine, TpModel, TpOptions};
 use std::sync::Arc;
 
@@ -87,10 +87,12 @@ pub fn open_gpu(ordinal: usize) -> Result<Arc<Gpu>> {
 /// The weights an engine runs.
 pub enum EngineWeights {
     Model(Arc<Model>),
-    /// A named shape with random weights generated on the device(s) (GPU only).
+    /// A named shape with random weights generated on the device(s) (GPU only); `structured`
+    /// gives attention that workload's structure (`bench e2e --workload structured`).
     Random {
         config: ModelConfig,
         seed: u64,
+        structured: Option<Box<StructuredAttention>>,
     },
 }
 
@@ -115,16 +117,20 @@ pub fn open_engine(
         Placement::Gpus { count: 0, .. } => bail!("--gpus must be at least 1"),
         Placement::Gpus { first, count: 1 } => {
             let gpu = open_gpu(first)?;
-            let setup = EngineSetup { precision, ..EngineSetup::default() };
             Ok(match weights {
-                EngineWeights::Model(m) => Box::new(GpuEngine::new_with(gpu, m, setup)?),
-                EngineWeights::Random { config, seed } => Box::new(GpuEngine::random_with(gpu, config, seed, setup)?),
+                EngineWeights::Model(m) => {
+                    Box::new(GpuEngine::new_with(gpu, m, EngineSetup { precision, ..EngineSetup::default() })?)
+                }
+                EngineWeights::Random { config, seed, structured } => {
+                    let setup = EngineSetup { precision, structured: structured.map(|w| *w), ..EngineSetup::default() };
+                    Box::new(GpuEngine::random_with(gpu, config, seed, setup)?)
+                }
             })
         }
         Placement::Gpus { first, count } => {
             let model = match weights {
                 EngineWeights::Model(m) => TpModel::Host(m),
-                EngineWeights::Random { config, seed } => TpModel::Random { config, seed },
+                EngineWeights::Random { config, seed, structured } => TpModel::Random { config, seed, structured },
             };
             let ordinals: Vec<usize> = (first..first + count).collect();
             let opts = TpOptions { precision, ..TpOptions::default() };

@@ -18,6 +18,7 @@ pub mod plan;
 pub mod precision;
 pub mod prefill_engine;
 pub mod shard;
+pub mod structured;
 pub mod timing;
 pub mod view;
 pub mod weights;

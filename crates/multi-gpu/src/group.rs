@@ -18,8 +18,9 @@ mod prefill_engine;
 pub enum TpModel {
     /// A loaded model; each GPU uploads its shard.
     Host(Arc<Model>),
-    /// Random weights of `config`'s shape, each GPU generating its shard on the device.
-    Random { config: ModelConfig, seed: u64 },
+    /// Random weights of `config`'s shape, each GPU generating its shard on the device; with
+    /// `structured`, attention gets that workload's structure (the same design on every rank).
+    Random { config: ModelConfig, seed: u64, structured: Option<Box<minference_model::StructuredAttention>> },
 }
 
 impl TpModel {

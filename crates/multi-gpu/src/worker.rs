@@ -101,7 +101,12 @@ pub(crate) fn worker(
     let cfg = model.config().clone();
     let collective: Box<dyn Collective> = Box::new(NcclCollective(comm));
     let built = TensorShard::new(&cfg, rank, world).and_then(|shard| {
-        let setup = EngineSetup { shard: Some(shard), collective: Some(collective), precision: opts.precision };
+        let structured = match &model {
+            TpModel::Random { structured, .. } => structured.as_deref().cloned(),
+            TpModel::Host(_) => None,
+        };
+        let setup =
+            EngineSetup { shard: Some(shard), collective: Some(collective), precision: opts.precision, structured };
         match &model {
             TpModel::Host(m) => GpuEngine::new_with(Arc::clone(&gpu), Arc::clone(m), setup),
             TpModel::Random { seed, .. } => GpuEngine::random_with(Arc::clone(&gpu), cfg.clone(), *seed, setup),

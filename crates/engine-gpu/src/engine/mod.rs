@@ -27,7 +27,7 @@ use minference_cuda::{layer_attention, DeviceTensor, Gpu};
 use minference_engine::rope::Rope;
 use minference_engine::{AttentionChoice, PrefillProgress};
 use minference_engine::{MemoryPlan, PrefillStats, ResidualExport};
-use minference_model::{Model, ModelConfig, ModelError};
+use minference_model::{Model, ModelConfig, ModelError, StructuredAttention};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,6 +53,9 @@ pub struct EngineSetup {
     pub shard: Option<TensorShard>,
     pub collective: Option<Box<dyn Collective>>,
     pub precision: Precision,
+    /// Random weights only: give attention the structured workload's shape
+    /// (`minference_model::structured`).
+    pub structured: Option<StructuredAttention>,
 }
 
 pub struct GpuEngine {
@@ -151,7 +154,12 @@ impl GpuEngine {
         }
         let ops = Ops::load(&gpu, setup.precision)?;
         let rank_seed = seed ^ (shard.rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let weights = DeviceWeights::random(&gpu, &ops, &local, rank_seed)?;
+        let mut weights = DeviceWeights::random(&gpu, &ops, &local, rank_seed)?;
+        if let Some(workload) = &setup.structured {
+            // One design for the whole model (every rank the same attention structure).
+            let design = workload.design(&cfg, seed)?;
+            crate::structured::apply_design(&gpu, &cfg, &shard, &design, setup.precision, &mut weights)?;
+        }
         Self::assemble(gpu, cfg, true, ops, weights, shard, setup)
     }
 
