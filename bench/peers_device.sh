@@ -6,9 +6,10 @@
 # Here (where Rust is): build target/release/minference, strip a copy into .devbin/, keep the sdist
 # (docs/engineering.md, "Peers on the GPU machine") in .peers/; then call the device tool with
 # carry [".devbin", ".peers"] and:  bash bench/peers_device.sh
-# Settings: ATTN_LENGTHS (16k,128k), E2E_LENGTHS (32k,128k), REPS (2), PEERS_TIME_BUDGET (s, for
-# the peer script), MINFERENCE_COMMIT. Measured 2026-12-01 on an H200: the defaults take 158 s
-# (e2e 65 s while MInference builds, attention + peers 86 s). The acceptance lengths do not fit one
+# Settings: ATTN_LENGTHS (16k,128k), E2E_LENGTHS (32k,128k), E2E_WORKLOADS (random,structured),
+# REPS (2), PEERS_TIME_BUDGET (s, for the peer script), MINFERENCE_COMMIT. Measured 2026-12-01 on an
+# H200 with the random workload alone: 158 s (e2e 65 s while MInference builds, attention + peers
+# 86 s); the structured workload adds a second e2e table (about as long again, not yet measured). The acceptance lengths do not fit one
 # 10-minute call: 1M attention peers alone are ~2-3 min (SDPA cuDNN 19 s a run), a dense 1M e2e
 # prefill ~200 s; split them over calls (e.g. ATTN_LENGTHS=512k,1m E2E_LENGTHS=1m).
 set -uo pipefail
@@ -35,6 +36,7 @@ fi
 export PYTHONPATH=$MI${PYTHONPATH:+:$PYTHONPATH}
 t0=$(date +%s)
 $BIN bench e2e --random-weights --shape qwen2.5-7b --lengths "${E2E_LENGTHS:-32k,128k}" \
+    --workload "${E2E_WORKLOADS:-random,structured}" \
     --csv "$OUT/e2e.csv" 2>&1 | tee "$OUT/e2e.log"
 echo "e2e took $(( $(date +%s) - t0 )) s"
 [ -n "$build_pid" ] && wait "$build_pid"
