@@ -1,9 +1,13 @@
 //! A dense attention backend that hands every KV group's Q/K/V to a visitor during a model's
-//! forward pass. The engine calls `dense` once per (layer, KV group) in order, so call `c` is layer
+//! forward pass (the search computes each head's dense output itself, so the visitor replaces the
+//! attention). The engine calls `dense` once per (layer, KV group) in order, so call `c` is layer
 //! `c / kv_heads`, group `c % kv_heads`; Q holds that group's query heads `[group, n, D]`.
+//! Capturing one layer's Q/K/V only watches the forward: an engine `Observer` ([`capture_layer`]).
 
 use crate::error::{Result, SearchError};
 use minference_core::{AttentionBackend, AttnShape, HeadPattern, HostTensor, SparseIndex, VsSelection};
+use minference_engine::{AttentionPass, Observer};
+use minference_model::ModelError;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// One KV group's attention inputs, f32, head-major.
@@ -24,25 +28,15 @@ pub trait GroupVisitor: Sync {
     fn visit(&self, g: &GroupInputs) -> Result<Vec<f32>>;
 }
 
-/// Message of the error used to end a forward pass early (see [`VisitingBackend::stop_after`]).
-pub const STOPPED: &str = "forward stopped after the captured layer";
-
 pub struct VisitingBackend<V: GroupVisitor> {
     visitor: V,
     kv_heads: usize,
     calls: AtomicUsize,
-    stop_after: Option<usize>,
 }
 
 impl<V: GroupVisitor> VisitingBackend<V> {
     pub fn new(visitor: V, kv_heads: usize) -> Self {
-        VisitingBackend { visitor, kv_heads: kv_heads.max(1), calls: AtomicUsize::new(0), stop_after: None }
-    }
-
-    /// Fails every call after `layer` with [`STOPPED`], so a forward pass ends there.
-    pub fn stop_after(mut self, layer: usize) -> Self {
-        self.stop_after = Some(layer);
-        self
+        VisitingBackend { visitor, kv_heads: kv_heads.max(1), calls: AtomicUsize::new(0) }
     }
 
     pub fn visitor(&self) -> &V {
@@ -71,9 +65,6 @@ impl<V: GroupVisitor> AttentionBackend for VisitingBackend<V> {
         }
         let call = self.calls.fetch_add(1, Ordering::SeqCst);
         let layer = call / self.kv_heads;
-        if self.stop_after.is_some_and(|l| layer > l) {
-            return Err(SearchError::Input(STOPPED.into()));
-        }
         let (n, d) = (shape.seqs[0].q_len, shape.head_dim);
         let (q, k, v) = (f32_view(q), f32_view(k), f32_view(v));
         if q.len() != shape.heads * n * d || k.len() < n * d || v.len() < n * d {
@@ -131,41 +122,38 @@ pub struct CapturedHead {
     pub v: Vec<f32>,
 }
 
-/// Runs layers `0..=layer` densely and keeps every query head's Q/K/V of `layer`.
+/// Keeps every query head's Q/K/V of `layer` from the forward's attention passes and ends the
+/// forward after that layer.
 struct LayerCapture {
     layer: usize,
-    heads: std::sync::Mutex<Vec<CapturedHead>>,
+    heads: Vec<CapturedHead>,
 }
 
-impl GroupVisitor for LayerCapture {
-    fn visit(&self, g: &GroupInputs) -> Result<Vec<f32>> {
-        use rayon::prelude::*;
-        let (n, d) = (g.n, g.head_dim);
-        let outs: Vec<Result<Vec<f32>>> = (0..g.group)
-            .into_par_iter()
-            .map(|local| {
-                let q = &g.q[local * n * d..(local + 1) * n * d];
-                crate::dense::dense_output(&crate::dense::HeadInputs::new(q, g.k, Some(g.v), d)?)
-            })
-            .collect();
-        if g.layer == self.layer {
-            let mut heads = self.heads.lock().map_err(|_| SearchError::Input("a capture thread panicked".into()))?;
-            for local in 0..g.group {
-                heads.push(CapturedHead {
-                    head: g.kv_group * g.group + local,
-                    n,
-                    head_dim: d,
-                    q: g.q[local * n * d..(local + 1) * n * d].to_vec(),
-                    k: g.k.to_vec(),
-                    v: g.v.to_vec(),
-                });
-            }
+impl Observer<[f32], ModelError> for LayerCapture {
+    fn attention(&mut self, p: &AttentionPass<'_, [f32]>) -> std::result::Result<(), ModelError> {
+        if p.layer != self.layer {
+            return Ok(());
         }
-        let mut out = Vec::with_capacity(g.group * n * d);
-        for o in outs {
-            out.extend_from_slice(&o?);
+        let (n, d, kv_n) = (p.tokens, p.head_dim, p.kv_tokens);
+        let group = (p.heads / p.kv_heads.max(1)).max(1);
+        for local in 0..p.heads {
+            let kv = local / group;
+            let (q, k, v) = (
+                p.q.get(local * n * d..(local + 1) * n * d),
+                p.k.get(kv * kv_n * d..(kv + 1) * kv_n * d),
+                p.v.get(kv * kv_n * d..(kv + 1) * kv_n * d),
+            );
+            let (Some(q), Some(k), Some(v)) = (q, k, v) else {
+                return Err(ModelError::Input("an attention pass is smaller than its shape".into()));
+            };
+            let head = p.first_head + local;
+            self.heads.push(CapturedHead { head, n, head_dim: d, q: q.to_vec(), k: k.to_vec(), v: v.to_vec() });
         }
-        Ok(out)
+        Ok(())
+    }
+
+    fn stop_after(&self, layer: usize) -> bool {
+        layer == self.layer
     }
 }
 
@@ -183,21 +171,11 @@ pub fn capture_layer(
     if tokens.is_empty() {
         return Err(SearchError::Input("the prompt is empty".into()));
     }
-    let visitor = LayerCapture { layer, heads: std::sync::Mutex::new(Vec::new()) };
-    let mut engine =
-        minference_engine::CpuEngine::new(model, VisitingBackend::new(visitor, cfg.kv_heads).stop_after(layer));
-    let result = engine.prefill(tokens, &minference_engine::AttentionChoice::Dense, &mut |_| {});
-    let mut heads = std::mem::take(
-        &mut *engine
-            .backend()
-            .visitor()
-            .heads
-            .lock()
-            .map_err(|_| SearchError::Input("a capture thread panicked".into()))?,
-    );
-    // The forward ends with the STOPPED error once the layer is captured (unless it was the last).
+    let mut capture = LayerCapture { layer, heads: Vec::new() };
+    let mut engine = minference_engine::CpuEngine::new(model, minference_cpu::CpuBackend::new());
+    engine.prefill_observed(tokens, &minference_engine::AttentionChoice::Dense, &mut |_| {}, &mut capture)?;
+    let mut heads = capture.heads;
     if heads.len() != cfg.heads {
-        result?;
         return Err(SearchError::Input(format!(
             "captured {} heads of layer {layer}, expected {}",
             heads.len(),

@@ -60,7 +60,8 @@ fn model_search_covers_every_head_and_writes_a_loadable_config() {
 
 #[test]
 fn search_forward_equals_the_cpu_backend_forward() {
-    // The search backend computes attention itself; the logits must match the regular engine's.
+    // The search backend computes attention with its own dense path: on one layer's captured
+    // inputs it must equal the CPU backend's.
     let model = Arc::new(tiny_model());
     let tokens = prompt(150);
     let mut engine = CpuEngine::new(Arc::clone(&model), CpuBackend::new());
@@ -84,6 +85,25 @@ fn search_forward_equals_the_cpu_backend_forward() {
         assert!(err < 1e-4, "head {}: {err}", c.head);
     }
     assert!(want.iter().all(|x| x.is_finite()));
+}
+
+#[test]
+fn a_layer_capture_holds_what_the_engine_captures_for_each_head() {
+    // Both watch the same forward (engine observers): every head's Q and its group's K agree
+    // exactly, and V has K's shape.
+    let model = Arc::new(tiny_model());
+    let tokens = prompt(90);
+    let captured = capture_layer(Arc::clone(&model), &tokens, 1).unwrap();
+    let mut engine = CpuEngine::new(Arc::clone(&model), CpuBackend::new());
+    for c in &captured {
+        let qk = engine.capture_qk(&tokens, 1, c.head).unwrap();
+        assert_eq!((qk.head, qk.tokens, qk.head_dim), (c.head, c.n, c.head_dim));
+        assert_eq!(qk.q, c.q, "head {}", c.head);
+        assert_eq!(qk.k, c.k, "head {}", c.head);
+        assert_eq!(c.v.len(), c.k.len());
+    }
+    let heads: Vec<usize> = captured.iter().map(|c| c.head).collect();
+    assert_eq!(heads, (0..model.config().heads).collect::<Vec<_>>());
 }
 
 #[test]
