@@ -5,9 +5,11 @@
 //!   attention per layer and head, dense decode over the device KV cache.
 //! * [`plan_gpu_memory`]: the bytes a prefill needs, and which KV layers go to pinned host memory.
 //!
-//! Linear layers run through cuBLASLt (bf16, fp32 accumulation); norms, RoPE, SwiGLU, embedding,
-//! decode attention are small kernels in `crates/cuda/kernels/model_ops.cu`; prefill attention is
-//! `minference_cuda::layer_attention`, one KV-head group at a time.
+//! The layer walk is `minference_engine::forward`, the same as the CPU's; this crate supplies the
+//! GPU's operations (`engine/device.rs`). Linear layers run through cuBLASLt (bf16, fp32
+//! accumulation); norms, RoPE, SwiGLU, embedding, decode attention are small kernels in
+//! `crates/cuda/kernels/model_ops.cu`; prefill attention is `minference_cuda::layer_attention`, per
+//! layer or one KV-head group at a time.
 
 pub mod engine;
 pub mod error;
