@@ -25,8 +25,9 @@ constexpr int KIND_PAIR = 2;     // chunk = keys [start, start + len) in columns
 
 // Work description of one 128-key chunk (64 bytes), written to shared memory by the producer before
 // it arms the stage's K barrier; read by the consumers after waiting on it. The index planner
-// (hopper_attention.cu) writes the same struct to global memory.
-struct ChunkMeta {
+// (hopper_attention.cu) writes the same struct to global memory. 16-byte aligned so that the
+// producer moves it with four 16-byte loads and stores, not sixteen 4-byte ones.
+struct alignas(16) ChunkMeta {
     int start;   // key of column 0 (RANGE, PAIR); index into Params::cols (GATHER)
     int len;     // columns 0..len-1 loaded (RANGE, GATHER: 1..128; PAIR: 1..64)
     int kind;

@@ -3,6 +3,7 @@
 // (h, m), next() the chunks in order. Device code only.
 #pragma once
 #include "hopper/chunks.cuh"
+#include "hopper/ptx.cuh"
 
 #ifndef MI_MIXED_PREGS
 #define MI_MIXED_PREGS 56
@@ -107,7 +108,7 @@ struct MixedProducer {
     static constexpr bool kGather = true;
     static constexpr int kProducerRegs = MI_MIXED_PREGS;
     struct State {
-        int kind, n, top;   // dense: next key tile (descending)
+        int kind, n, top;   // dense: next key tile (descending); index: end of the tile's chunks
         int r, pos;         // A-shape: current range (0/1) and position
         int rs0, re0, rs1, re1;  // A-shape ranges [rs0, re0), [rs1, re1) (scalars: no local memory)
         int nr;
@@ -150,6 +151,7 @@ struct MixedProducer {
             const int t = h * p.n_mtiles + m;
             s.c = p.tile_chunks[2 * t];
             s.n = p.tile_chunks[2 * t + 1];
+            s.top = s.c + s.n;  // end of the tile's chunks
         } else if (s.kind == HEAD_ASHAPE) {
             const int r0 = m * BM, r1 = min(r0 + BM, p.n);  // rows [r0, r1)
             const int lo = max(0, r0 - p.head_local[h] + 1);
@@ -186,7 +188,12 @@ struct MixedProducer {
         return s;
     }
     static __device__ __forceinline__ ChunkMeta next(const Params& p, State& s) {
-        if (s.kind == HEAD_INDEX) return p.chunks[s.c++];
+        if (s.kind == HEAD_INDEX) {
+            // The planned chunks are read in order: fetching two ahead into L1 takes the L2
+            // latency of this read off the producer's path between a stage's release and its TMA.
+            if (s.c + 2 < s.top) prefetch_l1(p.chunks + s.c + 2);
+            return p.chunks[s.c++];
+        }
         if (s.kind == HEAD_ASHAPE) return cut(s);
         const int start = s.top * BN;
         s.top--;
