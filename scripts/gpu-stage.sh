@@ -6,7 +6,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 stage=${MINFERENCE_GPU_STAGE:-/tmp/minference-gpu}
 mkdir -p "$stage"
-for d in .devgpu-1 .devgpu-2 .devgpu-3; do
+for d in .devgpu-1 .devgpu-2 .devgpu-3 .devgpu-4; do
     if [ -d "$d" ]; then
         mkdir -p "$stage/$d" && cp -a "$d"/. "$stage/$d"/ || exit 1
     fi

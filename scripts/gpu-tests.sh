@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds every GPU test (CUDA kernels, GPU engine, multi-GPU group, GPU search) and the CLI here,
 # where Rust is, for the GPU machine, which has no Rust, and packs them with the real SmolLM2 GGUF
-# into three folders of at most ~58 MB (one device call carries at most 64 MiB with the tree):
-# .devgpu-1 (the test archive), .devgpu-2 (model, first part), .devgpu-3 (the rest, cargo-nextest,
-# the CLI, the cubins). Prints the three device calls to make, one after the other on a warm machine.
+# into four folders of at most ~58 MB (one device call carries at most 64 MiB with the tree):
+# .devgpu-1 and .devgpu-4 (the test archive in two parts), .devgpu-2 (model, first part), .devgpu-3
+# (the rest, cargo-nextest, the CLI, the cubins). Prints the four device calls to make, one after the other on a warm machine.
 #
 #   scripts/gpu-tests.sh
 #
@@ -11,15 +11,19 @@
 # no model file) fails instead. Tests needing 2 GPUs skip on one unless MINFERENCE_REQUIRE_GPUS=2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for d in .devgpu-1 .devgpu-2 .devgpu-3; do
+for d in .devgpu-1 .devgpu-2 .devgpu-3 .devgpu-4; do
     grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude
 done
-rm -rf .devgpu-1 .devgpu-2 .devgpu-3
-mkdir -p .devgpu-1 .devgpu-2 .devgpu-3
+rm -rf .devgpu-1 .devgpu-2 .devgpu-3 .devgpu-4
+mkdir -p .devgpu-1 .devgpu-2 .devgpu-3 .devgpu-4
 export MINFERENCE_REQUIRE_CUBINS=1
 export CARGO_PROFILE_RELEASE_DEBUG=0   # keeps the archive small enough to carry
 cargo nextest archive --release -p minference-cuda -p minference-engine-gpu -p minference-multi-gpu \
     -p minference-search --archive-file .devgpu-1/gpu-tests.tar.zst
+# The archive outgrew one carry: its first 55 MB stay in .devgpu-1, the rest goes to .devgpu-4.
+head -c 55000000 .devgpu-1/gpu-tests.tar.zst > .devgpu-1/gpu-tests.part0
+tail -c +55000001 .devgpu-1/gpu-tests.tar.zst > .devgpu-4/gpu-tests.part1
+rm .devgpu-1/gpu-tests.tar.zst
 cargo build --release -p minference-cli
 strip -o .devgpu-3/minference "${CARGO_TARGET_DIR:-target}/release/minference"
 xz -T2 -6 .devgpu-3/minference
@@ -33,10 +37,11 @@ model=models/SmolLM2-135M-Instruct.Q4_1.gguf
 head -c 55000000 "$model" > .devgpu-2/part
 tail -c +55000001 "$model" > .devgpu-3/part
 md5sum "$model" | cut -d' ' -f1 > .devgpu-3/md5
-du -sh .devgpu-1 .devgpu-2 .devgpu-3
+du -sh .devgpu-1 .devgpu-2 .devgpu-3 .devgpu-4
 cat <<'CMD'
 Device calls, one right after the other (the machine stays warm 30 s; earlier carries stay there):
   1. carry [".devgpu-1"]: scripts/gpu-stage.sh
   2. carry [".devgpu-2"]: scripts/gpu-stage.sh
-  3. carry [".devgpu-3"]: scripts/gpu-run.sh        (MINFERENCE_GPU_RUNS=2 scripts/gpu-run.sh runs twice)
+  3. carry [".devgpu-4"]: scripts/gpu-stage.sh
+  4. carry [".devgpu-3"]: scripts/gpu-run.sh        (MINFERENCE_GPU_RUNS=2 scripts/gpu-run.sh runs twice)
 CMD
