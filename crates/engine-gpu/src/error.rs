@@ -20,6 +20,9 @@ pub enum EngineError {
     /// A multi-GPU group's failure, naming the GPU that failed.
     #[error("{0}")]
     Group(String),
+    /// A kernel wrapper's views do not fit the kernel (a bug of its caller, caught before launch).
+    #[error("kernel `{kernel}`: {message}")]
+    Shape { kernel: &'static str, message: String },
     #[error("GPU engine kernels: {0}")]
     KernelLoad(String),
     /// An error of the device-independent engine layer (a group's rank, the trait's callers).

@@ -5,7 +5,6 @@
 //! layer (per-group attention only).
 
 use crate::error::{driver, EngineError, Result};
-use crate::ops::dptr;
 use crate::view::DeviceView;
 use cudarc::driver::{CudaSlice, PinnedHostSlice};
 use minference_core::DType;
@@ -38,6 +37,7 @@ pub struct KvCache {
     pub tail_capacity: usize,
     kv_heads: usize,
     head_dim: usize,
+    dtype: DType,
 }
 
 fn group(gpu: &Gpu, dtype: DType, n: usize, d: usize) -> Result<GroupKv> {
@@ -92,7 +92,7 @@ impl KvCache {
                     .collect()
             })
             .collect::<Result<Vec<Vec<_>>>>()?;
-        Ok(KvCache { prefix, staging, tail, n_prefix: n, len: 0, tail_capacity: cap, kv_heads, head_dim })
+        Ok(KvCache { prefix, staging, tail, n_prefix: n, len: 0, tail_capacity: cap, kv_heads, head_dim, dtype })
     }
 
     pub fn is_offloaded(&self, layer: usize) -> bool {
@@ -121,19 +121,23 @@ impl KvCache {
         }
     }
 
-    /// Device addresses of the prefill K/V `[N, D]` of (layer, kv_head), in either layout.
-    pub fn prefix_ptrs(&self, gpu: &Gpu, layer: usize, kv_head: usize) -> Result<(u64, u64)> {
+    /// The prefill K/V of (layer, kv_head) as `N` rows of D each, in either layout.
+    pub fn prefix_views(&self, gpu: &Gpu, layer: usize, kv_head: usize) -> Result<(DeviceView, DeviceView)> {
+        let (n, d) = (self.n_prefix, self.head_dim);
         if let Prefix::Layer(kv) = &self.prefix[layer] {
-            let head = |t| DeviceView::of_tensor(gpu, t, self.n_prefix * self.head_dim).row_ptr(kv_head);
+            let head = |t| DeviceView::of_tensor(gpu, t, n * d).rows(kv_head, 1).as_rows_of(d);
             return Ok((head(&kv.k), head(&kv.v)));
         }
         let kv = self.prefix(layer, kv_head)?;
-        Ok((kv.k.device_ptr(gpu), kv.v.device_ptr(gpu)))
+        let rows = |t| DeviceView::of_tensor(gpu, t, d).rows(0, n);
+        Ok((rows(&kv.k), rows(&kv.v)))
     }
 
-    pub fn tail_ptrs(&self, gpu: &Gpu, layer: usize, kv_head: usize) -> (u64, u64) {
+    /// The decode tail K/V of (layer, kv_head): `tail_capacity` rows of D each.
+    pub fn tail_views(&self, gpu: &Gpu, layer: usize, kv_head: usize) -> (DeviceView, DeviceView) {
         let (k, v) = &self.tail[layer][kv_head];
-        (dptr(gpu, k), dptr(gpu, v))
+        let rows = |t| DeviceView::of_slice(gpu, t, self.dtype, self.head_dim);
+        (rows(k), rows(v))
     }
 
     /// Copies the staging layer to the pinned host copy of `layer` (stream-ordered).

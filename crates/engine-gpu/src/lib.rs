@@ -14,6 +14,7 @@
 pub mod engine;
 pub mod error;
 pub mod gemm;
+mod kernel_args;
 pub mod kv;
 pub mod ops;
 pub mod plan;

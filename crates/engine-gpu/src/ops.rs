@@ -1,11 +1,13 @@
 //! The engine's small kernels (`model_ops` of the one kernel build, crates/cuda/kernels/model_ops.cu):
-//! loading and typed launch wrappers.
+//! loading, and launch wrappers over typed views (their checks and argument lists are
+//! `kernel_args.rs`).
 
 use crate::error::{driver, EngineError, Result};
+pub use crate::kernel_args::DECODE_CHUNK;
+use crate::kernel_args::{Arg, DecodeKv, Launch, Plans, RopeDst};
 use crate::precision::Precision;
-use crate::view::DeviceView;
-use cudarc::driver::{CudaFunction, CudaModule, CudaSlice, DevicePtr, LaunchConfig, PushKernelArg};
-use minference_core::DType;
+use crate::view::{DeviceSlice, DeviceView};
+use cudarc::driver::{CudaFunction, CudaModule, LaunchConfig, PushKernelArg};
 use minference_cuda::Gpu;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,34 +26,10 @@ const ENTRIES: &[&str] = &[
     "add_update_to_residual",
 ];
 
-/// Keys per block of the decode attention (DECODE_CHUNK in the kernel).
-pub const DECODE_CHUNK: usize = 256;
-
-/// A kernel argument passed by value.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Arg {
-    P(u64),
-    I(i32),
-    L(i64),
-    U(u64),
-    F(f32),
-}
-
-/// Blocks of 256 threads for a grid-stride kernel over `items`: one item per thread, at most
-/// 65,536 blocks (the kernel loops over the rest), at least one.
-fn grid_stride_blocks(items: usize) -> u32 {
-    items.div_ceil(256).clamp(1, 65_536) as u32
-}
-
-/// Device address of a slice (the engine orders everything on the Gpu's one stream).
-pub(crate) fn dptr<T>(gpu: &Gpu, s: &CudaSlice<T>) -> u64 {
-    let (p, _sync) = s.device_ptr(gpu.stream());
-    p
-}
-
 pub struct Ops {
     _module: Arc<CudaModule>,
     funcs: HashMap<&'static str, CudaFunction>,
+    plans: Plans,
 }
 
 impl Ops {
@@ -69,16 +47,22 @@ impl Ops {
                 .map_err(|e| EngineError::KernelLoad(format!("kernel `{name}` missing: {e:?}")))?;
             funcs.insert(name, f);
         }
-        Ok(Ops { _module: module, funcs })
+        Ok(Ops { _module: module, funcs, plans: Plans { dtype: precision.dtype() } })
     }
 
-    pub(crate) fn launch(&self, gpu: &Gpu, name: &str, grid: u32, block: u32, smem: u32, args: &[Arg]) -> Result<()> {
-        if grid == 0 {
+    /// The storage type of the unit (bf16 or f16).
+    pub(crate) fn dtype(&self) -> minference_core::DType {
+        self.plans.dtype
+    }
+
+    fn launch(&self, gpu: &Gpu, l: Launch) -> Result<()> {
+        if l.grid == 0 {
             return Ok(());
         }
+        let name = l.name;
         let f = self.funcs.get(name).ok_or_else(|| EngineError::KernelLoad(format!("kernel `{name}` not loaded")))?;
         let mut b = gpu.stream().launch_builder(f);
-        for a in args {
+        for a in &l.args {
             match a {
                 Arg::P(p) => b.arg(p),
                 Arg::I(i) => b.arg(i),
@@ -87,196 +71,87 @@ impl Ops {
                 Arg::F(x) => b.arg(x),
             };
         }
-        let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: smem };
-        // SAFETY: every wrapper below passes the argument list of its kernel in kernels/model_ops.cu.
+        let cfg = LaunchConfig { grid_dim: (l.grid, 1, 1), block_dim: (l.block, 1, 1), shared_mem_bytes: l.smem };
+        // SAFETY: every plan of kernel_args.rs passes the argument list of its kernel in
+        // kernels/model_ops.cu, over views it checked against the kernel's shapes.
         unsafe { b.launch(cfg) }.map_err(driver(name))?;
         Ok(())
     }
 
-    /// Fills `n` bf16 values at `ptr` with uniform values in [-scale, scale) from `seed`.
-    pub(crate) fn init_uniform(&self, gpu: &Gpu, ptr: u64, n: usize, seed: u64, scale: f32) -> Result<()> {
-        let grid = grid_stride_blocks(n);
-        self.launch(gpu, "init_uniform", grid, 256, 0, &[Arg::P(ptr), Arg::L(n as i64), Arg::U(seed), Arg::F(scale)])
+    /// Fills the whole of `out` with uniform values in [-scale, scale) from `seed`.
+    pub(crate) fn init_uniform(&self, gpu: &Gpu, out: DeviceView, seed: u64, scale: f32) -> Result<()> {
+        self.launch(gpu, self.plans.init_uniform(out, seed, scale)?)
     }
 
-    pub(crate) fn embed(&self, gpu: &Gpu, tokens: u64, table: u64, out: u64, n: usize, hidden: usize) -> Result<()> {
-        self.launch(
-            gpu,
-            "embed_rows",
-            n as u32,
-            256,
-            0,
-            &[Arg::P(tokens), Arg::P(table), Arg::P(out), Arg::I(hidden as i32)],
-        )
+    pub(crate) fn embed(&self, gpu: &Gpu, tokens: DeviceSlice<i32>, table: DeviceView, out: DeviceView) -> Result<()> {
+        self.launch(gpu, self.plans.embed(tokens, table, out)?)
     }
 
-    /// `x[i] += p[i]` for `n` values: f32 residual `x`, bf16 update `p`.
-    pub(crate) fn add_to_residual(&self, gpu: &Gpu, x: u64, p: u64, n: usize) -> Result<()> {
-        let grid = grid_stride_blocks(n);
-        self.launch(gpu, "add_update_to_residual", grid, 256, 0, &[Arg::P(x), Arg::P(p), Arg::L(n as i64)])
+    /// `x += p`: f32 residual rows `x`, bf16/f16 update rows `p`.
+    pub(crate) fn add_to_residual(&self, gpu: &Gpu, x: DeviceView, p: DeviceView) -> Result<()> {
+        self.launch(gpu, self.plans.add_to_residual(x, p)?)
     }
 
-    /// RMSNorm of `rows` f32 residual rows at `x` into bf16 rows at `out`.
-    #[allow(clippy::too_many_arguments)]
+    /// RMSNorm of f32 residual rows `x` into bf16/f16 rows `out`.
     pub(crate) fn rms_norm(
         &self,
         gpu: &Gpu,
-        x: u64,
-        w: u64,
-        out: u64,
-        rows: usize,
-        width: usize,
+        x: DeviceView,
+        w: DeviceSlice<f32>,
+        out: DeviceView,
         eps: f32,
     ) -> Result<()> {
-        let args = [Arg::P(x), Arg::P(w), Arg::P(out), Arg::I(width as i32), Arg::F(eps)];
-        self.launch(gpu, "rms_norm_rows", rows as u32, 256, 0, &args)
+        self.launch(gpu, self.plans.rms_norm(x, w, out, eps)?)
     }
 
-    pub(crate) fn rms_norm_f32out(&self, gpu: &Gpu, x: u64, w: u64, out: u64, width: usize, eps: f32) -> Result<()> {
-        let args = [Arg::P(x), Arg::P(w), Arg::P(out), Arg::I(width as i32), Arg::F(eps)];
-        self.launch(gpu, "rms_norm_f32out", 1, 256, 0, &args)
+    pub(crate) fn rms_norm_f32out(
+        &self,
+        gpu: &Gpu,
+        x: DeviceView,
+        w: DeviceSlice<f32>,
+        out: DeviceSlice<f32>,
+        eps: f32,
+    ) -> Result<()> {
+        self.launch(gpu, self.plans.rms_norm_f32out(x, w, out, eps)?)
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn qkv_rope_scatter(
         &self,
         gpu: &Gpu,
-        (qkv, in_stride): (u64, usize),
-        bias: u64,
-        inv_freq: u64,
-        (q_out, k_out, v_out): (u64, u64, u64),
-        tokens: usize,
+        qkv: DeviceView,
+        bias: Option<DeviceView>,
+        inv_freq: DeviceSlice<f64>,
+        dst: RopeDst,
         gs: usize,
-        head_dim: usize,
-        (q_rows, q_row0, kv_row0, pos0): (usize, usize, usize, usize),
     ) -> Result<()> {
-        let args = [
-            Arg::P(qkv),
-            Arg::P(bias),
-            Arg::P(inv_freq),
-            Arg::P(q_out),
-            Arg::P(k_out),
-            Arg::P(v_out),
-            Arg::I(gs as i32),
-            Arg::I(head_dim as i32),
-            Arg::L(q_rows as i64),
-            Arg::L(q_row0 as i64),
-            Arg::L(kv_row0 as i64),
-            Arg::L(pos0 as i64),
-            Arg::I(in_stride as i32),
-        ];
-        self.launch(gpu, "qkv_rope_scatter", tokens as u32, (head_dim / 2) as u32, 0, &args)
+        self.launch(gpu, self.plans.qkv_rope_scatter(qkv, bias, inv_freq, dst, gs)?)
     }
 
-    pub(crate) fn swiglu(&self, gpu: &Gpu, gate_up: u64, out: u64, rows: usize, inter: usize) -> Result<()> {
-        let grid = grid_stride_blocks(rows * inter);
-        self.launch(
-            gpu,
-            "swiglu",
-            grid,
-            256,
-            0,
-            &[Arg::P(gate_up), Arg::P(out), Arg::L(rows as i64), Arg::I(inter as i32)],
-        )
+    pub(crate) fn swiglu(&self, gpu: &Gpu, gate_up: DeviceView, out: DeviceView) -> Result<()> {
+        self.launch(gpu, self.plans.swiglu(gate_up, out)?)
     }
 
-    /// Head-major `[gs, n, D]` at `src` → rows of `row_stride` elements at `dst` (columns `0..gs*D`).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn heads_to_rows(
-        &self,
-        gpu: &Gpu,
-        src: u64,
-        dst: u64,
-        n: usize,
-        gs: usize,
-        head_dim: usize,
-        row_stride: usize,
-    ) -> Result<()> {
-        // One thread per 8 elements (a 16-byte vector).
-        let grid = grid_stride_blocks(n * gs * head_dim / 8);
-        let args = [
-            Arg::P(src),
-            Arg::P(dst),
-            Arg::L(n as i64),
-            Arg::I(gs as i32),
-            Arg::I(head_dim as i32),
-            Arg::I(row_stride as i32),
-        ];
-        self.launch(gpu, "heads_to_rows", grid, 256, 0, &args)
+    /// Head-major `src` (heads of `[n, D]`) into the token rows `dst`.
+    pub(crate) fn heads_to_rows(&self, gpu: &Gpu, src: DeviceView, dst: DeviceView, head_dim: usize) -> Result<()> {
+        self.launch(gpu, self.plans.heads_to_rows(src, dst, head_dim)?)
     }
 
-    pub(crate) fn gemv_rows(&self, gpu: &Gpu, w: u64, x: u64, out: u64, rows: usize, cols: usize) -> Result<()> {
-        let grid = (rows * 32).div_ceil(256) as u32;
-        self.launch(
-            gpu,
-            "gemv_rows_f32",
-            grid,
-            256,
-            0,
-            &[Arg::P(w), Arg::P(x), Arg::P(out), Arg::I(rows as i32), Arg::I(cols as i32)],
-        )
+    pub(crate) fn gemv_rows(&self, gpu: &Gpu, w: DeviceView, x: DeviceSlice<f32>, out: DeviceSlice<f32>) -> Result<()> {
+        self.launch(gpu, self.plans.gemv_rows(w, x, out)?)
     }
 
-    /// Dense decode attention of one KV-head group; `part` holds `splits * gs * (head_dim + 2)` floats.
-    #[allow(clippy::too_many_arguments)]
+    /// Dense decode attention of one KV-head group (split-K partials in `part`, then the combine).
     pub(crate) fn decode_attention(
         &self,
         gpu: &Gpu,
-        q: u64,
-        (k_pre, v_pre, k_tail, v_tail): (u64, u64, u64, u64),
-        n_pre: usize,
+        q: DeviceView,
+        kv: DecodeKv,
         n_keys: usize,
-        gs: usize,
-        head_dim: usize,
-        part: u64,
-        out: u64,
+        part: DeviceSlice<f32>,
+        out: DeviceView,
     ) -> Result<()> {
-        let splits = n_keys.div_ceil(DECODE_CHUNK);
-        // Three f32 arrays back to back: maxima and sums `[splits * gs]`, accumulators
-        // `[splits * gs, head_dim]`; as rows of `splits * gs` they start at rows 0, 1 and 2.
-        let partials = DeviceView::new(part, DType::F32, head_dim + 2, splits * gs);
-        let (part_m, part_l, part_acc) = (partials.row_ptr(0), partials.row_ptr(1), partials.row_ptr(2));
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        let smem = (4 * gs * (head_dim + DECODE_CHUNK)) as u32;
-        let args = [
-            Arg::P(q),
-            Arg::P(k_pre),
-            Arg::P(v_pre),
-            Arg::P(k_tail),
-            Arg::P(v_tail),
-            Arg::I(n_pre as i32),
-            Arg::I(n_keys as i32),
-            Arg::I(gs as i32),
-            Arg::I(head_dim as i32),
-            Arg::F(scale),
-            Arg::P(part_m),
-            Arg::P(part_l),
-            Arg::P(part_acc),
-        ];
-        self.launch(gpu, "decode_attn_partial", splits as u32, DECODE_CHUNK as u32, smem, &args)?;
-        let args = [
-            Arg::P(part_m),
-            Arg::P(part_l),
-            Arg::P(part_acc),
-            Arg::I(splits as i32),
-            Arg::I(gs as i32),
-            Arg::I(head_dim as i32),
-            Arg::P(out),
-        ];
-        self.launch(gpu, "decode_attn_combine", gs as u32, head_dim as u32, 0, &args)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::grid_stride_blocks;
-
-    #[test]
-    fn grid_stride_blocks_cover_every_item_up_to_the_block_cap() {
-        assert_eq!(grid_stride_blocks(0), 1);
-        assert_eq!(grid_stride_blocks(256), 1);
-        assert_eq!(grid_stride_blocks(257), 2);
-        assert_eq!(grid_stride_blocks(256 * 65_536), 65_536);
-        assert_eq!(grid_stride_blocks(usize::MAX / 2), 65_536);
+        let [partial, combine] = self.plans.decode_attention(q, kv, n_keys, part, out)?;
+        self.launch(gpu, partial)?;
+        self.launch(gpu, combine)
     }
 }

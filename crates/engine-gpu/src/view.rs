@@ -1,27 +1,65 @@
 //! Typed views of device buffers: a base address, the element type and a row-major shape, so that
 //! the address of a row, a block of rows or an element comes from the element size of the buffer
 //! (f32 residual, bf16 / f16 storage chosen at run time) instead of a byte count written by hand.
+//! Buffers of other element types (token ids, f64 RoPE frequencies) are [`DeviceSlice`]s.
 
-use crate::ops::dptr;
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, DevicePtr};
 use minference_core::DType;
 use minference_cuda::tensor::elem_bytes;
 use minference_cuda::{DeviceTensor, Gpu};
 
-/// `rows` rows of `row_stride` elements of `dtype` from device address `ptr`.
+/// Device address of a slice (the engine orders everything on the Gpu's one stream).
+pub(crate) fn dptr<T>(gpu: &Gpu, s: &CudaSlice<T>) -> u64 {
+    let (p, _sync) = s.device_ptr(gpu.stream());
+    p
+}
+
+/// `len` elements of `T` from device address `ptr`: a buffer whose element type has no `DType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceSlice<T> {
+    ptr: u64,
+    len: usize,
+    _elem: std::marker::PhantomData<T>,
+}
+
+impl<T> DeviceSlice<T> {
+    pub fn new(ptr: u64, len: usize) -> Self {
+        DeviceSlice { ptr, len, _elem: std::marker::PhantomData }
+    }
+
+    pub fn of(gpu: &Gpu, slice: &CudaSlice<T>) -> Self {
+        Self::new(dptr(gpu, slice), slice.len())
+    }
+
+    pub fn ptr(self) -> u64 {
+        self.ptr
+    }
+
+    pub fn len(self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.len == 0
+    }
+}
+
+/// `rows` rows of `row_stride` elements of `dtype` from device address `ptr`, of which the first
+/// `width` are this view's (a block of columns of a wider matrix has `width < row_stride`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeviceView {
     ptr: u64,
     dtype: DType,
     rows: usize,
     row_stride: usize,
+    width: usize,
 }
 
 impl DeviceView {
     /// Panics when `row_stride` is zero: every view here has rows of at least one element.
     pub fn new(ptr: u64, dtype: DType, rows: usize, row_stride: usize) -> Self {
         assert!(row_stride > 0, "a device view needs rows of at least one element");
-        DeviceView { ptr, dtype, rows, row_stride }
+        DeviceView { ptr, dtype, rows, row_stride, width: row_stride }
     }
 
     /// The whole of `slice` as rows of `row_stride` elements of `dtype` (its length is a multiple
@@ -59,6 +97,27 @@ impl DeviceView {
         self.row_stride
     }
 
+    /// Elements of each row that belong to the view.
+    pub fn width(self) -> usize {
+        self.width
+    }
+
+    /// Whether the rows are back to back (a kernel taking only a width needs this).
+    pub fn is_contiguous(self) -> bool {
+        self.width == self.row_stride
+    }
+
+    /// Elements from the first to the end of the last row.
+    pub fn span(self) -> usize {
+        self.rows * self.row_stride
+    }
+
+    /// The same contiguous elements as rows of `row_stride` (a head of `[n, D]` as `n` rows).
+    pub fn as_rows_of(self, row_stride: usize) -> Self {
+        assert!(self.is_contiguous(), "only back-to-back rows can be re-cut: {self:?}");
+        Self::covering(self.ptr, self.dtype, self.span(), row_stride)
+    }
+
     /// Address and leading dimension, the pair a GEMM operand is passed as.
     pub fn ld(self) -> (u64, usize) {
         (self.ptr, self.row_stride)
@@ -72,7 +131,7 @@ impl DeviceView {
 
     /// Address of element `col` of row `row`.
     pub fn elem_ptr(self, row: usize, col: usize) -> u64 {
-        assert!(row < self.rows && col < self.row_stride, "element ({row}, {col}) outside {self:?}");
+        assert!(row < self.rows && col < self.width, "element ({row}, {col}) outside {self:?}");
         self.offset_ptr(row * self.row_stride + col)
     }
 
@@ -84,8 +143,8 @@ impl DeviceView {
 
     /// The same rows starting `col` elements further on (a block of columns of a wider matrix).
     pub fn cols_from(self, col: usize) -> Self {
-        assert!(col < self.row_stride, "column {col} of rows of {}", self.row_stride);
-        DeviceView { ptr: self.offset_ptr(col), ..self }
+        assert!(col < self.width, "column {col} of rows of {}", self.width);
+        DeviceView { ptr: self.offset_ptr(col), width: self.width - col, ..self }
     }
 
     fn offset_ptr(self, elems: usize) -> u64 {
@@ -167,6 +226,30 @@ mod tests {
             assert_eq!(DeviceView::new(0, dtype, 3, n * d).row_ptr(2), (2 * n * d * 2) as u64);
         }
         assert_eq!(DeviceView::new(0, DType::F32, 3, 7).row_ptr(2), 8 * 7);
+    }
+
+    #[test]
+    fn a_column_block_keeps_the_stride_and_narrows_the_width() {
+        let v = DeviceView::new(1 << 20, DType::Bf16, 10, 576);
+        let block = v.cols_from(64 * 3);
+        assert_eq!((block.width(), block.row_stride(), block.rows_len()), (576 - 192, 576, 10));
+        assert!(v.is_contiguous() && !block.is_contiguous());
+        assert_eq!(block.cols_from(64).elem_ptr(2, 0), v.elem_ptr(2, 256));
+    }
+
+    #[test]
+    fn one_head_re_cut_as_rows_of_the_head_dim() {
+        // Head 2 of `[4, 100, 64]` as 100 rows of 64.
+        let layer = DeviceView::new(0, DType::F16, 4, 100 * 64);
+        let head = layer.rows(2, 1).as_rows_of(64);
+        assert_eq!((head.rows_len(), head.row_stride(), head.ptr()), (100, 64, layer.row_ptr(2)));
+        assert_eq!(head.row_ptr(100), layer.row_ptr(3));
+    }
+
+    #[test]
+    #[should_panic(expected = "only back-to-back rows")]
+    fn a_column_block_cannot_be_re_cut() {
+        DeviceView::new(0, DType::F32, 4, 8).cols_from(2).as_rows_of(2);
     }
 
     #[test]

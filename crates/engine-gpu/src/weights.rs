@@ -3,7 +3,8 @@
 //! `[q rows of the group's heads; k rows; v rows]`, and gate/up are stacked into one matrix.
 
 use crate::error::{EngineError, Result};
-use crate::ops::{dptr, Ops};
+use crate::ops::Ops;
+use crate::view::DeviceView;
 use cudarc::driver::CudaSlice;
 use minference_cuda::Gpu;
 use minference_model::weights::Weights;
@@ -127,7 +128,8 @@ impl DeviceWeights {
             let s = gpu.alloc::<u16>(n)?;
             tensor_id += 1;
             let tensor_seed = seed ^ tensor_id.wrapping_mul(0xD6E8_FEB8_6659_FD93);
-            ops.init_uniform(gpu, dptr(gpu, &s), n, tensor_seed, (3.0 / cols as f32).sqrt())?;
+            let out = DeviceView::of_slice(gpu, &s, ops.dtype(), cols);
+            ops.init_uniform(gpu, out, tensor_seed, (3.0 / cols as f32).sqrt())?;
             Ok(s)
         };
         let ones = vec![1.0f32; h];

@@ -42,14 +42,15 @@ impl GpuEngine {
         })
     }
 
-    /// Final norm of the row at `row_ptr` and the LM head (f32 logits, copied to the host).
-    pub(super) fn lm_head(&self, row_ptr: u64, bufs: &mut DecodeBufs) -> Result<Vec<f32>> {
+    /// Final norm of the f32 row `row` and the LM head (f32 logits, copied to the host).
+    pub(super) fn lm_head(&self, row: DeviceView, bufs: &mut DecodeBufs) -> Result<Vec<f32>> {
         let gpu = &self.gpu;
         let cfg = &self.cfg;
-        let nf = dptr(gpu, &bufs.normed_f32);
-        self.ops.rms_norm_f32out(gpu, row_ptr, dptr(gpu, &self.weights.final_norm), nf, cfg.hidden, cfg.rms_eps)?;
+        let nf = DeviceSlice::of(gpu, &bufs.normed_f32);
+        self.ops.rms_norm_f32out(gpu, row, DeviceSlice::of(gpu, &self.weights.final_norm), nf, cfg.rms_eps)?;
         let w = self.weights.lm_head.as_ref().unwrap_or(&self.weights.embed);
-        self.ops.gemv_rows(gpu, dptr(gpu, w), nf, dptr(gpu, &bufs.logits), cfg.vocab, cfg.hidden)?;
+        let w = DeviceView::of_slice(gpu, w, self.precision.dtype(), cfg.hidden).rows(0, cfg.vocab);
+        self.ops.gemv_rows(gpu, w, nf, DeviceSlice::of(gpu, &bufs.logits))?;
         Ok(gpu.download(&bufs.logits, cfg.vocab)?)
     }
 

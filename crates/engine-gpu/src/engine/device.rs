@@ -5,6 +5,7 @@
 //! (after the tensor-parallel all-reduce).
 
 use super::*;
+use crate::kernel_args::{DecodeKv, RopeDst};
 use crate::timing::PhaseTimer;
 use cudarc::driver::CudaEvent;
 use minference_engine::{AttentionPass, Device, Norm, Observer, Phase, Walk};
@@ -48,9 +49,10 @@ pub(super) struct GpuForward<'e> {
     kv_per_pass: usize,
     /// f32 residual rows.
     x: DeviceView,
-    normed: u64,
-    gate_up: u64,
-    act: u64,
+    /// Chunk rows: normed input (and the update of o_proj / down), gate/up, SwiGLU output.
+    normed: DeviceView,
+    gate_up: DeviceView,
+    act: DeviceView,
     /// Fused Q/K/V rows of one pass's KV heads.
     qkv: DeviceView,
     /// Token-major attention output, rows of `q_dim`.
@@ -97,9 +99,9 @@ impl<'e> GpuForward<'e> {
         let walk = Walk { tokens: n, cached: 0, chunk, passes, layers: cfg.layers };
         Ok(GpuForward {
             x: DeviceView::of_slice(&gpu, &x, DType::F32, h),
-            normed: dptr(&gpu, &normed),
-            gate_up: dptr(&gpu, &gate_up),
-            act: dptr(&gpu, &act),
+            normed: DeviceView::of_slice(&gpu, &normed, dtype, h),
+            gate_up: DeviceView::of_slice(&gpu, &gate_up, dtype, 2 * inter),
+            act: DeviceView::of_slice(&gpu, &act, dtype, inter),
             qkv: DeviceView::of_slice(&gpu, &qkv, dtype, kv_per_pass * slot),
             o_rows,
             kind: Kind::Prefill(Box::new(PrefillState {
@@ -137,9 +139,9 @@ impl<'e> GpuForward<'e> {
         let walk = Walk { tokens: 1, cached: pos, chunk: 1, passes: cfg.kv_heads, layers: cfg.layers };
         GpuForward {
             x: DeviceView::of_slice(&gpu, &bufs.x, DType::F32, cfg.hidden),
-            normed: dptr(&gpu, &bufs.normed),
-            gate_up: dptr(&gpu, &bufs.gate_up),
-            act: dptr(&gpu, &bufs.act),
+            normed: DeviceView::of_slice(&gpu, &bufs.normed, dtype, cfg.hidden),
+            gate_up: DeviceView::of_slice(&gpu, &bufs.gate_up, dtype, 2 * cfg.intermediate),
+            act: DeviceView::of_slice(&gpu, &bufs.act, dtype, cfg.intermediate),
             qkv: DeviceView::of_slice(&gpu, &bufs.qkv, dtype, slot),
             o_rows: DeviceView::of_slice(&gpu, &bufs.o, dtype, cfg.q_dim()),
             kind: Kind::Decode { bufs, pos },
@@ -216,8 +218,8 @@ impl<'e> GpuForward<'e> {
         p.stats.index_tiles += lt.index_tiles;
 
         let t = p.timer.start(gpu)?;
-        let dst = self.o_rows.cols_from(first * d).ptr();
-        self.eng.ops.heads_to_rows(gpu, p.o_hm.device_ptr(gpu), dst, n, heads_per_pass, d, cfg.q_dim())?;
+        let src = DeviceView::of_tensor(gpu, &p.o_hm, n * d);
+        self.eng.ops.heads_to_rows(gpu, src, self.o_rows.cols_from(first * d), d)?;
         p.timer.stop(gpu, Phase::OProj, t)
     }
 }
@@ -231,23 +233,23 @@ impl Device for GpuForward<'_> {
     }
 
     fn embed(&mut self) -> Result<()> {
-        let (tokens, n) = match &self.kind {
-            Kind::Prefill(p) => (dptr(&self.gpu, &p.tok_dev), self.walk.tokens),
-            Kind::Decode { bufs, .. } => (dptr(&self.gpu, &bufs.token), 1),
+        let tokens = match &self.kind {
+            Kind::Prefill(p) => DeviceSlice::of(&self.gpu, &p.tok_dev),
+            Kind::Decode { bufs, .. } => DeviceSlice::of(&self.gpu, &bufs.token),
         };
-        let table = dptr(&self.gpu, &self.eng.weights.embed);
-        self.eng.ops.embed(&self.gpu, tokens, table, self.x.ptr(), n, self.eng.cfg.hidden)
+        let dtype = self.eng.precision.dtype();
+        let table = DeviceView::of_slice(&self.gpu, &self.eng.weights.embed, dtype, self.eng.cfg.hidden);
+        self.eng.ops.embed(&self.gpu, tokens, table, self.x)
     }
 
     fn rms_norm(&mut self, layer: usize, norm: Norm, rows: Range<usize>) -> Result<()> {
         let lw = &self.eng.weights.layers[layer];
         let w = match norm {
-            Norm::Attention => dptr(&self.gpu, &lw.attn_norm),
-            Norm::Mlp => dptr(&self.gpu, &lw.mlp_norm),
+            Norm::Attention => DeviceSlice::of(&self.gpu, &lw.attn_norm),
+            Norm::Mlp => DeviceSlice::of(&self.gpu, &lw.mlp_norm),
         };
-        let cfg = &self.eng.cfg;
-        let x = self.x.row_ptr(rows.start);
-        self.eng.ops.rms_norm(&self.gpu, x, w, self.normed, rows.len(), cfg.hidden, cfg.rms_eps)
+        let (x, out) = (self.x.rows(rows.start, rows.len()), self.normed.rows(0, rows.len()));
+        self.eng.ops.rms_norm(&self.gpu, x, w, out, self.eng.cfg.rms_eps)
     }
 
     fn qkv_rope(&mut self, layer: usize, pass: usize, rows: Range<usize>) -> Result<()> {
@@ -262,23 +264,28 @@ impl Device for GpuForward<'_> {
         // Fused QKV rows of this pass's KV groups (consecutive in the weight).
         let width = self.kv_per_pass * slot;
         let w_rows = w_qkv.rows(pass * width, width);
-        self.eng.gemm.linear(gpu, (self.normed, h), w_rows.ld(), self.qkv.ld(), c, h, width, false)?;
-        let inv_freq = dptr(gpu, &self.eng.inv_freq);
+        self.eng.gemm.linear(gpu, self.normed.ld(), w_rows.ld(), self.qkv.ld(), c, h, width, false)?;
+        let inv_freq = DeviceSlice::of(gpu, &self.eng.inv_freq);
+        let dtype = self.eng.precision.dtype();
         for j in 0..self.kv_per_pass {
             let g = pass * self.kv_per_pass + j;
-            let b = bias.map_or(0, |b| b.row_ptr(g));
-            // Prefill: Q head-major for attention, K/V into the prompt cache; decode: the tail.
-            let (q_dst, (k_dst, v_dst), rows_at) = match &self.kind {
+            let b = bias.map(|b| b.rows(g, 1));
+            // Prefill: Q head-major for attention (gs heads of `[n, D]`), K/V into the prompt
+            // cache; decode: the one row of each head, K/V into the tail.
+            let dst = match &self.kind {
                 Kind::Prefill(p) => {
-                    (p.q_groups.row_ptr(j), self.cache.prefix_ptrs(gpu, layer, g)?, (self.walk.tokens, c0, c0, c0))
+                    let q = p.q_groups.rows(j, 1).as_rows_of(self.walk.tokens * d);
+                    let (k, v) = self.cache.prefix_views(gpu, layer, g)?;
+                    RopeDst { q, k, v, q_row0: c0, kv_row0: c0, pos0: c0 }
                 }
                 Kind::Decode { bufs, pos } => {
-                    let tail_row = pos - self.cache.n_prefix;
-                    (dptr(gpu, &bufs.q), self.cache.tail_ptrs(gpu, layer, g), (1, 0, tail_row, *pos))
+                    let q = DeviceView::of_slice(gpu, &bufs.q, dtype, d);
+                    let (k, v) = self.cache.tail_views(gpu, layer, g);
+                    RopeDst { q, k, v, q_row0: 0, kv_row0: pos - self.cache.n_prefix, pos0: *pos }
                 }
             };
-            let src = self.qkv.cols_from(j * slot).ld();
-            self.eng.ops.qkv_rope_scatter(gpu, src, b, inv_freq, (q_dst, k_dst, v_dst), c, gs, d, rows_at)?;
+            let src = self.qkv.rows(0, c).cols_from(j * slot);
+            self.eng.ops.qkv_rope_scatter(gpu, src, b, inv_freq, dst, gs)?;
         }
         Ok(())
     }
@@ -299,25 +306,26 @@ impl Device for GpuForward<'_> {
         if self.cache.is_offloaded(layer) {
             self.cache.stage(gpu, layer, g)?;
         }
-        let (k_tail, v_tail) = self.cache.tail_ptrs(gpu, layer, g);
-        let (k_pre, v_pre) = self.cache.prefix_ptrs(gpu, layer, g)?;
+        let (k_tail, v_tail) = self.cache.tail_views(gpu, layer, g);
+        let (k_pre, v_pre) = self.cache.prefix_views(gpu, layer, g)?;
+        let dtype = self.eng.precision.dtype();
         // The attention output row, one block of `gs` heads per KV head.
-        let out = DeviceView::of_slice(gpu, &bufs.o, self.eng.precision.dtype(), gs * d).row_ptr(g);
-        let (q, part) = (dptr(gpu, &bufs.q), dptr(gpu, &bufs.part));
-        let ptrs = (k_pre, v_pre, k_tail, v_tail);
-        self.eng.ops.decode_attention(gpu, q, ptrs, self.cache.n_prefix, *pos + 1, gs, d, part, out)
+        let out = DeviceView::of_slice(gpu, &bufs.o, dtype, gs * d).rows(g, 1);
+        let (q, part) = (DeviceView::of_slice(gpu, &bufs.q, dtype, d), DeviceSlice::of(gpu, &bufs.part));
+        let kv = DecodeKv { k_pre, v_pre, k_tail, v_tail };
+        self.eng.ops.decode_attention(gpu, q, kv, *pos + 1, part, out)
     }
 
     fn o_proj(&mut self, layer: usize, rows: Range<usize>) -> Result<()> {
         let (h, q_dim) = (self.eng.cfg.hidden, self.eng.cfg.q_dim());
-        let w_o = dptr(&self.gpu, &self.eng.weights.layers[layer].w_o);
+        let w_o =
+            DeviceView::of_slice(&self.gpu, &self.eng.weights.layers[layer].w_o, self.eng.precision.dtype(), q_dim);
         let o = self.o_rows.rows(rows.start, rows.len()).ld();
-        self.eng.gemm.linear(&self.gpu, o, (w_o, q_dim), (self.normed, h), rows.len(), q_dim, h, false)
+        self.eng.gemm.linear(&self.gpu, o, w_o.ld(), self.normed.ld(), rows.len(), q_dim, h, false)
     }
 
     fn add_update(&mut self, rows: Range<usize>) -> Result<()> {
-        let h = self.eng.cfg.hidden;
-        self.eng.add_update(self.x.row_ptr(rows.start), self.normed, rows.len() * h)
+        self.eng.add_update(self.x.rows(rows.start, rows.len()), self.normed.rows(0, rows.len()))
     }
 
     fn after_attention(&mut self, layer: usize) -> Result<()> {
@@ -332,20 +340,23 @@ impl Device for GpuForward<'_> {
 
     fn gate_up(&mut self, layer: usize, rows: Range<usize>) -> Result<()> {
         let (h, inter) = (self.eng.cfg.hidden, self.eng.cfg.intermediate);
-        let w_gu = dptr(&self.gpu, &self.eng.weights.layers[layer].w_gate_up);
-        let (x, y) = ((self.normed, h), (self.gate_up, 2 * inter));
-        self.eng.gemm.linear(&self.gpu, x, (w_gu, h), y, rows.len(), h, 2 * inter, false)
+        let w_gu =
+            DeviceView::of_slice(&self.gpu, &self.eng.weights.layers[layer].w_gate_up, self.eng.precision.dtype(), h);
+        let (x, y) = (self.normed.ld(), self.gate_up.ld());
+        self.eng.gemm.linear(&self.gpu, x, w_gu.ld(), y, rows.len(), h, 2 * inter, false)
     }
 
     fn swiglu(&mut self, rows: Range<usize>) -> Result<()> {
-        self.eng.ops.swiglu(&self.gpu, self.gate_up, self.act, rows.len(), self.eng.cfg.intermediate)
+        let (gate_up, act) = (self.gate_up.rows(0, rows.len()), self.act.rows(0, rows.len()));
+        self.eng.ops.swiglu(&self.gpu, gate_up, act)
     }
 
     fn down(&mut self, layer: usize, rows: Range<usize>) -> Result<()> {
         let (h, inter) = (self.eng.cfg.hidden, self.eng.cfg.intermediate);
-        let w_down = dptr(&self.gpu, &self.eng.weights.layers[layer].w_down);
-        let (x, y) = ((self.act, inter), (self.normed, h));
-        self.eng.gemm.linear(&self.gpu, x, (w_down, inter), y, rows.len(), inter, h, false)
+        let w_down =
+            DeviceView::of_slice(&self.gpu, &self.eng.weights.layers[layer].w_down, self.eng.precision.dtype(), inter);
+        let (x, y) = (self.act.ld(), self.normed.ld());
+        self.eng.gemm.linear(&self.gpu, x, w_down.ld(), y, rows.len(), inter, h, false)
     }
 
     fn end_layer(&mut self, _layer: usize) -> Result<()> {
@@ -371,7 +382,7 @@ impl Device for GpuForward<'_> {
     }
 
     fn lm_head(&mut self) -> Result<Vec<f32>> {
-        let last = self.x.row_ptr(self.walk.tokens - 1);
+        let last = self.x.rows(self.walk.tokens - 1, 1);
         match &mut self.kind {
             Kind::Decode { bufs, .. } => self.eng.lm_head(last, bufs),
             Kind::Prefill(p) => {

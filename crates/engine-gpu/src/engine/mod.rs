@@ -15,11 +15,11 @@ mod prefill;
 use crate::error::{EngineError, Result};
 use crate::gemm::Gemm;
 use crate::kv::KvCache;
-use crate::ops::{dptr, Ops, DECODE_CHUNK};
+use crate::ops::{Ops, DECODE_CHUNK};
 use crate::plan::{plan_gpu_memory, AttentionGrouping, PlanInput};
 use crate::precision::Precision;
 use crate::shard::{Collective, TensorShard};
-use crate::view::DeviceView;
+use crate::view::{DeviceSlice, DeviceView};
 use crate::weights::{weight_bytes, DeviceWeights};
 use cudarc::driver::CudaSlice;
 use minference_core::{AttnShape, DType, HeadPattern};
@@ -206,13 +206,13 @@ impl GpuEngine {
         })
     }
 
-    /// Adds a layer's bf16/f16 update `update[..count]` to the f32 residual at `x`, after summing
-    /// this GPU's partial update with the group's (nothing to sum on one GPU).
-    fn add_update(&self, x: u64, update: u64, count: usize) -> Result<()> {
+    /// Adds a layer's bf16/f16 update rows to the f32 residual rows `x`, after summing this GPU's
+    /// partial update with the group's (nothing to sum on one GPU).
+    fn add_update(&self, x: DeviceView, update: DeviceView) -> Result<()> {
         if let Some(c) = &self.collective {
-            c.all_reduce_sum(&self.gpu, update, count, self.precision)?;
+            c.all_reduce_sum(&self.gpu, update.ptr(), update.span(), self.precision)?;
         }
-        self.ops.add_to_residual(&self.gpu, x, update, count)
+        self.ops.add_to_residual(&self.gpu, x, update)
     }
 
     /// The whole model's config (on a tensor-parallel shard too).
