@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use minference_engine::PrefillEngine;
 use minference_eval::{
-    build_needle_prompt, coverage_cpu_engine, needle_value, parse_depths, run_needle_cell, score_streams,
+    build_needle_prompt, needle_value, parse_depths, prefill_hidden_with_coverage, run_needle_cell, score_streams,
     write_pareto_png, write_png, Haystack, NeedleGrid, ParetoPoint, PromptFrame,
 };
 use minference_model::{Model, Tokenizer};
@@ -276,14 +276,15 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
             name
         }
         Placement::Cpu => {
-            // On the CPU a recording backend also measures the kernel density of each variant.
-            let mut engine = coverage_cpu_engine(model.clone());
+            // On the CPU an observer also measures the kernel density of each variant.
+            let mut engine = minference_engine::cpu_engine(model.clone());
             for (v, Variant { title: name, attention, .. }) in variants.iter().enumerate() {
                 bar.set_message(name.clone());
-                engine.backend().take();
-                let (hidden, stats) = engine
-                    .prefill_hidden(&tokens, attention, &mut |p| bar.set_position((v * layers + p.layer + 1) as u64))?;
-                let density = engine.backend().take().density();
+                let (hidden, stats, coverage) =
+                    prefill_hidden_with_coverage(&mut engine, &tokens, attention, &mut |p| {
+                        bar.set_position((v * layers + p.layer + 1) as u64)
+                    })?;
+                let density = coverage.density();
                 eprintln!("prefill `{name}`: {:.1} s, kernel density {:.1}%", stats.seconds, 100.0 * density);
                 densities.push(density);
                 seconds.push(stats.seconds);

@@ -128,7 +128,7 @@ impl<'a, B: AttentionBackend> CpuForward<'a, B> {
                 (&self.k_f32[g * total * d..(g + 1) * total * d], &self.v_f32[g * total * d..(g + 1) * total * d]);
             let q = &self.q_all[g * group * n * d..(g + 1) * group * n * d];
             let group_patterns = patterns.map(|p| &p[g * group..(g + 1) * group]);
-            let out = match group_patterns {
+            let (out, index) = match group_patterns {
                 Some(p) if p.iter().any(|h| *h != HeadPattern::Dense) => {
                     stats.sparse_heads += p.iter().filter(|h| **h != HeadPattern::Dense).count();
                     stats.dense_heads += p.iter().filter(|h| **h == HeadPattern::Dense).count();
@@ -143,7 +143,7 @@ impl<'a, B: AttentionBackend> CpuForward<'a, B> {
                     let t = Instant::now();
                     let out = self.backend.sparse(&shape, qt, kt, vt, p, &index).map_err(backend_err)?;
                     stats.attention_ms += ms_since(t);
-                    out
+                    (out, Some(index))
                 }
                 _ => {
                     stats.dense_heads += group;
@@ -153,7 +153,7 @@ impl<'a, B: AttentionBackend> CpuForward<'a, B> {
                         .dense(&shape, HostTensor::F32(q), HostTensor::F32(k), HostTensor::F32(v))
                         .map_err(backend_err)?;
                     stats.attention_ms += ms_since(t);
-                    out
+                    (out, None)
                 }
             };
             if out.len() != group * n * d {
@@ -176,6 +176,8 @@ impl<'a, B: AttentionBackend> CpuForward<'a, B> {
                 k,
                 v,
                 o: &out,
+                patterns: if index.is_some() { group_patterns.unwrap_or(&[]) } else { &[] },
+                index: index.as_ref(),
             })?;
             self.q_all[g * group * n * d..(g + 1) * group * n * d].copy_from_slice(&out);
         }

@@ -67,6 +67,8 @@ impl Device for Recorder {
             k: &t[..],
             v: &t[..],
             o: &t[..],
+            patterns: &[],
+            index: None,
         };
         observer.attention(&p)
     }

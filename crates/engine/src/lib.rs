@@ -43,7 +43,7 @@ pub use decode_profile::{DecodeOp, DecodeProfile};
 pub use error::{EngineError, Result};
 pub use forward::{forward, Device, Norm, Phase, PrefillProgress, Walk};
 pub use generate::{generate, Decoding, GenerateOptions, Generation, StopReason, TextStream};
-pub use observer::{AttentionPass, CapturedQk, NoObserver, Observer, QkCapture, ResidualExport};
+pub use observer::{AttentionPass, Both, CapturedQk, NoObserver, Observer, QkCapture, ResidualExport};
 pub use prefill_engine::PrefillEngine;
 pub use sampling::Sampler;
 pub use stats::{MemoryPlan, PrefillStats};

@@ -3,9 +3,12 @@
 //! layer (a capture needs no more), and may take the residual stream after the last layer
 //! (perplexity scores every position). The CPU shows host slices, the GPU device tensors.
 
+use minference_core::{HeadPattern, SparseIndex};
+
 /// One attention call of a prefill, right after it ran: the pass's query heads `[heads, tokens, D]`,
 /// its KV heads `[kv_heads, kv_tokens, D]` and its output `[heads, tokens, D]`. Head ids are global
-/// (the model's numbering, also on a tensor-parallel shard).
+/// (the model's numbering, also on a tensor-parallel shard). `patterns` and `index` say what the
+/// kernels computed (kernel density is counted from them, eval's `CoverageRecorder`).
 pub struct AttentionPass<'a, T: ?Sized> {
     pub layer: usize,
     pub first_head: usize,
@@ -20,6 +23,11 @@ pub struct AttentionPass<'a, T: ?Sized> {
     pub k: &'a T,
     pub v: &'a T,
     pub o: &'a T,
+    /// The pattern of each of the pass's `heads`; empty when the whole pass ran dense.
+    pub patterns: &'a [HeadPattern],
+    /// The sparse index the pass ran with, where it is on the host (the CPU's); `None` for a dense
+    /// pass and on the GPU, whose index never leaves the device.
+    pub index: Option<&'a SparseIndex>,
 }
 
 /// Watches a forward. Every method has a do-nothing default; an error from
@@ -44,6 +52,33 @@ pub trait Observer<T: ?Sized, E> {
 pub struct NoObserver;
 
 impl<T: ?Sized, E> Observer<T, E> for NoObserver {}
+
+/// Two observers of one forward: both see every pass (the first first, an error of the first ends
+/// it), the walk ends early only where both allow it, the residual goes to each that wants it.
+pub struct Both<'a, T: ?Sized, E>(pub &'a mut dyn Observer<T, E>, pub &'a mut dyn Observer<T, E>);
+
+impl<T: ?Sized, E> Observer<T, E> for Both<'_, T, E> {
+    fn attention(&mut self, pass: &AttentionPass<'_, T>) -> Result<(), E> {
+        self.0.attention(pass)?;
+        self.1.attention(pass)
+    }
+    fn stop_after(&self, layer: usize) -> bool {
+        self.0.stop_after(layer) && self.1.stop_after(layer)
+    }
+    fn wants_residual(&self) -> bool {
+        self.0.wants_residual() || self.1.wants_residual()
+    }
+    fn residual(&mut self, residual: Vec<f32>) {
+        match (self.0.wants_residual(), self.1.wants_residual()) {
+            (true, true) => {
+                self.0.residual(residual.clone());
+                self.1.residual(residual);
+            }
+            (true, false) => self.0.residual(residual),
+            (false, _) => self.1.residual(residual),
+        }
+    }
+}
 
 /// Keeps the residual stream after the last layer of one prefill, for scoring every position on
 /// the host (an ordinary prefill returns only the last position's logits).
@@ -144,6 +179,8 @@ mod tests {
             k,
             v: k,
             o: q,
+            patterns: &[],
+            index: None,
         }
     }
 
@@ -183,5 +220,23 @@ mod tests {
         assert_eq!(r.take(), Some(vec![1.0, 2.0]));
         assert_eq!(r.take(), None);
         assert!(!Observer::<[f32], ()>::wants_residual(&NoObserver));
+    }
+
+    #[test]
+    fn both_observers_see_every_pass_and_stop_only_where_both_may() {
+        let (q, k) = ((0..8).map(|i| i as f32).collect::<Vec<_>>(), vec![1.0f32; 4]);
+        let (mut c, mut r) = (QkCapture::new(1, 0), ResidualExport::default());
+        {
+            let mut both = Both::<[f32], ()>(&mut c, &mut r);
+            both.attention(&pass(1, 0, &q, &k)).unwrap_or(());
+            // The capture may stop after layer 1, the export needs every layer.
+            assert!(!both.stop_after(1));
+            assert!(both.wants_residual());
+            both.residual(vec![3.0]);
+        }
+        assert_eq!(c.take().map(|h| h.q), Some(vec![0.0, 1.0, 2.0, 3.0]));
+        assert_eq!(r.take(), Some(vec![3.0]));
+        let (mut a, mut b) = (QkCapture::new(2, 0), QkCapture::new(2, 1));
+        assert!(Both::<[f32], ()>(&mut a, &mut b).stop_after(2));
     }
 }

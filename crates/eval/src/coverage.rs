@@ -1,103 +1,61 @@
-//! Kernel density of real prefills: an `AttentionBackend` wrapper that adds up, from the indices
-//! the wrapped backend actually receives, how many causal (query, key) pairs each call computes
-//! (`minference_core::coverage`). Dense calls count every causal pair.
+//! Kernel density of real prefills: an engine [`Observer`] that adds up, from the patterns and the
+//! index each attention pass actually ran with, how many causal (query, key) pairs its kernels
+//! computed (`minference_core::coverage`). Dense passes count every causal pair.
 
 use minference_core::coverage::{head_coverage, index_head_coverage, Coverage};
-use minference_core::{AttentionBackend, AttnShape, HeadPattern, HostTensor, SparseIndex, VsSelection};
-use minference_cpu::CpuBackend;
-use minference_engine::CpuEngine;
-use minference_model::Model;
-use std::sync::{Arc, Mutex};
+use minference_core::{AttentionBackend, AttnShape, HeadPattern, SeqLen};
+use minference_engine::{AttentionChoice, AttentionPass, Both, CpuEngine, Observer, PrefillStats, ResidualExport};
+use minference_model::ModelError;
 
-/// The CPU engine with a recording backend: prefills as usual and measures the kernel density of
-/// each call (`engine.backend().take()`).
-pub fn coverage_cpu_engine(model: impl Into<Arc<Model>>) -> CpuEngine<CoverageRecorder<CpuBackend>> {
-    CpuEngine::new(model, CoverageRecorder::new(CpuBackend::new()))
+/// Sums the coverage of the host attention passes it sees. Only the CPU's passes carry their
+/// index (the GPU's stays on the device), so the recorder watches host passes only.
+#[derive(Debug, Default)]
+pub struct CoverageRecorder {
+    total: Coverage,
 }
 
-pub struct CoverageRecorder<B> {
-    inner: B,
-    total: Mutex<Coverage>,
-}
-
-impl<B: AttentionBackend> CoverageRecorder<B> {
-    pub fn new(inner: B) -> Self {
-        CoverageRecorder { inner, total: Mutex::new(Coverage::default()) }
+impl CoverageRecorder {
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// The coverage summed since the last `take`, then cleared.
-    pub fn take(&self) -> Coverage {
-        std::mem::take(&mut *self.total.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    fn add(&self, cov: Coverage) {
-        self.total.lock().unwrap_or_else(|e| e.into_inner()).add(&cov);
-    }
-
-    /// Adds every head of every sequence. The wrapped backend has already validated the shape, so
-    /// an accounting error here can only mean an index it accepted but core cannot read: those
-    /// heads are left out rather than failing a finished attention call.
-    fn record(&self, shape: &AttnShape, patterns: &[HeadPattern], index: Option<&SparseIndex>) {
-        for (b, seq) in shape.seqs.iter().enumerate() {
-            for h in 0..shape.heads {
-                let pattern = patterns.get(h).copied().unwrap_or(HeadPattern::Dense);
-                let cov = match index {
-                    Some(idx) if pattern.reads_index() => index_head_coverage(&pattern, idx, shape, b, h),
-                    _ => head_coverage(&pattern, &[], *seq),
-                };
-                if let Ok(c) = cov {
-                    self.add(c);
-                }
-            }
-        }
+    pub fn take(&mut self) -> Coverage {
+        std::mem::take(&mut self.total)
     }
 }
 
-impl<B: AttentionBackend> AttentionBackend for CoverageRecorder<B> {
-    type Error = B::Error;
-
-    fn name(&self) -> String {
-        self.inner.name()
+impl<E> Observer<[f32], E> for CoverageRecorder {
+    /// Adds every head of the pass. The backend has already validated the shape, so an accounting
+    /// error here can only mean an index it accepted but core cannot read: those heads are left
+    /// out rather than failing a finished attention pass.
+    fn attention(&mut self, p: &AttentionPass<'_, [f32]>) -> Result<(), E> {
+        let seq = SeqLen { q_len: p.tokens, kv_len: p.kv_tokens };
+        let shape = AttnShape { heads: p.heads, kv_heads: p.kv_heads, head_dim: p.head_dim, seqs: vec![seq] };
+        for h in 0..p.heads {
+            let pattern = p.patterns.get(h).copied().unwrap_or(HeadPattern::Dense);
+            let cov = match p.index {
+                Some(idx) if pattern.reads_index() => index_head_coverage(&pattern, idx, &shape, 0, h),
+                _ => head_coverage(&pattern, &[], seq),
+            };
+            if let Ok(c) = cov {
+                self.total.add(&c);
+            }
+        }
+        Ok(())
     }
+}
 
-    fn dense(&self, shape: &AttnShape, q: HostTensor, k: HostTensor, v: HostTensor) -> Result<Vec<f32>, Self::Error> {
-        let out = self.inner.dense(shape, q, k, v)?;
-        self.record(shape, &[], None);
-        Ok(out)
-    }
-
-    fn estimate_vs(
-        &self,
-        shape: &AttnShape,
-        q: HostTensor,
-        k: HostTensor,
-        patterns: &[HeadPattern],
-    ) -> Result<Vec<VsSelection>, Self::Error> {
-        self.inner.estimate_vs(shape, q, k, patterns)
-    }
-
-    fn build_index(
-        &self,
-        shape: &AttnShape,
-        q: HostTensor,
-        k: HostTensor,
-        patterns: &[HeadPattern],
-        vs: &[VsSelection],
-    ) -> Result<SparseIndex, Self::Error> {
-        self.inner.build_index(shape, q, k, patterns, vs)
-    }
-
-    fn sparse(
-        &self,
-        shape: &AttnShape,
-        q: HostTensor,
-        k: HostTensor,
-        v: HostTensor,
-        patterns: &[HeadPattern],
-        index: &SparseIndex,
-    ) -> Result<Vec<f32>, Self::Error> {
-        let out = self.inner.sparse(shape, q, k, v, patterns, index)?;
-        self.record(shape, patterns, Some(index));
-        Ok(out)
-    }
+/// A prefill of `tokens` on the CPU engine that returns the residual stream after the last layer
+/// (as `CpuEngine::prefill_hidden`), its stats and the kernel density of its attention passes.
+pub fn prefill_hidden_with_coverage<B: AttentionBackend>(
+    engine: &mut CpuEngine<B>,
+    tokens: &[u32],
+    attention: &AttentionChoice,
+    progress: &mut dyn FnMut(minference_engine::PrefillProgress),
+) -> Result<(Vec<f32>, PrefillStats, Coverage), ModelError> {
+    let (mut coverage, mut export) = (CoverageRecorder::new(), ResidualExport::default());
+    let (_, stats) = engine.prefill_observed(tokens, attention, progress, &mut Both(&mut coverage, &mut export))?;
+    let hidden = export.take().ok_or_else(|| ModelError::Input("prefill kept no hidden states".into()))?;
+    Ok((hidden, stats, coverage.take()))
 }

@@ -15,7 +15,7 @@ pub mod needle;
 pub mod pareto;
 pub mod ppl;
 
-pub use coverage::{coverage_cpu_engine, CoverageRecorder};
+pub use coverage::{prefill_hidden_with_coverage, CoverageRecorder};
 pub use error::{EvalError, Result};
 pub use grid::{run_needle_cell, CellResult, NeedleGrid};
 pub use haystack::Haystack;

@@ -211,6 +211,8 @@ impl<'e> GpuForward<'e> {
             k: &kv.k,
             v: &kv.v,
             o: &p.o_hm,
+            patterns: &pass_patterns,
+            index: None,
         })?;
         p.stats.estimate_ms += lt.estimate_ms as f64;
         p.stats.index_ms += lt.index_ms as f64;
