@@ -4,6 +4,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::precision::Precision;
+use crate::view::DeviceView;
 use cudarc::cublaslt::result as lt;
 use cudarc::cublaslt::sys;
 use cudarc::driver::CudaSlice;
@@ -149,20 +150,30 @@ impl Gemm {
         Ok(plan)
     }
 
-    /// `y = x · Wᵀ`, or `y += x · Wᵀ` with `accumulate` (in place, fp32 accumulation then bf16).
-    /// Addresses are device pointers of bf16 data on `gpu`'s stream; `ld_*` in elements.
-    #[allow(clippy::too_many_arguments)]
-    pub fn linear(
-        &mut self,
-        gpu: &Gpu,
-        (x, ld_x): (u64, usize),
-        (w, ld_w): (u64, usize),
-        (y, ld_y): (u64, usize),
-        rows: usize,
-        in_dim: usize,
-        out_dim: usize,
-        accumulate: bool,
-    ) -> Result<()> {
+    /// `y = x · Wᵀ`, or `y += x · Wᵀ` with `accumulate` (in place, fp32 accumulation then 16-bit):
+    /// the rows of `x` (its width is the input dimension, of which `w` uses its first columns)
+    /// into the rows of `y` (its width is the output dimension, `w`'s row count).
+    pub fn linear(&mut self, gpu: &Gpu, x: DeviceView, w: DeviceView, y: DeviceView, accumulate: bool) -> Result<()> {
+        let (rows, in_dim, out_dim) = (x.rows_len(), x.width(), y.width());
+        let dtype = self.precision.dtype();
+        if [x.dtype(), w.dtype(), y.dtype()].iter().any(|t| *t != dtype) {
+            return Err(EngineError::Shape {
+                kernel: "cublasLtMatmul",
+                message: format!("{x:?} · {w:?} → {y:?} in {dtype:?}"),
+            });
+        }
+        if w.width() < in_dim || w.rows_len() != out_dim || y.rows_len() != rows {
+            return Err(EngineError::Shape {
+                kernel: "cublasLtMatmul",
+                message: format!(
+                    "x {rows} x {in_dim}, W {} x {}, y {} x {out_dim}",
+                    w.rows_len(),
+                    w.width(),
+                    y.rows_len()
+                ),
+            });
+        }
+        let ((x, ld_x), (w, ld_w), (y, ld_y)) = (x.ld(), w.ld(), y.ld());
         if rows == 0 {
             return Ok(());
         }

@@ -105,7 +105,6 @@ fn one_layer_model_gpu_vs_cpu_at_one_and_many_tokens() {
 
 #[test]
 fn gemm_matches_host_with_group_column_offsets() {
-    use cudarc::driver::DevicePtr;
     use minference_engine_gpu::gemm::Gemm;
     let Some(gpu) = minference_test_support::gpu() else { return };
     // W [out=576, q_dim=576]; use columns 192..384 (a 384-byte offset) like W_o of KV group 1.
@@ -119,7 +118,6 @@ fn gemm_matches_host_with_group_column_offsets() {
         gpu.upload(&bits(&x)).unwrap_or_else(|e| panic!("{e}")),
     );
     let yd = gpu.upload(&bits(&y0)).unwrap_or_else(|e| panic!("{e}"));
-    let p = |s: &cudarc::driver::CudaSlice<u16>| s.device_ptr(gpu.stream()).0;
     let w_rows = DeviceView::of_slice(&gpu, &wd, DType::Bf16, q_dim);
     // Largest |want(r, o) - y[r, o]| over the bf16 output `y`.
     let max_error = |y: &cudarc::driver::CudaSlice<u16>, want: &dyn Fn(usize, usize) -> f32| {
@@ -133,8 +131,9 @@ fn gemm_matches_host_with_group_column_offsets() {
         err
     };
     let mut gemm = Gemm::new(&gpu, minference_engine_gpu::Precision::Bf16).unwrap_or_else(|e| panic!("{e}"));
-    gemm.linear(&gpu, (p(&xd), k), w_rows.cols_from(192).ld(), (p(&yd), out_dim), rows, k, out_dim, true)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (xv, yv) =
+        (DeviceView::of_slice(&gpu, &xd, DType::Bf16, k), DeviceView::of_slice(&gpu, &yd, DType::Bf16, out_dim));
+    gemm.linear(&gpu, xv, w_rows.cols_from(192), yv, true).unwrap_or_else(|e| panic!("{e}"));
     let err = max_error(&yd, &|r, o| {
         y0[r * out_dim + o] + (0..k).map(|i| x[r * k + i] * w[o * q_dim + 192 + i]).sum::<f32>()
     });
@@ -142,8 +141,12 @@ fn gemm_matches_host_with_group_column_offsets() {
     assert!(err < 0.1, "{err}");
     // Plain y = x · Wᵀ, aligned.
     let yd2 = gpu.alloc::<u16>(rows * out_dim).unwrap_or_else(|e| panic!("{e}"));
-    gemm.linear(&gpu, (p(&xd), k), w_rows.ld(), (p(&yd2), out_dim), rows, k, out_dim, false)
-        .unwrap_or_else(|e| panic!("{e}"));
+    // W's first k columns of each row.
+    let yv2 = DeviceView::of_slice(&gpu, &yd2, DType::Bf16, out_dim);
+    gemm.linear(&gpu, xv, w_rows, yv2, false).unwrap_or_else(|e| panic!("{e}"));
+    // A y of another row count than x is refused before cuBLASLt runs.
+    let short = gemm.linear(&gpu, xv, w_rows, yv2.rows(0, rows - 1), false);
+    assert!(matches!(short, Err(minference_engine_gpu::EngineError::Shape { .. })), "{short:?}");
     let err = max_error(&yd2, &|r, o| (0..k).map(|i| x[r * k + i] * w[o * q_dim + i]).sum::<f32>());
     eprintln!("GEMM aligned: max abs error {err}");
     assert!(err < 0.1, "{err}");

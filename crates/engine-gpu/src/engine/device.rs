@@ -169,6 +169,11 @@ impl<'e> GpuForward<'e> {
         Ok((stats, bufs))
     }
 
+    /// A weight matrix as rows of its input dimension `cols`.
+    fn weight(&self, w: &CudaSlice<u16>, cols: usize) -> DeviceView {
+        DeviceView::of_slice(&self.gpu, w, self.eng.precision.dtype(), cols)
+    }
+
     fn slot(&self) -> usize {
         (self.eng.cfg.heads / self.eng.cfg.kv_heads + 2) * self.eng.cfg.head_dim
     }
@@ -266,7 +271,7 @@ impl Device for GpuForward<'_> {
         // Fused QKV rows of this pass's KV groups (consecutive in the weight).
         let width = self.kv_per_pass * slot;
         let w_rows = w_qkv.rows(pass * width, width);
-        self.eng.gemm.linear(gpu, self.normed.ld(), w_rows.ld(), self.qkv.ld(), c, h, width, false)?;
+        self.eng.gemm.linear(gpu, self.normed.rows(0, c), w_rows, self.qkv.rows(0, c), false)?;
         let inv_freq = DeviceSlice::of(gpu, &self.eng.inv_freq);
         let dtype = self.eng.precision.dtype();
         for j in 0..self.kv_per_pass {
@@ -319,11 +324,9 @@ impl Device for GpuForward<'_> {
     }
 
     fn o_proj(&mut self, layer: usize, rows: Range<usize>) -> Result<()> {
-        let (h, q_dim) = (self.eng.cfg.hidden, self.eng.cfg.q_dim());
-        let w_o =
-            DeviceView::of_slice(&self.gpu, &self.eng.weights.layers[layer].w_o, self.eng.precision.dtype(), q_dim);
-        let o = self.o_rows.rows(rows.start, rows.len()).ld();
-        self.eng.gemm.linear(&self.gpu, o, w_o.ld(), self.normed.ld(), rows.len(), q_dim, h, false)
+        let w_o = self.weight(&self.eng.weights.layers[layer].w_o, self.eng.cfg.q_dim());
+        let o = self.o_rows.rows(rows.start, rows.len());
+        self.eng.gemm.linear(&self.gpu, o, w_o, self.normed.rows(0, rows.len()), false)
     }
 
     fn add_update(&mut self, rows: Range<usize>) -> Result<()> {
@@ -341,11 +344,9 @@ impl Device for GpuForward<'_> {
     }
 
     fn gate_up(&mut self, layer: usize, rows: Range<usize>) -> Result<()> {
-        let (h, inter) = (self.eng.cfg.hidden, self.eng.cfg.intermediate);
-        let w_gu =
-            DeviceView::of_slice(&self.gpu, &self.eng.weights.layers[layer].w_gate_up, self.eng.precision.dtype(), h);
-        let (x, y) = (self.normed.ld(), self.gate_up.ld());
-        self.eng.gemm.linear(&self.gpu, x, w_gu.ld(), y, rows.len(), h, 2 * inter, false)
+        let w_gu = self.weight(&self.eng.weights.layers[layer].w_gate_up, self.eng.cfg.hidden);
+        let (x, y) = (self.normed.rows(0, rows.len()), self.gate_up.rows(0, rows.len()));
+        self.eng.gemm.linear(&self.gpu, x, w_gu, y, false)
     }
 
     fn swiglu(&mut self, rows: Range<usize>) -> Result<()> {
@@ -354,11 +355,9 @@ impl Device for GpuForward<'_> {
     }
 
     fn down(&mut self, layer: usize, rows: Range<usize>) -> Result<()> {
-        let (h, inter) = (self.eng.cfg.hidden, self.eng.cfg.intermediate);
-        let w_down =
-            DeviceView::of_slice(&self.gpu, &self.eng.weights.layers[layer].w_down, self.eng.precision.dtype(), inter);
-        let (x, y) = (self.act.ld(), self.normed.ld());
-        self.eng.gemm.linear(&self.gpu, x, w_down.ld(), y, rows.len(), inter, h, false)
+        let w_down = self.weight(&self.eng.weights.layers[layer].w_down, self.eng.cfg.intermediate);
+        let (x, y) = (self.act.rows(0, rows.len()), self.normed.rows(0, rows.len()));
+        self.eng.gemm.linear(&self.gpu, x, w_down, y, false)
     }
 
     fn end_layer(&mut self, _layer: usize) -> Result<()> {
