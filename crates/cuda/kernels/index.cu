@@ -53,6 +53,26 @@ __device__ void convert_row_block(Sink& sink, const int* vs, int nv, const int* 
             } else if (si < ns) {
                 long long e2 = end - ss[si];
                 if (e2 < tile) e2 = tile;
+                if (e2 <= re) {
+                    // Slashes ending inside the run change nothing: gallop to the first one ending
+                    // past re (ss descending: end - ss[j] ascending), so a band of thousands of
+                    // adjacent diagonals costs a few probes per 64-key tile, not one step each.
+                    int step = 1, lo2 = si, hi2 = si + 1;  // slash si is inside: probe from si + 1
+                    while (hi2 < ns && end - (long long)ss[hi2] <= re) {
+                        lo2 = hi2;
+                        step <<= 1;
+                        hi2 = hi2 + step < ns ? hi2 + step : ns;
+                    }
+                    while (lo2 + 1 < hi2) {  // end - ss[lo2] <= re < end - ss[hi2] (or hi2 == ns)
+                        const int mid = (lo2 + hi2) >> 1;
+                        if (end - (long long)ss[mid] <= re)
+                            lo2 = mid;
+                        else
+                            hi2 = mid;
+                    }
+                    si = hi2;
+                    continue;
+                }
                 ++si;
                 if (e2 > re + tile) {
                     emit_range(sink, rs, re, kv);
