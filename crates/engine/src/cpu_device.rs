@@ -10,7 +10,9 @@ use crate::observer::{AttentionPass, Observer};
 use crate::ops;
 use crate::rope::Rope;
 use crate::stats::PrefillStats;
-use minference_core::{AttentionBackend, AttnShape, HeadPattern, HostTensor, SeqLen};
+use minference_core::{
+    causal_entries, index_head_coverage, AttentionBackend, AttnShape, HeadPattern, HostTensor, SeqLen,
+};
 use minference_model::{Model, ModelError, Result};
 use std::ops::Range;
 use std::time::Instant;
@@ -140,6 +142,11 @@ impl<'a, B: AttentionBackend> CpuForward<'a, B> {
                     let index = self.backend.build_index(&shape, qt, kt, p, &vs).map_err(backend_err)?;
                     stats.index_ms += ms_since(t);
                     stats.index_tiles += index.tile_start.len();
+                    for (h, pattern) in p.iter().enumerate() {
+                        let cov = index_head_coverage(pattern, &index, &shape, 0, h).map_err(backend_err)?;
+                        stats.kernel_entries += cov.entries;
+                        stats.causal_entries += cov.causal;
+                    }
                     let t = Instant::now();
                     let out = self.backend.sparse(&shape, qt, kt, vt, p, &index).map_err(backend_err)?;
                     stats.attention_ms += ms_since(t);
@@ -147,6 +154,9 @@ impl<'a, B: AttentionBackend> CpuForward<'a, B> {
                 }
                 _ => {
                     stats.dense_heads += group;
+                    let causal = group as u64 * causal_entries(&shape.seqs[0]);
+                    stats.kernel_entries += causal;
+                    stats.causal_entries += causal;
                     let t = Instant::now();
                     let out = self
                         .backend

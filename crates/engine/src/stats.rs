@@ -20,6 +20,12 @@ pub struct PrefillStats {
     pub sparse_heads: usize,
     pub dense_heads: usize,
     pub index_tiles: usize,
+    /// Causal `(row, key)` pairs the attention kernels computed, over every head of every layer
+    /// (dense heads count all theirs), and the causal pairs there were. Counted by the CPU engine
+    /// from its indices (core's coverage accounting); 0 where the engine does not count (the GPU,
+    /// whose index stays on the device).
+    pub kernel_entries: u64,
+    pub causal_entries: u64,
     pub plan: MemoryPlan,
 }
 
@@ -27,6 +33,11 @@ impl PrefillStats {
     /// A prefill of `tokens` tokens under `plan` before anything was timed.
     pub fn zero(tokens: usize, plan: MemoryPlan) -> Self {
         PrefillStats { tokens, plan, ..Default::default() }
+    }
+
+    /// Fraction of the causal attention the kernels computed, where the engine counted it.
+    pub fn kernel_density(&self) -> Option<f64> {
+        (self.causal_entries > 0).then(|| self.kernel_entries as f64 / self.causal_entries as f64)
     }
 
     /// Estimation + index + attention kernels.

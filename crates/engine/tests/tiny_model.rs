@@ -150,6 +150,8 @@ fn full_budget_minference_equals_dense_and_starting_layer_is_respected() {
             .unwrap_or_else(|err| panic!("{err}"));
         assert!(max_abs_diff(&dense, &sparse) < 1e-3, "{pattern:?}: {}", max_abs_diff(&dense, &sparse));
         assert_eq!(stats.sparse_heads, cfg.layers * cfg.heads);
+        // A budget covering the whole prompt computes every causal pair.
+        assert_eq!(stats.kernel_density(), Some(1.0), "{pattern:?}");
         let (_, stats) = e
             .prefill(&p, &AttentionChoice::MInference(plan.clone().with_starting_layer(1)), &mut |_| {})
             .unwrap_or_else(|err| panic!("{err}"));
@@ -439,4 +441,23 @@ fn random_weight_models_run_and_say_so() {
         e.prefill(&prompt(20), &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|err| panic!("{err}"));
     assert!(logits.iter().all(|v| v.is_finite()));
     assert!(matches!(Model::random("gpt-5", None, 0), Err(ModelError::Config(_))));
+}
+
+#[test]
+fn kernel_density_counts_what_the_kernels_computed() {
+    let m = std::sync::Arc::new(tiny());
+    let cfg = m.config().clone();
+    let p = prompt(512);
+    let mut e = Engine::new(m, CpuBackend::new());
+    let (_, dense) = e.prefill(&p, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(dense.kernel_density(), Some(1.0));
+    let causal_per_head = (512 * 513 / 2) as u64;
+    assert_eq!(dense.causal_entries, causal_per_head * (cfg.layers * cfg.heads) as u64);
+    // A-shape with a 64-key window and 16 sinks keeps a known share of the 512 x 512 triangle.
+    let plan = MInferencePlan::uniform(&cfg, HeadPattern::AShape { n_init: 16, n_local: 64 });
+    let (_, sparse) =
+        e.prefill(&p, &AttentionChoice::MInference(plan), &mut |_| {}).unwrap_or_else(|err| panic!("{err}"));
+    let density = sparse.kernel_density().unwrap_or(-1.0);
+    assert!(density > 0.0 && density < 0.5, "{density}");
+    assert_eq!(sparse.causal_entries, dense.causal_entries);
 }

@@ -111,7 +111,9 @@ pub struct MinferenceInfo {
     pub attention_reason: String,
     pub sparse_heads: usize,
     pub dense_heads: usize,
-    /// Fraction of the causal attention the sparse kernels computed, when the engine reports it.
+    /// Fraction of the causal attention the kernels computed (dense heads count whole), when the
+    /// engine counts it: the CPU engine does; the GPU engine reports null (its index stays on the
+    /// device).
     pub kernel_density: Option<f64>,
     pub device: String,
 }

@@ -274,7 +274,7 @@ impl Worker {
             attention_reason,
             sparse_heads: stats.sparse_heads,
             dense_heads: stats.dense_heads,
-            kernel_density: None,
+            kernel_density: stats.kernel_density(),
             device: self.device.clone(),
         };
         let _ = job.events.send(Event::Started(Box::new(info)));

@@ -36,6 +36,8 @@ async fn every_endpoint_and_error() {
     assert!(m["prefill_tokens_per_second"].as_f64().unwrap_or(0.0) > 0.0, "{v}");
     assert_eq!(m["attention"], "dense");
     assert!(m["attention_reason"].as_str().is_some_and(|r| !r.is_empty()));
+    // The CPU engine counts what its kernels computed: dense attention computes it all.
+    assert_eq!(m["kernel_density"].as_f64(), Some(1.0), "{v}");
     assert!(["stop", "length"].contains(&v["choices"][0]["finish_reason"].as_str().unwrap_or("")));
 
     // The same request streamed: the same text, role first, finish and [DONE] last.
