@@ -148,6 +148,35 @@ pub fn bench_e2e(
     Ok(E2eTable { gpu: device, shape: cfg.name.clone(), workload: opts.workload.name().to_string(), rows })
 }
 
+/// One row's phases in seconds and its planned device memory in GiB: what both formats print.
+struct RowSeconds {
+    ttft: f64,
+    qkv: f64,
+    estimate: f64,
+    index: f64,
+    attention: f64,
+    o_proj: f64,
+    mlp: f64,
+    offload: f64,
+    planned_gib: f64,
+}
+
+impl RowSeconds {
+    fn of(s: &PrefillStats) -> Self {
+        RowSeconds {
+            ttft: s.seconds,
+            qkv: s.qkv_ms / 1e3,
+            estimate: s.estimate_ms / 1e3,
+            index: s.index_ms / 1e3,
+            attention: s.attention_ms / 1e3,
+            o_proj: s.o_proj_ms / 1e3,
+            mlp: s.mlp_ms / 1e3,
+            offload: s.offload_ms / 1e3,
+            planned_gib: s.plan.device_needed_bytes as f64 / (1u64 << 30) as f64,
+        }
+    }
+}
+
 impl E2eTable {
     fn dense_ttft(&self, tokens: usize) -> Option<f64> {
         self.rows
@@ -198,23 +227,24 @@ impl E2eTable {
                 Ok(s) => {
                     let speedup =
                         self.dense_ttft(r.tokens).map_or("-".to_string(), |d| format!("{:.2}×", d / s.seconds));
+                    let t = RowSeconds::of(s);
                     let _ = writeln!(
                         out,
                         "| {} | {} | {:.3} | {} | {:.3} | {:.3} ({:.3} + {:.3} + {:.3}) | {:.3} | {:.3} | {:.3} | {} | {:.1} |",
                         r.tokens,
                         r.attention.name(),
-                        s.seconds,
+                        t.ttft,
                         speedup,
-                        s.qkv_ms / 1e3,
-                        (s.estimate_ms + s.index_ms + s.attention_ms) / 1e3,
-                        s.estimate_ms / 1e3,
-                        s.index_ms / 1e3,
-                        s.attention_ms / 1e3,
-                        s.o_proj_ms / 1e3,
-                        s.mlp_ms / 1e3,
-                        s.offload_ms / 1e3,
+                        t.qkv,
+                        t.estimate + t.index + t.attention,
+                        t.estimate,
+                        t.index,
+                        t.attention,
+                        t.o_proj,
+                        t.mlp,
+                        t.offload,
                         s.plan.kv_offloaded_layers,
-                        s.plan.device_needed_bytes as f64 / (1u64 << 30) as f64
+                        t.planned_gib
                     );
                 }
                 Err(e) => {
@@ -237,19 +267,20 @@ impl E2eTable {
                 format!("\"{}\",\"{}\",{},{},{}", self.gpu, self.shape, self.workload, r.tokens, r.attention.name());
             match &r.outcome {
                 Ok(s) => {
+                    let t = RowSeconds::of(s);
                     let _ = writeln!(
                         out,
                         "{head},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{:.4},{},{:.2},ok",
-                        s.seconds,
-                        s.qkv_ms / 1e3,
-                        s.estimate_ms / 1e3,
-                        s.index_ms / 1e3,
-                        s.attention_ms / 1e3,
-                        s.o_proj_ms / 1e3,
-                        s.mlp_ms / 1e3,
-                        s.offload_ms / 1e3,
+                        t.ttft,
+                        t.qkv,
+                        t.estimate,
+                        t.index,
+                        t.attention,
+                        t.o_proj,
+                        t.mlp,
+                        t.offload,
                         s.plan.kv_offloaded_layers,
-                        s.plan.device_needed_bytes as f64 / (1u64 << 30) as f64
+                        t.planned_gib
                     );
                 }
                 Err(e) => {
