@@ -49,8 +49,9 @@ pub struct SearchArgs {
     #[arg(long)]
     pub hf_config: Option<PathBuf>,
     /// output: relative L2 error of the head's attention output against dense over the scored rows
-    /// (minimised; the default); recall: attention-weight recall (maximised); output-count: output
-    /// elements off by more than 5e-3.
+    /// (minimised; the default); output-residual: that error through the head's output-projection
+    /// columns, against the layer's input residual stream (CPU only); recall: attention-weight
+    /// recall (maximised); output-count: output elements off by more than 5e-3.
     #[arg(long, default_value = "output")]
     pub objective: String,
     /// Cost the kernel-aware candidates are fitted to: ashape:INIT,LOCAL (kernel work of that A-shape
@@ -162,8 +163,9 @@ pub fn search_options(
     let objective = match objective {
         "recall" => Objective::Recall,
         "output" | "output-rel-l2" => Objective::OutputRelL2,
+        "output-residual" => Objective::OutputResidual,
         "output-count" => Objective::OutputCount { threshold: 5e-3 },
-        other => bail!("unknown objective `{other}` (expected recall, output or output-count)"),
+        other => bail!("unknown objective `{other}` (expected recall, output, output-residual or output-count)"),
     };
     let presets =
         presets.split(',').filter(|p| !p.trim().is_empty()).map(Preset::parse).collect::<Result<Vec<_>, _>>()?;

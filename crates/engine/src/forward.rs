@@ -120,7 +120,8 @@ pub trait Device {
     fn finish(&mut self) -> Result<(), Self::Error> {
         Ok(())
     }
-    /// The residual stream after the last layer, `[tokens, hidden]` f32 on the host.
+    /// A copy of the residual stream, `[tokens, hidden]` f32 on the host (after the last layer, or
+    /// entering a layer for an observer that wants layer inputs).
     fn residual(&mut self) -> Result<Vec<f32>, Self::Error>;
 }
 
@@ -141,6 +142,10 @@ pub fn forward<D: Device + ?Sized>(
     let norm_every_pass = walk.tokens > walk.chunk;
     for l in 0..walk.layers {
         dev.begin_layer(l)?;
+        if observer.wants_layer_inputs() {
+            let input = dev.residual()?;
+            observer.layer_input(l, &input);
+        }
         let patterns = attention.layer_patterns(l, walk.tokens, walk.cached);
         for pass in 0..walk.passes {
             dev.phase_start(Phase::Qkv)?;

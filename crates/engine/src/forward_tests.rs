@@ -1,7 +1,7 @@
 //! The walk's order, checked on a device that records its calls.
 
 use super::*;
-use crate::observer::{AttentionPass, NoObserver, Observer, ResidualExport};
+use crate::observer::{AttentionPass, Both, NoObserver, Observer, ResidualExport};
 use crate::{AttentionChoice, MInferencePlan};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -94,8 +94,10 @@ impl Device for Recorder {
         self.calls.push(Call::Head);
         Ok(vec![1.0])
     }
+    /// The number of residual updates so far, one value per token.
     fn residual(&mut self) -> Result<Vec<f32>, String> {
-        Ok(vec![7.0; self.walk.tokens])
+        let adds = self.calls.iter().filter(|c| matches!(c, Call::Add(_))).count();
+        Ok(vec![adds as f32; self.walk.tokens])
     }
 }
 
@@ -195,7 +197,41 @@ fn the_residual_goes_to_an_observer_that_wants_it_only() {
     let mut dev = Recorder::new(3, 4, 1, 2);
     let mut export = ResidualExport::default();
     run(&mut dev, &mut export).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(export.take(), Some(vec![7.0; 3]));
+    // Two layers of one chunk: four updates.
+    assert_eq!(export.take(), Some(vec![4.0; 3]));
+}
+
+/// Keeps every layer input and the layers whose attention it saw.
+#[derive(Default)]
+struct LayerInputs(Vec<(usize, Vec<f32>)>, Vec<usize>);
+impl Observer<[f32], String> for LayerInputs {
+    fn attention(&mut self, p: &AttentionPass<'_, [f32]>) -> Result<(), String> {
+        self.1.push(p.layer);
+        Ok(())
+    }
+    fn wants_layer_inputs(&self) -> bool {
+        true
+    }
+    fn layer_input(&mut self, layer: usize, residual: &[f32]) {
+        // Layer inputs arrive before that layer's first attention pass.
+        assert_eq!(self.1.last().map_or(0, |l| l + 1), layer);
+        self.0.push((layer, residual.to_vec()));
+    }
+}
+
+#[test]
+fn layer_inputs_come_before_each_layer_after_every_update_of_the_last() {
+    // Three chunks, two passes, three layers: each layer adds two updates per chunk.
+    let mut dev = Recorder::new(5, 2, 2, 3);
+    let mut obs = LayerInputs::default();
+    run(&mut dev, &mut obs).unwrap_or_else(|e| panic!("{e}"));
+    let want: Vec<(usize, Vec<f32>)> = (0..3).map(|l| (l, vec![(l * 2 * 3) as f32; 5])).collect();
+    assert_eq!(obs.0, want);
+    // Under `Both`, only the observer that wants them gets them.
+    let mut dev = Recorder::new(5, 2, 2, 3);
+    let (mut a, mut b) = (LayerInputs::default(), StopAt(9, Vec::new()));
+    run(&mut dev, &mut Both(&mut b, &mut a)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(a.0.len(), 3);
 }
 
 #[test]

@@ -46,6 +46,13 @@ pub trait Observer<T: ?Sized, E> {
     }
     /// The residual stream after the last layer, `[tokens, hidden]` f32 (before the final norm).
     fn residual(&mut self, _residual: Vec<f32>) {}
+    /// Whether the forward should hand over each layer's input residual stream (a copy per layer).
+    fn wants_layer_inputs(&self) -> bool {
+        false
+    }
+    /// The residual stream entering `layer`, `[tokens, hidden]` f32, before its attention runs
+    /// (the search weighs a head's error against the stream it is added to).
+    fn layer_input(&mut self, _layer: usize, _residual: &[f32]) {}
 }
 
 /// Watches nothing.
@@ -67,6 +74,17 @@ impl<T: ?Sized, E> Observer<T, E> for Both<'_, T, E> {
     }
     fn wants_residual(&self) -> bool {
         self.0.wants_residual() || self.1.wants_residual()
+    }
+    fn wants_layer_inputs(&self) -> bool {
+        self.0.wants_layer_inputs() || self.1.wants_layer_inputs()
+    }
+    fn layer_input(&mut self, layer: usize, residual: &[f32]) {
+        if self.0.wants_layer_inputs() {
+            self.0.layer_input(layer, residual);
+        }
+        if self.1.wants_layer_inputs() {
+            self.1.layer_input(layer, residual);
+        }
     }
     fn residual(&mut self, residual: Vec<f32>) {
         match (self.0.wants_residual(), self.1.wants_residual()) {

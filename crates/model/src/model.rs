@@ -105,6 +105,12 @@ impl Model {
         &self.weights
     }
 
+    /// The f32 weights to change in place (tests that scale one projection). Quantized blocks,
+    /// where present, are not updated: decode would still read the old values.
+    pub fn weights_mut(&mut self) -> &mut Weights {
+        &mut self.weights
+    }
+
     /// True for [`Model::random`] models: every reported output must say "random weights".
     pub fn has_random_weights(&self) -> bool {
         self.random_weights

@@ -2,6 +2,7 @@
 //! `64 × N` probabilities (2 MB at 8K) instead of an `N × N` matrix.
 
 use crate::error::{Result, SearchError};
+use crate::residual::ResidualWeight;
 use minference_core::{CoreError, TILE};
 use minference_cpu::gemm::{sgemm, Mat as View};
 
@@ -14,6 +15,8 @@ pub struct HeadInputs<'a> {
     pub v: Option<&'a [f32]>,
     pub n: usize,
     pub head_dim: usize,
+    /// What the output-residual objective weighs this head's error with.
+    pub residual: Option<&'a ResidualWeight>,
 }
 
 impl<'a> HeadInputs<'a> {
@@ -41,7 +44,19 @@ impl<'a> HeadInputs<'a> {
                 return Err(CoreError::NonFinite(format!("search input {name}")).into());
             }
         }
-        Ok(HeadInputs { q, k, v, n, head_dim })
+        Ok(HeadInputs { q, k, v, n, head_dim, residual: None })
+    }
+
+    /// The same inputs with the head's residual weighting (output-residual objective).
+    pub fn with_residual(self, residual: &'a ResidualWeight) -> Result<Self> {
+        if residual.head_dim() != self.head_dim {
+            return Err(SearchError::Input(format!(
+                "residual weighting is for head dimension {}, the head has {}",
+                residual.head_dim(),
+                self.head_dim
+            )));
+        }
+        Ok(HeadInputs { residual: Some(residual), ..self })
     }
 
     pub fn row_blocks(&self) -> usize {

@@ -6,10 +6,12 @@ use crate::capture::{GroupInputs, GroupVisitor, VisitingBackend};
 use crate::dense::HeadInputs;
 use crate::error::{Result, SearchError};
 use crate::head::{search_head, HeadSearch, SearchOptions};
+use crate::objective::Objective;
+use crate::residual::{input_energy, ResidualWeight};
 use minference_core::config::{HeadEntry, LayerPatterns, ModelPatternConfig};
 use minference_core::HeadPattern;
-use minference_engine::{AttentionChoice, CpuEngine};
-use minference_model::Model;
+use minference_engine::{AttentionChoice, CpuEngine, Observer};
+use minference_model::{Model, ModelError};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -50,9 +52,57 @@ pub struct ModelSearch {
     pub seconds: f64,
 }
 
+/// Each layer's input energy over the scored rows, recorded as the forward enters the layer (the
+/// output-residual objective weighs the layer's head errors against it).
+struct LayerEnergies<'a> {
+    energies: &'a Mutex<BTreeMap<usize, f64>>,
+    hidden: usize,
+    floor: usize,
+}
+
+impl Observer<[f32], ModelError> for LayerEnergies<'_> {
+    fn wants_layer_inputs(&self) -> bool {
+        true
+    }
+    fn layer_input(&mut self, layer: usize, residual: &[f32]) {
+        let e = input_energy(residual, self.hidden, self.floor);
+        if let Ok(mut m) = self.energies.lock() {
+            m.insert(layer, e);
+        }
+    }
+}
+
+/// What the output-residual objective needs: the model's output projections and the layers'
+/// input energies.
+struct ResidualSource<'a> {
+    model: &'a Model,
+    energies: &'a Mutex<BTreeMap<usize, f64>>,
+}
+
+impl ResidualSource<'_> {
+    fn weight(&self, layer: usize, head: usize) -> Result<ResidualWeight> {
+        let energy = self
+            .energies
+            .lock()
+            .map_err(|_| SearchError::Input("a search thread panicked".into()))?
+            .get(&layer)
+            .copied()
+            .ok_or_else(|| SearchError::Input(format!("layer {layer}'s input residual was not seen")))?;
+        let wo = &self
+            .model
+            .weights()
+            .layers
+            .get(layer)
+            .ok_or_else(|| SearchError::Input(format!("the model has no layer {layer}")))?
+            .wo;
+        ResidualWeight::of_head(&wo.weight, wo.out_dim, wo.in_dim, head, self.model.config().head_dim, energy)
+    }
+}
+
 struct SearchVisitor<'a> {
     opts: &'a SearchOptions,
     extra: Option<&'a HeadExtras>,
+    residual: Option<ResidualSource<'a>>,
     reports: Mutex<Vec<HeadReport>>,
     on_head: &'a (dyn Fn(usize, usize) + Sync),
 }
@@ -64,8 +114,12 @@ impl GroupVisitor for SearchVisitor<'_> {
             .into_par_iter()
             .map(|local| {
                 let q = &g.q[local * n * d..(local + 1) * n * d];
-                let h = HeadInputs::new(q, g.k, Some(g.v), d)?;
                 let head = g.kv_group * g.group + local;
+                let weight = self.residual.as_ref().map(|r| r.weight(g.layer, head)).transpose()?;
+                let mut h = HeadInputs::new(q, g.k, Some(g.v), d)?;
+                if let Some(w) = &weight {
+                    h = h.with_residual(w)?;
+                }
                 let r = search_head(&h, &head_options(self.opts, self.extra, g.layer, head), true);
                 (self.on_head)(g.layer, head);
                 r
@@ -117,9 +171,18 @@ pub fn search_model_with(
             cfg.context_length
         )));
     }
-    let visitor = SearchVisitor { opts, extra, reports: Mutex::new(Vec::new()), on_head };
-    let mut engine = CpuEngine::new(model, VisitingBackend::new(visitor, cfg.kv_heads));
-    engine.prefill(tokens, &AttentionChoice::Dense, &mut |_| {})?;
+    let energies = Mutex::new(BTreeMap::new());
+    let weighted = opts.objective == Objective::OutputResidual;
+    let residual = weighted.then(|| ResidualSource { model: &model, energies: &energies });
+    let visitor = SearchVisitor { opts, extra, residual, reports: Mutex::new(Vec::new()), on_head };
+    let mut engine = CpuEngine::new(Arc::clone(&model), VisitingBackend::new(visitor, cfg.kv_heads));
+    if weighted {
+        let mut observer =
+            LayerEnergies { energies: &energies, hidden: cfg.hidden, floor: opts.floor_for(tokens.len()) };
+        engine.prefill_observed(tokens, &AttentionChoice::Dense, &mut |_| {}, &mut observer)?;
+    } else {
+        engine.prefill(tokens, &AttentionChoice::Dense, &mut |_| {})?;
+    }
     let mut heads = std::mem::take(
         &mut *engine
             .backend()

@@ -53,7 +53,7 @@ fn output_threshold(objective: &Objective) -> f32 {
 
 impl From<ScoreSums> for Tally {
     fn from(s: ScoreSums) -> Self {
-        Tally { rows: s.rows, mass: s.mass, err_sq: s.err_sq, ref_sq: s.ref_sq, over: s.over }
+        Tally { rows: s.rows, mass: s.mass, err_sq: s.err_sq, ref_sq: s.ref_sq, over: s.over, ..Tally::default() }
     }
 }
 
@@ -167,6 +167,13 @@ pub fn search_model_gpu_with(
 ) -> GpuResult<ModelSearch> {
     let start = Instant::now();
     let cfg = engine.config().clone();
+    if opts.objective == Objective::OutputResidual {
+        return Err(SearchError::Input(
+            "objective output-residual runs on the CPU only for now (--device cpu), the GPU scorer sums the unweighted error"
+                .into(),
+        )
+        .into());
+    }
     if tokens.is_empty() {
         return Err(SearchError::Input("the calibration prompt is empty".into()).into());
     }

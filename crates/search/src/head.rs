@@ -66,6 +66,11 @@ pub fn search_head(h: &HeadInputs, opts: &SearchOptions, want_output: bool) -> R
     if opts.objective.needs_output() && h.v.is_none() {
         return Err(SearchError::Input(format!("objective {} needs V", opts.objective.name())));
     }
+    if opts.objective == Objective::OutputResidual && h.residual.is_none() {
+        return Err(SearchError::Input(
+            "objective output-residual needs the head's output projection and layer input (a model search)".into(),
+        ));
+    }
     let cands = HeadCandidates::new(h)?.build(&opts.space)?;
     let tallies = score_candidates(h, &cands, opts, want_output)?;
     let (tallies, dense_output) = tallies;
@@ -155,6 +160,12 @@ fn score_candidates(h: &HeadInputs, cands: &[Candidate], opts: &SearchOptions, w
             t.err_sq += o.err_sq;
             t.ref_sq += o.ref_sq;
             t.over += o.over;
+            t.res_err_sq += o.res_err_sq;
+        }
+    }
+    if let Some(r) = h.residual {
+        for t in &mut tallies {
+            t.res_ref_sq = r.energy;
         }
     }
     Ok((tallies, out))
@@ -210,7 +221,14 @@ fn score_block(
                 for (x, y) in s.sparse_row.iter_mut().zip(&s.acc[a * d..(a + 1) * d]) {
                     *x = y * inv;
                 }
-                score.output[ci].add_output(&s.sparse_row, &score.dense[a * d..(a + 1) * d], threshold);
+                let dense = &score.dense[a * d..(a + 1) * d];
+                score.output[ci].add_output(&s.sparse_row, dense, threshold);
+                if let Some(r) = h.residual {
+                    for (x, y) in s.sparse_row.iter_mut().zip(dense) {
+                        *x -= y;
+                    }
+                    score.output[ci].res_err_sq += r.error_sq(&s.sparse_row);
+                }
             }
         }
     }

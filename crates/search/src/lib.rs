@@ -32,6 +32,7 @@ pub mod kv_prompt;
 pub mod mask;
 pub mod multi;
 pub mod objective;
+pub mod residual;
 pub mod viz;
 
 pub use budget::{allocate, CostPoint};
@@ -45,3 +46,4 @@ pub use kv_prompt::{kv_retrieval_prompt, KvPrompt};
 pub use mask::HeadMask;
 pub use multi::{extras_of, merge_searches};
 pub use objective::Objective;
+pub use residual::ResidualWeight;

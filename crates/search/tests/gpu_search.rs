@@ -108,6 +108,7 @@ fn gpu_candidate_scores_equal_the_cpu_ones() {
                                 g.score
                             )
                         }
+                        Objective::OutputResidual => panic!("the GPU search refuses output-residual"),
                         Objective::OutputCount { .. } => {
                             // Elements right at the threshold may fall either way.
                             let slack = 2.0 + 0.01 * c.score;
