@@ -48,11 +48,12 @@ pub struct SearchArgs {
     /// `dual_chunk_attention_config` if it is there), every other key is kept.
     #[arg(long)]
     pub hf_config: Option<PathBuf>,
-    /// output: relative L2 error of the head's attention output against dense over the scored rows
-    /// (minimised; the default); output-residual: that error through the head's output-projection
-    /// columns, against the layer's input residual stream (CPU only); recall: attention-weight
-    /// recall (maximised); output-count: output elements off by more than 5e-3.
-    #[arg(long, default_value = "output")]
+    /// output-residual: the head's output error through its output-projection columns, each row
+    /// against the layer's input stream row (minimised; CPU only for now); output: relative L2
+    /// error of the head's attention output against dense over the scored rows (minimised);
+    /// recall: attention-weight recall (maximised); output-count: output elements off by more
+    /// than 5e-3. auto (the default): output-residual on the CPU, output on the GPU.
+    #[arg(long, default_value = "auto")]
     pub objective: String,
     /// Cost the kernel-aware candidates are fitted to: ashape:INIT,LOCAL (kernel work of that A-shape
     /// at the calibration length) or work:FRACTION (share of dense kernel work).
@@ -163,9 +164,9 @@ pub fn search_options(
     let objective = match objective {
         "recall" => Objective::Recall,
         "output" | "output-rel-l2" => Objective::OutputRelL2,
-        "output-residual" => Objective::OutputResidual,
+        "output-residual" | "auto" => Objective::OutputResidual,
         "output-count" => Objective::OutputCount { threshold: 5e-3 },
-        other => bail!("unknown objective `{other}` (expected recall, output, output-residual or output-count)"),
+        other => bail!("unknown objective `{other}` (expected auto, output-residual, output, recall or output-count)"),
     };
     let presets =
         presets.split(',').filter(|p| !p.trim().is_empty()).map(Preset::parse).collect::<Result<Vec<_>, _>>()?;
@@ -293,6 +294,12 @@ fn run_searches(args: &SearchArgs, opts: &SearchOptions, hf_text: Option<&str>) 
             .context("--hf-config: the file does not fit the model searched")?;
     }
     let mut engine = open_device(SearchDevice::parse(&args.device)?, &model)?;
+    // The GPU scorer sums the unweighted output error: `auto` takes that objective there.
+    let mut opts = opts.clone();
+    if engine.is_some() && args.objective == "auto" {
+        opts.objective = Objective::OutputRelL2;
+    }
+    let opts = &opts;
     let cfg = model.config().clone();
     let mut sources: Vec<CalibrationSource> = args.calibration.iter().cloned().map(CalibrationSource::File).collect();
     if args.synthetic_kv_retrieval {

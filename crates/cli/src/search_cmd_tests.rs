@@ -41,6 +41,8 @@ fn options_parse_and_bad_ones_are_errors() {
     assert!(search_options("loss", "work:0.3", "paper", &[], None).is_err());
     let r = search_options("output-residual", "work:0.3", "kernel-aware", &[], None).unwrap();
     assert_eq!(r.objective, Objective::OutputResidual);
+    let a = search_options("auto", "work:0.3", "kernel-aware", &[], None).unwrap();
+    assert_eq!(a.objective, Objective::OutputResidual);
     assert!(search_options("recall", "work:1.5", "paper", &[], None).is_err());
     assert!(search_options("recall", "ashape:10", "paper", &[], None).is_err());
     assert!(search_options("recall", "work:0.3", "papers", &[], None).is_err());

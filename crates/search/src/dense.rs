@@ -49,10 +49,12 @@ impl<'a> HeadInputs<'a> {
 
     /// The same inputs with the head's residual weighting (output-residual objective).
     pub fn with_residual(self, residual: &'a ResidualWeight) -> Result<Self> {
-        if residual.head_dim() != self.head_dim {
+        if residual.head_dim() != self.head_dim || residual.rows() != self.n {
             return Err(SearchError::Input(format!(
-                "residual weighting is for head dimension {}, the head has {}",
+                "residual weighting is for {} rows of head dimension {}, the head is [{}, {}]",
+                residual.rows(),
                 residual.head_dim(),
+                self.n,
                 self.head_dim
             )));
         }

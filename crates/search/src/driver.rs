@@ -7,7 +7,7 @@ use crate::dense::HeadInputs;
 use crate::error::{Result, SearchError};
 use crate::head::{search_head, HeadSearch, SearchOptions};
 use crate::objective::Objective;
-use crate::residual::{input_energy, ResidualWeight};
+use crate::residual::{row_weights, ResidualWeight};
 use minference_core::config::{HeadEntry, LayerPatterns, ModelPatternConfig};
 use minference_core::HeadPattern;
 use minference_engine::{AttentionChoice, CpuEngine, Observer};
@@ -52,41 +52,40 @@ pub struct ModelSearch {
     pub seconds: f64,
 }
 
-/// Each layer's input energy over the scored rows, recorded as the forward enters the layer (the
-/// output-residual objective weighs the layer's head errors against it).
-struct LayerEnergies<'a> {
-    energies: &'a Mutex<BTreeMap<usize, f64>>,
+/// Each layer's per-row input weights, recorded as the forward enters the layer (the
+/// output-residual objective weighs the layer's head errors with them).
+struct LayerInputs<'a> {
+    rows: &'a Mutex<BTreeMap<usize, Arc<[f64]>>>,
     hidden: usize,
-    floor: usize,
 }
 
-impl Observer<[f32], ModelError> for LayerEnergies<'_> {
+impl Observer<[f32], ModelError> for LayerInputs<'_> {
     fn wants_layer_inputs(&self) -> bool {
         true
     }
     fn layer_input(&mut self, layer: usize, residual: &[f32]) {
-        let e = input_energy(residual, self.hidden, self.floor);
-        if let Ok(mut m) = self.energies.lock() {
-            m.insert(layer, e);
+        let w = row_weights(residual, self.hidden);
+        if let Ok(mut m) = self.rows.lock() {
+            m.insert(layer, w);
         }
     }
 }
 
 /// What the output-residual objective needs: the model's output projections and the layers'
-/// input energies.
+/// input row weights.
 struct ResidualSource<'a> {
     model: &'a Model,
-    energies: &'a Mutex<BTreeMap<usize, f64>>,
+    rows: &'a Mutex<BTreeMap<usize, Arc<[f64]>>>,
 }
 
 impl ResidualSource<'_> {
     fn weight(&self, layer: usize, head: usize) -> Result<ResidualWeight> {
-        let energy = self
-            .energies
+        let rows = self
+            .rows
             .lock()
             .map_err(|_| SearchError::Input("a search thread panicked".into()))?
             .get(&layer)
-            .copied()
+            .cloned()
             .ok_or_else(|| SearchError::Input(format!("layer {layer}'s input residual was not seen")))?;
         let wo = &self
             .model
@@ -95,7 +94,7 @@ impl ResidualSource<'_> {
             .get(layer)
             .ok_or_else(|| SearchError::Input(format!("the model has no layer {layer}")))?
             .wo;
-        ResidualWeight::of_head(&wo.weight, wo.out_dim, wo.in_dim, head, self.model.config().head_dim, energy)
+        ResidualWeight::of_head(&wo.weight, wo.out_dim, wo.in_dim, head, self.model.config().head_dim, rows)
     }
 }
 
@@ -171,14 +170,13 @@ pub fn search_model_with(
             cfg.context_length
         )));
     }
-    let energies = Mutex::new(BTreeMap::new());
+    let rows = Mutex::new(BTreeMap::new());
     let weighted = opts.objective == Objective::OutputResidual;
-    let residual = weighted.then(|| ResidualSource { model: &model, energies: &energies });
+    let residual = weighted.then(|| ResidualSource { model: &model, rows: &rows });
     let visitor = SearchVisitor { opts, extra, residual, reports: Mutex::new(Vec::new()), on_head };
     let mut engine = CpuEngine::new(Arc::clone(&model), VisitingBackend::new(visitor, cfg.kv_heads));
     if weighted {
-        let mut observer =
-            LayerEnergies { energies: &energies, hidden: cfg.hidden, floor: opts.floor_for(tokens.len()) };
+        let mut observer = LayerInputs { rows: &rows, hidden: cfg.hidden };
         engine.prefill_observed(tokens, &AttentionChoice::Dense, &mut |_| {}, &mut observer)?;
     } else {
         engine.prefill(tokens, &AttentionChoice::Dense, &mut |_| {})?;

@@ -163,11 +163,7 @@ fn score_candidates(h: &HeadInputs, cands: &[Candidate], opts: &SearchOptions, w
             t.res_err_sq += o.res_err_sq;
         }
     }
-    if let Some(r) = h.residual {
-        for t in &mut tallies {
-            t.res_ref_sq = r.energy;
-        }
-    }
+
     Ok((tallies, out))
 }
 
@@ -227,7 +223,7 @@ fn score_block(
                     for (x, y) in s.sparse_row.iter_mut().zip(dense) {
                         *x -= y;
                     }
-                    score.output[ci].res_err_sq += r.error_sq(&s.sparse_row);
+                    score.output[ci].res_err_sq += r.error_sq(p.row0 + a, &s.sparse_row);
                 }
             }
         }

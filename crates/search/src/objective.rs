@@ -10,8 +10,9 @@ pub enum Objective {
     Recall,
     /// `‖O_sparse − O_dense‖₂ / ‖O_dense‖₂` over the evaluated rows; lower is better.
     OutputRelL2,
-    /// `‖W_h (O_sparse − O_dense)‖₂ / ‖X‖₂` over the evaluated rows, `W_h` the head's columns of
-    /// the output projection and `X` the layer's input residual stream; lower is better.
+    /// `sqrt(mean_r ‖W_h (O_sparse − O_dense)_r‖² / ‖X_r‖²)` over the evaluated rows `r`, `W_h`
+    /// the head's columns of the output projection and `X` the layer's input residual stream;
+    /// lower is better.
     OutputResidual,
     /// Number of output elements with `|O_sparse − O_dense| > threshold`; lower is better
     /// (MInference's search v2 uses 5e-3).
@@ -54,10 +55,8 @@ pub struct Tally {
     pub err_sq: f64,
     pub ref_sq: f64,
     pub over: u64,
-    /// `Σ ‖W_h δ‖²` (output-residual objective).
+    /// `Σ_r ‖W_h δ_r‖² / ‖x_r‖²` (output-residual objective).
     pub res_err_sq: f64,
-    /// The layer input's energy it is measured against.
-    pub res_ref_sq: f64,
 }
 
 impl Tally {
@@ -91,13 +90,7 @@ impl Tally {
                     self.err_sq.sqrt()
                 }
             }
-            Objective::OutputResidual => {
-                if self.res_ref_sq > 0.0 {
-                    (self.res_err_sq / self.res_ref_sq).sqrt()
-                } else {
-                    self.res_err_sq.sqrt()
-                }
-            }
+            Objective::OutputResidual => (self.res_err_sq / self.rows.max(1) as f64).sqrt(),
             Objective::OutputCount { .. } => self.over as f64,
         }
     }
@@ -116,7 +109,7 @@ mod tests {
         assert_eq!(t.score(&Objective::OutputCount { threshold: 5e-3 }), 1.0);
         assert!(Objective::Recall.better(0.9, 0.8));
         assert!(Objective::OutputRelL2.better(0.1, 0.2));
-        let r = Tally { res_err_sq: 2.0, res_ref_sq: 8.0, ..Default::default() };
+        let r = Tally { rows: 8, res_err_sq: 2.0, ..Default::default() };
         assert_eq!(r.score(&Objective::OutputResidual), 0.5);
         assert!(Objective::OutputResidual.needs_output() && !Objective::OutputResidual.higher_is_better());
     }

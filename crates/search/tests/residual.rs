@@ -24,12 +24,14 @@ fn a_scaled_identity_projection_against_the_dense_energy_is_the_relative_error_s
     let (q, k, v) = generate_qkv(&AttnShape::single(1, 1, d, n), &SynthConfig::structured(), 5);
     let dense = dense_output(&HeadInputs::new(&q, &k, Some(&v), d).unwrap()).unwrap();
     let energy: f64 = dense[100 * d..].iter().map(|&x| (x as f64) * (x as f64)).sum();
-    // W = 3·I: ‖W δ‖ / ‖O_dense‖ = 3 ‖δ‖ / ‖O_dense‖ on the same rows.
+    // W = 3·I and every row weighed by rows / energy: sqrt(mean ‖W δ_r‖² · rows / energy) =
+    // 3 ‖δ‖ / ‖O_dense‖ on the same rows.
     let mut wo = vec![0f32; d * d];
     for i in 0..d {
         wo[i * d + i] = 3.0;
     }
-    let w = ResidualWeight::of_head(&wo, d, d, 0, d, energy).unwrap();
+    let weights: Arc<[f64]> = vec![(n - 100) as f64 / energy; n].into();
+    let w = ResidualWeight::of_head(&wo, d, d, 0, d, weights).unwrap();
     let h = HeadInputs::new(&q, &k, Some(&v), d).unwrap();
     let rel = search_head(&h, &opts(Objective::OutputRelL2), false).unwrap();
     let res = search_head(&h.with_residual(&w).unwrap(), &opts(Objective::OutputResidual), false).unwrap();
@@ -56,7 +58,10 @@ fn the_objective_needs_the_projection_and_a_matching_head_dim() {
     let h = HeadInputs::new(&q, &k, Some(&v), d).unwrap();
     let err = search_head(&h, &opts(Objective::OutputResidual), false).unwrap_err().to_string();
     assert!(err.contains("output projection"), "{err}");
-    let w = ResidualWeight::of_head(&vec![1.0; 8 * 32], 8, 32, 0, 8, 1.0).unwrap();
+    // Another head dimension, or weights for another number of rows.
+    let w = ResidualWeight::of_head(&vec![1.0; 8 * 32], 8, 32, 0, 8, vec![1.0; n].into()).unwrap();
+    assert!(h.with_residual(&w).is_err());
+    let w = ResidualWeight::of_head(&vec![1.0; 16 * 32], 16, 32, 0, 16, vec![1.0; n - 1].into()).unwrap();
     assert!(h.with_residual(&w).is_err());
 }
 
