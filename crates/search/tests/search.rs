@@ -242,11 +242,11 @@ fn shipped_smollm2_config_loads_and_fits_the_model_shape() {
     let c = ModelPatternConfig::from_json_str(&text, &path.display().to_string()).unwrap();
     c.validate_model(30, 9).unwrap();
     assert!(c.layers.iter().all(|l| l.heads.len() == 9));
-    // Scores are each head's relative output error (0 for a head kept dense), which is below 1
-    // for every chosen pattern.
+    // Scores are each head's output error against the residual stream (near 0 for a head kept
+    // dense), far below 1 for every chosen pattern: a head's update is small next to the stream.
     for l in &c.layers {
         for e in l.heads.values() {
-            assert!(e.score >= 0.0 && e.score < 1.0, "relative output error {}", e.score);
+            assert!(e.score >= 0.0 && e.score < 0.1, "output-residual error {}", e.score);
         }
     }
     assert_eq!(ModelPatternConfig::from_json_str(&c.to_json_string(), "again").unwrap(), c);
