@@ -98,6 +98,12 @@ pub struct SearchArgs {
     /// errors over one large one.
     #[arg(long, default_value_t = 1.0)]
     pub budget_loss_power: f64,
+    /// After allocating, measure each layer's end-to-end effect on the first calibration
+    /// document (one CPU forward per layer with only that layer sparse, against dense, at the
+    /// final residual stream), weigh every layer's scores with it and allocate again. Adds one
+    /// forward per layer (docs/search.md "Layer sensitivity").
+    #[arg(long, conflicts_with_all = ["per_head_fit", "from_details"])]
+    pub layer_sensitivity: bool,
     /// Where the forward and the scoring run: cpu, cuda, or auto (cuda when a usable GPU is present).
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -357,7 +363,58 @@ fn run_searches(args: &SearchArgs, opts: &SearchOptions, hf_text: Option<&str>) 
         eprintln!("searched {} in {:.1} s", c.description, s.seconds);
         searches.push(s);
     }
-    Ok(merge_searches(&searches, &opts.objective)?)
+    let merged = merge_searches(&searches, &opts.objective)?;
+    if !args.layer_sensitivity {
+        return Ok(merged);
+    }
+    let first = calibrations.first().ok_or_else(|| anyhow!("no calibration document"))?;
+    weigh_by_layer_sensitivity(args, opts, &model, &first.tokens, merged)
+}
+
+/// `search`'s scores weighed by each layer's measured sensitivity under the allocation at
+/// `--density` (docs/search.md "Layer sensitivity").
+fn weigh_by_layer_sensitivity(
+    args: &SearchArgs,
+    opts: &SearchOptions,
+    model: &Arc<Model>,
+    tokens: &[u32],
+    mut search: ModelSearch,
+) -> Result<ModelSearch> {
+    let mut allocated = search.clone();
+    allocated.allocate_density_by(args.density, &loss_fn(opts, args.budget_loss_power))?;
+    let layers = model.config().layers;
+    let pb = ProgressBar::new(layers as u64 + 1)
+        .with_style(
+            ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} forwards {elapsed}")
+                .map_err(|e| anyhow!(e))?
+                .progress_chars("=> "),
+        )
+        .with_prefix("layers");
+    pb.inc(1);
+    let start = std::time::Instant::now();
+    let measured =
+        minference_search::sensitivity::measure(model, tokens, &allocated, opts.floor_for(tokens.len()), &|_| {
+            pb.inc(1)
+        })?;
+    pb.finish();
+    let factors = minference_search::sensitivity::factors(&allocated, &measured)?;
+    minference_search::sensitivity::scale(&mut search, &factors)?;
+    let shown: Vec<String> = factors.iter().map(|f| format!("{f:.2}")).collect();
+    eprintln!(
+        "layer sensitivity ({} forwards, {:.1} s): weights {}",
+        layers + 1,
+        start.elapsed().as_secs_f64(),
+        shown.join(" ")
+    );
+    Ok(search)
+}
+
+/// The allocation's loss of one candidate: the objective's loss to the power `power`.
+fn loss_fn(opts: &SearchOptions, power: f64) -> impl Fn(&minference_search::CandidateScore) -> f64 {
+    let objective = opts.objective;
+    move |c: &minference_search::CandidateScore| {
+        minference_search::budget::candidate_loss(c, &objective).max(0.0).powf(power)
+    }
 }
 
 /// Allocates, writes the config(s), the details and the summary.
@@ -369,11 +426,7 @@ fn finish(
     hf_text: Option<&str>,
 ) -> Result<()> {
     let mut search = base.clone();
-    let objective = opts.objective;
-    let power = args.budget_loss_power;
-    let loss = move |c: &minference_search::CandidateScore| {
-        minference_search::budget::candidate_loss(c, &objective).max(0.0).powf(power)
-    };
+    let loss = loss_fn(opts, args.budget_loss_power);
     if !args.per_head_fit {
         let reached = search.allocate_density_by(args.density, &loss)?;
         eprintln!(

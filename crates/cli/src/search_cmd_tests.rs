@@ -24,6 +24,7 @@ fn args(output: &str) -> SearchArgs {
         per_head_fit: false,
         also_density: vec![],
         budget_loss_power: 1.0,
+        layer_sensitivity: false,
         device: "cpu".into(),
     }
 }
@@ -150,4 +151,29 @@ fn failed_search_leaves_no_empty_config() {
     let out = std::env::temp_dir().join(format!("minference-search-cli-{}.json", std::process::id()));
     assert!(run(&args(out.to_str().unwrap_or_default())).is_err(), "the model does not exist");
     assert!(!out.exists());
+}
+
+#[test]
+fn layer_sensitivity_scales_each_layer_by_one_factor() {
+    let model = Arc::new(Model::random_with_config(minference_model::ModelConfig::tiny_llama(true), 5).unwrap());
+    let tokens: Vec<u32> = (0..400).map(|i| ((i * 37 + 11) % 300) as u32).collect();
+    let mut opts = search_options("output-residual", "work:0.5", "kernel-aware", &[], Some(100)).unwrap();
+    opts.space.given.extend(density_ladder());
+    let base = minference_search::search_model(Arc::clone(&model), &tokens, &opts, &|_, _| {}).unwrap();
+    let mut a = args("unused");
+    a.density = 0.6;
+    let weighed = weigh_by_layer_sensitivity(&a, &opts, &model, &tokens, base.clone()).unwrap();
+    for layer in 0..2 {
+        let ratios: Vec<f64> = base
+            .heads
+            .iter()
+            .zip(&weighed.heads)
+            .filter(|(b, _)| b.layer == layer)
+            .flat_map(|(b, w)| b.search.candidates.iter().zip(&w.search.candidates))
+            .filter(|(x, _)| x.score > 1e-9)
+            .map(|(x, y)| y.score / x.score)
+            .collect();
+        assert!(!ratios.is_empty(), "layer {layer}: no candidate with an error");
+        assert!(ratios.iter().all(|r| r.is_finite() && *r > 0.0 && (r - ratios[0]).abs() < 1e-9), "{ratios:?}");
+    }
 }

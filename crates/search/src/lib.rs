@@ -33,6 +33,7 @@ pub mod mask;
 pub mod multi;
 pub mod objective;
 pub mod residual;
+pub mod sensitivity;
 pub mod viz;
 
 pub use budget::{allocate, CostPoint};

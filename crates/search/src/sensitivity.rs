@@ -1,0 +1,152 @@
+//! Per-layer sensitivity (`minference search --layer-sensitivity`). A head's score is measured on
+//! dense inputs, so it cannot see how an early layer's error spreads through every later layer's
+//! queries and keys; on SmolLM2 the end-to-end effect of a layer over its predicted error varies
+//! twentyfold between layers (docs/eval.md). This step measures it: one forward per layer in
+//! which only that layer runs the allocated patterns, compared with the dense forward at the final
+//! residual stream (what the LM head reads, so no logits are needed), then every candidate score
+//! of the layer is scaled so that the allocation can be run again with the measured weights.
+
+use crate::driver::ModelSearch;
+use crate::error::{Result, SearchError};
+use minference_core::HeadPattern;
+use minference_engine::{cpu_engine, AttentionChoice, MInferencePlan, ResidualExport};
+use minference_model::Model;
+use std::sync::Arc;
+
+/// `mean_r ‖x_r − y_r‖² / ‖y_r‖²` over rows `floor..` of two `[tokens, hidden]` streams (`y` the
+/// reference; a zero reference row counts its change unscaled).
+pub fn relative_change(x: &[f32], y: &[f32], hidden: usize, floor: usize) -> Result<f64> {
+    if x.len() != y.len() || hidden == 0 || !x.len().is_multiple_of(hidden) {
+        return Err(SearchError::Input(format!(
+            "residual streams of {} and {} values do not share rows of {hidden}",
+            x.len(),
+            y.len()
+        )));
+    }
+    let (mut sum, mut rows) = (0f64, 0usize);
+    for (xr, yr) in x.chunks_exact(hidden).zip(y.chunks_exact(hidden)).skip(floor) {
+        let diff: f64 = xr.iter().zip(yr).map(|(&a, &b)| ((a - b) as f64).powi(2)).sum();
+        let reference: f64 = yr.iter().map(|&b| (b as f64).powi(2)).sum();
+        sum += if reference > 0.0 { diff / reference } else { diff };
+        rows += 1;
+    }
+    Ok(if rows == 0 { 0.0 } else { sum / rows as f64 })
+}
+
+fn final_residual(model: &Arc<Model>, tokens: &[u32], attention: &AttentionChoice) -> Result<Vec<f32>> {
+    let mut engine = cpu_engine(Arc::clone(model));
+    let mut export = ResidualExport::default();
+    engine.prefill_observed(tokens, attention, &mut |_| {}, &mut export)?;
+    export.take().ok_or_else(|| SearchError::Input("the forward kept no residual stream".into()))
+}
+
+/// For every layer, the final residual's relative change (rows `floor..`) when only that layer
+/// runs `search`'s chosen patterns and every other layer is dense (CPU, one forward per layer
+/// plus a dense one). `on_layer(l)` is called as each layer's forward ends.
+pub fn measure(
+    model: &Arc<Model>,
+    tokens: &[u32],
+    search: &ModelSearch,
+    floor: usize,
+    on_layer: &dyn Fn(usize),
+) -> Result<Vec<f64>> {
+    let cfg = model.config();
+    if search.heads.len() != cfg.layers * cfg.heads {
+        return Err(SearchError::Input(format!(
+            "the search covers {} heads, the model has {} × {}",
+            search.heads.len(),
+            cfg.layers,
+            cfg.heads
+        )));
+    }
+    let mut chosen = vec![vec![HeadPattern::Dense; cfg.heads]; cfg.layers];
+    for r in &search.heads {
+        let slot = chosen.get_mut(r.layer).and_then(|l| l.get_mut(r.head)).ok_or_else(|| {
+            SearchError::Input(format!("head report for layer {} head {} outside the model", r.layer, r.head))
+        })?;
+        *slot = r.search.chosen().pattern;
+    }
+    let dense = final_residual(model, tokens, &AttentionChoice::Dense)?;
+    let mut out = Vec::with_capacity(cfg.layers);
+    for (layer, patterns) in chosen.iter().enumerate() {
+        let plan = MInferencePlan::from_lookup(cfg, |l, h| if l == layer { patterns[h] } else { HeadPattern::Dense });
+        let x = final_residual(model, tokens, &AttentionChoice::MInference(plan))?;
+        out.push(relative_change(&x, &dense, cfg.hidden, floor)?);
+        on_layer(layer);
+    }
+    Ok(out)
+}
+
+/// Each layer's weight `sqrt(k_l / mean k)`, `k_l = measured[l] / Σ_h score²` over the layer's
+/// chosen sparse candidates in `search` (its measured change over its predicted one). A layer
+/// with no sparse head, or whose sparse heads predict no error, gets 1.
+pub fn factors(search: &ModelSearch, measured: &[f64]) -> Result<Vec<f64>> {
+    let layers = search.heads.iter().map(|r| r.layer + 1).max().unwrap_or(0);
+    if measured.len() != layers || measured.iter().any(|m| !(m.is_finite() && *m >= 0.0)) {
+        return Err(SearchError::Input(format!(
+            "{} layer sensitivities (finite, non-negative) for a search of {layers} layers",
+            measured.len()
+        )));
+    }
+    // Heads kept dense predict no error (their scores are rounding noise) and change nothing: a
+    // layer with no sparse head carries no information and keeps weight 1.
+    let mut predicted = vec![0f64; layers];
+    for r in &search.heads {
+        let c = r.search.chosen();
+        if c.pattern != HeadPattern::Dense {
+            predicted[r.layer] += c.score.powi(2);
+        }
+    }
+    let ratio: Vec<Option<f64>> = measured.iter().zip(&predicted).map(|(&m, &p)| (p > 0.0).then(|| m / p)).collect();
+    let known: Vec<f64> = ratio.iter().flatten().copied().collect();
+    let mean = if known.is_empty() { 1.0 } else { known.iter().sum::<f64>() / known.len() as f64 };
+    Ok(ratio
+        .iter()
+        .map(|r| match r {
+            Some(k) if mean > 0.0 => (k / mean).sqrt(),
+            _ => 1.0,
+        })
+        .collect())
+}
+
+/// Multiplies every candidate score (and config entry score) of layer `l` by `factors[l]`.
+pub fn scale(search: &mut ModelSearch, factors: &[f64]) -> Result<()> {
+    if let Some(r) = search.heads.iter().find(|r| r.layer >= factors.len()) {
+        return Err(SearchError::Input(format!("no layer weight for layer {} of {}", r.layer, factors.len())));
+    }
+    for r in &mut search.heads {
+        for c in &mut r.search.candidates {
+            c.score *= factors[r.layer];
+        }
+    }
+    for (layer, f) in search.config.layers.iter_mut().zip(factors) {
+        for e in layer.heads.values_mut() {
+            e.score *= f;
+        }
+    }
+    Ok(())
+}
+
+/// [`factors`] of `search`, applied to it with [`scale`]; returns them. The caller re-allocates.
+pub fn weigh(search: &mut ModelSearch, measured: &[f64]) -> Result<Vec<f64>> {
+    let f = factors(search, measured)?;
+    scale(search, &f)?;
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_change_is_per_row_from_the_floor() {
+        let y = [1.0f32, 0.0, 0.0, 2.0, 3.0, 4.0];
+        let x = [1.0f32, 1.0, 0.0, 2.0, 3.0, 9.0];
+        // Row 0: 1 / 1; row 1: 0; row 2: 25 / 25.
+        assert_eq!(relative_change(&x, &y, 2, 0).unwrap_or(f64::NAN), 2.0 / 3.0);
+        assert_eq!(relative_change(&x, &y, 2, 1).unwrap_or(f64::NAN), 0.5);
+        assert_eq!(relative_change(&x, &y, 2, 3).unwrap_or(f64::NAN), 0.0);
+        assert!(relative_change(&x, &y[..4], 2, 0).is_err());
+        assert!(relative_change(&x, &y, 4, 0).is_err());
+    }
+}
