@@ -383,14 +383,14 @@ fn weigh_by_layer_sensitivity(
     let mut allocated = search.clone();
     allocated.allocate_density_by(args.density, &loss_fn(opts, args.budget_loss_power))?;
     let layers = model.config().layers;
-    let pb = ProgressBar::new(layers as u64 + 1)
+    // One tick per layer's forward; the dense reference forward runs before the first.
+    let pb = ProgressBar::new(layers as u64)
         .with_style(
             ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} forwards {elapsed}")
                 .map_err(|e| anyhow!(e))?
                 .progress_chars("=> "),
         )
         .with_prefix("layers");
-    pb.inc(1);
     let start = std::time::Instant::now();
     let measured =
         minference_search::sensitivity::measure(model, tokens, &allocated, opts.floor_for(tokens.len()), &|_| {

@@ -127,13 +127,6 @@ pub fn scale(search: &mut ModelSearch, factors: &[f64]) -> Result<()> {
     Ok(())
 }
 
-/// [`factors`] of `search`, applied to it with [`scale`]; returns them. The caller re-allocates.
-pub fn weigh(search: &mut ModelSearch, measured: &[f64]) -> Result<Vec<f64>> {
-    let f = factors(search, measured)?;
-    scale(search, &f)?;
-    Ok(f)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

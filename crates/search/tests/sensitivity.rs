@@ -4,12 +4,20 @@
 use minference_model::{Model, ModelConfig};
 use minference_search::candidates::{CandidateSpace, TargetCost};
 use minference_search::head::SearchOptions;
-use minference_search::sensitivity::{measure, weigh};
+use minference_search::sensitivity::{factors, measure, scale};
+use minference_search::ModelSearch;
 use minference_search::{search_model, Objective};
 use std::sync::Arc;
 
 fn prompt() -> Vec<u32> {
     (0..400).map(|i| ((i * 37 + 11) % 300) as u32).collect()
+}
+
+/// `search`'s layer factors for `measured`, applied to it.
+fn weigh(search: &mut ModelSearch, measured: &[f64]) -> minference_search::Result<Vec<f64>> {
+    let f = factors(search, measured)?;
+    scale(search, &f)?;
+    Ok(f)
 }
 
 fn opts() -> SearchOptions {
