@@ -26,11 +26,12 @@ for r in $(seq 1 "$ROUNDS"); do
             | grep -E '^\|' | tee -a "$OUT/ab.log"
     done
 done
-# Optional per-kernel times of one more command under ncu (durations only), e.g.
+# Optional per-kernel times of one more command under ncu (durations only), by the binary
+# NCU_TAG (default: the last one), e.g.
 #   NCU_ARGS="bench attention --lengths 16k --sets vs-mix --regimes structured --reps 1"
 if [ -n "${NCU_ARGS:-}" ] && command -v ncu > /dev/null; then
     # shellcheck disable=SC2086
-    ncu --clock-control none --print-units base --metrics gpu__time_duration.sum --csv "/tmp/ab/${tags[0]}" $NCU_ARGS \
+    ncu --clock-control none --print-units base --metrics gpu__time_duration.sum --csv "/tmp/ab/${NCU_TAG:-${tags[-1]}}" $NCU_ARGS \
         --no-peers --no-baseline > /tmp/ab/ncu.csv 2> /tmp/ab/ncu.err
     python3 - /tmp/ab/ncu.csv <<'PY' | tee "$OUT/ncu-kernels.txt"
 import csv, sys, collections

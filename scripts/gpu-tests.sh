@@ -29,7 +29,7 @@ strip -o .devgpu-3/minference "${CARGO_TARGET_DIR:-target}/release/minference"
 xz -T2 -6 .devgpu-3/minference
 xz -T2 -6 -c "$(command -v cargo-nextest)" > .devgpu-3/cargo-nextest.xz
 # The cubins and ptxas report, for the SASS check with cuobjdump there.
-out_dir=$(ls -td "${CARGO_TARGET_DIR:-target}"/release/build/minference-cuda-*/out | head -1)
+out_dir=$(ls -td "${CARGO_TARGET_DIR:-target}"/release/build/minference-cuda-*/out/hopper_attention.cubin | head -1 | xargs dirname)
 tar -C "$out_dir" -czf .devgpu-3/cubins.tgz $(cd "$out_dir" && ls *.cubin) ptxas-report.txt
 
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf

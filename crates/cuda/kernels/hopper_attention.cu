@@ -24,7 +24,7 @@ MI_HOPPER_ENTRY(hopper_attn_bf16_d64_mixed, 64, MixedProducer)
 MI_HOPPER_ENTRY(hopper_attn_bf16_d128_mixed, 128, MixedProducer)
 
 // ---------------------------------------------------------------------------------------------
-// Index planner: one thread per (head, 128-row tile m) of one sequence. The tile's two 64-row
+// Index planner: one warp per (head, 128-row tile m) of one sequence. The tile's two 64-row
 // blocks are slots s0 = slot_base + h * R + 2m and s0 + 1 (absent when 2m + 1 == R). Their tiles
 // (ascending, disjoint 64-key ranges, clamped to [0, end of the block's rows)) are merged into union
 // runs, cut into chunks like RangeProducer (128 keys; a <= 64-key remainder paired with the next
@@ -38,29 +38,52 @@ MI_HOPPER_ENTRY(hopper_attn_bf16_d128_mixed, 128, MixedProducer)
 // 2 * tile_ptr[s0] + col_ptr[s0] / 64 + 2 * s0 (a bound of at most 2 chunks per tile plus one per
 // 64 columns plus 2, monotone in s0: the host allocates 2 * n_tiles + n_cols / 64 + 2 * n_slots + 4);
 // merged columns of a tile start at col_ptr[s0].
+//
+// Work split (one thread per tile left most SMs idle and walked global memory serially): the
+// warp stages the tile's lists in shared memory when they fit; lane 0 walks the union runs and
+// writes each chunk's key ranges; the lanes then fill the chunks' ownership masks in parallel; the
+// column merge is split over the lanes by merge path.
+constexpr int PLAN_WARPS = 4;     // warps per CTA
+constexpr int PLAN_STAGE = 2560;  // staged list entries per warp (10 KB)
+constexpr int PLAN_GCAP = 64;     // gather chunks whose ownership bits one pass accumulates
+constexpr u32 FULL_WARP = 0xffffffffu;
+
 struct PlanHalf {
-    int t, t_end;  // tiles [t, t_end) of tile_start
+    int t, t_end;  // tiles [t, t_end) of the staged list
     int row_end;   // keys >= row_end are causally masked for every row of the block
 };
 
-__device__ __forceinline__ bool plan_tile(const int* tile_start, const PlanHalf& h, int j, int& s, int& e) {
-    const int ts = tile_start[j];
+__device__ __forceinline__ bool plan_tile(const int* tiles, const PlanHalf& h, int j, int& s, int& e) {
+    const int ts = tiles[j];
     s = max(ts, 0);
     e = min(ts + 64, h.row_end);
     return e > s;
 }
 
 // Ownership bits of keys [a, a + l) placed at columns c0.. for block w; q = first tile of the
-// block that may still overlap (advanced monotonically: chunks come in ascending key order).
-__device__ __forceinline__ void plan_bits(const int* tile_start, const PlanHalf& h, int& q, int a, int l, int c0,
+// block that may still overlap (advanced monotonically within one chunk).
+__device__ __forceinline__ void plan_bits(const int* tiles, const PlanHalf& h, int& q, int a, int l, int c0,
                                           u32 (&m)[4]) {
     int s, e;
-    while (q < h.t_end && (!plan_tile(tile_start, h, q, s, e) || e <= a)) ++q;
+    while (q < h.t_end && (!plan_tile(tiles, h, q, s, e) || e <= a)) ++q;
     for (int j = q; j < h.t_end; ++j) {
-        if (!plan_tile(tile_start, h, j, s, e)) continue;
+        if (!plan_tile(tiles, h, j, s, e)) continue;
         if (s >= a + l) break;
         mask_set<true>(m, max(s, a) - a + c0, min(e, a + l) - a + c0);
     }
+}
+
+// First tile of h that may overlap keys >= a: tiles ascend, so those before it end at or before a.
+__device__ __forceinline__ int plan_seek(const int* tiles, const PlanHalf& h, int a) {
+    int lo = h.t, hi = h.t_end;
+    while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if (tiles[mid] + 64 <= a)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
 }
 
 __device__ __forceinline__ void plan_store(ChunkMeta* dst, const ChunkMeta& cm) {
@@ -70,63 +93,28 @@ __device__ __forceinline__ void plan_store(ChunkMeta* dst, const ChunkMeta& cm) 
     for (int i = 0; i < 4; ++i) d[i] = s[i];
 }
 
-struct PlanEmit {
-    const int* tile_start;
-    PlanHalf half[2];
-    int q[2];
-    ChunkMeta* out;
-    int count;
+// The warp's copy of n list entries at src: shared memory when they fit, else src itself.
+__device__ __forceinline__ const int* plan_stage(int* stage, const int* src, int n, int lane) {
+    if (n > PLAN_STAGE) return src;
+    for (int i = lane; i < n; i += 32) stage[i] = src[i];
+    __syncwarp();
+    return stage;
+}
 
-    __device__ __forceinline__ void range(int a, int la, int b, int lb, bool pair) {
-        ChunkMeta cm = pair ? range_meta<true>(a, la, KIND_PAIR, b, lb) : range_meta<true>(a, la, KIND_RANGE, a + 64, la - 64);
-        cm.full = 0;
-#pragma unroll
-        for (int w = 0; w < 2; ++w) {
-            u32 m[4] = {0u, 0u, 0u, 0u};
-            plan_bits(tile_start, half[w], q[w], a, la, 0, m);
-            if (pair) plan_bits(tile_start, half[w], q[w], b, lb, 64, m);
-            if ((m[0] & m[1] & m[2] & m[3]) == 0xffffffffu) cm.full |= 1 << w;
-#pragma unroll
-            for (int i = 0; i < 4; ++i) cm.mask[w][i] = m[i];
-        }
-        plan_store(out + count++, cm);
-    }
-};
-
-extern "C" __global__ void hopper_plan_index(const unsigned* tile_ptr, const int* tile_start, const unsigned* col_ptr,
-                                             const int* col_index, const int* head_kind, unsigned slot_base, int R,
-                                             int M, int heads, int n, ChunkMeta* chunks, int* tile_chunks,
-                                             int* mcols) {
-    const int t = blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= heads * M) return;
-    const int h = t / M, m = t % M;
-    if (head_kind[h] != HEAD_INDEX) {
-        tile_chunks[2 * t] = 0;
-        tile_chunks[2 * t + 1] = 0;
-        return;
-    }
-    const unsigned s0 = slot_base + (unsigned)h * (unsigned)R + 2u * (unsigned)m;
-    const bool has1 = 2 * m + 1 < R;
-    const int first = (int)(2u * tile_ptr[s0] + col_ptr[s0] / 64u + 2u * s0);
-    PlanEmit em;
-    em.tile_start = tile_start;
-    em.half[0] = PlanHalf{(int)tile_ptr[s0], (int)tile_ptr[s0 + 1], min(128 * m + 64, n)};
-    em.half[1] = has1 ? PlanHalf{(int)tile_ptr[s0 + 1], (int)tile_ptr[s0 + 2], min(128 * m + 128, n)}
-                      : PlanHalf{0, 0, 0};
-    em.q[0] = em.half[0].t;
-    em.q[1] = em.half[1].t;
-    em.out = chunks + first;
-    em.count = 0;
-
-    // Union runs of the two blocks' tiles (both ascending), cut into chunks as they close.
-    int i0 = em.half[0].t, i1 = em.half[1].t;
+// Lane 0: the union runs of both blocks' tiles (both ascending), cut into chunks as they close.
+// Chunk c gets its key ranges (a, la, b, lb; lb == 0: a RANGE chunk, else a PAIR) in its first 16
+// bytes; the lanes turn them into ChunkMetas. Returns the chunk count.
+__device__ int plan_runs(const int* tiles, const PlanHalf (&half)[2], ChunkMeta* out) {
+    int count = 0;
+    auto emit = [&](int a, int la, int b, int lb) { *(int4*)(out + count++) = make_int4(a, la, b, lb); };
+    int i0 = half[0].t, i1 = half[1].t;
     int rs = 0, re = -1;  // current run [rs, re); re < 0: none
     int pend_a = 0, pend_l = 0;
     auto flush = [&](int a, int b) {
         while (a < b) {
             if (pend_l > 0) {
                 const int lb = min(64, b - a);
-                em.range(pend_a, pend_l, a, lb, true);
+                emit(pend_a, pend_l, a, lb);
                 pend_l = 0;
                 a += lb;
                 continue;
@@ -135,19 +123,18 @@ extern "C" __global__ void hopper_plan_index(const unsigned* tile_ptr, const int
             if (l <= 64) {
                 pend_a = a;
                 pend_l = l;
-                a += l;
             } else {
-                em.range(a, l, 0, 0, false);
-                a += l;
+                emit(a, l, 0, 0);
             }
+            a += l;
         }
     };
     while (true) {
         int s = 0, e = 0, w = -1;
         int s0v, e0v, s1v, e1v;
-        while (i0 < em.half[0].t_end && !plan_tile(tile_start, em.half[0], i0, s0v, e0v)) ++i0;
-        while (i1 < em.half[1].t_end && !plan_tile(tile_start, em.half[1], i1, s1v, e1v)) ++i1;
-        const bool ok0 = i0 < em.half[0].t_end, ok1 = i1 < em.half[1].t_end;
+        while (i0 < half[0].t_end && !plan_tile(tiles, half[0], i0, s0v, e0v)) ++i0;
+        while (i1 < half[1].t_end && !plan_tile(tiles, half[1], i1, s1v, e1v)) ++i1;
+        const bool ok0 = i0 < half[0].t_end, ok1 = i1 < half[1].t_end;
         if (ok0 && (!ok1 || s0v <= s1v)) {
             s = s0v;
             e = e0v;
@@ -168,63 +155,169 @@ extern "C" __global__ void hopper_plan_index(const unsigned* tile_ptr, const int
         }
     }
     if (re >= 0) flush(rs, re);
-    if (pend_l > 0) em.range(pend_a, pend_l, 0, 0, false);
+    if (pend_l > 0) emit(pend_a, pend_l, 0, 0);
+    return count;
+}
 
-    // Merged columns of both blocks.
-    int c0 = (int)col_ptr[s0], c0_end = (int)col_ptr[s0 + 1];
-    int c1 = has1 ? (int)col_ptr[s0 + 1] : 0, c1_end = has1 ? (int)col_ptr[s0 + 2] : 0;
-    const int cbase = (int)col_ptr[s0];
-    int k = 0, kc = 0, maxkey = -1;
-    u32 own[2][4] = {{0u, 0u, 0u, 0u}, {0u, 0u, 0u, 0u}};
-    auto gflush = [&]() {
-        const int len = k - kc;
-        ChunkMeta cm = range_meta<true>(cbase + kc, len, KIND_GATHER, 0, 0);
-        cm.maxkey = maxkey;
+// Lanes: chunk c's ranges -> its ChunkMeta with both blocks' ownership masks.
+__device__ __forceinline__ void plan_range_masks(const int* tiles, const PlanHalf (&half)[2], ChunkMeta* out,
+                                                 int count, int lane) {
+    for (int c = lane; c < count; c += 32) {
+        const int4 r = *(const int4*)(out + c);
+        const bool pair = r.w > 0;
+        ChunkMeta cm = pair ? range_meta<true>(r.x, r.y, KIND_PAIR, r.z, r.w)
+                            : range_meta<true>(r.x, r.y, KIND_RANGE, r.x + 64, r.y - 64);
         cm.full = 0;
 #pragma unroll
         for (int w = 0; w < 2; ++w) {
-            if ((own[w][0] & own[w][1] & own[w][2] & own[w][3]) == 0xffffffffu) cm.full |= 1 << w;
+            u32 m[4] = {0u, 0u, 0u, 0u};
+            int q = plan_seek(tiles, half[w], r.x);
+            plan_bits(tiles, half[w], q, r.x, r.y, 0, m);
+            if (pair) plan_bits(tiles, half[w], q, r.z, r.w, 64, m);
+            if ((m[0] & m[1] & m[2] & m[3]) == 0xffffffffu) cm.full |= 1 << w;
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                cm.mask[w][i] = own[w][i];
-                own[w][i] = 0u;
-            }
+            for (int i = 0; i < 4; ++i) cm.mask[w][i] = m[i];
         }
-        plan_store(em.out + em.count++, cm);
-        kc = k;
-        maxkey = -1;
-    };
-    while (c0 < c0_end || c1 < c1_end) {
-        int key, who;
-        const int a = c0 < c0_end ? col_index[c0] : 0x7fffffff;
-        const int b = c1 < c1_end ? col_index[c1] : 0x7fffffff;
-        if (c1 >= c1_end || (c0 < c0_end && a < b)) {
-            key = a;
-            who = 1;
-            ++c0;
-        } else if (c0 >= c0_end || b < a) {
-            key = b;
-            who = 2;
-            ++c1;
-        } else {
-            key = a;
-            who = 3;
-            ++c0;
-            ++c1;
-        }
-        const int c = k - kc;
-        mcols[cbase + k] = key;
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {  // constant indices: own stays in registers
-            const u32 bit = mask_word(c) == q ? 1u << mask_bit(c) : 0u;
-            if (who & 1) own[0][q] |= bit;
-            if (who & 2) own[1][q] |= bit;
-        }
-        maxkey = max(maxkey, key);
-        ++k;
-        if (k - kc == BN) gflush();
+        plan_store(out + c, cm);
     }
-    if (k > kc) gflush();
-    tile_chunks[2 * t] = first;
-    tile_chunks[2 * t + 1] = em.count;
+}
+
+// Ownership bits of merged column `rank` for block bits `who`, if its chunk is in this pass.
+__device__ __forceinline__ void plan_own(u32 (*gmask)[2][4], int g0, int rank, int who) {
+    const int g = (rank >> 7) - g0;
+    if (g < 0 || g >= PLAN_GCAP) return;
+    const int c = rank & 127;
+    const u32 bit = 1u << mask_bit(c);
+    if (who & 1) atomicOr(&gmask[g][0][mask_word(c)], bit);
+    if (who & 2) atomicOr(&gmask[g][1][mask_word(c)], bit);
+}
+
+// Merge-path split: how many of the first d elements of merge(A, B) come from A (ties: A first).
+__device__ __forceinline__ int plan_diagonal(const int* A, int na, const int* B, int nb, int d) {
+    int lo = max(0, d - nb), hi = min(d, na);
+    while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if (A[mid] <= B[d - 1 - mid])
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+// One lane's stretch [d, d_end) of merge(A, B): calls f(key, who) for each merged column (who: bit 0
+// in A, bit 1 in B; a key in both comes once, as A's, and its B copy right after is dropped) and
+// returns how many B copies it dropped.
+template <typename F>
+__device__ __forceinline__ int plan_merge_walk(const int* A, int na, const int* B, int nb, int d, int d_end, F&& f) {
+    int i = plan_diagonal(A, na, B, nb, d), j = d - i, dropped = 0;
+    for (; d < d_end; ++d) {
+        if (j >= nb || (i < na && A[i] <= B[j])) {
+            const int key = A[i++];
+            f(key, j < nb && B[j] == key ? 3 : 1);
+        } else {
+            const int key = B[j++];
+            if (i > 0 && A[i - 1] == key)
+                ++dropped;
+            else
+                f(key, 2);
+        }
+    }
+    return dropped;
+}
+
+// Merged columns of both blocks (ascending lists A, B) into mcols[0..K) and gather chunks
+// out[0..ceil(K / 128)). Each lane merges one 32nd of merge(A, B) (found by a merge-path search);
+// a first walk counts the dropped duplicates, whose warp scan gives every lane its first rank.
+// Returns the chunk count.
+__device__ int plan_columns(const int* A, int na, const int* B, int nb, int cbase, int* mcols,
+                            u32 (*gmask)[2][4], ChunkMeta* out, int lane) {
+    const int total = na + nb, per = (total + 31) / 32;
+    const int d = min(total, lane * per), d_end = min(total, d + per);
+    const int dropped = plan_merge_walk(A, na, B, nb, d, d_end, [](int, int) {});
+    int before = dropped;  // inclusive scan over lanes
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const int v = __shfl_up_sync(FULL_WARP, before, off);
+        if (lane >= off) before += v;
+    }
+    const int K = total - __shfl_sync(FULL_WARP, before, 31);
+    const int first_rank = d - (before - dropped);
+    const int n_chunks = (K + BN - 1) / BN;
+    for (int g0 = 0; g0 < n_chunks; g0 += PLAN_GCAP) {
+        for (int i = lane; i < PLAN_GCAP * 8; i += 32) (&gmask[0][0][0])[i] = 0u;
+        __syncwarp();
+        int rank = first_rank;
+        plan_merge_walk(A, na, B, nb, d, d_end, [&](int key, int who) {
+            if (g0 == 0) mcols[cbase + rank] = key;
+            plan_own(gmask, g0, rank, who);
+            ++rank;
+        });
+        __syncwarp();  // mcols and the bits of this pass are complete
+        for (int g = g0 + lane; g < min(n_chunks, g0 + PLAN_GCAP); g += 32) {
+            const int kc = g * BN, len = min(BN, K - kc);
+            ChunkMeta cm = range_meta<true>(cbase + kc, len, KIND_GATHER, 0, 0);
+            cm.maxkey = mcols[cbase + kc + len - 1];
+            cm.full = 0;
+#pragma unroll
+            for (int w = 0; w < 2; ++w) {
+                const u32* own = gmask[g - g0][w];
+                if ((own[0] & own[1] & own[2] & own[3]) == 0xffffffffu) cm.full |= 1 << w;
+#pragma unroll
+                for (int i = 0; i < 4; ++i) cm.mask[w][i] = own[i];
+            }
+            plan_store(out + g, cm);
+        }
+        __syncwarp();  // every lane has read this pass's bits before they are cleared
+    }
+    return n_chunks;
+}
+
+extern "C" __global__ void __launch_bounds__(32 * PLAN_WARPS)
+    hopper_plan_index(const unsigned* tile_ptr, const int* tile_start, const unsigned* col_ptr, const int* col_index,
+                      const int* head_kind, unsigned slot_base, int R, int M, int heads, int n, ChunkMeta* chunks,
+                      int* tile_chunks, int* mcols) {
+    __shared__ int stage_all[PLAN_WARPS][PLAN_STAGE];
+    __shared__ u32 gmask_all[PLAN_WARPS][PLAN_GCAP][2][4];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int t = blockIdx.x * PLAN_WARPS + warp;
+    if (t >= heads * M) return;  // the whole warp
+    const int h = t / M, m = t % M;
+    if (head_kind[h] != HEAD_INDEX) {
+        if (lane == 0) {
+            tile_chunks[2 * t] = 0;
+            tile_chunks[2 * t + 1] = 0;
+        }
+        return;
+    }
+    int* stage = stage_all[warp];
+    const unsigned s0 = slot_base + (unsigned)h * (unsigned)R + 2u * (unsigned)m;
+    const bool has1 = 2 * m + 1 < R;
+    const int first = (int)(2u * tile_ptr[s0] + col_ptr[s0] / 64u + 2u * s0);
+    ChunkMeta* out = chunks + first;
+
+    // Tiles of both blocks, indexed from the first block's first tile.
+    const int t_base = (int)tile_ptr[s0];
+    const int t_mid = (int)tile_ptr[s0 + 1] - t_base;
+    const int t_end = (has1 ? (int)tile_ptr[s0 + 2] : (int)tile_ptr[s0 + 1]) - t_base;
+    const int* tiles = plan_stage(stage, tile_start + t_base, t_end, lane);
+    const PlanHalf half[2] = {PlanHalf{0, t_mid, min(128 * m + 64, n)},
+                              has1 ? PlanHalf{t_mid, t_end, min(128 * m + 128, n)} : PlanHalf{0, 0, 0}};
+    int count = 0;
+    if (lane == 0) count = plan_runs(tiles, half, out);
+    count = __shfl_sync(FULL_WARP, count, 0);
+    __syncwarp();  // lane 0's chunk ranges are visible to every lane
+    plan_range_masks(tiles, half, out, count, lane);
+    __syncwarp();  // every lane is done with the staged tiles
+
+    // Merged columns of both blocks.
+    const int cbase = (int)col_ptr[s0];
+    const int na = (int)col_ptr[s0 + 1] - cbase;
+    const int nb = has1 ? (int)col_ptr[s0 + 2] - (int)col_ptr[s0 + 1] : 0;
+    const int* cols = plan_stage(stage, col_index + cbase, na + nb, lane);
+    count += plan_columns(cols, na, cols + na, nb, cbase, mcols, gmask_all[warp], out + count, lane);
+    if (lane == 0) {
+        tile_chunks[2 * t] = first;
+        tile_chunks[2 * t + 1] = count;
+    }
 }

@@ -1,18 +1,21 @@
-// Sparse-index assembly on the GPU: VS conversion (one thread per row block, exactly core's
-// convert_vs_head), BS block lists, and the CSR exclusive scan. Count pass -> scan -> fill pass.
+// Sparse-index assembly on the GPU: VS conversion (one thread per row block, the same result as
+// core's convert_vs_head), BS block lists, and the CSR exclusive scan. Count pass -> scan -> fill pass.
 #include "common.cuh"
 #include "vs_items.cuh"
 
 struct CountSink {
     u32 tiles, cols;
     __device__ void tile(long long) { ++tiles; }
-    __device__ void col(long long) { ++cols; }
+    __device__ void cols_from(const int*, int n) { cols += (u32)n; }
 };
 struct FillSink {
     int* tile_out;
     int* col_out;
     __device__ void tile(long long t) { *tile_out++ = (int)t; }
-    __device__ void col(long long c) { *col_out++ = (int)c; }
+    __device__ void cols_from(const int* v, int n) {
+        for (int i = 0; i < n; ++i) col_out[i] = v[i];
+        col_out += n;
+    }
 };
 
 template <typename Sink>
@@ -20,7 +23,32 @@ __device__ __forceinline__ void emit_range(Sink& sink, long long rs, long long r
     for (long long t = rs; t < re && t < kv_len; t += 64) sink.tile(t);
 }
 
-// Row block m of one head: verticals vs[0..nv) ascending, slashes ss[0..ns) descending.
+// First index i >= lo with vs[i] >= x (vs ascending): exponential then binary search, so that a
+// gap holding few verticals costs a few probes.
+__device__ __forceinline__ int seek_vertical(const int* vs, int nv, int lo, long long x) {
+    if (lo >= nv || (long long)vs[lo] >= x) return lo;
+    int step = 1, hi = lo + 1;  // vs[lo] < x
+    while (hi < nv && (long long)vs[hi] < x) {
+        lo = hi;
+        step <<= 1;
+        hi = hi + step < nv ? hi + step : nv;
+    }
+    while (lo + 1 < hi) {  // vs[lo] < x <= vs[hi] (or hi == nv)
+        const int mid = (lo + hi) >> 1;
+        if ((long long)vs[mid] < x)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return hi;
+}
+
+// Row block m of one head: verticals vs[0..nv) ascending, slashes ss[0..ns) descending. The same
+// tiles and columns as core's convert_vs_head, whose walk visits the verticals one by one between
+// slash steps. A vertical is a column exactly when it lies in a gap before a run of slash tiles,
+// or after the last run and below the block's first row; so each closed run takes the gap's
+// verticals in one seek (count pass: a difference; fill pass: a copy) and skips the covered ones
+// with another.
 template <typename Sink>
 __device__ void convert_row_block(Sink& sink, const int* vs, int nv, const int* ss, int ns, int q_len, int kv_len,
                                   int m) {
@@ -40,69 +68,64 @@ __device__ void convert_row_block(Sink& sink, const int* vs, int nv, const int* 
     }
     int si = lo, vi = 0;
     long long last_end = 0;
+    auto close_run = [&](long long rs, long long re) {
+        const int gap_end = seek_vertical(vs, nv, vi, rs);
+        sink.cols_from(vs + vi, gap_end - vi);
+        vi = seek_vertical(vs, nv, gap_end, re);
+        emit_range(sink, rs, re, kv);
+    };
     if (si < ns) {
         long long e = end - ss[si];
         if (e < tile) e = tile;
         ++si;
         long long rs = e - tile, re = e;
-        while (true) {
-            long long v = vi < nv ? (long long)vs[vi] : 0x7fffffffffffffffll;
-            if (v < re) {
-                if (v < rs) sink.col(v);
-                ++vi;
-            } else if (si < ns) {
-                long long e2 = end - ss[si];
-                if (e2 < tile) e2 = tile;
-                if (e2 <= re) {
-                    // Slashes ending inside the run change nothing: gallop to the first one ending
-                    // past re (ss descending: end - ss[j] ascending), so a band of thousands of
-                    // adjacent diagonals costs a few probes per 64-key tile, not one step each.
-                    int step = 1, lo2 = si, hi2 = si + 1;  // slash si is inside: probe from si + 1
-                    while (hi2 < ns && end - (long long)ss[hi2] <= re) {
-                        lo2 = hi2;
-                        step <<= 1;
-                        hi2 = hi2 + step < ns ? hi2 + step : ns;
-                    }
-                    while (lo2 + 1 < hi2) {  // end - ss[lo2] <= re < end - ss[hi2] (or hi2 == ns)
-                        const int mid = (lo2 + hi2) >> 1;
-                        if (end - (long long)ss[mid] <= re)
-                            lo2 = mid;
-                        else
-                            hi2 = mid;
-                    }
-                    si = hi2;
-                    continue;
+        while (si < ns) {
+            long long e2 = end - ss[si];
+            if (e2 < tile) e2 = tile;
+            if (e2 <= re) {
+                // Slashes ending inside the run change nothing: gallop to the first one ending
+                // past re (ss descending: end - ss[j] ascending), so a band of thousands of
+                // adjacent diagonals costs a few probes per 64-key tile, not one step each.
+                int step = 1, lo2 = si, hi2 = si + 1;  // slash si is inside: probe from si + 1
+                while (hi2 < ns && end - (long long)ss[hi2] <= re) {
+                    lo2 = hi2;
+                    step <<= 1;
+                    hi2 = hi2 + step < ns ? hi2 + step : ns;
                 }
-                ++si;
-                if (e2 > re + tile) {
-                    emit_range(sink, rs, re, kv);
-                    rs = e2 - tile;
-                    re = e2;
-                } else if (e2 > re) {
-                    re += tile;
+                while (lo2 + 1 < hi2) {  // end - ss[lo2] <= re < end - ss[hi2] (or hi2 == ns)
+                    const int mid = (lo2 + hi2) >> 1;
+                    if (end - (long long)ss[mid] <= re)
+                        lo2 = mid;
+                    else
+                        hi2 = mid;
                 }
+                si = hi2;
+                continue;
+            }
+            ++si;
+            if (e2 > re + tile) {
+                close_run(rs, re);
+                rs = e2 - tile;
+                re = e2;
             } else {
-                emit_range(sink, rs, re, kv);
-                last_end = re;
-                break;
+                re += tile;
             }
         }
+        close_run(rs, re);
+        last_end = re;
     }
-    const long long tail = start > last_end ? start : last_end;
-    for (; vi < nv; ++vi) {
-        long long v = vs[vi];
-        if (v >= key_end) break;
-        if (v < start) {
-            sink.col(v);
-        } else {
-            emit_range(sink, tail, tail + tile, kv);
-            break;
-        }
+    // After the last run: verticals below the block's first row are columns; one at or past it
+    // (inside the block) adds the block's diagonal tile.
+    const int below = seek_vertical(vs, nv, vi, start);
+    sink.cols_from(vs + vi, below - vi);
+    if (below < nv && (long long)vs[below] < key_end) {
+        const long long tail = start > last_end ? start : last_end;
+        emit_range(sink, tail, tail + tile, kv);
     }
 }
 
 // fill == 0: writes tile_cnt/col_cnt per slot; fill == 1: writes tile_start/col_index at the
-// scanned offsets. grid (ceil(max R / 128), n_items), 128 threads.
+// scanned offsets. grid (ceil(max R / blockDim.x), n_items).
 extern "C" __global__ void vs_convert(const int* seqs, const int* items, const int* sel_v, const int* sel_s,
                                       const u32* slot_base, int smem_cap, int fill, u32* tile_cnt,
                                       u32* col_cnt, const u32* tile_ptr, const u32* col_ptr, int* tile_start,

@@ -63,14 +63,17 @@ pub fn build_index(
     let d = shape.head_dim;
     let n_vs = vs.items.len();
 
-    // Each CTA stages its head's selection in shared memory when it fits.
+    // Each CTA stages its head's selection in shared memory when it fits. Short sequences take one
+    // warp per CTA (at 16K a head has only 256 row blocks, and 128-row CTAs left most SMs idle);
+    // long ones four, so that the staging's shared memory does not cap the warps per SM.
+    let convert_rows: usize = if r_max * n_vs < 128 * 2 * gpu.sm_count() { 32 } else { 128 };
     let max_sel = vs.items.iter().map(|i| i.k_v + i.k_s).max().unwrap_or(0);
     let smem_cap = max_sel.min(gpu.smem_limit() / 4);
     let convert = |fill: i32, tile_start: u64, col_index: u64| -> Result<()> {
         gpu.launch(
             "vs_convert",
-            (r_max.div_ceil(128) as u32, n_vs as u32, 1),
-            128,
+            (r_max.div_ceil(convert_rows) as u32, n_vs as u32, 1),
+            convert_rows as u32,
             smem_cap * 4,
             &[
                 Arg::P(gpu.ptr(&meta.seqs)),

@@ -256,7 +256,10 @@ impl PlanBuffers {
     }
 }
 
-/// Plans one sequence's index heads (`hopper_plan_index`, one thread per (head, 128-row tile)).
+/// Warps per CTA of `hopper_plan_index` (`PLAN_WARPS` in hopper_attention.cu).
+const PLAN_WARPS: usize = 4;
+
+/// Plans one sequence's index heads (`hopper_plan_index`, one warp per (head, 128-row tile)).
 #[allow(clippy::too_many_arguments)]
 fn launch_planner(
     gpu: &Gpu,
@@ -272,8 +275,8 @@ fn launch_planner(
     let tiles = heads * m_tiles;
     gpu.launch(
         "hopper_plan_index",
-        (tiles.div_ceil(128) as u32, 1, 1),
-        128,
+        (tiles.div_ceil(PLAN_WARPS) as u32, 1, 1),
+        32 * PLAN_WARPS as u32,
         0,
         &[
             Arg::P(gpu.ptr(&ix.tile_ptr)),
