@@ -42,7 +42,8 @@ MI_HOPPER_ENTRY(hopper_attn_bf16_d128_mixed, 128, MixedProducer)
 // Work split (one thread per tile left most SMs idle and walked global memory serially): the
 // warp stages the tile's lists in shared memory when they fit; lane 0 walks the union runs and
 // writes each chunk's key ranges; the lanes then fill the chunks' ownership masks in parallel; the
-// column merge is split over the lanes by merge path.
+// column merge is split over the lanes by merge path (lists in any other order: lane 0 merges them
+// sequentially).
 constexpr int PLAN_WARPS = 4;     // warps per CTA
 constexpr int PLAN_STAGE = 2560;  // staged list entries per warp (10 KB)
 constexpr int PLAN_GCAP = 64;     // gather chunks whose ownership bits one pass accumulates
@@ -273,6 +274,69 @@ __device__ int plan_columns(const int* A, int na, const int* B, int nb, int cbas
     return n_chunks;
 }
 
+// Whether v[0..n) strictly ascends (the warp's vote).
+__device__ __forceinline__ bool plan_ascending(const int* v, int n, int lane) {
+    bool bad = false;
+    for (int i = lane; i + 1 < n; i += 32) bad |= v[i] >= v[i + 1];
+    return !__any_sync(FULL_WARP, bad);
+}
+
+// The same for column lists in any order (an index handed in from outside; the order of a slot's
+// columns does not change which pairs it computes): lane 0 merges them the sequential way, taking
+// a key once when both heads hold it, and tracks each chunk's largest key. Returns the chunk count.
+__device__ int plan_columns_unordered(const int* A, int na, const int* B, int nb, int cbase, int* mcols,
+                                      ChunkMeta* out) {
+    int i = 0, j = 0, k = 0, kc = 0, maxkey = -1, count = 0;
+    u32 own[2][4] = {{0u, 0u, 0u, 0u}, {0u, 0u, 0u, 0u}};
+    auto flush = [&]() {
+        ChunkMeta cm = range_meta<true>(cbase + kc, k - kc, KIND_GATHER, 0, 0);
+        cm.maxkey = maxkey;
+        cm.full = 0;
+#pragma unroll
+        for (int w = 0; w < 2; ++w) {
+            if ((own[w][0] & own[w][1] & own[w][2] & own[w][3]) == 0xffffffffu) cm.full |= 1 << w;
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                cm.mask[w][q] = own[w][q];
+                own[w][q] = 0u;
+            }
+        }
+        plan_store(out + count++, cm);
+        kc = k;
+        maxkey = -1;
+    };
+    while (i < na || j < nb) {
+        const int a = i < na ? A[i] : 0x7fffffff, b = j < nb ? B[j] : 0x7fffffff;
+        int key, who;
+        if (j >= nb || (i < na && a < b)) {
+            key = a;
+            who = 1;
+            ++i;
+        } else if (i >= na || b < a) {
+            key = b;
+            who = 2;
+            ++j;
+        } else {
+            key = a;
+            who = 3;
+            ++i;
+            ++j;
+        }
+        const int c = k - kc;
+        mcols[cbase + k] = key;
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {  // constant indices: own stays in registers
+            const u32 bit = mask_word(c) == q ? 1u << mask_bit(c) : 0u;
+            if (who & 1) own[0][q] |= bit;
+            if (who & 2) own[1][q] |= bit;
+        }
+        maxkey = max(maxkey, key);
+        if (++k - kc == BN) flush();
+    }
+    if (k > kc) flush();
+    return count;
+}
+
 extern "C" __global__ void __launch_bounds__(32 * PLAN_WARPS)
     hopper_plan_index(const unsigned* tile_ptr, const int* tile_start, const unsigned* col_ptr, const int* col_index,
                       const int* head_kind, unsigned slot_base, int R, int M, int heads, int n, ChunkMeta* chunks,
@@ -315,7 +379,13 @@ extern "C" __global__ void __launch_bounds__(32 * PLAN_WARPS)
     const int na = (int)col_ptr[s0 + 1] - cbase;
     const int nb = has1 ? (int)col_ptr[s0 + 2] - (int)col_ptr[s0 + 1] : 0;
     const int* cols = plan_stage(stage, col_index + cbase, na + nb, lane);
-    count += plan_columns(cols, na, cols + na, nb, cbase, mcols, gmask_all[warp], out + count, lane);
+    if (plan_ascending(cols, na, lane) && plan_ascending(cols + na, nb, lane)) {
+        count += plan_columns(cols, na, cols + na, nb, cbase, mcols, gmask_all[warp], out + count, lane);
+    } else {
+        int n_gather = 0;
+        if (lane == 0) n_gather = plan_columns_unordered(cols, na, cols + na, nb, cbase, mcols, out + count);
+        count += __shfl_sync(FULL_WARP, n_gather, 0);
+    }
     if (lane == 0) {
         tile_chunks[2 * t] = first;
         tile_chunks[2 * t + 1] = count;

@@ -1,4 +1,4 @@
-// Sparse-index assembly on the GPU: VS conversion (one thread per row block, the same result as
+// Sparse-index assembly on the GPU: VS conversion (one warp per row block, the same result as
 // core's convert_vs_head), BS block lists, and the CSR exclusive scan. Count pass -> scan -> fill pass.
 #include "common.cuh"
 #include "vs_items.cuh"
@@ -43,104 +43,216 @@ __device__ __forceinline__ int seek_vertical(const int* vs, int nv, int lo, long
     return hi;
 }
 
-// Row block m of one head: verticals vs[0..nv) ascending, slashes ss[0..ns) descending. The same
-// tiles and columns as core's convert_vs_head, whose walk visits the verticals one by one between
-// slash steps. A vertical is a column exactly when it lies in a gap before a run of slash tiles,
-// or after the last run and below the block's first row; so each closed run takes the gap's
-// verticals in one seek (count pass: a difference; fill pass: a copy) and skips the covered ones
-// with another.
+// A VS row block's walk (core's convert_vs_head) takes the slashes in descending order and keeps
+// one run of 64-key tiles open: a slash ending inside it changes nothing, one ending at most a
+// tile past it extends it by a tile, one ending further starts a new run. A run's end is at most
+// 63 keys past its last slash's end, so a slash whose distance from the previous one exceeds
+// 2 * 64 - 1 (a "break") starts a new run in every walk that reaches both unclamped. The walk
+// therefore splits at breaks into independent segments, which the lanes of a warp take. A
+// vertical is a column exactly when it lies in a gap between runs, before the first, or after the
+// last and below the block's first row; each run takes the gap after it in one seek (count pass:
+// a difference; fill pass: a copy).
+constexpr int VS_BREAK = 2 * 64 - 1;
+
+// next_break[j] = the first j' >= j with ss[j' - 1] - ss[j'] > VS_BREAK (ns if none), per VS item.
+// grid n_items, 1024 threads: each warp takes a 32nd of the list (backwards, rounds of 32), then
+// entries with no break in their own piece take the first break of the pieces after it.
+extern "C" __global__ void __launch_bounds__(1024) vs_breaks(const int* items, const int* sel_s, int* next_break) {
+    __shared__ int piece_first[32];
+    const int* item = items + IT_STRIDE * blockIdx.x;
+    const int ns = item[IT_KS];
+    const int* ss = sel_s + item[IT_SELS];
+    int* nb = next_break + item[IT_SELS];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int per = (((ns + 31) / 32) + 31) & ~31;  // a multiple of 32
+    const int p0 = min(ns, warp * per), p1 = min(ns, p0 + per);
+    int carry = ns;  // ns inside the piece: "no break after this entry in the piece"
+    for (int base = p0 + ((p1 - p0 - 1) & ~31); base >= p0 && p1 > p0; base -= 32) {
+        const int j = base + lane;
+        const bool brk = j < p1 && j > 0 && ss[j - 1] - ss[j] > VS_BREAK;
+        const u32 at_or_after = __ballot_sync(0xffffffffu, brk) & (0xffffffffu << lane);
+        const int v = at_or_after ? base + __ffs(at_or_after) - 1 : carry;
+        if (j < p1) nb[j] = v;
+        carry = __shfl_sync(0xffffffffu, v, 0);
+    }
+    if (lane == 0) piece_first[warp] = carry;  // the piece's first break, or ns
+    __syncthreads();
+    int after = ns;  // first break of the pieces after this one
+    for (int w = 31; w > warp; --w) after = piece_first[w] < ns ? piece_first[w] : after;
+    if (after < ns) {
+        for (int j = p0 + lane; j < p1; j += 32)
+            if (nb[j] == ns) nb[j] = after;
+    }
+}
+
+// The runs of slashes [si, s_end) of one row block (slash si starts a run), their tiles, and the
+// columns of the gap after each run: up to the next run's start, or for the last run of the
+// segment up to gap_end (gap_end < 0: up to the block's first row). vi: first vertical not yet
+// placed, at or past the first run's start. Returns the end of the segment's last run.
 template <typename Sink>
-__device__ void convert_row_block(Sink& sink, const int* vs, int nv, const int* ss, int ns, int q_len, int kv_len,
-                                  int m) {
+__device__ long long vs_segment(Sink& sink, const int* vs, int nv, int& vi, const int* ss, int si, int s_end,
+                                long long end, long long start, long long kv, long long gap_end) {
+    const long long tile = 64;
+    long long e = end - ss[si];
+    if (e < tile) e = tile;
+    ++si;
+    long long rs = e - tile, re = e;
+    auto close_run = [&](long long next_rs) {
+        vi = seek_vertical(vs, nv, vi, re);  // covered by the run
+        emit_range(sink, rs, re, kv);
+        const int gap = seek_vertical(vs, nv, vi, next_rs);
+        sink.cols_from(vs + vi, gap - vi);
+        vi = gap;
+    };
+    while (si < s_end) {
+        long long e2 = end - ss[si];
+        if (e2 < tile) e2 = tile;
+        if (e2 <= re) {
+            // Slashes ending inside the run change nothing: gallop to the first one ending past
+            // re (ss descending: end - ss[j] ascending; the segment's end is one), so a band of
+            // thousands of adjacent diagonals costs a few probes per 64-key tile.
+            int step = 1, lo = si, hi = si + 1;  // slash si is inside: probe from si + 1
+            while (hi < s_end && end - (long long)ss[hi] <= re) {
+                lo = hi;
+                step <<= 1;
+                hi = hi + step < s_end ? hi + step : s_end;
+            }
+            while (lo + 1 < hi) {  // end - ss[lo] <= re < end - ss[hi] (or hi == s_end)
+                const int mid = (lo + hi) >> 1;
+                if (end - (long long)ss[mid] <= re)
+                    lo = mid;
+                else
+                    hi = mid;
+            }
+            si = hi;
+            continue;
+        }
+        ++si;
+        if (e2 > re + tile) {
+            close_run(e2 - tile);
+            rs = e2 - tile;
+            re = e2;
+        } else {
+            re += tile;
+        }
+    }
+    close_run(gap_end >= 0 ? gap_end : (start > re ? start : re));
+    return re;
+}
+
+// Row block m of one head, one warp: verticals vs[0..nv) ascending, slashes ss[0..ns) descending,
+// nb their breaks. The same tiles and columns, in the same order, as core's convert_vs_head.
+// Count pass (kFill false): every lane's counts go to lane_cnt, the block's totals to the return
+// values of lane 31. Fill pass: the lanes write their segments at offsets scanned from lane_cnt.
+template <bool kFill>
+__device__ void convert_row_block(const int* vs, int nv, const int* ss, const int* nb, int ns, int q_len, int kv_len,
+                                  int m, int lane, uint2* lane_cnt, u32& tiles_out, u32& cols_out, int* tile_dst,
+                                  int* col_dst) {
     const long long tile = 64;
     const long long kv = kv_len;
     const long long start = (long long)(kv_len - q_len) + tile * m;
     const long long end = start + tile;
     const long long key_end = end < kv ? end : kv;
-    // first slash index with ss[si] < end (ss descending)
+    // si0: first slash with ss < end; u: first with ss <= end - 64 (ends unclamped) (ss descending)
     int lo = 0, hi = ns;
     while (lo < hi) {
-        int mid = (lo + hi) >> 1;
+        const int mid = (lo + hi) >> 1;
         if ((long long)ss[mid] >= end)
             lo = mid + 1;
         else
             hi = mid;
     }
-    int si = lo, vi = 0;
-    long long last_end = 0;
-    auto close_run = [&](long long rs, long long re) {
-        const int gap_end = seek_vertical(vs, nv, vi, rs);
-        sink.cols_from(vs + vi, gap_end - vi);
-        vi = seek_vertical(vs, nv, gap_end, re);
-        emit_range(sink, rs, re, kv);
-    };
-    if (si < ns) {
-        long long e = end - ss[si];
-        if (e < tile) e = tile;
-        ++si;
-        long long rs = e - tile, re = e;
-        while (si < ns) {
-            long long e2 = end - ss[si];
-            if (e2 < tile) e2 = tile;
-            if (e2 <= re) {
-                // Slashes ending inside the run change nothing: gallop to the first one ending
-                // past re (ss descending: end - ss[j] ascending), so a band of thousands of
-                // adjacent diagonals costs a few probes per 64-key tile, not one step each.
-                int step = 1, lo2 = si, hi2 = si + 1;  // slash si is inside: probe from si + 1
-                while (hi2 < ns && end - (long long)ss[hi2] <= re) {
-                    lo2 = hi2;
-                    step <<= 1;
-                    hi2 = hi2 + step < ns ? hi2 + step : ns;
-                }
-                while (lo2 + 1 < hi2) {  // end - ss[lo2] <= re < end - ss[hi2] (or hi2 == ns)
-                    const int mid = (lo2 + hi2) >> 1;
-                    if (end - (long long)ss[mid] <= re)
-                        lo2 = mid;
-                    else
-                        hi2 = mid;
-                }
-                si = hi2;
-                continue;
-            }
-            ++si;
-            if (e2 > re + tile) {
-                close_run(rs, re);
-                rs = e2 - tile;
-                re = e2;
-            } else {
-                re += tile;
-            }
-        }
-        close_run(rs, re);
-        last_end = re;
+    const int si0 = lo;
+    hi = ns;
+    while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if ((long long)ss[mid] > end - tile)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
-    // After the last run: verticals below the block's first row are columns; one at or past it
-    // (inside the block) adds the block's diagonal tile.
-    const int below = seek_vertical(vs, nv, vi, start);
-    sink.cols_from(vs + vi, below - vi);
-    if (below < nv && (long long)vs[below] < key_end) {
-        const long long tail = start > last_end ? start : last_end;
-        emit_range(sink, tail, tail + tile, kv);
+    const int u = lo;
+    // Lane segments: lane 0 from si0, lane l > 0 from the first break at or past its share of the
+    // slashes (breaks count only past u: both slashes unclamped). Equal starts: empty segments.
+    const int n = ns - si0;
+    const int nominal = si0 + (int)((long long)n * lane / 32);
+    const int probe = nominal > u + 1 ? nominal : u + 1;
+    const int my = lane == 0 ? si0 : (probe < ns ? nb[probe] : ns);
+    int nxt = __shfl_down_sync(0xffffffffu, my, 1);
+    if (lane == 31) nxt = ns;
+    const bool active = my < nxt || (lane == 0 && si0 == ns);
+    const bool last = active && nxt == ns;
+
+    auto walk = [&](auto& sink) {
+        if (!active) return;
+        int vi = 0;
+        long long last_end = 0;
+        if (si0 < ns) {
+            long long e = end - ss[my];
+            if (e < tile) e = tile;
+            vi = seek_vertical(vs, nv, 0, e - tile);
+            if (lane == 0) sink.cols_from(vs, vi);  // before the first run
+            const long long gap_end = last ? -1 : end - ss[nxt] - tile;
+            last_end = vs_segment(sink, vs, nv, vi, ss, my, nxt, end, start, kv, gap_end);
+        } else {
+            vi = seek_vertical(vs, nv, 0, start);  // no slash reaches the block
+            sink.cols_from(vs, vi);
+        }
+        // One vertical at or past the block's first row (and inside the block) adds the block's
+        // diagonal tile after the last run.
+        if (last && vi < nv && (long long)vs[vi] < key_end) {
+            const long long tail = start > last_end ? start : last_end;
+            emit_range(sink, tail, tail + tile, kv);
+        }
+    };
+    CountSink c{0, 0};
+    if constexpr (kFill) {
+        const uint2 own = lane_cnt[lane];
+        c.tiles = own.x;
+        c.cols = own.y;
+    } else {
+        walk(c);
+        lane_cnt[lane] = make_uint2(c.tiles, c.cols);
+    }
+    u32 t_incl = c.tiles, c_incl = c.cols;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const u32 t = __shfl_up_sync(0xffffffffu, t_incl, off);
+        const u32 k = __shfl_up_sync(0xffffffffu, c_incl, off);
+        if (lane >= off) {
+            t_incl += t;
+            c_incl += k;
+        }
+    }
+    if constexpr (kFill) {
+        FillSink f{tile_dst + (t_incl - c.tiles), col_dst + (c_incl - c.cols)};
+        walk(f);
+    } else {
+        tiles_out = __shfl_sync(0xffffffffu, t_incl, 31);
+        cols_out = __shfl_sync(0xffffffffu, c_incl, 31);
     }
 }
 
-// fill == 0: writes tile_cnt/col_cnt per slot; fill == 1: writes tile_start/col_index at the
-// scanned offsets. grid (ceil(max R / blockDim.x), n_items).
+// fill == 0: writes tile_cnt/col_cnt per slot (and each lane's share in lane_cnt[32 * slot + lane]);
+// fill == 1: writes tile_start/col_index at the scanned offsets. One warp per row block; grid (ceil(max R / warps per CTA), n_items).
 extern "C" __global__ void vs_convert(const int* seqs, const int* items, const int* sel_v, const int* sel_s,
-                                      const u32* slot_base, int smem_cap, int fill, u32* tile_cnt,
-                                      u32* col_cnt, const u32* tile_ptr, const u32* col_ptr, int* tile_start,
-                                      int* col_index) {
+                                      const int* next_break, const u32* slot_base, int smem_cap, int fill,
+                                      uint2* lane_cnt, u32* tile_cnt, u32* col_cnt, const u32* tile_ptr,
+                                      const u32* col_ptr, int* tile_start, int* col_index) {
     const int* item = items + IT_STRIDE * blockIdx.y;
     const int b = item[IT_B], h = item[IT_H];
     const int q_len = seqs[4 * b + 2], kv_len = seqs[4 * b + 3];
     const int R = (q_len + 63) / 64;
-    const int m = blockIdx.x * blockDim.x + threadIdx.x;
-    if ((int)(blockIdx.x * blockDim.x) >= R) return;  // whole CTA idle (keeps the barrier uniform)
+    const int warps = blockDim.x >> 5, lane = threadIdx.x & 31;
+    const int m = blockIdx.x * warps + (threadIdx.x >> 5);
+    if ((int)blockIdx.x * warps >= R) return;  // whole CTA idle (keeps the barrier uniform)
     const int nv = item[IT_KV], ns = item[IT_KS];  // clamped (or adaptive) k_v, k_s
-    // Every thread of the CTA walks the same selection: stage it in shared memory when it fits.
+    // Every warp of the CTA walks the same selection: stage it in shared memory when it fits (the
+    // breaks are read once per lane and stay in global memory).
     extern __shared__ __align__(16) int vs_smem[];
     const int* vs = sel_v + item[IT_SELV];
     const int* ss = sel_s + item[IT_SELS];
+    const int* nb = next_break + item[IT_SELS];
     if (nv + ns <= smem_cap) {
         for (int i = threadIdx.x; i < nv; i += blockDim.x) vs_smem[i] = vs[i];
         for (int i = threadIdx.x; i < ns; i += blockDim.x) vs_smem[nv + i] = ss[i];
@@ -148,16 +260,20 @@ extern "C" __global__ void vs_convert(const int* seqs, const int* items, const i
         vs = vs_smem;
         ss = vs_smem + nv;
     }
-    if (m >= R) return;
+    if (m >= R) return;  // the whole warp
     const u32 slot = slot_base[b] + (u32)h * (u32)R + (u32)m;
     if (!fill) {
-        CountSink c{0, 0};
-        convert_row_block(c, vs, nv, ss, ns, q_len, kv_len, m);
-        tile_cnt[slot] = c.tiles;
-        col_cnt[slot] = c.cols;
+        u32 tiles = 0, cols = 0;
+        convert_row_block<false>(vs, nv, ss, nb, ns, q_len, kv_len, m, lane, lane_cnt + 32 * (size_t)slot, tiles,
+                                 cols, nullptr, nullptr);
+        if (lane == 0) {
+            tile_cnt[slot] = tiles;
+            col_cnt[slot] = cols;
+        }
     } else {
-        FillSink f{tile_start + tile_ptr[slot], col_index + col_ptr[slot]};
-        convert_row_block(f, vs, nv, ss, ns, q_len, kv_len, m);
+        u32 unused_t, unused_c;
+        convert_row_block<true>(vs, nv, ss, nb, ns, q_len, kv_len, m, lane, lane_cnt + 32 * (size_t)slot, unused_t,
+                                unused_c, tile_start + tile_ptr[slot], col_index + col_ptr[slot]);
     }
 }
 

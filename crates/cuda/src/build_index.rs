@@ -63,26 +63,38 @@ pub fn build_index(
     let d = shape.head_dim;
     let n_vs = vs.items.len();
 
-    // Each CTA stages its head's selection in shared memory when it fits. Short sequences take one
-    // warp per CTA (at 16K a head has only 256 row blocks, and 128-row CTAs left most SMs idle);
-    // long ones four, so that the staging's shared memory does not cap the warps per SM.
-    let convert_rows: usize = if r_max * n_vs < 128 * 2 * gpu.sm_count() { 32 } else { 128 };
+    // One warp per row block, up to 16 per CTA; each CTA stages its head's selection in shared
+    // memory when it fits, so wide CTAs stage it fewer times. First the breaks of every slash
+    // list (where a walk may split, index.cu).
+    let convert_warps = r_max.clamp(1, 16);
     let max_sel = vs.items.iter().map(|i| i.k_v + i.k_s).max().unwrap_or(0);
     let smem_cap = max_sel.min(gpu.smem_limit() / 4);
+    let next_break = gpu.alloc::<i32>(vs.sel_s.len())?;
+    gpu.launch(
+        "vs_breaks",
+        (n_vs as u32, 1, 1),
+        1024,
+        0,
+        &[Arg::P(gpu.ptr(&vs.items_dev)), Arg::P(gpu.ptr(&vs.sel_s)), Arg::P(gpu.ptr(&next_break))],
+    )?;
+    // Each lane's (tiles, columns) of the count pass, where the fill pass writes its share.
+    let lane_cnt = gpu.alloc::<u32>(if n_vs > 0 { 64 * n_slots } else { 1 })?;
     let convert = |fill: i32, tile_start: u64, col_index: u64| -> Result<()> {
         gpu.launch(
             "vs_convert",
-            (r_max.div_ceil(convert_rows) as u32, n_vs as u32, 1),
-            convert_rows as u32,
+            (r_max.div_ceil(convert_warps) as u32, n_vs as u32, 1),
+            32 * convert_warps as u32,
             smem_cap * 4,
             &[
                 Arg::P(gpu.ptr(&meta.seqs)),
                 Arg::P(gpu.ptr(&vs.items_dev)),
                 Arg::P(gpu.ptr(&vs.sel_v)),
                 Arg::P(gpu.ptr(&vs.sel_s)),
+                Arg::P(gpu.ptr(&next_break)),
                 Arg::P(gpu.ptr(&meta.slot_base)),
                 Arg::I(smem_cap as i32),
                 Arg::I(fill),
+                Arg::P(gpu.ptr(&lane_cnt)),
                 Arg::P(gpu.ptr(&tile_cnt)),
                 Arg::P(gpu.ptr(&col_cnt)),
                 Arg::P(gpu.ptr(&tile_ptr)),

@@ -78,6 +78,52 @@ fn vs_conversion_is_bit_exact() {
     }
 }
 
+/// Slashes in bands of adjacent diagonals separated by gaps around one and two tiles (60..140 keys
+/// decide whether the next band joins the run), verticals in short clusters: the walks' run joins,
+/// gallops and gap seeks, which uniformly random selections rarely reach.
+fn banded_vs_selection(n: usize, rng: &mut TestRng) -> VsSelection {
+    let mut slashes = Vec::new();
+    let mut d = 0; // slash 0 present: every row sees a key (the converter's precondition)
+    while d < n {
+        let widest = if rng.below(4) == 0 { 300 } else { 8 };
+        let band = 1 + rng.below(widest);
+        slashes.extend((d..(d + band).min(n)).map(|x| x as u32));
+        d += band + 60 + rng.below(81);
+    }
+    let mut verticals = Vec::new();
+    let mut v = rng.below(40);
+    while v < n {
+        let cluster = 1 + rng.below(5);
+        verticals.extend((v..(v + cluster).min(n)).map(|x| x as u32));
+        v += cluster + rng.below(150);
+    }
+    slashes.reverse();
+    VsSelection { verticals, slashes }
+}
+
+#[test]
+fn vs_conversion_is_bit_exact_on_banded_selections() {
+    let Some(backend) = minference_test_support::cuda_backend() else {
+        return;
+    };
+    let mut rng = TestRng::new(11);
+    let mut shapes: Vec<AttnShape> = [63usize, 777, 4133].iter().map(|&n| AttnShape::single(3, 1, 64, n)).collect();
+    shapes.push(offsets_shape());
+    for shape in shapes {
+        let mut vs = Vec::new();
+        for seq in &shape.seqs {
+            for _ in 0..shape.heads {
+                vs.push(banded_vs_selection(seq.kv_len, &mut rng));
+            }
+        }
+        let budget = shape.seqs.iter().map(|s| s.kv_len).max().unwrap_or(1);
+        let patterns = vec![HeadPattern::VerticalSlash { k_v: budget, k_s: budget }; shape.heads];
+        let (q, k) = random_inputs(&shape, DType::Bf16, 3);
+        let gpu = backend.build_index(&shape, q.view(), k.view(), &patterns, &vs).expect("gpu index");
+        assert_eq!(gpu, core_vs_index(&shape, &patterns, &vs), "shape {:?}", shape.seqs);
+    }
+}
+
 #[test]
 fn vs_conversion_full_budget_is_bit_exact() {
     let Some(backend) = minference_test_support::cuda_backend() else {
