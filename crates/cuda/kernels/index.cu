@@ -5,22 +5,26 @@
 
 struct CountSink {
     u32 tiles, cols;
-    __device__ void tile(long long) { ++tiles; }
+    __device__ void tile_range(long long rs, long long re) { tiles += (u32)((re - rs + 63) / 64); }
     __device__ void cols_from(const int*, int n) { cols += (u32)n; }
 };
 struct FillSink {
     int* tile_out;
     int* col_out;
-    __device__ void tile(long long t) { *tile_out++ = (int)t; }
+    __device__ void tile_range(long long rs, long long re) {
+        for (long long t = rs; t < re; t += 64) *tile_out++ = (int)t;
+    }
     __device__ void cols_from(const int* v, int n) {
         for (int i = 0; i < n; ++i) col_out[i] = v[i];
         col_out += n;
     }
 };
 
+// Tiles rs, rs + 64, ... below re and kv_len.
 template <typename Sink>
 __device__ __forceinline__ void emit_range(Sink& sink, long long rs, long long re, long long kv_len) {
-    for (long long t = rs; t < re && t < kv_len; t += 64) sink.tile(t);
+    const long long stop = re < kv_len ? re : kv_len;
+    if (stop > rs) sink.tile_range(rs, stop);
 }
 
 // First index i >= lo with vs[i] >= x (vs ascending): exponential then binary search, so that a
@@ -45,58 +49,76 @@ __device__ __forceinline__ int seek_vertical(const int* vs, int nv, int lo, long
 
 // A VS row block's walk (core's convert_vs_head) takes the slashes in descending order and keeps
 // one run of 64-key tiles open: a slash ending inside it changes nothing, one ending at most a
-// tile past it extends it by a tile, one ending further starts a new run. A run's end is at most
-// 63 keys past its last slash's end, so a slash whose distance from the previous one exceeds
-// 2 * 64 - 1 (a "break") starts a new run in every walk that reaches both unclamped. The walk
-// therefore splits at breaks into independent segments, which the lanes of a warp take. A
-// vertical is a column exactly when it lies in a gap between runs, before the first, or after the
+// tile past it extends it by a tile, one ending further starts a new run. Two facts make the walk
+// cheap and parallel:
+// - A run's end is at most 63 keys past its last slash's end, so a slash whose distance from the
+//   previous one exceeds 2 * 64 - 1 (a "break") starts a new run in every walk that reaches both
+//   unclamped. The walk splits at breaks into independent segments, which the lanes of a warp take.
+// - Slashes at most a tile from the previous one never end a run: each extends it by at most a
+//   tile, so a stretch of them ends the run at the first tile boundary past the stretch's last
+//   slash. The walk jumps over such stretches to the next wider gap.
+// A vertical is a column exactly when it lies in a gap between runs, before the first, or after the
 // last and below the block's first row; each run takes the gap after it in one seek (count pass:
 // a difference; fill pass: a copy).
 constexpr int VS_BREAK = 2 * 64 - 1;
+constexpr int VS_GAP = 64;
 
-// next_break[j] = the first j' >= j with ss[j' - 1] - ss[j'] > VS_BREAK (ns if none), per VS item.
-// grid n_items, 1024 threads: each warp takes a 32nd of the list (backwards, rounds of 32), then
-// entries with no break in their own piece take the first break of the pieces after it.
-extern "C" __global__ void __launch_bounds__(1024) vs_breaks(const int* items, const int* sel_s, int* next_break) {
-    __shared__ int piece_first[32];
+// Per VS item, for every slash j: next_break[j] = the first j' >= j with ss[j' - 1] - ss[j'] >
+// VS_BREAK, next_gap[j] = the first with a distance > VS_GAP (ns if none). grid n_items, 1024
+// threads: each warp takes a 32nd of the list (backwards, rounds of 32), then entries with none in
+// their own piece take the first of the pieces after it.
+extern "C" __global__ void __launch_bounds__(1024)
+    vs_breaks(const int* items, const int* sel_s, int* next_break, int* next_gap) {
+    __shared__ int piece_first[2][32];
     const int* item = items + IT_STRIDE * blockIdx.x;
     const int ns = item[IT_KS];
     const int* ss = sel_s + item[IT_SELS];
-    int* nb = next_break + item[IT_SELS];
+    int* out[2] = {next_break + item[IT_SELS], next_gap + item[IT_SELS]};
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int per = (((ns + 31) / 32) + 31) & ~31;  // a multiple of 32
     const int p0 = min(ns, warp * per), p1 = min(ns, p0 + per);
-    int carry = ns;  // ns inside the piece: "no break after this entry in the piece"
+    int carry[2] = {ns, ns};  // ns inside the piece: none after this entry in the piece
     for (int base = p0 + ((p1 - p0 - 1) & ~31); base >= p0 && p1 > p0; base -= 32) {
         const int j = base + lane;
-        const bool brk = j < p1 && j > 0 && ss[j - 1] - ss[j] > VS_BREAK;
-        const u32 at_or_after = __ballot_sync(0xffffffffu, brk) & (0xffffffffu << lane);
-        const int v = at_or_after ? base + __ffs(at_or_after) - 1 : carry;
-        if (j < p1) nb[j] = v;
-        carry = __shfl_sync(0xffffffffu, v, 0);
+        const int dist = j < p1 && j > 0 ? ss[j - 1] - ss[j] : 0;
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+            const u32 at_or_after = __ballot_sync(0xffffffffu, dist > (k == 0 ? VS_BREAK : VS_GAP)) & (0xffffffffu << lane);
+            const int v = at_or_after ? base + __ffs(at_or_after) - 1 : carry[k];
+            if (j < p1) out[k][j] = v;
+            carry[k] = __shfl_sync(0xffffffffu, v, 0);
+        }
     }
-    if (lane == 0) piece_first[warp] = carry;  // the piece's first break, or ns
+    if (lane == 0) {
+        piece_first[0][warp] = carry[0];
+        piece_first[1][warp] = carry[1];
+    }
     __syncthreads();
-    int after = ns;  // first break of the pieces after this one
-    for (int w = 31; w > warp; --w) after = piece_first[w] < ns ? piece_first[w] : after;
-    if (after < ns) {
-        for (int j = p0 + lane; j < p1; j += 32)
-            if (nb[j] == ns) nb[j] = after;
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+        int after = ns;  // the first of the pieces after this one
+        for (int w = 31; w > warp; --w) after = piece_first[k][w] < ns ? piece_first[k][w] : after;
+        if (after < ns) {
+            for (int j = p0 + lane; j < p1; j += 32)
+                if (out[k][j] == ns) out[k][j] = after;
+        }
     }
 }
 
 // The runs of slashes [si, s_end) of one row block (slash si starts a run), their tiles, and the
 // columns of the gap after each run: up to the next run's start, or for the last run of the
 // segment up to gap_end (gap_end < 0: up to the block's first row). vi: first vertical not yet
-// placed, at or past the first run's start. Returns the end of the segment's last run.
+// placed, at or past the first run's start; ng: next_gap. Returns the end of the segment's last run.
 template <typename Sink>
-__device__ long long vs_segment(Sink& sink, const int* vs, int nv, int& vi, const int* ss, int si, int s_end,
-                                long long end, long long start, long long kv, long long gap_end) {
+__device__ long long vs_segment(Sink& sink, const int* vs, int nv, int& vi, const int* ss, const int* ng, int si,
+                                int s_end, long long end, long long start, long long kv, long long gap_end) {
     const long long tile = 64;
-    long long e = end - ss[si];
-    if (e < tile) e = tile;
+    auto end_of = [&](int j) {  // the slash's key range ends here, clamped to the first tile
+        const long long e = end - ss[j];
+        return e < tile ? tile : e;
+    };
+    long long re = end_of(si), rs = re - tile;
     ++si;
-    long long rs = e - tile, re = e;
     auto close_run = [&](long long next_rs) {
         vi = seek_vertical(vs, nv, vi, re);  // covered by the run
         emit_range(sink, rs, re, kv);
@@ -104,48 +126,40 @@ __device__ long long vs_segment(Sink& sink, const int* vs, int nv, int& vi, cons
         sink.cols_from(vs + vi, gap - vi);
         vi = gap;
     };
-    while (si < s_end) {
-        long long e2 = end - ss[si];
-        if (e2 < tile) e2 = tile;
-        if (e2 <= re) {
-            // Slashes ending inside the run change nothing: gallop to the first one ending past
-            // re (ss descending: end - ss[j] ascending; the segment's end is one), so a band of
-            // thousands of adjacent diagonals costs a few probes per 64-key tile.
-            int step = 1, lo = si, hi = si + 1;  // slash si is inside: probe from si + 1
-            while (hi < s_end && end - (long long)ss[hi] <= re) {
-                lo = hi;
-                step <<= 1;
-                hi = hi + step < s_end ? hi + step : s_end;
-            }
-            while (lo + 1 < hi) {  // end - ss[lo] <= re < end - ss[hi] (or hi == s_end)
-                const int mid = (lo + hi) >> 1;
-                if (end - (long long)ss[mid] <= re)
-                    lo = mid;
-                else
-                    hi = mid;
-            }
-            si = hi;
-            continue;
+    // Slashes [si, next gap) lie at most a tile from their predecessor: the run ends at the first
+    // tile boundary (from rs) at or past the last one's end.
+    auto jump = [&]() {
+        const int g = ng[si] < s_end ? ng[si] : s_end;
+        if (g > si) {
+            const long long e = end_of(g - 1);
+            if (e > re) re = rs + (e - rs + tile - 1) / tile * tile;
+            si = g;
         }
+    };
+    if (si < s_end) jump();
+    while (si < s_end) {
+        const long long e2 = end_of(si);
         ++si;
         if (e2 > re + tile) {
             close_run(e2 - tile);
             rs = e2 - tile;
             re = e2;
-        } else {
+        } else if (e2 > re) {
             re += tile;
-        }
+        }  // else: inside the run (only clamped slashes get here after a jump)
+        if (si < s_end) jump();
     }
     close_run(gap_end >= 0 ? gap_end : (start > re ? start : re));
     return re;
 }
 
 // Row block m of one head, one warp: verticals vs[0..nv) ascending, slashes ss[0..ns) descending,
-// nb their breaks. The same tiles and columns, in the same order, as core's convert_vs_head.
+// nb and ng their breaks and gaps. The same tiles and columns, in the same order, as core's convert_vs_head.
 // Count pass (kFill false): every lane's counts go to lane_cnt, the block's totals to the return
 // values of lane 31. Fill pass: the lanes write their segments at offsets scanned from lane_cnt.
 template <bool kFill>
-__device__ void convert_row_block(const int* vs, int nv, const int* ss, const int* nb, int ns, int q_len, int kv_len,
+__device__ void convert_row_block(const int* vs, int nv, const int* ss, const int* nb, const int* ng, int ns,
+                                  int q_len, int kv_len,
                                   int m, int lane, uint2* lane_cnt, u32& tiles_out, u32& cols_out, int* tile_dst,
                                   int* col_dst) {
     const long long tile = 64;
@@ -193,7 +207,7 @@ __device__ void convert_row_block(const int* vs, int nv, const int* ss, const in
             vi = seek_vertical(vs, nv, 0, e - tile);
             if (lane == 0) sink.cols_from(vs, vi);  // before the first run
             const long long gap_end = last ? -1 : end - ss[nxt] - tile;
-            last_end = vs_segment(sink, vs, nv, vi, ss, my, nxt, end, start, kv, gap_end);
+            last_end = vs_segment(sink, vs, nv, vi, ss, ng, my, nxt, end, start, kv, gap_end);
         } else {
             vi = seek_vertical(vs, nv, 0, start);  // no slash reaches the block
             sink.cols_from(vs, vi);
@@ -236,7 +250,8 @@ __device__ void convert_row_block(const int* vs, int nv, const int* ss, const in
 // fill == 0: writes tile_cnt/col_cnt per slot (and each lane's share in lane_cnt[32 * slot + lane]);
 // fill == 1: writes tile_start/col_index at the scanned offsets. One warp per row block; grid (ceil(max R / warps per CTA), n_items).
 extern "C" __global__ void vs_convert(const int* seqs, const int* items, const int* sel_v, const int* sel_s,
-                                      const int* next_break, const u32* slot_base, int smem_cap, int fill,
+                                      const int* next_break, const int* next_gap, const u32* slot_base,
+                                      int smem_cap, int fill,
                                       uint2* lane_cnt, u32* tile_cnt, u32* col_cnt, const u32* tile_ptr,
                                       const u32* col_ptr, int* tile_start, int* col_index) {
     const int* item = items + IT_STRIDE * blockIdx.y;
@@ -247,24 +262,29 @@ extern "C" __global__ void vs_convert(const int* seqs, const int* items, const i
     const int m = blockIdx.x * warps + (threadIdx.x >> 5);
     if ((int)blockIdx.x * warps >= R) return;  // whole CTA idle (keeps the barrier uniform)
     const int nv = item[IT_KV], ns = item[IT_KS];  // clamped (or adaptive) k_v, k_s
-    // Every warp of the CTA walks the same selection: stage it in shared memory when it fits (the
-    // breaks are read once per lane and stay in global memory).
+    // Every warp of the CTA walks the same selection: stage it and its gaps in shared memory when
+    // they fit (the breaks are read once per lane and stay in global memory).
     extern __shared__ __align__(16) int vs_smem[];
     const int* vs = sel_v + item[IT_SELV];
     const int* ss = sel_s + item[IT_SELS];
     const int* nb = next_break + item[IT_SELS];
-    if (nv + ns <= smem_cap) {
+    const int* ng = next_gap + item[IT_SELS];
+    if (nv + 2 * ns <= smem_cap) {
         for (int i = threadIdx.x; i < nv; i += blockDim.x) vs_smem[i] = vs[i];
-        for (int i = threadIdx.x; i < ns; i += blockDim.x) vs_smem[nv + i] = ss[i];
+        for (int i = threadIdx.x; i < ns; i += blockDim.x) {
+            vs_smem[nv + i] = ss[i];
+            vs_smem[nv + ns + i] = ng[i];
+        }
         __syncthreads();
         vs = vs_smem;
         ss = vs_smem + nv;
+        ng = vs_smem + nv + ns;
     }
     if (m >= R) return;  // the whole warp
     const u32 slot = slot_base[b] + (u32)h * (u32)R + (u32)m;
     if (!fill) {
         u32 tiles = 0, cols = 0;
-        convert_row_block<false>(vs, nv, ss, nb, ns, q_len, kv_len, m, lane, lane_cnt + 32 * (size_t)slot, tiles,
+        convert_row_block<false>(vs, nv, ss, nb, ng, ns, q_len, kv_len, m, lane, lane_cnt + 32 * (size_t)slot, tiles,
                                  cols, nullptr, nullptr);
         if (lane == 0) {
             tile_cnt[slot] = tiles;
@@ -272,7 +292,7 @@ extern "C" __global__ void vs_convert(const int* seqs, const int* items, const i
         }
     } else {
         u32 unused_t, unused_c;
-        convert_row_block<true>(vs, nv, ss, nb, ns, q_len, kv_len, m, lane, lane_cnt + 32 * (size_t)slot, unused_t,
+        convert_row_block<true>(vs, nv, ss, nb, ng, ns, q_len, kv_len, m, lane, lane_cnt + 32 * (size_t)slot, unused_t,
                                 unused_c, tile_start + tile_ptr[slot], col_index + col_ptr[slot]);
     }
 }

@@ -63,19 +63,25 @@ pub fn build_index(
     let d = shape.head_dim;
     let n_vs = vs.items.len();
 
-    // One warp per row block, up to 16 per CTA; each CTA stages its head's selection in shared
-    // memory when it fits, so wide CTAs stage it fewer times. First the breaks of every slash
-    // list (where a walk may split, index.cu).
+    // One warp per row block, up to 16 per CTA; each CTA stages its head's selection and slash
+    // gaps in shared memory when they fit, so wide CTAs stage them fewer times. First the breaks
+    // and gaps of every slash list (where a walk may split, and what it may jump over: index.cu).
     let convert_warps = r_max.clamp(1, 16);
-    let max_sel = vs.items.iter().map(|i| i.k_v + i.k_s).max().unwrap_or(0);
+    let max_sel = vs.items.iter().map(|i| i.k_v + 2 * i.k_s).max().unwrap_or(0);
     let smem_cap = max_sel.min(gpu.smem_limit() / 4);
     let next_break = gpu.alloc::<i32>(vs.sel_s.len())?;
+    let next_gap = gpu.alloc::<i32>(vs.sel_s.len())?;
     gpu.launch(
         "vs_breaks",
         (n_vs as u32, 1, 1),
         1024,
         0,
-        &[Arg::P(gpu.ptr(&vs.items_dev)), Arg::P(gpu.ptr(&vs.sel_s)), Arg::P(gpu.ptr(&next_break))],
+        &[
+            Arg::P(gpu.ptr(&vs.items_dev)),
+            Arg::P(gpu.ptr(&vs.sel_s)),
+            Arg::P(gpu.ptr(&next_break)),
+            Arg::P(gpu.ptr(&next_gap)),
+        ],
     )?;
     // Each lane's (tiles, columns) of the count pass, where the fill pass writes its share.
     let lane_cnt = gpu.alloc::<u32>(if n_vs > 0 { 64 * n_slots } else { 1 })?;
@@ -91,6 +97,7 @@ pub fn build_index(
                 Arg::P(gpu.ptr(&vs.sel_v)),
                 Arg::P(gpu.ptr(&vs.sel_s)),
                 Arg::P(gpu.ptr(&next_break)),
+                Arg::P(gpu.ptr(&next_gap)),
                 Arg::P(gpu.ptr(&meta.slot_base)),
                 Arg::I(smem_cap as i32),
                 Arg::I(fill),
