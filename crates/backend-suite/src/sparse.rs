@@ -88,6 +88,29 @@ pub fn random_vs_selection(seq: SeqLen, k_v: usize, k_s: usize, rng: &mut TestRn
     VsSelection { verticals, slashes }
 }
 
+/// Slashes in bands of adjacent diagonals separated by gaps around one and two tiles (60..140 keys
+/// decide whether the next band joins the run), verticals in short clusters: the walks' run joins,
+/// gallops and gap seeks, which uniformly random selections rarely reach.
+pub fn banded_vs_selection(n: usize, rng: &mut TestRng) -> VsSelection {
+    let mut slashes = Vec::new();
+    let mut d = 0; // slash 0 present: every row sees a key (the converter's precondition)
+    while d < n {
+        let widest = if rng.below(4) == 0 { 300 } else { 8 };
+        let band = 1 + rng.below(widest);
+        slashes.extend((d..(d + band).min(n)).map(|x| x as u32));
+        d += band + 60 + rng.below(81);
+    }
+    let mut verticals = Vec::new();
+    let mut v = rng.below(40);
+    while v < n {
+        let cluster = 1 + rng.below(5);
+        verticals.extend((v..(v + cluster).min(n)).map(|x| x as u32));
+        v += cluster + rng.below(150);
+    }
+    slashes.reverse();
+    VsSelection { verticals, slashes }
+}
+
 /// VS with random (unclustered) selections, incl. varlen and offsets.
 pub fn check_vs_random_selection_matches_masked_with<B: AttentionBackend>(
     backend: &B,

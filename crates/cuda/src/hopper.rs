@@ -336,6 +336,39 @@ impl std::fmt::Display for PlanSummary {
     }
 }
 
+/// The planner's output on the host: `tile_chunks[2t..2t+2]` = (first, count) of tile
+/// t = h * m_tiles + m, the 64-byte `ChunkMeta`s, the merged columns.
+struct HostPlan {
+    tile_chunks: Vec<i32>,
+    chunks: Vec<u8>,
+    mcols: Vec<i32>,
+    m_tiles: usize,
+}
+
+/// Runs the planner on a one-sequence problem and copies its output back; `None` when the planned
+/// chunks exceed [`MAX_SUMMARY_BYTES`].
+fn run_planner(gpu: &Gpu, shape: &AttnShape, patterns: &[HeadPattern], ix: &DeviceIndex) -> Result<Option<HostPlan>> {
+    if shape.seqs.len() != 1 {
+        return Err(CudaError::Invalid("the planner readback takes one sequence".into()));
+    }
+    let seq = shape.seqs[0];
+    let (h, n) = (shape.heads, seq.q_len);
+    let m_tiles = n.div_ceil(BM);
+    let meta = Meta::new(gpu, shape, patterns)?;
+    let bufs = PlanBuffers::new(gpu, shape, ix)?;
+    launch_planner(gpu, ix, &meta, &bufs, 0, seq.row_blocks(), m_tiles, h, n)?;
+    let tile_chunks = gpu.download(&bufs.tile_chunks, 2 * h * m_tiles)?;
+    // Only the chunks the planner wrote come back, and not beyond MAX_SUMMARY_BYTES (a 1M-token
+    // index can plan tens of millions of chunks): a benchmark and test aid, not worth GBs.
+    let used = tile_chunks.chunks_exact(2).map(|tc| (tc[0] + tc[1]).max(0) as usize).max().unwrap_or(0);
+    if used * CHUNK_BYTES > MAX_SUMMARY_BYTES {
+        return Ok(None);
+    }
+    let chunks = gpu.download(&bufs.chunks, used * CHUNK_BYTES)?;
+    let mcols = gpu.download(&bufs.mcols, ix.n_cols)?;
+    Ok(Some(HostPlan { tile_chunks, chunks, mcols, m_tiles }))
+}
+
 /// Runs the planner on a one-sequence problem and summarises its chunks (benchmarks: how much of
 /// the computed work the 128-row union costs). `None` when no head reads the index, or when the
 /// planned chunks exceed 1 GiB.
@@ -346,24 +379,61 @@ pub fn plan_summary(
     index: Option<&DeviceIndex>,
 ) -> Result<Option<PlanSummary>> {
     let Some(ix) = index else { return Ok(None) };
-    if shape.seqs.len() != 1 {
-        return Err(CudaError::Invalid("plan_summary takes one sequence".into()));
+    Ok(run_planner(gpu, shape, patterns, ix)?.map(|p| summarize_plan(&p.tile_chunks, &p.chunks, p.m_tiles)))
+}
+
+/// The keys the planned chunks give each 64-row block of a one-sequence problem (ownership bits
+/// only, before the kernel's per-row causal mask), sorted, a key as often as it is planned: slot
+/// `h * row_blocks + b`. Index heads only; other heads' blocks are empty. `None` as for
+/// [`plan_summary`]. For tests: each block must get exactly its tiles and columns, once each.
+pub fn planned_keys(
+    gpu: &Gpu,
+    shape: &AttnShape,
+    patterns: &[HeadPattern],
+    index: &DeviceIndex,
+) -> Result<Option<Vec<Vec<u32>>>> {
+    let row_blocks = shape.seqs.first().map_or(0, |s| s.row_blocks());
+    let Some(plan) = run_planner(gpu, shape, patterns, index)? else { return Ok(None) };
+    let word = |c: usize, i: usize| {
+        let o = c * CHUNK_BYTES + 4 * i;
+        u32::from_le_bytes([plan.chunks[o], plan.chunks[o + 1], plan.chunks[o + 2], plan.chunks[o + 3]])
+    };
+    let mut keys = vec![Vec::new(); shape.heads * row_blocks];
+    for (t, tc) in plan.tile_chunks.chunks_exact(2).enumerate() {
+        let (h, m) = (t / plan.m_tiles, t % plan.m_tiles);
+        for c in tc[0] as usize..(tc[0] + tc[1]) as usize {
+            let (start, len, kind, start2, len2) =
+                (word(c, 0) as i32, word(c, 1) as i32, word(c, 2), word(c, 4) as i32, word(c, 5) as i32);
+            for w in 0..2 {
+                let block = 2 * m + w;
+                if block >= row_blocks {
+                    continue;
+                }
+                for col in 0..128i32 {
+                    // Thread order (kernels/hopper/chunks.cuh): column c is bit 2 * (c / 8) + c % 2
+                    // of word (c / 2) % 4.
+                    let bit = word(c, 8 + 4 * w + ((col >> 1) & 3) as usize) >> (2 * (col >> 3) + (col & 1)) & 1;
+                    if bit == 0 {
+                        continue;
+                    }
+                    let key = match kind {
+                        1 if col < len => plan.mcols[(start + col) as usize],
+                        2 if col < 64 && col < len => start + col,
+                        2 if col >= 64 && col - 64 < len2 => start2 + col - 64,
+                        0 if col < len => start + col,
+                        // An owned column past the chunk's loaded keys: reported as an impossible
+                        // key, so that a test sees it.
+                        _ => -1,
+                    };
+                    keys[h * row_blocks + block].push(key as u32);
+                }
+            }
+        }
     }
-    let seq = shape.seqs[0];
-    let (h, n) = (shape.heads, seq.q_len);
-    let m_tiles = n.div_ceil(BM);
-    let meta = Meta::new(gpu, shape, patterns)?;
-    let bufs = PlanBuffers::new(gpu, shape, ix)?;
-    launch_planner(gpu, ix, &meta, &bufs, 0, seq.row_blocks(), m_tiles, h, n)?;
-    let tile_chunks = gpu.download(&bufs.tile_chunks, 2 * h * m_tiles)?;
-    // Only the chunks the planner wrote come back, and not beyond MAX_SUMMARY_BYTES (a 1M-token
-    // index can plan tens of millions of chunks): the summary is a benchmark aid, not worth GBs.
-    let used = tile_chunks.chunks_exact(2).map(|tc| (tc[0] + tc[1]).max(0) as usize).max().unwrap_or(0);
-    if used * CHUNK_BYTES > MAX_SUMMARY_BYTES {
-        return Ok(None);
+    for k in &mut keys {
+        k.sort_unstable();
     }
-    let chunks = gpu.download(&bufs.chunks, used * CHUNK_BYTES)?;
-    Ok(Some(summarize_plan(&tile_chunks, &chunks, m_tiles)))
+    Ok(Some(keys))
 }
 
 /// Largest chunk list [`plan_summary`] copies to the host.

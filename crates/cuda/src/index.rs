@@ -78,7 +78,60 @@ fn validate(shape: &AttnShape, index: &SparseIndex) -> Result<()> {
             if let Some(&c) = cols.iter().find(|&&c| c < 0 || c as usize >= seq.kv_len) {
                 return bad(format!("column {c} of slot {s} outside 0..{}", seq.kv_len));
             }
+            // The Hopper planner merges a block's tiles as ascending, disjoint key ranges (the
+            // spec's block_offset order); other orders would drop keys without an error.
+            let tiles = &index.tile_start[index.tile_ptr[s] as usize..index.tile_ptr[s + 1] as usize];
+            if let Some(&t) = tiles.iter().find(|&&t| t < 0 || t as usize >= seq.kv_len) {
+                return bad(format!("tile start {t} of slot {s} outside 0..{}", seq.kv_len));
+            }
+            if let Some(w) = tiles.windows(2).find(|w| i64::from(w[1]) < i64::from(w[0]) + 64) {
+                return bad(format!(
+                    "tiles of slot {s} must ascend by at least 64 keys (disjoint 64-key tiles), got {} then {}",
+                    w[0], w[1]
+                ));
+            }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate;
+    use minference_core::{AttnShape, RowBlockIndex, SparseIndex};
+
+    /// One head of 130 rows (3 row blocks); block 2 gets `tiles`, the others one tile each.
+    fn index_with(tiles: Vec<i32>) -> (AttnShape, SparseIndex) {
+        let shape = AttnShape::single(1, 1, 64, 130);
+        let rows = vec![
+            RowBlockIndex { tiles: vec![0], columns: vec![] },
+            RowBlockIndex { tiles: vec![64], columns: vec![3] },
+            RowBlockIndex { tiles, columns: vec![] },
+        ];
+        let index = SparseIndex::from_slots(&shape, rows).expect("index");
+        (shape, index)
+    }
+
+    #[test]
+    fn ascending_disjoint_tiles_pass() {
+        for tiles in [vec![], vec![5], vec![0, 64], vec![1, 65, 129]] {
+            let (shape, index) = index_with(tiles.clone());
+            assert!(validate(&shape, &index).is_ok(), "{tiles:?}");
+        }
+    }
+
+    #[test]
+    fn unordered_overlapping_or_out_of_range_tiles_are_errors() {
+        for (tiles, says) in [
+            (vec![64, 0], "ascend"),
+            (vec![0, 63], "ascend"),
+            (vec![10, 10], "ascend"),
+            (vec![-1], "outside"),
+            (vec![130], "outside"),
+        ] {
+            let (shape, index) = index_with(tiles.clone());
+            let err = validate(&shape, &index).expect_err("invalid tiles").to_string();
+            assert!(err.contains(says) && err.contains("slot 2"), "{tiles:?}: {err}");
+        }
+    }
 }

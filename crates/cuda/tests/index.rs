@@ -1,7 +1,7 @@
 //! GPU index kernels against core: VS conversion bit-exact, VS and BS estimation equal to core's
 //! selections up to float-summation near-ties, determinism.
 
-use minference_backend_suite::{random_vs_selection, varlen_shape};
+use minference_backend_suite::{banded_vs_selection, random_vs_selection, varlen_shape};
 use minference_core::{
     clamp_vs_budget, convert_vs_head, estimate_bs_head, estimate_vs_head, gather_last_q, generate_qkv,
     AttentionBackend, AttnShape, DType, HeadPattern, OwnedTensor, RowBlockIndex, SeqLen, SparseIndex, SynthConfig,
@@ -76,29 +76,6 @@ fn vs_conversion_is_bit_exact() {
             assert_eq!(gpu, cpu, "shape {:?} budget ({k_v}, {k_s})", shape.seqs);
         }
     }
-}
-
-/// Slashes in bands of adjacent diagonals separated by gaps around one and two tiles (60..140 keys
-/// decide whether the next band joins the run), verticals in short clusters: the walks' run joins,
-/// gallops and gap seeks, which uniformly random selections rarely reach.
-fn banded_vs_selection(n: usize, rng: &mut TestRng) -> VsSelection {
-    let mut slashes = Vec::new();
-    let mut d = 0; // slash 0 present: every row sees a key (the converter's precondition)
-    while d < n {
-        let widest = if rng.below(4) == 0 { 300 } else { 8 };
-        let band = 1 + rng.below(widest);
-        slashes.extend((d..(d + band).min(n)).map(|x| x as u32));
-        d += band + 60 + rng.below(81);
-    }
-    let mut verticals = Vec::new();
-    let mut v = rng.below(40);
-    while v < n {
-        let cluster = 1 + rng.below(5);
-        verticals.extend((v..(v + cluster).min(n)).map(|x| x as u32));
-        v += cluster + rng.below(150);
-    }
-    slashes.reverse();
-    VsSelection { verticals, slashes }
 }
 
 #[test]
