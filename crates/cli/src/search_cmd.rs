@@ -7,6 +7,7 @@ use minference_cuda::Gpu;
 use minference_engine_gpu::GpuEngine;
 use minference_model::Model;
 use minference_search::calibration::{load_calibrations, CalibrationSource};
+use minference_search::sensitivity::SensitivityMetric;
 use minference_search::{
     extras_of, merge_searches, search_model_gpu_with, search_model_with, CandidateSpace, ModelSearch, Objective,
     Preset, SearchOptions, TargetCost,
@@ -104,6 +105,14 @@ pub struct SearchArgs {
     /// forward per layer (docs/search.md "Layer sensitivity").
     #[arg(long, conflicts_with_all = ["per_head_fit", "from_details"])]
     pub layer_sensitivity: bool,
+    /// What --layer-sensitivity measures against the dense forward: `kl` (the next-token
+    /// distributions' KL on --sensitivity-rows evenly spaced positions) or `residual` (the final
+    /// residual stream's relative change, no LM head).
+    #[arg(long, default_value = "kl", requires = "layer_sensitivity")]
+    pub sensitivity_metric: String,
+    /// Positions the `kl` sensitivity samples (the LM head runs on these rows only).
+    #[arg(long, default_value_t = 512, requires = "layer_sensitivity")]
+    pub sensitivity_rows: usize,
     /// Where the forward and the scoring run: cpu, cuda, or auto (cuda when a usable GPU is present).
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -392,10 +401,9 @@ fn weigh_by_layer_sensitivity(
         )
         .with_prefix("layers");
     let start = std::time::Instant::now();
-    let measured =
-        minference_search::sensitivity::measure(model, tokens, &allocated, opts.floor_for(tokens.len()), &|_| {
-            pb.inc(1)
-        })?;
+    let metric = sensitivity_metric(&args.sensitivity_metric, args.sensitivity_rows)?;
+    let floor = opts.floor_for(tokens.len());
+    let measured = minference_search::sensitivity::measure(model, tokens, &allocated, floor, metric, &|_| pb.inc(1))?;
     pb.finish();
     let factors = minference_search::sensitivity::factors(&allocated, &measured)?;
     minference_search::sensitivity::scale(&mut search, &factors)?;
@@ -407,6 +415,16 @@ fn weigh_by_layer_sensitivity(
         shown.join(" ")
     );
     Ok(search)
+}
+
+/// `--sensitivity-metric` and `--sensitivity-rows`.
+pub fn sensitivity_metric(name: &str, rows: usize) -> Result<SensitivityMetric> {
+    match name {
+        "kl" if rows > 0 => Ok(SensitivityMetric::Kl { rows }),
+        "kl" => Err(anyhow!("--sensitivity-rows must be at least 1")),
+        "residual" => Ok(SensitivityMetric::Residual),
+        o => Err(anyhow!("unknown --sensitivity-metric `{o}` (kl, residual)")),
+    }
 }
 
 /// The allocation's loss of one candidate: the objective's loss to the power `power`.

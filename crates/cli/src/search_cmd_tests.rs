@@ -25,6 +25,8 @@ fn args(output: &str) -> SearchArgs {
         also_density: vec![],
         budget_loss_power: 1.0,
         layer_sensitivity: false,
+        sensitivity_metric: "kl".into(),
+        sensitivity_rows: 512,
         device: "cpu".into(),
     }
 }
@@ -176,4 +178,13 @@ fn layer_sensitivity_scales_each_layer_by_one_factor() {
         assert!(!ratios.is_empty(), "layer {layer}: no candidate with an error");
         assert!(ratios.iter().all(|r| r.is_finite() && *r > 0.0 && (r - ratios[0]).abs() < 1e-9), "{ratios:?}");
     }
+}
+
+#[test]
+fn sensitivity_metric_parses_and_bad_ones_are_errors() {
+    use minference_search::sensitivity::SensitivityMetric;
+    assert_eq!(sensitivity_metric("kl", 512).unwrap(), SensitivityMetric::Kl { rows: 512 });
+    assert_eq!(sensitivity_metric("residual", 0).unwrap(), SensitivityMetric::Residual);
+    assert!(sensitivity_metric("kl", 0).is_err());
+    assert!(sensitivity_metric("energy", 512).is_err());
 }

@@ -69,6 +69,11 @@ pub fn log_softmax_rows(logits: &mut [f32], vocab: usize) {
     }
 }
 
+/// Sum over rows of `KL(p || q) = Σ p (log p − log q)`, from log-probabilities of the same shape.
+pub fn kl_sum(logp: &[f32], logq: &[f32]) -> f64 {
+    logp.iter().zip(logq).map(|(&lp, &lq)| (lp as f64).exp() * (lp as f64 - lq as f64)).sum()
+}
+
 /// `-log p(tokens[t + 1] | tokens[..=t])` for every `t` in `positions`, from the residual stream
 /// `[tokens, hidden]` of a prefill, in chunks of [`SCORE_CHUNK`] positions.
 pub fn token_nll(

@@ -3,7 +3,7 @@
 //! `chunk × vocab` logits per prefill are held at once.
 
 use crate::error::{EvalError, Result};
-use minference_engine::lm_head::{log_softmax_rows, logits_rows, SCORE_CHUNK};
+use minference_engine::lm_head::{kl_sum, log_softmax_rows, logits_rows, SCORE_CHUNK};
 use minference_model::Model;
 use std::ops::Range;
 
@@ -52,7 +52,7 @@ pub fn score_streams(
     let mut reference = vec![0f32; chunk * vocab];
     let mut other = vec![0f32; chunk * vocab];
     let mut nll_sum = vec![0f64; streams.len()];
-    let mut kl_sum = vec![0f64; streams.len()];
+    let mut kl_total = vec![0f64; streams.len()];
     let mut agree = vec![0usize; streams.len()];
     let mut reference_top1 = vec![0usize; chunk];
     let mut t0 = positions.start;
@@ -71,7 +71,7 @@ pub fn score_streams(
             logits_rows(model, &stream[span.clone()], &mut other[..rows * vocab])?;
             log_softmax_rows(&mut other[..rows * vocab], vocab);
             nll_sum[i] += chunk_nll(&other[..rows * vocab], vocab, next)?;
-            kl_sum[i] += chunk_kl(&reference[..rows * vocab], &other[..rows * vocab]);
+            kl_total[i] += kl_sum(&reference[..rows * vocab], &other[..rows * vocab]);
             agree[i] +=
                 other[..rows * vocab].chunks(vocab).zip(&reference_top1).filter(|(row, &t)| argmax(row) == t).count();
         }
@@ -80,7 +80,7 @@ pub fn score_streams(
     let n = positions.len() as f64;
     Ok(nll_sum
         .iter()
-        .zip(&kl_sum)
+        .zip(&kl_total)
         .zip(&agree)
         .map(|((&nll, &kl), &a)| PositionScores {
             mean_nll: nll / n,
@@ -115,11 +115,6 @@ fn chunk_nll(logp: &[f32], vocab: usize, next: &[u32]) -> Result<f64> {
     Ok(sum)
 }
 
-/// Sum over rows of `KL(p || q) = Σ p (log p − log q)` from log-probabilities.
-pub fn chunk_kl(logp: &[f32], logq: &[f32]) -> f64 {
-    logp.iter().zip(logq).map(|(&lp, &lq)| (lp as f64).exp() * (lp as f64 - lq as f64)).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,7 +133,7 @@ mod tests {
         let mut q = vec![1.0f32, 0.0, 0.0, 0.5];
         log_softmax_rows(&mut p, 4);
         log_softmax_rows(&mut q, 4);
-        assert!(chunk_kl(&p, &p).abs() < 1e-9);
-        assert!(chunk_kl(&p, &q) > 0.01);
+        assert!(kl_sum(&p, &p).abs() < 1e-9);
+        assert!(kl_sum(&p, &q) > 0.01);
     }
 }

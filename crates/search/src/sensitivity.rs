@@ -2,13 +2,15 @@
 //! dense inputs, so it cannot see how an early layer's error spreads through every later layer's
 //! queries and keys; on SmolLM2 the end-to-end effect of a layer over its predicted error varies
 //! twentyfold between layers (docs/eval.md). This step measures it: one forward per layer in
-//! which only that layer runs the allocated patterns, compared with the dense forward at the final
-//! residual stream (what the LM head reads, so no logits are needed), then every candidate score
-//! of the layer is scaled so that the allocation can be run again with the measured weights.
+//! which only that layer runs the allocated patterns, compared with the dense forward at the end
+//! of the network ([`SensitivityMetric`]: the next-token distributions' KL on sampled rows, or the
+//! final residual stream's relative change), then every candidate score of the layer is scaled so
+//! that the allocation can be run again with the measured weights.
 
 use crate::driver::ModelSearch;
 use crate::error::{Result, SearchError};
 use minference_core::HeadPattern;
+use minference_engine::lm_head::{kl_sum, log_softmax_rows, logits_rows};
 use minference_engine::{cpu_engine, AttentionChoice, MInferencePlan, ResidualExport};
 use minference_model::Model;
 use std::sync::Arc;
@@ -33,6 +35,39 @@ pub fn relative_change(x: &[f32], y: &[f32], hidden: usize, floor: usize) -> Res
     Ok(if rows == 0 { 0.0 } else { sum / rows as f64 })
 }
 
+/// What [`measure`] compares with the dense forward, at the end of the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SensitivityMetric {
+    /// The final residual stream's relative change per row ([`relative_change`]; no LM head).
+    Residual,
+    /// `KL(dense ‖ sparse)` of the next-token distributions, the mean over up to `rows` evenly
+    /// spaced positions from the floor (the LM head runs on those rows only).
+    Kl { rows: usize },
+}
+
+/// Up to `want` evenly spaced positions of `floor..n`.
+pub fn sample_rows(floor: usize, n: usize, want: usize) -> Vec<usize> {
+    let span = n.saturating_sub(floor);
+    let k = want.min(span);
+    (0..k).map(|i| floor + i * span / k).collect()
+}
+
+/// Next-token log-probabilities `[rows, vocab]` of the residual stream's `rows`.
+fn log_probs_at(model: &Model, residual: &[f32], rows: &[usize]) -> Result<Vec<f32>> {
+    let cfg = model.config();
+    let mut picked = Vec::with_capacity(rows.len() * cfg.hidden);
+    for &r in rows {
+        let row = residual.get(r * cfg.hidden..(r + 1) * cfg.hidden).ok_or_else(|| {
+            SearchError::Input(format!("row {r} outside a residual stream of {} values", residual.len()))
+        })?;
+        picked.extend_from_slice(row);
+    }
+    let mut logits = vec![0f32; rows.len() * cfg.vocab];
+    logits_rows(model, &picked, &mut logits)?;
+    log_softmax_rows(&mut logits, cfg.vocab);
+    Ok(logits)
+}
+
 fn final_residual(model: &Arc<Model>, tokens: &[u32], attention: &AttentionChoice) -> Result<Vec<f32>> {
     let mut engine = cpu_engine(Arc::clone(model));
     let mut export = ResidualExport::default();
@@ -40,17 +75,21 @@ fn final_residual(model: &Arc<Model>, tokens: &[u32], attention: &AttentionChoic
     export.take().ok_or_else(|| SearchError::Input("the forward kept no residual stream".into()))
 }
 
-/// For every layer, the final residual's relative change (rows `floor..`) when only that layer
-/// runs `search`'s chosen patterns and every other layer is dense (CPU, one forward per layer
-/// plus a dense one). `on_layer(l)` is called as each layer's forward ends.
+/// For every layer, `metric` (rows `floor..`) when only that layer runs `search`'s chosen patterns
+/// and every other layer is dense (CPU, one forward per layer plus a dense one). `on_layer(l)` is
+/// called as each layer's forward ends.
 pub fn measure(
     model: &Arc<Model>,
     tokens: &[u32],
     search: &ModelSearch,
     floor: usize,
+    metric: SensitivityMetric,
     on_layer: &dyn Fn(usize),
 ) -> Result<Vec<f64>> {
     let cfg = model.config();
+    if metric == (SensitivityMetric::Kl { rows: 0 }) {
+        return Err(SearchError::Input("the KL sensitivity needs at least one row".into()));
+    }
     if search.heads.len() != cfg.layers * cfg.heads {
         return Err(SearchError::Input(format!(
             "the search covers {} heads, the model has {} × {}",
@@ -67,11 +106,24 @@ pub fn measure(
         *slot = r.search.chosen().pattern;
     }
     let dense = final_residual(model, tokens, &AttentionChoice::Dense)?;
+    // The KL's sample and the dense distributions there, once.
+    let probe = match metric {
+        SensitivityMetric::Kl { rows } => {
+            let rows = sample_rows(floor, dense.len() / cfg.hidden.max(1), rows);
+            let reference = log_probs_at(model, &dense, &rows)?;
+            Some((rows, reference))
+        }
+        SensitivityMetric::Residual => None,
+    };
     let mut out = Vec::with_capacity(cfg.layers);
     for (layer, patterns) in chosen.iter().enumerate() {
         let plan = MInferencePlan::from_lookup(cfg, |l, h| if l == layer { patterns[h] } else { HeadPattern::Dense });
         let x = final_residual(model, tokens, &AttentionChoice::MInference(plan))?;
-        out.push(relative_change(&x, &dense, cfg.hidden, floor)?);
+        out.push(match &probe {
+            None => relative_change(&x, &dense, cfg.hidden, floor)?,
+            Some((rows, _)) if rows.is_empty() => 0.0,
+            Some((rows, reference)) => kl_sum(reference, &log_probs_at(model, &x, rows)?) / rows.len() as f64,
+        });
         on_layer(layer);
     }
     Ok(out)

@@ -4,7 +4,7 @@
 use minference_model::{Model, ModelConfig};
 use minference_search::candidates::{CandidateSpace, TargetCost};
 use minference_search::head::SearchOptions;
-use minference_search::sensitivity::{factors, measure, scale};
+use minference_search::sensitivity::{factors, measure, sample_rows, scale, SensitivityMetric};
 use minference_search::ModelSearch;
 use minference_search::{search_model, Objective};
 use std::sync::Arc;
@@ -41,7 +41,9 @@ fn a_layer_whose_output_is_cut_has_no_effect_and_its_scores_vanish() {
     let sparse_last = search.heads.iter().filter(|r| r.layer == 1).any(|r| r.search.chosen().pattern.name() != "dense");
     assert!(sparse_last, "layer 1 chose dense everywhere: nothing to measure");
     let seen = std::sync::Mutex::new(Vec::new());
-    let measured = measure(&model, &prompt(), &search, 100, &|l| seen.lock().unwrap().push(l)).unwrap();
+    let measured =
+        measure(&model, &prompt(), &search, 100, SensitivityMetric::Residual, &|l| seen.lock().unwrap().push(l))
+            .unwrap();
     assert_eq!(*seen.lock().unwrap(), vec![0, 1]);
     assert_eq!(measured[0], 0.0, "a cut layer changes nothing");
     assert!(measured[1] > 0.0, "layer 1's sparse patterns change the final stream");
@@ -86,5 +88,31 @@ fn wrong_lengths_are_errors() {
     assert!(weigh(&mut search, &[1.0, -1.0]).is_err());
     let mut short = search.clone();
     short.heads.pop();
-    assert!(measure(&model, &prompt(), &short, 0, &|_| {}).is_err());
+    assert!(measure(&model, &prompt(), &short, 0, SensitivityMetric::Residual, &|_| {}).is_err());
+    assert!(measure(&model, &prompt(), &search, 0, SensitivityMetric::Kl { rows: 0 }, &|_| {}).is_err());
+}
+
+#[test]
+fn the_kl_of_a_cut_layer_is_zero_and_of_a_sparse_one_positive() {
+    let cfg = ModelConfig::tiny_llama(true);
+    let mut model = Model::random_with_config(cfg, 7).unwrap();
+    for x in &mut model.weights_mut().layers[0].wo.weight {
+        *x = 0.0;
+    }
+    let model = Arc::new(model);
+    let search = search_model(Arc::clone(&model), &prompt(), &opts(), &|_, _| {}).unwrap();
+    let kl = measure(&model, &prompt(), &search, 100, SensitivityMetric::Kl { rows: 64 }, &|_| {}).unwrap();
+    assert_eq!(kl[0], 0.0, "a cut layer changes no distribution");
+    assert!(kl[1] > 0.0 && kl[1].is_finite(), "layer 1's sparse patterns move the next-token distributions");
+    // Past the prompt's end nothing is sampled.
+    let none = measure(&model, &prompt(), &search, 400, SensitivityMetric::Kl { rows: 64 }, &|_| {}).unwrap();
+    assert_eq!(none, vec![0.0, 0.0]);
+}
+
+#[test]
+fn sampled_rows_are_evenly_spaced_from_the_floor() {
+    assert_eq!(sample_rows(100, 400, 3), vec![100, 200, 300]);
+    assert_eq!(sample_rows(0, 5, 10), vec![0, 1, 2, 3, 4]);
+    assert_eq!(sample_rows(10, 10, 4), Vec::<usize>::new());
+    assert!(sample_rows(2048, 8192, 512).windows(2).all(|w| w[1] - w[0] == 12));
 }
