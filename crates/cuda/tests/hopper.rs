@@ -6,20 +6,12 @@ use minference_backend_suite::mixed_patterns;
 use minference_core::{AttnShape, DType, HeadPattern, OwnedTensor, SeqLen};
 use minference_cpu::rng::TestRng;
 use minference_cuda::{attention, layer_attention, DeviceIndex, DeviceTensor, Gpu};
+use std::sync::Arc;
 
 /// The same GPU opened twice: with the Hopper kernel (must load when a GPU is required) and with
 /// `MINFERENCE_HOPPER=0`. nextest runs each test in its own process, so the variable is private.
-fn two_gpus() -> Option<(Gpu, Gpu)> {
-    let backend = minference_test_support::cuda_backend()?;
-    drop(backend);
-    let new = Gpu::open(0).expect("open");
-    if let Err(why) = new.hopper_status() {
-        if std::env::var("MINFERENCE_REQUIRE_GPU").as_deref() == Ok("1") {
-            panic!("Hopper kernel not in use: {why}");
-        }
-        minference_test_support::skip(format!("Hopper kernel not in use: {why}"));
-        return None;
-    }
+fn two_gpus() -> Option<(Arc<Gpu>, Gpu)> {
+    let new = minference_test_support::hopper_gpu()?;
     std::env::set_var("MINFERENCE_HOPPER", "0");
     let old = Gpu::open(0).expect("open");
     std::env::remove_var("MINFERENCE_HOPPER");

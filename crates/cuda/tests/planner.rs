@@ -7,20 +7,7 @@ use minference_backend_suite::{banded_vs_selection, random_index, random_vs_sele
 use minference_core::{convert_vs_head, AttnShape, HeadPattern, RowBlockIndex, SparseIndex};
 use minference_cpu::rng::TestRng;
 use minference_cuda::{hopper, DeviceIndex, Gpu};
-
-fn hopper_gpu() -> Option<Gpu> {
-    let backend = minference_test_support::cuda_backend()?;
-    drop(backend);
-    let gpu = Gpu::open(0).expect("open");
-    if let Err(why) = gpu.hopper_status() {
-        if std::env::var("MINFERENCE_REQUIRE_GPU").as_deref() == Ok("1") {
-            panic!("Hopper kernel not in use: {why}");
-        }
-        minference_test_support::skip(format!("Hopper kernel not in use: {why}"));
-        return None;
-    }
-    Some(gpu)
-}
+use minference_test_support::hopper_gpu;
 
 /// What block `b` of a sequence of `n` rows must compute before the causal mask: its tiles below
 /// its last row's end, and its columns.

@@ -95,6 +95,21 @@ mod gpu {
         Some(out)
     }
 
+    /// GPU 0 with the Hopper kernel in use, or a skip where no GPU exists or (unless a GPU is
+    /// required) where the card cannot run it.
+    #[track_caller]
+    pub fn hopper_gpu() -> Option<Arc<Gpu>> {
+        let gpu = gpu()?;
+        if let Err(why) = gpu.hopper_status() {
+            if super::gpu_required() {
+                panic!("Hopper kernel not in use: {why}");
+            }
+            skip(format!("Hopper kernel not in use: {why}"));
+            return None;
+        }
+        Some(gpu)
+    }
+
     /// The CUDA attention backend on GPU 0, or a skip.
     #[track_caller]
     pub fn cuda_backend() -> Option<CudaBackend> {
@@ -110,4 +125,4 @@ mod gpu {
 }
 
 #[cfg(feature = "cuda")]
-pub use gpu::{cuda_backend, gpu, gpus};
+pub use gpu::{cuda_backend, gpu, gpus, hopper_gpu};
