@@ -394,10 +394,7 @@ pub fn planned_keys(
 ) -> Result<Option<Vec<Vec<u32>>>> {
     let row_blocks = shape.seqs.first().map_or(0, |s| s.row_blocks());
     let Some(plan) = run_planner(gpu, shape, patterns, index)? else { return Ok(None) };
-    let word = |c: usize, i: usize| {
-        let o = c * CHUNK_BYTES + 4 * i;
-        u32::from_le_bytes([plan.chunks[o], plan.chunks[o + 1], plan.chunks[o + 2], plan.chunks[o + 3]])
-    };
+    let word = |c: usize, i: usize| chunk_word(&plan.chunks, c, i);
     let mut keys = vec![Vec::new(); shape.heads * row_blocks];
     for (t, tc) in plan.tile_chunks.chunks_exact(2).enumerate() {
         let (h, m) = (t / plan.m_tiles, t % plan.m_tiles);
@@ -436,6 +433,13 @@ pub fn planned_keys(
     Ok(Some(keys))
 }
 
+/// Little-endian word `i` of planned chunk `c` (`ChunkMeta`: start, len, kind, maxkey, start2,
+/// len2, minkey, full, then the two consumers' thread-order masks).
+fn chunk_word(chunks: &[u8], c: usize, i: usize) -> u32 {
+    let o = c * CHUNK_BYTES + 4 * i;
+    u32::from_le_bytes([chunks[o], chunks[o + 1], chunks[o + 2], chunks[o + 3]])
+}
+
 /// Largest chunk list [`plan_summary`] copies to the host.
 const MAX_SUMMARY_BYTES: usize = 1 << 30;
 
@@ -443,10 +447,7 @@ const MAX_SUMMARY_BYTES: usize = 1 << 30;
 /// `chunks` the 64-byte `ChunkMeta`s (little-endian words: start, len, kind, maxkey, start2, len2,
 /// minkey, full, then the two consumers' thread-order masks).
 fn summarize_plan(tile_chunks: &[i32], chunks: &[u8], m_tiles: usize) -> PlanSummary {
-    let word = |c: usize, i: usize| {
-        let o = c * CHUNK_BYTES + 4 * i;
-        u32::from_le_bytes([chunks[o], chunks[o + 1], chunks[o + 2], chunks[o + 3]])
-    };
+    let word = |c: usize, i: usize| chunk_word(chunks, c, i);
     let mut sum = PlanSummary::default();
     for (t, tc) in tile_chunks.chunks_exact(2).enumerate() {
         let (first, count) = (tc[0] as usize, tc[1] as usize);
