@@ -59,6 +59,7 @@ struct Params {
     head_local: u64,
     tile_chunks: u64,
     chunks: u64,
+    tile_counter: u64,
     heads: i32,
     kv_heads: i32,
     n: i32,
@@ -177,6 +178,9 @@ pub(crate) fn attention(
         _ => None,
     };
     let slot_base = crate::layout::slot_base(shape);
+    // One zeroed tile counter per sequence: the persistent CTAs take their tiles from it.
+    let counters = gpu.alloc_zeros::<u32>(shape.seqs.len().max(1))?;
+    let counters_ptr = gpu.ptr(&counters);
 
     for (b, seq) in shape.seqs.iter().enumerate() {
         let n = seq.q_len;
@@ -209,6 +213,7 @@ pub(crate) fn attention(
             n_mtiles: m_tiles as i32,
             causal: 1,
             scale_log2: std::f32::consts::LOG2_E / (d as f32).sqrt(),
+            tile_counter: counters_ptr + (4 * b) as u64,
             ..Default::default()
         };
         if !all_dense {
@@ -231,8 +236,9 @@ pub(crate) fn attention(
         unsafe { lb.launch(cfg) }
             .map_err(|e| CudaError::Driver { context: name.clone(), message: format!("{e:?}") })?;
     }
-    // Dropping the planner buffers frees stream-ordered, after the kernels.
+    // Dropping the planner buffers and counters frees stream-ordered, after the kernels.
     drop(plan);
+    drop(counters);
     Ok(())
 }
 

@@ -58,6 +58,7 @@ struct Params {
     const int* head_local;    // [H]: A-shape n_local (clamped)
     const int* tile_chunks;   // [H * n_mtiles][2]: (first, count) into chunks (index heads)
     const ChunkMeta* chunks;  // planned chunks of the index heads
+    int* tile_counter;        // zero at launch; each CTA's producer takes its next tile from it
     int heads, kv_heads, n, n_mtiles;
     int causal;
     float scale_log2;         // softmax scale * log2(e)

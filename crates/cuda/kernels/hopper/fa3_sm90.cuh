@@ -13,7 +13,7 @@
 // query tile's work as a sequence of chunks of at most 128 keys, each either a contiguous key range
 // at any start (one TMA box per 64 columns of D) or up to 128 gathered key columns.
 //
-// Device code only; no system headers (compiles under nvcc and NVRTC). Host side: fa3_launch.cu.
+// Device code only; no system headers (compiles under nvcc and NVRTC). Host side: src/hopper.rs.
 #pragma once
 #include "hopper/chunks.cuh"
 #include "hopper/ptx.cuh"
@@ -37,7 +37,9 @@ struct Layout {
     static constexpr int off_bar = off_o + O;
     // barriers: q_full, q_empty, k_full[S], k_empty[S], v_full[S], v_empty[S]
     static constexpr int nbar = 2 + 4 * STAGES;
-    static constexpr int off_tile = off_bar + 8 * nbar;   // int: chunk count of the current tile
+    // ints: [0] chunk count and [1] index of the current tile (producer -> consumers, under
+    // q_full / q_empty); [2], [3] the producer warpgroup's own copies of the tile index by parity.
+    static constexpr int off_tile = off_bar + 8 * nbar;
     static constexpr int off_meta = off_tile + 16;        // ChunkMeta[STAGES] (64 bytes each)
     static constexpr int off_cols = off_meta + 64 * STAGES;  // int[STAGES][BN]
     static constexpr int bytes = off_cols + 4 * BN * STAGES;
@@ -51,7 +53,9 @@ struct Layout {
 };
 
 // Query tile order of the persistent grid: tile t of H * n_mtiles, longest rows first (causal
-// cost grows with m), heads of one row band adjacent (GQA heads share K/V in L2).
+// cost grows with m), heads of one row band adjacent (GQA heads share K/V in L2). CTAs take tiles
+// in this order from one counter (Params::tile_counter), so a CTA whose tiles were cheap takes
+// more: per-head costs differ (sparse heads), and a fixed stride gave some SMs 25% less work.
 __device__ __forceinline__ void tile_coords(const Params& p, int t, int& h, int& m) {
     m = p.n_mtiles - 1 - t / p.heads;
     h = t % p.heads;
@@ -68,8 +72,27 @@ __device__ __forceinline__ void producer_loop(const Params& p, const TmaMap* tq,
     using L = Layout<D, STAGES>;
     const int total = p.heads * p.n_mtiles;
     const int group = p.heads / p.kv_heads;
-    int it = 0, tc = 0;
-    for (int t = blockIdx.x; t < total; t += gridDim.x, ++tc) {
+    volatile int* tile_box = (volatile int*)(sm + L::off_tile);
+    // Thread 0 takes the next tile from the counter while the current one runs (the atomic's
+    // latency stays off the tile boundary).
+    int next = ptid == 0 ? atomicAdd(p.tile_counter, 1) : 0;
+    int it = 0;
+    for (int tc = 0;; ++tc) {
+        int t = next;
+        if (P::kGather) {  // all 128 threads follow the chunks: thread 0 hands them the tile
+            if (ptid == 0) tile_box[2 + (tc & 1)] = t;
+            barrier_sync(5, 128);
+            t = tile_box[2 + (tc & 1)];
+        }
+        if (t >= total) {
+            if (ptid == 0) {  // tells the consumers to stop
+                mbar_wait(L::q_empty(base), (tc & 1) ^ 1);
+                tile_box[1] = t;
+                mbar_arrive(L::q_full(base));
+            }
+            break;
+        }
+        if (ptid == 0) next = atomicAdd(p.tile_counter, 1);
         int h, m;
         tile_coords(p, t, h, m);
         const int hk = h / group;
@@ -77,7 +100,8 @@ __device__ __forceinline__ void producer_loop(const Params& p, const TmaMap* tq,
         const int n = st.n;
         if (ptid == 0) {
             mbar_wait(L::q_empty(base), (tc & 1) ^ 1);
-            *(volatile int*)(sm + L::off_tile) = n;
+            tile_box[0] = n;
+            tile_box[1] = t;
             mbar_expect_tx(L::q_full(base), L::Q);
 #pragma unroll
             for (int c = 0; c < D / 64; ++c)
@@ -303,8 +327,12 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
     const u32 o_w = base + L::off_o + w * (D / 64) * 8192;
     const int my_bar = 1 + w, other_bar = 2 - w;
     const ChunkMeta* metas = (const ChunkMeta*)(sm + L::off_meta);
-    int it = 0, tc = 0;
-    for (int t = blockIdx.x; t < total; t += gridDim.x, ++tc) {
+    int it = 0;
+    for (int tc = 0;; ++tc) {
+        mbar_wait(L::q_full(base), tc & 1);
+        const int t = *(volatile int*)(sm + L::off_tile + 4);
+        if (t >= total) break;
+        const int n = *(volatile int*)(sm + L::off_tile);
         int h, m;
         tile_coords(p, t, h, m);
         const int row0 = m * BM + 64 * w;
@@ -316,8 +344,6 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
 #pragma unroll
         for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
         float mrow[2] = {NEG, NEG}, lrow[2] = {0.f, 0.f};
-        mbar_wait(L::q_full(base), tc & 1);
-        const int n = *(volatile int*)(sm + L::off_tile);
         if (n == 0) {
             mbar_arrive(L::q_empty(base));
         } else {
