@@ -11,11 +11,14 @@ use cudarc::driver::{
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// A kernel argument passed by value.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Arg {
+/// A kernel argument passed by value: a device address, an `int`, a `long long`, an unsigned
+/// 64-bit value, a `float`. One type for every launch of the workspace ([`Gpu::launch_function`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Arg {
     P(u64),
     I(i32),
+    L(i64),
+    U(u64),
     F(f32),
 }
 
@@ -362,16 +365,41 @@ impl Gpu {
             return Ok(());
         }
         let f = self.func(name)?;
+        // SAFETY: argument lists match the kernels' signatures in kernels/*.cu.
+        unsafe { self.launch_function(f, name, grid, block, smem, args) }
+    }
+
+    /// Launches `f` (a kernel of this GPU's context, loaded here or by another crate's module) on
+    /// the stream with `args` by value; an empty grid launches nothing. The one launcher of the
+    /// workspace: the attention kernels and the model engine's kernels both come through here.
+    ///
+    /// # Safety
+    /// `args` must be the kernel's parameter list (count, order and types), and every address in
+    /// it must stay valid until the kernel has run (stream order).
+    pub unsafe fn launch_function(
+        &self,
+        f: &CudaFunction,
+        name: &str,
+        grid: (u32, u32, u32),
+        block: u32,
+        smem: usize,
+        args: &[Arg],
+    ) -> Result<()> {
+        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+            return Ok(());
+        }
         let mut b = self.stream.launch_builder(f);
         for a in args {
             match a {
                 Arg::P(p) => b.arg(p),
                 Arg::I(i) => b.arg(i),
+                Arg::L(l) => b.arg(l),
+                Arg::U(u) => b.arg(u),
                 Arg::F(x) => b.arg(x),
             };
         }
         let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem as u32 };
-        // SAFETY: argument lists match the kernels' signatures in kernels/*.cu.
+        // SAFETY: the caller's contract (above).
         unsafe { b.launch(cfg) }.ctx(name)?;
         Ok(())
     }

@@ -25,7 +25,7 @@ pub mod tensor;
 pub use attention::attention;
 pub use backend::CudaBackend;
 pub use build_index::build_index;
-pub use context::Gpu;
+pub use context::{Arg, Gpu};
 pub use error::{CudaError, Result};
 pub use estimate::{estimate_vs, estimate_vs_scores, DeviceVsSelection};
 pub use fill::fill_normal;

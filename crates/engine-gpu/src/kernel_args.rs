@@ -9,15 +9,7 @@ use minference_core::DType;
 /// Keys per block of the decode attention (DECODE_CHUNK in the kernel).
 pub const DECODE_CHUNK: usize = 256;
 
-/// A kernel argument passed by value.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Arg {
-    P(u64),
-    I(i32),
-    L(i64),
-    U(u64),
-    F(f32),
-}
+pub(crate) use minference_cuda::Arg;
 
 /// One kernel launch: a 1-D grid of `grid` blocks of `block` threads.
 #[derive(Debug, Clone, PartialEq)]

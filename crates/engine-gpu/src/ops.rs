@@ -2,12 +2,12 @@
 //! loading, and launch wrappers over typed views (their checks and argument lists are
 //! `kernel_args.rs`).
 
-use crate::error::{driver, EngineError, Result};
+use crate::error::{EngineError, Result};
 pub use crate::kernel_args::DECODE_CHUNK;
-use crate::kernel_args::{Arg, DecodeKv, Launch, Plans, RopeDst};
+use crate::kernel_args::{DecodeKv, Launch, Plans, RopeDst};
 use crate::precision::Precision;
 use crate::view::{DeviceSlice, DeviceView};
-use cudarc::driver::{CudaFunction, CudaModule, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaModule};
 use minference_cuda::Gpu;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,25 +56,11 @@ impl Ops {
     }
 
     fn launch(&self, gpu: &Gpu, l: Launch) -> Result<()> {
-        if l.grid == 0 {
-            return Ok(());
-        }
         let name = l.name;
         let f = self.funcs.get(name).ok_or_else(|| EngineError::KernelLoad(format!("kernel `{name}` not loaded")))?;
-        let mut b = gpu.stream().launch_builder(f);
-        for a in &l.args {
-            match a {
-                Arg::P(p) => b.arg(p),
-                Arg::I(i) => b.arg(i),
-                Arg::L(l) => b.arg(l),
-                Arg::U(u) => b.arg(u),
-                Arg::F(x) => b.arg(x),
-            };
-        }
-        let cfg = LaunchConfig { grid_dim: (l.grid, 1, 1), block_dim: (l.block, 1, 1), shared_mem_bytes: l.smem };
         // SAFETY: every plan of kernel_args.rs passes the argument list of its kernel in
         // kernels/model_ops.cu, over views it checked against the kernel's shapes.
-        unsafe { b.launch(cfg) }.map_err(driver(name))?;
+        unsafe { gpu.launch_function(f, name, (l.grid, 1, 1), l.block, l.smem as usize, &l.args) }?;
         Ok(())
     }
 
