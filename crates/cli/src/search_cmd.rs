@@ -99,10 +99,11 @@ pub struct SearchArgs {
     /// errors over one large one.
     #[arg(long, default_value_t = 1.0)]
     pub budget_loss_power: f64,
-    /// After allocating, measure each layer's end-to-end effect on the first calibration
-    /// document (one CPU forward per layer with only that layer sparse, against dense, at the
-    /// final residual stream), weigh every layer's scores with it and allocate again. Adds one
-    /// forward per layer (docs/search.md "Layer sensitivity").
+    /// After allocating, measure each layer's end-to-end effect on every calibration document
+    /// (one CPU forward per layer and document with only that layer sparse, against dense; the
+    /// mean over the documents), weigh every layer's scores with it and allocate again. Adds one
+    /// forward per layer and document (docs/search.md "Layer sensitivity"): one document's
+    /// per-layer effects do not carry over to other text (docs/eval.md).
     #[arg(long, conflicts_with_all = ["per_head_fit", "from_details"])]
     pub layer_sensitivity: bool,
     /// What --layer-sensitivity measures against the dense forward: `kl` (the next-token
@@ -376,24 +377,27 @@ fn run_searches(args: &SearchArgs, opts: &SearchOptions, hf_text: Option<&str>) 
     if !args.layer_sensitivity {
         return Ok(merged);
     }
-    let first = calibrations.first().ok_or_else(|| anyhow!("no calibration document"))?;
-    weigh_by_layer_sensitivity(args, opts, &model, &first.tokens, merged)
+    let documents: Vec<&[u32]> = calibrations.iter().map(|c| c.tokens.as_slice()).collect();
+    weigh_by_layer_sensitivity(args, opts, &model, &documents, merged)
 }
 
 /// `search`'s scores weighed by each layer's measured sensitivity under the allocation at
-/// `--density` (docs/search.md "Layer sensitivity").
+/// `--density`, the mean over `documents` (docs/search.md "Layer sensitivity").
 fn weigh_by_layer_sensitivity(
     args: &SearchArgs,
     opts: &SearchOptions,
     model: &Arc<Model>,
-    tokens: &[u32],
+    documents: &[&[u32]],
     mut search: ModelSearch,
 ) -> Result<ModelSearch> {
+    if documents.is_empty() {
+        return Err(anyhow!("no calibration document to measure the layer sensitivity on"));
+    }
     let mut allocated = search.clone();
     allocated.allocate_density_by(args.density, &loss_fn(opts, args.budget_loss_power))?;
     let layers = model.config().layers;
-    // One tick per layer's forward; the dense reference forward runs before the first.
-    let pb = ProgressBar::new(layers as u64)
+    // One tick per layer's forward; each document's dense reference runs before its first.
+    let pb = ProgressBar::new((layers * documents.len()) as u64)
         .with_style(
             ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} forwards {elapsed}")
                 .map_err(|e| anyhow!(e))?
@@ -402,15 +406,21 @@ fn weigh_by_layer_sensitivity(
         .with_prefix("layers");
     let start = std::time::Instant::now();
     let metric = sensitivity_metric(&args.sensitivity_metric, args.sensitivity_rows)?;
-    let floor = opts.floor_for(tokens.len());
-    let measured = minference_search::sensitivity::measure(model, tokens, &allocated, floor, metric, &|_| pb.inc(1))?;
+    let mut measured = vec![0f64; layers];
+    for tokens in documents {
+        let floor = opts.floor_for(tokens.len());
+        let one = minference_search::sensitivity::measure(model, tokens, &allocated, floor, metric, &|_| pb.inc(1))?;
+        for (m, x) in measured.iter_mut().zip(one) {
+            *m += x / documents.len() as f64;
+        }
+    }
     pb.finish();
     let factors = minference_search::sensitivity::factors(&allocated, &measured)?;
     minference_search::sensitivity::scale(&mut search, &factors)?;
     let shown: Vec<String> = factors.iter().map(|f| format!("{f:.2}")).collect();
     eprintln!(
         "layer sensitivity ({} forwards, {:.1} s): weights {}",
-        layers + 1,
+        (layers + 1) * documents.len(),
         start.elapsed().as_secs_f64(),
         shown.join(" ")
     );

@@ -164,7 +164,8 @@ fn layer_sensitivity_scales_each_layer_by_one_factor() {
     let base = minference_search::search_model(Arc::clone(&model), &tokens, &opts, &|_, _| {}).unwrap();
     let mut a = args("unused");
     a.density = 0.6;
-    let weighed = weigh_by_layer_sensitivity(&a, &opts, &model, &tokens, base.clone()).unwrap();
+    let weighed = weigh_by_layer_sensitivity(&a, &opts, &model, &[&tokens, &tokens[..300]], base.clone()).unwrap();
+    assert!(weigh_by_layer_sensitivity(&a, &opts, &model, &[], base.clone()).is_err());
     for layer in 0..2 {
         let ratios: Vec<f64> = base
             .heads
