@@ -361,12 +361,10 @@ impl Gpu {
                 self.smem_optin
             )));
         }
-        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
-            return Ok(());
-        }
         let f = self.func(name)?;
+        let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem as u32 };
         // SAFETY: argument lists match the kernels' signatures in kernels/*.cu.
-        unsafe { self.launch_function(f, name, grid, block, smem, args) }
+        unsafe { self.launch_function(f, name, cfg, args) }
     }
 
     /// Launches `f` (a kernel of this GPU's context, loaded here or by another crate's module) on
@@ -376,16 +374,9 @@ impl Gpu {
     /// # Safety
     /// `args` must be the kernel's parameter list (count, order and types), and every address in
     /// it must stay valid until the kernel has run (stream order).
-    pub unsafe fn launch_function(
-        &self,
-        f: &CudaFunction,
-        name: &str,
-        grid: (u32, u32, u32),
-        block: u32,
-        smem: usize,
-        args: &[Arg],
-    ) -> Result<()> {
-        if grid.0 == 0 || grid.1 == 0 || grid.2 == 0 {
+    pub unsafe fn launch_function(&self, f: &CudaFunction, name: &str, cfg: LaunchConfig, args: &[Arg]) -> Result<()> {
+        let (x, y, z) = cfg.grid_dim;
+        if x == 0 || y == 0 || z == 0 {
             return Ok(());
         }
         let mut b = self.stream.launch_builder(f);
@@ -398,7 +389,6 @@ impl Gpu {
                 Arg::F(x) => b.arg(x),
             };
         }
-        let cfg = LaunchConfig { grid_dim: grid, block_dim: (block, 1, 1), shared_mem_bytes: smem as u32 };
         // SAFETY: the caller's contract (above).
         unsafe { b.launch(cfg) }.ctx(name)?;
         Ok(())

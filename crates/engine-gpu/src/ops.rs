@@ -7,7 +7,7 @@ pub use crate::kernel_args::DECODE_CHUNK;
 use crate::kernel_args::{DecodeKv, Launch, Plans, RopeDst};
 use crate::precision::Precision;
 use crate::view::{DeviceSlice, DeviceView};
-use cudarc::driver::{CudaFunction, CudaModule};
+use cudarc::driver::{CudaFunction, CudaModule, LaunchConfig};
 use minference_cuda::Gpu;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -58,9 +58,10 @@ impl Ops {
     fn launch(&self, gpu: &Gpu, l: Launch) -> Result<()> {
         let name = l.name;
         let f = self.funcs.get(name).ok_or_else(|| EngineError::KernelLoad(format!("kernel `{name}` not loaded")))?;
+        let cfg = LaunchConfig { grid_dim: (l.grid, 1, 1), block_dim: (l.block, 1, 1), shared_mem_bytes: l.smem };
         // SAFETY: every plan of kernel_args.rs passes the argument list of its kernel in
         // kernels/model_ops.cu, over views it checked against the kernel's shapes.
-        unsafe { gpu.launch_function(f, name, (l.grid, 1, 1), l.block, l.smem as usize, &l.args) }?;
+        unsafe { gpu.launch_function(f, name, cfg, &l.args) }?;
         Ok(())
     }
 
