@@ -213,7 +213,7 @@ pub(crate) fn attention(
             n_mtiles: m_tiles as i32,
             causal: 1,
             scale_log2: std::f32::consts::LOG2_E / (d as f32).sqrt(),
-            tile_counter: counters_ptr + (4 * b) as u64,
+            tile_counter: counters_ptr + (std::mem::size_of::<u32>() * b) as u64,
             ..Default::default()
         };
         if !all_dense {
