@@ -11,8 +11,10 @@
 # no model file) fails instead. Tests needing 2 GPUs skip on one unless MINFERENCE_REQUIRE_GPUS=2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+exclude=$(git rev-parse --git-path info/exclude)   # also right in a git worktree
+mkdir -p "$(dirname "$exclude")"
 for d in .devgpu-1 .devgpu-2 .devgpu-3 .devgpu-4; do
-    grep -qx "/$d/" .git/info/exclude 2>/dev/null || echo "/$d/" >> .git/info/exclude
+    grep -qx "/$d/" "$exclude" 2>/dev/null || echo "/$d/" >> "$exclude"
 done
 rm -rf .devgpu-1 .devgpu-2 .devgpu-3 .devgpu-4
 mkdir -p .devgpu-1 .devgpu-2 .devgpu-3 .devgpu-4
