@@ -52,13 +52,19 @@ struct Layout {
     static __device__ __forceinline__ u32 v_empty(u32 b, int s) { return b + off_bar + 16 + 8 * (3 * STAGES + s); }
 };
 
-// Query tile order of the persistent grid: tile t of H * n_mtiles, longest rows first (causal
-// cost grows with m), heads of one row band adjacent (GQA heads share K/V in L2). CTAs take tiles
-// in this order from one counter (Params::tile_counter), so a CTA whose tiles were cheap takes
-// more: per-head costs differ (sparse heads), and a fixed stride gave some SMs 25% less work.
+// Query tile order of the persistent grid: tile t of H * n_mtiles. The tiles of one KV head come
+// together (its GQA query heads adjacent, row bands longest first, as causal cost grows with m), so
+// the ~132 tiles in flight read one head's K/V and neighbouring bands' slash ranges: that working set
+// stays in L2. Ordering all heads of a band together instead put every KV head's keys in flight at
+// once (72 MB for vs(1000,6096) at 128K, beyond the 50 MB L2): 64% L2 misses, DRAM-bound sparse
+// tiles. CTAs take tiles in this order from one counter (Params::tile_counter), so a CTA whose
+// tiles were cheap takes more: per-head costs differ (sparse heads).
 __device__ __forceinline__ void tile_coords(const Params& p, int t, int& h, int& m) {
-    m = p.n_mtiles - 1 - t / p.heads;
-    h = t % p.heads;
+    const int group = p.heads / p.kv_heads;
+    const int per_kv = group * p.n_mtiles;
+    const int r = t % per_kv;
+    m = p.n_mtiles - 1 - r / group;
+    h = (t / per_kv) * group + r % group;
 }
 
 // ---------------------------------------------------------------------------------------------
