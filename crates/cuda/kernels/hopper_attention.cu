@@ -1,7 +1,7 @@
 // Hopper (sm_90a) warp-specialised attention (hopper/fa3_sm90.cuh) as launchable entry points, and
 // the index planner that turns the core's per-64-row-block sparse index into per-128-row-tile chunks
 // with exact per-block key sets. Launched from src/hopper.rs (384 threads, persistent grid, the six
-// CUtensorMaps by value). bf16 only.
+// CUtensorMaps by value), bf16 and f16.
 #include "hopper/fa3_sm90.cuh"
 
 using namespace mi_hopper;
@@ -22,6 +22,11 @@ MI_HOPPER_ENTRY(hopper_attn_bf16_d128_dense, 128, DenseProducer)
 // Every head in its own pattern (dense, A-shape, planned VS/BS index).
 MI_HOPPER_ENTRY(hopper_attn_bf16_d64_mixed, 64, MixedProducer)
 MI_HOPPER_ENTRY(hopper_attn_bf16_d128_mixed, 128, MixedProducer)
+// The same four for f16 inputs.
+MI_HOPPER_ENTRY(hopper_attn_f16_d64_dense, 64, F16Elems<DenseProducer>)
+MI_HOPPER_ENTRY(hopper_attn_f16_d128_dense, 128, F16Elems<DenseProducer>)
+MI_HOPPER_ENTRY(hopper_attn_f16_d64_mixed, 64, F16Elems<MixedProducer>)
+MI_HOPPER_ENTRY(hopper_attn_f16_d128_mixed, 128, F16Elems<MixedProducer>)
 
 // ---------------------------------------------------------------------------------------------
 // Index planner: one warp per (head, 128-row tile m) of one sequence. The tile's two 64-row

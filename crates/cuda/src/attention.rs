@@ -97,7 +97,7 @@ pub fn attention(
             (e, e, e, e)
         }
     };
-    // The Hopper warp-specialised kernel takes bf16, D = 64/128, q_len == kv_len (hopper.rs).
+    // The Hopper warp-specialised kernel takes bf16/f16, D = 64/128, q_len == kv_len (hopper.rs).
     if crate::hopper::applies(gpu, shape, q.dtype, out.dtype).is_ok() {
         // The kernels see only the kind of a head; an adaptive VS head reads the index like a VS head.
         let kinds: Vec<HeadPattern> = patterns.iter().map(kernel_kind).collect();

@@ -2,7 +2,7 @@
 //! in `kernels/hopper/fa3_sm90.cuh`): CUtensorMaps built with `cuTensorMapEncodeTiled`, passed by
 //! value, 384 threads per CTA, one persistent CTA per SM, one launch per sequence.
 //!
-//! Applies to bf16 inputs, bf16 or f32 output, D = 64 or 128, and sequences with `q_len == kv_len`
+//! Applies to bf16 or f16 inputs, output in the input dtype or f32, D = 64 or 128, and sequences with `q_len == kv_len`
 //! (no q/kv offset); [`attention`](crate::attention()) routes everything else to the mma/wgmma kernels.
 //! All-dense layers use the dense producer; any A-shape or index (VS/BS) head selects the mixed
 //! producer, which serves every head of the launch in its own pattern. Index heads go through the
@@ -25,6 +25,10 @@ pub const ENTRIES: &[&str] = &[
     "hopper_attn_bf16_d128_dense",
     "hopper_attn_bf16_d64_mixed",
     "hopper_attn_bf16_d128_mixed",
+    "hopper_attn_f16_d64_dense",
+    "hopper_attn_f16_d128_dense",
+    "hopper_attn_f16_d64_mixed",
+    "hopper_attn_f16_d128_mixed",
     "hopper_plan_index",
 ];
 
@@ -88,11 +92,11 @@ pub fn smem_bytes(d: usize) -> usize {
 /// one it supports); `Err` says why not, for logs and benchmarks.
 pub fn applies(gpu: &Gpu, shape: &AttnShape, dtype: DType, out: DType) -> std::result::Result<(), String> {
     gpu.hopper_status()?;
-    if dtype != DType::Bf16 {
-        return Err(format!("{dtype:?} inputs (the Hopper kernel is bf16 only)"));
+    if dtype != DType::Bf16 && dtype != DType::F16 {
+        return Err(format!("{dtype:?} inputs (bf16 or f16 supported)"));
     }
-    if out != DType::Bf16 && out != DType::F32 {
-        return Err(format!("{out:?} output (bf16 or f32 supported)"));
+    if out != dtype && out != DType::F32 {
+        return Err(format!("{out:?} output for {dtype:?} inputs (the input dtype or f32 supported)"));
     }
     if shape.head_dim != 64 && shape.head_dim != 128 {
         return Err(format!("head_dim {} (64 or 128 supported)", shape.head_dim));
@@ -103,7 +107,24 @@ pub fn applies(gpu: &Gpu, shape: &AttnShape, dtype: DType, out: DType) -> std::r
     Ok(())
 }
 
-fn encode(ptr: u64, heads: usize, rows: usize, d: usize, head_stride: usize, box_rows: u32) -> Result<TmaMap> {
+/// The tensor-map element type of a 16-bit dtype (the maps only move bytes; the type keeps the
+/// driver's view of the data true).
+fn tma_type(dtype: DType) -> sys::CUtensorMapDataType {
+    match dtype {
+        DType::F16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+        _ => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+    }
+}
+
+fn encode(
+    ptr: u64,
+    dtype: DType,
+    heads: usize,
+    rows: usize,
+    d: usize,
+    head_stride: usize,
+    box_rows: u32,
+) -> Result<TmaMap> {
     let dims: [u64; 3] = [d as u64, rows as u64, heads as u64];
     let strides: [u64; 2] = [(d * 2) as u64, (head_stride * 2) as u64];
     let boxes: [u32; 3] = [64, box_rows, 1];
@@ -114,7 +135,7 @@ fn encode(ptr: u64, heads: usize, rows: usize, d: usize, head_stride: usize, box
     let r = unsafe {
         sys::cuTensorMapEncodeTiled(
             map.as_mut_ptr(),
-            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            tma_type(dtype),
             3,
             ptr as *mut std::ffi::c_void,
             dims.as_ptr(),
@@ -159,7 +180,8 @@ pub(crate) fn attention(
     let needs_index =
         patterns.iter().any(|p| matches!(p, HeadPattern::VerticalSlash { .. } | HeadPattern::BlockSparse { .. }));
     let kind = if all_dense { "dense" } else { "mixed" };
-    let name = format!("hopper_attn_bf16_d{d}_{kind}");
+    let dt = if q.dtype == DType::F16 { "f16" } else { "bf16" };
+    let name = format!("hopper_attn_{dt}_d{d}_{kind}");
     let f = gpu.func(&name)?;
     let smem = smem_bytes(d);
     if smem > gpu.smem_limit() {
@@ -192,15 +214,16 @@ pub(crate) fn attention(
         let qb = qp + (q0 * d * 2) as u64;
         let kb = kp + (kv0 * d * 2) as u64;
         let vb = vp + (kv0 * d * 2) as u64;
-        let tq = encode(qb, h, n, d, total_q * d, BM as u32)?;
-        let tk = encode(kb, hkv, n, d, total_kv * d, BM as u32)?;
-        let tv = encode(vb, hkv, n, d, total_kv * d, BM as u32)?;
+        let et = q.dtype;
+        let tq = encode(qb, et, h, n, d, total_q * d, BM as u32)?;
+        let tk = encode(kb, et, hkv, n, d, total_kv * d, BM as u32)?;
+        let tv = encode(vb, et, hkv, n, d, total_kv * d, BM as u32)?;
         let (tk64, tv64) = if all_dense {
             (tk, tv)
         } else {
-            (encode(kb, hkv, n, d, total_kv * d, 64)?, encode(vb, hkv, n, d, total_kv * d, 64)?)
+            (encode(kb, et, hkv, n, d, total_kv * d, 64)?, encode(vb, et, hkv, n, d, total_kv * d, 64)?)
         };
-        let to = if out_f32 { tq } else { encode(op + (q0 * d * 2) as u64, h, n, d, total_q * d, 64)? };
+        let to = if out_f32 { tq } else { encode(op + (q0 * d * 2) as u64, et, h, n, d, total_q * d, 64)? };
         let mut p = Params {
             k: kb,
             v: vb,

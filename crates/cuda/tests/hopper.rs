@@ -1,6 +1,7 @@
 //! The Hopper warp-specialised kernel (src/hopper.rs) against the previous wgmma/mma kernels on the
 //! same inputs and the same sparse index: dense, every sparse pattern in one launch, varlen
-//! batches without offsets, bf16 and f32 outputs, NaN-poisoned outputs fully written.
+//! batches without offsets, bf16 and f16 inputs, outputs in the input dtype or f32, NaN-poisoned
+//! outputs fully written.
 
 use minference_backend_suite::mixed_patterns;
 use minference_core::{AttnShape, DType, HeadPattern, OwnedTensor, SeqLen};
@@ -25,10 +26,10 @@ struct Inputs {
     v: DeviceTensor,
 }
 
-fn inputs(gpu: &Gpu, shape: &AttnShape, seed: u64) -> Inputs {
+fn inputs(gpu: &Gpu, shape: &AttnShape, dtype: DType, seed: u64) -> Inputs {
     let mut rng = TestRng::new(seed);
     let mut up = |n: usize| {
-        let t = OwnedTensor::from_f32(&rng.normals(n), DType::Bf16);
+        let t = OwnedTensor::from_f32(&rng.normals(n), dtype);
         DeviceTensor::upload(gpu, t.view()).unwrap()
     };
     Inputs { q: up(shape.q_elems()), k: up(shape.kv_elems()), v: up(shape.kv_elems()) }
@@ -50,17 +51,21 @@ fn compare(a: &[f32], b: &[f32], what: &str) {
 }
 
 fn run_pair(shape: &AttnShape, patterns: &[HeadPattern], out_dtype: DType, seed: u64) {
+    run_typed(shape, patterns, DType::Bf16, out_dtype, seed)
+}
+
+fn run_typed(shape: &AttnShape, patterns: &[HeadPattern], in_dtype: DType, out_dtype: DType, seed: u64) {
     let Some((new, old)) = two_gpus() else { return };
     let what = format!(
-        "{:?} H={} Hkv={} D={} {:?} {out_dtype:?}",
+        "{:?} H={} Hkv={} D={} {:?} {in_dtype:?} -> {out_dtype:?}",
         shape.seqs, shape.heads, shape.kv_heads, shape.head_dim, patterns[0]
     );
     assert!(
-        minference_cuda::hopper::applies(&new, shape, DType::Bf16, out_dtype).is_ok(),
+        minference_cuda::hopper::applies(&new, shape, in_dtype, out_dtype).is_ok(),
         "{what}: not routed to the Hopper kernel"
     );
-    let a = inputs(&new, shape, seed);
-    let b = inputs(&old, shape, seed);
+    let a = inputs(&new, shape, in_dtype, seed);
+    let b = inputs(&old, shape, in_dtype, seed);
     let mut out_a = DeviceTensor::alloc(&new, out_dtype, shape.q_elems()).unwrap();
     out_a.fill_bytes(&new, 0xff).unwrap();
     let (_, index) = layer_attention(&new, shape, &a.q, &a.k, &a.v, patterns, &mut out_a).expect("hopper layer");
@@ -120,5 +125,28 @@ fn varlen_without_offsets_matches_previous_kernel() {
         };
         run_pair(&shape, &[HeadPattern::Dense; 6], DType::Bf16, 400 + d as u64);
         run_pair(&shape, &mixed_patterns(6), DType::F32, 500 + d as u64);
+    }
+}
+
+#[test]
+fn f16_inputs_match_previous_kernel() {
+    let mut seed = 600;
+    for &(h, hkv, d, n) in &[(8usize, 2usize, 128usize, 2113usize), (7, 1, 64, 333), (4, 4, 128, 40), (6, 2, 64, 1000)]
+    {
+        for out in [DType::F16, DType::F32] {
+            seed += 1;
+            run_typed(&AttnShape::single(h, hkv, d, n), &vec![HeadPattern::Dense; h], DType::F16, out, seed);
+            run_typed(&AttnShape::single(h, hkv, d, n), &mixed_patterns(h), DType::F16, out, seed + 50);
+        }
+    }
+}
+
+#[test]
+fn unsupported_output_dtypes_are_not_routed_to_hopper() {
+    let Some(gpu) = minference_test_support::hopper_gpu() else { return };
+    let shape = AttnShape::single(4, 2, 128, 256);
+    for (i, o) in [(DType::Bf16, DType::F16), (DType::F16, DType::Bf16), (DType::F32, DType::F32)] {
+        let why = minference_cuda::hopper::applies(&gpu, &shape, i, o).expect_err("must not apply");
+        assert!(why.contains("supported"), "{i:?} -> {o:?}: {why}");
     }
 }

@@ -198,28 +198,28 @@ __device__ __forceinline__ void producer_loop(const Params& p, const TmaMap* tq,
 // Consumer warpgroup w (0/1) of a query tile: rows m*128 + 64w .. +63.
 
 // S (64 x 128) = Q_w K^T: D/16 SS wgmmas.
-template <int D>
+template <int D, bool F16>
 __device__ __forceinline__ void issue_qk(float (&s)[16][4], u32 q_w, u32 k_stage) {
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
         const u64 da = desc_sw128(q_w + (kk >> 2) * (BM * 128) + (kk & 3) * 32, 16, 1024);
         const u64 db = desc_sw128(k_stage + (kk >> 2) * (BN * 128) + (kk & 3) * 32, 16, 1024);
-        hp_wgmma_ss_m64n128(s, da, db, kk > 0 ? 1 : 0);
+        hp_wgmma_ss_m64n128<F16>(s, da, db, kk > 0 ? 1 : 0);
     }
     wg_commit();
 }
 // O (64 x D) += P (64 x 128, registers) V (128 x D): 8 RS wgmmas, V MN-major.
-template <int D>
+template <int D, bool F16>
 __device__ __forceinline__ void issue_pv(float (&o)[D / 8][4], const u32 (&pf)[8][4], u32 v_stage) {
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
         const u64 db = desc_sw128(v_stage + kk * 2048, BN * 128, 1024);
         if constexpr (D == 128)
-            hp_wgmma_rs_m64n128(o, pf[kk], db);
+            hp_wgmma_rs_m64n128<F16>(o, pf[kk], db);
         else
-            hp_wgmma_rs_m64n64(o, pf[kk], db);
+            hp_wgmma_rs_m64n64<F16>(o, pf[kk], db);
     }
     wg_commit();
 }
@@ -312,13 +312,14 @@ __device__ __forceinline__ void softmax_chunk(float (&s)[16][4], float (&mrow)[2
     }
 }
 
+template <bool F16>
 __device__ __forceinline__ void pack_p(u32 (&pf)[8][4], const float (&s)[16][4]) {
 #pragma unroll
     for (int kk = 0; kk < 8; ++kk) {
-        pf[kk][0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-        pf[kk][1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-        pf[kk][2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        pf[kk][3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        pf[kk][0] = pack2<F16>(s[2 * kk][0], s[2 * kk][1]);
+        pf[kk][1] = pack2<F16>(s[2 * kk][2], s[2 * kk][3]);
+        pf[kk][2] = pack2<F16>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        pf[kk][3] = pack2<F16>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
     }
 }
 
@@ -369,7 +370,7 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
             ChunkMeta cm = metas[st];
             gather_fence(cm);
             named_sync(my_bar, 256);
-            issue_qk<D>(s, q_w, base + L::off_k + st * L::KV);
+            issue_qk<D, P::kF16>(s, q_w, base + L::off_k + st * L::KV);
             named_arrive(other_bar, 256);
             wg_wait<0>();
             pin(s);
@@ -378,7 +379,7 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
                           metas[st].mask[w], (const int*)(sm + L::off_cols) + st * BN, row0, row_a, p.causal, ashape,
                           n_init, n_local, p.scale_log2, lane);
             mbar_arrive(L::k_empty(base, st));
-            pack_p(pf, s);
+            pack_p<P::kF16>(pf, s);
             int pst = st;
             u32 pph = ph;
             ++it;
@@ -389,9 +390,9 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
                 cm = metas[st];
                 gather_fence(cm);
                 named_sync(my_bar, 256);
-                issue_qk<D>(s, q_w, base + L::off_k + st * L::KV);
+                issue_qk<D, P::kF16>(s, q_w, base + L::off_k + st * L::KV);
                 mbar_wait(L::v_full(base, pst), pph);
-                issue_pv<D>(o, pf, base + L::off_v + pst * L::KV);
+                issue_pv<D, P::kF16>(o, pf, base + L::off_v + pst * L::KV);
                 named_arrive(other_bar, 256);
                 wg_wait<1>();
                 pin(s);
@@ -410,14 +411,14 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
                     o[i][2] *= corr[1];
                     o[i][3] *= corr[1];
                 }
-                pack_p(pf, s);
+                pack_p<P::kF16>(pf, s);
                 pst = st;
                 pph = ph;
             }
             // Last chunk's PV.
             mbar_wait(L::v_full(base, pst), pph);
             named_sync(my_bar, 256);
-            issue_pv<D>(o, pf, base + L::off_v + pst * L::KV);
+            issue_pv<D, P::kF16>(o, pf, base + L::off_v + pst * L::KV);
             if (w == 0) named_arrive(other_bar, 256);
             wg_wait<0>();
             pin(o);
@@ -452,7 +453,7 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
             for (int r = 0; r < 2; ++r) {
                 const int row = 16 * warp + (lane >> 2) + 8 * r;
                 const u32 addr = o_w + (i >> 3) * 8192 + row * 128 + ((((u32)i & 7) ^ (row & 7)) << 4) + (lane & 3) * 4;
-                const u32 val = pack_bf16(o[i][2 * r] * inv[r], o[i][2 * r + 1] * inv[r]);
+                const u32 val = pack2<P::kF16>(o[i][2 * r] * inv[r], o[i][2 * r + 1] * inv[r]);
                 asm volatile("st.shared.u32 [%0], %1;" ::"r"(addr), "r"(val) : "memory");
             }
         fence_proxy_async();

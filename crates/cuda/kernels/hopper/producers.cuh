@@ -15,8 +15,9 @@ namespace mi_hopper {
 
 // Dense (causal or not): key tiles 128-aligned, the diagonal (masked) tile first.
 struct DenseProducer {
+    static constexpr bool kF16 = false;  // element type: bf16 (F16Elems<P> for f16)
     static constexpr bool kGather = false;
-    static constexpr int kProducerRegs = 24;
+    static constexpr int kProducerRegs = 40;
     struct State {
         int n, top;
     };
@@ -39,6 +40,7 @@ struct DenseProducer {
 // keys of the next range (KIND_PAIR: two 64-row TMA boxes), so short blocks do not waste half a
 // GEMM. The caller keeps a tile's ranges and columns disjoint; ranges ascending.
 struct RangeProducer {
+    static constexpr bool kF16 = false;  // element type: bf16 (F16Elems<P> for f16)
     static constexpr bool kGather = true;
     static constexpr int kProducerRegs = 40;
     struct State {
@@ -105,6 +107,7 @@ struct RangeProducer {
 // the chunks the planner wrote (hopper_attention.cu: the union of the two 64-row blocks' tiles
 // and columns, with each block's own key set as a per-consumer column mask).
 struct MixedProducer {
+    static constexpr bool kF16 = false;  // element type: bf16 (F16Elems<P> for f16)
     static constexpr bool kGather = true;
     static constexpr int kProducerRegs = MI_MIXED_PREGS;
     struct State {
@@ -200,6 +203,12 @@ struct MixedProducer {
         const int len = min(BN, p.n - start);
         return range_meta<true>(start, len, KIND_RANGE, start + 64, len - 64);
     }
+};
+
+// A producer for f16 inputs: K/V bytes move the same way, the consumers' wgmmas and P/O packing
+// take f16 (P::kF16).
+template <class P> struct F16Elems : P {
+    static constexpr bool kF16 = true;
 };
 
 }  // namespace mi_hopper
