@@ -130,7 +130,9 @@ __device__ void vs_rowstats(const void* q, const void* k, const int* seqs, const
     const int* item = items + IT_STRIDE * blockIdx.y;
     EstGeom g = est_geom<T>(item, seqs, q, k, heads, kv_heads, total_q, total_kv, D);
     const int chunk = blockIdx.x;
-    const int a = threadIdx.x;
+    // All 128 threads reduce: thread tid keeps a running (max, sum) of row tid & 63 over the 32
+    // columns of its half (tid >> 6) of every tile; the halves are combined once at the end.
+    const int a = threadIdx.x & 63, half = threadIdx.x >> 6;
     float m = MI_NEG_INF, l = 0.f;
     const int t_begin = chunk * chunk_tiles;
     const int n_tiles = (g.kv_len + 63) / 64;
@@ -140,21 +142,29 @@ __device__ void vs_rowstats(const void* q, const void* k, const int* seqs, const
         const int t_end = min(n_tiles, t_begin + chunk_tiles);
         for (int t = t_begin; t < t_end; ++t) {
             lg.tile(S, g, t * 64, scale_log2);
-            if (a < 64) {
-                const float* row = S + a * 65;
-                float mx = MI_NEG_INF;
-                for (int c = 0; c < 64; ++c) mx = fmaxf(mx, row[c]);
-                float m_new = fmaxf(m, mx);
-                if (m_new != MI_NEG_INF) {
-                    float sum = 0.f;
-                    for (int c = 0; c < 64; ++c) sum += exp2f(row[c] - m_new);
-                    l = l * exp2f(m - m_new) + sum;
-                    m = m_new;
-                }
+            const float* row = S + a * 65 + half * 32;
+            float mx = MI_NEG_INF;
+            for (int c = 0; c < 32; ++c) mx = fmaxf(mx, row[c]);
+            float m_new = fmaxf(m, mx);
+            if (m_new != MI_NEG_INF) {
+                float sum = 0.f;
+                for (int c = 0; c < 32; ++c) sum += exp2f(row[c] - m_new);
+                l = l * exp2f(m - m_new) + sum;
+                m = m_new;
             }
         }
     }
-    if (a < 64) stats[((i64)blockIdx.y * n_chunks + chunk) * 64 + a] = make_float2(m, l);
+    __syncthreads();  // S is free: it takes the upper half's partials
+    float2* part = (float2*)S;
+    if (half == 1) part[a] = make_float2(m, l);
+    __syncthreads();
+    if (half == 0) {
+        const float2 o = part[a];
+        const float mm = fmaxf(m, o.x);
+        float ll = 0.f;
+        if (mm != MI_NEG_INF) ll = (m != MI_NEG_INF ? l * exp2f(m - mm) : 0.f) + (o.x != MI_NEG_INF ? o.y * exp2f(o.x - mm) : 0.f);
+        stats[((i64)blockIdx.y * n_chunks + chunk) * 64 + a] = make_float2(mm, ll);
+    }
 }
 
 // Pass 1b: combine chunk partials into per-row (max, 1/sum). rowfin: float2[item][64].
@@ -172,48 +182,52 @@ extern "C" __global__ void vs_combine(const float2* stats, int n_chunks, float2*
     rowfin[blockIdx.x * 64 + a] = make_float2(m, l > 0.f ? 1.f / l : 0.f);
 }
 
-// Pass 2: probabilities of one 64-key tile; raw vertical sums (core's VsScores) and the 127
-// diagonal partial sums of the tile (diag[item][tile][e], diagonal d = kv_len - L - 64*tile - 63 + e).
+// Pass 2: probabilities of the 64-key tiles of one chunk (chunk_tiles tiles, the rows' Q loaded
+// once per CTA); raw vertical sums (core's VsScores) and the 127 diagonal partial sums of each tile
+// (diag[item][tile][e], diagonal d = kv_len - L - 64*tile - 63 + e).
 template <int D, typename T>
 __device__ void vs_scores(const void* q, const void* k, const int* seqs, const int* items, int heads, int kv_heads,
-                          int total_q, int total_kv, float scale_log2, const float2* rowfin, float* vscore,
-                          float* diag) {
+                          int total_q, int total_kv, float scale_log2, int chunk_tiles, const float2* rowfin,
+                          float* vscore, float* diag) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     float* P = (float*)(smem_raw + EstLogits<D, T>::SMEM);  // [64][65]
     const int tid = threadIdx.x;
     const int* item = items + IT_STRIDE * blockIdx.y;
     EstGeom g = est_geom<T>(item, seqs, q, k, heads, kv_heads, total_q, total_kv, D);
-    const int t = blockIdx.x;
     const int n_tiles = (g.kv_len + 63) / 64;
-    if (t >= n_tiles) return;
-    const int j0 = t * 64;
+    const int t_begin = blockIdx.x * chunk_tiles;
+    if (t_begin >= n_tiles) return;
+    const int t_end = min(n_tiles, t_begin + chunk_tiles);
     EstLogits<D, T> lg;
     lg.init(smem_raw, g);
-    lg.tile(P, g, j0, scale_log2);
     const float2* rf = rowfin + blockIdx.y * 64;
-    for (int i = tid; i < 64 * 64; i += blockDim.x) {
-        int a = i >> 6, c = i & 63;
-        float x = P[a * 65 + c];
-        float2 st = rf[a];
-        P[a * 65 + c] = (x == MI_NEG_INF) ? 0.f : exp2f(x - st.x) * st.y;
-    }
-    __syncthreads();
-    if (tid < 64) {
-        int key = j0 + tid;
-        if (key < g.kv_len) {
+    for (int t = t_begin; t < t_end; ++t) {
+        const int j0 = t * 64;
+        lg.tile(P, g, j0, scale_log2);  // starts with a barrier: the previous tile's sums are done
+        for (int i = tid; i < 64 * 64; i += blockDim.x) {
+            int a = i >> 6, c = i & 63;
+            float x = P[a * 65 + c];
+            float2 st = rf[a];
+            P[a * 65 + c] = (x == MI_NEG_INF) ? 0.f : exp2f(x - st.x) * st.y;
+        }
+        __syncthreads();
+        if (tid < 64) {
+            int key = j0 + tid;
+            if (key < g.kv_len) {
+                float acc = 0.f;
+                for (int a = 0; a < g.L; ++a) acc += P[a * 65 + tid];
+                vscore[item[IT_SCORE] + key] = acc;  // raw: vs_topk forces the first 30
+            }
+        }
+        if (tid < 127) {
+            const int e = tid;  // a - c + 63
             float acc = 0.f;
-            for (int a = 0; a < g.L; ++a) acc += P[a * 65 + tid];
-            vscore[item[IT_SCORE] + key] = acc;  // raw: vs_topk forces the first 30
+            for (int a = 0; a < g.L; ++a) {
+                int c = a - e + 63;
+                if (c >= 0 && c < 64) acc += P[a * 65 + c];
+            }
+            diag[(i64)item[IT_DIAG] + (i64)t * 127 + e] = acc;
         }
-    }
-    if (tid < 127) {
-        const int e = tid;  // a - c + 63
-        float acc = 0.f;
-        for (int a = 0; a < g.L; ++a) {
-            int c = a - e + 63;
-            if (c >= 0 && c < 64) acc += P[a * 65 + c];
-        }
-        diag[(i64)item[IT_DIAG] + (i64)t * 127 + e] = acc;
     }
 }
 
@@ -245,8 +259,8 @@ extern "C" __global__ void vs_slash_reduce(const int* seqs, const int* items, co
 extern "C" __global__ void __launch_bounds__(1024) vs_topk(const int* seqs, const int* items, const float* vscore,
                                                             const float* sscore, int* sel_v, int* sel_s) {
     __shared__ u32 hist[256];
-    __shared__ u64 state[2];
-    __shared__ u32 scan[1024];
+    __shared__ u64 state[3];
+    __shared__ u32 scan[1024 / 32];
     const int* item = items + IT_STRIDE * blockIdx.x;
     const int kv_len = seqs[4 * item[IT_B] + 3];
     const bool slash = blockIdx.y == 1;
@@ -277,9 +291,10 @@ extern "C" __global__ void __launch_bounds__(1024) vs_topk(const int* seqs, cons
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(128)                                                             \
         vs_scores_##SUF(const void* q, const void* k, const int* seqs, const int* items, int heads, int kv_heads,   \
-                        int total_q, int total_kv, float scale_log2, const float2* rowfin, float* vscore,         \
-                        float* diag) {                                                                            \
-        vs_scores<D, T>(q, k, seqs, items, heads, kv_heads, total_q, total_kv, scale_log2, rowfin, vscore, diag); \
+                        int total_q, int total_kv, float scale_log2, int chunk_tiles, const float2* rowfin,       \
+                        float* vscore, float* diag) {                                                             \
+        vs_scores<D, T>(q, k, seqs, items, heads, kv_heads, total_q, total_kv, scale_log2, chunk_tiles, rowfin,   \
+                        vscore, diag);                                                                            \
     }
 
 MI_EST_ENTRIES(bf16_d64, 64, Bf16)
@@ -408,8 +423,8 @@ extern "C" __global__ void __launch_bounds__(256) bs_select(const int* seqs, con
                                                            int* sel, int* sel_cnt) {
     extern __shared__ __align__(128) unsigned char bs_smem[];
     __shared__ u32 hist[256];
-    __shared__ u64 state[2];
-    __shared__ u32 scan[256];
+    __shared__ u64 state[3];
+    __shared__ u32 scan[256 / 32];
     const int* item = items + 4 * blockIdx.y;
     const int* s = seqs + 4 * item[0];
     const int q_len = s[2], kv_len = s[3];

@@ -189,8 +189,8 @@ fn estimate(
         &[Arg::P(gpu.ptr(&stats)), Arg::I(n_chunks as i32), Arg::P(gpu.ptr(&rowfin))],
     )?;
     let mut a = common.to_vec();
-    a.extend([Arg::P(gpu.ptr(&rowfin)), Arg::P(gpu.ptr(&vscore)), Arg::P(gpu.ptr(&diag))]);
-    gpu.launch(&format!("vs_scores_{suffix}"), (tiles_max as u32, n as u32, 1), 128, smem, &a)?;
+    a.extend([Arg::I(chunk_tiles as i32), Arg::P(gpu.ptr(&rowfin)), Arg::P(gpu.ptr(&vscore)), Arg::P(gpu.ptr(&diag))]);
+    gpu.launch(&format!("vs_scores_{suffix}"), (n_chunks as u32, n as u32, 1), 128, smem, &a)?;
     gpu.launch(
         "vs_slash_reduce",
         (kv_max.div_ceil(256) as u32, n as u32, 1),
