@@ -6,7 +6,6 @@
 use minference_engine::AttentionChoice;
 use minference_engine_gpu::{EngineSetup, GpuEngine, Precision};
 use minference_model::Model;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 fn numbers(v: &serde_json::Value) -> Vec<f64> {
@@ -20,7 +19,8 @@ fn gpu_dense_logits_match_hf() {
     let Some(gpu) = minference_test_support::gpu() else { return };
     let Some(path) = minference_test_support::default_model() else { return };
     let model = Arc::new(Model::load(&path).unwrap_or_else(|e| panic!("{e}")));
-    let fixture_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures/smollm2_logits.json");
+    let fixture_path = minference_test_support::crate_dir(env!("CARGO_MANIFEST_DIR"))
+        .join("../model/tests/fixtures/smollm2_logits.json");
     let text = std::fs::read_to_string(&fixture_path).unwrap_or_else(|e| panic!("{}: {e}", fixture_path.display()));
     let fx: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
     for (precision, bound) in [(Precision::F16, 1e-2), (Precision::Bf16, 3e-2)] {

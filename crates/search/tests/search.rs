@@ -288,8 +288,6 @@ fn adaptive_rules_are_candidates_of_their_own() {
     assert!(hc.build(&bad).unwrap_err().to_string().contains("gamma"));
 }
 
-/// This crate's folder: nextest sets `CARGO_MANIFEST_DIR` at run time to the remapped checkout
-/// (archives run on another machine); `cargo test` leaves the build-time one.
 fn crate_dir() -> std::path::PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), Into::into)
+    minference_test_support::crate_dir(env!("CARGO_MANIFEST_DIR"))
 }

@@ -43,6 +43,13 @@ pub fn skip_for_gpus(needed: usize, reason: impl Display) {
     println!("SKIPPED: needs {needed} GPUs ({reason})");
 }
 
+/// The calling test crate's folder: nextest sets `CARGO_MANIFEST_DIR` at run time to the remapped
+/// checkout (archives run on another machine, where the build-time path does not exist); `cargo
+/// test` sets the same folder it was built in. `built_in` is the caller's `env!("CARGO_MANIFEST_DIR")`.
+pub fn crate_dir(built_in: &str) -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| built_in.into(), Into::into)
+}
+
 /// The default model file (SmolLM2-135M-Instruct GGUF) when it is on disk; otherwise a skip.
 #[track_caller]
 pub fn default_model() -> Option<PathBuf> {

@@ -10,7 +10,8 @@ pub fn default_model() -> Option<PathBuf> {
 
 pub fn fixture(name: &str) -> serde_json::Value {
     // Shared by the model and engine crates' tests: both find the fixtures in the model crate.
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures").join(name);
+    let path =
+        minference_test_support::crate_dir(env!("CARGO_MANIFEST_DIR")).join("../model/tests/fixtures").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
