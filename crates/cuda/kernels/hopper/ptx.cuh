@@ -96,6 +96,17 @@ __device__ __forceinline__ float ex2(float x) {
     return r;
 }
 
+// One wgmma wrapper per shape, templated on the element type: F16 selects the .f16 instruction,
+// otherwise .bf16 (the operand lists are the same).
+#define HP_WGMMA_TYPED(NAME, SIG, ASM)                                 \
+    template <bool F16> __device__ __forceinline__ void NAME SIG {     \
+        if constexpr (F16) {                                           \
+            ASM("f16")                                                 \
+        } else {                                                       \
+            ASM("bf16")                                                \
+        }                                                              \
+    }
+
 // D(64x128) (+)= A(64x16, smem desc) * B(128x16, smem desc)^T; both K-major, 128B swizzle.
 #define HP_WGMMA_SS_M64N128_ASM(TY) \
     asm volatile( \
@@ -103,13 +114,7 @@ __device__ __forceinline__ float ex2(float x) {
         "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n" \
         : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3]) \
         : "l"(da), "l"(db), "r"(scale_d));
-template <bool F16> __device__ __forceinline__ void hp_wgmma_ss_m64n128(float (&d)[16][4], u64 da, u64 db, int scale_d) {
-    if constexpr (F16) {
-        HP_WGMMA_SS_M64N128_ASM("f16")
-    } else {
-        HP_WGMMA_SS_M64N128_ASM("bf16")
-    }
-}
+HP_WGMMA_TYPED(hp_wgmma_ss_m64n128, (float (&d)[16][4], u64 da, u64 db, int scale_d), HP_WGMMA_SS_M64N128_ASM)
 #undef HP_WGMMA_SS_M64N128_ASM
 // D(64x64) += A(64x16, registers) * B(16x64, smem desc, MN-major), 128B swizzle.
 #define HP_WGMMA_RS_M64N64_ASM(TY) \
@@ -118,13 +123,7 @@ template <bool F16> __device__ __forceinline__ void hp_wgmma_ss_m64n128(float (&
         "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n" \
         : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]) \
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
-template <bool F16> __device__ __forceinline__ void hp_wgmma_rs_m64n64(float (&d)[8][4], const u32 (&a)[4], u64 db) {
-    if constexpr (F16) {
-        HP_WGMMA_RS_M64N64_ASM("f16")
-    } else {
-        HP_WGMMA_RS_M64N64_ASM("bf16")
-    }
-}
+HP_WGMMA_TYPED(hp_wgmma_rs_m64n64, (float (&d)[8][4], const u32 (&a)[4], u64 db), HP_WGMMA_RS_M64N64_ASM)
 #undef HP_WGMMA_RS_M64N64_ASM
 // D(64x128) += A(64x16, registers) * B(16x128, smem desc, MN-major), 128B swizzle.
 #define HP_WGMMA_RS_M64N128_ASM(TY) \
@@ -133,14 +132,9 @@ template <bool F16> __device__ __forceinline__ void hp_wgmma_rs_m64n64(float (&d
         "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n" \
         : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]), "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]), "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]), "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]), "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]), "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]), "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]), "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3]), "+f"(d[8][0]), "+f"(d[8][1]), "+f"(d[8][2]), "+f"(d[8][3]), "+f"(d[9][0]), "+f"(d[9][1]), "+f"(d[9][2]), "+f"(d[9][3]), "+f"(d[10][0]), "+f"(d[10][1]), "+f"(d[10][2]), "+f"(d[10][3]), "+f"(d[11][0]), "+f"(d[11][1]), "+f"(d[11][2]), "+f"(d[11][3]), "+f"(d[12][0]), "+f"(d[12][1]), "+f"(d[12][2]), "+f"(d[12][3]), "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]), "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]), "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3]) \
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
-template <bool F16> __device__ __forceinline__ void hp_wgmma_rs_m64n128(float (&d)[16][4], const u32 (&a)[4], u64 db) {
-    if constexpr (F16) {
-        HP_WGMMA_RS_M64N128_ASM("f16")
-    } else {
-        HP_WGMMA_RS_M64N128_ASM("bf16")
-    }
-}
+HP_WGMMA_TYPED(hp_wgmma_rs_m64n128, (float (&d)[16][4], const u32 (&a)[4], u64 db), HP_WGMMA_RS_M64N128_ASM)
 #undef HP_WGMMA_RS_M64N128_ASM
 
+#undef HP_WGMMA_TYPED
 
 }  // namespace mi_hopper
