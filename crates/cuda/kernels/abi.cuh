@@ -9,5 +9,5 @@ enum HeadKind : int { HEAD_DENSE = 0, HEAD_ASHAPE = 1, HEAD_INDEX = 2 };
 // sizeof(AttnParams) in tiles.cuh = sizeof(kernels::AttnParams) in Rust.
 #define MI_ATTN_PARAMS_BYTES 136
 // K/V stages of the Hopper mainloop's ring (kernels/hopper/fa3_sm90.cuh; its shared memory size
-// is computed from this on the host, src/hopper.rs).
+// is computed from this on the host, src/hopper/mod.rs).
 #define MI_HOPPER_STAGES 2

@@ -1,7 +1,7 @@
 // Hopper (sm_90a) warp-specialised attention (hopper/fa3_sm90.cuh) as launchable entry points, and
 // the index planner that turns the core's per-64-row-block sparse index into per-128-row-tile chunks
-// with exact per-block key sets. Launched from src/hopper.rs (384 threads, persistent grid, the six
-// CUtensorMaps by value), bf16 and f16.
+// with exact per-block key sets. Launched from src/hopper/mod.rs (384 threads, persistent grid, the
+// six CUtensorMaps by value; bf16 and f16), the planner from src/hopper/plan.rs.
 #include "hopper/fa3_sm90.cuh"
 
 using namespace mi_hopper;

@@ -1,4 +1,4 @@
-//! The Hopper warp-specialised kernel (src/hopper.rs) against the previous wgmma/mma kernels on the
+//! The Hopper warp-specialised kernel (src/hopper/mod.rs) against the previous wgmma/mma kernels on the
 //! same inputs and the same sparse index: dense, every sparse pattern in one launch, varlen
 //! batches without offsets, bf16 and f16 inputs, outputs in the input dtype or f32, NaN-poisoned
 //! outputs fully written.

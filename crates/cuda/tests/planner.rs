@@ -1,4 +1,4 @@
-//! The Hopper index planner (src/hopper.rs, `hopper_plan_index`) against the index it plans: each
+//! The Hopper index planner (src/hopper/plan.rs, `hopper_plan_index`) against the index it plans: each
 //! 64-row block must get exactly its tiles (clamped to the block's causal end) and its columns,
 //! each key once, whatever the lists' sizes (shared-memory staging or not, one or several passes
 //! of gather ownership bits) and whatever the order of a slot's columns.

@@ -13,7 +13,7 @@
 // query tile's work as a sequence of chunks of at most 128 keys, each either a contiguous key range
 // at any start (one TMA box per 64 columns of D) or up to 128 gathered key columns.
 //
-// Device code only; no system headers (compiles under nvcc and NVRTC). Host side: src/hopper.rs.
+// Device code only; no system headers (compiles under nvcc and NVRTC). Host side: src/hopper/mod.rs.
 #pragma once
 #include "hopper/chunks.cuh"
 #include "hopper/ptx.cuh"
