@@ -7,7 +7,6 @@ use minference_cuda::Gpu;
 use minference_engine_gpu::GpuEngine;
 use minference_model::Model;
 use minference_search::calibration::{load_calibrations, CalibrationSource};
-use minference_search::sensitivity::SensitivityMetric;
 use minference_search::{
     extras_of, merge_searches, search_model_gpu_with, search_model_with, CandidateSpace, ModelSearch, Objective,
     Preset, SearchOptions, TargetCost,
@@ -15,6 +14,12 @@ use minference_search::{
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+#[path = "search_sensitivity.rs"]
+mod sensitivity;
+#[cfg(test)]
+use sensitivity::sensitivity_metric;
+use sensitivity::weigh_by_layer_sensitivity;
 
 #[derive(clap::Args, Debug)]
 #[command(group = clap::ArgGroup::new("calibration_source").required(true).multiple(true).args(["calibration", "synthetic_kv_retrieval", "from_details"]))]
@@ -379,62 +384,6 @@ fn run_searches(args: &SearchArgs, opts: &SearchOptions, hf_text: Option<&str>) 
     }
     let documents: Vec<&[u32]> = calibrations.iter().map(|c| c.tokens.as_slice()).collect();
     weigh_by_layer_sensitivity(args, opts, &model, &documents, merged)
-}
-
-/// `search`'s scores weighed by each layer's measured sensitivity under the allocation at
-/// `--density`, the mean over `documents` (docs/search.md "Layer sensitivity").
-fn weigh_by_layer_sensitivity(
-    args: &SearchArgs,
-    opts: &SearchOptions,
-    model: &Arc<Model>,
-    documents: &[&[u32]],
-    mut search: ModelSearch,
-) -> Result<ModelSearch> {
-    if documents.is_empty() {
-        return Err(anyhow!("no calibration document to measure the layer sensitivity on"));
-    }
-    let mut allocated = search.clone();
-    allocated.allocate_density_by(args.density, &loss_fn(opts, args.budget_loss_power))?;
-    let layers = model.config().layers;
-    // One tick per layer's forward; each document's dense reference runs before its first.
-    let pb = ProgressBar::new((layers * documents.len()) as u64)
-        .with_style(
-            ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} forwards {elapsed}")
-                .map_err(|e| anyhow!(e))?
-                .progress_chars("=> "),
-        )
-        .with_prefix("layers");
-    let start = std::time::Instant::now();
-    let metric = sensitivity_metric(&args.sensitivity_metric, args.sensitivity_rows)?;
-    let mut measured = vec![0f64; layers];
-    for tokens in documents {
-        let floor = opts.floor_for(tokens.len());
-        let one = minference_search::sensitivity::measure(model, tokens, &allocated, floor, metric, &|_| pb.inc(1))?;
-        for (m, x) in measured.iter_mut().zip(one) {
-            *m += x / documents.len() as f64;
-        }
-    }
-    pb.finish();
-    let factors = minference_search::sensitivity::factors(&allocated, &measured)?;
-    minference_search::sensitivity::scale(&mut search, &factors)?;
-    let shown: Vec<String> = factors.iter().map(|f| format!("{f:.2}")).collect();
-    eprintln!(
-        "layer sensitivity ({} forwards, {:.1} s): weights {}",
-        (layers + 1) * documents.len(),
-        start.elapsed().as_secs_f64(),
-        shown.join(" ")
-    );
-    Ok(search)
-}
-
-/// `--sensitivity-metric` and `--sensitivity-rows`.
-pub fn sensitivity_metric(name: &str, rows: usize) -> Result<SensitivityMetric> {
-    match name {
-        "kl" if rows > 0 => Ok(SensitivityMetric::Kl { rows }),
-        "kl" => Err(anyhow!("--sensitivity-rows must be at least 1")),
-        "residual" => Ok(SensitivityMetric::Residual),
-        o => Err(anyhow!("unknown --sensitivity-metric `{o}` (kl, residual)")),
-    }
 }
 
 /// The allocation's loss of one candidate: the objective's loss to the power `power`.
