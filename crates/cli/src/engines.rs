@@ -102,6 +102,51 @@ pub fn parse_precision(s: &str) -> Result<Precision, String> {
 }
 
 /// The one engine of a command on `placement`. `precision` applies to GPUs (the CPU runs f32).
+/// `n` engines for a server's `n` request slots: on the CPU `n` engines over one `Arc<Model>`; on
+/// one GPU one engine and `n - 1` siblings sharing its device weights (`GpuEngine::sibling`), each
+/// with its own KV cache; a tensor-parallel group serves one request at a time, so `n` must be 1.
+pub fn open_engines(
+    weights: EngineWeights,
+    placement: Placement,
+    precision: Precision,
+    n: usize,
+) -> Result<Vec<Box<dyn PrefillEngine>>> {
+    if n == 0 {
+        bail!("at least one engine is needed");
+    }
+    match placement {
+        Placement::Gpus { first, count: 1 } if n > 1 => {
+            let gpu = open_gpu(first)?;
+            let first = match weights {
+                EngineWeights::Model(m) => {
+                    GpuEngine::new_with(gpu, m, EngineSetup { precision, ..EngineSetup::default() })?
+                }
+                EngineWeights::Random { config, seed, structured } => {
+                    let setup = EngineSetup { precision, structured: structured.map(|w| *w), ..EngineSetup::default() };
+                    GpuEngine::random_with(gpu, config, seed, setup)?
+                }
+            };
+            let mut engines = Vec::with_capacity(n);
+            for _ in 1..n {
+                engines.push(Box::new(first.sibling()?) as Box<dyn PrefillEngine>);
+            }
+            engines.insert(0, Box::new(first));
+            Ok(engines)
+        }
+        Placement::Gpus { count, .. } if count > 1 && n > 1 => {
+            bail!("a tensor-parallel group of {count} GPUs serves one request at a time (--parallel 1)")
+        }
+        _ if n == 1 => Ok(vec![open_engine(weights, placement, precision)?]),
+        _ => match weights {
+            // The CPU: n engines over one model (its weights are shared, each has its own cache).
+            EngineWeights::Model(m) => {
+                (0..n).map(|_| open_engine(EngineWeights::Model(Arc::clone(&m)), placement, precision)).collect()
+            }
+            random => Ok(vec![open_engine(random, placement, precision)?]),
+        },
+    }
+}
+
 pub fn open_engine(
     weights: EngineWeights,
     placement: Placement,

@@ -1,7 +1,7 @@
 //! `minference serve`: the OpenAI-compatible HTTP server (crates/server) on the engine that
 //! `--device/--gpus` resolve to. See docs/server.md.
 
-use crate::engines::{open_engine, EngineWeights, Placement, PlacementArgs};
+use crate::engines::{open_engines, EngineWeights, Placement, PlacementArgs};
 use crate::model_args::{attention_choice, load_model, AttentionKind, ModelArgs};
 use anyhow::{bail, Context, Result};
 use minference_engine::PrefillEngine;
@@ -28,8 +28,8 @@ pub struct ServeArgs {
     /// Largest max_tokens a request may ask for (and the default when it asks for none).
     #[arg(long, default_value_t = 1024)]
     pub max_tokens_cap: usize,
-    /// Requests that decode at the same time, each with its own KV cache (CPU; a GPU engine
-    /// runs one at a time). Default: 4 on the CPU.
+    /// Requests that decode at the same time, each with its own KV cache. Default: 4 on the CPU, 1
+    /// on a GPU (more on one GPU share its weights; a tensor-parallel group runs one at a time).
     #[arg(long)]
     pub parallel: Option<usize>,
     /// Require `Authorization: Bearer KEY` (default: the MINFERENCE_API_KEY environment variable).
@@ -72,8 +72,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
     let slots = match (placement, args.parallel) {
         (_, Some(0)) => bail!("--parallel must be at least 1"),
         (Placement::Cpu, p) => p.unwrap_or(4),
-        (Placement::Gpus { .. }, Some(p)) if p > 1 => {
-            eprintln!("--parallel {p}: a GPU engine runs one request at a time; using 1");
+        // One GPU: engines beyond the first share its weights, each with its own KV cache.
+        (Placement::Gpus { count: 1, .. }, p) => p.unwrap_or(1),
+        (Placement::Gpus { count, .. }, Some(p)) if p > 1 => {
+            eprintln!("--parallel {p}: a tensor-parallel group of {count} GPUs runs one request at a time; using 1");
             1
         }
         (Placement::Gpus { .. }, _) => 1,
@@ -92,11 +94,10 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         (Arc::clone(&model), args.placement.precision, args.allow_context_extension);
     let factory: minference_server::EngineFactory = Box::new(move || {
         let open = || -> Result<Vec<Box<dyn PrefillEngine>>> {
-            let mut engines = Vec::with_capacity(slots);
-            for _ in 0..slots {
-                let mut e = open_engine(EngineWeights::Model(Arc::clone(&weights_model)), placement, precision)?;
+            let mut engines =
+                open_engines(EngineWeights::Model(Arc::clone(&weights_model)), placement, precision, slots)?;
+            for e in &mut engines {
                 e.set_allow_context_extension(extend)?;
-                engines.push(e);
             }
             Ok(engines)
         };

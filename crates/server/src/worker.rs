@@ -3,7 +3,8 @@
 //! go back over a per-request channel.
 //!
 //! Scheduling: each engine holds one request's KV cache, so the worker runs as many requests at
-//! once as it has engines (on the CPU several engines share one `Arc<Model>`; a GPU has one).
+//! once as it has engines (on the CPU several engines share one `Arc<Model>`; on one GPU the
+//! engines beyond the first are siblings sharing its device weights).
 //! Every round admits at most one waiting request (prefills run one at a time) and then gives
 //! every running request one decode step, so no request starves while others prefill or decode.
 //! A request whose client went away is dropped within one layer of prefill (the progress callback

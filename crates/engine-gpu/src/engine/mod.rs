@@ -69,7 +69,8 @@ pub struct GpuEngine {
     random_weights: bool,
     ops: Ops,
     gemm: Gemm,
-    weights: DeviceWeights,
+    /// Shared with the sibling engines (`sibling`): the weights are only read after upload.
+    weights: Arc<DeviceWeights>,
     inv_freq: CudaSlice<f64>,
     chunk_tokens: usize,
     max_new_tokens: usize,
@@ -193,7 +194,7 @@ impl GpuEngine {
             random_weights,
             ops,
             gemm,
-            weights,
+            weights: Arc::new(weights),
             inv_freq,
             chunk_tokens: DEFAULT_CHUNK_TOKENS,
             max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
@@ -201,6 +202,40 @@ impl GpuEngine {
             allow_context_extension: false,
             memory_limit: None,
             grouping: AttentionGrouping::Auto,
+            cache: None,
+            decode: None,
+        })
+    }
+
+    /// A second engine on the same GPU that shares this one's weights (no second upload) and has its
+    /// own kernels handle, GEMM workspace and KV cache: the server runs one request per engine and
+    /// interleaves their decode steps. Settings (chunking, token cap, offload, context extension,
+    /// memory limit, grouping) are copied. A tensor-parallel shard has no sibling: its collective
+    /// pairs it with the other ranks.
+    pub fn sibling(&self) -> Result<GpuEngine> {
+        if self.collective.is_some() {
+            return Err(EngineError::Input(
+                "a tensor-parallel rank cannot open a sibling engine (one request at a time per group)".into(),
+            ));
+        }
+        Ok(GpuEngine {
+            gpu: Arc::clone(&self.gpu),
+            cfg: self.cfg.clone(),
+            global_cfg: self.global_cfg.clone(),
+            shard: self.shard.clone(),
+            collective: None,
+            precision: self.precision,
+            random_weights: self.random_weights,
+            ops: Ops::load(&self.gpu, self.precision)?,
+            gemm: Gemm::new(&self.gpu, self.precision)?,
+            weights: Arc::clone(&self.weights),
+            inv_freq: self.gpu.upload(Rope::new(&self.cfg).inv_freq())?,
+            chunk_tokens: self.chunk_tokens,
+            max_new_tokens: self.max_new_tokens,
+            allow_offload: self.allow_offload,
+            allow_context_extension: self.allow_context_extension,
+            memory_limit: self.memory_limit,
+            grouping: self.grouping,
             cache: None,
             decode: None,
         })
