@@ -116,16 +116,7 @@ pub fn open_engines(
     }
     match placement {
         Placement::Gpus { first, count: 1 } if n > 1 => {
-            let gpu = open_gpu(first)?;
-            let first = match weights {
-                EngineWeights::Model(m) => {
-                    GpuEngine::new_with(gpu, m, EngineSetup { precision, ..EngineSetup::default() })?
-                }
-                EngineWeights::Random { config, seed, structured } => {
-                    let setup = EngineSetup { precision, structured: structured.map(|w| *w), ..EngineSetup::default() };
-                    GpuEngine::random_with(gpu, config, seed, setup)?
-                }
-            };
+            let first = open_one_gpu(weights, first, precision)?;
             let mut engines = Vec::with_capacity(n);
             for _ in 1..n {
                 engines.push(Box::new(first.sibling()?) as Box<dyn PrefillEngine>);
@@ -147,6 +138,18 @@ pub fn open_engines(
     }
 }
 
+/// The engine of one GPU (`ordinal`) over `weights`.
+fn open_one_gpu(weights: EngineWeights, ordinal: usize, precision: Precision) -> Result<GpuEngine> {
+    let gpu = open_gpu(ordinal)?;
+    Ok(match weights {
+        EngineWeights::Model(m) => GpuEngine::new_with(gpu, m, EngineSetup { precision, ..EngineSetup::default() })?,
+        EngineWeights::Random { config, seed, structured } => {
+            let setup = EngineSetup { precision, structured: structured.map(|w| *w), ..EngineSetup::default() };
+            GpuEngine::random_with(gpu, config, seed, setup)?
+        }
+    })
+}
+
 pub fn open_engine(
     weights: EngineWeights,
     placement: Placement,
@@ -160,18 +163,7 @@ pub fn open_engine(
             }
         },
         Placement::Gpus { count: 0, .. } => bail!("--gpus must be at least 1"),
-        Placement::Gpus { first, count: 1 } => {
-            let gpu = open_gpu(first)?;
-            Ok(match weights {
-                EngineWeights::Model(m) => {
-                    Box::new(GpuEngine::new_with(gpu, m, EngineSetup { precision, ..EngineSetup::default() })?)
-                }
-                EngineWeights::Random { config, seed, structured } => {
-                    let setup = EngineSetup { precision, structured: structured.map(|w| *w), ..EngineSetup::default() };
-                    Box::new(GpuEngine::random_with(gpu, config, seed, setup)?)
-                }
-            })
-        }
+        Placement::Gpus { first, count: 1 } => Ok(Box::new(open_one_gpu(weights, first, precision)?)),
         Placement::Gpus { first, count } => {
             let model = match weights {
                 EngineWeights::Model(m) => TpModel::Host(m),
