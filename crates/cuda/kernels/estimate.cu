@@ -33,40 +33,52 @@ __device__ __forceinline__ EstGeom est_geom(const int* item, const int* seqs, co
 
 // Produces S[64][65] = scaled (log2-domain) logits of the L estimation rows (row a at position
 // kv_len - L + a) against keys j0..j0+63, -inf where not visible. Tensor cores for half inputs.
+// The K tiles are double-buffered: `init` starts the first tile's copy, and each `tile` starts the
+// next one (j0_next, < 0 for none) before it waits for its own, so the copy of tile t+1 overlaps the
+// MMA and the caller's reduction of tile t.
 template <int D, typename T>
 struct EstLogits {
-    static constexpr int SMEM = 2 * 64 * D * 2;
+    static constexpr int SMEM = 3 * 64 * D * 2;
     u16* sq;
-    u16* sk;
+    u16* sk;  // two [64][D] buffers
+    int buf;
     u32 qf[D / 16][4];
 
-    __device__ void init(unsigned char* smem, const EstGeom& g) {
-        const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-        sq = (u16*)smem;
-        sk = sq + 64 * D;
-        const u16* qb = (const u16*)g.qb;
-        auto rq = [&](int r) -> const u16* { return r < g.L ? qb + (i64)(g.q_len - g.L + r) * D : nullptr; };
-        load_tile_async<D, 128>(sq, rq, tid);
-        cp_async_commit();
-        cp_async_wait_all();
-        __syncthreads();
-        load_q_frags<D>(qf, sq, warp, lane);
-    }
-
-    __device__ void tile(float* S, const EstGeom& g, int j0, float scale_log2) {
-        const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    __device__ void load_k(const EstGeom& g, int j0, int b) {
         const u16* kb = (const u16*)g.kb;
-        __syncthreads();
         auto rk = [&](int r) -> const u16* {
             int key = j0 + r;
             return key < g.kv_len ? kb + (i64)key * D : nullptr;
         };
-        load_tile_async<D, 128>(sk, rk, tid);
+        load_tile_async<D, 128>(sk + b * 64 * D, rk, threadIdx.x);
+    }
+
+    __device__ void init(unsigned char* smem, const EstGeom& g, int j0_first) {
+        const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+        sq = (u16*)smem;
+        sk = sq + 64 * D;
+        buf = 0;
+        const u16* qb = (const u16*)g.qb;
+        auto rq = [&](int r) -> const u16* { return r < g.L ? qb + (i64)(g.q_len - g.L + r) * D : nullptr; };
+        load_tile_async<D, 128>(sq, rq, tid);
         cp_async_commit();
-        cp_async_wait_all();
+        load_k(g, j0_first, 0);
+        cp_async_commit();
+        cp_async_wait_pending<1>();  // Q has landed; the first K tile may still be in flight
+        __syncthreads();
+        load_q_frags<D>(qf, sq, warp, lane);
+    }
+
+    __device__ void tile(float* S, const EstGeom& g, int j0, int j0_next, float scale_log2) {
+        const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+        __syncthreads();  // the previous tile's S and its K buffer (buf ^ 1) are no longer read
+        if (j0_next >= 0) load_k(g, j0_next, buf ^ 1);
+        cp_async_commit();  // an empty group when there is no next tile keeps the count uniform
+        cp_async_wait_pending<1>();
         __syncthreads();
         float s[8][4];
-        qk_tile<D, T>(s, qf, sk, lane);
+        qk_tile<D, T>(s, qf, sk + buf * 64 * D, lane);
+        buf ^= 1;
         const int r0 = warp * 16 + (lane >> 2);
 #pragma unroll
         for (int j = 0; j < 8; ++j)
@@ -88,7 +100,7 @@ struct EstLogits<D, F32> {
     float* sq;
     float* sk;
 
-    __device__ void init(unsigned char* smem, const EstGeom& g) {
+    __device__ void init(unsigned char* smem, const EstGeom& g, int /*j0_first*/) {
         sq = (float*)smem;
         sk = sq + 64 * (D + 1);
         const float* qb = (const float*)g.qb;
@@ -98,7 +110,8 @@ struct EstLogits<D, F32> {
         }
     }
 
-    __device__ void tile(float* S, const EstGeom& g, int j0, float scale_log2) {
+    // f32 is the reference path: synchronous loads, no prefetch.
+    __device__ void tile(float* S, const EstGeom& g, int j0, int /*j0_next*/, float scale_log2) {
         const float* kb = (const float*)g.kb;
         __syncthreads();
         for (int i = threadIdx.x; i < 64 * D; i += blockDim.x) {
@@ -138,10 +151,10 @@ __device__ void vs_rowstats(const void* q, const void* k, const int* seqs, const
     const int n_tiles = (g.kv_len + 63) / 64;
     if (t_begin < n_tiles) {
         EstLogits<D, T> lg;
-        lg.init(smem_raw, g);
+        lg.init(smem_raw, g, t_begin * 64);
         const int t_end = min(n_tiles, t_begin + chunk_tiles);
         for (int t = t_begin; t < t_end; ++t) {
-            lg.tile(S, g, t * 64, scale_log2);
+            lg.tile(S, g, t * 64, t + 1 < t_end ? (t + 1) * 64 : -1, scale_log2);
             const float* row = S + a * 65 + half * 32;
             float mx = MI_NEG_INF;
             for (int c = 0; c < 32; ++c) mx = fmaxf(mx, row[c]);
@@ -185,13 +198,20 @@ extern "C" __global__ void vs_combine(const float2* stats, int n_chunks, float2*
 // Pass 2: probabilities of the 64-key tiles of one chunk (chunk_tiles tiles, the rows' Q loaded
 // once per CTA); raw vertical sums (core's VsScores) and the 127 diagonal partial sums of each tile
 // (diag[item][tile][e], diagonal d = kv_len - L - 64*tile - 63 + e).
+// Each warp normalises its 16 rows and sums them into its own partials (64 columns, then 127
+// diagonals; VS_RED_STRIDE floats per warp), so no thread walks a column or a diagonal alone; the
+// four warps' partials are then added in a fixed order (deterministic).
+constexpr int VS_RED_STRIDE = 192;
+
 template <int D, typename T>
 __device__ void vs_scores(const void* q, const void* k, const int* seqs, const int* items, int heads, int kv_heads,
                           int total_q, int total_kv, float scale_log2, int chunk_tiles, const float2* rowfin,
                           float* vscore, float* diag) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     float* P = (float*)(smem_raw + EstLogits<D, T>::SMEM);  // [64][65]
-    const int tid = threadIdx.x;
+    float* red_all = P + 64 * 65;                           // [4][VS_RED_STRIDE]
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    float* red = red_all + warp * VS_RED_STRIDE;
     const int* item = items + IT_STRIDE * blockIdx.y;
     EstGeom g = est_geom<T>(item, seqs, q, k, heads, kv_heads, total_q, total_kv, D);
     const int n_tiles = (g.kv_len + 63) / 64;
@@ -199,34 +219,47 @@ __device__ void vs_scores(const void* q, const void* k, const int* seqs, const i
     if (t_begin >= n_tiles) return;
     const int t_end = min(n_tiles, t_begin + chunk_tiles);
     EstLogits<D, T> lg;
-    lg.init(smem_raw, g);
+    lg.init(smem_raw, g, t_begin * 64);
     const float2* rf = rowfin + blockIdx.y * 64;
+    const int a_end = min(warp * 16 + 16, g.L);
     for (int t = t_begin; t < t_end; ++t) {
         const int j0 = t * 64;
-        lg.tile(P, g, j0, scale_log2);  // starts with a barrier: the previous tile's sums are done
-        for (int i = tid; i < 64 * 64; i += blockDim.x) {
-            int a = i >> 6, c = i & 63;
-            float x = P[a * 65 + c];
-            float2 st = rf[a];
-            P[a * 65 + c] = (x == MI_NEG_INF) ? 0.f : exp2f(x - st.x) * st.y;
+        // Starts with a barrier, so the previous tile's partials have been read.
+        lg.tile(P, g, j0, t + 1 < t_end ? (t + 1) * 64 : -1, scale_log2);
+        for (int i = lane; i < VS_RED_STRIDE; i += 32) red[i] = 0.f;
+        __syncwarp();
+        float col0 = 0.f, col1 = 0.f;  // columns lane and lane + 32
+        float* dg = red + 64 + 63;     // dg[a - c] is diagonal e = a - c + 63
+#pragma unroll 1
+        for (int a = warp * 16; a < a_end; ++a) {
+            const float2 st = rf[a];
+            const float x0 = P[a * 65 + lane], x1 = P[a * 65 + lane + 32];
+            const float p0 = x0 == MI_NEG_INF ? 0.f : exp2f(x0 - st.x) * st.y;
+            const float p1 = x1 == MI_NEG_INF ? 0.f : exp2f(x1 - st.x) * st.y;
+            col0 += p0;
+            col1 += p1;
+            // Within one row the 64 diagonals are distinct; rows of one warp run in order.
+            dg[a - lane] += p0;
+            dg[a - lane - 32] += p1;
+            __syncwarp();
         }
+        red[lane] = col0;
+        red[lane + 32] = col1;
         __syncthreads();
         if (tid < 64) {
-            int key = j0 + tid;
+            const int key = j0 + tid;
             if (key < g.kv_len) {
                 float acc = 0.f;
-                for (int a = 0; a < g.L; ++a) acc += P[a * 65 + tid];
+#pragma unroll
+                for (int w = 0; w < 4; ++w) acc += red_all[w * VS_RED_STRIDE + tid];
                 vscore[item[IT_SCORE] + key] = acc;  // raw: vs_topk forces the first 30
             }
         }
         if (tid < 127) {
-            const int e = tid;  // a - c + 63
             float acc = 0.f;
-            for (int a = 0; a < g.L; ++a) {
-                int c = a - e + 63;
-                if (c >= 0 && c < 64) acc += P[a * 65 + c];
-            }
-            diag[(i64)item[IT_DIAG] + (i64)t * 127 + e] = acc;
+#pragma unroll
+            for (int w = 0; w < 4; ++w) acc += red_all[w * VS_RED_STRIDE + 64 + tid];
+            diag[(i64)item[IT_DIAG] + (i64)t * 127 + tid] = acc;
         }
     }
 }
@@ -329,6 +362,8 @@ __device__ void bs_pool(const void* q, const void* k, const int* seqs, const int
     const int* s = seqs + 4 * item[0];
     const int h = item[1];
     const bool keys = blockIdx.z == 1;
+    // Query heads of one KV head share its K means (build_index.rs): the first item pools them.
+    if (keys && blockIdx.y > 0 && mean_off[2 * blockIdx.y + 1] == mean_off[2 * blockIdx.y - 1]) return;
     const int len = keys ? s[3] : s[2];
     const int blk = blockIdx.x;
     if (blk * 64 >= len) return;

@@ -18,10 +18,14 @@ struct BsItems {
     means: usize,
 }
 
+/// Items in (sequence, head) order. The query heads of one KV head share that head's K block
+/// means (one offset, pooled once: `bs_pool` skips an item whose K offset repeats the previous
+/// item's), so GQA pools each key block once per KV head instead of once per query head.
 fn bs_items(shape: &AttnShape, patterns: &[HeadPattern]) -> Result<BsItems> {
     let d = shape.head_dim;
     let mut it = BsItems { packed: Vec::new(), mean_off: Vec::new(), n: 0, rows: 0, means: 0 };
     for (b, seq) in shape.seqs.iter().enumerate() {
+        let mut k_means: Option<(usize, i64)> = None; // (kv head, offset) of the last pooled K
         for (h, p) in patterns.iter().enumerate() {
             let HeadPattern::BlockSparse { k_b } = *p else {
                 continue;
@@ -30,8 +34,17 @@ fn bs_items(shape: &AttnShape, patterns: &[HeadPattern]) -> Result<BsItems> {
             it.packed.extend([b as i32, h as i32, k_b, it.rows as i32]);
             it.mean_off.push(it.means as i64);
             it.means += seq.row_blocks() * d;
-            it.mean_off.push(it.means as i64);
-            it.means += seq.kv_len.div_ceil(64) * d;
+            let kvh = shape.kv_head_of(h);
+            let k_off = match k_means {
+                Some((kh, off)) if kh == kvh => off,
+                _ => {
+                    let off = it.means as i64;
+                    it.means += seq.kv_len.div_ceil(64) * d;
+                    k_means = Some((kvh, off));
+                    off
+                }
+            };
+            it.mean_off.push(k_off);
             it.rows += seq.row_blocks();
             it.n += 1;
         }
@@ -250,4 +263,44 @@ fn download_at(gpu: &Gpu, s: &cudarc::driver::CudaSlice<u32>, i: usize) -> Resul
         .map_err(|e| CudaError::Driver { context: "reading the index size".into(), message: format!("{e:?}") })?;
     gpu.sync()?;
     Ok(out[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bs_items;
+    use minference_core::{AttnShape, HeadPattern, SeqLen};
+
+    #[test]
+    fn query_heads_of_one_kv_head_share_its_k_means() {
+        // 6 query heads over 2 KV heads (group 3); head 1 is not block-sparse; two sequences.
+        let mut shape = AttnShape::single(6, 2, 64, 130);
+        shape.seqs.push(SeqLen::prefill(70));
+        let bs = HeadPattern::BlockSparse { k_b: 2 };
+        let patterns = [bs.clone(), HeadPattern::Dense, bs.clone(), bs.clone(), bs.clone(), bs];
+        let it = bs_items(&shape, &patterns).expect("items");
+        assert_eq!(it.n, 10);
+        let (q_off, k_off): (Vec<i64>, Vec<i64>) = it.mean_off.chunks(2).map(|p| (p[0], p[1])).unzip();
+        // Sequence 0 items are heads 0, 2 (KV head 0) and 3, 4, 5 (KV head 1); then sequence 1.
+        assert_eq!(k_off[0], k_off[1]);
+        assert_eq!(k_off[2], k_off[3]);
+        assert_eq!(k_off[3], k_off[4]);
+        assert_ne!(k_off[1], k_off[2]);
+        assert_ne!(k_off[4], k_off[5]);
+        // Every query head keeps its own means; all regions are disjoint and fill `means`.
+        let mut regions: Vec<(i64, usize)> = Vec::new();
+        for (i, &q) in q_off.iter().enumerate() {
+            let seq = &shape.seqs[if i < 5 { 0 } else { 1 }];
+            regions.push((q, seq.row_blocks() * 64));
+            if i == 0 || k_off[i] != k_off[i - 1] {
+                regions.push((k_off[i], seq.kv_len.div_ceil(64) * 64));
+            }
+        }
+        regions.sort();
+        let mut end = 0i64;
+        for (start, len) in regions {
+            assert_eq!(start, end, "regions are contiguous and disjoint");
+            end = start + len as i64;
+        }
+        assert_eq!(end as usize, it.means);
+    }
 }

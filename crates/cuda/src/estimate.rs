@@ -127,6 +127,10 @@ pub fn estimate_vs_scores(
     Ok((sel, scores.unwrap_or_default()))
 }
 
+/// Floats of one warp's partial sums in `vs_scores` (64 columns + 127 diagonals, padded); the
+/// kernel's `VS_RED_STRIDE`.
+const VS_RED_STRIDE: usize = 192;
+
 fn estimate(
     gpu: &Gpu,
     shape: &AttnShape,
@@ -157,8 +161,11 @@ fn estimate(
     let chunk_tiles = (tiles_max * n).div_ceil(2048).max(1);
     let n_chunks = tiles_max.div_ceil(chunk_tiles);
     let suffix = format!("{}_d{d}", dtype_suffix(q.dtype));
-    let tile_smem = if q.dtype == minference_core::DType::F32 { 2 * 64 * (d + 1) * 4 } else { 2 * 64 * d * 2 };
+    // EstLogits' tiles (Q + two K buffers for half inputs, Q + K for f32) and the [64][65] logits;
+    // vs_scores adds its four warps' partial sums (VS_RED_STRIDE floats each).
+    let tile_smem = if q.dtype == minference_core::DType::F32 { 2 * 64 * (d + 1) * 4 } else { 3 * 64 * d * 2 };
     let smem = tile_smem + 64 * 65 * 4;
+    let scores_smem = smem + 4 * VS_RED_STRIDE * 4;
     let total_score: usize = items.iter().map(|i| shape.seqs[i.b].kv_len).sum();
     let total_diag: usize = items.iter().map(|i| shape.seqs[i.b].kv_len.div_ceil(64) * 127).sum();
     let stats = gpu.alloc::<f32>(2 * n * n_chunks * 64)?;
@@ -190,7 +197,7 @@ fn estimate(
     )?;
     let mut a = common.to_vec();
     a.extend([Arg::I(chunk_tiles as i32), Arg::P(gpu.ptr(&rowfin)), Arg::P(gpu.ptr(&vscore)), Arg::P(gpu.ptr(&diag))]);
-    gpu.launch(&format!("vs_scores_{suffix}"), (n_chunks as u32, n as u32, 1), 128, smem, &a)?;
+    gpu.launch(&format!("vs_scores_{suffix}"), (n_chunks as u32, n as u32, 1), 128, scores_smem, &a)?;
     gpu.launch(
         "vs_slash_reduce",
         (kv_max.div_ceil(256) as u32, n as u32, 1),
