@@ -344,7 +344,8 @@ __device__ int plan_columns_unordered(const int* A, int na, const int* B, int nb
 
 extern "C" __global__ void __launch_bounds__(32 * PLAN_WARPS)
     hopper_plan_index(const unsigned* tile_ptr, const int* tile_start, const unsigned* col_ptr, const int* col_index,
-                      const int* head_kind, unsigned slot_base, int R, int M, int heads, int n, ChunkMeta* chunks,
+                      const int* head_kind, unsigned slot_base, int R, int M, int heads, int n, int off,
+                      ChunkMeta* chunks,
                       int* tile_chunks, int* mcols) {
     __shared__ int stage_all[PLAN_WARPS][PLAN_STAGE];
     __shared__ u32 gmask_all[PLAN_WARPS][PLAN_GCAP][2][4];
@@ -370,8 +371,9 @@ extern "C" __global__ void __launch_bounds__(32 * PLAN_WARPS)
     const int t_mid = (int)tile_ptr[s0 + 1] - t_base;
     const int t_end = (has1 ? (int)tile_ptr[s0 + 2] : (int)tile_ptr[s0 + 1]) - t_base;
     const int* tiles = plan_stage(stage, tile_start + t_base, t_end, lane);
-    const PlanHalf half[2] = {PlanHalf{0, t_mid, min(128 * m + 64, n)},
-                              has1 ? PlanHalf{t_mid, t_end, min(128 * m + 128, n)} : PlanHalf{0, 0, 0}};
+    // Keys at or past a block's last row position + 1 are causally masked for all its rows.
+    const PlanHalf half[2] = {PlanHalf{0, t_mid, min(128 * m + 64, n) + off},
+                              has1 ? PlanHalf{t_mid, t_end, min(128 * m + 128, n) + off} : PlanHalf{0, 0, 0}};
     int count = 0;
     if (lane == 0) count = plan_runs(tiles, half, out);
     count = __shfl_sync(FULL_WARP, count, 0);

@@ -1,6 +1,6 @@
 //! The Hopper warp-specialised kernel (src/hopper/mod.rs) against the previous wgmma/mma kernels on the
 //! same inputs and the same sparse index: dense, every sparse pattern in one launch, varlen
-//! batches without offsets, bf16 and f16 inputs, outputs in the input dtype or f32, NaN-poisoned
+//! batches with and without q/kv offsets, bf16 and f16 inputs, outputs in the input dtype or f32, NaN-poisoned
 //! outputs fully written.
 
 use minference_backend_suite::mixed_patterns;
@@ -125,6 +125,24 @@ fn varlen_without_offsets_matches_previous_kernel() {
         };
         run_pair(&shape, &[HeadPattern::Dense; 6], DType::Bf16, 400 + d as u64);
         run_pair(&shape, &mixed_patterns(6), DType::F32, 500 + d as u64);
+    }
+}
+
+/// Chunked prefill: query row r of a sequence sits at position r + kv_len - q_len. Offsets that
+/// are and are not multiples of 64 and 128, one-row and one-tile queries, a sequence without one.
+#[test]
+fn varlen_with_offsets_matches_previous_kernel() {
+    let seqs = [(300usize, 1000usize), (65, 65), (1, 130), (129, 4000), (200, 457), (64, 192)];
+    for (d, h, hkv) in [(64usize, 6usize, 2usize), (128, 7, 1), (128, 4, 4)] {
+        let shape = AttnShape {
+            heads: h,
+            kv_heads: hkv,
+            head_dim: d,
+            seqs: seqs.iter().map(|&(q_len, kv_len)| SeqLen { q_len, kv_len }).collect(),
+        };
+        run_pair(&shape, &vec![HeadPattern::Dense; h], DType::Bf16, 700 + d as u64 + h as u64);
+        run_pair(&shape, &mixed_patterns(h), DType::F32, 800 + d as u64 + h as u64);
+        run_typed(&shape, &mixed_patterns(h), DType::F16, DType::F16, 900 + d as u64 + h as u64);
     }
 }
 

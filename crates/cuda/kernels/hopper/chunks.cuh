@@ -47,11 +47,7 @@ struct Params {
     float* out32;             // f32 output (head h at out32 + h * o_hstride, [N][D]) or null: bf16 by TMA
     long long kv_hstride;     // elements between K/V heads
     long long o_hstride;      // elements between output heads (f32 output)
-    // RangeProducer (per query tile t = h * n_mtiles + m):
-    const int* range_ptr;     // [H * n_mtiles + 1] CSR offsets into ranges
-    const int* ranges;        // pairs (start, end): key ranges [start, end), end exclusive
-    const int* col_ptr;       // [H * n_mtiles + 1] CSR offsets into cols (null: no gathers)
-    const int* cols;          // gathered key columns (MixedProducer: the planner's merged columns)
+    const int* cols;          // gathered key columns (the planner's merged columns)
     // MixedProducer:
     const int* head_kind;     // [H]: HEAD_DENSE / HEAD_ASHAPE / HEAD_INDEX
     const int* head_init;     // [H]: A-shape n_init (clamped)
@@ -59,7 +55,11 @@ struct Params {
     const int* tile_chunks;   // [H * n_mtiles][2]: (first, count) into chunks (index heads)
     const ChunkMeta* chunks;  // planned chunks of the index heads
     int* tile_counter;        // zero at launch; each CTA's producer takes its next tile from it
-    int heads, kv_heads, n, n_mtiles;
+    int heads, kv_heads;
+    int n;                    // query rows of the sequence
+    int nkv;                  // key rows; query row r sits at position r + off (off = nkv - n)
+    int off;
+    int n_mtiles;
     int causal;
     float scale_log2;         // softmax scale * log2(e)
 };

@@ -224,17 +224,58 @@ __device__ __forceinline__ void issue_pv(float (&o)[D / 8][4], const u32 (&pf)[8
     wg_commit();
 }
 
-// Whether consumer w (rows row0 .. row0+63) must mask the chunk: some column is not in w's key set
-// (ownership) or the causal / A-shape predicate can fail for one of w's rows (position).
-__device__ __forceinline__ bool need_position_mask(const ChunkMeta& cm, int causal, int row0, bool ashape, int n_init,
-                                                   int n_local) {
-    if (causal && cm.maxkey > row0) return true;
-    return ashape && cm.maxkey >= n_init && cm.minkey <= row0 + 63 - n_local;
+// Half-width PV: a consumer whose keys of a chunk all lie in one 64-key half (a slash run's first
+// or last 64 keys in the 128-row union, a causally cut diagonal chunk) runs PV over that half's 4
+// k-steps only (P is 0 in the other half). Each variant is a whole wgmma stage (fence .. commit),
+// so the branch never splits a stage. QK^T stays n128: an n64 QK^T (per half, or branched against
+// the n128 one) makes ptxas serialise every wgmma (C7511, "insufficient register resources").
+template <int D, bool F16, int H>
+__device__ __forceinline__ void issue_pv_half(float (&o)[D / 8][4], const u32 (&pf)[8][4], u32 v_stage) {
+    wg_fence();
+#pragma unroll
+    for (int kk = 4 * H; kk < 4 * H + 4; ++kk) {
+        const u64 db = desc_sw128(v_stage + kk * 2048, BN * 128, 1024);
+        if constexpr (D == 128)
+            hp_wgmma_rs_m64n128<F16>(o, pf[kk], db);
+        else
+            hp_wgmma_rs_m64n64<F16>(o, pf[kk], db);
+    }
+    wg_commit();
 }
-__device__ __forceinline__ bool need_mask(const ChunkMeta& cm, int w, int causal, int row0, bool ashape, int n_init,
+// Halves of the chunk consumer w computes: bit 0 keys 0..63, bit 1 keys 64..127 (never 0). Only
+// thread-order masks (the mixed kernel): there word q's bits 0..15 are columns < 64.
+// mw: consumer w's mask words in shared memory (a runtime index into the register copy of the
+// ChunkMeta would put it in local memory).
+__device__ __forceinline__ int chunk_halves(const ChunkMeta& cm, const u32* mw, int w, int causal, int pos0) {
+    int hv = 3;
+    if (!((cm.full >> w) & 1)) {
+        const u32 own = mw[0] | mw[1] | mw[2] | mw[3];
+        hv = ((own & 0xffffu) ? 1 : 0) | ((own >> 16) ? 2 : 0);
+    }
+    if (causal && cm.kind != KIND_GATHER && cm.start2 > pos0 + 63) hv &= 1;
+    return hv ? hv : 1;
+}
+template <int D, bool F16>
+__device__ __forceinline__ void issue_pv_halves(float (&o)[D / 8][4], const u32 (&pf)[8][4], u32 v_stage, int hv) {
+    if (hv == 3)
+        issue_pv<D, F16>(o, pf, v_stage);
+    else if (hv == 1)
+        issue_pv_half<D, F16, 0>(o, pf, v_stage);
+    else
+        issue_pv_half<D, F16, 1>(o, pf, v_stage);
+}
+
+// Whether consumer w (rows at positions pos0 .. pos0+63) must mask the chunk: some column is not in w's key set
+// (ownership) or the causal / A-shape predicate can fail for one of w's rows (position).
+__device__ __forceinline__ bool need_position_mask(const ChunkMeta& cm, int causal, int pos0, bool ashape, int n_init,
+                                                   int n_local) {
+    if (causal && cm.maxkey > pos0) return true;
+    return ashape && cm.maxkey >= n_init && cm.minkey <= pos0 + 63 - n_local;
+}
+__device__ __forceinline__ bool need_mask(const ChunkMeta& cm, int w, int causal, int pos0, bool ashape, int n_init,
                                           int n_local) {
     if (!((cm.full >> w) & 1)) return true;
-    return need_position_mask(cm, causal, row0, ashape, n_init, n_local);
+    return need_position_mask(cm, causal, pos0, ashape, n_init, n_local);
 }
 
 // Online softmax of one chunk in place (s becomes P in f32). m in log2 units (scaled); l per
@@ -244,13 +285,13 @@ __device__ __forceinline__ bool need_mask(const ChunkMeta& cm, int w, int causal
 template <bool kThreadOrder>
 __device__ __forceinline__ void softmax_chunk(float (&s)[16][4], float (&mrow)[2], float (&lrow)[2], float (&corr)[2],
                                               bool need, const ChunkMeta& cm, const u32* mw, const int* cols,
-                                              int row0, int row_a, int causal, bool ashape, int n_init, int n_local,
+                                              int pos0, int pos_a, int causal, bool ashape, int n_init, int n_local,
                                               float sc, int lane) {
     const float NEG = __int_as_float(0xff800000);
     if constexpr (kThreadOrder) {
         if (need) {
             const u32 own = mw[lane & 3];
-            if (!need_position_mask(cm, causal, row0, ashape, n_init, n_local)) {
+            if (!need_position_mask(cm, causal, pos0, ashape, n_init, n_local)) {
 #pragma unroll
                 for (int i = 0; i < 16; ++i)
 #pragma unroll
@@ -266,8 +307,8 @@ __device__ __forceinline__ void softmax_chunk(float (&s)[16][4], float (&mrow)[2
                             cm.kind == KIND_GATHER ? cols[c] : (i < 8 ? cm.start + c : cm.start2 + (c - 64));
                         const bool okc = (own >> (2 * i + e)) & 1u;
                         const bool ash = key < n_init;
-                        if (!(okc && (!causal || key <= row_a) && (ash || row_a - key < n_local))) s[i][e] = NEG;
-                        if (!(okc && (!causal || key <= row_a + 8) && (ash || row_a + 8 - key < n_local)))
+                        if (!(okc && (!causal || key <= pos_a) && (ash || pos_a - key < n_local))) s[i][e] = NEG;
+                        if (!(okc && (!causal || key <= pos_a + 8) && (ash || pos_a + 8 - key < n_local)))
                             s[i][2 + e] = NEG;
                     }
             }
@@ -284,8 +325,8 @@ __device__ __forceinline__ void softmax_chunk(float (&s)[16][4], float (&mrow)[2
                 const int key = cm.kind == KIND_GATHER ? cols[c] : (i < 8 ? cm.start + c : cm.start2 + (c - 64));
                 const bool okc = (mk[i >> 2] >> (8 * (i & 3) + 2 * (lane & 3) + e)) & 1u;
                 const bool ash = key < n_init;
-                if (!(okc && (!causal || key <= row_a) && (ash || row_a - key < n_local))) s[i][e] = NEG;
-                if (!(okc && (!causal || key <= row_a + 8) && (ash || row_a + 8 - key < n_local))) s[i][2 + e] = NEG;
+                if (!(okc && (!causal || key <= pos_a) && (ash || pos_a - key < n_local))) s[i][e] = NEG;
+                if (!(okc && (!causal || key <= pos_a + 8) && (ash || pos_a + 8 - key < n_local))) s[i][2 + e] = NEG;
             }
     }
 #pragma unroll
@@ -344,6 +385,8 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
         tile_coords(p, t, h, m);
         const int row0 = m * BM + 64 * w;
         const int row_a = row0 + 16 * warp + (lane >> 2);
+        // Positions of those rows (the causal and A-shape rules compare keys with positions).
+        const int pos0 = row0 + p.off, pos_a = row_a + p.off;
         const bool ashape = p.head_kind && p.head_kind[h] == HEAD_ASHAPE;
         const int n_init = ashape ? p.head_init[h] : 0;
         const int n_local = ashape ? p.head_local[h] : 0x7fffffff;
@@ -369,18 +412,19 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
             mbar_wait(L::k_full(base, st), ph);
             ChunkMeta cm = metas[st];
             gather_fence(cm);
+            int hv = P::kGather ? chunk_halves(cm, metas[st].mask[w], w, p.causal, pos0) : 3;
             named_sync(my_bar, 256);
             issue_qk<D, P::kF16>(s, q_w, base + L::off_k + st * L::KV);
             named_arrive(other_bar, 256);
             wg_wait<0>();
             pin(s);
             if (n == 1) mbar_arrive(L::q_empty(base));
-            softmax_chunk<P::kGather>(s, mrow, lrow, corr, need_mask(cm, w, p.causal, row0, ashape, n_init, n_local), cm,
-                          metas[st].mask[w], (const int*)(sm + L::off_cols) + st * BN, row0, row_a, p.causal, ashape,
+            softmax_chunk<P::kGather>(s, mrow, lrow, corr, need_mask(cm, w, p.causal, pos0, ashape, n_init, n_local), cm,
+                          metas[st].mask[w], (const int*)(sm + L::off_cols) + st * BN, pos0, pos_a, p.causal, ashape,
                           n_init, n_local, p.scale_log2, lane);
             mbar_arrive(L::k_empty(base, st));
             pack_p<P::kF16>(pf, s);
-            int pst = st;
+            int pst = st, phv = hv;
             u32 pph = ph;
             ++it;
             for (int j = 1; j < n; ++j, ++it) {
@@ -389,16 +433,17 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
                 mbar_wait(L::k_full(base, st), ph);
                 cm = metas[st];
                 gather_fence(cm);
+                hv = P::kGather ? chunk_halves(cm, metas[st].mask[w], w, p.causal, pos0) : 3;
                 named_sync(my_bar, 256);
                 issue_qk<D, P::kF16>(s, q_w, base + L::off_k + st * L::KV);
                 mbar_wait(L::v_full(base, pst), pph);
-                issue_pv<D, P::kF16>(o, pf, base + L::off_v + pst * L::KV);
+                issue_pv_halves<D, P::kF16>(o, pf, base + L::off_v + pst * L::KV, phv);
                 named_arrive(other_bar, 256);
                 wg_wait<1>();
                 pin(s);
                 if (j == n - 1) mbar_arrive(L::q_empty(base));
-                softmax_chunk<P::kGather>(s, mrow, lrow, corr, need_mask(cm, w, p.causal, row0, ashape, n_init, n_local), cm,
-                              metas[st].mask[w], (const int*)(sm + L::off_cols) + st * BN, row0, row_a, p.causal,
+                softmax_chunk<P::kGather>(s, mrow, lrow, corr, need_mask(cm, w, p.causal, pos0, ashape, n_init, n_local), cm,
+                              metas[st].mask[w], (const int*)(sm + L::off_cols) + st * BN, pos0, pos_a, p.causal,
                               ashape, n_init, n_local, p.scale_log2, lane);
                 mbar_arrive(L::k_empty(base, st));
                 wg_wait<0>();
@@ -414,11 +459,12 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
                 pack_p<P::kF16>(pf, s);
                 pst = st;
                 pph = ph;
+                phv = hv;
             }
             // Last chunk's PV.
             mbar_wait(L::v_full(base, pst), pph);
             named_sync(my_bar, 256);
-            issue_pv<D, P::kF16>(o, pf, base + L::off_v + pst * L::KV);
+            issue_pv_halves<D, P::kF16>(o, pf, base + L::off_v + pst * L::KV, phv);
             if (w == 0) named_arrive(other_bar, 256);
             wg_wait<0>();
             pin(o);

@@ -13,6 +13,9 @@ namespace mi_hopper {
 
 // Tile producers. begin() returns the chunk count of query tile (h, m); next() the chunks in order.
 
+// The last key a causal row of query tile m sees: the position of its last row (row + off).
+__device__ __forceinline__ int last_visible_key(const Params& p, int m) { return min(m * BM + BM, p.n) - 1 + p.off; }
+
 // Dense (causal or not): key tiles 128-aligned, the diagonal (masked) tile first.
 struct DenseProducer {
     static constexpr bool kF16 = false;  // element type: bf16 (F16Elems<P> for f16)
@@ -22,82 +25,15 @@ struct DenseProducer {
         int n, top;
     };
     static __device__ __forceinline__ State begin(const Params& p, int h, int m) {
-        int nk = (p.n + BN - 1) / BN;
-        int n = p.causal ? min(m + 1, nk) : nk;
+        int nk = (p.nkv + BN - 1) / BN;
+        int n = p.causal ? min(last_visible_key(p, m) / BN + 1, nk) : nk;
         return State{n, n - 1};
     }
     static __device__ __forceinline__ ChunkMeta next(const Params& p, State& s) {
         int start = s.top * BN;
         s.top--;
-        int len = min(BN, p.n - start);
+        int len = min(BN, p.nkv - start);
         return range_meta<false>(start, len, KIND_RANGE, start + 64, len - 64);
-    }
-};
-
-// Key ranges at arbitrary starts (VS slashes, BS blocks, A-shape sink/window) then gathered
-// columns (VS verticals), per 128-row query tile. Ranges are clamped to [0, N) and cut into chunks:
-// 128 keys while at least 65 remain; a remainder of at most 64 keys shares its chunk with up to 64
-// keys of the next range (KIND_PAIR: two 64-row TMA boxes), so short blocks do not waste half a
-// GEMM. The caller keeps a tile's ranges and columns disjoint; ranges ascending.
-struct RangeProducer {
-    static constexpr bool kF16 = false;  // element type: bf16 (F16Elems<P> for f16)
-    static constexpr bool kGather = true;
-    static constexpr int kProducerRegs = 40;
-    struct State {
-        int r, r_end, pos, c, c_end, n;
-    };
-    // Moves to the next range with keys (pos = its clamped start); false when none is left.
-    static __device__ __forceinline__ bool settle(const Params& p, State& s) {
-        while (s.r < s.r_end) {
-            if (s.pos < min(p.ranges[2 * s.r + 1], p.n)) return true;
-            ++s.r;
-            if (s.r < s.r_end) s.pos = max(p.ranges[2 * s.r], 0);
-        }
-        return false;
-    }
-    static __device__ __forceinline__ ChunkMeta next(const Params& p, State& s) {
-        if (settle(p, s)) {
-            const int e = min(p.ranges[2 * s.r + 1], p.n);
-            const int a = s.pos;
-            const int la = min(BN, e - a);
-            s.pos += la;
-            if (la <= 64) {
-                State t = s;
-                if (settle(p, t)) {
-                    const int e2 = min(p.ranges[2 * t.r + 1], p.n);
-                    const int b = t.pos;
-                    const int lb = min(64, e2 - b);
-                    t.pos += lb;
-                    s = t;
-                    return range_meta<true>(a, la, KIND_PAIR, b, lb);
-                }
-            }
-            return range_meta<true>(a, la, KIND_RANGE, a + 64, la - 64);
-        }
-        const int len = min(BN, s.c_end - s.c);
-        ChunkMeta cm = range_meta<true>(s.c, len, KIND_GATHER, 0, 0);
-        cm.maxkey = p.cols[s.c + len - 1];
-        s.c += len;
-        return cm;
-    }
-    static __device__ __forceinline__ State begin(const Params& p, int h, int m) {
-        int t = h * p.n_mtiles + m;
-        State s;
-        s.r = p.range_ptr[t];
-        s.r_end = p.range_ptr[t + 1];
-        s.c = p.col_ptr ? p.col_ptr[t] : 0;
-        s.c_end = p.col_ptr ? p.col_ptr[t + 1] : 0;
-        s.pos = s.r < s.r_end ? max(p.ranges[2 * s.r], 0) : 0;
-        // Count the chunks by running the same cutting on a copy.
-        State t2 = s;
-        t2.c_end = t2.c;
-        int n = 0;
-        while (settle(p, t2)) {
-            next(p, t2);
-            ++n;
-        }
-        s.n = n + (s.c_end - s.c + BN - 1) / BN;
-        return s;
     }
 };
 
@@ -156,7 +92,8 @@ struct MixedProducer {
             s.n = p.tile_chunks[2 * t + 1];
             s.top = s.c + s.n;  // end of the tile's chunks
         } else if (s.kind == HEAD_ASHAPE) {
-            const int r0 = m * BM, r1 = min(r0 + BM, p.n);  // rows [r0, r1)
+            // Positions [r0, r1) of the tile's rows (row + off).
+            const int r0 = m * BM + p.off, r1 = last_visible_key(p, m) + 1;
             const int lo = max(0, r0 - p.head_local[h] + 1);
             const int sink = min(p.head_init[h], r1);
             s.rs1 = s.re1 = 0;
@@ -184,8 +121,8 @@ struct MixedProducer {
             }
             s.n = n;
         } else {
-            const int nk = (p.n + BN - 1) / BN;
-            s.n = min(m + 1, nk);
+            const int nk = (p.nkv + BN - 1) / BN;
+            s.n = min(last_visible_key(p, m) / BN + 1, nk);
             s.top = s.n - 1;
         }
         return s;
@@ -200,7 +137,7 @@ struct MixedProducer {
         if (s.kind == HEAD_ASHAPE) return cut(s);
         const int start = s.top * BN;
         s.top--;
-        const int len = min(BN, p.n - start);
+        const int len = min(BN, p.nkv - start);
         return range_meta<true>(start, len, KIND_RANGE, start + 64, len - 64);
     }
 };

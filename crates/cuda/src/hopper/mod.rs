@@ -58,9 +58,6 @@ struct Params {
     out32: u64,
     kv_hstride: i64,
     o_hstride: i64,
-    range_ptr: u64,
-    ranges: u64,
-    col_ptr: u64,
     cols: u64,
     head_kind: u64,
     head_init: u64,
@@ -71,6 +68,8 @@ struct Params {
     heads: i32,
     kv_heads: i32,
     n: i32,
+    nkv: i32,
+    off: i32,
     n_mtiles: i32,
     causal: i32,
     scale_log2: f32,
@@ -104,9 +103,6 @@ pub fn applies(gpu: &Gpu, shape: &AttnShape, dtype: DType, out: DType) -> std::r
     }
     if shape.head_dim != 64 && shape.head_dim != 128 {
         return Err(format!("head_dim {} (64 or 128 supported)", shape.head_dim));
-    }
-    if let Some(s) = shape.seqs.iter().find(|s| s.q_len != s.kv_len) {
-        return Err(format!("q_len {} != kv_len {} (offsets are not supported)", s.q_len, s.kv_len));
     }
     Ok(())
 }
@@ -209,7 +205,7 @@ pub(crate) fn attention(
     let counters_ptr = gpu.ptr(&counters);
 
     for (b, seq) in shape.seqs.iter().enumerate() {
-        let n = seq.q_len;
+        let (n, nkv) = (seq.q_len, seq.kv_len);
         if n == 0 {
             continue;
         }
@@ -220,12 +216,12 @@ pub(crate) fn attention(
         let vb = vp + (kv0 * d * 2) as u64;
         let et = q.dtype;
         let tq = encode(qb, et, h, n, d, total_q * d, BM as u32)?;
-        let tk = encode(kb, et, hkv, n, d, total_kv * d, BM as u32)?;
-        let tv = encode(vb, et, hkv, n, d, total_kv * d, BM as u32)?;
+        let tk = encode(kb, et, hkv, nkv, d, total_kv * d, BM as u32)?;
+        let tv = encode(vb, et, hkv, nkv, d, total_kv * d, BM as u32)?;
         let (tk64, tv64) = if all_dense {
             (tk, tv)
         } else {
-            (encode(kb, et, hkv, n, d, total_kv * d, 64)?, encode(vb, et, hkv, n, d, total_kv * d, 64)?)
+            (encode(kb, et, hkv, nkv, d, total_kv * d, 64)?, encode(vb, et, hkv, nkv, d, total_kv * d, 64)?)
         };
         let to = if out_f32 { tq } else { encode(op + (q0 * d * 2) as u64, et, h, n, d, total_q * d, 64)? };
         let mut p = Params {
@@ -237,6 +233,8 @@ pub(crate) fn attention(
             heads: h as i32,
             kv_heads: hkv as i32,
             n: n as i32,
+            nkv: nkv as i32,
+            off: seq.offset() as i32,
             n_mtiles: m_tiles as i32,
             causal: 1,
             scale_log2: std::f32::consts::LOG2_E / (d as f32).sqrt(),
@@ -249,7 +247,7 @@ pub(crate) fn attention(
             p.head_local = gpu.ptr(&meta.head_local);
         }
         if let Some((ix, bufs)) = &plan {
-            launch_planner(gpu, ix, meta, bufs, slot_base[b], seq.row_blocks(), m_tiles, h, n)?;
+            launch_planner(gpu, ix, meta, bufs, slot_base[b], *seq, h)?;
             p.tile_chunks = gpu.ptr(&bufs.tile_chunks);
             p.chunks = gpu.ptr(&bufs.chunks);
             p.cols = gpu.ptr(&bufs.mcols);

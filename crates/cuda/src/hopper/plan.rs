@@ -8,7 +8,7 @@ use crate::error::{CudaError, Result};
 use crate::index::DeviceIndex;
 use crate::layout::Meta;
 use cudarc::driver::CudaSlice;
-use minference_core::{AttnShape, HeadPattern};
+use minference_core::{AttnShape, HeadPattern, SeqLen};
 
 /// The planner's output for one layer: chunk descriptors at a per-slot bound, merged columns at
 /// the index's column offsets, per-tile (first, count).
@@ -34,18 +34,16 @@ impl PlanBuffers {
 const PLAN_WARPS: usize = 4;
 
 /// Plans one sequence's index heads (`hopper_plan_index`, one warp per (head, 128-row tile)).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn launch_planner(
     gpu: &Gpu,
     ix: &DeviceIndex,
     meta: &Meta,
     bufs: &PlanBuffers,
     slot_base: u32,
-    row_blocks: usize,
-    m_tiles: usize,
+    seq: SeqLen,
     heads: usize,
-    n: usize,
 ) -> Result<()> {
+    let m_tiles = seq.q_len.div_ceil(BM);
     let tiles = heads * m_tiles;
     gpu.launch(
         "hopper_plan_index",
@@ -59,10 +57,11 @@ pub(super) fn launch_planner(
             Arg::P(gpu.ptr(&ix.col_index)),
             Arg::P(gpu.ptr(&meta.head_kind)),
             Arg::I(slot_base as i32),
-            Arg::I(row_blocks as i32),
+            Arg::I(seq.row_blocks() as i32),
             Arg::I(m_tiles as i32),
             Arg::I(heads as i32),
-            Arg::I(n as i32),
+            Arg::I(seq.q_len as i32),
+            Arg::I(seq.offset() as i32),
             Arg::P(gpu.ptr(&bufs.chunks)),
             Arg::P(gpu.ptr(&bufs.tile_chunks)),
             Arg::P(gpu.ptr(&bufs.mcols)),
@@ -117,6 +116,8 @@ struct HostPlan {
     chunks: Vec<u8>,
     mcols: Vec<i32>,
     m_tiles: usize,
+    /// Position of query row 0 (kv_len - q_len).
+    offset: usize,
 }
 
 /// Runs the planner on a one-sequence problem and copies its output back; `None` when the planned
@@ -126,11 +127,11 @@ fn run_planner(gpu: &Gpu, shape: &AttnShape, patterns: &[HeadPattern], ix: &Devi
         return Err(CudaError::Invalid("the planner readback takes one sequence".into()));
     }
     let seq = shape.seqs[0];
-    let (h, n) = (shape.heads, seq.q_len);
-    let m_tiles = n.div_ceil(BM);
+    let h = shape.heads;
+    let m_tiles = seq.q_len.div_ceil(BM);
     let meta = Meta::new(gpu, shape, patterns)?;
     let bufs = PlanBuffers::new(gpu, shape, ix)?;
-    launch_planner(gpu, ix, &meta, &bufs, 0, seq.row_blocks(), m_tiles, h, n)?;
+    launch_planner(gpu, ix, &meta, &bufs, 0, seq, h)?;
     let tile_chunks = gpu.download(&bufs.tile_chunks, 2 * h * m_tiles)?;
     // Only the chunks the planner wrote come back, and not beyond MAX_SUMMARY_BYTES (a 1M-token
     // index can plan tens of millions of chunks): a benchmark and test aid, not worth GBs.
@@ -140,7 +141,7 @@ fn run_planner(gpu: &Gpu, shape: &AttnShape, patterns: &[HeadPattern], ix: &Devi
     }
     let chunks = gpu.download(&bufs.chunks, used * CHUNK_BYTES)?;
     let mcols = gpu.download(&bufs.mcols, ix.n_cols)?;
-    Ok(Some(HostPlan { tile_chunks, chunks, mcols, m_tiles }))
+    Ok(Some(HostPlan { tile_chunks, chunks, mcols, m_tiles, offset: seq.offset() }))
 }
 
 /// Runs the planner on a one-sequence problem and summarises its chunks (benchmarks: how much of
@@ -153,7 +154,7 @@ pub fn plan_summary(
     index: Option<&DeviceIndex>,
 ) -> Result<Option<PlanSummary>> {
     let Some(ix) = index else { return Ok(None) };
-    Ok(run_planner(gpu, shape, patterns, ix)?.map(|p| summarize_plan(&p.tile_chunks, &p.chunks, p.m_tiles)))
+    Ok(run_planner(gpu, shape, patterns, ix)?.map(|p| summarize_plan(&p.tile_chunks, &p.chunks, p.m_tiles, p.offset)))
 }
 
 /// The keys the planned chunks give each 64-row block of a one-sequence problem (ownership bits
@@ -220,7 +221,7 @@ const MAX_SUMMARY_BYTES: usize = 1 << 30;
 /// Counts the planner's output: `tile_chunks[2t..2t+2]` = (first, count) of tile t = h * m_tiles + m,
 /// `chunks` the 64-byte `ChunkMeta`s (little-endian words: start, len, kind, maxkey, start2, len2,
 /// minkey, full, then the two consumers' thread-order masks).
-fn summarize_plan(tile_chunks: &[i32], chunks: &[u8], m_tiles: usize) -> PlanSummary {
+fn summarize_plan(tile_chunks: &[i32], chunks: &[u8], m_tiles: usize, offset: usize) -> PlanSummary {
     let word = |c: usize, i: usize| chunk_word(chunks, c, i);
     let mut sum = PlanSummary::default();
     for (t, tc) in tile_chunks.chunks_exact(2).enumerate() {
@@ -237,7 +238,7 @@ fn summarize_plan(tile_chunks: &[i32], chunks: &[u8], m_tiles: usize) -> PlanSum
                 // Thread-order masks (kernels/hopper/chunks.cuh): bits 0..15 of each word are
                 // columns 0..63.
                 let mask: Vec<u32> = (0..4).map(|i| word(c, 8 + 4 * w + i)).collect();
-                let row_last = (m * BM + 64 * w + 63) as i32;
+                let row_last = (offset + m * BM + 64 * w + 63) as i32; // last row position
                 let mut lo = mask.iter().any(|x| x & 0xffff != 0);
                 let mut hi = mask.iter().any(|x| x >> 16 != 0);
                 if kind != 1 {
@@ -290,9 +291,14 @@ mod tests {
         // low box (keys 128..191), consumer 1 both.
         bytes.extend(chunk(128, 2, 192, [[ALL; 4], [ALL; 4]]));
         // Two tiles of one head: tile 0 has chunks 0..3, tile 1 chunk 3.
-        let s = summarize_plan(&[0, 3, 3, 1], &bytes, 2);
+        let s = summarize_plan(&[0, 3, 3, 1], &bytes, 2, 0);
         assert_eq!((s.range, s.gather, s.pair), (1, 1, 2));
         assert_eq!((s.skip, s.lo, s.hi, s.full), (3, 2, 1, 2));
+        // With query row 0 at position 128 (chunked prefill), tile 0's pair chunk is visible: to
+        // consumer 0 (positions 128..191) its low box only, to consumer 1 both; tile 1 sees all.
+        let t = summarize_plan(&[0, 3, 3, 1], &bytes, 2, 128);
+        assert_eq!((t.skip, t.lo, t.hi, t.full), (1, 2, 1, 4));
+        assert_eq!(t.owned_pairs, s.owned_pairs);
         // Owned columns: 64 + 128 + 0 + 64 + 128 + 128 + 128 + 128 = 768, times 64 rows.
         assert_eq!(s.owned_pairs, 64.0 * 768.0);
         assert_eq!(s.issued_pairs, 8.0 * 64.0 * 128.0);
