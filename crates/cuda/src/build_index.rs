@@ -276,7 +276,7 @@ mod tests {
         let mut shape = AttnShape::single(6, 2, 64, 130);
         shape.seqs.push(SeqLen::prefill(70));
         let bs = HeadPattern::BlockSparse { k_b: 2 };
-        let patterns = [bs.clone(), HeadPattern::Dense, bs.clone(), bs.clone(), bs.clone(), bs];
+        let patterns = [bs, HeadPattern::Dense, bs, bs, bs, bs];
         let it = bs_items(&shape, &patterns).expect("items");
         assert_eq!(it.n, 10);
         let (q_off, k_off): (Vec<i64>, Vec<i64>) = it.mean_off.chunks(2).map(|p| (p[0], p[1])).unzip();

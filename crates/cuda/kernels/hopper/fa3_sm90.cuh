@@ -209,12 +209,13 @@ __device__ __forceinline__ void issue_qk(float (&s)[16][4], u32 q_w, u32 k_stage
     }
     wg_commit();
 }
-// O (64 x D) += P (64 x 128, registers) V (128 x D): 8 RS wgmmas, V MN-major.
-template <int D, bool F16>
+// O (64 x D) += P (64 x 128, registers) V (128 x D): RS wgmmas over k-steps [K0, K1) of 16 keys
+// (all 8 by default), V MN-major.
+template <int D, bool F16, int K0 = 0, int K1 = BN / 16>
 __device__ __forceinline__ void issue_pv(float (&o)[D / 8][4], const u32 (&pf)[8][4], u32 v_stage) {
     wg_fence();
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
+    for (int kk = K0; kk < K1; ++kk) {
         const u64 db = desc_sw128(v_stage + kk * 2048, BN * 128, 1024);
         if constexpr (D == 128)
             hp_wgmma_rs_m64n128<F16>(o, pf[kk], db);
@@ -229,19 +230,6 @@ __device__ __forceinline__ void issue_pv(float (&o)[D / 8][4], const u32 (&pf)[8
 // k-steps only (P is 0 in the other half). Each variant is a whole wgmma stage (fence .. commit),
 // so the branch never splits a stage. QK^T stays n128: an n64 QK^T (per half, or branched against
 // the n128 one) makes ptxas serialise every wgmma (C7511, "insufficient register resources").
-template <int D, bool F16, int H>
-__device__ __forceinline__ void issue_pv_half(float (&o)[D / 8][4], const u32 (&pf)[8][4], u32 v_stage) {
-    wg_fence();
-#pragma unroll
-    for (int kk = 4 * H; kk < 4 * H + 4; ++kk) {
-        const u64 db = desc_sw128(v_stage + kk * 2048, BN * 128, 1024);
-        if constexpr (D == 128)
-            hp_wgmma_rs_m64n128<F16>(o, pf[kk], db);
-        else
-            hp_wgmma_rs_m64n64<F16>(o, pf[kk], db);
-    }
-    wg_commit();
-}
 // Halves of the chunk consumer w computes: bit 0 keys 0..63, bit 1 keys 64..127 (never 0). Only
 // thread-order masks (the mixed kernel): there word q's bits 0..15 are columns < 64.
 // mw: consumer w's mask words in shared memory (a runtime index into the register copy of the
@@ -260,9 +248,9 @@ __device__ __forceinline__ void issue_pv_halves(float (&o)[D / 8][4], const u32 
     if (hv == 3)
         issue_pv<D, F16>(o, pf, v_stage);
     else if (hv == 1)
-        issue_pv_half<D, F16, 0>(o, pf, v_stage);
+        issue_pv<D, F16, 0, 4>(o, pf, v_stage);
     else
-        issue_pv_half<D, F16, 1>(o, pf, v_stage);
+        issue_pv<D, F16, 4, 8>(o, pf, v_stage);
 }
 
 // Whether consumer w (rows at positions pos0 .. pos0+63) must mask the chunk: some column is not in w's key set
