@@ -7,8 +7,10 @@ mod engines;
 mod eval_cmd;
 mod eval_variants;
 mod lengths;
+mod loaded_model;
 mod model_args;
 mod progress;
+mod random_weights;
 mod run_cmd;
 mod search_cmd;
 mod serve_cmd;
@@ -88,6 +90,8 @@ mod tests {
             &["bench", "cpu"],
             &["bench", "attention"],
             &["bench", "e2e", "--random-weights", "--gpus", "1,2,4", "--memory-gib", "78"],
+            &["run", "--random-weights", "qwen2.5-7b", "--layers", "2", "--prompt-tokens", "32k"],
+            &["serve", "--random-weights", "smollm2-135m", "--device", "cpu"],
             &["eval", "needle", "--device", "cuda", "--gpus", "2"],
             &["eval", "ppl", "--file", "doc.txt", "--precision", "f16"],
         ];
@@ -99,5 +103,31 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["minference", "run", "--prompt", "hi", "--dense-below", "soon"]).is_err());
         assert!(Cli::try_parse_from(["minference", "run", "--prompt", "hi", "--precision", "fp8"]).is_err());
+    }
+
+    /// `--random-weights SHAPE` (run, serve): it excludes --model, --layers needs it,
+    /// and `run --prompt-tokens` excludes a text prompt.
+    #[test]
+    fn random_weights_flag_parses_and_excludes_model() {
+        let parse = |line: &[&str]| Cli::try_parse_from(std::iter::once("minference").chain(line.iter().copied()));
+        match parse(&["run", "--random-weights", "qwen2.5-7b", "--layers", "2", "--prompt-tokens", "32k"]) {
+            Ok(Cli { command: Command::Run(a) }) => {
+                assert_eq!(a.model.random_weights.as_deref(), Some("qwen2.5-7b"));
+                assert_eq!((a.model.layers, a.prompt_tokens, a.prompt), (Some(2), Some(32 * 1024), None));
+            }
+            other => panic!("{other:?}"),
+        }
+        let refused: &[&[&str]] = &[
+            &["run", "--random-weights", "qwen2.5-7b", "--model", "m.gguf", "--prompt-tokens", "8"],
+            &["serve", "--random-weights", "qwen2.5-7b", "--model", "m.gguf"],
+            &["run", "--layers", "2", "--prompt", "hi"],
+            &["serve", "--layers", "2"],
+            &["run", "--prompt-tokens", "8", "--prompt", "hi"],
+            &["run", "--prompt-tokens", "8", "--raw"],
+            &["run", "--random-weights"],
+        ];
+        for line in refused {
+            assert!(parse(line).is_err(), "{line:?} should be refused");
+        }
     }
 }
