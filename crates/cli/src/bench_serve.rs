@@ -156,14 +156,16 @@ pub fn run(args: &BenchServeArgs) -> Result<()> {
             (server(&client)?, r)
         };
         eprintln!(
-            "rep {}: run {run:.3} s | server {:.3} s (its ttft_seconds {:.3}) | {:.3}×",
+            "rep {}: run {run:.3} s | server {:.3} s (its ttft_seconds {:.3}, prefill_seconds {:.3}) | {:.3}×",
             rep + 1,
             timed.wall,
             timed.server_ttft,
+            timed.server_prefill,
             timed.wall / run
         );
         let first = if server_first { "server" } else { "run" };
-        reps.push(TtftRep { first, run, server_wall: timed.wall, server_ttft: timed.server_ttft });
+        let (server_wall, server_ttft, server_prefill) = (timed.wall, timed.server_ttft, timed.server_prefill);
+        reps.push(TtftRep { first, run, server_wall, server_ttft, server_prefill });
     }
     drop(direct);
 

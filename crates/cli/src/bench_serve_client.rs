@@ -22,6 +22,8 @@ pub struct Timed {
     pub wall: f64,
     /// The server's `minference.ttft_seconds` (queue + prefill).
     pub server_ttft: f64,
+    /// The server's `minference.prefill_seconds` (its engine's prefill alone).
+    pub server_prefill: f64,
 }
 
 /// One short streamed completion.
@@ -103,8 +105,8 @@ impl CompletionClient {
             anyhow::bail!("the server answered {status}: {text}");
         }
         let v: Value = serde_json::from_str(&text).context("the completion is not JSON")?;
-        let server_ttft = v["minference"]["ttft_seconds"].as_f64().unwrap_or(f64::NAN);
-        Ok(Timed { wall, server_ttft })
+        let seconds = |key: &str| v["minference"][key].as_f64().unwrap_or(f64::NAN);
+        Ok(Timed { wall, server_ttft: seconds("ttft_seconds"), server_prefill: seconds("prefill_seconds") })
     }
 
     /// One streamed completion; transport failures count as a status of 0.

@@ -12,8 +12,9 @@ pub struct TtftRep {
     pub run: f64,
     /// The HTTP client's wall time, request sent → JSON read, seconds.
     pub server_wall: f64,
-    /// The server's own `minference.ttft_seconds`.
+    /// The server's own `minference.ttft_seconds` (queue + prefill) and `prefill_seconds`.
     pub server_ttft: f64,
+    pub server_prefill: f64,
 }
 
 /// What one `bench serve` call measured and on what.
@@ -54,23 +55,26 @@ impl Report {
              first token) vs POST /v1/completions (client wall time); {} | {} | attention {}\n",
             self.prompt_tokens, self.model, self.device, self.attention
         );
-        s.push_str("| rep | first | run TTFT (s) | server wall (s) | server ttft_seconds (s) | server / run |\n");
-        s.push_str("|---|---|---|---|---|---|\n");
+        s.push_str(
+            "| rep | first | run TTFT (s) | server wall (s) | server ttft_seconds (s) | server prefill_seconds (s) | server / run |\n",
+        );
+        s.push_str("|---|---|---|---|---|---|---|\n");
         for (i, r) in self.reps.iter().enumerate() {
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
                 i + 1,
                 r.first,
                 r.run,
                 r.server_wall,
                 r.server_ttft,
+                r.server_prefill,
                 r.server_wall / r.run
             );
         }
         let (rb, sb, rm, sm) = (self.run_best(), self.server_best(), self.run_median(), self.server_median());
-        let _ = writeln!(s, "| best | | {rb:.3} | {sb:.3} | | {:.3} |", sb / rb);
-        let _ = writeln!(s, "| median | | {rm:.3} | {sm:.3} | | {:.3} |", sm / rm);
+        let _ = writeln!(s, "| best | | {rb:.3} | {sb:.3} | | | {:.3} |", sb / rb);
+        let _ = writeln!(s, "| median | | {rm:.3} | {sm:.3} | | | {:.3} |", sm / rm);
         let l = &self.load;
         let _ = writeln!(
             s,
@@ -147,7 +151,7 @@ mod tests {
 
     #[test]
     fn tables_have_every_row_and_the_csv_every_field() {
-        let rep = |first, run, wall| TtftRep { first, run, server_wall: wall, server_ttft: wall };
+        let rep = |first, run, wall| TtftRep { first, run, server_wall: wall, server_ttft: wall, server_prefill: 0.5 };
         let load = LoadReport {
             clients: 8,
             requests: 2,
@@ -168,9 +172,9 @@ mod tests {
             load,
         };
         let md = r.to_markdown();
-        assert!(md.contains("| 3 | run | 1.500 | 1.200 | 1.200 | 0.800 |"), "{md}");
-        assert!(md.contains("| best | | 1.000 | 1.100 | | 1.100 |"), "{md}");
-        assert!(md.contains("| median | | 1.500 | 1.200 | | 0.800 |"), "{md}");
+        assert!(md.contains("| 3 | run | 1.500 | 1.200 | 1.200 | 0.500 | 0.800 |"), "{md}");
+        assert!(md.contains("| best | | 1.000 | 1.100 | | | 1.100 |"), "{md}");
+        assert!(md.contains("| median | | 1.500 | 1.200 | | | 0.800 |"), "{md}");
         assert!(md.contains("| 8 | 2 | 2.00 | 1.00 | 16.0 | 0.100 / 0.200 | 1.000 / 1.500 | 0 | 0 |"), "{md}");
         let fields = Report::CSV_HEADER.split(',').count();
         assert_eq!(r.csv_row().matches(',').count() - 2, fields - 1, "{}", r.csv_row());

@@ -78,7 +78,7 @@ fn bench_serve_smoke_on_a_tiny_random_model() {
     for label in ["| best |", "| median |"] {
         let cells = row(&table, label);
         assert!(cells[2].parse::<f64>().is_ok_and(|s| s > 0.0), "{label}: {cells:?}");
-        assert!(cells[5].parse::<f64>().is_ok_and(|r| r > 0.0), "{label}: {cells:?}");
+        assert!(cells[6].parse::<f64>().is_ok_and(|r| r > 0.0), "{label}: {cells:?}");
     }
     let load = row(&table, "| 8 | 8 |");
     assert_eq!(load.len(), 9, "{load:?}");
