@@ -75,9 +75,20 @@ pub struct E2eOptions {
     pub workload: E2eWorkload,
 }
 
+/// The seed of the random weights and prompts of `bench e2e`; `--random-weights` in run, serve and
+/// bench serve use it too, so that every command runs the same model on the same prompts.
+pub const E2E_SEED: u64 = 0x5EED;
+
 impl Default for E2eOptions {
     fn default() -> Self {
-        E2eOptions { seed: 0x5EED, dense_max_tokens: None, warmup_tokens: 4096, workload: E2eWorkload::Random }
+        E2eOptions { seed: E2E_SEED, dense_max_tokens: None, warmup_tokens: 4096, workload: E2eWorkload::Random }
+    }
+}
+
+impl E2eOptions {
+    /// The prompt of `n` tokens that the row of length `n` times.
+    pub fn prompt(&self, cfg: &ModelConfig, n: usize) -> Result<Vec<u32>> {
+        self.workload.tokens(cfg, n, self.seed ^ n as u64)
     }
 }
 
@@ -124,7 +135,7 @@ pub fn bench_e2e(
     }
     let mut rows = Vec::new();
     for &n in lengths {
-        let tokens = opts.workload.tokens(&cfg, n, opts.seed ^ n as u64)?;
+        let tokens = opts.prompt(&cfg, n)?;
         for &kind in kinds {
             if kind == E2eAttention::Dense && opts.dense_max_tokens.is_some_and(|m| n > m) {
                 rows.push(E2eRow { tokens: n, attention: kind, outcome: Err("skipped (above --dense-max)".into()) });

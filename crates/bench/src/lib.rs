@@ -14,5 +14,5 @@ mod gpu_inputs;
 pub mod peer_export;
 
 pub use cpu_attention::{process_cpu_seconds, run_cpu_bench, sgemm_rate, CpuBenchConfig};
-pub use e2e::{bench_e2e, E2eAttention, E2eOptions, E2eRow, E2eTable, E2eWorkload};
+pub use e2e::{bench_e2e, E2eAttention, E2eOptions, E2eRow, E2eTable, E2eWorkload, E2E_SEED};
 pub use gpu_attention::{run_attention_bench, BenchConfig, BenchReport, BenchRow, PatternSet, Regime};

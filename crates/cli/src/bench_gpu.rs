@@ -277,6 +277,9 @@ pub struct BenchE2eArgs {
     /// Weights are generated on the device; required to say so explicitly.
     #[arg(long)]
     pub random_weights: bool,
+    /// The model's depth (default: the shape's), as `--layers` of `--random-weights`.
+    #[arg(long)]
+    pub layers: Option<usize>,
     #[arg(long, default_value = "32k,128k", value_parser = crate::lengths::parse_lengths)]
     pub lengths: std::vec::Vec<usize>,
     /// Comma-separated: dense, minference.
@@ -423,7 +426,7 @@ pub fn e2e(args: &BenchE2eArgs) -> Result<()> {
     }
     let kinds = args.attention.split(',').map(E2eAttention::parse).collect::<Result<Vec<_>, _>>()?;
     let opts = E2eOptions { dense_max_tokens: args.dense_max, ..E2eOptions::default() };
-    let config = ModelConfig::named_shape(&args.shape)?;
+    let config = crate::random_weights::shape_config(&args.shape, args.layers)?;
     let max_len = args.lengths.iter().copied().max().unwrap_or(0).max(opts.warmup_tokens);
     let mut csv = String::new();
     let runs = args.gpus.iter().flat_map(|&g| args.workload.iter().map(move |&w| (g, w)));

@@ -362,6 +362,8 @@ mod tests {
         Some(PplArgs {
             model: ModelArgs {
                 model: Some(model),
+                random_weights: None,
+                layers: None,
                 config: None,
                 starting_layer: 0,
                 dense_below: crate::model_args::DenseBelow::Auto,

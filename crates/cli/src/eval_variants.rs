@@ -71,7 +71,7 @@ fn parse_gamma(s: &str) -> Result<f64, String> {
 pub fn variants(args: &VariantArgs, model_args: &ModelArgs, model: &Model) -> Result<Vec<Variant>> {
     let mut out = Vec::new();
     for &kind in &args.attention {
-        let (choice, what) = attention_choice(model_args, model, kind, model_args.dense_below.or_zero())?;
+        let (choice, what) = attention_choice(model_args, model.config(), kind, model_args.dense_below.or_zero())?;
         let title = match (kind, &model_args.config) {
             (AttentionKind::Dense, _) => "dense".to_string(),
             (AttentionKind::Minference, Some(p)) => {
@@ -107,8 +107,12 @@ pub fn variants(args: &VariantArgs, model_args: &ModelArgs, model: &Model) -> Re
     }
     for (group, path) in &args.configs {
         let with_config = ModelArgs { config: Some(path.clone()), ..model_args.clone() };
-        let (attention, what) =
-            attention_choice(&with_config, model, AttentionKind::Minference, model_args.dense_below.or_zero())?;
+        let (attention, what) = attention_choice(
+            &with_config,
+            model.config(),
+            AttentionKind::Minference,
+            model_args.dense_below.or_zero(),
+        )?;
         let title = path.file_stem().unwrap_or_default().to_string_lossy().to_string();
         eprintln!("attention `{title}` ({group}): {what}");
         out.push(Variant { title, group: group.clone(), attention });

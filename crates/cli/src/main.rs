@@ -2,13 +2,18 @@
 
 mod bench_cpu;
 mod bench_gpu;
+mod bench_serve;
+mod bench_serve_client;
+mod bench_serve_report;
 mod device;
 mod engines;
 mod eval_cmd;
 mod eval_variants;
 mod lengths;
+mod loaded_model;
 mod model_args;
 mod progress;
+mod random_weights;
 mod run_cmd;
 mod search_cmd;
 mod serve_cmd;
@@ -52,6 +57,9 @@ enum BenchCommand {
     Attention(bench_gpu::BenchAttentionArgs),
     /// Time to first token of a random-weight model on the GPU, dense vs MInference.
     E2e(bench_gpu::BenchE2eArgs),
+    /// The server in-process: long-prompt TTFT over HTTP vs `run`'s path, and short prompts from
+    /// concurrent clients (requests/s, tokens/s, TTFT and latency percentiles).
+    Serve(bench_serve::BenchServeArgs),
 }
 
 fn main() -> Result<()> {
@@ -65,6 +73,7 @@ fn main() -> Result<()> {
         Command::Bench(BenchCommand::CpuE2e(a)) => bench_cpu::run_e2e(a),
         Command::Bench(BenchCommand::Attention(a)) => bench_gpu::attention(a),
         Command::Bench(BenchCommand::E2e(a)) => bench_gpu::e2e(a),
+        Command::Bench(BenchCommand::Serve(a)) => bench_serve::run(a),
         Command::Eval(c) => eval_cmd::run(c),
     }
 }
@@ -88,6 +97,10 @@ mod tests {
             &["bench", "cpu"],
             &["bench", "attention"],
             &["bench", "e2e", "--random-weights", "--gpus", "1,2,4", "--memory-gib", "78"],
+            &["bench", "serve"],
+            &["bench", "serve", "--random-weights", "qwen2.5-7b", "--device", "cuda", "--csv", "s.csv"],
+            &["run", "--random-weights", "qwen2.5-7b", "--layers", "2", "--prompt-tokens", "32k"],
+            &["serve", "--random-weights", "smollm2-135m", "--device", "cpu"],
             &["eval", "needle", "--device", "cuda", "--gpus", "2"],
             &["eval", "ppl", "--file", "doc.txt", "--precision", "f16"],
         ];
@@ -99,5 +112,40 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["minference", "run", "--prompt", "hi", "--dense-below", "soon"]).is_err());
         assert!(Cli::try_parse_from(["minference", "run", "--prompt", "hi", "--precision", "fp8"]).is_err());
+    }
+
+    /// `--random-weights SHAPE` (run, serve, bench serve): it excludes --model, --layers needs it,
+    /// and `run --prompt-tokens` excludes a text prompt.
+    #[test]
+    fn random_weights_flag_parses_and_excludes_model() {
+        let parse = |line: &[&str]| Cli::try_parse_from(std::iter::once("minference").chain(line.iter().copied()));
+        match parse(&["run", "--random-weights", "qwen2.5-7b", "--layers", "2", "--prompt-tokens", "32k"]) {
+            Ok(Cli { command: Command::Run(a) }) => {
+                assert_eq!(a.model.random_weights.as_deref(), Some("qwen2.5-7b"));
+                assert_eq!((a.model.layers, a.prompt_tokens, a.prompt), (Some(2), Some(32 * 1024), None));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["bench", "serve", "--random-weights", "smollm2-135m", "--layers", "1", "--requests", "8"]) {
+            Ok(Cli { command: Command::Bench(BenchCommand::Serve(a)) }) => {
+                assert_eq!(a.serve.model.random_weights.as_deref(), Some("smollm2-135m"));
+                assert_eq!((a.serve.model.layers, a.requests, a.prompt_tokens, a.reps), (Some(1), 8, 32 * 1024, 3));
+                assert_eq!((a.clients, a.max_tokens), (8, 16));
+            }
+            other => panic!("{other:?}"),
+        }
+        let refused: &[&[&str]] = &[
+            &["run", "--random-weights", "qwen2.5-7b", "--model", "m.gguf", "--prompt-tokens", "8"],
+            &["serve", "--random-weights", "qwen2.5-7b", "--model", "m.gguf"],
+            &["bench", "serve", "--model", "m.gguf", "--random-weights", "smollm2-135m"],
+            &["run", "--layers", "2", "--prompt", "hi"],
+            &["serve", "--layers", "2"],
+            &["run", "--prompt-tokens", "8", "--prompt", "hi"],
+            &["run", "--prompt-tokens", "8", "--raw"],
+            &["run", "--random-weights"],
+        ];
+        for line in refused {
+            assert!(parse(line).is_err(), "{line:?} should be refused");
+        }
     }
 }

@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use minference_core::config::ModelPatternConfig;
 use minference_core::HeadPattern;
 use minference_engine::{AttentionChoice, MInferencePlan};
-use minference_model::Model;
+use minference_model::{Model, ModelConfig};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -19,6 +19,14 @@ pub struct ModelArgs {
     /// into ./models if absent.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Instead of a model file: random weights of a named shape (smollm2-135m, llama-3-8b,
+    /// qwen2.5-7b, mistral-7b), generated on the GPU (on the host for --device cpu). There is no
+    /// tokenizer: prompts are token ids (`run --prompt-tokens N`, the server's `"prompt": [ids]`).
+    #[arg(long, value_name = "SHAPE", conflicts_with = "model")]
+    pub random_weights: Option<String>,
+    /// With --random-weights: the model's depth (default: the shape's).
+    #[arg(long, requires = "random_weights")]
+    pub layers: Option<usize>,
     /// MInference per-head pattern config: MInference's JSON format (a list of layers), or a
     /// Hugging Face config.json holding it under `sparse_attention_config` (as SGLang reads it;
     /// its `sparse_attention_threshold` replaces `--dense-below auto` for run and serve). Default:
@@ -93,8 +101,14 @@ impl ModelArgs {
     }
 }
 
-/// Loads the model named by `--model` or the default one (fetching it when absent).
+/// Loads the model named by `--model` or the default one (fetching it when absent); the commands
+/// that read text (the evals) refuse `--random-weights`.
 pub fn load_model(args: &ModelArgs) -> Result<Model> {
+    if let Some(shape) = &args.random_weights {
+        bail!(
+            "--random-weights {shape}: this command reads text, and random-weight models have no tokenizer;              they run with `run --prompt-tokens N`, `serve` and `bench serve`"
+        );
+    }
     let path = match &args.model {
         Some(p) => {
             if !p.exists() {
@@ -112,8 +126,8 @@ pub fn load_model(args: &ModelArgs) -> Result<Model> {
 }
 
 /// The shipped config for a model, found by its name under `configs/`.
-fn shipped_config(model: &Model) -> Option<PathBuf> {
-    let name = model.config().name.to_ascii_lowercase();
+fn shipped_config(cfg: &ModelConfig) -> Option<PathBuf> {
+    let name = cfg.name.to_ascii_lowercase();
     let candidates = [("smollm2-135m", "smollm2-135m-instruct.json")];
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     for (key, file) in candidates {
@@ -168,18 +182,19 @@ pub fn load_pattern_config(path: &Path) -> Result<LoadedConfig> {
 /// serve, 0 for the evals). With `--dense-below auto` and an HF config.json, run and serve use the
 /// file's `sparse_attention_threshold` instead of the device crossover, as the serving stack
 /// would; the evals (auto = 0, they measure the sparse path) and an explicit `--dense-below N`
-/// are unchanged.
+/// are unchanged. Random weights get no shipped config (it was searched on the trained model):
+/// VS(1000, 6096) on every head, as `bench e2e` runs them.
 pub fn attention_choice(
     args: &ModelArgs,
-    model: &Model,
+    cfg: &ModelConfig,
     kind: AttentionKind,
     dense_below: usize,
 ) -> Result<(AttentionChoice, String)> {
     if kind == AttentionKind::Dense {
         return Ok((AttentionChoice::Dense, "dense".into()));
     }
-    let cfg = model.config();
-    let config_path = args.config.clone().or_else(|| shipped_config(model));
+    let shipped = if args.random_weights.is_some() { None } else { shipped_config(cfg) };
+    let config_path = args.config.clone().or(shipped);
     let (plan, what) = match config_path {
         Some(path) => {
             let loaded = load_pattern_config(&path)?;
@@ -217,7 +232,14 @@ mod dense_below_tests {
         assert_eq!(parse_dense_below("auto"), Ok(DenseBelow::Auto));
         assert_eq!(parse_dense_below("32k"), Ok(DenseBelow::Tokens(32 * 1024)));
         assert!(parse_dense_below("soon").is_err());
-        let mut args = ModelArgs { model: None, config: None, starting_layer: 0, dense_below: DenseBelow::Auto };
+        let mut args = ModelArgs {
+            model: None,
+            random_weights: None,
+            layers: None,
+            config: None,
+            starting_layer: 0,
+            dense_below: DenseBelow::Auto,
+        };
         assert_eq!((args.dense_below_for(true), args.dense_below_for(false)), (DENSE_BELOW_GPU, DENSE_BELOW_CPU));
         assert_eq!(args.dense_below.or_zero(), 0);
         args.dense_below = DenseBelow::Tokens(0);
@@ -248,7 +270,14 @@ mod hf_config_tests {
     }
 
     fn args(config: PathBuf, dense_below: DenseBelow) -> ModelArgs {
-        ModelArgs { model: None, config: Some(config), starting_layer: 0, dense_below }
+        ModelArgs {
+            model: None,
+            random_weights: None,
+            layers: None,
+            config: Some(config),
+            starting_layer: 0,
+            dense_below,
+        }
     }
 
     fn tiny() -> Model {
@@ -273,16 +302,16 @@ mod hf_config_tests {
         let model = tiny();
         let hf = args(fixture("hf_config_two_layers.json"), DenseBelow::Auto);
         let mi = args(fixture("minference_two_layers.json"), DenseBelow::Auto);
-        let (a, _) = attention_choice(&hf, &model, AttentionKind::Minference, DENSE_BELOW_CPU).unwrap();
-        let (b, _) = attention_choice(&mi, &model, AttentionKind::Minference, DENSE_BELOW_CPU).unwrap();
+        let (a, _) = attention_choice(&hf, model.config(), AttentionKind::Minference, DENSE_BELOW_CPU).unwrap();
+        let (b, _) = attention_choice(&mi, model.config(), AttentionKind::Minference, DENSE_BELOW_CPU).unwrap();
         assert_eq!(plan(&a).patterns, plan(&b).patterns);
         // The file says 4096; the MInference file keeps the device crossover.
         assert_eq!((plan(&a).dense_below, plan(&b).dense_below), (4096, DENSE_BELOW_CPU));
         // The evals (auto = 0) and an explicit --dense-below keep theirs.
-        let (e, _) = attention_choice(&hf, &model, AttentionKind::Minference, 0).unwrap();
+        let (e, _) = attention_choice(&hf, model.config(), AttentionKind::Minference, 0).unwrap();
         assert_eq!(plan(&e).dense_below, 0);
         let explicit = args(fixture("hf_config_two_layers.json"), DenseBelow::Tokens(100));
-        let (x, _) = attention_choice(&explicit, &model, AttentionKind::Minference, 100).unwrap();
+        let (x, _) = attention_choice(&explicit, model.config(), AttentionKind::Minference, 100).unwrap();
         assert_eq!(plan(&x).dense_below, 100);
     }
 
@@ -318,7 +347,7 @@ mod hf_config_tests {
         ];
         for (path, needle) in cases {
             let a = args(path.clone(), DenseBelow::Auto);
-            let err = attention_choice(&a, &model, AttentionKind::Minference, 0).unwrap_err();
+            let err = attention_choice(&a, model.config(), AttentionKind::Minference, 0).unwrap_err();
             let msg = format!("{err:#}");
             assert!(msg.contains(needle) && msg.contains(&path.display().to_string()), "{needle}: {msg}");
         }

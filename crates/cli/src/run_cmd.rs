@@ -1,24 +1,29 @@
 //! `minference run`: chat-templated (or raw) prompt → MInference prefill → streamed answer.
 
-use crate::engines::{open_engine, EngineWeights, PlacementArgs};
-use crate::model_args::{attention_choice, load_model, peak_rss_bytes, AttentionKind, ModelArgs};
+use crate::engines::{open_engine, PlacementArgs};
+use crate::loaded_model::LoadedModel;
+use crate::model_args::{attention_choice, peak_rss_bytes, AttentionKind, ModelArgs};
 use crate::progress::{layer_bar, tick};
-use anyhow::{bail, Context, Result};
-use minference_engine::{generate, GenerateOptions, Sampler, TextStream};
+use anyhow::{anyhow, bail, Context, Result};
+use minference_engine::{generate, AttentionChoice, GenerateOptions, Generation, PrefillEngine, Sampler, TextStream};
+use minference_model::Tokenizer;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 #[derive(clap::Args, Debug)]
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// The prompt text.
-    #[arg(long, conflicts_with = "prompt_file", required_unless_present = "prompt_file")]
+    #[arg(long, conflicts_with = "prompt_file", required_unless_present_any = ["prompt_file", "prompt_tokens"])]
     pub prompt: Option<String>,
     /// Read the prompt from a UTF-8 file.
     #[arg(long)]
     pub prompt_file: Option<PathBuf>,
+    /// The prompt is N seeded pseudo-random token ids (the ones `bench e2e` and `bench serve` time
+    /// at that length): no tokenizer needed, so this is how random weights run.
+    #[arg(long, value_name = "N", conflicts_with_all = ["prompt", "prompt_file", "raw"], value_parser = crate::lengths::parse_length)]
+    pub prompt_tokens: Option<usize>,
     #[arg(long, value_enum, default_value_t = AttentionKind::Minference)]
     pub attention: AttentionKind,
     #[command(flatten)]
@@ -57,28 +62,72 @@ pub fn read_prompt(prompt: &Option<String>, file: &Option<PathBuf>) -> Result<St
     }
 }
 
+/// `prompt` through `engine` as `run` runs it: a per-layer bar on stderr, the answer streamed to
+/// `out` as it comes (text, or token ids separated by spaces for a model without a tokenizer).
+pub fn generate_streamed(
+    engine: &mut dyn PrefillEngine,
+    prompt: &[u32],
+    attention: &AttentionChoice,
+    opts: &GenerateOptions,
+    tokenizer: Option<&Tokenizer>,
+    out: &mut dyn Write,
+) -> Result<Generation> {
+    let bar = layer_bar(prompt.len(), engine.config().layers, "prefill");
+    let mut first = true;
+    let mut stream = TextStream::new();
+    let gen = generate(engine, prompt, attention, opts, &mut tick(&bar), &mut |id| {
+        if first {
+            bar.finish_and_clear();
+        }
+        match tokenizer {
+            Some(t) => {
+                if let Ok(piece) = stream.push(t, id) {
+                    let _ = out.write_all(piece.as_bytes());
+                }
+            }
+            None => {
+                let _ = write!(out, "{}{id}", if first { "" } else { " " });
+            }
+        }
+        let _ = out.flush();
+        first = false;
+        true
+    })?;
+    bar.finish_and_clear();
+    Ok(gen)
+}
+
 pub fn run(args: &RunArgs) -> Result<()> {
-    let text = read_prompt(&args.prompt, &args.prompt_file)?;
     if !(args.temperature >= 0.0 && args.temperature.is_finite()) {
         bail!("--temperature must be a finite number >= 0");
     }
     if !(args.top_p > 0.0 && args.top_p <= 1.0) {
         bail!("--top-p must be in (0, 1]");
     }
+    if args.model.random_weights.is_some() && args.prompt_tokens.is_none() {
+        bail!("--random-weights: the model has no tokenizer; give the prompt as --prompt-tokens N (seeded token ids)");
+    }
     let placement = args.placement.resolve()?;
-    let model = Arc::new(load_model(&args.model)?);
-    let tokenizer = model.tokenizer()?;
-    let prompt_text = if args.raw { text } else { tokenizer.chat_prompt(&text, None) };
-    let prompt = tokenizer.encode_prompt(&prompt_text)?;
+    let model = LoadedModel::load(&args.model, placement)?;
+    let tokenizer = model.tokenizer();
+    let (prompt, what_prompt) = match args.prompt_tokens {
+        Some(n) => (crate::random_weights::prompt(model.config(), n)?, "seeded token ids"),
+        None => {
+            let text = read_prompt(&args.prompt, &args.prompt_file)?;
+            let t =
+                tokenizer.ok_or_else(|| anyhow!("{} has no tokenizer; pass --prompt-tokens N", model.config().name))?;
+            let prompt_text = if args.raw { text } else { t.chat_prompt(&text, None) };
+            (t.encode_prompt(&prompt_text)?, "tokens")
+        }
+    };
     let dense_below = args.model.dense_below_for(placement.is_gpu());
-    let (attention, what) = attention_choice(&args.model, &model, args.attention, dense_below)?;
+    let (attention, what) = attention_choice(&args.model, model.config(), args.attention, dense_below)?;
     let what = crate::model_args::describe_attention(&what, &attention, prompt.len());
-    let layers = model.config().layers;
-    let random = if model.has_random_weights() { " [random weights]" } else { "" };
-    let mut engine = open_engine(EngineWeights::Model(Arc::clone(&model)), placement, args.placement.precision)?;
+    let name = &model.config().name;
+    let random = if model.has_random_weights() && !name.contains("random weights") { " [random weights]" } else { "" };
+    let mut engine = open_engine(model.engine_weights(), placement, args.placement.precision)?;
     eprintln!(
-        "model {}{random} | device {} | attention {what} | prompt {} tokens",
-        model.config().name,
+        "model {name}{random} | device {} | attention {what} | prompt {} {what_prompt}",
         engine.device_name(),
         prompt.len()
     );
@@ -90,24 +139,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         } else {
             Sampler::new(args.temperature, args.top_p, args.seed)
         },
-        stop_tokens: tokenizer.stop_tokens.clone(),
+        stop_tokens: tokenizer.map(|t| t.stop_tokens.clone()).unwrap_or_default(),
     };
-    let bar = layer_bar(prompt.len(), layers, "prefill");
-    let mut first = true;
-    let mut stream = TextStream::new();
-    let mut out = std::io::stdout();
-    let gen = generate(engine.as_mut(), &prompt, &attention, &opts, &mut tick(&bar), &mut |id| {
-        if first {
-            bar.finish_and_clear();
-            first = false;
-        }
-        if let Ok(piece) = stream.push(tokenizer, id) {
-            let _ = out.write_all(piece.as_bytes());
-            let _ = out.flush();
-        }
-        true
-    })?;
-    bar.finish_and_clear();
+    let gen = generate_streamed(engine.as_mut(), &prompt, &attention, &opts, tokenizer, &mut std::io::stdout())?;
     println!();
     let p = &gen.prefill;
     let decoded = gen.tokens.len().saturating_sub(1).max(1);

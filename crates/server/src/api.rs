@@ -34,12 +34,17 @@ pub enum Stop {
     Many(Vec<String>),
 }
 
-/// `prompt` of a completion: one string, or a list holding one string.
+/// `prompt` of a completion: one string, token ids (`[1, 2, 3]`), or a list holding one of
+/// either. Ids are read as `i64` so that a negative or too large id is answered with its position
+/// rather than serde's "did not match any variant".
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum Prompt {
     One(String),
+    // Before `Many`, so that `[]` reads as an empty prompt rather than as no prompt.
+    Tokens(Vec<i64>),
     Many(Vec<String>),
+    ManyTokens(Vec<Vec<i64>>),
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -175,7 +180,11 @@ pub struct ChatCompletionChunk {
 #[derive(Debug, Clone, Serialize)]
 pub struct CompletionChoice {
     pub index: usize,
+    /// Empty for a model without a tokenizer: its answer is in `token_ids`.
     pub text: String,
+    /// The generated token ids, present only for a model without a tokenizer (random weights).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_ids: Option<Vec<u32>>,
     pub logprobs: Option<()>,
     pub finish_reason: Option<&'static str>,
 }

@@ -43,6 +43,22 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", "invalid_request_body", message)
     }
 
+    /// Text sent to a model without a tokenizer (400): it takes token ids only.
+    pub fn no_tokenizer(param: &'static str, model: &str) -> Self {
+        ApiError {
+            param: Some(param),
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "no_tokenizer",
+                format!(
+                    "The model `{model}` has no tokenizer (random weights), so it cannot read text: send the \
+                     prompt as token ids to POST /v1/completions (\"prompt\": [1, 2, 3])"
+                ),
+            )
+        }
+    }
+
     pub fn unknown_model(model: &str, served: &str) -> Self {
         ApiError {
             param: Some("model"),
@@ -178,8 +194,6 @@ impl IntoResponse for ApiError {
 /// Why the server could not start.
 #[derive(Debug, Error)]
 pub enum ServerError {
-    #[error("the model has no tokenizer: {0}")]
-    Tokenizer(#[source] minference_model::ModelError),
     #[error("opening the engine: {0}")]
     Engine(String),
     #[error("the engine worker thread could not start: {0}")]

@@ -8,14 +8,15 @@ pub mod chat;
 pub mod error;
 pub mod metrics;
 mod routes;
+pub mod served;
 pub mod worker;
 
 pub use error::{ApiError, ServerError};
 pub use metrics::Metrics;
+pub use served::ServedModel;
 pub use worker::{EngineFactory, Event, Finished, Job};
 
 use minference_engine::AttentionChoice;
-use minference_model::Model;
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::SyncSender;
@@ -59,7 +60,7 @@ impl ServerConfig {
 /// What every handler shares.
 pub(crate) struct AppState {
     pub cfg: ServerConfig,
-    pub model: Arc<Model>,
+    pub model: ServedModel,
     pub jobs: SyncSender<Job>,
     pub metrics: Arc<Metrics>,
     pub device: String,
@@ -78,13 +79,18 @@ pub(crate) fn unix_now() -> u64 {
 }
 
 impl Server {
-    /// Opens the engines (through `engines`, on the worker thread) and readies the router.
-    pub fn start(model: Arc<Model>, cfg: ServerConfig, engines: EngineFactory) -> Result<Server, ServerError> {
-        model.tokenizer().map_err(ServerError::Tokenizer)?;
+    /// Opens the engines (through `engines`, on the worker thread) and readies the router. A model
+    /// without a tokenizer is served on token ids (docs/server.md).
+    pub fn start(
+        model: impl Into<ServedModel>,
+        cfg: ServerConfig,
+        engines: EngineFactory,
+    ) -> Result<Server, ServerError> {
+        let model = model.into();
         let metrics = Arc::new(Metrics::default());
         let (jobs, rx) = std::sync::mpsc::sync_channel(cfg.max_queue);
         let setup = worker::WorkerSetup {
-            model: Arc::clone(&model),
+            model: model.clone(),
             attention: cfg.attention.clone(),
             attention_label: cfg.attention_label.clone(),
             metrics: Arc::clone(&metrics),

@@ -13,8 +13,8 @@
 use crate::api::MinferenceInfo;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::ServedModel;
 use minference_engine::{AttentionChoice, Decoding, GenerateOptions, PrefillEngine, StopReason, TextStream};
-use minference_model::Model;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Receiver;
@@ -43,12 +43,14 @@ impl Job {
     }
 }
 
-/// What the worker tells a request's handler: `Started` once, then `Text` pieces, then `Done` or
-/// `Failed` (`Failed` may also come instead of `Started`).
+/// What the worker tells a request's handler: `Started` once, then `Text` pieces (`Token`s for a
+/// model without a tokenizer), then `Done` or `Failed` (`Failed` may also come instead of
+/// `Started`).
 #[derive(Debug)]
 pub enum Event {
     Started(Box<MinferenceInfo>),
     Text(String),
+    Token(u32),
     Done(Finished),
     Failed(ApiError),
 }
@@ -113,7 +115,7 @@ fn suffix_prefix(text: &str, stop: &str) -> usize {
 
 /// What the worker needs besides its engines.
 pub struct WorkerSetup {
-    pub model: Arc<Model>,
+    pub model: ServedModel,
     pub attention: AttentionChoice,
     /// How the configured attention reads ("minference (configs/x.json)", "dense").
     pub attention_label: String,
@@ -303,9 +305,7 @@ impl Worker {
     /// One token of running request `i`; false when it has ended (and was told so).
     fn step(&mut self, i: usize) -> bool {
         let metrics = Arc::clone(&self.setup.metrics);
-        let Ok(tokenizer) = self.setup.model.tokenizer() else {
-            return false;
-        };
+        let tokenizer = self.setup.model.tokenizer();
         let r = &mut self.running[i];
         if r.job.abandoned() {
             metrics.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -323,11 +323,21 @@ impl Worker {
             Self::finish(&metrics, r, reason);
             return false;
         };
-        let piece = r.text.push(tokenizer, token).unwrap_or_default();
-        let (text, hit) = r.stops.push(&piece);
-        if !text.is_empty() {
-            let _ = r.job.events.send(Event::Text(text));
-        }
+        let hit = match tokenizer {
+            Some(tokenizer) => {
+                let piece = r.text.push(tokenizer, token).unwrap_or_default();
+                let (text, hit) = r.stops.push(&piece);
+                if !text.is_empty() {
+                    let _ = r.job.events.send(Event::Text(text));
+                }
+                hit
+            }
+            // No tokenizer, no stop strings (the request was refused with any): the id is the answer.
+            None => {
+                let _ = r.job.events.send(Event::Token(token));
+                false
+            }
+        };
         if hit {
             r.run.cancel();
             Self::finish(&metrics, r, "stop");

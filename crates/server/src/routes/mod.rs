@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use request::{prepare, read_json, Prepared};
+use request::{prepare, read_json, Prepared, PromptInput};
 use response::{stream_response, Meta};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::TrySendError;
@@ -192,11 +192,11 @@ async fn chat_completions(State(s): St, req: Request) -> Response {
         Err(e) => return e.into_response(),
     };
     let text = match s.model.tokenizer() {
-        Ok(t) => crate::chat::render(&t.chat, &body.messages),
-        Err(e) => Err(ApiError::engine(e.to_string())),
+        Some(t) => crate::chat::render(&t.chat, &body.messages),
+        None => Err(ApiError::no_tokenizer("messages", &s.cfg.model_id)),
     };
     match text {
-        Ok(text) => respond(s, Kind::Chat, &body.model, &text, &body.sampling, received).await,
+        Ok(text) => respond(s, Kind::Chat, &body.model, PromptInput::Text(&text), &body.sampling, received).await,
         Err(e) => e.into_response(),
     }
 }
@@ -207,20 +207,29 @@ async fn completions(State(s): St, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let text = match &body.prompt {
-        Prompt::One(t) => t.clone(),
-        Prompt::Many(v) if v.len() == 1 => v[0].clone(),
-        Prompt::Many(_) => {
+    let input = match &body.prompt {
+        Prompt::One(t) => PromptInput::Text(t),
+        Prompt::Tokens(ids) => PromptInput::Ids(ids),
+        Prompt::Many(v) if v.len() == 1 => PromptInput::Text(&v[0]),
+        Prompt::ManyTokens(v) if v.len() == 1 => PromptInput::Ids(&v[0]),
+        Prompt::Many(_) | Prompt::ManyTokens(_) => {
             return ApiError::bad_param("prompt", "only one prompt per request is supported").into_response()
         }
     };
-    respond(s, Kind::Text, &body.model, &text, &body.sampling, received).await
+    respond(s, Kind::Text, &body.model, input, &body.sampling, received).await
 }
 
 /// Runs a checked request and answers with one JSON or an event stream.
-async fn respond(s: Arc<AppState>, kind: Kind, model: &str, text: &str, p: &Sampling, received: Instant) -> Response {
+async fn respond(
+    s: Arc<AppState>,
+    kind: Kind,
+    model: &str,
+    input: PromptInput<'_>,
+    p: &Sampling,
+    received: Instant,
+) -> Response {
     let n = s.next_id.fetch_add(1, Ordering::Relaxed);
-    let prep = match prepare(&s, model, text, p, n) {
+    let prep = match prepare(&s, model, input, p, n) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
@@ -229,8 +238,14 @@ async fn respond(s: Arc<AppState>, kind: Kind, model: &str, text: &str, p: &Samp
         Err(e) => return e.into_response(),
     };
     let id = format!("{}-{:x}{n:06}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, s.started);
-    let meta =
-        Meta { id, created: crate::unix_now(), model: s.cfg.model_id.clone(), kind, prompt_tokens: prep.prompt.len() };
+    let meta = Meta {
+        id,
+        created: crate::unix_now(),
+        model: s.cfg.model_id.clone(),
+        kind,
+        prompt_tokens: prep.prompt.len(),
+        token_ids: s.model.tokenizer().is_none(),
+    };
     // Wait for the prefill, so that a failed one still gets its HTTP status.
     let info = match rx.recv().await {
         Some(Event::Started(info)) => *info,
@@ -240,11 +255,12 @@ async fn respond(s: Arc<AppState>, kind: Kind, model: &str, text: &str, p: &Samp
     if prep.stream {
         stream_response(meta, info, rx, guard, prep.include_usage)
     } else {
-        let mut content = String::new();
+        let (mut content, mut ids) = (String::new(), Vec::new());
         loop {
             match rx.recv().await {
                 Some(Event::Text(t)) => content.push_str(&t),
-                Some(Event::Done(f)) => return meta.full(content, f, info),
+                Some(Event::Token(id)) => ids.push(id),
+                Some(Event::Done(f)) => return meta.full(content, ids, f, info),
                 Some(Event::Failed(e)) => return e.into_response(),
                 Some(Event::Started(_)) => {}
                 None => return ApiError::unavailable("the request was dropped by the engine worker").into_response(),

@@ -16,6 +16,27 @@ pub(super) async fn read_json<T: DeserializeOwned>(s: &AppState, body: Body) -> 
     })
 }
 
+/// A prompt as the client sent it: text (through the tokenizer) or token ids.
+#[derive(Clone, Copy)]
+pub(super) enum PromptInput<'a> {
+    Text(&'a str),
+    Ids(&'a [i64]),
+}
+
+/// Token ids checked against the vocabulary (400 naming the first id outside it).
+fn checked_ids(ids: &[i64], vocab: usize) -> Result<Vec<u32>, ApiError> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, &id)| match u32::try_from(id) {
+            Ok(t) if (t as usize) < vocab => Ok(t),
+            _ => Err(ApiError::bad_param(
+                "prompt",
+                format!("token id {id} at position {i} is outside the vocabulary (ids are 0 to {})", vocab - 1),
+            )),
+        })
+        .collect()
+}
+
 /// A request checked and tokenized, ready for the worker.
 pub(super) struct Prepared {
     pub(super) prompt: Vec<u32>,
@@ -28,7 +49,7 @@ pub(super) struct Prepared {
 pub(super) fn prepare(
     s: &AppState,
     model: &str,
-    text: &str,
+    input: PromptInput<'_>,
     p: &Sampling,
     seed_salt: u64,
 ) -> Result<Prepared, ApiError> {
@@ -66,8 +87,21 @@ pub(super) fn prepare(
     if stops.len() > 4 || stops.iter().any(String::is_empty) {
         return Err(ApiError::bad_param("stop", "stop takes up to 4 non-empty strings"));
     }
-    let tokenizer = s.model.tokenizer().map_err(|e| ApiError::engine(e.to_string()))?;
-    let prompt = tokenizer.encode_prompt(text).map_err(|e| ApiError::bad_param("prompt", e.to_string()))?;
+    let tokenizer = s.model.tokenizer();
+    if tokenizer.is_none() && !stops.is_empty() {
+        // The answer is token ids: there is no text to find a stop string in.
+        return Err(ApiError::bad_param(
+            "stop",
+            format!("the model `{}` has no tokenizer, so stop strings cannot be matched", s.cfg.model_id),
+        ));
+    }
+    let prompt = match (input, tokenizer) {
+        (PromptInput::Ids(ids), _) => checked_ids(ids, s.model.config().vocab)?,
+        (PromptInput::Text(text), Some(t)) => {
+            t.encode_prompt(text).map_err(|e| ApiError::bad_param("prompt", e.to_string()))?
+        }
+        (PromptInput::Text(_), None) => return Err(ApiError::no_tokenizer("prompt", &s.cfg.model_id)),
+    };
     if prompt.is_empty() {
         return Err(ApiError::bad_param("prompt", "the prompt is empty"));
     }
@@ -90,7 +124,11 @@ pub(super) fn prepare(
     };
     Ok(Prepared {
         prompt,
-        opts: GenerateOptions { max_new_tokens, sampler, stop_tokens: tokenizer.stop_tokens.clone() },
+        opts: GenerateOptions {
+            max_new_tokens,
+            sampler,
+            stop_tokens: tokenizer.map(|t| t.stop_tokens.clone()).unwrap_or_default(),
+        },
         stops,
         stream: p.stream.unwrap_or(false),
         include_usage: p.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false),

@@ -18,6 +18,8 @@ pub(super) struct Meta {
     pub(super) model: String,
     pub(super) kind: Kind,
     pub(super) prompt_tokens: usize,
+    /// The model has no tokenizer: completions carry `token_ids` (and empty text).
+    pub(super) token_ids: bool,
 }
 
 fn with_decode(mut info: MinferenceInfo, f: &Finished) -> MinferenceInfo {
@@ -34,7 +36,8 @@ impl Meta {
         }
     }
 
-    pub(super) fn full(&self, content: String, f: Finished, info: MinferenceInfo) -> Response {
+    /// The whole answer: its text, or (for a model without a tokenizer) its token ids.
+    pub(super) fn full(&self, content: String, ids: Vec<u32>, f: Finished, info: MinferenceInfo) -> Response {
         let usage = self.usage(&f);
         let minference = with_decode(info, &f);
         match self.kind {
@@ -53,15 +56,18 @@ impl Meta {
                 minference,
             })
             .into_response(),
-            Kind::Text => json(self.text_completion(content, Some(f.finish_reason), Some(usage), Some(minference)))
-                .into_response(),
+            Kind::Text => {
+                json(self.text_completion(content, ids, Some(f.finish_reason), Some(usage), Some(minference)))
+                    .into_response()
+            }
         }
     }
 
-    /// One streamed chunk: a text piece, or (with `finish`) the last one.
+    /// One streamed chunk: a text piece (or token ids), or (with `finish`) the last one.
     fn chunk(
         &self,
         delta: Delta,
+        ids: Vec<u32>,
         finish: Option<&'static str>,
         usage: Option<Usage>,
         info: Option<MinferenceInfo>,
@@ -72,9 +78,13 @@ impl Meta {
                 usage,
                 info,
             )),
-            Kind::Text => {
-                serde_json::to_string(&self.text_completion(delta.content.unwrap_or_default(), finish, usage, info))
-            }
+            Kind::Text => serde_json::to_string(&self.text_completion(
+                delta.content.unwrap_or_default(),
+                ids,
+                finish,
+                usage,
+                info,
+            )),
         };
         json.unwrap_or_default()
     }
@@ -83,6 +93,7 @@ impl Meta {
     fn text_completion(
         &self,
         text: String,
+        ids: Vec<u32>,
         finish_reason: Option<&'static str>,
         usage: Option<Usage>,
         minference: Option<MinferenceInfo>,
@@ -92,7 +103,13 @@ impl Meta {
             object: "text_completion",
             created: self.created,
             model: self.model.clone(),
-            choices: vec![CompletionChoice { index: 0, text, logprobs: None, finish_reason }],
+            choices: vec![CompletionChoice {
+                index: 0,
+                text,
+                token_ids: self.token_ids.then_some(ids),
+                logprobs: None,
+                finish_reason,
+            }],
             usage,
             minference,
         }
@@ -142,7 +159,7 @@ pub(super) fn stream_response(
     let mut pending = VecDeque::new();
     if meta.kind == Kind::Chat {
         let first = Delta { role: Some("assistant"), content: Some(String::new()) };
-        pending.push_back(SseEvent::default().data(meta.chunk(first, None, None, None)));
+        pending.push_back(SseEvent::default().data(meta.chunk(first, Vec::new(), None, None, None)));
     }
     let state = StreamState { meta, info: Some(info), rx, pending, done: false, include_usage, _guard: guard };
     let stream = futures_util::stream::unfold(state, |mut st| async move {
@@ -155,13 +172,17 @@ pub(super) fn stream_response(
             }
             match st.rx.recv().await {
                 Some(Event::Text(t)) => {
-                    let data = st.meta.chunk(text_delta(t), None, None, None);
+                    let data = st.meta.chunk(text_delta(t), Vec::new(), None, None, None);
+                    st.pending.push_back(SseEvent::default().data(data));
+                }
+                Some(Event::Token(id)) => {
+                    let data = st.meta.chunk(text_delta(String::new()), vec![id], None, None, None);
                     st.pending.push_back(SseEvent::default().data(data));
                 }
                 Some(Event::Done(f)) => {
                     let usage = st.meta.usage(&f);
                     let info = st.info.take().map(|i| with_decode(i, &f));
-                    let last = st.meta.chunk(Delta::default(), Some(f.finish_reason), Some(usage), info);
+                    let last = st.meta.chunk(Delta::default(), Vec::new(), Some(f.finish_reason), Some(usage), info);
                     st.pending.push_back(SseEvent::default().data(last));
                     if st.include_usage && st.meta.kind == Kind::Chat {
                         let chunk = st.meta.chat_chunk(Vec::new(), Some(usage), None);
