@@ -103,7 +103,11 @@ fn abi_constants(header: &Path) -> String {
             .unwrap_or_else(|| panic!("{name} = <int> not found in {}", header.display()));
         writeln!(out, "pub const {name}: i32 = {value};").ok();
     }
-    for (define, constant) in [("MI_ATTN_PARAMS_BYTES", "ATTN_PARAMS_BYTES"), ("MI_HOPPER_STAGES", "HOPPER_STAGES")] {
+    for (define, constant) in [
+        ("MI_ATTN_PARAMS_BYTES", "ATTN_PARAMS_BYTES"),
+        ("MI_HOPPER_STAGES", "HOPPER_STAGES"),
+        ("MI_VS_RED_STRIDE", "VS_RED_STRIDE"),
+    ] {
         let value = text
             .lines()
             .find_map(|l| l.trim().strip_prefix("#define ")?.trim().strip_prefix(define)?.trim().parse::<usize>().ok())

@@ -57,6 +57,16 @@ impl LoadReport {
     pub fn requests_per_second(&self) -> f64 {
         self.requests as f64 / self.wall.max(1e-9)
     }
+    /// TTFT p50, p99 and latency p50, p99 (s), in the order the table and the CSV print them.
+    pub fn percentiles(&self) -> [f64; 4] {
+        [
+            percentile(&self.ttft, 0.5),
+            percentile(&self.ttft, 0.99),
+            percentile(&self.latency, 0.5),
+            percentile(&self.latency, 0.99),
+        ]
+    }
+
     pub fn tokens_per_second(&self) -> f64 {
         self.completion_tokens as f64 / self.wall.max(1e-9)
     }

@@ -1,6 +1,6 @@
 //! The tables of `minference bench serve`: markdown for the terminal, one CSV row per call.
 
-use crate::bench_serve_client::{median, percentile, LoadReport};
+use crate::bench_serve_client::{median, LoadReport};
 use std::fmt::Write as _;
 
 /// One repetition of the long prompt: the same prefill through `run`'s path and the server.
@@ -84,18 +84,15 @@ impl Report {
         );
         s.push_str("| clients | requests | wall (s) | requests/s | generated tokens/s | TTFT p50 / p99 (s) | latency p50 / p99 (s) | non-200 | stream errors |\n");
         s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+        let [t50, t99, l50, l99] = l.percentiles();
         let _ = writeln!(
             s,
-            "| {} | {} | {:.2} | {:.2} | {:.1} | {:.3} / {:.3} | {:.3} / {:.3} | {} | {} |",
+            "| {} | {} | {:.2} | {:.2} | {:.1} | {t50:.3} / {t99:.3} | {l50:.3} / {l99:.3} | {} | {} |",
             l.clients,
             l.requests,
             l.wall,
             l.requests_per_second(),
             l.tokens_per_second(),
-            percentile(&l.ttft, 0.5),
-            percentile(&l.ttft, 0.99),
-            percentile(&l.latency, 0.5),
-            percentile(&l.latency, 0.99),
             l.non_200,
             l.stream_errors
         );
@@ -110,6 +107,7 @@ impl Report {
     pub fn csv_row(&self) -> String {
         let l = &self.load;
         let (rb, sb, rm, sm) = (self.run_best(), self.server_best(), self.run_median(), self.server_median());
+        let [t50, t99, l50, l99] = l.percentiles();
         let numbers = [
             rb,
             rm,
@@ -124,10 +122,10 @@ impl Report {
             l.wall,
             l.requests_per_second(),
             l.tokens_per_second(),
-            percentile(&l.ttft, 0.5),
-            percentile(&l.ttft, 0.99),
-            percentile(&l.latency, 0.5),
-            percentile(&l.latency, 0.99),
+            t50,
+            t99,
+            l50,
+            l99,
             l.non_200 as f64,
             l.stream_errors as f64,
         ];

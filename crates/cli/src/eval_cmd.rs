@@ -7,7 +7,6 @@ use crate::eval_variants::{variants, Variant, VariantArgs};
 use crate::lengths::parse_length;
 use crate::model_args::{load_model, ModelArgs};
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use minference_engine::PrefillEngine;
 use minference_eval::{
     build_needle_prompt, needle_value, parse_depths, prefill_hidden_with_coverage, run_needle_cell, score_streams,
@@ -111,17 +110,6 @@ pub fn run(command: &EvalCommand) -> Result<()> {
     }
 }
 
-fn cell_bar(total: usize, label: &str) -> ProgressBar {
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta}) {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(label.to_string());
-    bar
-}
-
 fn encoder(tokenizer: &Tokenizer) -> impl Fn(&str) -> minference_eval::Result<Vec<u32>> + '_ {
     move |text| Ok(tokenizer.encode(text)?)
 }
@@ -167,7 +155,7 @@ fn run_needle(args: &NeedleArgs) -> Result<()> {
     let mut engine = args.device.open(&model)?;
     let device = engine.device_name();
     eprintln!("needle device: {device}");
-    let bar = cell_bar(args.lengths.len() * depths.len() * variants.len(), "needle");
+    let bar = crate::progress::count_bar(args.lengths.len() * depths.len() * variants.len(), "needle");
     let start = Instant::now();
     for (c, &length) in args.lengths.iter().enumerate() {
         for (r, &depth) in depths.iter().enumerate() {
@@ -254,7 +242,7 @@ fn run_ppl(args: &PplArgs) -> Result<()> {
     );
 
     let layers = model.config().layers;
-    let bar = cell_bar(variants.len() * layers, "prefill");
+    let bar = crate::progress::count_bar(variants.len() * layers, "prefill");
     let mut streams = Vec::with_capacity(variants.len());
     let mut densities = Vec::with_capacity(variants.len());
     let mut seconds = Vec::with_capacity(variants.len());

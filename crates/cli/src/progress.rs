@@ -8,11 +8,13 @@ pub fn layer_bar(tokens: usize, layers: usize, label: &str) -> ProgressBar {
     if tokens < 2048 {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(layers as u64);
+    styled_bar(layers, label, "{prefix} [{bar:30}] layer {pos}/{len} {elapsed_precise}")
+}
+
+fn styled_bar(len: usize, label: &str, template: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
     bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] layer {pos}/{len} {elapsed_precise}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "),
     );
     bar.set_prefix(label.to_string());
     bar
@@ -34,14 +36,7 @@ pub fn spinner(message: String) -> ProgressBar {
     bar
 }
 
-/// A bar over `len` items (requests done).
+/// A bar over `len` items (requests done, eval cells), with its ETA and an optional message.
 pub fn count_bar(len: usize, label: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {elapsed_precise}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(label.to_string());
-    bar
+    styled_bar(len, label, "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} (eta {eta}) {msg}")
 }

@@ -11,3 +11,6 @@ enum HeadKind : int { HEAD_DENSE = 0, HEAD_ASHAPE = 1, HEAD_INDEX = 2 };
 // K/V stages of the Hopper mainloop's ring (kernels/hopper/fa3_sm90.cuh; its shared memory size
 // is computed from this on the host, src/hopper/mod.rs).
 #define MI_HOPPER_STAGES 2
+// Floats of one warp's partial sums in vs_scores (estimate.cu: 64 columns + 127 diagonals,
+// padded); the host sizes that kernel's shared memory from it (src/estimate.rs).
+#define MI_VS_RED_STRIDE 192

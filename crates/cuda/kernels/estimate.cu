@@ -1,6 +1,7 @@
 // Online index estimation on the GPU: Vertical-Slash (last-64 softmax, vertical and diagonal sums,
 // forcing, exact top-k) and Block-Sparse (block means, block scores, top-k with forced blocks),
 // all heads of a layer per launch. Semantics follow crates/core (vs_estimate.rs, bs_estimate.rs).
+#include "abi.cuh"
 #include "flash.cuh"
 #include "select.cuh"
 #include "vs_items.cuh"
@@ -201,7 +202,7 @@ extern "C" __global__ void vs_combine(const float2* stats, int n_chunks, float2*
 // Each warp normalises its 16 rows and sums them into its own partials (64 columns, then 127
 // diagonals; VS_RED_STRIDE floats per warp), so no thread walks a column or a diagonal alone; the
 // four warps' partials are then added in a fixed order (deterministic).
-constexpr int VS_RED_STRIDE = 192;
+constexpr int VS_RED_STRIDE = MI_VS_RED_STRIDE;  // abi.cuh: the host sizes shared memory from it
 
 template <int D, typename T>
 __device__ void vs_scores(const void* q, const void* k, const int* seqs, const int* items, int heads, int kv_heads,

@@ -127,10 +127,6 @@ pub fn estimate_vs_scores(
     Ok((sel, scores.unwrap_or_default()))
 }
 
-/// Floats of one warp's partial sums in `vs_scores` (64 columns + 127 diagonals, padded); the
-/// kernel's `VS_RED_STRIDE`.
-const VS_RED_STRIDE: usize = 192;
-
 fn estimate(
     gpu: &Gpu,
     shape: &AttnShape,
@@ -165,7 +161,7 @@ fn estimate(
     // vs_scores adds its four warps' partial sums (VS_RED_STRIDE floats each).
     let tile_smem = if q.dtype == minference_core::DType::F32 { 2 * 64 * (d + 1) * 4 } else { 3 * 64 * d * 2 };
     let smem = tile_smem + 64 * 65 * 4;
-    let scores_smem = smem + 4 * VS_RED_STRIDE * 4;
+    let scores_smem = smem + 4 * crate::kernels::VS_RED_STRIDE * 4;
     let total_score: usize = items.iter().map(|i| shape.seqs[i.b].kv_len).sum();
     let total_diag: usize = items.iter().map(|i| shape.seqs[i.b].kv_len.div_ceil(64) * 127).sum();
     let stats = gpu.alloc::<f32>(2 * n * n_chunks * 64)?;
