@@ -107,6 +107,8 @@ fn abi_constants(header: &Path) -> String {
         ("MI_ATTN_PARAMS_BYTES", "ATTN_PARAMS_BYTES"),
         ("MI_HOPPER_STAGES", "HOPPER_STAGES"),
         ("MI_VS_RED_STRIDE", "VS_RED_STRIDE"),
+        ("MI_BS_ROWS", "BS_ROWS"),
+        ("MI_BS_SPAN", "BS_SPAN"),
     ] {
         let value = text
             .lines()

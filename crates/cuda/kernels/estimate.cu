@@ -389,71 +389,106 @@ MI_POOL_ENTRY(bs_pool_bf16, Bf16)
 MI_POOL_ENTRY(bs_pool_f16, F16)
 MI_POOL_ENTRY(bs_pool_f32, F32)
 
-// Block scores of a chunk of query-block rows: scores[item][m - m_base][n] = Q̄_m · K̄_n (f32, d in
-// order) for the key blocks n <= last_pos(m) / 64. One CTA per 64x64 (rows, key blocks) tile with
-// 256 threads computing 4x4 each; the means are staged through shared memory 32 dims at a time.
-// Only a chunk of rows is materialised, never the whole R x R matrix.
+// Block scores of a chunk of query-block rows: scores[item][m - m_base][n] = Q̄_m · K̄_n for the key
+// blocks n <= last_pos(m) / 64, on tensor cores. Each f32 mean is split into bf16 hi + lo (x - hi
+// rounded again), and Q̄·K̄ ≈ hi·hi + hi·lo + lo·hi: three m16n8k16 MMAs per step, about 2^-16
+// relative to the f32 product the core computes, so the selection differs from the core's only at
+// near-ties. One CTA per (MI_BS_ROWS query blocks, MI_BS_SPAN key blocks, item): 8 warps of 16 rows
+// keep their Q̄ fragments in registers while 64-block key tiles are staged in shared memory. Only a
+// chunk of rows is materialised, never the whole R x R matrix. D is a multiple of 16, at most 128.
+static_assert(MI_BS_ROWS == 8 * 16 && MI_BS_SPAN % 64 == 0, "bs_scores: 8 warps of 16 rows, 64-block tiles");
+#define BS_PITCH 136  // bf16 per staged key row: 128 dims + 8, so fragment loads hit 32 distinct banks
+
+__device__ __forceinline__ void split_bf16(float x0, float x1, u32& hi, u32& lo) {
+    hi = Elem<Bf16>::pack2(x0, x1);
+    const float h0 = __uint_as_float(hi << 16), h1 = __uint_as_float(hi & 0xffff0000u);
+    lo = Elem<Bf16>::pack2(x0 - h0, x1 - h1);
+}
+
 extern "C" __global__ void __launch_bounds__(256) bs_scores(const int* seqs, const int* items, int D,
                                                            const long long* mean_off, const float* means,
                                                            int m_base, int rows_chunk, int row_stride,
                                                            float* scores) {
-    __shared__ float sq[32][65];
-    __shared__ float sk[32][65];
+    __shared__ __align__(16) u32 sk[2][64 * BS_PITCH / 2];  // [hi|lo][key block][dim pair]
     const int* item = items + 4 * blockIdx.z;
     const int* s = seqs + 4 * item[0];
     const int q_len = s[2], kv_len = s[3];
     const int R = (q_len + 63) / 64, Rk = (kv_len + 63) / 64;
     const int off = kv_len - q_len;
-    const int r0 = m_base + blockIdx.y * 64;  // first query block of the tile
-    const int n0 = blockIdx.x * 64;           // first key block of the tile
-    if (r0 >= R || r0 >= m_base + rows_chunk || n0 >= Rk) return;
-    const int r_last = min(min(r0 + 63, R - 1), m_base + rows_chunk - 1);
-    const int vis_last = (off + min(64 * r_last + 64, q_len) - 1) / 64 + 1;
-    if (n0 >= vis_last) return;
+    const int r0 = m_base + blockIdx.y * MI_BS_ROWS;  // first query block of the CTA
+    const int r_end = min(min(r0 + MI_BS_ROWS, R), m_base + rows_chunk);
+    const int n_begin = blockIdx.x * MI_BS_SPAN;
+    if (r0 >= r_end || n_begin >= Rk) return;
+    auto visible = [&](int m) { return (off + min(64 * m + 64, q_len) - 1) / 64 + 1; };
+    const int n_end = min(min(n_begin + MI_BS_SPAN, Rk), visible(r_end - 1));
+    if (n_begin >= n_end) return;
     const float* qm = means + mean_off[2 * blockIdx.z];
     const float* km = means + mean_off[2 * blockIdx.z + 1];
-    const int tid = threadIdx.x, tx = tid & 15, ty = tid >> 4;
-    float acc[4][4] = {};
-    for (int d0 = 0; d0 < D; d0 += 32) {
-        __syncthreads();
-        for (int i = tid; i < 64 * 32; i += 256) {
-            int r = i >> 5, d = i & 31;
-            int m = r0 + r, n = n0 + r;
-            sq[d][r] = (m <= r_last && d0 + d < D) ? qm[(i64)m * D + d0 + d] : 0.f;
-            sk[d][r] = (n < Rk && d0 + d < D) ? km[(i64)n * D + d0 + d] : 0.f;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t = lane & 3;
+    const int ks_n = D / 16;
+
+    // This warp's 16 rows of Q̄ as A fragments (rows past r_end are zero and never stored).
+    const int wr0 = r0 + warp * 16;
+    u32 a_hi[8][4], a_lo[8][4];
+#pragma unroll
+    for (int ks = 0; ks < 8; ++ks)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int m = wr0 + g + (e & 1) * 8, d = ks * 16 + 2 * t + (e >> 1) * 8;
+            float2 x = make_float2(0.f, 0.f);
+            if (ks < ks_n && m < r_end) x = *(const float2*)(qm + (i64)m * D + d);
+            split_bf16(x.x, x.y, a_hi[ks][e], a_lo[ks][e]);
+        }
+    const int w_last = min(wr0 + 15, r_end - 1);
+    const int w_visible = wr0 < r_end ? visible(w_last) : 0;
+
+    for (int n0 = n_begin; n0 < n_end; n0 += 64) {
+        __syncthreads();  // the previous tile is no longer read
+        for (int i = tid; i < 64 * 64; i += 256) {  // (key block, dim pair)
+            const int r = i >> 6, p = i & 63, n = n0 + r;
+            float2 x = make_float2(0.f, 0.f);
+            if (2 * p < D && n < Rk) x = *(const float2*)(km + (i64)n * D + 2 * p);
+            split_bf16(x.x, x.y, sk[0][r * (BS_PITCH / 2) + p], sk[1][r * (BS_PITCH / 2) + p]);
         }
         __syncthreads();
-        const int dn = min(32, D - d0);
-        for (int d = 0; d < dn; ++d) {
-            float a[4], b[4];
+        if (n0 >= w_visible) continue;
+        float acc[8][4] = {};
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                a[i] = sq[d][ty * 4 + i];
-                b[i] = sk[d][tx * 4 + i];
+        for (int ks = 0; ks < 8; ++ks) {
+            if (ks >= ks_n) break;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                const int w = (j * 8 + g) * (BS_PITCH / 2) + ks * 8 + t;
+                const u32 bh0 = sk[0][w], bh1 = sk[0][w + 4], bl0 = sk[1][w], bl1 = sk[1][w + 4];
+                Elem<Bf16>::mma(acc[j], a_hi[ks], bh0, bh1);
+                Elem<Bf16>::mma(acc[j], a_hi[ks], bl0, bl1);
+                Elem<Bf16>::mma(acc[j], a_lo[ks], bh0, bh1);
             }
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-                for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
         }
-    }
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        int m = r0 + ty * 4 + i;
-        if (m > r_last) continue;
-        int visible = (off + min(64 * m + 64, q_len) - 1) / 64 + 1;
-        float* row = scores + ((i64)blockIdx.z * rows_chunk + (m - m_base)) * row_stride;
+        for (int h = 0; h < 2; ++h) {
+            const int m = wr0 + g + 8 * h;
+            if (m >= r_end) continue;
+            const int vis = min(visible(m), n_end);
+            float* row = scores + ((i64)blockIdx.z * rows_chunk + (m - m_base)) * row_stride;
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            int n = n0 + tx * 4 + j;
-            if (n < visible) row[n] = acc[i][j];
+            for (int j = 0; j < 8; ++j) {
+                const int n = n0 + j * 8 + 2 * t;
+                if (n + 1 < vis) {
+                    *(float2*)(row + n) = make_float2(acc[j][2 * h], acc[j][2 * h + 1]);
+                } else if (n < vis) {
+                    row[n] = acc[j][2 * h];
+                }
+            }
         }
     }
 }
 
-// One CTA per (row block m, item) of the chunk: the row's block scores, forced blocks (0 and the
-// diagonal blocks) as +inf, exact top-max(k_b, forced) in ascending block order.
-// Dynamic shared memory: visible_max floats.
+// One CTA per (row block m, item) of the chunk: block 0 and the diagonal blocks are forced; the
+// other max(k_b, forced) - forced blocks are the exact top of the candidates 1 .. diag_first - 1
+// (ties to the lower block), written in ascending block order after block 0 and before the diagonal
+// blocks. Selecting among the candidates only keeps the forced entries out of the radix passes, so
+// the bytes that all candidate scores share are skipped. Dynamic shared memory: visible_max floats.
 extern "C" __global__ void __launch_bounds__(256) bs_select(const int* seqs, const int* items, const float* scores,
                                                            int m_base, int rows_chunk, int row_stride, int kcap,
                                                            int* sel, int* sel_cnt) {
@@ -471,21 +506,28 @@ extern "C" __global__ void __launch_bounds__(256) bs_select(const int* seqs, con
     const int first_pos = off + 64 * m;
     const int last_pos = off + min(64 * m + 64, q_len) - 1;
     const int visible = last_pos / 64 + 1;
-    const int diag_first = first_pos / 64;
-    float* sc = (float*)bs_smem;
-    const float* row = scores + ((i64)blockIdx.y * rows_chunk + blockIdx.x) * row_stride;
-    for (int n = threadIdx.x; n < visible; n += 256) {
-        bool forced = n == 0 || n >= diag_first;
-        sc[n] = forced ? MI_POS_INF : row[n];
-    }
-    __syncthreads();
-    const int forced_count = 1 + (visible - max(diag_first, 1));
-    int k = max(item[2], forced_count);
-    if (k > visible) k = visible;
-    auto key_of = [&](int i) -> u64 { return topk_key(sc[i], (u32)i); };
-    u64 thr = k >= visible ? 0ull : radix_kth_largest<256>(visible, k, key_of, hist, state);
+    const int diag_first = max(first_pos / 64, 1);  // first forced block after block 0
+    const int n_cand = diag_first - 1;              // candidates: blocks 1 .. diag_first - 1
+    const int forced_count = 1 + (visible - diag_first);
+    const int k = min(max(item[2], forced_count), visible);
+    const int need = k - forced_count;  // 0 <= need <= n_cand
     int* out = sel + ((i64)item[3] + m) * kcap;
-    auto write = [&](int rank, int i) { out[rank] = i * 64; };
-    compact_ge<256>(visible, thr, key_of, write, scan);
-    if (threadIdx.x == 0) sel_cnt[item[3] + m] = k;
+    for (int n = diag_first + threadIdx.x; n < visible; n += 256) out[1 + need + (n - diag_first)] = n * 64;
+    if (threadIdx.x == 0) {
+        out[0] = 0;
+        sel_cnt[item[3] + m] = k;
+    }
+    if (need == 0) return;
+    const float* row = scores + ((i64)blockIdx.y * rows_chunk + blockIdx.x) * row_stride;
+    auto write = [&](int rank, int i) { out[1 + rank] = (i + 1) * 64; };
+    if (need == n_cand) {
+        for (int i = threadIdx.x; i < n_cand; i += 256) write(i, i);
+        return;
+    }
+    float* sc = (float*)bs_smem;
+    for (int i = threadIdx.x; i < n_cand; i += 256) sc[i] = row[i + 1];
+    __syncthreads();
+    auto key_of = [&](int i) -> u64 { return topk_key(sc[i], (u32)i); };
+    const u64 thr = radix_kth_largest<256>(n_cand, need, key_of, hist, state);
+    compact_ge<256>(n_cand, thr, key_of, write, scan);
 }

@@ -171,13 +171,16 @@ pub fn build_index(
                 gpu.smem_limit()
             )));
         }
-        let rows_chunk = ((1usize << 30) / (4 * rk_max * bs.n)).clamp(64, r_max.div_ceil(64) * 64) / 64 * 64;
-        let scores = gpu.alloc::<f32>(bs.n * rows_chunk * rk_max)?;
+        // Rows of scores are padded to an even length: bs_scores stores pairs of floats.
+        let row_stride = rk_max.next_multiple_of(2);
+        let rows_chunk = ((1usize << 30) / (4 * row_stride * bs.n)).clamp(64, r_max.div_ceil(64) * 64) / 64 * 64;
+        let scores = gpu.alloc::<f32>(bs.n * rows_chunk * row_stride)?;
+        let (bs_rows, bs_span) = (crate::kernels::BS_ROWS, crate::kernels::BS_SPAN);
         let mut m0 = 0;
         while m0 < r_max {
             gpu.launch(
                 "bs_scores",
-                (rk_max.div_ceil(64) as u32, (rows_chunk / 64) as u32, bs.n as u32),
+                (rk_max.div_ceil(bs_span) as u32, rows_chunk.div_ceil(bs_rows) as u32, bs.n as u32),
                 256,
                 0,
                 &[
@@ -188,7 +191,7 @@ pub fn build_index(
                     Arg::P(gpu.ptr(&means)),
                     Arg::I(m0 as i32),
                     Arg::I(rows_chunk as i32),
-                    Arg::I(rk_max as i32),
+                    Arg::I(row_stride as i32),
                     Arg::P(gpu.ptr(&scores)),
                 ],
             )?;
@@ -203,7 +206,7 @@ pub fn build_index(
                     Arg::P(gpu.ptr(&scores)),
                     Arg::I(m0 as i32),
                     Arg::I(rows_chunk as i32),
-                    Arg::I(rk_max as i32),
+                    Arg::I(row_stride as i32),
                     Arg::I(kcap as i32),
                     Arg::P(gpu.ptr(&sel)),
                     Arg::P(gpu.ptr(&sel_cnt)),

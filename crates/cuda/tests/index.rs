@@ -189,7 +189,10 @@ fn bs_estimation_matches_core() {
         HeadPattern::BlockSparse { k_b: 100 },
         HeadPattern::BlockSparse { k_b: 1 },
     ];
-    for shape in [AttnShape::single(4, 2, 128, 3000), AttnShape::single(4, 4, 64, 64), offsets_shape()] {
+    // 66 000 keys: 1032 key blocks, more than one bs_scores span (kernels::BS_SPAN) per row.
+    let long = AttnShape::single(4, 2, 64, 66_000);
+    assert!(long.seqs[0].kv_len.div_ceil(64) > minference_cuda::kernels::BS_SPAN);
+    for shape in [AttnShape::single(4, 2, 128, 3000), AttnShape::single(4, 4, 64, 64), offsets_shape(), long] {
         for cfg in [SynthConfig::random(), SynthConfig::structured()] {
             let (qf, kf, _) = generate_qkv(&shape, &cfg, 9);
             let (q, k) = (OwnedTensor::from_f32(&qf, DType::Bf16), OwnedTensor::from_f32(&kf, DType::Bf16));
