@@ -484,11 +484,9 @@ extern "C" __global__ void __launch_bounds__(256) bs_scores(const int* seqs, con
     }
 }
 
-// One CTA per (row block m, item) of the chunk: block 0 and the diagonal blocks are forced; the
-// other max(k_b, forced) - forced blocks are the exact top of the candidates 1 .. diag_first - 1
-// (ties to the lower block), written in ascending block order after block 0 and before the diagonal
-// blocks. Selecting among the candidates only keeps the forced entries out of the radix passes, so
-// the bytes that all candidate scores share are skipped. Dynamic shared memory: visible_max floats.
+// One CTA per (row block m, item) of the chunk: the row's block scores, forced blocks (0 and the
+// diagonal blocks) as +inf, exact top-max(k_b, forced) in ascending block order.
+// Dynamic shared memory: visible_max floats.
 extern "C" __global__ void __launch_bounds__(256) bs_select(const int* seqs, const int* items, const float* scores,
                                                            int m_base, int rows_chunk, int row_stride, int kcap,
                                                            int* sel, int* sel_cnt) {
@@ -506,28 +504,21 @@ extern "C" __global__ void __launch_bounds__(256) bs_select(const int* seqs, con
     const int first_pos = off + 64 * m;
     const int last_pos = off + min(64 * m + 64, q_len) - 1;
     const int visible = last_pos / 64 + 1;
-    const int diag_first = max(first_pos / 64, 1);  // first forced block after block 0
-    const int n_cand = diag_first - 1;              // candidates: blocks 1 .. diag_first - 1
-    const int forced_count = 1 + (visible - diag_first);
-    const int k = min(max(item[2], forced_count), visible);
-    const int need = k - forced_count;  // 0 <= need <= n_cand
-    int* out = sel + ((i64)item[3] + m) * kcap;
-    for (int n = diag_first + threadIdx.x; n < visible; n += 256) out[1 + need + (n - diag_first)] = n * 64;
-    if (threadIdx.x == 0) {
-        out[0] = 0;
-        sel_cnt[item[3] + m] = k;
-    }
-    if (need == 0) return;
-    const float* row = scores + ((i64)blockIdx.y * rows_chunk + blockIdx.x) * row_stride;
-    auto write = [&](int rank, int i) { out[1 + rank] = (i + 1) * 64; };
-    if (need == n_cand) {
-        for (int i = threadIdx.x; i < n_cand; i += 256) write(i, i);
-        return;
-    }
+    const int diag_first = first_pos / 64;
     float* sc = (float*)bs_smem;
-    for (int i = threadIdx.x; i < n_cand; i += 256) sc[i] = row[i + 1];
+    const float* row = scores + ((i64)blockIdx.y * rows_chunk + blockIdx.x) * row_stride;
+    for (int n = threadIdx.x; n < visible; n += 256) {
+        bool forced = n == 0 || n >= diag_first;
+        sc[n] = forced ? MI_POS_INF : row[n];
+    }
     __syncthreads();
+    const int forced_count = 1 + (visible - max(diag_first, 1));
+    int k = max(item[2], forced_count);
+    if (k > visible) k = visible;
     auto key_of = [&](int i) -> u64 { return topk_key(sc[i], (u32)i); };
-    const u64 thr = radix_kth_largest<256>(n_cand, need, key_of, hist, state);
-    compact_ge<256>(n_cand, thr, key_of, write, scan);
+    u64 thr = k >= visible ? 0ull : radix_kth_largest<256>(visible, k, key_of, hist, state);
+    int* out = sel + ((i64)item[3] + m) * kcap;
+    auto write = [&](int rank, int i) { out[rank] = i * 64; };
+    compact_ge<256>(visible, thr, key_of, write, scan);
+    if (threadIdx.x == 0) sel_cnt[item[3] + m] = k;
 }

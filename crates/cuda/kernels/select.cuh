@@ -43,72 +43,20 @@ __device__ __forceinline__ void radix_pick_digit(const u32* hist, u64 prefix, in
     }
 }
 
-// Adds one to hist[bin] for every lane with `take`. The lanes that share the first taking lane's bin
-// add with one atomic: in the high bytes most keys fall into a few bins, and same-address shared
-// atomics of a warp would otherwise serialise. Called by whole warps.
-__device__ __forceinline__ void warp_hist_add(u32* hist, bool take, u32 bin) {
-    const u32 act = __ballot_sync(0xffffffffu, take);
-    if (act == 0) return;
-    const int leader = __ffs(act) - 1;
-    const u32 lead_bin = __shfl_sync(0xffffffffu, bin, leader);
-    const u32 same = __ballot_sync(0xffffffffu, take && bin == lead_bin);
-    if ((int)(threadIdx.x & 31) == leader) atomicAdd(&hist[lead_bin], (u32)__popc(same));
-    if (take && bin != lead_bin) atomicAdd(&hist[bin], 1u);
-}
-
-// state: 3 u64 of shared memory; hist: 256 u32 (also the scratch of the first reduction, so
-// THREADS <= 2048). Returns a threshold t such that exactly k keys are >= t (the k-th largest key
-// itself, or a prefix of it when every key sharing that prefix is among the k); 0 < k < n. The bytes
-// in which all n keys agree are found first (block AND / OR) and not histogrammed.
+// state: 3 u64 of shared memory. Returns a threshold t such that exactly k keys are >= t (the k-th
+// largest key itself, or a prefix of it when every key sharing that prefix is among the k).
 template <int THREADS, typename KeyFn>
 __device__ u64 radix_kth_largest(int n, int k, KeyFn key_of, u32* hist, u64* state) {
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    u64 all_and = ~0ull, any_or = 0ull;
-    for (int i = tid; i < n; i += THREADS) {
-        const u64 key = key_of(i);
-        all_and &= key;
-        any_or |= key;
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        all_and &= __shfl_xor_sync(0xffffffffu, all_and, o);
-        any_or |= __shfl_xor_sync(0xffffffffu, any_or, o);
-    }
-    u64* red = (u64*)hist;
-    if (lane == 0) {
-        red[2 * warp] = all_and;
-        red[2 * warp + 1] = any_or;
-    }
-    __syncthreads();
-    if (tid == 0) {
-        for (int w = 1; w < THREADS / 32; ++w) {
-            all_and &= red[2 * w];
-            any_or |= red[2 * w + 1];
-        }
-        state[0] = all_and;
-        state[1] = any_or;
-    }
-    __syncthreads();
-    all_and = state[0];
-    any_or = state[1];
-    __syncthreads();
-    const u64 differ = all_and ^ any_or;  // nonzero: keys are unique and n > 1
-    int shift = (63 - __clzll((long long)differ)) / 8 * 8;
-    u64 mask = shift == 56 ? 0ull : ~((1ull << (shift + 8)) - 1);
-    u64 prefix = all_and & mask;
+    const int tid = threadIdx.x;
+    u64 prefix = 0, mask = 0;
     int remaining = k;
-    for (; shift >= 0; shift -= 8) {
+    for (int pass = 0; pass < 8; ++pass) {
+        const int shift = 56 - 8 * pass;
         for (int i = tid; i < 256; i += THREADS) hist[i] = 0;
         __syncthreads();
-        for (int base = 0; base < n; base += THREADS) {
-            const int i = base + tid;
-            u64 key = 0;
-            bool take = false;
-            if (i < n) {
-                key = key_of(i);
-                take = (key & mask) == prefix;
-            }
-            warp_hist_add(hist, take, (u32)(key >> shift) & 255u);
+        for (int i = tid; i < n; i += THREADS) {
+            u64 key = key_of(i);
+            if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
         }
         __syncthreads();
         if (tid < 32) radix_pick_digit(hist, prefix, shift, remaining, state);
