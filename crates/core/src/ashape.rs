@@ -43,9 +43,40 @@ pub fn ashape_row_count(pos: usize, n_init: usize, n_local: usize) -> u64 {
     window + sinks
 }
 
+/// Pairs `(row, key)` an A-shape head keeps over the rows of `seq`, in closed form: a row that sees
+/// `v` keys keeps `min(v, n_init + n_local)` of them (the window takes the last `n_local`, the sinks
+/// the first of the rest), so the sum over `v = offset + 1 ..= offset + q_len` is two arithmetic
+/// pieces. Equal to summing [`ashape_row_count`] over the rows, without the `O(q_len)` walk.
+pub fn ashape_entries(seq: &crate::SeqLen, n_init: usize, n_local: usize) -> u64 {
+    let (first, last) = (seq.offset() as u64 + 1, (seq.offset() + seq.q_len) as u64);
+    if seq.q_len == 0 {
+        return 0;
+    }
+    let cap = (n_init as u64).saturating_add(n_local as u64);
+    // Rows with v <= cap keep all v keys; the rest keep cap.
+    let ramp_end = last.min(cap);
+    let ramp = if ramp_end >= first { (first + ramp_end) * (ramp_end - first + 1) / 2 } else { 0 };
+    let flat = last - last.min(cap).max(first - 1);
+    ramp + flat * cap
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_in_closed_form_equal_the_row_sum() {
+        for &(n_init, n_local) in &[(0, 1), (4, 16), (100, 800), (3, 0), (70, 5), (0, 0), (1024, 4096)] {
+            for (q_len, kv_len) in
+                [(1usize, 1usize), (1, 9), (63, 63), (64, 200), (1000, 1000), (700, 5000), (9000, 9000)]
+            {
+                let seq = crate::SeqLen { q_len, kv_len };
+                let off = kv_len - q_len;
+                let walked: u64 = (off..kv_len).map(|p| ashape_row_count(p, n_init, n_local)).sum();
+                assert_eq!(ashape_entries(&seq, n_init, n_local), walked, "({n_init}, {n_local}) over {seq:?}");
+            }
+        }
+    }
 
     #[test]
     fn ranges_contain_every_kept_key_and_are_disjoint() {

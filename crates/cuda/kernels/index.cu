@@ -345,3 +345,43 @@ extern "C" __global__ void __launch_bounds__(1024) scan_counts(const u32* cnt0, 
     }
     if (tid == 1023) ptr[n] = part[1023];
 }
+
+// Σ_{p = p0..=p1} |{key in [a, b) : key <= p}| (core's pairs_in_range).
+__device__ __forceinline__ u64 pairs_in_range(long long p0, long long p1, long long a, long long b) {
+    if (a >= b || p1 < p0 || p1 < a) return 0;
+    u64 total = 0;
+    const long long lo = p0 > a ? p0 : a, hi = p1 < b - 1 ? p1 : b - 1;
+    if (lo <= hi) total += (u64)((lo + 1 - a) + (hi + 1 - a)) * (u64)(hi - lo + 1) / 2;
+    const long long lo2 = p0 > b ? p0 : b;
+    if (lo2 <= p1) total += (u64)(p1 - lo2 + 1) * (u64)(b - a);
+    return total;
+}
+
+// Causal (row, key) pairs the index makes the kernels compute, per head (core's
+// index_head_coverage entries), added into entries[h]. One warp per row block: grid (row blocks / 8,
+// heads, sequences), 256 threads. Heads whose slots are empty add nothing.
+extern "C" __global__ void __launch_bounds__(256) index_entries(const int* seqs, const u32* slot_base, int heads,
+                                                                  const u32* tile_ptr, const int* tile_start,
+                                                                  const u32* col_ptr, const int* col_index,
+                                                                  u64* entries) {
+    const int b = blockIdx.z, h = blockIdx.y, lane = threadIdx.x & 31;
+    const int m = blockIdx.x * 8 + (threadIdx.x >> 5);
+    const int q_len = seqs[4 * b + 2], kv_len = seqs[4 * b + 3];
+    const int R = (q_len + 63) / 64;
+    if (m >= R) return;
+    const long long off = kv_len - q_len;
+    const long long p0 = off + 64ll * m, p1 = off + min(64 * m + 64, q_len) - 1;
+    const u32 slot = slot_base[b] + (u32)h * (u32)R + (u32)m;
+    u64 sum = 0;
+    for (u32 i = tile_ptr[slot] + lane; i < tile_ptr[slot + 1]; i += 32) {
+        const long long t = tile_start[i];
+        sum += pairs_in_range(p0, p1, t > 0 ? t : 0, t + 64 < kv_len ? t + 64 : kv_len);
+    }
+    for (u32 i = col_ptr[slot] + lane; i < col_ptr[slot + 1]; i += 32) {
+        const long long c = col_index[i];
+        sum += pairs_in_range(p0, p1, c, c + 1 < kv_len ? c + 1 : kv_len);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    if (lane == 0 && sum) atomicAdd(&entries[h], sum);
+}

@@ -129,7 +129,7 @@ const ENTRIES: &[(&str, &[&str])] = &[
         ],
     ),
     ("adaptive", &["vs_adaptive"]),
-    ("index", &["vs_breaks", "vs_convert", "bs_assemble", "scan_counts"]),
+    ("index", &["vs_breaks", "vs_convert", "bs_assemble", "scan_counts", "index_entries"]),
     ("fill", &["fill_normal"]),
     (
         "search_score",

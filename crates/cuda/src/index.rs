@@ -1,9 +1,9 @@
 //! The CSR sparse index on the device: upload (validated, since the kernel gathers K/V rows at the
-//! column indices), download, and the sizes.
+//! column indices), download, the sizes, and the pairs it makes the kernels compute.
 
-use crate::context::Gpu;
+use crate::context::{Arg, Gpu};
 use crate::error::{CudaError, Result};
-use crate::layout::slot_base;
+use crate::layout::{max_row_blocks, slot_base};
 use cudarc::driver::CudaSlice;
 use minference_core::{AttnShape, SparseIndex};
 
@@ -47,6 +47,37 @@ impl DeviceIndex {
     /// and columns of every slot, without copying the (large) tile starts and column indices.
     pub fn download_row_pointers(&self, gpu: &Gpu) -> Result<(Vec<u32>, Vec<u32>)> {
         Ok((gpu.download(&self.tile_ptr, self.n_slots + 1)?, gpu.download(&self.col_ptr, self.n_slots + 1)?))
+    }
+
+    /// Causal `(row, key)` pairs the kernels compute under this index, per head of `shape` (core's
+    /// `index_head_coverage` entries, summed over the sequences), counted on the device: only
+    /// `heads` numbers come back. Heads whose slots are empty (dense, A-shape) get 0.
+    pub fn entries_per_head(&self, gpu: &Gpu, shape: &AttnShape) -> Result<Vec<u64>> {
+        let mut seqs = Vec::with_capacity(4 * shape.seqs.len());
+        for (b, s) in shape.seqs.iter().enumerate() {
+            seqs.extend([shape.q_start(b) as i32, shape.kv_start(b) as i32, s.q_len as i32, s.kv_len as i32]);
+        }
+        let seqs = gpu.upload(&seqs)?;
+        let base = gpu.upload(&slot_base(shape))?;
+        let entries = gpu.alloc_zeros::<u64>(shape.heads)?;
+        let row_blocks = max_row_blocks(shape);
+        gpu.launch(
+            "index_entries",
+            (row_blocks.div_ceil(8).max(1) as u32, shape.heads as u32, shape.seqs.len() as u32),
+            256,
+            0,
+            &[
+                Arg::P(gpu.ptr(&seqs)),
+                Arg::P(gpu.ptr(&base)),
+                Arg::I(shape.heads as i32),
+                Arg::P(gpu.ptr(&self.tile_ptr)),
+                Arg::P(gpu.ptr(&self.tile_start)),
+                Arg::P(gpu.ptr(&self.col_ptr)),
+                Arg::P(gpu.ptr(&self.col_index)),
+                Arg::P(gpu.ptr(&entries)),
+            ],
+        )?;
+        gpu.download(&entries, shape.heads)
     }
 
     /// Bytes of the four CSR arrays.

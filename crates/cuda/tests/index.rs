@@ -3,9 +3,9 @@
 
 use minference_backend_suite::{banded_vs_selection, random_vs_selection, varlen_shape};
 use minference_core::{
-    clamp_vs_budget, convert_vs_head, estimate_bs_head, estimate_vs_head, gather_last_q, generate_qkv,
-    AttentionBackend, AttnShape, DType, HeadPattern, OwnedTensor, RowBlockIndex, SeqLen, SparseIndex, SynthConfig,
-    VsSelection,
+    clamp_vs_budget, convert_vs_head, estimate_bs_head, estimate_vs_head, gather_last_q, generate_qkv, head_coverage,
+    index_head_coverage, AttentionBackend, AttnShape, DType, HeadPattern, OwnedTensor, RowBlockIndex, SeqLen,
+    SparseIndex, SynthConfig, VsSelection,
 };
 use minference_cpu::rng::TestRng;
 use std::collections::HashSet;
@@ -230,6 +230,56 @@ fn bs_estimation_matches_core() {
             }
             let frac = same as f64 / total.max(1) as f64;
             assert!(frac >= 0.97, "BS selection overlap with core {frac:.4} on {:?}", shape.seqs);
+        }
+    }
+}
+
+/// The pairs a layer reports as computed (`LayerTimings::kernel_entries`, counted on the device)
+/// are core's coverage of the index that layer built, head by head, on varlen batches with offsets.
+#[test]
+fn layer_pair_counts_are_cores_coverage_of_its_index() {
+    let Some(gpu) = minference_test_support::gpu() else {
+        return;
+    };
+    let patterns = vec![
+        HeadPattern::VerticalSlash { k_v: 40, k_s: 300 },
+        HeadPattern::BlockSparse { k_b: 3 },
+        HeadPattern::Dense,
+        HeadPattern::AShape { n_init: 70, n_local: 200 },
+    ];
+    for shape in [offsets_shape(), AttnShape::single(4, 2, 64, 3000), AttnShape::single(4, 4, 128, 63)] {
+        let mut rng = TestRng::new(11);
+        let mut up = |n: usize| {
+            let t = OwnedTensor::from_f32(&rng.normals(n), DType::Bf16);
+            minference_cuda::DeviceTensor::upload(&gpu, t.view()).expect("upload")
+        };
+        let (q, k, v) = (up(shape.q_elems()), up(shape.kv_elems()), up(shape.kv_elems()));
+        let mut out = minference_cuda::DeviceTensor::alloc(&gpu, DType::Bf16, shape.q_elems()).expect("alloc");
+        let (t, index) =
+            minference_cuda::layer_attention(&gpu, &shape, &q, &k, &v, &patterns, &mut out).expect("layer");
+        let index = index.expect("VS and BS heads build an index");
+        let per_head = index.entries_per_head(&gpu, &shape).expect("device counts");
+        let host = index.download(&gpu, &shape).expect("download");
+        let (mut computed, mut causal) = (0u64, 0u64);
+        for (h, p) in patterns.iter().enumerate() {
+            let mut head = 0u64;
+            for (b, seq) in shape.seqs.iter().enumerate() {
+                let cov = if p.reads_index() {
+                    index_head_coverage(p, &host, &shape, b, h).expect("coverage")
+                } else {
+                    head_coverage(p, &[], *seq).expect("coverage")
+                };
+                head += cov.entries;
+                causal += cov.causal;
+            }
+            let want_device = if p.reads_index() { head } else { 0 };
+            assert_eq!(per_head[h], want_device, "{:?} head {h} {p:?}: device count", shape.seqs);
+            computed += head;
+        }
+        assert_eq!((t.kernel_entries, t.causal_entries), (computed, causal), "{:?}", shape.seqs);
+        assert!(computed <= causal, "{:?}", shape.seqs);
+        if shape.seqs[0].kv_len >= 1000 {
+            assert!(computed < causal, "{:?}: the sparse heads skip pairs at this length", shape.seqs);
         }
     }
 }

@@ -115,6 +115,7 @@ fn minference_with_a_covering_budget_equals_dense() {
     let mut eng = GpuEngine::new(gpu, Arc::clone(&model)).unwrap_or_else(|e| panic!("{e}"));
     let (dense, s) = eng.prefill(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     assert!(s.plan.per_layer_attention, "1000 tokens fit per-layer attention");
+    assert_eq!(s.kernel_density(), Some(1.0), "dense computes every causal pair");
     eng.set_attention_grouping(AttentionGrouping::PerGroup);
     let (grouped, _) = eng.prefill(&tokens, &AttentionChoice::Dense, &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     assert_logits_close("per-group vs per-layer attention", &dense, &grouped);
@@ -123,11 +124,25 @@ fn minference_with_a_covering_budget_equals_dense() {
     let (sparse, stats) =
         eng.prefill(&tokens, &AttentionChoice::MInference(full), &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(stats.sparse_heads, 4 * model.config().heads);
+    assert_eq!(stats.kernel_density(), Some(1.0), "a covering budget computes every causal pair");
+    assert_eq!(stats.causal_entries, s.causal_entries);
     assert_logits_close("VS covering every key vs dense", &dense, &sparse);
     let narrow = MInferencePlan::uniform(model.config(), HeadPattern::VerticalSlash { k_v: 64, k_s: 128 });
-    let (narrow_logits, _) =
-        eng.prefill(&tokens, &AttentionChoice::MInference(narrow), &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+    let (narrow_logits, ns) = eng
+        .prefill(&tokens, &AttentionChoice::MInference(narrow.clone()), &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(narrow_logits.iter().all(|v| v.is_finite()));
+    // The same plan on the CPU engine: its estimation differs from the GPU's only at near-ties, so
+    // the pairs its kernels compute nearly match.
+    let mut cpu = CpuEngine::new(Arc::clone(&model), CpuBackend::new());
+    let (_, cs) =
+        cpu.prefill(&tokens, &AttentionChoice::MInference(narrow), &mut |_| {}).unwrap_or_else(|e| panic!("{e}"));
+    let (gpu_density, cpu_density) = (ns.kernel_density().unwrap_or(-1.0), cs.kernel_density().unwrap_or(-2.0));
+    assert_eq!(ns.causal_entries, cs.causal_entries);
+    assert!(
+        (gpu_density - cpu_density).abs() < 0.03,
+        "VS(64, 128) kernel density: GPU {gpu_density:.4}, CPU {cpu_density:.4}"
+    );
 }
 
 #[test]

@@ -21,9 +21,8 @@ pub struct PrefillStats {
     pub dense_heads: usize,
     pub index_tiles: usize,
     /// Causal `(row, key)` pairs the attention kernels computed, over every head of every layer
-    /// (dense heads count all theirs), and the causal pairs there were. Counted by the CPU engine
-    /// from its indices (core's coverage accounting); 0 where the engine does not count (the GPU,
-    /// whose index stays on the device).
+    /// (dense heads count all theirs), and the causal pairs there were (core's coverage
+    /// accounting: the CPU engine from its indices, the GPU engine on the device from its own).
     pub kernel_entries: u64,
     pub causal_entries: u64,
     pub plan: MemoryPlan,

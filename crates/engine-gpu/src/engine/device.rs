@@ -223,6 +223,8 @@ impl<'e> GpuForward<'e> {
         p.stats.index_ms += lt.index_ms as f64;
         p.stats.attention_ms += lt.attention_ms as f64;
         p.stats.index_tiles += lt.index_tiles;
+        p.stats.kernel_entries += lt.kernel_entries;
+        p.stats.causal_entries += lt.causal_entries;
 
         let t = p.timer.start(gpu)?;
         let src = DeviceView::of_tensor(gpu, &p.o_hm, n * d);

@@ -90,13 +90,17 @@ impl TpEngine {
             },
             &mut |layer| progress(PrefillProgress { layer, layers }),
         )?;
-        let (sparse, dense, tiles) = results
-            .iter()
-            .fold((0, 0, 0), |a, (_, s)| (a.0 + s.sparse_heads, a.1 + s.dense_heads, a.2 + s.index_tiles));
+        // Each rank counted its own heads; the group's prefill is their sum.
+        let sum = |f: fn(&PrefillStats) -> u64| results.iter().map(|(_, s)| f(s)).sum::<u64>();
+        let (sparse, dense, tiles) =
+            (sum(|s| s.sparse_heads as u64), sum(|s| s.dense_heads as u64), sum(|s| s.index_tiles as u64));
+        let (kernel_entries, causal_entries) = (sum(|s| s.kernel_entries), sum(|s| s.causal_entries));
         let (logits, mut stats) = results.swap_remove(0);
-        stats.sparse_heads = sparse;
-        stats.dense_heads = dense;
-        stats.index_tiles = tiles;
+        stats.sparse_heads = sparse as usize;
+        stats.dense_heads = dense as usize;
+        stats.index_tiles = tiles as usize;
+        stats.kernel_entries = kernel_entries;
+        stats.causal_entries = causal_entries;
         stats.seconds = start.elapsed().as_secs_f64();
         Ok((logits, stats))
     }
