@@ -360,7 +360,7 @@ __device__ __forceinline__ u64 pairs_in_range(long long p0, long long p1, long l
 // Causal (row, key) pairs the index makes the kernels compute, per head (core's
 // index_head_coverage entries), added into entries[h]. One warp per row block: grid (row blocks / 8,
 // heads, sequences), 256 threads. Heads whose slots are empty add nothing.
-extern "C" __global__ void __launch_bounds__(256) index_entries(const int* seqs, const u32* slot_base, int heads,
+extern "C" __global__ void __launch_bounds__(256) index_entries(const int* seqs, const u32* slot_base,
                                                                   const u32* tile_ptr, const int* tile_start,
                                                                   const u32* col_ptr, const int* col_index,
                                                                   u64* entries) {

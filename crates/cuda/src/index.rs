@@ -3,7 +3,7 @@
 
 use crate::context::{Arg, Gpu};
 use crate::error::{CudaError, Result};
-use crate::layout::{max_row_blocks, slot_base};
+use crate::layout::{max_row_blocks, seq_table, slot_base};
 use cudarc::driver::CudaSlice;
 use minference_core::{AttnShape, SparseIndex};
 
@@ -53,11 +53,7 @@ impl DeviceIndex {
     /// `index_head_coverage` entries, summed over the sequences), counted on the device: only
     /// `heads` numbers come back. Heads whose slots are empty (dense, A-shape) get 0.
     pub fn entries_per_head(&self, gpu: &Gpu, shape: &AttnShape) -> Result<Vec<u64>> {
-        let mut seqs = Vec::with_capacity(4 * shape.seqs.len());
-        for (b, s) in shape.seqs.iter().enumerate() {
-            seqs.extend([shape.q_start(b) as i32, shape.kv_start(b) as i32, s.q_len as i32, s.kv_len as i32]);
-        }
-        let seqs = gpu.upload(&seqs)?;
+        let seqs = gpu.upload(&seq_table(shape))?;
         let base = gpu.upload(&slot_base(shape))?;
         let entries = gpu.alloc_zeros::<u64>(shape.heads)?;
         let row_blocks = max_row_blocks(shape);
@@ -69,7 +65,6 @@ impl DeviceIndex {
             &[
                 Arg::P(gpu.ptr(&seqs)),
                 Arg::P(gpu.ptr(&base)),
-                Arg::I(shape.heads as i32),
                 Arg::P(gpu.ptr(&self.tile_ptr)),
                 Arg::P(gpu.ptr(&self.tile_start)),
                 Arg::P(gpu.ptr(&self.col_ptr)),

@@ -75,6 +75,15 @@ pub fn max_kv(shape: &AttnShape) -> usize {
     shape.seqs.iter().map(|s| s.kv_len).max().unwrap_or(0)
 }
 
+/// The kernels' per-sequence table: `[q_start, kv_start, q_len, kv_len]` for each sequence.
+pub fn seq_table(shape: &AttnShape) -> Vec<i32> {
+    let mut seqs = Vec::with_capacity(4 * shape.seqs.len());
+    for (b, s) in shape.seqs.iter().enumerate() {
+        seqs.extend([shape.q_start(b) as i32, shape.kv_start(b) as i32, s.q_len as i32, s.kv_len as i32]);
+    }
+    seqs
+}
+
 /// Device copies of the per-launch metadata.
 pub struct Meta {
     pub seqs: CudaSlice<i32>,
@@ -87,10 +96,6 @@ pub struct Meta {
 
 impl Meta {
     pub fn new(gpu: &Gpu, shape: &AttnShape, patterns: &[HeadPattern]) -> Result<Meta> {
-        let mut seqs = Vec::with_capacity(4 * shape.seqs.len());
-        for (b, s) in shape.seqs.iter().enumerate() {
-            seqs.extend([shape.q_start(b) as i32, shape.kv_start(b) as i32, s.q_len as i32, s.kv_len as i32]);
-        }
         let cap = |x: usize| x.min(max_kv(shape) + 1) as i32;
         let mut kind = Vec::with_capacity(shape.heads);
         let mut init = Vec::with_capacity(shape.heads);
@@ -110,7 +115,7 @@ impl Meta {
         let base = slot_base(shape);
         let n_slots = *base.last().unwrap_or(&0) as usize;
         Ok(Meta {
-            seqs: gpu.upload(&seqs)?,
+            seqs: gpu.upload(&seq_table(shape))?,
             head_kind: gpu.upload(&kind)?,
             head_init: gpu.upload(&init)?,
             head_local: gpu.upload(&local)?,
