@@ -363,7 +363,10 @@ extern "C" __global__ void __launch_bounds__(32 * PLAN_WARPS)
     int* stage = stage_all[warp];
     const unsigned s0 = slot_base + (unsigned)h * (unsigned)R + 2u * (unsigned)m;
     const bool has1 = 2 * m + 1 < R;
-    const int first = (int)(2u * tile_ptr[s0] + col_ptr[s0] / 64u + 2u * s0);
+    // Chunks are numbered from this launch's first slot (the host bounds that count below 2^31 per
+    // launch and splits a layer's heads over launches when its index is larger; plan.rs).
+    auto chunk_pos = [&](unsigned s) { return 2ll * tile_ptr[s] + col_ptr[s] / 64u + 2ll * s; };
+    const int first = (int)(chunk_pos(s0) - chunk_pos(slot_base));
     ChunkMeta* out = chunks + first;
 
     // Tiles of both blocks, indexed from the first block's first tile.

@@ -66,6 +66,7 @@ pub fn build_index(
 ) -> Result<DeviceIndex> {
     check_problem(shape, (q.dtype, q.len), (k.dtype, k.len), None)?;
     check_patterns(shape, patterns)?;
+    let may_overflow = entry_bound(shape, patterns, vs) > u32::MAX as u64;
     let meta = Meta::new(gpu, shape, patterns)?;
     let n_slots = meta.n_slots;
     let tile_cnt = gpu.alloc_zeros::<u32>(n_slots)?;
@@ -237,6 +238,9 @@ pub fn build_index(
     };
     assemble(0, 0)?;
 
+    if may_overflow {
+        check_counts(gpu, &tile_cnt, &col_cnt, n_slots)?;
+    }
     gpu.launch(
         "scan_counts",
         (2, 1, 1),
@@ -257,6 +261,51 @@ pub fn build_index(
     convert(1, gpu.ptr(&tile_start), gpu.ptr(&col_index))?;
     assemble(1, gpu.ptr(&tile_start))?;
     Ok(DeviceIndex { tile_ptr, tile_start, col_ptr, col_index, n_slots, n_tiles, n_cols })
+}
+
+/// An upper bound of the index's tiles or columns: at most one range per slash (and the local
+/// band) and one column per vertical in each row block, one tile per chosen block for BS. The
+/// index counts them in `u32` (`tile_ptr`, `col_ptr`); only past this bound are the exact counts
+/// checked (adaptive heads' maxima make it loose).
+fn entry_bound(shape: &AttnShape, patterns: &[HeadPattern], vs: &DeviceVsSelection) -> u64 {
+    let rows = |b: usize| shape.seqs[b].row_blocks() as u64;
+    let vs_tiles: u64 = vs.items.iter().map(|i| rows(i.b) * (i.k_s as u64 + 2)).sum();
+    let cols: u64 = vs.items.iter().map(|i| rows(i.b) * i.k_v as u64).sum();
+    let bs_tiles: u64 = shape
+        .seqs
+        .iter()
+        .map(|s| {
+            let blocks = s.kv_len.div_ceil(64) as u64;
+            let per_row: u64 = patterns
+                .iter()
+                .map(|p| match *p {
+                    HeadPattern::BlockSparse { k_b } => (k_b as u64).min(blocks),
+                    _ => 0,
+                })
+                .sum();
+            s.row_blocks() as u64 * per_row
+        })
+        .sum();
+    (vs_tiles + bs_tiles).max(cols)
+}
+
+/// Refuses an index whose counted tiles or columns do not fit the `u32` offsets (rather than
+/// letting the scan wrap).
+fn check_counts(
+    gpu: &Gpu,
+    tile_cnt: &cudarc::driver::CudaSlice<u32>,
+    col_cnt: &cudarc::driver::CudaSlice<u32>,
+    n: usize,
+) -> Result<()> {
+    let sum = |v: Vec<u32>| v.into_iter().map(u64::from).sum::<u64>();
+    let (tiles, cols) = (sum(gpu.download(tile_cnt, n)?), sum(gpu.download(col_cnt, n)?));
+    if tiles > u32::MAX as u64 || cols > u32::MAX as u64 {
+        return Err(CudaError::Invalid(format!(
+            "the layer's sparse index holds {tiles} key ranges and {cols} columns, more than its 32-bit offsets \
+             count: run it over fewer heads at a time or a shorter prompt"
+        )));
+    }
+    Ok(())
 }
 
 fn download_at(gpu: &Gpu, s: &cudarc::driver::CudaSlice<u32>, i: usize) -> Result<u32> {

@@ -34,6 +34,9 @@ pub struct Gpu {
     /// Why the Hopper warp-specialised kernel is not used (None: it is).
     hopper_off: Option<String>,
     switches: crate::attention::KernelSwitches,
+    /// Bytes one Hopper launch's planned chunks may take (0: from free memory); tests lower it to
+    /// make a layer split over several launches.
+    plan_budget: std::sync::atomic::AtomicUsize,
 }
 
 /// `MINFERENCE_HOPPER`: `0` selects the previous kernels (A/B timing), `1` makes a Hopper kernel
@@ -212,7 +215,18 @@ impl Gpu {
             }
         };
         let switches = crate::attention::KernelSwitches::from_env();
-        Ok(Gpu { ctx, stream, _modules: modules, funcs, name, smem_optin, sms, hopper_off, switches })
+        Ok(Gpu {
+            ctx,
+            stream,
+            _modules: modules,
+            funcs,
+            name,
+            smem_optin,
+            sms,
+            hopper_off,
+            switches,
+            plan_budget: std::sync::atomic::AtomicUsize::new(0),
+        })
     }
 
     /// Loads `hopper_attention` (cubin-only in practice: a build without nvcc embeds its source for
@@ -275,6 +289,20 @@ impl Gpu {
     /// Largest dynamic shared memory a block may use.
     pub fn smem_limit(&self) -> usize {
         self.smem_optin
+    }
+
+    /// Caps the bytes of planned chunks one Hopper attention launch allocates (`None`: what is
+    /// free). A layer whose sparse index plans more is run as several launches over groups of
+    /// heads; tests set a small cap to exercise that split.
+    pub fn set_plan_budget(&self, bytes: Option<usize>) {
+        self.plan_budget.store(bytes.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn plan_budget(&self) -> Option<usize> {
+        match self.plan_budget.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            b => Some(b),
+        }
     }
 
     /// (free, total) device memory in bytes.

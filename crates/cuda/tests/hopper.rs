@@ -168,3 +168,50 @@ fn unsupported_output_dtypes_are_not_routed_to_hopper() {
         assert!(why.contains("supported"), "{i:?} -> {o:?}: {why}");
     }
 }
+
+/// A layer whose planned chunks exceed the planner budget runs as several launches over groups of
+/// heads (whole KV heads, then query heads of one KV head): the output is bit-for-bit that of one
+/// launch for every budget that fits one head, and a budget below one head is an out-of-memory
+/// error, not a wrong answer.
+#[test]
+fn layers_split_over_head_groups_match_one_launch() {
+    let Some(gpu) = minference_test_support::hopper_gpu() else { return };
+    let seqs = [(1500usize, 1500usize), (300, 1000), (1, 130)];
+    for (d, h, hkv) in [(128usize, 12usize, 3usize), (64, 7, 1)] {
+        let shape = AttnShape {
+            heads: h,
+            kv_heads: hkv,
+            head_dim: d,
+            seqs: seqs.iter().map(|&(q_len, kv_len)| SeqLen { q_len, kv_len }).collect(),
+        };
+        let patterns = mixed_patterns(h);
+        let x = inputs(&gpu, &shape, DType::Bf16, 1000 + h as u64);
+        let mut out = DeviceTensor::alloc(&gpu, DType::F32, shape.q_elems()).unwrap();
+        let (_, index) = layer_attention(&gpu, &shape, &x.q, &x.k, &x.v, &patterns, &mut out).expect("one launch");
+        let index = index.expect("mixed patterns read an index");
+        let want = out.download_f32(&gpu).unwrap();
+        let whole = 64 * (2 * index.n_tiles + index.n_cols / 64 + 2 * index.n_slots + 4);
+        let mut budget = whole - 1;
+        let mut splits = 0;
+        let err = loop {
+            gpu.set_plan_budget(Some(budget));
+            out.fill_bytes(&gpu, 0xff).unwrap();
+            match attention(&gpu, &shape, &x.q, &x.k, &x.v, &patterns, Some(&index), &mut out) {
+                Ok(()) => {
+                    let got = out.download_f32(&gpu).unwrap();
+                    let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "H={h} Hkv={hkv} D={d}: budget {budget} of {whole} bytes changed the output");
+                    splits += 1;
+                }
+                Err(e) => break e,
+            }
+            budget /= 2;
+        };
+        gpu.set_plan_budget(None);
+        assert!(splits >= 2, "H={h}: only {splits} split budgets ran before {err}");
+        assert!(
+            matches!(err, minference_cuda::CudaError::OutOfMemory { .. }),
+            "H={h}: a budget below one head must be out of memory, got {err}"
+        );
+    }
+}

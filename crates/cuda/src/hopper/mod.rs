@@ -20,7 +20,7 @@ use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 use minference_core::{AttnShape, DType, HeadPattern};
 
 mod plan;
-use plan::{launch_planner, PlanBuffers};
+use plan::{launch_plan, launch_planner, PlanBuffers};
 pub use plan::{plan_summary, planned_keys, PlanSummary};
 
 /// Entry points of the `hopper_attention` unit.
@@ -174,7 +174,6 @@ pub(crate) fn attention(
     out: &mut DeviceTensor,
 ) -> Result<()> {
     let d = shape.head_dim;
-    let (h, hkv) = (shape.heads, shape.kv_heads);
     let (total_q, total_kv) = (shape.total_q(), shape.total_kv());
     let all_dense = patterns.iter().all(|p| matches!(p, HeadPattern::Dense));
     let needs_index =
@@ -193,16 +192,21 @@ pub(crate) fn attention(
     let out_f32 = out.dtype == DType::F32;
     let (qp, kp, vp, op) = (q.ptr(gpu), k.ptr(gpu), v.ptr(gpu), out.ptr(gpu));
 
-    // Planner buffers (index heads only), reused by every sequence (stream order).
-    let plan = match (needs_index, index) {
-        (true, Some(ix)) => Some((ix, PlanBuffers::new(gpu, shape, ix)?)),
+    // Planner buffers (index heads only), reused by every launch (stream order). A layer whose
+    // planned chunks would not fit is split into launches over groups of heads (plan.rs).
+    let ix = match (needs_index, index) {
+        (true, Some(ix)) => Some(ix),
         (true, None) => return Err(CudaError::Invalid("VS/BS heads need a sparse index".into())),
         _ => None,
     };
+    let launches = launch_plan(gpu, shape, ix)?;
+    let plan = ix.map(|ix| PlanBuffers::new(gpu, shape, ix, launches.chunk_capacity).map(|b| (ix, b))).transpose()?;
     let slot_base = crate::layout::slot_base(shape);
-    // One zeroed tile counter per sequence: the persistent CTAs take their tiles from it.
-    let counters = gpu.alloc_zeros::<u32>(shape.seqs.len().max(1))?;
+    // One zeroed tile counter per launch: the persistent CTAs take their tiles from it.
+    let n_launches: usize = launches.groups.iter().map(Vec::len).sum();
+    let counters = gpu.alloc_zeros::<u32>(n_launches.max(1))?;
     let counters_ptr = gpu.ptr(&counters);
+    let mut launch = 0usize;
 
     for (b, seq) in shape.seqs.iter().enumerate() {
         let (n, nkv) = (seq.q_len, seq.kv_len);
@@ -211,55 +215,67 @@ pub(crate) fn attention(
         }
         let (q0, kv0) = (shape.q_start(b), shape.kv_start(b));
         let m_tiles = n.div_ceil(BM);
-        let qb = qp + (q0 * d * 2) as u64;
-        let kb = kp + (kv0 * d * 2) as u64;
-        let vb = vp + (kv0 * d * 2) as u64;
-        let et = q.dtype;
-        let tq = encode(qb, et, h, n, d, total_q * d, BM as u32)?;
-        let tk = encode(kb, et, hkv, nkv, d, total_kv * d, BM as u32)?;
-        let tv = encode(vb, et, hkv, nkv, d, total_kv * d, BM as u32)?;
-        let (tk64, tv64) = if all_dense {
-            (tk, tv)
-        } else {
-            (encode(kb, et, hkv, nkv, d, total_kv * d, 64)?, encode(vb, et, hkv, nkv, d, total_kv * d, 64)?)
-        };
-        let to = if out_f32 { tq } else { encode(op + (q0 * d * 2) as u64, et, h, n, d, total_q * d, 64)? };
-        let mut p = Params {
-            k: kb,
-            v: vb,
-            out32: if out_f32 { op + (q0 * d * 4) as u64 } else { 0 },
-            kv_hstride: (total_kv * d) as i64,
-            o_hstride: (total_q * d) as i64,
-            heads: h as i32,
-            kv_heads: hkv as i32,
-            n: n as i32,
-            nkv: nkv as i32,
-            off: seq.offset() as i32,
-            n_mtiles: m_tiles as i32,
-            causal: 1,
-            scale_log2: std::f32::consts::LOG2_E / (d as f32).sqrt(),
-            tile_counter: counters_ptr + (std::mem::size_of::<u32>() * b) as u64,
-            ..Default::default()
-        };
-        if !all_dense {
-            p.head_kind = gpu.ptr(&meta.head_kind);
-            p.head_init = gpu.ptr(&meta.head_init);
-            p.head_local = gpu.ptr(&meta.head_local);
+        for g in &launches.groups[b] {
+            // The group's heads as a problem of their own: every address starts at its first head.
+            let q_head = (q0 + g.h0 * total_q) * d * 2;
+            let kv_head = (kv0 + g.kv0 * total_kv) * d * 2;
+            let qb = qp + q_head as u64;
+            let kb = kp + kv_head as u64;
+            let vb = vp + kv_head as u64;
+            let et = q.dtype;
+            let tq = encode(qb, et, g.heads, n, d, total_q * d, BM as u32)?;
+            let tk = encode(kb, et, g.kv_heads, nkv, d, total_kv * d, BM as u32)?;
+            let tv = encode(vb, et, g.kv_heads, nkv, d, total_kv * d, BM as u32)?;
+            let (tk64, tv64) = if all_dense {
+                (tk, tv)
+            } else {
+                (
+                    encode(kb, et, g.kv_heads, nkv, d, total_kv * d, 64)?,
+                    encode(vb, et, g.kv_heads, nkv, d, total_kv * d, 64)?,
+                )
+            };
+            let to = if out_f32 { tq } else { encode(op + q_head as u64, et, g.heads, n, d, total_q * d, 64)? };
+            let mut p = Params {
+                k: kb,
+                v: vb,
+                out32: if out_f32 { op + (2 * q_head) as u64 } else { 0 },
+                kv_hstride: (total_kv * d) as i64,
+                o_hstride: (total_q * d) as i64,
+                heads: g.heads as i32,
+                kv_heads: g.kv_heads as i32,
+                n: n as i32,
+                nkv: nkv as i32,
+                off: seq.offset() as i32,
+                n_mtiles: m_tiles as i32,
+                causal: 1,
+                scale_log2: std::f32::consts::LOG2_E / (d as f32).sqrt(),
+                tile_counter: counters_ptr + (std::mem::size_of::<u32>() * launch) as u64,
+                ..Default::default()
+            };
+            launch += 1;
+            let head_meta = |s: &cudarc::driver::CudaSlice<i32>| gpu.ptr(s) + (4 * g.h0) as u64;
+            if !all_dense {
+                p.head_kind = head_meta(&meta.head_kind);
+                p.head_init = head_meta(&meta.head_init);
+                p.head_local = head_meta(&meta.head_local);
+            }
+            if let Some((ix, bufs)) = &plan {
+                let first_slot = slot_base[b] + (g.h0 * seq.row_blocks()) as u32;
+                launch_planner(gpu, ix, head_meta(&meta.head_kind), bufs, first_slot, *seq, g.heads)?;
+                p.tile_chunks = gpu.ptr(&bufs.tile_chunks);
+                p.chunks = gpu.ptr(&bufs.chunks);
+                p.cols = gpu.ptr(&bufs.mcols);
+            }
+            let grid = gpu.sm_count().min(g.heads * m_tiles).max(1) as u32;
+            let mut lb = gpu.stream().launch_builder(f);
+            lb.arg(&tq).arg(&tk).arg(&tv).arg(&to).arg(&tk64).arg(&tv64).arg(&p);
+            let cfg =
+                LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: smem as u32 };
+            // SAFETY: the six maps and `Params` match the kernel's parameters; the maps describe
+            // live device buffers of this call, which outlive the kernel (stream order).
+            unsafe { lb.launch(cfg) }
+                .map_err(|e| CudaError::Driver { context: name.clone(), message: format!("{e:?}") })?;
         }
-        if let Some((ix, bufs)) = &plan {
-            launch_planner(gpu, ix, meta, bufs, slot_base[b], *seq, h)?;
-            p.tile_chunks = gpu.ptr(&bufs.tile_chunks);
-            p.chunks = gpu.ptr(&bufs.chunks);
-            p.cols = gpu.ptr(&bufs.mcols);
-        }
-        let grid = gpu.sm_count().min(h * m_tiles).max(1) as u32;
-        let mut lb = gpu.stream().launch_builder(f);
-        lb.arg(&tq).arg(&tk).arg(&tv).arg(&to).arg(&tk64).arg(&tv64).arg(&p);
-        let cfg = LaunchConfig { grid_dim: (grid, 1, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: smem as u32 };
-        // SAFETY: the six maps and `Params` match the kernel's parameters; the maps describe live
-        // device buffers of this call, which outlive the kernel (stream order).
-        unsafe { lb.launch(cfg) }
-            .map_err(|e| CudaError::Driver { context: name.clone(), message: format!("{e:?}") })?;
     }
     // Dropping the planner buffers and counters frees stream-ordered, after the kernels.
     drop(plan);

@@ -10,8 +10,8 @@ use crate::layout::Meta;
 use cudarc::driver::CudaSlice;
 use minference_core::{AttnShape, HeadPattern, SeqLen};
 
-/// The planner's output for one layer: chunk descriptors at a per-slot bound, merged columns at
-/// the index's column offsets, per-tile (first, count).
+/// The planner's output for one launch: chunk descriptors (numbered from the launch's first slot,
+/// at a per-slot bound), merged columns at the index's column offsets, per-tile (first, count).
 pub(super) struct PlanBuffers {
     pub(super) chunks: CudaSlice<u8>,
     pub(super) mcols: CudaSlice<i32>,
@@ -19,25 +19,113 @@ pub(super) struct PlanBuffers {
 }
 
 impl PlanBuffers {
-    pub(super) fn new(gpu: &Gpu, shape: &AttnShape, ix: &DeviceIndex) -> Result<PlanBuffers> {
+    /// Room for `chunk_capacity` chunks (a [`LaunchPlan`]'s bound).
+    pub(super) fn new(gpu: &Gpu, shape: &AttnShape, ix: &DeviceIndex, chunk_capacity: usize) -> Result<PlanBuffers> {
         let max_tiles = shape.seqs.iter().map(|s| s.q_len.div_ceil(BM)).max().unwrap_or(0) * shape.heads;
-        let n_chunks = 2 * ix.n_tiles + ix.n_cols / 64 + 2 * ix.n_slots + 4;
         Ok(PlanBuffers {
-            chunks: gpu.alloc::<u8>(n_chunks * CHUNK_BYTES)?,
+            chunks: gpu.alloc::<u8>(chunk_capacity * CHUNK_BYTES)?,
             mcols: gpu.alloc::<i32>(ix.n_cols.max(1))?,
             tile_chunks: gpu.alloc::<i32>(2 * max_tiles.max(1))?,
         })
     }
 }
 
+/// The heads of one kernel launch: query heads `h0 .. h0 + heads` of one sequence, reading KV
+/// heads `kv0 .. kv0 + kv_heads` (whole GQA groups, or part of one group with `kv_heads == 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct HeadGroup {
+    pub(super) h0: usize,
+    pub(super) heads: usize,
+    pub(super) kv0: usize,
+    pub(super) kv_heads: usize,
+}
+
+/// How a layer's attention is split into launches: per sequence its head groups, and the chunk
+/// bound of the largest one (what the planner buffer must hold).
+pub(super) struct LaunchPlan {
+    pub(super) groups: Vec<Vec<HeadGroup>>,
+    pub(super) chunk_capacity: usize,
+}
+
+/// Chunks that slot `s` starts at (`chunk_pos` in `hopper_plan_index`): every slot may plan two
+/// chunks per tile, one per 64 merged columns and two more.
+fn chunk_pos(tile_ptr: &[u32], col_ptr: &[u32], s: usize) -> usize {
+    2 * tile_ptr[s] as usize + col_ptr[s] as usize / 64 + 2 * s
+}
+
+/// One launch for all heads of a sequence when the index's whole chunk bound fits the budget
+/// (the usual case: no readback). Otherwise, from the index's row pointers, heads are grouped by
+/// KV head (and a KV head's query heads split further) so that each launch's chunks fit the
+/// budget and number below 2^31 (the kernels' `int` chunk offsets). A single head that does not
+/// fit is an out-of-memory error with the bytes it needs.
+pub(super) fn launch_plan(gpu: &Gpu, shape: &AttnShape, index: Option<&DeviceIndex>) -> Result<LaunchPlan> {
+    let (h, hkv) = (shape.heads, shape.kv_heads);
+    let all = vec![HeadGroup { h0: 0, heads: h, kv0: 0, kv_heads: hkv }; 1];
+    let Some(ix) = index else {
+        return Ok(LaunchPlan { groups: vec![all; shape.seqs.len()], chunk_capacity: 0 });
+    };
+    let whole = 2 * ix.n_tiles + ix.n_cols / 64 + 2 * ix.n_slots + 4;
+    let (free, total) = gpu.mem_info()?;
+    let budget_bytes = gpu.plan_budget().unwrap_or(free / 10 * 9);
+    let budget = (budget_bytes / CHUNK_BYTES).min(i32::MAX as usize);
+    if whole <= budget {
+        return Ok(LaunchPlan { groups: vec![all; shape.seqs.len()], chunk_capacity: whole });
+    }
+    let (tile_ptr, col_ptr) = ix.download_row_pointers(gpu)?;
+    let base = crate::layout::slot_base(shape);
+    let group = h / hkv;
+    let mut groups = Vec::with_capacity(shape.seqs.len());
+    let mut capacity = 0;
+    for (b, seq) in shape.seqs.iter().enumerate() {
+        let r = seq.row_blocks();
+        // Chunks of query heads [a, e) of this sequence (4 spare, as for the whole bound).
+        let cost = |a: usize, e: usize| {
+            let s = base[b] as usize;
+            chunk_pos(&tile_ptr, &col_ptr, s + e * r) - chunk_pos(&tile_ptr, &col_ptr, s + a * r) + 4
+        };
+        let mut out: Vec<HeadGroup> = Vec::new();
+        let mut kv = 0;
+        while kv < hkv {
+            // As many whole KV heads as fit, at least one.
+            let mut kv_end = kv + 1;
+            while kv_end < hkv && cost(kv * group, (kv_end + 1) * group) <= budget {
+                kv_end += 1;
+            }
+            if cost(kv * group, kv_end * group) <= budget {
+                out.push(HeadGroup { h0: kv * group, heads: (kv_end - kv) * group, kv0: kv, kv_heads: kv_end - kv });
+                capacity = capacity.max(cost(kv * group, kv_end * group));
+            } else {
+                // One KV head too large for one launch: its query heads in runs that fit.
+                let mut a = kv * group;
+                while a < (kv + 1) * group {
+                    if cost(a, a + 1) > budget {
+                        return Err(CudaError::OutOfMemory { asked: cost(a, a + 1) * CHUNK_BYTES, free, total });
+                    }
+                    let mut e = a + 1;
+                    while e < (kv + 1) * group && cost(a, e + 1) <= budget {
+                        e += 1;
+                    }
+                    out.push(HeadGroup { h0: a, heads: e - a, kv0: kv, kv_heads: 1 });
+                    capacity = capacity.max(cost(a, e));
+                    a = e;
+                }
+            }
+            kv = kv_end;
+        }
+        groups.push(out);
+    }
+    Ok(LaunchPlan { groups, chunk_capacity: capacity })
+}
+
 /// Warps per CTA of `hopper_plan_index` (`PLAN_WARPS` in hopper_attention.cu).
 const PLAN_WARPS: usize = 4;
 
-/// Plans one sequence's index heads (`hopper_plan_index`, one warp per (head, 128-row tile)).
+/// Plans `heads` heads of one sequence from slot `slot_base` on (`hopper_plan_index`, one warp
+/// per (head, 128-row tile)); `head_kind` is the device address of the first one's kind.
 pub(super) fn launch_planner(
     gpu: &Gpu,
     ix: &DeviceIndex,
-    meta: &Meta,
+    head_kind: u64,
     bufs: &PlanBuffers,
     slot_base: u32,
     seq: SeqLen,
@@ -55,7 +143,7 @@ pub(super) fn launch_planner(
             Arg::P(gpu.ptr(&ix.tile_start)),
             Arg::P(gpu.ptr(&ix.col_ptr)),
             Arg::P(gpu.ptr(&ix.col_index)),
-            Arg::P(gpu.ptr(&meta.head_kind)),
+            Arg::P(head_kind),
             Arg::I(slot_base as i32),
             Arg::I(seq.row_blocks() as i32),
             Arg::I(m_tiles as i32),
@@ -130,8 +218,8 @@ fn run_planner(gpu: &Gpu, shape: &AttnShape, patterns: &[HeadPattern], ix: &Devi
     let h = shape.heads;
     let m_tiles = seq.q_len.div_ceil(BM);
     let meta = Meta::new(gpu, shape, patterns)?;
-    let bufs = PlanBuffers::new(gpu, shape, ix)?;
-    launch_planner(gpu, ix, &meta, &bufs, 0, seq, h)?;
+    let bufs = PlanBuffers::new(gpu, shape, ix, 2 * ix.n_tiles + ix.n_cols / 64 + 2 * ix.n_slots + 4)?;
+    launch_planner(gpu, ix, gpu.ptr(&meta.head_kind), &bufs, 0, seq, h)?;
     let tile_chunks = gpu.download(&bufs.tile_chunks, 2 * h * m_tiles)?;
     // Only the chunks the planner wrote come back, and not beyond MAX_SUMMARY_BYTES (a 1M-token
     // index can plan tens of millions of chunks): a benchmark and test aid, not worth GBs.
