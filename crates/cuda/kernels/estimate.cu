@@ -70,27 +70,50 @@ struct EstLogits {
         load_q_frags<D>(qf, sq, warp, lane);
     }
 
-    __device__ void tile(float* S, const EstGeom& g, int j0, int j0_next, float scale_log2) {
+    // The scaled logits of tile j0 in this thread's MMA fragment (row r0 + 8 * (e >> 1), column
+    // 8j + 2 * (lane & 3) + (e & 1), r0 = 16 * warp + lane / 4), -inf where not visible. Starts the
+    // copy of tile j0_next. The caller must not touch the K buffers between calls; the barrier at
+    // the start is what lets the next copy overwrite the buffer this tile's MMA read.
+    __device__ void frag(float (&s)[8][4], const EstGeom& g, int j0, int j0_next, float scale_log2) {
         const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-        __syncthreads();  // the previous tile's S and its K buffer (buf ^ 1) are no longer read
+        __syncthreads();  // every warp's MMA of the previous tile is done with buffer buf ^ 1
         if (j0_next >= 0) load_k(g, j0_next, buf ^ 1);
         cp_async_commit();  // an empty group when there is no next tile keeps the count uniform
         cp_async_wait_pending<1>();
         __syncthreads();
-        float s[8][4];
         qk_tile<D, T>(s, qf, sk + buf * 64 * D, lane);
         buf ^= 1;
         const int r0 = warp * 16 + (lane >> 2);
+        // Only the last tiles reach past row 0's last visible key (and only short queries have
+        // rows past L): every other tile is visible to all 64 rows.
+        if (g.L == 64 && j0 + 63 <= g.kv_len - g.L) {
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[j][e] *= scale_log2;
+            return;
+        }
 #pragma unroll
         for (int j = 0; j < 8; ++j)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 int a = r0 + (e >> 1) * 8;
-                int c = j * 8 + (lane & 3) * 2 + (e & 1);
-                int key = j0 + c;
+                int key = j0 + j * 8 + (lane & 3) * 2 + (e & 1);
                 bool ok = a < g.L && key < g.kv_len && key <= g.kv_len - g.L + a;
-                S[a * 65 + c] = ok ? s[j][e] * scale_log2 : MI_NEG_INF;
+                s[j][e] = ok ? s[j][e] * scale_log2 : MI_NEG_INF;
             }
+    }
+
+    // The same logits stored as S[64][65] (row-major, a 65-float pitch).
+    __device__ void tile(float* S, const EstGeom& g, int j0, int j0_next, float scale_log2) {
+        const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+        float s[8][4];
+        frag(s, g, j0, j0_next, scale_log2);
+        const int r0 = warp * 16 + (lane >> 2);
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) S[(r0 + (e >> 1) * 8) * 65 + j * 8 + (lane & 3) * 2 + (e & 1)] = s[j][e];
         __syncthreads();
     }
 };
@@ -134,7 +157,18 @@ struct EstLogits<D, F32> {
     }
 };
 
+// Adds x (a log2-domain logit, -inf allowed) to a running (max, sum of exp2).
+__device__ __forceinline__ void online_add(float& m, float& l, float x_max, float x_sum_at_max) {
+    const float mm = fmaxf(m, x_max);
+    if (mm == MI_NEG_INF) return;
+    l = (m == MI_NEG_INF ? 0.f : l * exp2f(m - mm)) + (x_max == MI_NEG_INF ? 0.f : x_sum_at_max * exp2f(x_max - mm));
+    m = mm;
+}
+
 // Pass 1: per-row partial (max, sum of exp2) over a chunk of key tiles. stats: float2[item][chunk][64].
+// Half inputs reduce in registers: each thread keeps (max, sum) of its two fragment rows over its
+// 16 columns of every tile, and the four threads of a row combine once at the end. f32 inputs
+// (the reference path) go through the logits in shared memory.
 template <int D, typename T>
 __device__ void vs_rowstats(const void* q, const void* k, const int* seqs, const int* items, int heads, int kv_heads,
                             int total_q, int total_kv, float scale_log2, int chunk_tiles, int n_chunks,
@@ -144,12 +178,48 @@ __device__ void vs_rowstats(const void* q, const void* k, const int* seqs, const
     const int* item = items + IT_STRIDE * blockIdx.y;
     EstGeom g = est_geom<T>(item, seqs, q, k, heads, kv_heads, total_q, total_kv, D);
     const int chunk = blockIdx.x;
+    const int t_begin = chunk * chunk_tiles;
+    const int n_tiles = (g.kv_len + 63) / 64;
+    float2* out = stats + ((i64)blockIdx.y * n_chunks + chunk) * 64;
+    if constexpr (ElemBytes<T>::v == 2) {
+        const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+        float m[2] = {MI_NEG_INF, MI_NEG_INF}, l[2] = {0.f, 0.f};
+        if (t_begin < n_tiles) {
+            EstLogits<D, T> lg;
+            lg.init(smem_raw, g, t_begin * 64);
+            const int t_end = min(n_tiles, t_begin + chunk_tiles);
+            for (int t = t_begin; t < t_end; ++t) {
+                float s[8][4];
+                lg.frag(s, g, t * 64, t + 1 < t_end ? (t + 1) * 64 : -1, scale_log2);
+#pragma unroll
+                for (int r = 0; r < 2; ++r) {
+                    float mx = MI_NEG_INF;
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
+                    if (mx == MI_NEG_INF) continue;
+                    float sum = 0.f;
+#pragma unroll
+                    for (int j = 0; j < 8; ++j) sum += exp2f(s[j][2 * r] - mx) + exp2f(s[j][2 * r + 1] - mx);
+                    online_add(m[r], l[r], mx, sum);
+                }
+            }
+        }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+#pragma unroll
+            for (int o = 1; o < 4; o <<= 1) {
+                const float om = __shfl_xor_sync(0xffffffffu, m[r], o);
+                const float ol = __shfl_xor_sync(0xffffffffu, l[r], o);
+                online_add(m[r], l[r], om, ol);
+            }
+            if ((lane & 3) == 0) out[warp * 16 + (lane >> 2) + 8 * r] = make_float2(m[r], l[r]);
+        }
+        return;
+    }
     // All 128 threads reduce: thread tid keeps a running (max, sum) of row tid & 63 over the 32
     // columns of its half (tid >> 6) of every tile; the halves are combined once at the end.
     const int a = threadIdx.x & 63, half = threadIdx.x >> 6;
     float m = MI_NEG_INF, l = 0.f;
-    const int t_begin = chunk * chunk_tiles;
-    const int n_tiles = (g.kv_len + 63) / 64;
     if (t_begin < n_tiles) {
         EstLogits<D, T> lg;
         lg.init(smem_raw, g, t_begin * 64);
@@ -159,13 +229,10 @@ __device__ void vs_rowstats(const void* q, const void* k, const int* seqs, const
             const float* row = S + a * 65 + half * 32;
             float mx = MI_NEG_INF;
             for (int c = 0; c < 32; ++c) mx = fmaxf(mx, row[c]);
-            float m_new = fmaxf(m, mx);
-            if (m_new != MI_NEG_INF) {
-                float sum = 0.f;
-                for (int c = 0; c < 32; ++c) sum += exp2f(row[c] - m_new);
-                l = l * exp2f(m - m_new) + sum;
-                m = m_new;
-            }
+            if (mx == MI_NEG_INF) continue;
+            float sum = 0.f;
+            for (int c = 0; c < 32; ++c) sum += exp2f(row[c] - mx);
+            online_add(m, l, mx, sum);
         }
     }
     __syncthreads();  // S is free: it takes the upper half's partials
@@ -174,10 +241,8 @@ __device__ void vs_rowstats(const void* q, const void* k, const int* seqs, const
     __syncthreads();
     if (half == 0) {
         const float2 o = part[a];
-        const float mm = fmaxf(m, o.x);
-        float ll = 0.f;
-        if (mm != MI_NEG_INF) ll = (m != MI_NEG_INF ? l * exp2f(m - mm) : 0.f) + (o.x != MI_NEG_INF ? o.y * exp2f(o.x - mm) : 0.f);
-        stats[((i64)blockIdx.y * n_chunks + chunk) * 64 + a] = make_float2(mm, ll);
+        online_add(m, l, o.x, o.y);
+        out[a] = make_float2(m, l);
     }
 }
 
@@ -204,6 +269,29 @@ extern "C" __global__ void vs_combine(const float2* stats, int n_chunks, float2*
 // four warps' partials are then added in a fixed order (deterministic).
 constexpr int VS_RED_STRIDE = MI_VS_RED_STRIDE;  // abi.cuh: the host sizes shared memory from it
 
+// The end of a vs_scores tile: the four warps' column and diagonal partials added in a fixed
+// order (deterministic) and stored. Starts with the barrier that makes every warp's partials visible.
+__device__ __forceinline__ void vs_scores_flush(const float* red_all, const EstGeom& g, const int* item, int t, int j0,
+                                                float* vscore, float* diag) {
+    const int tid = threadIdx.x;
+    __syncthreads();
+    if (tid < 64) {
+        const int key = j0 + tid;
+        if (key < g.kv_len) {
+            float acc = 0.f;
+#pragma unroll
+            for (int w = 0; w < 4; ++w) acc += red_all[w * VS_RED_STRIDE + tid];
+            vscore[item[IT_SCORE] + key] = acc;  // raw: vs_topk forces the first 30
+        }
+    }
+    if (tid < 127) {
+        float acc = 0.f;
+#pragma unroll
+        for (int w = 0; w < 4; ++w) acc += red_all[w * VS_RED_STRIDE + 64 + tid];
+        diag[(i64)item[IT_DIAG] + (i64)t * 127 + tid] = acc;
+    }
+}
+
 template <int D, typename T>
 __device__ void vs_scores(const void* q, const void* k, const int* seqs, const int* items, int heads, int kv_heads,
                           int total_q, int total_kv, float scale_log2, int chunk_tiles, const float2* rowfin,
@@ -223,6 +311,60 @@ __device__ void vs_scores(const void* q, const void* k, const int* seqs, const i
     lg.init(smem_raw, g, t_begin * 64);
     const float2* rf = rowfin + blockIdx.y * 64;
     const int a_end = min(warp * 16 + 16, g.L);
+    if constexpr (ElemBytes<T>::v == 2) {
+        // Half inputs normalise in registers: the thread's two fragment rows' (max, 1/sum) are
+        // loaded once; the column sums are reduced by shuffles; P goes to shared memory already
+        // normalised, for the diagonal walk only.
+        const int r0 = warp * 16 + (lane >> 2);
+        const float2 st0 = rf[r0], st1 = rf[r0 + 8];
+        for (int t = t_begin; t < t_end; ++t) {
+            const int j0 = t * 64;
+            float s[8][4];
+            lg.frag(s, g, j0, t + 1 < t_end ? (t + 1) * 64 : -1, scale_log2);
+            float col[8][2];
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const float2 st = e < 2 ? st0 : st1;
+                    s[j][e] = s[j][e] == MI_NEG_INF ? 0.f : exp2f(s[j][e] - st.x) * st.y;
+                }
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+#pragma unroll
+                for (int c = 0; c < 2; ++c) {
+                    float v = s[j][c] + s[j][c + 2];
+                    v += __shfl_xor_sync(0xffffffffu, v, 4);
+                    v += __shfl_xor_sync(0xffffffffu, v, 8);
+                    v += __shfl_xor_sync(0xffffffffu, v, 16);
+                    col[j][c] = v;
+                }
+            // The previous tile's diagonal partials have been read (frag starts with a barrier).
+            for (int i = lane; i < VS_RED_STRIDE; i += 32) red[i] = 0.f;
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) P[(r0 + (e >> 1) * 8) * 65 + j * 8 + (lane & 3) * 2 + (e & 1)] = s[j][e];
+            __syncwarp();
+            if (lane < 4) {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    red[j * 8 + lane * 2] = col[j][0];
+                    red[j * 8 + lane * 2 + 1] = col[j][1];
+                }
+            }
+            float* dg = red + 64 + 63;  // dg[a - c] is diagonal e = a - c + 63
+#pragma unroll 1
+            for (int a = warp * 16; a < a_end; ++a) {
+                // Within one row the 64 diagonals are distinct; rows of one warp run in order.
+                dg[a - lane] += P[a * 65 + lane];
+                dg[a - lane - 32] += P[a * 65 + lane + 32];
+                __syncwarp();
+            }
+            vs_scores_flush(red_all, g, item, t, j0, vscore, diag);
+        }
+        return;
+    }
     for (int t = t_begin; t < t_end; ++t) {
         const int j0 = t * 64;
         // Starts with a barrier, so the previous tile's partials have been read.
@@ -246,22 +388,7 @@ __device__ void vs_scores(const void* q, const void* k, const int* seqs, const i
         }
         red[lane] = col0;
         red[lane + 32] = col1;
-        __syncthreads();
-        if (tid < 64) {
-            const int key = j0 + tid;
-            if (key < g.kv_len) {
-                float acc = 0.f;
-#pragma unroll
-                for (int w = 0; w < 4; ++w) acc += red_all[w * VS_RED_STRIDE + tid];
-                vscore[item[IT_SCORE] + key] = acc;  // raw: vs_topk forces the first 30
-            }
-        }
-        if (tid < 127) {
-            float acc = 0.f;
-#pragma unroll
-            for (int w = 0; w < 4; ++w) acc += red_all[w * VS_RED_STRIDE + 64 + tid];
-            diag[(i64)item[IT_DIAG] + (i64)t * 127 + tid] = acc;
-        }
+        vs_scores_flush(red_all, g, item, t, j0, vscore, diag);
     }
 }
 

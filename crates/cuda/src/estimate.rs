@@ -159,9 +159,12 @@ fn estimate(
     let suffix = format!("{}_d{d}", dtype_suffix(q.dtype));
     // EstLogits' tiles (Q + two K buffers for half inputs, Q + K for f32) and the [64][65] logits;
     // vs_scores adds its four warps' partial sums (VS_RED_STRIDE floats each).
-    let tile_smem = if q.dtype == minference_core::DType::F32 { 2 * 64 * (d + 1) * 4 } else { 3 * 64 * d * 2 };
-    let smem = tile_smem + 64 * 65 * 4;
-    let scores_smem = smem + 4 * crate::kernels::VS_RED_STRIDE * 4;
+    // vs_rowstats reduces half inputs in registers, so only the f32 path keeps the logits there.
+    let f32_in = q.dtype == minference_core::DType::F32;
+    let tile_smem = if f32_in { 2 * 64 * (d + 1) * 4 } else { 3 * 64 * d * 2 };
+    let logits_smem = 64 * 65 * 4;
+    let rowstats_smem = tile_smem + if f32_in { logits_smem } else { 0 };
+    let scores_smem = tile_smem + logits_smem + 4 * crate::kernels::VS_RED_STRIDE * 4;
     let total_score: usize = items.iter().map(|i| shape.seqs[i.b].kv_len).sum();
     let total_diag: usize = items.iter().map(|i| shape.seqs[i.b].kv_len.div_ceil(64) * 127).sum();
     let stats = gpu.alloc::<f32>(2 * n * n_chunks * 64)?;
@@ -183,7 +186,7 @@ fn estimate(
     ];
     let mut a = common.to_vec();
     a.extend([Arg::I(chunk_tiles as i32), Arg::I(n_chunks as i32), Arg::P(gpu.ptr(&stats))]);
-    gpu.launch(&format!("vs_rowstats_{suffix}"), (n_chunks as u32, n as u32, 1), 128, smem, &a)?;
+    gpu.launch(&format!("vs_rowstats_{suffix}"), (n_chunks as u32, n as u32, 1), 128, rowstats_smem, &a)?;
     gpu.launch(
         "vs_combine",
         (n as u32, 1, 1),
