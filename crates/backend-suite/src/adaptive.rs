@@ -9,7 +9,7 @@ use minference_core::clamp_vs_budget;
 /// head's budgets lie in its clamped bounds (gamma = 1 with open bounds keeps every entry), its
 /// selection equals the backend's selection for a fixed VS head with those budgets, and the
 /// attention equals the masked reference of the resulting kernel mask.
-pub fn check_adaptive_vs_matches_masked_with<B: AttentionBackend>(
+pub fn check_adaptive_vs_matches_masked_with<B: BackendTransfer>(
     backend: &B,
     seed: u64,
     dtype: DType,

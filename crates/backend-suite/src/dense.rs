@@ -4,7 +4,7 @@
 use super::*;
 
 /// Dense == f64 reference for every length of [`LENGTHS`], D ∈ {64, 128, 96}, GQA ratios 1/3/4/7.
-pub fn check_dense_matches_reference_with<B: AttentionBackend>(
+pub fn check_dense_matches_reference_with<B: BackendTransfer>(
     backend: &B,
     seed: u64,
     dtype: DType,
@@ -21,7 +21,7 @@ pub fn check_dense_matches_reference_with<B: AttentionBackend>(
 }
 
 /// bf16 and f16 inputs agree with the f64 reference of the rounded inputs (spec §8 item 22).
-pub fn check_dense_half_dtypes<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+pub fn check_dense_half_dtypes<B: BackendTransfer>(backend: &B, seed: u64) -> Result<(), String> {
     for dtype in [DType::Bf16, DType::F16] {
         for n in [65usize, 257] {
             let case = Case::random(AttnShape::single(4, 1, 128, n), dtype, seed ^ n as u64);
@@ -54,14 +54,14 @@ pub fn mixed_patterns(heads: usize) -> Vec<HeadPattern> {
 }
 
 /// Dense and every sparse pattern on a varlen batch with offsets.
-pub fn check_varlen_offsets_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
+pub fn check_varlen_offsets_with<B: BackendTransfer>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
     let case = Case::random(varlen_shape(8, 2, 64), dtype, seed);
     dense_vs_reference(backend, &case, "dense varlen")?;
     sparse_vs_masked(backend, &case, &mixed_patterns(8), None, "mixed patterns varlen").map(|_| ())
 }
 
 /// Mixed patterns on an arbitrary shape and dtype (for property tests over random shapes).
-pub fn check_mixed_patterns_on<B: AttentionBackend>(
+pub fn check_mixed_patterns_on<B: BackendTransfer>(
     backend: &B,
     shape: AttnShape,
     dtype: DType,
@@ -76,7 +76,7 @@ pub fn check_mixed_patterns_on<B: AttentionBackend>(
 
 /// Every valid row is finite and written (non-zero for random V), for lengths at block edges and
 /// the first row block (row 0 sees only key 0) (spec §8 item 20).
-pub fn check_no_nan_every_row_written<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+pub fn check_no_nan_every_row_written<B: BackendTransfer>(backend: &B, seed: u64) -> Result<(), String> {
     for n in [1usize, 2, 63, 64, 65, 128, 129] {
         let shape = AttnShape::single(4, 2, 64, n);
         let case = Case::random(shape.clone(), DType::Bf16, seed ^ n as u64);
@@ -110,11 +110,7 @@ pub fn check_no_nan_every_row_written<B: AttentionBackend>(backend: &B, seed: u6
 
 /// Outputs of one sequence of a packed batch do not depend on its neighbours' contents, and equal
 /// the output of that sequence run alone (spec §8 item 21).
-pub fn check_padding_independence_with<B: AttentionBackend>(
-    backend: &B,
-    seed: u64,
-    dtype: DType,
-) -> Result<(), String> {
+pub fn check_padding_independence_with<B: BackendTransfer>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
     let mut rng = TestRng::new(seed);
     let shape = varlen_shape(4, 2, 64);
     let case = Case::random(shape.clone(), dtype, rng.next_u64());
@@ -158,7 +154,7 @@ pub fn check_padding_independence_with<B: AttentionBackend>(
 
 /// Short prompts with MInference's default budget VS(1000, 6096) reproduce dense: the clamped
 /// budget covers every column and diagonal (spec §8 item 26), with estimated selections.
-pub fn check_short_prompt_vs_equals_dense_with<B: AttentionBackend>(
+pub fn check_short_prompt_vs_equals_dense_with<B: BackendTransfer>(
     backend: &B,
     seed: u64,
     dtype: DType,
@@ -179,7 +175,7 @@ pub fn check_short_prompt_vs_equals_dense_with<B: AttentionBackend>(
 
 /// `sparse` with every head `Dense` equals `dense` (dense layers / decode steps go either way),
 /// on a varlen batch with offsets and a one-row sequence.
-pub fn check_dense_pattern_equals_dense<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+pub fn check_dense_pattern_equals_dense<B: BackendTransfer>(backend: &B, seed: u64) -> Result<(), String> {
     let case = Case::random(varlen_shape(4, 1, 128), DType::F32, seed);
     let (shape, q, k, v) = (&case.shape, case.q.view(), case.k.view(), case.v.view());
     let patterns = vec![HeadPattern::Dense; shape.heads];
@@ -191,7 +187,7 @@ pub fn check_dense_pattern_equals_dense<B: AttentionBackend>(backend: &B, seed: 
 
 /// Bad inputs are errors, never panics: wrong lengths, mixed dtypes, pattern count, NaN/Inf,
 /// invalid shapes, out-of-range index columns.
-pub fn check_rejects_bad_input<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+pub fn check_rejects_bad_input<B: BackendTransfer>(backend: &B, seed: u64) -> Result<(), String> {
     let shape = AttnShape::single(2, 1, 64, 70);
     let case = Case::random(shape.clone(), DType::F32, seed);
     let (q, k, v) = (case.q.view(), case.k.view(), case.v.view());
@@ -240,10 +236,10 @@ pub fn check_rejects_bad_input<B: AttentionBackend>(backend: &B, seed: u64) -> R
 /// The checks that take an input dtype, as `(backend, seed)` functions for f32 and bf16 inputs.
 macro_rules! dtype_variants {
     ($($with:ident => $f32:ident, $bf16:ident;)*) => {$(
-        pub fn $f32<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+        pub fn $f32<B: BackendTransfer>(backend: &B, seed: u64) -> Result<(), String> {
             $with(backend, seed, DType::F32)
         }
-        pub fn $bf16<B: AttentionBackend>(backend: &B, seed: u64) -> Result<(), String> {
+        pub fn $bf16<B: BackendTransfer>(backend: &B, seed: u64) -> Result<(), String> {
             $with(backend, seed, DType::Bf16)
         }
     )*};

@@ -87,7 +87,7 @@ impl<'a> KernelMask<'a> {
 
 /// Runs estimate (unless `vs` is given) → build_index → sparse, and compares with the masked
 /// reference of the resulting kernel mask. Returns the index used.
-pub fn sparse_vs_masked<B: AttentionBackend>(
+pub fn sparse_vs_masked<B: BackendTransfer>(
     backend: &B,
     case: &Case,
     patterns: &[HeadPattern],
@@ -110,11 +110,7 @@ pub fn sparse_vs_masked<B: AttentionBackend>(
     Ok(index)
 }
 
-pub(crate) fn dense_vs_reference<B: AttentionBackend>(
-    backend: &B,
-    case: &Case,
-    what: &str,
-) -> Result<Vec<f32>, String> {
+pub(crate) fn dense_vs_reference<B: BackendTransfer>(backend: &B, case: &Case, what: &str) -> Result<Vec<f32>, String> {
     let (q, k, v) = (case.q.view(), case.k.view(), case.v.view());
     let out = backend.dense(&case.shape, q, k, v).map_err(err(what))?;
     compare(&out, &dense_reference_f64(&case.shape, q, k, v), case.dtype(), what)?;

@@ -1,4 +1,4 @@
-//! Property checks that run against ANY [`AttentionBackend`] and compare with the f64 reference
+//! Property checks that run against ANY backend ([`BackendTransfer`], through the [`HostRoundTrip`] adapter) and compare with the f64 reference
 //! (spec §8 items 13–22). Each check is `(backend, seed) -> Result<(), String>`; the error names the
 //! case that failed. `minference-cpu`'s tests run them on [`minference_cpu::CpuBackend`]; the CUDA crate runs
 //! the same functions on its backend.
@@ -10,8 +10,8 @@
 //! [`all_checks`] lists the f32 set plus the dtype-specific checks, [`all_checks_bf16`] the bf16 set.
 
 use minference_core::{
-    kernel_mask_keep, AttentionBackend, AttnShape, DType, HeadPattern, OwnedTensor, SeqLen, SparseIndex, VsSelection,
-    TILE,
+    kernel_mask_keep, AttnShape, BackendTransfer, DType, HeadPattern, HostRoundTrip, OwnedTensor, SeqLen, SparseIndex,
+    VsSelection, TILE,
 };
 use minference_cpu::reference::{dense_reference_f64, masked_attention_f64_flagged};
 use minference_cpu::rng::TestRng;
@@ -30,7 +30,7 @@ pub use sparse::*;
 pub type Check<B> = fn(&B, u64) -> Result<(), String>;
 
 /// Every `(backend, seed)` check of this module, by name.
-pub fn all_checks<B: AttentionBackend>() -> Vec<(&'static str, Check<B>)> {
+pub fn all_checks<B: BackendTransfer>() -> Vec<(&'static str, Check<B>)> {
     vec![
         ("dense_matches_reference", check_dense_matches_reference::<B>),
         ("dense_half_dtypes", check_dense_half_dtypes::<B>),
@@ -53,7 +53,7 @@ pub fn all_checks<B: AttentionBackend>() -> Vec<(&'static str, Check<B>)> {
 }
 
 /// The dtype-parameterised checks with bf16 inputs (for backends that compute in bf16).
-pub fn all_checks_bf16<B: AttentionBackend>() -> Vec<(&'static str, Check<B>)> {
+pub fn all_checks_bf16<B: BackendTransfer>() -> Vec<(&'static str, Check<B>)> {
     vec![
         ("dense_matches_reference_bf16", check_dense_matches_reference_bf16::<B>),
         ("varlen_offsets_bf16", check_varlen_offsets_bf16::<B>),

@@ -4,7 +4,7 @@
 use super::*;
 
 /// A-shape == masked reference with the exact §1.2 predicate, sinks inside and outside the window.
-pub fn check_ashape_matches_masked_with<B: AttentionBackend>(
+pub fn check_ashape_matches_masked_with<B: BackendTransfer>(
     backend: &B,
     seed: u64,
     dtype: DType,
@@ -21,7 +21,7 @@ pub fn check_ashape_matches_masked_with<B: AttentionBackend>(
 
 /// VS with online-estimated selections (the real pipeline) == masked reference; the ideal VS mask
 /// is contained in the kernel mask (spec §8 items 13, 15).
-pub fn check_vs_estimated_matches_masked_with<B: AttentionBackend>(
+pub fn check_vs_estimated_matches_masked_with<B: BackendTransfer>(
     backend: &B,
     seed: u64,
     dtype: DType,
@@ -112,7 +112,7 @@ pub fn banded_vs_selection(n: usize, rng: &mut TestRng) -> VsSelection {
 }
 
 /// VS with random (unclustered) selections, incl. varlen and offsets.
-pub fn check_vs_random_selection_matches_masked_with<B: AttentionBackend>(
+pub fn check_vs_random_selection_matches_masked_with<B: BackendTransfer>(
     backend: &B,
     seed: u64,
     dtype: DType,
@@ -136,7 +136,7 @@ pub fn check_vs_random_selection_matches_masked_with<B: AttentionBackend>(
 
 /// BS == masked reference; row block `m < k_b` sees all causal keys (spec §8 item 19),
 /// including `N mod 64 == 0`.
-pub fn check_bs_matches_masked_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
+pub fn check_bs_matches_masked_with<B: BackendTransfer>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
     let patterns =
         [HeadPattern::BlockSparse { k_b: 1 }, HeadPattern::BlockSparse { k_b: 2 }, HeadPattern::BlockSparse { k_b: 3 }];
     for (n, d) in [(320usize, 64usize), (257, 128), (64, 64)] {
@@ -192,7 +192,7 @@ pub fn random_index(shape: &AttnShape, rng: &mut TestRng) -> SparseIndex {
 }
 
 /// The sparse kernel alone, on hand-made indices (no estimation involved).
-pub fn check_random_index_matches_masked_with<B: AttentionBackend>(
+pub fn check_random_index_matches_masked_with<B: BackendTransfer>(
     backend: &B,
     seed: u64,
     dtype: DType,
@@ -218,7 +218,7 @@ pub fn check_random_index_matches_masked_with<B: AttentionBackend>(
 
 /// Full budgets reproduce dense: VS with every column and distance, BS with `k_b >= R`, A-shape
 /// with `n_local >= N` (spec §8 item 14).
-pub fn check_full_budget_equals_dense_with<B: AttentionBackend>(
+pub fn check_full_budget_equals_dense_with<B: BackendTransfer>(
     backend: &B,
     seed: u64,
     dtype: DType,
@@ -267,7 +267,7 @@ pub(crate) fn perturb_after(case: &Case, seq: usize, key_after: usize, rng: &mut
 
 /// Perturbing K/V rows `j > t` leaves every output row at position `<= t` bit-identical, for all
 /// patterns with one fixed index (spec §8 item 16).
-pub fn check_causality_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
+pub fn check_causality_with<B: BackendTransfer>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
     let mut rng = TestRng::new(seed);
     let shape = AttnShape::single(8, 2, 64, 260);
     let case = Case::random(shape.clone(), dtype, rng.next_u64());
@@ -293,7 +293,7 @@ pub fn check_causality_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: 
 }
 
 /// Shuffling the columns of every slot changes the output only within rounding (spec §8 item 17).
-pub fn check_column_permutation_with<B: AttentionBackend>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
+pub fn check_column_permutation_with<B: BackendTransfer>(backend: &B, seed: u64, dtype: DType) -> Result<(), String> {
     let mut rng = TestRng::new(seed);
     let shape = AttnShape::single(2, 1, 128, 400);
     let case = Case::random(shape.clone(), dtype, rng.next_u64());

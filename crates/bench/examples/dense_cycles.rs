@@ -4,7 +4,7 @@
 
 use minference_backend_suite::Case;
 use minference_bench::process_cpu_seconds;
-use minference_core::{AttentionBackend, AttnShape, DType};
+use minference_core::{AttentionBackend, AttnShape, DType, HeadPattern};
 use minference_cpu::CpuBackend;
 
 fn main() {
@@ -20,9 +20,12 @@ fn main() {
     let case = Case::random(AttnShape::single(4, 1, 128, n), DType::Bf16, 1);
     let flops = case.shape.dense_causal_flops();
     let reps = 5;
+    let dense = vec![HeadPattern::Dense; case.shape.heads];
+    let mut out = Vec::new();
     let (t0, cpu0) = (std::time::Instant::now(), process_cpu_seconds().unwrap_or(0.0));
     for _ in 0..reps {
-        if let Err(e) = backend.dense(&case.shape, case.q.view(), case.k.view(), case.v.view()) {
+        if let Err(e) = backend.attend(&case.shape, case.q.view(), case.k.view(), case.v.view(), &dense, None, &mut out)
+        {
             eprintln!("error: {e}");
             return;
         }

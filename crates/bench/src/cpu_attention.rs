@@ -4,7 +4,7 @@
 
 use minference_core::{
     attention_recall, generate_qkv, index_head_coverage, kernel_mask_keep, AttentionBackend, AttnShape, Coverage,
-    DType, HeadPattern, OwnedTensor, SparseIndex, SynthConfig, VsSelection,
+    DType, HeadPattern, HostTensor, OwnedTensor, SparseIndex, SynthConfig, VsSelection,
 };
 use minference_cpu::rng::TestRng;
 use minference_cpu::CpuBackend;
@@ -255,12 +255,12 @@ fn bench_pattern(
         if !needs_index {
             return Ok(SparseIndex::empty(shape));
         }
-        let vs = backend.estimate_vs(shape, q, k, &patterns).map_err(|e| e.to_string())?;
-        backend.build_index(shape, q, k, &patterns, &vs).map_err(|e| e.to_string())
+        let vs = backend.estimate(shape, q, k, &patterns).map_err(|e| e.to_string())?;
+        backend.index(shape, q, k, &patterns, &vs).map_err(|e| e.to_string())
     });
     let index = index?;
     let (kernel_time, kernel_cpu_seconds, out) =
-        timed(cfg.repeats, || backend.sparse(shape, q, k, v, &patterns, &index));
+        timed(cfg.repeats, || attend(backend, shape, [q, k, v], &patterns, Some(&index)));
     out.map_err(|e| e.to_string())?;
     let cov = coverage_of(shape, &patterns, &index);
     Ok(PatternRow {
@@ -275,10 +275,24 @@ fn bench_pattern(
     })
 }
 
+/// The backend's attention into a fresh output (what the timings measure: no host copies).
+fn attend(
+    backend: &CpuBackend,
+    shape: &AttnShape,
+    [q, k, v]: [HostTensor<'_>; 3],
+    patterns: &[HeadPattern],
+    index: Option<&SparseIndex>,
+) -> Result<Vec<f32>, minference_cpu::CpuError> {
+    let mut out = Vec::new();
+    backend.attend(shape, q, k, v, patterns, index, &mut out)?;
+    Ok(out)
+}
+
 fn bench_length(backend: &CpuBackend, cfg: &CpuBenchConfig, n: usize) -> Result<LengthReport, String> {
     let x = inputs(cfg, n, &cfg.synth);
     let (shape, q, k, v) = (&x.shape, x.q.view(), x.k.view(), x.v.view());
-    let (dense_time, dense_cpu, out) = timed(cfg.repeats, || backend.dense(shape, q, k, v));
+    let dense = vec![HeadPattern::Dense; cfg.heads];
+    let (dense_time, dense_cpu, out) = timed(cfg.repeats, || attend(backend, shape, [q, k, v], &dense, None));
     out.map_err(|e| e.to_string())?;
     let dense_cov = coverage_of(shape, &vec![HeadPattern::Dense; cfg.heads], &SparseIndex::empty(shape));
     let mut rows = vec![PatternRow {
@@ -347,8 +361,8 @@ fn calibrate(backend: &CpuBackend, cfg: &CpuBenchConfig) -> Result<Calibration, 
     let x = inputs(cfg, n, &cfg.synth);
     let (shape, q, k) = (&x.shape, x.q.view(), x.k.view());
     let patterns = vec![HeadPattern::VerticalSlash { k_v: 30, k_s: 800 }; cfg.heads];
-    let vs: Vec<VsSelection> = backend.estimate_vs(shape, q, k, &patterns).map_err(|e| e.to_string())?;
-    let index = backend.build_index(shape, q, k, &patterns, &vs).map_err(|e| e.to_string())?;
+    let vs: Vec<VsSelection> = backend.estimate(shape, q, k, &patterns).map_err(|e| e.to_string())?;
+    let index = backend.index(shape, q, k, &patterns, &vs).map_err(|e| e.to_string())?;
     let slashes: Vec<u32> = vs.iter().flat_map(|s| s.slashes.iter().copied()).collect();
     let within = |limit: u32| slashes.iter().filter(|&&d| d < limit).count() as f64 / slashes.len().max(1) as f64;
     let density = coverage_of(shape, &patterns, &index).density();

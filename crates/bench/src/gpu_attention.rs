@@ -6,7 +6,9 @@
 use crate::gpu_inputs::{inputs, load_file_inputs};
 use crate::peer_export::{OursFigures, PeerExport};
 use minference_core::{AttnShape, DType, HeadPattern};
-use minference_cuda::{attention, hopper, layer_attention, DeviceIndex, DeviceTensor, Gpu, LayerTimings, Result};
+use minference_cuda::{
+    attention, hopper, layer_attention, CudaBackend, DeviceIndex, DeviceTensor, Gpu, LayerTimings, Result,
+};
 
 /// Which per-head patterns a run uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,11 +198,16 @@ fn median(mut xs: Vec<LayerTimings>) -> LayerTimings {
 }
 
 /// Runs the benchmark; `progress` receives each row as it is measured.
-pub fn run_attention_bench(gpu: &Gpu, cfg: &BenchConfig, mut progress: impl FnMut(&BenchRow)) -> Result<BenchReport> {
+pub fn run_attention_bench(
+    backend: &CudaBackend,
+    cfg: &BenchConfig,
+    mut progress: impl FnMut(&BenchRow),
+) -> Result<BenchReport> {
+    let gpu = backend.gpu();
     let mut rows = Vec::new();
     if let Some(path) = &cfg.qk_file {
         let (shape, [q, k, v]) = load_file_inputs(gpu, path, cfg)?;
-        measure(gpu, cfg, &shape, [&q, &k, &v], Regime::File, true, None, &mut |r| {
+        measure(backend, cfg, &shape, [&q, &k, &v], Regime::File, true, None, &mut |r| {
             progress(&r);
             rows.push(r)
         })?;
@@ -230,7 +237,7 @@ pub fn run_attention_bench(gpu: &Gpu, cfg: &BenchConfig, mut progress: impl FnMu
                 }
                 None => None,
             };
-            measure(gpu, cfg, &shape, [&q, &k, &v], regime, with_dense, ex, &mut |r| {
+            measure(backend, cfg, &shape, [&q, &k, &v], regime, with_dense, ex, &mut |r| {
                 progress(&r);
                 rows.push(r)
             })?;
@@ -254,7 +261,7 @@ pub(crate) fn regime_name(r: Option<Regime>) -> &'static str {
 
 /// Times our dense kernel (optionally) and every pattern set on one input.
 fn measure(
-    gpu: &Gpu,
+    backend: &CudaBackend,
     cfg: &BenchConfig,
     shape: &AttnShape,
     [q, k, v]: [&DeviceTensor; 3],
@@ -263,6 +270,7 @@ fn measure(
     mut export: Option<&mut PeerExport>,
     emit: &mut dyn FnMut(BenchRow),
 ) -> Result<()> {
+    let gpu = backend.gpu();
     let n = shape.seqs[0].q_len;
     let dense_flops = shape.dense_causal_flops();
     let tile_flops = 4.0 * 64.0 * 64.0 * shape.head_dim as f64;
@@ -302,7 +310,7 @@ fn measure(
         let mut times = Vec::new();
         let mut last_index = None;
         for rep in 0..=cfg.reps {
-            let (t, index) = layer_attention(gpu, shape, q, k, v, &patterns, &mut out)?;
+            let (t, index) = layer_attention(backend, shape, q, k, v, &patterns, &mut out)?;
             if rep > 0 || cfg.reps == 0 {
                 times.push(t);
             }

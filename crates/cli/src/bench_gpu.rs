@@ -206,15 +206,17 @@ pub fn attention(args: &BenchAttentionArgs) -> Result<()> {
     // Peers see the lengths up to --peers-max: ours runs those with the export first, the rest without.
     let (with_peers, rest): (Vec<usize>, Vec<usize>) = cfg.lengths.iter().partition(|&&n| peers && n <= args.peers_max);
     let mut manifest = None;
+    let backend = minference_cuda::CudaBackend::of(gpu);
     if !with_peers.is_empty() {
         let c = BenchConfig { lengths: with_peers, export: Some(export_dir.clone()), ..cfg.clone() };
-        manifest = run_attention_bench(&gpu, &c, &mut on_row)?.export;
+        manifest = run_attention_bench(&backend, &c, &mut on_row)?.export;
     }
     if !rest.is_empty() {
         let c = BenchConfig { lengths: rest, ..cfg.clone() };
-        run_attention_bench(&gpu, &c, &mut on_row)?;
+        run_attention_bench(&backend, &c, &mut on_row)?;
     }
-    drop(gpu);
+    // The peers need the card's memory: ours is given back first.
+    drop(backend);
     if let Some(path) = &args.csv {
         std::fs::write(path, &csv)?;
         eprintln!("wrote {}", path.display());

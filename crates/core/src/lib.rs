@@ -23,7 +23,7 @@ pub mod vs_estimate;
 
 pub use adaptive::{adaptive_vs_budget, select_vs_pattern, vs_budget_of, AdaptiveBudget};
 pub use ashape::{ashape_entries, ashape_keep, ashape_key_ranges};
-pub use backend::AttentionBackend;
+pub use backend::{AttentionBackend, BackendTransfer, HostBackend, HostRoundTrip};
 pub use bs_estimate::estimate_bs_head;
 pub use config::{HeadEntry, LayerPatterns, ModelPatternConfig};
 pub use coverage::{attention_recall, head_coverage, index_head_coverage, Coverage};

@@ -82,6 +82,14 @@ impl OwnedTensor {
             DType::Bf16 => OwnedTensor::Bf16(data.iter().map(|&x| bf16::from_f32(x)).collect()),
         }
     }
+    /// A copy of `t` in its own element type.
+    pub fn copy_of(t: HostTensor<'_>) -> Self {
+        match t {
+            HostTensor::F32(s) => OwnedTensor::F32(s.to_vec()),
+            HostTensor::F16(s) => OwnedTensor::F16(s.to_vec()),
+            HostTensor::Bf16(s) => OwnedTensor::Bf16(s.to_vec()),
+        }
+    }
     pub fn view(&self) -> HostTensor<'_> {
         match self {
             OwnedTensor::F32(v) => HostTensor::F32(v),

@@ -7,7 +7,9 @@ use crate::sparse::{check_index, SparsePlan};
 use crate::staging::{check_qk, check_qkv};
 use std::sync::Arc;
 
-use minference_core::{AttentionBackend, AttnShape, HeadPattern, HostTensor, SparseIndex, VsSelection};
+use minference_core::{
+    AttentionBackend, AttnShape, BackendTransfer, HeadPattern, HostTensor, OwnedTensor, SparseIndex, VsSelection,
+};
 
 /// Multi-threaded CPU attention (rayon's global pool unless [`CpuBackend::with_threads`]). Inputs
 /// with NaN/Inf are rejected with [`CpuError::NonFinite`] rather than propagated.
@@ -64,6 +66,10 @@ fn check_patterns(shape: &AttnShape, patterns: &[HeadPattern]) -> CpuResult<()> 
 
 impl AttentionBackend for CpuBackend {
     type Error = CpuError;
+    type Input<'t> = HostTensor<'t>;
+    type Output = Vec<f32>;
+    type Selection = Vec<VsSelection>;
+    type Index = SparseIndex;
 
     fn name(&self) -> String {
         let kernels = match Isa::detect(64, self.portable_only) {
@@ -73,12 +79,11 @@ impl AttentionBackend for CpuBackend {
         format!("CPU ({} threads, {kernels})", self.threads())
     }
 
-    fn dense(&self, shape: &AttnShape, q: HostTensor, k: HostTensor, v: HostTensor) -> CpuResult<Vec<f32>> {
-        check_qkv(shape, &q, &k, &v)?;
-        Ok(self.install(|| run(shape, q, k, v, &DensePlan, self.isa(shape.head_dim))))
+    fn output(&self, _shape: &AttnShape) -> CpuResult<Vec<f32>> {
+        Ok(Vec::new())
     }
 
-    fn estimate_vs(
+    fn estimate(
         &self,
         shape: &AttnShape,
         q: HostTensor,
@@ -90,31 +95,73 @@ impl AttentionBackend for CpuBackend {
         self.install(|| crate::estimate::estimate_vs_all(shape, q, k, patterns))
     }
 
-    fn build_index(
+    fn index(
         &self,
         shape: &AttnShape,
         q: HostTensor,
         k: HostTensor,
         patterns: &[HeadPattern],
-        vs: &[VsSelection],
+        vs: &Vec<VsSelection>,
     ) -> CpuResult<SparseIndex> {
         check_qk(shape, &q, &k)?;
         check_patterns(shape, patterns)?;
         self.install(|| crate::estimate::build_index_all(shape, q, k, patterns, vs))
     }
 
-    fn sparse(
+    /// Dense heads only (no index) run the dense plan; otherwise every head runs its pattern.
+    fn attend(
         &self,
         shape: &AttnShape,
         q: HostTensor,
         k: HostTensor,
         v: HostTensor,
         patterns: &[HeadPattern],
-        index: &SparseIndex,
-    ) -> CpuResult<Vec<f32>> {
+        index: Option<&SparseIndex>,
+        out: &mut Vec<f32>,
+    ) -> CpuResult<()> {
         check_qkv(shape, &q, &k, &v)?;
         check_patterns(shape, patterns)?;
-        check_index(shape, index)?;
-        Ok(self.install(|| run(shape, q, k, v, &SparsePlan { shape, patterns, index }, self.isa(shape.head_dim))))
+        let isa = self.isa(shape.head_dim);
+        *out = match index {
+            None if patterns.iter().all(|p| *p == HeadPattern::Dense) => {
+                self.install(|| run(shape, q, k, v, &DensePlan, isa))
+            }
+            None if patterns.iter().any(HeadPattern::reads_index) => return Err(CpuError::MissingIndex),
+            None => {
+                let empty = SparseIndex::empty(shape);
+                self.install(|| run(shape, q, k, v, &SparsePlan { shape, patterns, index: &empty }, isa))
+            }
+            Some(index) => {
+                check_index(shape, index)?;
+                self.install(|| run(shape, q, k, v, &SparsePlan { shape, patterns, index }, isa))
+            }
+        };
+        Ok(())
+    }
+}
+
+impl BackendTransfer for CpuBackend {
+    type Owned = OwnedTensor;
+
+    fn upload(&self, t: HostTensor<'_>) -> CpuResult<OwnedTensor> {
+        Ok(OwnedTensor::copy_of(t))
+    }
+    fn input<'t>(&self, t: &'t OwnedTensor) -> HostTensor<'t> {
+        t.view()
+    }
+    fn output_to_host(&self, out: &Vec<f32>) -> CpuResult<Vec<f32>> {
+        Ok(out.clone())
+    }
+    fn selection_to_host(&self, _: &AttnShape, s: &Vec<VsSelection>) -> CpuResult<Vec<VsSelection>> {
+        Ok(s.clone())
+    }
+    fn selection_from_host(&self, _: &AttnShape, _: &[HeadPattern], s: &[VsSelection]) -> CpuResult<Vec<VsSelection>> {
+        Ok(s.to_vec())
+    }
+    fn index_to_host(&self, _: &AttnShape, index: &SparseIndex) -> CpuResult<SparseIndex> {
+        Ok(index.clone())
+    }
+    fn index_from_host(&self, _: &AttnShape, index: &SparseIndex) -> CpuResult<SparseIndex> {
+        Ok(index.clone())
     }
 }

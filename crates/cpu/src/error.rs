@@ -16,6 +16,8 @@ pub enum CpuError {
     NonFinite(&'static str),
     #[error("invalid sparse index: {0}")]
     InvalidIndex(String),
+    #[error("VS and BS heads need a sparse index")]
+    MissingIndex,
     #[error("cannot start the thread pool: {0}")]
     ThreadPool(String),
 }

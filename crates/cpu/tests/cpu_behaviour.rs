@@ -1,7 +1,9 @@
 //! CPU-specific documented behaviour that the generic suite leaves to each backend.
 
 use minference_backend_suite::{Case, KernelMask};
-use minference_core::{AttentionBackend, AttnShape, DType, HeadPattern, HostTensor, RowBlockIndex, SparseIndex};
+use minference_core::{
+    AttentionBackend, AttnShape, DType, HeadPattern, HostRoundTrip, HostTensor, RowBlockIndex, SparseIndex,
+};
 use minference_cpu::reference::masked_attention_f64_flagged;
 use minference_cpu::{CpuBackend, CpuError};
 

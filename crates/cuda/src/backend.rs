@@ -1,4 +1,6 @@
-//! [`CudaBackend`]: the shared [`AttentionBackend`] on host tensors (upload, run, download).
+//! [`CudaBackend`]: the shared [`AttentionBackend`] over device tensors (what the GPU engine runs
+//! its layers through, see [`crate::layer_attention`]), with the host transfers that tests and
+//! the round-trip adapter use.
 
 use crate::attention::attention;
 use crate::build_index::build_index;
@@ -8,10 +10,14 @@ use crate::estimate::{estimate_vs, DeviceVsSelection};
 use crate::index::DeviceIndex;
 use crate::layout::{check_patterns, check_problem};
 use crate::tensor::DeviceTensor;
-use minference_core::{AttentionBackend, AttnShape, DType, HeadPattern, HostTensor, SparseIndex, VsSelection};
+use minference_core::{
+    AttentionBackend, AttnShape, BackendTransfer, DType, HeadPattern, HostTensor, SparseIndex, VsSelection,
+};
+use std::sync::Arc;
 
+#[derive(Clone)]
 pub struct CudaBackend {
-    gpu: Gpu,
+    gpu: Arc<Gpu>,
 }
 
 impl CudaBackend {
@@ -21,96 +27,104 @@ impl CudaBackend {
     }
 
     pub fn on_device(ordinal: usize) -> Result<CudaBackend> {
-        Ok(CudaBackend { gpu: Gpu::open(ordinal)? })
+        Ok(CudaBackend { gpu: Arc::new(Gpu::open(ordinal)?) })
+    }
+
+    /// The backend of an open GPU (the engine's: its kernels, stream and allocations).
+    pub fn of(gpu: Arc<Gpu>) -> CudaBackend {
+        CudaBackend { gpu }
     }
 
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
     }
-
-    fn inputs(
-        &self,
-        shape: &AttnShape,
-        q: HostTensor,
-        k: HostTensor,
-        v: Option<HostTensor>,
-    ) -> Result<Vec<DeviceTensor>> {
-        check_problem(shape, (q.dtype(), q.len()), (k.dtype(), k.len()), v.map(|v| (v.dtype(), v.len())))?;
-        let mut out = Vec::new();
-        for (name, t) in [("Q", Some(q)), ("K", Some(k)), ("V", v)] {
-            let Some(t) = t else { continue };
-            if let Some(i) = (0..t.len()).find(|&i| !t.get(i).is_finite()) {
-                return Err(CudaError::Invalid(format!("{name} has a non-finite value at element {i}")));
-            }
-            out.push(DeviceTensor::upload(&self.gpu, t)?);
-        }
-        Ok(out)
-    }
-
-    fn run_attention(
-        &self,
-        shape: &AttnShape,
-        q: HostTensor,
-        k: HostTensor,
-        v: HostTensor,
-        patterns: &[HeadPattern],
-        index: Option<&SparseIndex>,
-    ) -> Result<Vec<f32>> {
-        check_patterns(shape, patterns)?;
-        let t = self.inputs(shape, q, k, Some(v))?;
-        let index = index.map(|ix| DeviceIndex::upload(&self.gpu, shape, ix)).transpose()?;
-        let mut out = DeviceTensor::alloc(&self.gpu, DType::F32, shape.q_elems())?;
-        attention(&self.gpu, shape, &t[0], &t[1], &t[2], patterns, index.as_ref(), &mut out)?;
-        out.download_f32(&self.gpu)
-    }
 }
 
 impl AttentionBackend for CudaBackend {
     type Error = CudaError;
+    type Input<'t> = &'t DeviceTensor;
+    type Output = DeviceTensor;
+    type Selection = DeviceVsSelection;
+    type Index = DeviceIndex;
 
     fn name(&self) -> String {
         self.gpu.name().to_string()
     }
 
-    fn dense(&self, shape: &AttnShape, q: HostTensor, k: HostTensor, v: HostTensor) -> Result<Vec<f32>> {
-        self.run_attention(shape, q, k, v, &vec![HeadPattern::Dense; shape.heads], None)
+    fn output(&self, shape: &AttnShape) -> Result<DeviceTensor> {
+        DeviceTensor::alloc(&self.gpu, DType::F32, shape.q_elems())
     }
 
-    fn estimate_vs(
+    fn estimate(
         &self,
         shape: &AttnShape,
-        q: HostTensor,
-        k: HostTensor,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
         patterns: &[HeadPattern],
-    ) -> Result<Vec<VsSelection>> {
+    ) -> Result<DeviceVsSelection> {
         check_patterns(shape, patterns)?;
-        let t = self.inputs(shape, q, k, None)?;
-        estimate_vs(&self.gpu, shape, &t[0], &t[1], patterns)?.download(&self.gpu, shape)
+        check_problem(shape, (q.dtype, q.len), (k.dtype, k.len), None)?;
+        estimate_vs(&self.gpu, shape, q, k, patterns)
     }
 
-    fn build_index(
+    fn index(
         &self,
         shape: &AttnShape,
-        q: HostTensor,
-        k: HostTensor,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
         patterns: &[HeadPattern],
-        vs: &[VsSelection],
-    ) -> Result<SparseIndex> {
+        vs: &DeviceVsSelection,
+    ) -> Result<DeviceIndex> {
+        build_index(&self.gpu, shape, q, k, patterns, vs)
+    }
+
+    fn attend(
+        &self,
+        shape: &AttnShape,
+        q: &DeviceTensor,
+        k: &DeviceTensor,
+        v: &DeviceTensor,
+        patterns: &[HeadPattern],
+        index: Option<&DeviceIndex>,
+        out: &mut DeviceTensor,
+    ) -> Result<()> {
         check_patterns(shape, patterns)?;
-        let t = self.inputs(shape, q, k, None)?;
-        let sel = DeviceVsSelection::upload(&self.gpu, shape, patterns, vs)?;
-        build_index(&self.gpu, shape, &t[0], &t[1], patterns, &sel)?.download(&self.gpu, shape)
+        attention(&self.gpu, shape, q, k, v, patterns, index, out)
     }
+}
 
-    fn sparse(
+impl BackendTransfer for CudaBackend {
+    type Owned = DeviceTensor;
+
+    /// Copies `t` to the device; non-finite values are refused (the kernels would spread them).
+    fn upload(&self, t: HostTensor<'_>) -> Result<DeviceTensor> {
+        if let Some(i) = (0..t.len()).find(|&i| !t.get(i).is_finite()) {
+            return Err(CudaError::Invalid(format!("an input has a non-finite value at element {i}")));
+        }
+        DeviceTensor::upload(&self.gpu, t)
+    }
+    fn input<'t>(&self, t: &'t DeviceTensor) -> &'t DeviceTensor {
+        t
+    }
+    fn output_to_host(&self, out: &DeviceTensor) -> Result<Vec<f32>> {
+        out.download_f32(&self.gpu)
+    }
+    fn selection_to_host(&self, shape: &AttnShape, s: &DeviceVsSelection) -> Result<Vec<VsSelection>> {
+        s.download(&self.gpu, shape)
+    }
+    fn selection_from_host(
         &self,
         shape: &AttnShape,
-        q: HostTensor,
-        k: HostTensor,
-        v: HostTensor,
         patterns: &[HeadPattern],
-        index: &SparseIndex,
-    ) -> Result<Vec<f32>> {
-        self.run_attention(shape, q, k, v, patterns, Some(index))
+        s: &[VsSelection],
+    ) -> Result<DeviceVsSelection> {
+        check_patterns(shape, patterns)?;
+        DeviceVsSelection::upload(&self.gpu, shape, patterns, s)
+    }
+    fn index_to_host(&self, shape: &AttnShape, index: &DeviceIndex) -> Result<SparseIndex> {
+        index.download(&self.gpu, shape)
+    }
+    fn index_from_host(&self, shape: &AttnShape, index: &SparseIndex) -> Result<DeviceIndex> {
+        DeviceIndex::upload(&self.gpu, shape, index)
     }
 }

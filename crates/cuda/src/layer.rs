@@ -1,14 +1,13 @@
-//! One layer of MInference prefill attention on device tensors: VS estimation, index build and the
-//! sparse/dense attention of every head in its own pattern, timed per phase with CUDA events.
+//! One layer of MInference prefill attention on device tensors, through the CUDA backend's
+//! [`AttentionBackend`] operations: VS estimation, index build and the sparse/dense attention of
+//! every head in its own pattern, timed per phase with CUDA events.
 
-use crate::attention::attention;
-use crate::build_index::build_index;
+use crate::backend::CudaBackend;
 use crate::context::Gpu;
 use crate::error::Result;
-use crate::estimate::estimate_vs;
 use crate::index::DeviceIndex;
 use crate::tensor::DeviceTensor;
-use minference_core::{ashape_entries, causal_entries, AttnShape, HeadPattern};
+use minference_core::{ashape_entries, causal_entries, AttentionBackend, AttnShape, HeadPattern};
 
 /// Milliseconds of the three phases (device time between events), the index size, and the causal
 /// `(row, key)` pairs the kernels computed against all there were (core's coverage accounting).
@@ -29,10 +28,11 @@ impl LayerTimings {
     }
 }
 
-/// Estimation + index + attention for one layer; `out` receives the attention output.
+/// Estimation + index + attention for one layer; `out` receives the attention output (f32 or the
+/// input dtype).
 #[allow(clippy::too_many_arguments)]
 pub fn layer_attention(
-    gpu: &Gpu,
+    backend: &CudaBackend,
     shape: &AttnShape,
     q: &DeviceTensor,
     k: &DeviceTensor,
@@ -40,13 +40,14 @@ pub fn layer_attention(
     patterns: &[HeadPattern],
     out: &mut DeviceTensor,
 ) -> Result<(LayerTimings, Option<DeviceIndex>)> {
+    let gpu = backend.gpu();
     let needs_index = patterns.iter().any(HeadPattern::reads_index);
     let (e0, e1, e2, e3) = (gpu.event()?, gpu.event()?, gpu.event()?, gpu.event()?);
     gpu.record(&e0)?;
     let index = if needs_index {
-        let vs = estimate_vs(gpu, shape, q, k, patterns)?;
+        let vs = backend.estimate(shape, q, k, patterns)?;
         gpu.record(&e1)?;
-        let index = build_index(gpu, shape, q, k, patterns, &vs)?;
+        let index = backend.index(shape, q, k, patterns, &vs)?;
         gpu.record(&e2)?;
         Some(index)
     } else {
@@ -54,7 +55,7 @@ pub fn layer_attention(
         gpu.record(&e2)?;
         None
     };
-    attention(gpu, shape, q, k, v, patterns, index.as_ref(), out)?;
+    backend.attend(shape, q, k, v, patterns, index.as_ref(), out)?;
     gpu.record(&e3)?;
     gpu.sync()?;
     let ms = |a: &cudarc::driver::CudaEvent, b: &cudarc::driver::CudaEvent| a.elapsed_ms(b).unwrap_or(f32::NAN);

@@ -4,8 +4,8 @@
 //! attention agree with the CPU backend's.
 
 use minference_core::{
-    adaptive_vs_budget, clamp_vs_budget, generate_qkv, select_vs, AdaptiveBudget, AttentionBackend, AttnShape, DType,
-    HeadPattern, OwnedTensor, SeqLen, SynthConfig,
+    adaptive_vs_budget, clamp_vs_budget, generate_qkv, select_vs, AdaptiveBudget, AttnShape, DType, HeadPattern,
+    HostRoundTrip, OwnedTensor, SeqLen, SynthConfig,
 };
 use minference_cpu::rng::TestRng;
 use minference_cpu::CpuBackend;
@@ -136,7 +136,8 @@ fn the_gpu_picks_what_the_cpu_oracle_picks_and_the_layer_agrees() {
     let reference = cpu.sparse(&shape, q.view(), k.view(), v.view(), &patterns, &index).expect("cpu sparse");
     let up = |t: &OwnedTensor| DeviceTensor::upload(gpu, t.view()).unwrap();
     let mut out = DeviceTensor::alloc(gpu, DType::F32, shape.q_elems()).unwrap();
-    let (_, dev_index) = layer_attention(gpu, &shape, &up(&q), &up(&k), &up(&v), &patterns, &mut out).expect("layer");
+    let (_, dev_index) =
+        layer_attention(&backend, &shape, &up(&q), &up(&k), &up(&v), &patterns, &mut out).expect("layer");
     let dev_index = dev_index.expect("adaptive heads read the index").download(gpu, &shape).unwrap();
     assert_eq!(dev_index, index, "GPU layer index differs from the CPU's");
     let o = out.download_f32(gpu).unwrap();

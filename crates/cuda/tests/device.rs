@@ -2,7 +2,7 @@
 //! and bad input is an error.
 
 use minference_backend_suite::mixed_patterns;
-use minference_core::AttentionBackend;
+use minference_core::{AttentionBackend, HostRoundTrip};
 use minference_core::{AttnShape, DType, HeadPattern, OwnedTensor};
 use minference_cpu::rng::TestRng;
 use minference_cuda::{layer_attention, CudaBackend, CudaError, DeviceTensor};
@@ -36,7 +36,7 @@ fn poisoned_outputs_are_fully_written() {
         let mut out = DeviceTensor::alloc(gpu, out_dtype, shape.q_elems()).unwrap();
         out.fill_bytes(gpu, 0xff).unwrap();
         let patterns = mixed_patterns(8);
-        let (t, index) = layer_attention(gpu, &shape, &q, &k, &v, &patterns, &mut out).expect("layer");
+        let (t, index) = layer_attention(&backend, &shape, &q, &k, &v, &patterns, &mut out).expect("layer");
         assert!(index.is_some());
         assert!(t.estimate_ms >= 0.0 && t.index_ms >= 0.0 && t.attention_ms > 0.0, "{t:?}");
         let o = out.download_f32(gpu).unwrap();

@@ -6,7 +6,7 @@
 use minference_backend_suite::mixed_patterns;
 use minference_core::{AttnShape, DType, HeadPattern, OwnedTensor, SeqLen};
 use minference_cpu::rng::TestRng;
-use minference_cuda::{attention, layer_attention, DeviceIndex, DeviceTensor, Gpu};
+use minference_cuda::{attention, layer_attention, CudaBackend, DeviceIndex, DeviceTensor, Gpu};
 use std::sync::Arc;
 
 /// The same GPU opened twice: with the Hopper kernel (must load when a GPU is required) and with
@@ -68,7 +68,8 @@ fn run_typed(shape: &AttnShape, patterns: &[HeadPattern], in_dtype: DType, out_d
     let b = inputs(&old, shape, in_dtype, seed);
     let mut out_a = DeviceTensor::alloc(&new, out_dtype, shape.q_elems()).unwrap();
     out_a.fill_bytes(&new, 0xff).unwrap();
-    let (_, index) = layer_attention(&new, shape, &a.q, &a.k, &a.v, patterns, &mut out_a).expect("hopper layer");
+    let (_, index) = layer_attention(&CudaBackend::of(Arc::clone(&new)), shape, &a.q, &a.k, &a.v, patterns, &mut out_a)
+        .expect("hopper layer");
     let got = out_a.download_f32(&new).unwrap();
     let index_b = index.map(|ix| {
         let host = ix.download(&new, shape).unwrap();
@@ -187,7 +188,9 @@ fn layers_split_over_head_groups_match_one_launch() {
         let patterns = mixed_patterns(h);
         let x = inputs(&gpu, &shape, DType::Bf16, 1000 + h as u64);
         let mut out = DeviceTensor::alloc(&gpu, DType::F32, shape.q_elems()).unwrap();
-        let (_, index) = layer_attention(&gpu, &shape, &x.q, &x.k, &x.v, &patterns, &mut out).expect("one launch");
+        let (_, index) =
+            layer_attention(&CudaBackend::of(Arc::clone(&gpu)), &shape, &x.q, &x.k, &x.v, &patterns, &mut out)
+                .expect("one launch");
         let index = index.expect("mixed patterns read an index");
         let want = out.download_f32(&gpu).unwrap();
         let whole = 64 * (2 * index.n_tiles + index.n_cols / 64 + 2 * index.n_slots + 4);

@@ -4,8 +4,8 @@
 use minference_backend_suite::{banded_vs_selection, random_vs_selection, varlen_shape};
 use minference_core::{
     clamp_vs_budget, convert_vs_head, estimate_bs_head, estimate_vs_head, gather_last_q, generate_qkv, head_coverage,
-    index_head_coverage, AttentionBackend, AttnShape, DType, HeadPattern, OwnedTensor, RowBlockIndex, SeqLen,
-    SparseIndex, SynthConfig, VsSelection,
+    index_head_coverage, AttnShape, DType, HeadPattern, HostRoundTrip, OwnedTensor, RowBlockIndex, SeqLen, SparseIndex,
+    SynthConfig, VsSelection,
 };
 use minference_cpu::rng::TestRng;
 use std::collections::HashSet;
@@ -241,6 +241,7 @@ fn layer_pair_counts_are_cores_coverage_of_its_index() {
     let Some(gpu) = minference_test_support::gpu() else {
         return;
     };
+    let backend = minference_cuda::CudaBackend::of(std::sync::Arc::clone(&gpu));
     let patterns = vec![
         HeadPattern::VerticalSlash { k_v: 40, k_s: 300 },
         HeadPattern::BlockSparse { k_b: 3 },
@@ -256,7 +257,7 @@ fn layer_pair_counts_are_cores_coverage_of_its_index() {
         let (q, k, v) = (up(shape.q_elems()), up(shape.kv_elems()), up(shape.kv_elems()));
         let mut out = minference_cuda::DeviceTensor::alloc(&gpu, DType::Bf16, shape.q_elems()).expect("alloc");
         let (t, index) =
-            minference_cuda::layer_attention(&gpu, &shape, &q, &k, &v, &patterns, &mut out).expect("layer");
+            minference_cuda::layer_attention(&backend, &shape, &q, &k, &v, &patterns, &mut out).expect("layer");
         let index = index.expect("VS and BS heads build an index");
         let per_head = index.entries_per_head(&gpu, &shape).expect("device counts");
         let host = index.download(&gpu, &shape).expect("download");

@@ -2,7 +2,7 @@
 //! backends against an f64 reference, and a one-layer model at one token (attention = V) and at many.
 
 use half::bf16;
-use minference_core::{AttentionBackend, AttnShape, DType, HeadPattern, HostTensor};
+use minference_core::{AttnShape, DType, HeadPattern, HostRoundTrip, HostTensor};
 use minference_cpu::CpuBackend;
 use minference_cuda::{layer_attention, DeviceTensor};
 use minference_engine::{random_tokens, AttentionChoice, CpuEngine};
@@ -76,7 +76,9 @@ fn gpu_layer_attention_dense_matches_f64_reference() {
     };
     let (qd, kd, vd) = (up(&q), up(&k), up(&v));
     let mut out = DeviceTensor::alloc(&gpu, DType::Bf16, GS * N * D).unwrap_or_else(|e| panic!("{e}"));
-    layer_attention(&gpu, &shape, &qd, &kd, &vd, &[HeadPattern::Dense; GS], &mut out).unwrap_or_else(|e| panic!("{e}"));
+    let backend = minference_cuda::CudaBackend::of(std::sync::Arc::clone(&gpu));
+    layer_attention(&backend, &shape, &qd, &kd, &vd, &[HeadPattern::Dense; GS], &mut out)
+        .unwrap_or_else(|e| panic!("{e}"));
     let got = out.download_f32(&gpu).unwrap_or_else(|e| panic!("{e}"));
     let err = max_err(&want, &got);
     eprintln!("GPU layer_attention dense vs f64 reference: max abs error {err}");

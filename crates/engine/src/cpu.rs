@@ -1,5 +1,5 @@
 //! The CPU engine: the one forward (`crate::forward`) over the CPU's operations
-//! (`crate::cpu_device`) through any `AttentionBackend`, with the f16 KV cache it keeps between
+//! (`crate::cpu_device`) through any `HostBackend`, with the f16 KV cache it keeps between
 //! calls: chunked prefill, extension of the cache, decode steps (timed per operation,
 //! `decode_profile`).
 
@@ -13,7 +13,7 @@ pub use crate::observer::CapturedQk;
 use crate::observer::{NoObserver, Observer, QkCapture, ResidualExport};
 use crate::rope::Rope;
 use crate::stats::PrefillStats;
-use minference_core::AttentionBackend;
+use minference_core::HostBackend;
 use minference_cpu::CpuBackend;
 use minference_model::Model;
 use minference_model::{ModelError, Result};
@@ -26,7 +26,7 @@ pub const DEFAULT_CHUNK_TOKENS: usize = 512;
 const DEFAULT_DECODE_RESERVE: usize = 256;
 
 /// The CPU forward (the correctness oracle, and a usable engine), through any attention backend.
-pub struct CpuEngine<B: AttentionBackend> {
+pub struct CpuEngine<B: HostBackend> {
     model: Arc<Model>,
     backend: B,
     rope: Rope,
@@ -46,7 +46,7 @@ pub fn cpu_engine(model: impl Into<Arc<Model>>) -> CpuEngine<CpuBackend> {
     CpuEngine::new(model, CpuBackend::new())
 }
 
-impl<B: AttentionBackend> CpuEngine<B> {
+impl<B: HostBackend> CpuEngine<B> {
     pub fn new(model: impl Into<Arc<Model>>, backend: B) -> Self {
         let model = model.into();
         let cfg = model.config();

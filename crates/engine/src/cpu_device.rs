@@ -1,5 +1,5 @@
 //! The CPU's operations of one forward call ([`Device`]): f32 activations in token chunks,
-//! attention per KV-head group through an `AttentionBackend` over f32 K/V of one layer, the f16 KV
+//! attention per KV-head group through a `HostBackend` over f32 K/V of one layer, the f16 KV
 //! cache written as rows are projected. A one-token call is a decode step: quantized matvecs and
 //! split-K attention over the f16 cache (`decode_attention`), timed per operation.
 
@@ -10,9 +10,7 @@ use crate::observer::{AttentionPass, Observer};
 use crate::ops;
 use crate::rope::Rope;
 use crate::stats::PrefillStats;
-use minference_core::{
-    causal_entries, index_head_coverage, AttentionBackend, AttnShape, HeadPattern, HostTensor, SeqLen,
-};
+use minference_core::{causal_entries, index_head_coverage, AttnShape, HeadPattern, HostBackend, HostTensor, SeqLen};
 use minference_model::{Model, ModelError, Result};
 use std::ops::Range;
 use std::time::Instant;
@@ -55,7 +53,7 @@ pub(crate) struct CpuForward<'a, B> {
     up: Vec<f32>,
 }
 
-impl<'a, B: AttentionBackend> CpuForward<'a, B> {
+impl<'a, B: HostBackend> CpuForward<'a, B> {
     pub(crate) fn new(
         model: &'a Model,
         backend: &'a B,
@@ -136,10 +134,10 @@ impl<'a, B: AttentionBackend> CpuForward<'a, B> {
                     stats.dense_heads += p.iter().filter(|h| **h == HeadPattern::Dense).count();
                     let (qt, kt, vt) = (HostTensor::F32(q), HostTensor::F32(k), HostTensor::F32(v));
                     let t = Instant::now();
-                    let vs = self.backend.estimate_vs(&shape, qt, kt, p).map_err(backend_err)?;
+                    let vs = self.backend.estimate(&shape, qt, kt, p).map_err(backend_err)?;
                     stats.estimate_ms += ms_since(t);
                     let t = Instant::now();
-                    let index = self.backend.build_index(&shape, qt, kt, p, &vs).map_err(backend_err)?;
+                    let index = self.backend.index(&shape, qt, kt, p, &vs).map_err(backend_err)?;
                     stats.index_ms += ms_since(t);
                     stats.index_tiles += index.tile_start.len();
                     for (h, pattern) in p.iter().enumerate() {
@@ -148,7 +146,8 @@ impl<'a, B: AttentionBackend> CpuForward<'a, B> {
                         stats.causal_entries += cov.causal;
                     }
                     let t = Instant::now();
-                    let out = self.backend.sparse(&shape, qt, kt, vt, p, &index).map_err(backend_err)?;
+                    let mut out = Vec::new();
+                    self.backend.attend(&shape, qt, kt, vt, p, Some(&index), &mut out).map_err(backend_err)?;
                     stats.attention_ms += ms_since(t);
                     (out, Some(index))
                 }
@@ -158,10 +157,10 @@ impl<'a, B: AttentionBackend> CpuForward<'a, B> {
                     stats.kernel_entries += causal;
                     stats.causal_entries += causal;
                     let t = Instant::now();
-                    let out = self
-                        .backend
-                        .dense(&shape, HostTensor::F32(q), HostTensor::F32(k), HostTensor::F32(v))
-                        .map_err(backend_err)?;
+                    let (qt, kt, vt) = (HostTensor::F32(q), HostTensor::F32(k), HostTensor::F32(v));
+                    let mut out = Vec::new();
+                    let dense = vec![HeadPattern::Dense; group];
+                    self.backend.attend(&shape, qt, kt, vt, &dense, None, &mut out).map_err(backend_err)?;
                     stats.attention_ms += ms_since(t);
                     (out, None)
                 }
@@ -195,7 +194,7 @@ impl<'a, B: AttentionBackend> CpuForward<'a, B> {
     }
 }
 
-impl<B: AttentionBackend> Device for CpuForward<'_, B> {
+impl<B: HostBackend> Device for CpuForward<'_, B> {
     type Error = ModelError;
     type Tensor = [f32];
 

@@ -6,7 +6,7 @@ use crate::attention::AttentionChoice;
 use crate::cpu::CpuEngine;
 use crate::forward::PrefillProgress;
 use crate::ops;
-use minference_core::AttentionBackend;
+use minference_core::HostBackend;
 use minference_model::Model;
 use minference_model::{ModelError, Result};
 
@@ -112,7 +112,7 @@ pub fn token_nll(
     Ok(nll)
 }
 
-impl<B: AttentionBackend> CpuEngine<B> {
+impl<B: HostBackend> CpuEngine<B> {
     /// Prefills `tokens` with `attention` and returns `-log p(tokens[t + 1] | tokens[..=t])` for
     /// `t` in `0..tokens.len() - 1` (perplexity of a prompt under sparse prefill).
     pub fn prefill_token_nll(

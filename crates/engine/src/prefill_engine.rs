@@ -7,7 +7,7 @@ use crate::cpu::CpuEngine;
 use crate::error::Result;
 use crate::forward::PrefillProgress;
 use crate::stats::PrefillStats;
-use minference_core::AttentionBackend;
+use minference_core::HostBackend;
 use minference_model::ModelConfig;
 
 pub trait PrefillEngine {
@@ -46,7 +46,7 @@ pub trait PrefillEngine {
     fn set_memory_limit(&mut self, bytes: Option<u64>) -> Result<()>;
 }
 
-impl<B: AttentionBackend> PrefillEngine for CpuEngine<B> {
+impl<B: HostBackend> PrefillEngine for CpuEngine<B> {
     fn config(&self) -> &ModelConfig {
         self.model().config()
     }

@@ -30,50 +30,55 @@ struct Recording {
 
 impl AttentionBackend for Recording {
     type Error = CpuError;
+    type Input<'t> = HostTensor<'t>;
+    type Output = Vec<f32>;
+    type Selection = Vec<VsSelection>;
+    type Index = SparseIndex;
 
     fn name(&self) -> String {
         self.inner.name()
     }
 
-    fn dense(&self, shape: &AttnShape, q: HostTensor, k: HostTensor, v: HostTensor) -> Result<Vec<f32>, CpuError> {
-        self.inner.dense(shape, q, k, v)
+    fn output(&self, shape: &AttnShape) -> Result<Vec<f32>, CpuError> {
+        self.inner.output(shape)
     }
 
-    fn estimate_vs(
+    fn estimate(
         &self,
         shape: &AttnShape,
         q: HostTensor,
         k: HostTensor,
         patterns: &[HeadPattern],
     ) -> Result<Vec<VsSelection>, CpuError> {
-        let vs = self.inner.estimate_vs(shape, q, k, patterns)?;
+        let vs = self.inner.estimate(shape, q, k, patterns)?;
         if let Ok(mut s) = self.selections.lock() {
             s.push(vs.clone());
         }
         Ok(vs)
     }
 
-    fn build_index(
+    fn index(
         &self,
         shape: &AttnShape,
         q: HostTensor,
         k: HostTensor,
         patterns: &[HeadPattern],
-        vs: &[VsSelection],
+        vs: &Vec<VsSelection>,
     ) -> Result<SparseIndex, CpuError> {
-        self.inner.build_index(shape, q, k, patterns, vs)
+        self.inner.index(shape, q, k, patterns, vs)
     }
 
-    fn sparse(
+    fn attend(
         &self,
         shape: &AttnShape,
         q: HostTensor,
         k: HostTensor,
         v: HostTensor,
         patterns: &[HeadPattern],
-        index: &SparseIndex,
-    ) -> Result<Vec<f32>, CpuError> {
-        self.inner.sparse(shape, q, k, v, patterns, index)
+        index: Option<&SparseIndex>,
+        out: &mut Vec<f32>,
+    ) -> Result<(), CpuError> {
+        self.inner.attend(shape, q, k, v, patterns, index, out)
     }
 }
 

@@ -4,7 +4,7 @@
 //! weights (whose slashes scatter), at the first layer and at the last, whose input went through
 //! the others.
 
-use minference_core::{generate_qkv, AttentionBackend, AttnShape, HeadPattern, HostTensor, SeqLen, SynthConfig};
+use minference_core::{generate_qkv, AttnShape, HeadPattern, HostRoundTrip, HostTensor, SeqLen, SynthConfig};
 use minference_cpu::CpuBackend;
 use minference_engine::{random_tokens, AttentionChoice, CpuEngine, MInferencePlan};
 use minference_model::{Model, ModelConfig, StructuredAttention};

@@ -3,7 +3,7 @@
 //! computed (`minference_core::coverage`). Dense passes count every causal pair.
 
 use minference_core::coverage::{head_coverage, index_head_coverage, Coverage};
-use minference_core::{AttentionBackend, AttnShape, HeadPattern, SeqLen};
+use minference_core::{AttnShape, HeadPattern, HostBackend, SeqLen};
 use minference_engine::{AttentionChoice, AttentionPass, Both, CpuEngine, Observer, PrefillStats, ResidualExport};
 use minference_model::ModelError;
 
@@ -48,7 +48,7 @@ impl<E> Observer<[f32], E> for CoverageRecorder {
 
 /// A prefill of `tokens` on the CPU engine that returns the residual stream after the last layer
 /// (as `CpuEngine::prefill_hidden`), its stats and the kernel density of its attention passes.
-pub fn prefill_hidden_with_coverage<B: AttentionBackend>(
+pub fn prefill_hidden_with_coverage<B: HostBackend>(
     engine: &mut CpuEngine<B>,
     tokens: &[u32],
     attention: &AttentionChoice,

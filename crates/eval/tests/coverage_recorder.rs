@@ -4,7 +4,7 @@
 
 use minference_core::coverage::index_head_coverage;
 use minference_core::rng::SplitMix64;
-use minference_core::{AttentionBackend, AttnShape, HeadPattern, HostTensor, SeqLen};
+use minference_core::{AttnShape, HeadPattern, HostRoundTrip, HostTensor, SeqLen};
 use minference_cpu::CpuBackend;
 use minference_engine::{cpu_engine, AttentionChoice, AttentionPass, MInferencePlan, Observer};
 use minference_eval::{prefill_hidden_with_coverage, CoverageRecorder};

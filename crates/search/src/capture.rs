@@ -53,12 +53,47 @@ fn f32_view(t: HostTensor<'_>) -> std::borrow::Cow<'_, [f32]> {
 
 impl<V: GroupVisitor> AttentionBackend for VisitingBackend<V> {
     type Error = SearchError;
+    type Input<'t> = HostTensor<'t>;
+    type Output = Vec<f32>;
+    type Selection = Vec<VsSelection>;
+    type Index = SparseIndex;
 
     fn name(&self) -> String {
         format!("CPU search ({} threads)", rayon::current_num_threads())
     }
 
-    fn dense(&self, shape: &AttnShape, q: HostTensor, k: HostTensor, v: HostTensor) -> Result<Vec<f32>> {
+    fn output(&self, _: &AttnShape) -> Result<Vec<f32>> {
+        Ok(Vec::new())
+    }
+
+    fn estimate(&self, _: &AttnShape, _: HostTensor, _: HostTensor, _: &[HeadPattern]) -> Result<Vec<VsSelection>> {
+        Err(SearchError::Input("the search backend runs dense attention only".into()))
+    }
+
+    fn index(
+        &self,
+        _: &AttnShape,
+        _: HostTensor,
+        _: HostTensor,
+        _: &[HeadPattern],
+        _: &Vec<VsSelection>,
+    ) -> Result<SparseIndex> {
+        Err(SearchError::Input("the search backend runs dense attention only".into()))
+    }
+
+    fn attend(
+        &self,
+        shape: &AttnShape,
+        q: HostTensor,
+        k: HostTensor,
+        v: HostTensor,
+        patterns: &[HeadPattern],
+        index: Option<&SparseIndex>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        if index.is_some() || patterns.iter().any(|p| *p != HeadPattern::Dense) {
+            return Err(SearchError::Input("the search backend runs dense attention only".into()));
+        }
         shape.validate()?;
         if shape.kv_heads != 1 || shape.seqs.len() != 1 || shape.seqs[0].q_len != shape.seqs[0].kv_len {
             return Err(SearchError::Input("the search backend takes one KV group of one fresh prefill".into()));
@@ -80,34 +115,8 @@ impl<V: GroupVisitor> AttentionBackend for VisitingBackend<V> {
             k: &k[..n * d],
             v: &v[..n * d],
         };
-        self.visitor.visit(&g)
-    }
-
-    fn estimate_vs(&self, _: &AttnShape, _: HostTensor, _: HostTensor, _: &[HeadPattern]) -> Result<Vec<VsSelection>> {
-        Err(SearchError::Input("the search backend runs dense attention only".into()))
-    }
-
-    fn build_index(
-        &self,
-        _: &AttnShape,
-        _: HostTensor,
-        _: HostTensor,
-        _: &[HeadPattern],
-        _: &[VsSelection],
-    ) -> Result<SparseIndex> {
-        Err(SearchError::Input("the search backend runs dense attention only".into()))
-    }
-
-    fn sparse(
-        &self,
-        _: &AttnShape,
-        _: HostTensor,
-        _: HostTensor,
-        _: HostTensor,
-        _: &[HeadPattern],
-        _: &SparseIndex,
-    ) -> Result<Vec<f32>> {
-        Err(SearchError::Input("the search backend runs dense attention only".into()))
+        *out = self.visitor.visit(&g)?;
+        Ok(())
     }
 }
 

@@ -73,7 +73,7 @@ fn search_forward_equals_the_cpu_backend_forward() {
     let shape = AttnShape::single(1, 1, d, tokens.len());
     for c in &captured {
         let ours = dense_output(&HeadInputs::new(&c.q, &c.k, Some(&c.v), d).unwrap()).unwrap();
-        let cpu = minference_core::AttentionBackend::dense(
+        let cpu = minference_core::HostRoundTrip::dense(
             &CpuBackend::new(),
             &shape,
             HostTensor::F32(&c.q),

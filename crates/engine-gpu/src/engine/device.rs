@@ -201,7 +201,8 @@ impl<'e> GpuForward<'e> {
         p.stats.dense_heads += heads_per_pass - sparse;
         let shape = AttnShape::single(heads_per_pass, kv_per_pass, d, n);
         let kv = if p.per_layer { self.cache.layer(layer)? } else { self.cache.prefix(layer, pass)? };
-        let (lt, index) = layer_attention(gpu, &shape, &p.q_buf, &kv.k, &kv.v, &pass_patterns, &mut p.o_hm)?;
+        let (lt, index) =
+            layer_attention(&self.eng.attention, &shape, &p.q_buf, &kv.k, &kv.v, &pass_patterns, &mut p.o_hm)?;
         drop(index);
         observer.attention(&AttentionPass {
             layer,

@@ -23,7 +23,7 @@ use crate::view::{DeviceSlice, DeviceView};
 use crate::weights::{weight_bytes, DeviceWeights};
 use cudarc::driver::CudaSlice;
 use minference_core::{AttnShape, DType, HeadPattern};
-use minference_cuda::{layer_attention, DeviceTensor, Gpu};
+use minference_cuda::{layer_attention, CudaBackend, DeviceTensor, Gpu};
 use minference_engine::rope::Rope;
 use minference_engine::{AttentionChoice, PrefillProgress};
 use minference_engine::{MemoryPlan, PrefillStats, ResidualExport};
@@ -60,6 +60,8 @@ pub struct EngineSetup {
 
 pub struct GpuEngine {
     gpu: Arc<Gpu>,
+    /// Prefill attention goes through the CUDA backend's operations (`layer_attention`).
+    attention: CudaBackend,
     /// This GPU's part of the model (the whole model on one GPU).
     cfg: ModelConfig,
     global_cfg: ModelConfig,
@@ -185,6 +187,7 @@ impl GpuEngine {
         let gemm = Gemm::new(&gpu, precision)?;
         let inv_freq = gpu.upload(Rope::new(&cfg).inv_freq())?;
         Ok(GpuEngine {
+            attention: CudaBackend::of(Arc::clone(&gpu)),
             gpu,
             cfg,
             global_cfg,
@@ -220,6 +223,7 @@ impl GpuEngine {
         }
         Ok(GpuEngine {
             gpu: Arc::clone(&self.gpu),
+            attention: self.attention.clone(),
             cfg: self.cfg.clone(),
             global_cfg: self.global_cfg.clone(),
             shard: self.shard.clone(),
