@@ -64,10 +64,8 @@ pub(super) fn launch_plan(gpu: &Gpu, shape: &AttnShape, index: Option<&DeviceInd
     let Some(ix) = index else {
         return Ok(LaunchPlan { groups: vec![all; shape.seqs.len()], chunk_capacity: 0 });
     };
-    let whole = 2 * ix.n_tiles + ix.n_cols / 64 + 2 * ix.n_slots + 4;
-    let (free, total) = gpu.mem_info()?;
-    let budget_bytes = gpu.plan_budget().unwrap_or(free / 10 * 9);
-    let budget = (budget_bytes / CHUNK_BYTES).min(i32::MAX as usize);
+    let whole = whole_chunk_bound(ix);
+    let ChunkBudget { chunks: budget, free, total } = chunk_budget(gpu)?;
     if whole <= budget {
         return Ok(LaunchPlan { groups: vec![all; shape.seqs.len()], chunk_capacity: whole });
     }
@@ -115,6 +113,26 @@ pub(super) fn launch_plan(gpu: &Gpu, shape: &AttnShape, index: Option<&DeviceInd
         groups.push(out);
     }
     Ok(LaunchPlan { groups, chunk_capacity: capacity })
+}
+
+/// The chunk bound of one launch over all heads of an index (as `chunk_pos` past its last slot,
+/// with 4 spare).
+fn whole_chunk_bound(ix: &DeviceIndex) -> usize {
+    2 * ix.n_tiles + ix.n_cols / 64 + 2 * ix.n_slots + 4
+}
+
+/// How many chunks one launch's planner buffer may hold: [`Gpu::plan_budget`] if set, else 90% of
+/// the free memory, and below 2^31 (the kernels' `int` chunk offsets).
+struct ChunkBudget {
+    chunks: usize,
+    free: usize,
+    total: usize,
+}
+
+fn chunk_budget(gpu: &Gpu) -> Result<ChunkBudget> {
+    let (free, total) = gpu.mem_info()?;
+    let bytes = gpu.plan_budget().unwrap_or(free / 10 * 9);
+    Ok(ChunkBudget { chunks: (bytes / CHUNK_BYTES).min(i32::MAX as usize), free, total })
 }
 
 /// Warps per CTA of `hopper_plan_index` (`PLAN_WARPS` in hopper_attention.cu).
@@ -209,7 +227,8 @@ struct HostPlan {
 }
 
 /// Runs the planner on a one-sequence problem and copies its output back; `None` when the planned
-/// chunks exceed [`MAX_SUMMARY_BYTES`].
+/// chunks exceed [`MAX_SUMMARY_BYTES`], or when one launch's planner buffer would not fit (the
+/// attention itself then plans by head groups, which a readback of the whole layer cannot).
 fn run_planner(gpu: &Gpu, shape: &AttnShape, patterns: &[HeadPattern], ix: &DeviceIndex) -> Result<Option<HostPlan>> {
     if shape.seqs.len() != 1 {
         return Err(CudaError::Invalid("the planner readback takes one sequence".into()));
@@ -217,8 +236,12 @@ fn run_planner(gpu: &Gpu, shape: &AttnShape, patterns: &[HeadPattern], ix: &Devi
     let seq = shape.seqs[0];
     let h = shape.heads;
     let m_tiles = seq.q_len.div_ceil(BM);
+    let whole = whole_chunk_bound(ix);
+    if whole > chunk_budget(gpu)?.chunks {
+        return Ok(None);
+    }
     let meta = Meta::new(gpu, shape, patterns)?;
-    let bufs = PlanBuffers::new(gpu, shape, ix, 2 * ix.n_tiles + ix.n_cols / 64 + 2 * ix.n_slots + 4)?;
+    let bufs = PlanBuffers::new(gpu, shape, ix, whole)?;
     launch_planner(gpu, ix, gpu.ptr(&meta.head_kind), &bufs, 0, seq, h)?;
     let tile_chunks = gpu.download(&bufs.tile_chunks, 2 * h * m_tiles)?;
     // Only the chunks the planner wrote come back, and not beyond MAX_SUMMARY_BYTES (a 1M-token
@@ -234,7 +257,7 @@ fn run_planner(gpu: &Gpu, shape: &AttnShape, patterns: &[HeadPattern], ix: &Devi
 
 /// Runs the planner on a one-sequence problem and summarises its chunks (benchmarks: how much of
 /// the computed work the 128-row union costs). `None` when no head reads the index, or when the
-/// planned chunks exceed 1 GiB.
+/// planned chunks exceed 1 GiB or one launch's memory.
 pub fn plan_summary(
     gpu: &Gpu,
     shape: &AttnShape,
