@@ -90,11 +90,13 @@ def e2e_table(path):
                 r = next((r for r in rows if int(r["tokens"]) == n and r["attention"] == kind), None)
                 return (f(r["ttft_s"], 2) + " s" if r and r["ttft_s"] else (r["status"] if r else "-")), r
             d, dr = t("dense")
-            s, _ = t("minference")
+            d = d if dr else "not run"
+            s, sr = t("minference")
+            planned = dr or sr  # the same plan for both; a length may have only one of them
             h = next((r for r in hf if int(r["tokens"]) == n), None)
             hcell = (f(h["ttft_s"], 2) + " s" if h["ttft_s"] else h["status"]) if h else "-"
             out.append(f"| {n // 1024}K | {w} | {d} | {s} | {hcell} | {f(h['peak_gib'], 1) if h else '-'} | "
-                       f"{f(dr.get('planned_device_gib'), 1) if dr else '-'} |")
+                       f"{f(planned.get('planned_device_gib'), 1) if planned else '-'} |")
     return "\n".join(out)
 
 
