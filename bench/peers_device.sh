@@ -8,11 +8,10 @@
 # carry [".devbin", ".peers"] and:  bash bench/peers_device.sh
 # Settings: ATTN_LENGTHS (16k,128k), E2E_LENGTHS (32k,128k), E2E_WORKLOADS (random,structured),
 # REPS (2), PEERS_TIME_BUDGET (s, for the peer script), MINFERENCE_COMMIT; E2E_LENGTHS=none or
-# ATTN_LENGTHS=none skips that part. Measured 2026-12-01 on an
-# H200 with the random workload alone: 158 s (e2e 65 s while MInference builds, attention + peers
-# 86 s); the structured workload adds a second e2e table (about as long again, not yet measured). The acceptance lengths do not fit one
-# 10-minute call: 1M attention peers alone are ~2-3 min (SDPA cuDNN 19 s a run), a dense 1M e2e
-# prefill ~200 s; split them over calls (e.g. ATTN_LENGTHS=512k,1m E2E_LENGTHS=1m).
+# ATTN_LENGTHS=none skips that part. Measured on an H200 (2026-12-03): attention at
+# 16k,32k,128k,512k,1m with REPS=1 and every peer, E2E_LENGTHS=none: 474 s (MInference built in
+# 70 s first); e2e 32k,128k both workloads with HF: 76 s. A dense 1M e2e prefill (~28 x 12 s of
+# attention) does not fit beside them: run `bench e2e --lengths 1m --attention minference` alone.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"

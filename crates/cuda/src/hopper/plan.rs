@@ -121,14 +121,15 @@ fn whole_chunk_bound(ix: &DeviceIndex) -> usize {
     2 * ix.n_tiles + ix.n_cols / 64 + 2 * ix.n_slots + 4
 }
 
-/// How many chunks one launch's planner buffer may hold: [`Gpu::plan_budget`] if set, else 90% of
-/// the free memory, and below 2^31 (the kernels' `int` chunk offsets).
+/// How many chunks one launch's planner buffer may hold, with the memory it was judged against.
 struct ChunkBudget {
     chunks: usize,
     free: usize,
     total: usize,
 }
 
+/// [`Gpu::plan_budget`] if set, else 90% of the free memory, and below 2^31 chunks (the kernels'
+/// `int` chunk offsets).
 fn chunk_budget(gpu: &Gpu) -> Result<ChunkBudget> {
     let (free, total) = gpu.mem_info()?;
     let bytes = gpu.plan_budget().unwrap_or(free / 10 * 9);
