@@ -363,32 +363,32 @@ __device__ void vs_scores(const void* q, const void* k, const int* seqs, const i
             }
             vs_scores_flush(red_all, g, item, t, j0, vscore, diag);
         }
-        return;
-    }
-    for (int t = t_begin; t < t_end; ++t) {
-        const int j0 = t * 64;
-        // Starts with a barrier, so the previous tile's partials have been read.
-        lg.tile(P, g, j0, t + 1 < t_end ? (t + 1) * 64 : -1, scale_log2);
-        for (int i = lane; i < VS_RED_STRIDE; i += 32) red[i] = 0.f;
-        __syncwarp();
-        float col0 = 0.f, col1 = 0.f;  // columns lane and lane + 32
-        float* dg = red + 64 + 63;     // dg[a - c] is diagonal e = a - c + 63
-#pragma unroll 1
-        for (int a = warp * 16; a < a_end; ++a) {
-            const float2 st = rf[a];
-            const float x0 = P[a * 65 + lane], x1 = P[a * 65 + lane + 32];
-            const float p0 = x0 == MI_NEG_INF ? 0.f : exp2f(x0 - st.x) * st.y;
-            const float p1 = x1 == MI_NEG_INF ? 0.f : exp2f(x1 - st.x) * st.y;
-            col0 += p0;
-            col1 += p1;
-            // Within one row the 64 diagonals are distinct; rows of one warp run in order.
-            dg[a - lane] += p0;
-            dg[a - lane - 32] += p1;
+    } else {
+        for (int t = t_begin; t < t_end; ++t) {
+            const int j0 = t * 64;
+            // Starts with a barrier, so the previous tile's partials have been read.
+            lg.tile(P, g, j0, t + 1 < t_end ? (t + 1) * 64 : -1, scale_log2);
+            for (int i = lane; i < VS_RED_STRIDE; i += 32) red[i] = 0.f;
             __syncwarp();
+            float col0 = 0.f, col1 = 0.f;  // columns lane and lane + 32
+            float* dg = red + 64 + 63;     // dg[a - c] is diagonal e = a - c + 63
+#pragma unroll 1
+            for (int a = warp * 16; a < a_end; ++a) {
+                const float2 st = rf[a];
+                const float x0 = P[a * 65 + lane], x1 = P[a * 65 + lane + 32];
+                const float p0 = x0 == MI_NEG_INF ? 0.f : exp2f(x0 - st.x) * st.y;
+                const float p1 = x1 == MI_NEG_INF ? 0.f : exp2f(x1 - st.x) * st.y;
+                col0 += p0;
+                col1 += p1;
+                // Within one row the 64 diagonals are distinct; rows of one warp run in order.
+                dg[a - lane] += p0;
+                dg[a - lane - 32] += p1;
+                __syncwarp();
+            }
+            red[lane] = col0;
+            red[lane + 32] = col1;
+            vs_scores_flush(red_all, g, item, t, j0, vscore, diag);
         }
-        red[lane] = col0;
-        red[lane + 32] = col1;
-        vs_scores_flush(red_all, g, item, t, j0, vscore, diag);
     }
 }
 

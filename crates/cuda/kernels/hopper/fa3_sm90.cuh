@@ -197,26 +197,33 @@ __device__ __forceinline__ void producer_loop(const Params& p, const TmaMap* tq,
 // ---------------------------------------------------------------------------------------------
 // Consumer warpgroup w (0/1) of a query tile: rows m*128 + 64w .. +63.
 
-// S (64 x 128) = Q_w K^T: D/16 SS wgmmas.
+// A descriptor moved by `bytes` within shared memory: the start address is the low 14-bit field in
+// 16-byte units and no operand offset carries out of it (shared memory < 256 KB), so one add steps
+// it. Descriptors are built once per consumer and stepped per k-step and stage: building each from
+// its address cost ~9 integer instructions per HGMMA in the issue-bound GEMM phase (ncu, 128K).
+__device__ __forceinline__ u64 desc_step(u64 d, u32 bytes) { return d + (u64)(bytes >> 4); }
+
+// S (64 x 128) = Q_w K^T: D/16 SS wgmmas. dq: Q_w's descriptor; dk: the K stage's.
 template <int D, bool F16>
-__device__ __forceinline__ void issue_qk(float (&s)[16][4], u32 q_w, u32 k_stage) {
+__device__ __forceinline__ void issue_qk(float (&s)[16][4], u64 dq, u64 dk) {
     wg_fence();
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
-        const u64 da = desc_sw128(q_w + (kk >> 2) * (BM * 128) + (kk & 3) * 32, 16, 1024);
-        const u64 db = desc_sw128(k_stage + (kk >> 2) * (BN * 128) + (kk & 3) * 32, 16, 1024);
+        const u64 da = desc_step(dq, (kk >> 2) * (BM * 128) + (kk & 3) * 32);
+        const u64 db = desc_step(dk, (kk >> 2) * (BN * 128) + (kk & 3) * 32);
         hp_wgmma_ss_m64n128<F16>(s, da, db, kk > 0 ? 1 : 0);
     }
     wg_commit();
 }
 // O (64 x D) += P (64 x 128, registers) V (128 x D): RS wgmmas over k-steps [K0, K1) of 16 keys
 // (all 8 by default), V MN-major.
+// dv: the V stage's descriptor (MN-major: leading byte offset BN * 128).
 template <int D, bool F16, int K0 = 0, int K1 = BN / 16>
-__device__ __forceinline__ void issue_pv(float (&o)[D / 8][4], const u32 (&pf)[8][4], u32 v_stage) {
+__device__ __forceinline__ void issue_pv(float (&o)[D / 8][4], const u32 (&pf)[8][4], u64 dv) {
     wg_fence();
 #pragma unroll
     for (int kk = K0; kk < K1; ++kk) {
-        const u64 db = desc_sw128(v_stage + kk * 2048, BN * 128, 1024);
+        const u64 db = desc_step(dv, kk * 2048);
         if constexpr (D == 128)
             hp_wgmma_rs_m64n128<F16>(o, pf[kk], db);
         else
@@ -244,13 +251,13 @@ __device__ __forceinline__ int chunk_halves(const ChunkMeta& cm, const u32* mw, 
     return hv ? hv : 1;
 }
 template <int D, bool F16>
-__device__ __forceinline__ void issue_pv_halves(float (&o)[D / 8][4], const u32 (&pf)[8][4], u32 v_stage, int hv) {
+__device__ __forceinline__ void issue_pv_halves(float (&o)[D / 8][4], const u32 (&pf)[8][4], u64 dv, int hv) {
     if (hv == 3)
-        issue_pv<D, F16>(o, pf, v_stage);
+        issue_pv<D, F16>(o, pf, dv);
     else if (hv == 1)
-        issue_pv<D, F16, 0, 4>(o, pf, v_stage);
+        issue_pv<D, F16, 0, 4>(o, pf, dv);
     else
-        issue_pv<D, F16, 4, 8>(o, pf, v_stage);
+        issue_pv<D, F16, 4, 8>(o, pf, dv);
 }
 
 // Whether consumer w (rows at positions pos0 .. pos0+63) must mask the chunk: some column is not in w's key set
@@ -359,7 +366,9 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
     const int warp = ctid >> 5, lane = ctid & 31;
     const int total = p.heads * p.n_mtiles;
     const float NEG = __int_as_float(0xff800000);
-    const u32 q_w = base + L::off_q + w * 64 * 128;
+    const u64 dq = desc_sw128(base + L::off_q + w * 64 * 128, 16, 1024);
+    const u64 dk0 = desc_sw128(base + L::off_k, 16, 1024);
+    const u64 dv0 = desc_sw128(base + L::off_v, BN * 128, 1024);
     const u32 o_w = base + L::off_o + w * (D / 64) * 8192;
     const int my_bar = 1 + w, other_bar = 2 - w;
     const ChunkMeta* metas = (const ChunkMeta*)(sm + L::off_meta);
@@ -402,7 +411,7 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
             gather_fence(cm);
             int hv = P::kGather ? chunk_halves(cm, metas[st].mask[w], w, p.causal, pos0) : 3;
             named_sync(my_bar, 256);
-            issue_qk<D, P::kF16>(s, q_w, base + L::off_k + st * L::KV);
+            issue_qk<D, P::kF16>(s, dq, desc_step(dk0, st * L::KV));
             named_arrive(other_bar, 256);
             wg_wait<0>();
             pin(s);
@@ -423,9 +432,9 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
                 gather_fence(cm);
                 hv = P::kGather ? chunk_halves(cm, metas[st].mask[w], w, p.causal, pos0) : 3;
                 named_sync(my_bar, 256);
-                issue_qk<D, P::kF16>(s, q_w, base + L::off_k + st * L::KV);
+                issue_qk<D, P::kF16>(s, dq, desc_step(dk0, st * L::KV));
                 mbar_wait(L::v_full(base, pst), pph);
-                issue_pv_halves<D, P::kF16>(o, pf, base + L::off_v + pst * L::KV, phv);
+                issue_pv_halves<D, P::kF16>(o, pf, desc_step(dv0, pst * L::KV), phv);
                 named_arrive(other_bar, 256);
                 wg_wait<1>();
                 pin(s);
@@ -437,12 +446,16 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
                 wg_wait<0>();
                 pin(o);
                 mbar_arrive(L::v_empty(base, pst));
+                // Rows whose maximum did not move have corr exactly 1 (ex2(0)); once the maxima
+                // settle most chunks move none in a warp, and the D/2 multiplies are skipped.
+                if (!__all_sync(0xffffffffu, corr[0] == 1.f && corr[1] == 1.f)) {
 #pragma unroll
-                for (int i = 0; i < D / 8; ++i) {
-                    o[i][0] *= corr[0];
-                    o[i][1] *= corr[0];
-                    o[i][2] *= corr[1];
-                    o[i][3] *= corr[1];
+                    for (int i = 0; i < D / 8; ++i) {
+                        o[i][0] *= corr[0];
+                        o[i][1] *= corr[0];
+                        o[i][2] *= corr[1];
+                        o[i][3] *= corr[1];
+                    }
                 }
                 pack_p<P::kF16>(pf, s);
                 pst = st;
@@ -452,7 +465,7 @@ __device__ __forceinline__ void consumer_loop(const Params& p, const TmaMap* to,
             // Last chunk's PV.
             mbar_wait(L::v_full(base, pst), pph);
             named_sync(my_bar, 256);
-            issue_pv_halves<D, P::kF16>(o, pf, base + L::off_v + pst * L::KV, phv);
+            issue_pv_halves<D, P::kF16>(o, pf, desc_step(dv0, pst * L::KV), phv);
             if (w == 0) named_arrive(other_bar, 256);
             wg_wait<0>();
             pin(o);
