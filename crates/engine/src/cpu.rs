@@ -162,9 +162,10 @@ impl<B: HostBackend> CpuEngine<B> {
         attention: &AttentionChoice,
         progress: &mut dyn FnMut(PrefillProgress),
     ) -> Result<(Vec<f32>, PrefillStats)> {
-        let mut export = ResidualExport::default();
-        let (_, stats) = self.prefill_observed(tokens, attention, progress, &mut export)?;
-        let hidden = export.take().ok_or_else(|| ModelError::Input("prefill kept no hidden states".into()))?;
+        let (hidden, (_, stats)) = ResidualExport::collect(
+            |export| self.prefill_observed(tokens, attention, progress, export),
+            || ModelError::Input("prefill kept no hidden states".into()),
+        )?;
         Ok((hidden, stats))
     }
 

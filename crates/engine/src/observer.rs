@@ -110,6 +110,19 @@ impl ResidualExport {
     pub fn take(&mut self) -> Option<Vec<f32>> {
         self.kept.take()
     }
+
+    /// Runs `prefill` with a fresh export as its observer and returns the stream it kept beside
+    /// the prefill's result; `missing()` when the prefill ended without one. Every engine's
+    /// residual-returning prefill is this call.
+    pub fn collect<R, E>(
+        prefill: impl FnOnce(&mut Self) -> Result<R, E>,
+        missing: impl FnOnce() -> E,
+    ) -> Result<(Vec<f32>, R), E> {
+        let mut export = Self::default();
+        let result = prefill(&mut export)?;
+        let kept = export.take().ok_or_else(missing)?;
+        Ok((kept, result))
+    }
 }
 
 impl<T: ?Sized, E> Observer<T, E> for ResidualExport {

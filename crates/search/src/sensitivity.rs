@@ -70,9 +70,11 @@ fn log_probs_at(model: &Model, residual: &[f32], rows: &[usize]) -> Result<Vec<f
 
 fn final_residual(model: &Arc<Model>, tokens: &[u32], attention: &AttentionChoice) -> Result<Vec<f32>> {
     let mut engine = cpu_engine(Arc::clone(model));
-    let mut export = ResidualExport::default();
-    engine.prefill_observed(tokens, attention, &mut |_| {}, &mut export)?;
-    export.take().ok_or_else(|| SearchError::Input("the forward kept no residual stream".into()))
+    let (residual, _) = ResidualExport::collect(
+        |export| engine.prefill_observed(tokens, attention, &mut |_| {}, export).map_err(SearchError::from),
+        || SearchError::Input("the forward kept no residual stream".into()),
+    )?;
+    Ok(residual)
 }
 
 /// For every layer, `metric` (rows `floor..`) when only that layer runs `search`'s chosen patterns

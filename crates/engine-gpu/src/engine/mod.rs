@@ -346,9 +346,10 @@ impl GpuEngine {
         attention: &AttentionChoice,
         progress: &mut dyn FnMut(PrefillProgress),
     ) -> Result<(Vec<f32>, PrefillStats)> {
-        let mut export = ResidualExport::default();
-        let (_, stats) = self.prefill_with(tokens, attention, progress, &mut export)?;
-        let residual = export.take().ok_or_else(|| EngineError::Input("the prefill kept no residual stream".into()))?;
+        let (residual, (_, stats)) = ResidualExport::collect(
+            |export| self.prefill_with(tokens, attention, progress, export),
+            || EngineError::Input("the prefill kept no residual stream".into()),
+        )?;
         Ok((residual, stats))
     }
 }
