@@ -6,7 +6,7 @@
 use minference_backend_suite::mixed_patterns;
 use minference_core::{AttnShape, DType, HeadPattern, OwnedTensor, SeqLen};
 use minference_cpu::rng::TestRng;
-use minference_cuda::{attention, layer_attention, CudaBackend, DeviceIndex, DeviceTensor, Gpu};
+use minference_cuda::{attention, hopper, layer_attention, CudaBackend, DeviceIndex, DeviceTensor, Gpu};
 use std::sync::Arc;
 
 /// The same GPU opened twice: with the Hopper kernel (must load when a GPU is required) and with
@@ -193,7 +193,7 @@ fn layers_split_over_head_groups_match_one_launch() {
                 .expect("one launch");
         let index = index.expect("mixed patterns read an index");
         let want = out.download_f32(&gpu).unwrap();
-        let whole = 64 * (2 * index.n_tiles + index.n_cols / 64 + 2 * index.n_slots + 4);
+        let whole = hopper::one_launch_plan_bytes(&index);
         let mut budget = whole - 1;
         let mut splits = 0;
         let err = loop {

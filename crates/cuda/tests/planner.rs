@@ -121,7 +121,7 @@ fn readbacks_decline_a_plan_that_needs_several_launches() {
     let patterns = vec![HeadPattern::VerticalSlash { k_v: 1, k_s: 1 }; 3];
     let host = random_index(&shape, &mut rng);
     let index = DeviceIndex::upload(&gpu, &shape, &host).expect("upload");
-    let whole = 64 * (2 * index.n_tiles + index.n_cols / 64 + 2 * index.n_slots + 4);
+    let whole = hopper::one_launch_plan_bytes(&index);
     let fits = hopper::plan_summary(&gpu, &shape, &patterns, Some(&index)).expect("summary");
     assert!(fits.is_some_and(|s| s.range + s.gather + s.pair > 0), "a plan within memory is summarised");
     // Below one launch's buffer the attention splits by head groups; a readback of the whole

@@ -21,7 +21,7 @@ use minference_core::{AttnShape, DType, HeadPattern};
 
 mod plan;
 use plan::{launch_plan, launch_planner, PlanBuffers};
-pub use plan::{plan_summary, planned_keys, PlanSummary};
+pub use plan::{one_launch_plan_bytes, plan_summary, planned_keys, PlanSummary};
 
 /// Entry points of the `hopper_attention` unit.
 pub const ENTRIES: &[&str] = &[

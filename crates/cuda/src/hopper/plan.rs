@@ -121,6 +121,13 @@ fn whole_chunk_bound(ix: &DeviceIndex) -> usize {
     2 * ix.n_tiles + ix.n_cols / 64 + 2 * ix.n_slots + 4
 }
 
+/// Bytes of the planner buffer that one launch over every head of `ix` needs: a plan budget
+/// ([`Gpu::set_plan_budget`]) below it splits the launch by head groups, and the plan readbacks
+/// decline it.
+pub fn one_launch_plan_bytes(ix: &DeviceIndex) -> usize {
+    whole_chunk_bound(ix) * CHUNK_BYTES
+}
+
 /// How many chunks one launch's planner buffer may hold, with the memory it was judged against.
 struct ChunkBudget {
     chunks: usize,
