@@ -18,26 +18,23 @@ mkdir -p "$OUT" /tmp/on
 log="$OUT/old-new.log"
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$log"
 for tag in old new; do xz -dc ".abx11/$tag.xz" > "/tmp/on/$tag" && chmod +x "/tmp/on/$tag"; done
+# The new binary on the mma.sync kernels; its own flags that the old one lacks.
+env_of() { [ "$1" = new ] && echo MINFERENCE_HOPPER=0; }
+attn_flags() { [ "$1" = new ] && echo --no-peers; }
+e2e_flags() { [ "$1" = new ] && echo --workload random --no-hf; }
 run() {  # tag, then the command's arguments
     local tag=$1
     shift
     echo "=== $tag: $*" | tee -a "$log"
-    if [ "$tag" = new ]; then
-        MINFERENCE_HOPPER=0 "/tmp/on/$tag" "$@" 2>&1 | grep -E '^\||rror' | tee -a "$log"
-    else
-        "/tmp/on/$tag" "$@" 2>&1 | grep -E '^\||rror' | tee -a "$log"
-    fi
+    # shellcheck disable=SC2046
+    env $(env_of "$tag") "/tmp/on/$tag" "$@" 2>&1 | grep -E '^\||rror' | tee -a "$log"
 }
 for r in $(seq 1 "$ROUNDS"); do
     # Alternate which binary goes first from round to round.
     order="old new"
     [ $((r % 2)) -eq 0 ] && order="new old"
-    for tag in $order; do
-        # shellcheck disable=SC2086
-        if [ "$tag" = new ]; then run new bench attention $ATTN_ARGS --no-peers; else run old bench attention $ATTN_ARGS; fi
-    done
-    for tag in $order; do
-        # shellcheck disable=SC2086
-        if [ "$tag" = new ]; then run new bench e2e $E2E_ARGS --workload random --no-hf; else run old bench e2e $E2E_ARGS; fi
-    done
+    # shellcheck disable=SC2086,SC2046
+    for tag in $order; do run "$tag" bench attention $ATTN_ARGS $(attn_flags "$tag"); done
+    # shellcheck disable=SC2086,SC2046
+    for tag in $order; do run "$tag" bench e2e $E2E_ARGS $(e2e_flags "$tag"); done
 done

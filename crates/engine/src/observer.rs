@@ -112,8 +112,8 @@ impl ResidualExport {
     }
 
     /// Runs `prefill` with a fresh export as its observer and returns the stream it kept beside
-    /// the prefill's result; `missing()` when the prefill ended without one. Every engine's
-    /// residual-returning prefill is this call.
+    /// the prefill's result; `missing()` when the prefill ended without one. Every residual-returning
+    /// prefill (CPU and GPU engines, the CPU coverage prefill) is this call.
     pub fn collect<R, E>(
         prefill: impl FnOnce(&mut Self) -> Result<R, E>,
         missing: impl FnOnce() -> E,
@@ -269,5 +269,21 @@ mod tests {
         assert_eq!(r.take(), Some(vec![3.0]));
         let (mut a, mut b) = (QkCapture::new(2, 0), QkCapture::new(2, 1));
         assert!(Both::<[f32], ()>(&mut a, &mut b).stop_after(2));
+    }
+
+    #[test]
+    fn collect_returns_what_the_prefill_kept_or_the_missing_error() {
+        let kept = ResidualExport::collect(
+            |export| {
+                Observer::<[f32], &str>::residual(export, vec![1.0, 2.0]);
+                Ok::<_, &str>(7)
+            },
+            || "missing",
+        );
+        assert_eq!(kept, Ok((vec![1.0, 2.0], 7)));
+        let none = ResidualExport::collect(|_| Ok::<_, &str>(7), || "missing");
+        assert_eq!(none, Err("missing"));
+        let failed = ResidualExport::collect(|_| Err::<u8, _>("prefill"), || "missing");
+        assert_eq!(failed, Err("prefill"));
     }
 }

@@ -54,8 +54,10 @@ pub fn prefill_hidden_with_coverage<B: HostBackend>(
     attention: &AttentionChoice,
     progress: &mut dyn FnMut(minference_engine::PrefillProgress),
 ) -> Result<(Vec<f32>, PrefillStats, Coverage), ModelError> {
-    let (mut coverage, mut export) = (CoverageRecorder::new(), ResidualExport::default());
-    let (_, stats) = engine.prefill_observed(tokens, attention, progress, &mut Both(&mut coverage, &mut export))?;
-    let hidden = export.take().ok_or_else(|| ModelError::Input("prefill kept no hidden states".into()))?;
+    let mut coverage = CoverageRecorder::new();
+    let (hidden, (_, stats)) = ResidualExport::collect(
+        |export| engine.prefill_observed(tokens, attention, progress, &mut Both(&mut coverage, export)),
+        || ModelError::Input("prefill kept no hidden states".into()),
+    )?;
     Ok((hidden, stats, coverage.take()))
 }

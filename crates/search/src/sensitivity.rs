@@ -11,7 +11,7 @@ use crate::driver::ModelSearch;
 use crate::error::{Result, SearchError};
 use minference_core::HeadPattern;
 use minference_engine::lm_head::{kl_sum, log_softmax_rows, logits_rows};
-use minference_engine::{cpu_engine, AttentionChoice, MInferencePlan, ResidualExport};
+use minference_engine::{cpu_engine, AttentionChoice, MInferencePlan};
 use minference_model::Model;
 use std::sync::Arc;
 
@@ -69,11 +69,7 @@ fn log_probs_at(model: &Model, residual: &[f32], rows: &[usize]) -> Result<Vec<f
 }
 
 fn final_residual(model: &Arc<Model>, tokens: &[u32], attention: &AttentionChoice) -> Result<Vec<f32>> {
-    let mut engine = cpu_engine(Arc::clone(model));
-    let (residual, _) = ResidualExport::collect(
-        |export| engine.prefill_observed(tokens, attention, &mut |_| {}, export).map_err(SearchError::from),
-        || SearchError::Input("the forward kept no residual stream".into()),
-    )?;
+    let (residual, _) = cpu_engine(Arc::clone(model)).prefill_hidden(tokens, attention, &mut |_| {})?;
     Ok(residual)
 }
 
