@@ -26,6 +26,17 @@ for r in $(seq 1 "$ROUNDS"); do
             | grep -E '^\|' | tee -a "$OUT/ab.log"
     done
 done
+# Optional e2e TTFT of every binary, alternating as above, e.g.
+#   E2E_ARGS="--random-weights --shape qwen2.5-7b --lengths 128k --workload structured --attention minference"
+if [ -n "${E2E_ARGS:-}" ]; then
+    for r in $(seq 1 "$ROUNDS"); do
+        for tag in "${tags[@]}"; do
+            echo "=== e2e round $r $tag" | tee -a "$OUT/ab.log"
+            # shellcheck disable=SC2086
+            "/tmp/ab/$tag" bench e2e $E2E_ARGS --no-hf 2>&1 | grep -E '^\|' | tee -a "$OUT/ab.log"
+        done
+    done
+fi
 # Optional per-kernel times of one more command under ncu (durations only), by the binary
 # NCU_TAG (default: the last one), e.g.
 #   NCU_ARGS="bench attention --lengths 16k --sets vs-mix --regimes structured --reps 1"

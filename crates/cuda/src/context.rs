@@ -37,6 +37,7 @@ pub struct Gpu {
     /// Bytes one Hopper launch's planned chunks may take (0: from free memory); tests lower it to
     /// make a layer split over several launches.
     plan_budget: std::sync::atomic::AtomicUsize,
+    pool: crate::pool::RetainingPool,
 }
 
 /// `MINFERENCE_HOPPER`: `0` selects the previous kernels (A/B timing), `1` makes a Hopper kernel
@@ -178,6 +179,7 @@ impl Gpu {
         // SAFETY: one stream orders everything, so cudarc's per-buffer events are not needed.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.new_stream().ctx("creating a stream")?;
+        let pool = crate::pool::RetainingPool::retain(ordinal)?;
         let smem_optin = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .ctx("shared memory limit")? as usize;
@@ -226,6 +228,7 @@ impl Gpu {
             hopper_off,
             switches,
             plan_budget: std::sync::atomic::AtomicUsize::new(0),
+            pool,
         })
     }
 
@@ -305,17 +308,27 @@ impl Gpu {
         }
     }
 
-    /// (free, total) device memory in bytes.
+    /// (free, total) device memory in bytes; free counts the memory pool's idle bytes, which the
+    /// next allocation reuses.
     pub fn mem_info(&self) -> Result<(usize, usize)> {
-        self.ctx.mem_get_info().ctx("cuMemGetInfo")
+        let (free, total) = self.ctx.mem_get_info().ctx("cuMemGetInfo")?;
+        Ok((free + self.pool.idle_bytes()?, total))
     }
 
-    /// Stream-ordered allocation; out of memory reports the bytes asked and free.
+    /// Stream-ordered allocation; out of memory (after the pool's idle memory has been given
+    /// back and the allocation retried) reports the bytes asked and free.
     pub fn alloc<T: DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
         let bytes = n.max(1) * std::mem::size_of::<T>();
         // SAFETY: contents are written by a kernel or a copy before they are read.
         match unsafe { self.stream.alloc::<T>(n.max(1)) } {
             Ok(s) => Ok(s),
+            Err(e) if is_oom(&e) => {
+                // Buffers freed on the stream return to the pool once it has run to here.
+                self.sync()?;
+                self.pool.trim()?;
+                // SAFETY: as above.
+                unsafe { self.stream.alloc::<T>(n.max(1)) }.map_err(|e| self.oom_or(e, bytes))
+            }
             Err(e) => Err(self.oom_or(e, bytes)),
         }
     }
@@ -327,7 +340,7 @@ impl Gpu {
     }
 
     fn oom_or(&self, e: cudarc::driver::DriverError, bytes: usize) -> CudaError {
-        if e.0 == cudarc::driver::sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY {
+        if is_oom(&e) {
             let (free, total) = self.mem_info().unwrap_or((0, 0));
             CudaError::OutOfMemory { asked: bytes, free, total }
         } else {
@@ -441,4 +454,8 @@ impl Gpu {
         unsafe { b.launch(cfg) }.ctx(name)?;
         Ok(())
     }
+}
+
+fn is_oom(e: &cudarc::driver::DriverError) -> bool {
+    e.0 == cudarc::driver::sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY
 }

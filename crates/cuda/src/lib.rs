@@ -19,6 +19,7 @@ pub mod index;
 pub mod kernels;
 pub mod layer;
 pub mod layout;
+mod pool;
 pub mod search_score;
 pub mod tensor;
 
