@@ -142,13 +142,27 @@ __device__ __forceinline__ void vs_scores_flush(const float* red_all, const EstG
     }
 }
 
+// Half inputs keep the normalised tile P as [64][64] floats with the column swizzled by the row
+// (vs_p_at): the fragment stores and the row reads both hit 32 distinct banks without the 65-float
+// pitch, so at D = 128 P fits in the Q tile's buffer, dead once the Q fragments are in registers,
+// and four CTAs fit an SM instead of three.
+__device__ __forceinline__ int vs_p_at(int row, int col) { return row * 64 + (col ^ (((row & 3) << 3) | ((row >> 2) & 1))); }
+
+// Whether vs_scores' P lives in the Q tile's buffer (EstLogits: Q first, 64 * D halves).
+template <int D, typename T>
+struct VsPInQ {
+    static constexpr bool v = ElemBytes<T>::v == 2 && 64 * D * 2 >= 64 * 64 * 4;
+};
+
 template <int D, typename T>
 __device__ void vs_scores(const void* q, const void* k, const int* seqs, const int* items, int heads, int kv_heads,
                           int total_q, int total_kv, float scale_log2, int chunk_tiles, const float2* rowfin,
                           float* vscore, float* diag) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
-    float* P = (float*)(smem_raw + EstLogits<D, T>::SMEM);  // [64][65]
-    float* red_all = P + 64 * 65;                           // [4][VS_RED_STRIDE]
+    constexpr bool kInQ = VsPInQ<D, T>::v;
+    // [64][64] swizzled (half inputs) or [64][65] (f32, whose Q tile stays live)
+    float* P = kInQ ? (float*)smem_raw : (float*)(smem_raw + EstLogits<D, T>::SMEM);
+    float* red_all = (float*)(smem_raw + EstLogits<D, T>::SMEM + (kInQ ? 0 : 64 * 65 * 4));  // [4][VS_RED_STRIDE]
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     float* red = red_all + warp * VS_RED_STRIDE;
     const int* item = items + IT_STRIDE * blockIdx.y;
@@ -164,7 +178,7 @@ __device__ void vs_scores(const void* q, const void* k, const int* seqs, const i
     if constexpr (ElemBytes<T>::v == 2) {
         // Half inputs normalise in registers: the thread's two fragment rows' (max, 1/sum) are
         // loaded once; the column sums are reduced by shuffles; P goes to shared memory already
-        // normalised, for the diagonal walk only.
+        // normalised, for the diagonal walk only (each warp writes and reads its own 16 rows).
         const int r0 = warp * 16 + (lane >> 2);
         const float2 st0 = rf[r0], st1 = rf[r0 + 8];
         for (int t = t_begin; t < t_end; ++t) {
@@ -194,7 +208,7 @@ __device__ void vs_scores(const void* q, const void* k, const int* seqs, const i
 #pragma unroll
             for (int j = 0; j < 8; ++j)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) P[(r0 + (e >> 1) * 8) * 65 + j * 8 + (lane & 3) * 2 + (e & 1)] = s[j][e];
+                for (int e = 0; e < 4; ++e) P[vs_p_at(r0 + (e >> 1) * 8, j * 8 + (lane & 3) * 2 + (e & 1))] = s[j][e];
             __syncwarp();
             if (lane < 4) {
 #pragma unroll
@@ -207,8 +221,8 @@ __device__ void vs_scores(const void* q, const void* k, const int* seqs, const i
 #pragma unroll 1
             for (int a = warp * 16; a < a_end; ++a) {
                 // Within one row the 64 diagonals are distinct; rows of one warp run in order.
-                dg[a - lane] += P[a * 65 + lane];
-                dg[a - lane - 32] += P[a * 65 + lane + 32];
+                dg[a - lane] += P[vs_p_at(a, lane)];
+                dg[a - lane - 32] += P[vs_p_at(a, lane + 32)];
                 __syncwarp();
             }
             vs_scores_flush(red_all, g, item, t, j0, vscore, diag);
@@ -265,13 +279,19 @@ extern "C" __global__ void vs_slash_reduce(const int* seqs, const int* items, co
     sscore[item[IT_SCORE] + d] = acc;  // raw: vs_topk forces d < 100
 }
 
+// Keys of one radix bin vs_topk keeps in shared memory (32 KB): past the first two 8-bit digits
+// (sign, exponent and the top mantissa bit) a bin of 128K scores rarely holds more.
+constexpr int VS_TOPK_CAP = 4096;
+
 // Pass 4 (after adaptive.cu's vs_adaptive for adaptive heads): exact top-k of verticals
 // (blockIdx.y == 0, ascending output) and slashes (== 1, descending output) per item.
 extern "C" __global__ void __launch_bounds__(1024) vs_topk(const int* seqs, const int* items, const float* vscore,
                                                             const float* sscore, int* sel_v, int* sel_s) {
     __shared__ u32 hist[256];
-    __shared__ u64 state[3];
+    __shared__ u64 state[4];
     __shared__ u32 scan[1024 / 32];
+    __shared__ u64 cand[VS_TOPK_CAP];
+    __shared__ u32 n_cand;
     const int* item = items + IT_STRIDE * blockIdx.x;
     const int kv_len = seqs[4 * item[IT_B] + 3];
     const bool slash = blockIdx.y == 1;
@@ -282,7 +302,8 @@ extern "C" __global__ void __launch_bounds__(1024) vs_topk(const int* seqs, cons
     // The scores are raw (adaptive budgets weigh them): the forced entries outrank every score here.
     const int forced = slash ? VS_FORCED_SLASHES : VS_FORCED_VERTICALS;
     auto key_of = [&](int i) -> u64 { return topk_key(i < forced ? MI_POS_INF : sc[i], (u32)i); };
-    u64 thr = k >= kv_len ? 0ull : radix_kth_largest<1024>(kv_len, k, key_of, hist, state);
+    u64 thr = k >= kv_len ? 0ull
+                          : radix_kth_largest<1024, VS_TOPK_CAP>(kv_len, k, key_of, hist, state, cand, &n_cand);
     auto write = [&](int rank, int i) {
         if (slash)
             out[k - 1 - rank] = i;
@@ -469,7 +490,7 @@ extern "C" __global__ void __launch_bounds__(256) bs_select(const int* seqs, con
                                                            int* sel, int* sel_cnt) {
     extern __shared__ __align__(128) unsigned char bs_smem[];
     __shared__ u32 hist[256];
-    __shared__ u64 state[3];
+    __shared__ u64 state[4];
     __shared__ u32 scan[256 / 32];
     const int* item = items + 4 * blockIdx.y;
     const int* s = seqs + 4 * item[0];
@@ -493,7 +514,7 @@ extern "C" __global__ void __launch_bounds__(256) bs_select(const int* seqs, con
     int k = max(item[2], forced_count);
     if (k > visible) k = visible;
     auto key_of = [&](int i) -> u64 { return topk_key(sc[i], (u32)i); };
-    u64 thr = k >= visible ? 0ull : radix_kth_largest<256>(visible, k, key_of, hist, state);
+    u64 thr = k >= visible ? 0ull : radix_kth_largest<256, 0>(visible, k, key_of, hist, state, nullptr, nullptr);
     int* out = sel + ((i64)item[3] + m) * kcap;
     auto write = [&](int rank, int i) { out[rank] = i * 64; };
     compact_ge<256>(visible, thr, key_of, write, scan);

@@ -164,7 +164,9 @@ fn estimate(
     let tile_smem = if f32_in { 2 * 64 * (d + 1) * 4 } else { 3 * 64 * d * 2 };
     let logits_smem = 64 * 65 * 4;
     let rowstats_smem = tile_smem + if f32_in { logits_smem } else { 0 };
-    let scores_smem = tile_smem + logits_smem + 4 * crate::kernels::VS_RED_STRIDE * 4;
+    // Half inputs at D >= 128 keep vs_scores' normalised tile in the Q tile's buffer (VsPInQ).
+    let p_in_q = !f32_in && 64 * d * 2 >= 64 * 64 * 4;
+    let scores_smem = tile_smem + if p_in_q { 0 } else { logits_smem } + 4 * crate::kernels::VS_RED_STRIDE * 4;
     let total_score: usize = items.iter().map(|i| shape.seqs[i.b].kv_len).sum();
     let total_diag: usize = items.iter().map(|i| shape.seqs[i.b].kv_len.div_ceil(64) * 127).sum();
     let stats = gpu.alloc::<f32>(2 * n * n_chunks * 64)?;
