@@ -50,8 +50,8 @@ MI_HOPPER_ENTRY(hopper_attn_f16_d128_mixed, 128, F16Elems<MixedProducer>)
 // column merge is split over the lanes by merge path (lists in any other order: lane 0 merges them
 // sequentially).
 constexpr int PLAN_WARPS = 4;     // warps per CTA
-constexpr int PLAN_STAGE = 2560;  // staged list entries per warp (10 KB)
-constexpr int PLAN_GCAP = 64;     // gather chunks whose ownership bits one pass accumulates
+constexpr int PLAN_STAGE = 1024;  // staged list entries per warp (4 KB)
+constexpr int PLAN_GCAP = 32;     // gather chunks whose ownership bits one pass accumulates
 constexpr u32 FULL_WARP = 0xffffffffu;
 
 struct PlanHalf {
