@@ -45,8 +45,9 @@ MI_HOPPER_ENTRY(hopper_attn_f16_d128_mixed, 128, F16Elems<MixedProducer>)
 // merged columns of a tile start at col_ptr[s0].
 //
 // Work split (one thread per tile left most SMs idle and walked global memory serially): the
-// warp stages the tile's lists in shared memory when they fit; lane 0 walks the union runs and
-// writes each chunk's key ranges; the lanes then fill the chunks' ownership masks in parallel; the
+// warp stages the tile's lists in shared memory when they fit; the warp walks the union runs (a
+// run of touching tiles per step) and lane 0 writes each chunk's key ranges; the lanes then fill
+// the chunks' ownership masks in parallel; the
 // column merge is split over the lanes by merge path (lists in any other order: lane 0 merges them
 // sequentially).
 constexpr int PLAN_WARPS = 4;     // warps per CTA
@@ -107,13 +108,61 @@ __device__ __forceinline__ const int* plan_stage(int* stage, const int* src, int
     return stage;
 }
 
-// Lane 0: the union runs of both blocks' tiles (both ascending), cut into chunks as they close.
-// Chunk c gets its key ranges (a, la, b, lb; lb == 0: a RANGE chunk, else a PAIR) in its first 16
-// bytes; the lanes turn them into ChunkMetas. Returns the chunk count.
-__device__ int plan_runs(const int* tiles, const PlanHalf (&half)[2], ChunkMeta* out) {
+// Tiles [begin, end) of h that are not empty after clipping to [0, row_end): the list ascends, so
+// the empty ones are a prefix (ending at or before key 0) and a suffix (starting at or past row_end).
+__device__ __forceinline__ int2 plan_valid(const int* tiles, const PlanHalf& h) {
+    int lo = h.t, hi = h.t_end;
+    while (lo < hi) {  // first tile ending past key 0
+        const int mid = (lo + hi) >> 1;
+        if (tiles[mid] + 64 <= 0) lo = mid + 1; else hi = mid;
+    }
+    const int b = lo;
+    hi = h.t_end;
+    while (lo < hi) {  // first tile starting at or past row_end
+        const int mid = (lo + hi) >> 1;
+        if (tiles[mid] < h.row_end) lo = mid + 1; else hi = mid;
+    }
+    return make_int2(b, h.row_end > 0 ? lo : b);
+}
+
+// The warp takes the run of h's valid tiles that starts at tile c (< v_end): the tiles after it
+// whose start is at or before the previous tile's end (ends ascend with starts, so that end is the
+// run's so far). 32 tiles per step, the first break found by a ballot. Every lane gets the same
+// [s, e) and the cursor past the run.
+__device__ __forceinline__ void plan_tile_run(const int* tiles, const PlanHalf& h, int v_end, int& c, int& s, int& e,
+                                              int lane) {
+    s = max(tiles[c], 0);
+    e = min(tiles[c] + 64, h.row_end);
+    ++c;
+    while (c < v_end) {
+        const int j = c + lane;
+        const bool in = j < v_end;
+        const int tj = in ? tiles[j] : 0;
+        const int sj = max(tj, 0), ej = in ? min(tj + 64, h.row_end) : 0;
+        int prev = __shfl_up_sync(FULL_WARP, ej, 1);
+        if (lane == 0) prev = e;
+        const u32 brk = __ballot_sync(FULL_WARP, !in || sj > prev);
+        const int b = brk ? __ffs(brk) - 1 : 32;  // tiles c .. c + b - 1 extend the run
+        if (b > 0) e = __shfl_sync(FULL_WARP, ej, b - 1);
+        c += b;
+        if (b < 32) return;
+    }
+}
+
+// The warp: the union runs of both blocks' tiles (both ascending), cut into chunks as they close;
+// lane 0 writes them. The blocks' runs of touching tiles are taken whole (plan_tile_run), the
+// smaller start first: the union's maximal runs, and so the chunks, are those of a tile-by-tile
+// merge, in fewer steps (a VS index's slash ranges come as runs of consecutive tiles). Chunk c gets
+// its key ranges (a, la, b, lb; lb == 0: a RANGE chunk, else a PAIR) in its first 16 bytes; the
+// lanes turn them into ChunkMetas. Returns the chunk count (the same in every lane).
+__device__ int plan_runs(const int* tiles, const PlanHalf (&half)[2], ChunkMeta* out, int lane) {
     int count = 0;
-    auto emit = [&](int a, int la, int b, int lb) { *(int4*)(out + count++) = make_int4(a, la, b, lb); };
-    int i0 = half[0].t, i1 = half[1].t;
+    auto emit = [&](int a, int la, int b, int lb) {
+        if (lane == 0) *(int4*)(out + count) = make_int4(a, la, b, lb);
+        ++count;
+    };
+    const int2 v0 = plan_valid(tiles, half[0]), v1 = plan_valid(tiles, half[1]);
+    int c0 = v0.x, c1 = v1.x;
     int rs = 0, re = -1;  // current run [rs, re); re < 0: none
     int pend_a = 0, pend_l = 0;
     auto flush = [&](int a, int b) {
@@ -135,23 +184,14 @@ __device__ int plan_runs(const int* tiles, const PlanHalf (&half)[2], ChunkMeta*
             a += l;
         }
     };
-    while (true) {
-        int s = 0, e = 0, w = -1;
-        int s0v, e0v, s1v, e1v;
-        while (i0 < half[0].t_end && !plan_tile(tiles, half[0], i0, s0v, e0v)) ++i0;
-        while (i1 < half[1].t_end && !plan_tile(tiles, half[1], i1, s1v, e1v)) ++i1;
-        const bool ok0 = i0 < half[0].t_end, ok1 = i1 < half[1].t_end;
-        if (ok0 && (!ok1 || s0v <= s1v)) {
-            s = s0v;
-            e = e0v;
-            w = 0;
-        } else if (ok1) {
-            s = s1v;
-            e = e1v;
-            w = 1;
-        }
-        if (w < 0) break;
-        if (w == 0) ++i0; else ++i1;
+    while (c0 < v0.y || c1 < v1.y) {
+        const int n0 = c0 < v0.y ? max(tiles[c0], 0) : 0x7fffffff;
+        const int n1 = c1 < v1.y ? max(tiles[c1], 0) : 0x7fffffff;
+        int s, e;
+        if (n0 <= n1)
+            plan_tile_run(tiles, half[0], v0.y, c0, s, e, lane);
+        else
+            plan_tile_run(tiles, half[1], v1.y, c1, s, e, lane);
         if (re >= 0 && s <= re) {
             re = max(re, e);
         } else {
@@ -377,9 +417,7 @@ extern "C" __global__ void __launch_bounds__(32 * PLAN_WARPS)
     // Keys at or past a block's last row position + 1 are causally masked for all its rows.
     const PlanHalf half[2] = {PlanHalf{0, t_mid, min(128 * m + 64, n) + off},
                               has1 ? PlanHalf{t_mid, t_end, min(128 * m + 128, n) + off} : PlanHalf{0, 0, 0}};
-    int count = 0;
-    if (lane == 0) count = plan_runs(tiles, half, out);
-    count = __shfl_sync(FULL_WARP, count, 0);
+    int count = plan_runs(tiles, half, out, lane);
     __syncwarp();  // lane 0's chunk ranges are visible to every lane
     plan_range_masks(tiles, half, out, count, lane);
     __syncwarp();  // every lane is done with the staged tiles
