@@ -279,8 +279,8 @@ extern "C" __global__ void vs_slash_reduce(const int* seqs, const int* items, co
     sscore[item[IT_SCORE] + d] = acc;  // raw: vs_topk forces d < 100
 }
 
-// Keys of one radix bin vs_topk keeps in shared memory (32 KB): past the first two 8-bit digits
-// (sign, exponent and the top mantissa bit) a bin of 128K scores rarely holds more.
+// Keys of one radix bin vs_topk copies to shared memory (32 KB): the passes read the scores from
+// global memory until a chosen bin holds at most this many, and only that copy afterwards.
 constexpr int VS_TOPK_CAP = 4096;
 
 // Pass 4 (after adaptive.cu's vs_adaptive for adaptive heads): exact top-k of verticals
