@@ -2,7 +2,8 @@
 # A/B of kernel versions in one device call: every binary in $AB_DIR (default .abx; stripped and
 # xz-compressed `minference` builds named m<Tag>.xz, carried there) runs `bench attention` on the
 # same inputs, alternating A B C ... A B C ... so that drift of the card shows as spread, not as a
-# difference. No peers here: a version picked this way is then timed beside the peers with
+# difference. The log keeps the table rows and each set's plan summary (chunk kinds, owned and
+# issued pairs). No peers here: a version picked this way is then timed beside the peers with
 # bench/peers_device.sh before any figure goes into README.
 #
 #   AB_ARGS="--lengths 16k,128k --sets vs-mix,bs" ROUNDS=2 bash bench/ab_device.sh
@@ -23,7 +24,7 @@ for r in $(seq 1 "$ROUNDS"); do
         echo "=== round $r $tag" | tee -a "$OUT/ab.log"
         # shellcheck disable=SC2086
         "/tmp/ab/$tag" bench attention $AB_ARGS --no-peers --no-baseline 2>&1 \
-            | grep -E '^\|' | tee -a "$OUT/ab.log"
+            | grep -E '^\||^  plan of' | tee -a "$OUT/ab.log"
     done
 done
 # Optional e2e TTFT of every binary, alternating as above, e.g.
