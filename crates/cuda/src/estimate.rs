@@ -178,7 +178,7 @@ fn estimate(
     let common = [
         Arg::P(q.ptr(gpu)),
         Arg::P(k.ptr(gpu)),
-        Arg::P(gpu.ptr(&meta.seqs)),
+        Arg::P(meta.seqs(gpu)),
         Arg::P(gpu.ptr(&items_dev)),
         Arg::I(shape.heads as i32),
         Arg::I(shape.kv_heads as i32),
@@ -204,7 +204,7 @@ fn estimate(
         (kv_max.div_ceil(256) as u32, n as u32, 1),
         256,
         0,
-        &[Arg::P(gpu.ptr(&meta.seqs)), Arg::P(gpu.ptr(&items_dev)), Arg::P(gpu.ptr(&diag)), Arg::P(gpu.ptr(&sscore))],
+        &[Arg::P(meta.seqs(gpu)), Arg::P(gpu.ptr(&items_dev)), Arg::P(gpu.ptr(&diag)), Arg::P(gpu.ptr(&sscore))],
     )?;
     if any_adaptive {
         let adapt_dev = gpu.upload(&adapt)?;
@@ -214,7 +214,7 @@ fn estimate(
             1024,
             0,
             &[
-                Arg::P(gpu.ptr(&meta.seqs)),
+                Arg::P(meta.seqs(gpu)),
                 Arg::P(gpu.ptr(&items_dev)),
                 Arg::P(gpu.ptr(&adapt_dev)),
                 Arg::P(gpu.ptr(&vscore)),
@@ -228,7 +228,7 @@ fn estimate(
         1024,
         0,
         &[
-            Arg::P(gpu.ptr(&meta.seqs)),
+            Arg::P(meta.seqs(gpu)),
             Arg::P(gpu.ptr(&items_dev)),
             Arg::P(gpu.ptr(&vscore)),
             Arg::P(gpu.ptr(&sscore)),

@@ -84,22 +84,26 @@ pub fn seq_table(shape: &AttnShape) -> Vec<i32> {
     seqs
 }
 
-/// Device copies of the per-launch metadata.
+/// Device copy of the per-launch metadata: the sequence table, the heads' kinds and A-shape
+/// extents, the sequences' first slots, in one buffer (one upload per launch instead of five);
+/// the accessors give each array's device address.
 pub struct Meta {
-    pub seqs: CudaSlice<i32>,
-    pub head_kind: CudaSlice<i32>,
-    pub head_init: CudaSlice<i32>,
-    pub head_local: CudaSlice<i32>,
-    pub slot_base: CudaSlice<u32>,
+    buf: CudaSlice<i32>,
+    heads: usize,
+    n_seqs: usize,
     pub n_slots: usize,
 }
 
 impl Meta {
     pub fn new(gpu: &Gpu, shape: &AttnShape, patterns: &[HeadPattern]) -> Result<Meta> {
         let cap = |x: usize| x.min(max_kv(shape) + 1) as i32;
-        let mut kind = Vec::with_capacity(shape.heads);
-        let mut init = Vec::with_capacity(shape.heads);
-        let mut local = Vec::with_capacity(shape.heads);
+        let seqs = seq_table(shape);
+        // Offsets follow what is packed: one entry per pattern.
+        let heads = patterns.len();
+        // seqs | head_kind | head_init | head_local | slot_base
+        let mut packed = Vec::with_capacity(seqs.len() + 3 * heads + shape.seqs.len() + 1);
+        packed.extend_from_slice(&seqs);
+        let (mut init, mut local) = (Vec::with_capacity(heads), Vec::with_capacity(heads));
         for p in patterns {
             let (k, i, l) = match *p {
                 HeadPattern::Dense => (HEAD_DENSE, 0, 0),
@@ -108,20 +112,42 @@ impl Meta {
                 | HeadPattern::AdaptiveVs { .. }
                 | HeadPattern::BlockSparse { .. } => (HEAD_INDEX, 0, 0),
             };
-            kind.push(k);
+            packed.push(k);
             init.push(i);
             local.push(l);
         }
+        packed.extend(init);
+        packed.extend(local);
         let base = slot_base(shape);
         let n_slots = *base.last().unwrap_or(&0) as usize;
-        Ok(Meta {
-            seqs: gpu.upload(&seq_table(shape))?,
-            head_kind: gpu.upload(&kind)?,
-            head_init: gpu.upload(&init)?,
-            head_local: gpu.upload(&local)?,
-            slot_base: gpu.upload(&base)?,
-            n_slots,
-        })
+        // The kernels read slot_base as u32: the same bits.
+        packed.extend(base.iter().map(|&b| b as i32));
+        Ok(Meta { buf: gpu.upload(&packed)?, heads, n_seqs: shape.seqs.len(), n_slots })
+    }
+
+    fn at(&self, gpu: &Gpu, ints: usize) -> u64 {
+        gpu.ptr(&self.buf) + (4 * ints) as u64
+    }
+
+    /// int[4] per sequence: q_start, kv_start, q_len, kv_len.
+    pub fn seqs(&self, gpu: &Gpu) -> u64 {
+        self.at(gpu, 0)
+    }
+    /// int per head: `HEAD_*`.
+    pub fn head_kind(&self, gpu: &Gpu) -> u64 {
+        self.at(gpu, 4 * self.n_seqs)
+    }
+    /// int per head: an A-shape head's sink tokens (0 otherwise).
+    pub fn head_init(&self, gpu: &Gpu) -> u64 {
+        self.at(gpu, 4 * self.n_seqs + self.heads)
+    }
+    /// int per head: an A-shape head's local window (0 otherwise).
+    pub fn head_local(&self, gpu: &Gpu) -> u64 {
+        self.at(gpu, 4 * self.n_seqs + 2 * self.heads)
+    }
+    /// u32 per sequence and one more: each sequence's first slot, then the slot count.
+    pub fn slot_base(&self, gpu: &Gpu) -> u64 {
+        self.at(gpu, 4 * self.n_seqs + 3 * self.heads)
     }
 }
 

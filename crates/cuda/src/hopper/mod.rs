@@ -253,15 +253,15 @@ pub(crate) fn attention(
                 ..Default::default()
             };
             launch += 1;
-            let head_meta = |s: &cudarc::driver::CudaSlice<i32>| gpu.ptr(s) + (4 * g.h0) as u64;
+            let head_meta = |array: u64| array + (4 * g.h0) as u64;
             if !all_dense {
-                p.head_kind = head_meta(&meta.head_kind);
-                p.head_init = head_meta(&meta.head_init);
-                p.head_local = head_meta(&meta.head_local);
+                p.head_kind = head_meta(meta.head_kind(gpu));
+                p.head_init = head_meta(meta.head_init(gpu));
+                p.head_local = head_meta(meta.head_local(gpu));
             }
             if let Some((ix, bufs)) = &plan {
                 let first_slot = slot_base[b] + (g.h0 * seq.row_blocks()) as u32;
-                launch_planner(gpu, ix, head_meta(&meta.head_kind), bufs, first_slot, *seq, g.heads)?;
+                launch_planner(gpu, ix, head_meta(meta.head_kind(gpu)), bufs, first_slot, *seq, g.heads)?;
                 p.tile_chunks = gpu.ptr(&bufs.tile_chunks);
                 p.chunks = gpu.ptr(&bufs.chunks);
                 p.cols = gpu.ptr(&bufs.mcols);

@@ -250,7 +250,7 @@ fn run_planner(gpu: &Gpu, shape: &AttnShape, patterns: &[HeadPattern], ix: &Devi
     }
     let meta = Meta::new(gpu, shape, patterns)?;
     let bufs = PlanBuffers::new(gpu, shape, ix, whole)?;
-    launch_planner(gpu, ix, gpu.ptr(&meta.head_kind), &bufs, 0, seq, h)?;
+    launch_planner(gpu, ix, meta.head_kind(gpu), &bufs, 0, seq, h)?;
     let tile_chunks = gpu.download(&bufs.tile_chunks, 2 * h * m_tiles)?;
     // Only the chunks the planner wrote come back, and not beyond MAX_SUMMARY_BYTES (a 1M-token
     // index can plan tens of millions of chunks): a benchmark and test aid, not worth GBs.
