@@ -46,12 +46,7 @@ struct EstLogits {
     u32 qf[D / 16][4];
 
     __device__ void load_k(const EstGeom& g, int j0, int b) {
-        const u16* kb = (const u16*)g.kb;
-        auto rk = [&](int r) -> const u16* {
-            int key = j0 + r;
-            return key < g.kv_len ? kb + (i64)key * D : nullptr;
-        };
-        load_tile_async<D, 128>(sk + b * 64 * D, rk, threadIdx.x);
+        load_rows_async<D, 128>(sk + b * 64 * D, (const u16*)g.kb + (i64)j0 * D, g.kv_len - j0, threadIdx.x);
     }
 
     __device__ void init(unsigned char* smem, const EstGeom& g, int j0_first) {
@@ -59,9 +54,7 @@ struct EstLogits {
         sq = (u16*)smem;
         sk = sq + 64 * D;
         buf = 0;
-        const u16* qb = (const u16*)g.qb;
-        auto rq = [&](int r) -> const u16* { return r < g.L ? qb + (i64)(g.q_len - g.L + r) * D : nullptr; };
-        load_tile_async<D, 128>(sq, rq, tid);
+        load_rows_async<D, 128>(sq, (const u16*)g.qb + (i64)(g.q_len - g.L) * D, g.L, tid);
         cp_async_commit();
         load_k(g, j0_first, 0);
         cp_async_commit();

@@ -7,11 +7,13 @@
 #include "vs_items.cuh"
 #include "est_logits.cuh"
 
-// Adds x (a log2-domain logit, -inf allowed) to a running (max, sum of exp2).
+// Adds x (a log2-domain logit, -inf allowed) to a running (max, sum of exp2). The exponentials flush
+// results below 2^-126 to zero (fast_exp2): every sum here holds its maximum's 1, so what is flushed
+// lies far below a float's precision of it.
 __device__ __forceinline__ void online_add(float& m, float& l, float x_max, float x_sum_at_max) {
     const float mm = fmaxf(m, x_max);
     if (mm == MI_NEG_INF) return;
-    l = (m == MI_NEG_INF ? 0.f : l * exp2f(m - mm)) + (x_max == MI_NEG_INF ? 0.f : x_sum_at_max * exp2f(x_max - mm));
+    l = (m == MI_NEG_INF ? 0.f : l * fast_exp2(m - mm)) + (x_max == MI_NEG_INF ? 0.f : x_sum_at_max * fast_exp2(x_max - mm));
     m = mm;
 }
 
@@ -49,7 +51,7 @@ __device__ void vs_rowstats(const void* q, const void* k, const int* seqs, const
                     if (mx == MI_NEG_INF) continue;
                     float sum = 0.f;
 #pragma unroll
-                    for (int j = 0; j < 8; ++j) sum += exp2f(s[j][2 * r] - mx) + exp2f(s[j][2 * r + 1] - mx);
+                    for (int j = 0; j < 8; ++j) sum += fast_exp2(s[j][2 * r] - mx) + fast_exp2(s[j][2 * r + 1] - mx);
                     online_add(m[r], l[r], mx, sum);
                 }
             }
@@ -135,9 +137,11 @@ __device__ __forceinline__ void vs_scores_flush(const float* red_all, const EstG
         }
     }
     if (tid < 127) {
+        // Warp w's rows reach only diagonals [16w, 16w + 79); its other entries are not written.
         float acc = 0.f;
 #pragma unroll
-        for (int w = 0; w < 4; ++w) acc += red_all[w * VS_RED_STRIDE + 64 + tid];
+        for (int w = 0; w < 4; ++w)
+            if (tid >= 16 * w && tid < 16 * w + 79) acc += red_all[w * VS_RED_STRIDE + 64 + tid];
         diag[(i64)item[IT_DIAG] + (i64)t * 127 + tid] = acc;
     }
 }
@@ -191,7 +195,7 @@ __device__ void vs_scores(const void* q, const void* k, const int* seqs, const i
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const float2 st = e < 2 ? st0 : st1;
-                    s[j][e] = s[j][e] == MI_NEG_INF ? 0.f : exp2f(s[j][e] - st.x) * st.y;
+                    s[j][e] = s[j][e] == MI_NEG_INF ? 0.f : fast_exp2(s[j][e] - st.x) * st.y;
                 }
 #pragma unroll
             for (int j = 0; j < 8; ++j)
@@ -203,8 +207,7 @@ __device__ void vs_scores(const void* q, const void* k, const int* seqs, const i
                     v += __shfl_xor_sync(0xffffffffu, v, 16);
                     col[j][c] = v;
                 }
-            // The previous tile's diagonal partials have been read (frag starts with a barrier).
-            for (int i = lane; i < VS_RED_STRIDE; i += 32) red[i] = 0.f;
+            // The previous tile's partials have been read (frag starts with a barrier).
 #pragma unroll
             for (int j = 0; j < 8; ++j)
 #pragma unroll
@@ -217,13 +220,20 @@ __device__ void vs_scores(const void* q, const void* k, const int* seqs, const i
                     red[j * 8 + lane * 2 + 1] = col[j][1];
                 }
             }
-            float* dg = red + 64 + 63;  // dg[a - c] is diagonal e = a - c + 63
-#pragma unroll 1
-            for (int a = warp * 16; a < a_end; ++a) {
-                // Within one row the 64 diagonals are distinct; rows of one warp run in order.
-                dg[a - lane] += P[vs_p_at(a, lane)];
-                dg[a - lane - 32] += P[vs_p_at(a, lane + 32)];
-                __syncwarp();
+            // The warp's rows 16w + ar touch the 79 diagonals e = a - c + 63 in [16w, 16w + 79); lane
+            // sums e = 16w + lane + 32i over its rows in registers, reading column
+            // c = 63 + ar - lane - 32i (32 consecutive columns per row: no bank conflict). Rows
+            // past L hold zeros. vs_scores_flush reads only each warp's range, so nothing is cleared.
+#pragma unroll
+            for (int i = 0; i < 3; ++i) {
+                if (i == 2 && lane >= 15) break;
+                float acc = 0.f;
+#pragma unroll
+                for (int ar = 0; ar < 16; ++ar) {
+                    const int c = 63 + ar - lane - 32 * i;
+                    if (c >= 0 && c < 64) acc += P[vs_p_at(warp * 16 + ar, c)];
+                }
+                red[64 + warp * 16 + lane + 32 * i] = acc;
             }
             vs_scores_flush(red_all, g, item, t, j0, vscore, diag);
         }

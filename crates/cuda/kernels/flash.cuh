@@ -19,6 +19,29 @@ __device__ __forceinline__ void load_tile_async(u16* tile, RowSrc row_src, int t
     }
 }
 
+// Copies the contiguous rows rows[0 .. n_valid) (pitch D) into a swizzled [ROWS][D] tile and zero-fills
+// the rest: one base address and compile-time strides per copy instead of a pointer per row, which is
+// most of load_tile_async's instructions where rows are contiguous (the estimation's K and Q tiles).
+template <int D, int THREADS, int ROWS = 64>
+__device__ __forceinline__ void load_rows_async(u16* tile, const u16* rows, int n_valid, int tid) {
+    constexpr int CHUNKS = D / 8;  // 16-byte chunks per row
+    if constexpr (THREADS % CHUNKS == 0 && ROWS % (THREADS / CHUNKS) == 0) {
+        constexpr int STEP = THREADS / CHUNKS;  // rows between one thread's copies
+        const int r0 = tid / CHUNKS, c = tid % CHUNKS;
+        const u32 base = smem_addr(tile);
+        const u16* src = rows + (i64)r0 * D + c * 8;
+#pragma unroll
+        for (int it = 0; it < ROWS / STEP; ++it) {
+            const int r = r0 + it * STEP;
+            // A zero-filled copy reads nothing, so its (possibly out-of-range) source needs no clamp.
+            cp_async16(base + 2u * (u32)swz<D, ROWS>(r, c * 8), src + (i64)it * STEP * D, r < n_valid);
+        }
+    } else {
+        auto row_src = [&](int r) -> const u16* { return r < n_valid ? rows + (i64)r * D : nullptr; };
+        load_tile_async<D, THREADS, decltype(row_src), ROWS>(tile, row_src, tid);
+    }
+}
+
 // Q fragments (A operand) of this warp's 16 rows, for all D/16 k-steps.
 template <int D, int ROWS = 64>
 __device__ __forceinline__ void load_q_frags(u32 (&qf)[D / 16][4], const u16* q_tile, int warp, int lane) {
