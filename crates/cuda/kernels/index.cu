@@ -4,16 +4,18 @@
 #include "select.cuh"
 #include "vs_items.cuh"
 
+// Keys and positions are ints: the host bounds token counts 256 below 2^31 (layout.rs MAX_TOKENS),
+// so a row block's end plus a tile cannot overflow, and 32-bit compares halve the searches' cost.
 struct CountSink {
     u32 tiles, cols;
-    __device__ void tile_range(long long rs, long long re) { tiles += (u32)((re - rs + 63) / 64); }
+    __device__ void tile_range(int rs, int re) { tiles += (u32)((re - rs + 63) / 64); }
     __device__ void cols_from(const int*, int n) { cols += (u32)n; }
 };
 struct FillSink {
     int* tile_out;
     int* col_out;
-    __device__ void tile_range(long long rs, long long re) {
-        for (long long t = rs; t < re; t += 64) *tile_out++ = (int)t;
+    __device__ void tile_range(int rs, int re) {
+        for (int t = rs; t < re; t += 64) *tile_out++ = t;
     }
     __device__ void cols_from(const int* v, int n) {
         for (int i = 0; i < n; ++i) col_out[i] = v[i];
@@ -23,24 +25,24 @@ struct FillSink {
 
 // Tiles rs, rs + 64, ... below re and kv_len.
 template <typename Sink>
-__device__ __forceinline__ void emit_range(Sink& sink, long long rs, long long re, long long kv_len) {
-    const long long stop = re < kv_len ? re : kv_len;
+__device__ __forceinline__ void emit_range(Sink& sink, int rs, int re, int kv_len) {
+    const int stop = re < kv_len ? re : kv_len;
     if (stop > rs) sink.tile_range(rs, stop);
 }
 
 // First index i >= lo with vs[i] >= x (vs ascending): exponential then binary search, so that a
 // gap holding few verticals costs a few probes.
-__device__ __forceinline__ int seek_vertical(const int* vs, int nv, int lo, long long x) {
-    if (lo >= nv || (long long)vs[lo] >= x) return lo;
+__device__ __forceinline__ int seek_vertical(const int* vs, int nv, int lo, int x) {
+    if (lo >= nv || vs[lo] >= x) return lo;
     int step = 1, hi = lo + 1;  // vs[lo] < x
-    while (hi < nv && (long long)vs[hi] < x) {
+    while (hi < nv && vs[hi] < x) {
         lo = hi;
         step <<= 1;
         hi = hi + step < nv ? hi + step : nv;
     }
     while (lo + 1 < hi) {  // vs[lo] < x <= vs[hi] (or hi == nv)
         const int mid = (lo + hi) >> 1;
-        if ((long long)vs[mid] < x)
+        if (vs[mid] < x)
             lo = mid;
         else
             hi = mid;
@@ -111,16 +113,16 @@ extern "C" __global__ void __launch_bounds__(1024)
 // segment up to gap_end (gap_end < 0: up to the block's first row). vi: first vertical not yet
 // placed, at or past the first run's start; ng: next_gap. Returns the end of the segment's last run.
 template <typename Sink>
-__device__ long long vs_segment(Sink& sink, const int* vs, int nv, int& vi, const int* ss, const int* ng, int si,
-                                int s_end, long long end, long long start, long long kv, long long gap_end) {
-    const long long tile = 64;
+__device__ int vs_segment(Sink& sink, const int* vs, int nv, int& vi, const int* ss, const int* ng, int si, int s_end,
+                          int end, int start, int kv, int gap_end) {
+    const int tile = 64;
     auto end_of = [&](int j) {  // the slash's key range ends here, clamped to the first tile
-        const long long e = end - ss[j];
+        const int e = end - ss[j];
         return e < tile ? tile : e;
     };
-    long long re = end_of(si), rs = re - tile;
+    int re = end_of(si), rs = re - tile;
     ++si;
-    auto close_run = [&](long long next_rs) {
+    auto close_run = [&](int next_rs) {
         vi = seek_vertical(vs, nv, vi, re);  // covered by the run
         emit_range(sink, rs, re, kv);
         const int gap = seek_vertical(vs, nv, vi, next_rs);
@@ -132,14 +134,14 @@ __device__ long long vs_segment(Sink& sink, const int* vs, int nv, int& vi, cons
     auto jump = [&]() {
         const int g = ng[si] < s_end ? ng[si] : s_end;
         if (g > si) {
-            const long long e = end_of(g - 1);
+            const int e = end_of(g - 1);
             if (e > re) re = rs + (e - rs + tile - 1) / tile * tile;
             si = g;
         }
     };
     if (si < s_end) jump();
     while (si < s_end) {
-        const long long e2 = end_of(si);
+        const int e2 = end_of(si);
         ++si;
         if (e2 > re + tile) {
             close_run(e2 - tile);
@@ -163,16 +165,16 @@ __device__ void convert_row_block(const int* vs, int nv, const int* ss, const in
                                   int q_len, int kv_len,
                                   int m, int lane, uint2* lane_cnt, u32& tiles_out, u32& cols_out, int* tile_dst,
                                   int* col_dst) {
-    const long long tile = 64;
-    const long long kv = kv_len;
-    const long long start = (long long)(kv_len - q_len) + tile * m;
-    const long long end = start + tile;
-    const long long key_end = end < kv ? end : kv;
+    const int tile = 64;
+    const int kv = kv_len;
+    const int start = (kv_len - q_len) + tile * m;
+    const int end = start + tile;
+    const int key_end = end < kv ? end : kv;
     // si0: first slash with ss < end; u: first with ss <= end - 64 (ends unclamped) (ss descending)
     int lo = 0, hi = ns;
     while (lo < hi) {
         const int mid = (lo + hi) >> 1;
-        if ((long long)ss[mid] >= end)
+        if (ss[mid] >= end)
             lo = mid + 1;
         else
             hi = mid;
@@ -181,7 +183,7 @@ __device__ void convert_row_block(const int* vs, int nv, const int* ss, const in
     hi = ns;
     while (lo < hi) {
         const int mid = (lo + hi) >> 1;
-        if ((long long)ss[mid] > end - tile)
+        if (ss[mid] > end - tile)
             lo = mid + 1;
         else
             hi = mid;
@@ -201,13 +203,13 @@ __device__ void convert_row_block(const int* vs, int nv, const int* ss, const in
     auto walk = [&](auto& sink) {
         if (!active) return;
         int vi = 0;
-        long long last_end = 0;
+        int last_end = 0;
         if (si0 < ns) {
-            long long e = end - ss[my];
+            int e = end - ss[my];
             if (e < tile) e = tile;
             vi = seek_vertical(vs, nv, 0, e - tile);
             if (lane == 0) sink.cols_from(vs, vi);  // before the first run
-            const long long gap_end = last ? -1 : end - ss[nxt] - tile;
+            const int gap_end = last ? -1 : end - ss[nxt] - tile;
             last_end = vs_segment(sink, vs, nv, vi, ss, ng, my, nxt, end, start, kv, gap_end);
         } else {
             vi = seek_vertical(vs, nv, 0, start);  // no slash reaches the block
@@ -215,8 +217,8 @@ __device__ void convert_row_block(const int* vs, int nv, const int* ss, const in
         }
         // One vertical at or past the block's first row (and inside the block) adds the block's
         // diagonal tile after the last run.
-        if (last && vi < nv && (long long)vs[vi] < key_end) {
-            const long long tail = start > last_end ? start : last_end;
+        if (last && vi < nv && vs[vi] < key_end) {
+            const int tail = start > last_end ? start : last_end;
             emit_range(sink, tail, tail + tile, kv);
         }
     };

@@ -9,6 +9,10 @@ use minference_core::{AttnShape, DType, HeadPattern};
 
 pub const SUPPORTED_HEAD_DIMS: [usize; 3] = [64, 96, 128];
 
+/// Tokens per launch: int32 positions with headroom for the kernels' key arithmetic (a row block's
+/// end plus a tile, index.cu), so that it never overflows.
+pub const MAX_TOKENS: usize = i32::MAX as usize - 256;
+
 /// Checks a problem against what the kernels support (shape invariants, head dim, int32 ranges,
 /// grid limits, tensor lengths and one dtype for Q/K/V).
 pub fn check_problem(shape: &AttnShape, q: (DType, usize), k: (DType, usize), v: Option<(DType, usize)>) -> Result<()> {
@@ -17,8 +21,8 @@ pub fn check_problem(shape: &AttnShape, q: (DType, usize), k: (DType, usize), v:
         return Err(CudaError::UnsupportedHeadDim(shape.head_dim));
     }
     let total_kv_elems = shape.kv_heads.checked_mul(shape.total_kv()).and_then(|x| x.checked_mul(shape.head_dim));
-    if shape.total_q() > i32::MAX as usize || shape.total_kv() > i32::MAX as usize || total_kv_elems.is_none() {
-        return Err(CudaError::Invalid("token counts must fit in int32".into()));
+    if shape.total_q() > MAX_TOKENS || shape.total_kv() > MAX_TOKENS || total_kv_elems.is_none() {
+        return Err(CudaError::Invalid(format!("token counts must be at most {MAX_TOKENS}")));
     }
     if shape.heads > 65_535 || shape.seqs.len() > 65_535 {
         return Err(CudaError::Invalid("at most 65535 heads and 65535 sequences per launch".into()));
