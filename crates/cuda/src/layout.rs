@@ -162,3 +162,19 @@ pub fn dtype_suffix(dtype: DType) -> &'static str {
         DType::F32 => "f32",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_counts_past_the_kernels_bound_are_refused() {
+        let at_bound = AttnShape::single(1, 1, 64, MAX_TOKENS);
+        let elems = at_bound.q_elems();
+        assert!(check_problem(&at_bound, (DType::Bf16, elems), (DType::Bf16, elems), None).is_ok());
+        let past = AttnShape::single(1, 1, 64, MAX_TOKENS + 1);
+        let elems = past.q_elems();
+        let err = check_problem(&past, (DType::Bf16, elems), (DType::Bf16, elems), None).unwrap_err();
+        assert!(err.to_string().contains(&MAX_TOKENS.to_string()), "{err}");
+    }
+}
