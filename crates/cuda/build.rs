@@ -107,8 +107,6 @@ fn abi_constants(header: &Path) -> String {
         ("MI_ATTN_PARAMS_BYTES", "ATTN_PARAMS_BYTES"),
         ("MI_HOPPER_STAGES", "HOPPER_STAGES"),
         ("MI_VS_RED_STRIDE", "VS_RED_STRIDE"),
-        ("MI_VS_ROWSTATS_KS", "VS_ROWSTATS_KS"),
-        ("MI_VS_SCORES_KS", "VS_SCORES_KS"),
         ("MI_BS_ROWS", "BS_ROWS"),
         ("MI_BS_SPAN", "BS_SPAN"),
     ] {

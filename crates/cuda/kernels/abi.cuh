@@ -14,11 +14,6 @@ enum HeadKind : int { HEAD_DENSE = 0, HEAD_ASHAPE = 1, HEAD_INDEX = 2 };
 // Floats of one warp's partial sums in vs_scores (estimate.cu: 64 columns + 127 diagonals,
 // padded); the host sizes that kernel's shared memory from it (src/estimate.rs).
 #define MI_VS_RED_STRIDE 192
-// Warps per 16-row group in vs_rowstats for half inputs (estimate.cu, EstLogits KS): the host
-// launches it with 128 * MI_VS_ROWSTATS_KS threads (src/estimate.rs).
-#define MI_VS_ROWSTATS_KS 2
-// The same for vs_scores (its half-input shared memory and 128 * MI_VS_SCORES_KS threads).
-#define MI_VS_SCORES_KS 1
 // bs_scores (estimate.cu): one CTA covers MI_BS_ROWS query blocks and MI_BS_SPAN key blocks; the
 // host's grid is built from both (src/build_index.rs).
 #define MI_BS_ROWS 128

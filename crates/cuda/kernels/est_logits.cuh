@@ -37,22 +37,16 @@ __device__ __forceinline__ EstGeom est_geom(const int* item, const int* seqs, co
 // The K tiles are double-buffered: `init` starts the first tile's copy, and each `tile` starts the
 // next one (j0_next, < 0 for none) before it waits for its own, so the copy of tile t+1 overlaps the
 // MMA and the caller's reduction of tile t.
-// KS warps share each 16-row group: warp w takes rows 16 (w % 4) .. + 16 and the keys
-// 64 / KS * (w / 4) .. + 64 / KS of every tile (NJ n8 tiles). KS = 2 keeps Q in shared memory and
-// reads its fragments per tile, so that the registers allow twice the warps per SM.
-template <int D, typename T, int KS = 1>
+template <int D, typename T>
 struct EstLogits {
-    static_assert(KS == 1 || KS == 2, "one or two warps per row group");
-    static constexpr int THREADS = 128 * KS;
-    static constexpr int NJ = 8 / KS;
     static constexpr int SMEM = 3 * 64 * D * 2;
     u16* sq;
     u16* sk;  // two [64][D] buffers
     int buf;
-    u32 qf[KS == 1 ? D / 16 : 1][4];  // KS == 2: Q fragments come from sq per tile
+    u32 qf[D / 16][4];
 
     __device__ void load_k(const EstGeom& g, int j0, int b) {
-        load_rows_async<D, THREADS>(sk + b * 64 * D, (const u16*)g.kb + (i64)j0 * D, g.kv_len - j0, threadIdx.x);
+        load_rows_async<D, 128>(sk + b * 64 * D, (const u16*)g.kb + (i64)j0 * D, g.kv_len - j0, threadIdx.x);
     }
 
     __device__ void init(unsigned char* smem, const EstGeom& g, int j0_first) {
@@ -60,48 +54,40 @@ struct EstLogits {
         sq = (u16*)smem;
         sk = sq + 64 * D;
         buf = 0;
-        load_rows_async<D, THREADS>(sq, (const u16*)g.qb + (i64)(g.q_len - g.L) * D, g.L, tid);
+        load_rows_async<D, 128>(sq, (const u16*)g.qb + (i64)(g.q_len - g.L) * D, g.L, tid);
         cp_async_commit();
         load_k(g, j0_first, 0);
         cp_async_commit();
         cp_async_wait_pending<1>();  // Q has landed; the first K tile may still be in flight
         __syncthreads();
-        if constexpr (KS == 1) load_q_frags<D>(qf, sq, warp, lane);
+        load_q_frags<D>(qf, sq, warp, lane);
     }
 
     // The scaled logits of tile j0 in this thread's MMA fragment (row r0 + 8 * (e >> 1), column
     // 8j + 2 * (lane & 3) + (e & 1), r0 = 16 * warp + lane / 4), -inf where not visible. Starts the
     // copy of tile j0_next. The caller must not touch the K buffers between calls; the barrier at
     // the start is what lets the next copy overwrite the buffer this tile's MMA read.
-    // (KS = 2: this warp's NJ * 8 keys, from 64 / KS * (warp / 4); columns count from there.)
-    __device__ void frag(float (&s)[NJ][4], const EstGeom& g, int j0, int j0_next, float scale_log2) {
+    __device__ void frag(float (&s)[8][4], const EstGeom& g, int j0, int j0_next, float scale_log2) {
         const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-        const int rows = (warp & 3) * 16, key_off = (warp >> 2) * (64 / KS);
         __syncthreads();  // every warp's MMA of the previous tile is done with buffer buf ^ 1
         if (j0_next >= 0) load_k(g, j0_next, buf ^ 1);
         cp_async_commit();  // an empty group when there is no next tile keeps the count uniform
         cp_async_wait_pending<1>();
         __syncthreads();
-        if constexpr (KS == 1) {
-            qk_tile<D, T>(s, qf, sk + buf * 64 * D, lane);
-        } else {
-            auto& s1 = *reinterpret_cast<float(*)[1][NJ][4]>(&s);
-            qk_tile_mt<D, T, 1, NJ, 64>(s1, sq, rows, sk + buf * 64 * D, key_off, lane);
-        }
+        qk_tile<D, T>(s, qf, sk + buf * 64 * D, lane);
         buf ^= 1;
-        j0 += key_off;
-        const int r0 = rows + (lane >> 2);
+        const int r0 = warp * 16 + (lane >> 2);
         // Only the last tiles reach past row 0's last visible key (and only short queries have
         // rows past L): every other tile is visible to all 64 rows.
-        if (g.L == 64 && j0 + NJ * 8 - 1 <= g.kv_len - g.L) {
+        if (g.L == 64 && j0 + 63 <= g.kv_len - g.L) {
 #pragma unroll
-            for (int j = 0; j < NJ; ++j)
+            for (int j = 0; j < 8; ++j)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) s[j][e] *= scale_log2;
             return;
         }
 #pragma unroll
-        for (int j = 0; j < NJ; ++j)
+        for (int j = 0; j < 8; ++j)
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 int a = r0 + (e >> 1) * 8;
@@ -111,9 +97,8 @@ struct EstLogits {
             }
     }
 
-    // The same logits stored as S[64][65] (row-major, a 65-float pitch). KS = 1 only.
+    // The same logits stored as S[64][65] (row-major, a 65-float pitch).
     __device__ void tile(float* S, const EstGeom& g, int j0, int j0_next, float scale_log2) {
-        static_assert(KS == 1, "tile() stores the whole tile of one warp per row group");
         const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
         float s[8][4];
         frag(s, g, j0, j0_next, scale_log2);
@@ -127,7 +112,7 @@ struct EstLogits {
 };
 
 template <int D>
-struct EstLogits<D, F32, 1> {
+struct EstLogits<D, F32> {
     static constexpr int SMEM = 2 * 64 * (D + 1) * 4;
     float* sq;
     float* sk;

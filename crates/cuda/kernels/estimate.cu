@@ -19,8 +19,7 @@ __device__ __forceinline__ void online_add(float& m, float& l, float x_max, floa
 
 // Pass 1: per-row partial (max, sum of exp2) over a chunk of key tiles. stats: float2[item][chunk][64].
 // Half inputs reduce in registers: each thread keeps (max, sum) of its two fragment rows over its
-// columns of every tile (8 with two warps per row group), the four threads of a row combine at the
-// end, then the row group's warps. f32 inputs
+// 16 columns of every tile, and the four threads of a row combine once at the end. f32 inputs
 // (the reference path) go through the logits in shared memory.
 template <int D, typename T>
 __device__ void vs_rowstats(const void* q, const void* k, const int* seqs, const int* items, int heads, int kv_heads,
@@ -35,29 +34,24 @@ __device__ void vs_rowstats(const void* q, const void* k, const int* seqs, const
     const int n_tiles = (g.kv_len + 63) / 64;
     float2* out = stats + ((i64)blockIdx.y * n_chunks + chunk) * 64;
     if constexpr (ElemBytes<T>::v == 2) {
-        // Eight warps: two per 16-row group, each on half of every tile's keys (EstLogits KS = 2),
-        // then the halves meet in shared memory.
-        constexpr int KS = MI_VS_ROWSTATS_KS;
-        const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, rows = (warp & 3) * 16;
+        const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
         float m[2] = {MI_NEG_INF, MI_NEG_INF}, l[2] = {0.f, 0.f};
         if (t_begin < n_tiles) {
-            EstLogits<D, T, KS> lg;
+            EstLogits<D, T> lg;
             lg.init(smem_raw, g, t_begin * 64);
             const int t_end = min(n_tiles, t_begin + chunk_tiles);
             for (int t = t_begin; t < t_end; ++t) {
-                float s[EstLogits<D, T, KS>::NJ][4];
+                float s[8][4];
                 lg.frag(s, g, t * 64, t + 1 < t_end ? (t + 1) * 64 : -1, scale_log2);
 #pragma unroll
                 for (int r = 0; r < 2; ++r) {
                     float mx = MI_NEG_INF;
 #pragma unroll
-                    for (int j = 0; j < EstLogits<D, T, KS>::NJ; ++j)
-                        mx = fmaxf(mx, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
+                    for (int j = 0; j < 8; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * r], s[j][2 * r + 1]));
                     if (mx == MI_NEG_INF) continue;
                     float sum = 0.f;
 #pragma unroll
-                    for (int j = 0; j < EstLogits<D, T, KS>::NJ; ++j)
-                        sum += fast_exp2(s[j][2 * r] - mx) + fast_exp2(s[j][2 * r + 1] - mx);
+                    for (int j = 0; j < 8; ++j) sum += fast_exp2(s[j][2 * r] - mx) + fast_exp2(s[j][2 * r + 1] - mx);
                     online_add(m[r], l[r], mx, sum);
                 }
             }
@@ -70,54 +64,37 @@ __device__ void vs_rowstats(const void* q, const void* k, const int* seqs, const
                 const float ol = __shfl_xor_sync(0xffffffffu, l[r], o);
                 online_add(m[r], l[r], om, ol);
             }
+            if ((lane & 3) == 0) out[warp * 16 + (lane >> 2) + 8 * r] = make_float2(m[r], l[r]);
         }
-        if constexpr (KS == 2) {
-            // The upper key half's row statistics go through the Q tile, dead after the loop.
-            float2* part = (float2*)smem_raw;
-            __syncthreads();
-            if (warp >= 4 && (lane & 3) == 0)
-#pragma unroll
-                for (int r = 0; r < 2; ++r) part[rows + (lane >> 2) + 8 * r] = make_float2(m[r], l[r]);
-            __syncthreads();
-            if (warp >= 4) return;
-#pragma unroll
-            for (int r = 0; r < 2; ++r) {
-                const float2 o = part[rows + (lane >> 2) + 8 * r];
-                online_add(m[r], l[r], o.x, o.y);
-            }
+        return;
+    }
+    // All 128 threads reduce: thread tid keeps a running (max, sum) of row tid & 63 over the 32
+    // columns of its half (tid >> 6) of every tile; the halves are combined once at the end.
+    const int a = threadIdx.x & 63, half = threadIdx.x >> 6;
+    float m = MI_NEG_INF, l = 0.f;
+    if (t_begin < n_tiles) {
+        EstLogits<D, T> lg;
+        lg.init(smem_raw, g, t_begin * 64);
+        const int t_end = min(n_tiles, t_begin + chunk_tiles);
+        for (int t = t_begin; t < t_end; ++t) {
+            lg.tile(S, g, t * 64, t + 1 < t_end ? (t + 1) * 64 : -1, scale_log2);
+            const float* row = S + a * 65 + half * 32;
+            float mx = MI_NEG_INF;
+            for (int c = 0; c < 32; ++c) mx = fmaxf(mx, row[c]);
+            if (mx == MI_NEG_INF) continue;
+            float sum = 0.f;
+            for (int c = 0; c < 32; ++c) sum += exp2f(row[c] - mx);
+            online_add(m, l, mx, sum);
         }
-        if ((lane & 3) == 0)
-#pragma unroll
-            for (int r = 0; r < 2; ++r) out[rows + (lane >> 2) + 8 * r] = make_float2(m[r], l[r]);
-    } else {
-        // All 128 threads reduce: thread tid keeps a running (max, sum) of row tid & 63 over the 32
-        // columns of its half (tid >> 6) of every tile; the halves are combined once at the end.
-        const int a = threadIdx.x & 63, half = threadIdx.x >> 6;
-        float m = MI_NEG_INF, l = 0.f;
-        if (t_begin < n_tiles) {
-            EstLogits<D, T> lg;
-            lg.init(smem_raw, g, t_begin * 64);
-            const int t_end = min(n_tiles, t_begin + chunk_tiles);
-            for (int t = t_begin; t < t_end; ++t) {
-                lg.tile(S, g, t * 64, t + 1 < t_end ? (t + 1) * 64 : -1, scale_log2);
-                const float* row = S + a * 65 + half * 32;
-                float mx = MI_NEG_INF;
-                for (int c = 0; c < 32; ++c) mx = fmaxf(mx, row[c]);
-                if (mx == MI_NEG_INF) continue;
-                float sum = 0.f;
-                for (int c = 0; c < 32; ++c) sum += exp2f(row[c] - mx);
-                online_add(m, l, mx, sum);
-            }
-        }
-        __syncthreads();  // S is free: it takes the upper half's partials
-        float2* part = (float2*)S;
-        if (half == 1) part[a] = make_float2(m, l);
-        __syncthreads();
-        if (half == 0) {
-            const float2 o = part[a];
-            online_add(m, l, o.x, o.y);
-            out[a] = make_float2(m, l);
-        }
+    }
+    __syncthreads();  // S is free: it takes the upper half's partials
+    float2* part = (float2*)S;
+    if (half == 1) part[a] = make_float2(m, l);
+    __syncthreads();
+    if (half == 0) {
+        const float2 o = part[a];
+        online_add(m, l, o.x, o.y);
+        out[a] = make_float2(m, l);
     }
 }
 
@@ -144,21 +121,10 @@ extern "C" __global__ void vs_combine(const float2* stats, int n_chunks, float2*
 // four warps' partials are then added in a fixed order (deterministic).
 constexpr int VS_RED_STRIDE = MI_VS_RED_STRIDE;  // abi.cuh: the host sizes shared memory from it
 
-// Warp w of a KS-split vs_scores (EstLogits KS) covers rows 16 (w % 4) .. + 16 and the W = 64 / KS
-// columns from W (w / 4): diagonals e = a - c + 63 in [vs_diag_lo(w), vs_diag_lo(w) + 15 + W).
-template <int KS>
-__device__ __forceinline__ int vs_diag_lo(int w) {
-    constexpr int W = 64 / KS;
-    return 16 * (w & 3) - W * (w >> 2) + 64 - W;
-}
-
-// The end of a vs_scores tile: the warps' column and diagonal partials added in a fixed order
-// (deterministic) and stored; a warp's entries outside its columns and diagonals are not written
-// and not read. Starts with the barrier that makes every warp's partials visible.
-template <int KS>
+// The end of a vs_scores tile: the four warps' column and diagonal partials added in a fixed
+// order (deterministic) and stored. Starts with the barrier that makes every warp's partials visible.
 __device__ __forceinline__ void vs_scores_flush(const float* red_all, const EstGeom& g, const int* item, int t, int j0,
                                                 float* vscore, float* diag) {
-    constexpr int W = 64 / KS;
     const int tid = threadIdx.x;
     __syncthreads();
     if (tid < 64) {
@@ -166,16 +132,16 @@ __device__ __forceinline__ void vs_scores_flush(const float* red_all, const EstG
         if (key < g.kv_len) {
             float acc = 0.f;
 #pragma unroll
-            for (int rg = 0; rg < 4; ++rg) acc += red_all[(rg + 4 * (tid / W)) * VS_RED_STRIDE + tid];
+            for (int w = 0; w < 4; ++w) acc += red_all[w * VS_RED_STRIDE + tid];
             vscore[item[IT_SCORE] + key] = acc;  // raw: vs_topk forces the first 30
         }
     }
     if (tid < 127) {
+        // Warp w's rows reach only diagonals [16w, 16w + 79); its other entries are not written.
         float acc = 0.f;
 #pragma unroll
-        for (int w = 0; w < 4 * KS; ++w)
-            if (tid >= vs_diag_lo<KS>(w) && tid < vs_diag_lo<KS>(w) + 15 + W)
-                acc += red_all[w * VS_RED_STRIDE + 64 + tid];
+        for (int w = 0; w < 4; ++w)
+            if (tid >= 16 * w && tid < 16 * w + 79) acc += red_all[w * VS_RED_STRIDE + 64 + tid];
         diag[(i64)item[IT_DIAG] + (i64)t * 127 + tid] = acc;
     }
 }
@@ -189,7 +155,7 @@ __device__ __forceinline__ int vs_p_at(int row, int col) { return row * 64 + (co
 // Whether vs_scores' P lives in the Q tile's buffer (EstLogits: Q first, 64 * D halves).
 template <int D, typename T>
 struct VsPInQ {
-    static constexpr bool v = ElemBytes<T>::v == 2 && MI_VS_SCORES_KS == 1 && 64 * D * 2 >= 64 * 64 * 4;
+    static constexpr bool v = ElemBytes<T>::v == 2 && 64 * D * 2 >= 64 * 64 * 4;
 };
 
 template <int D, typename T>
@@ -197,13 +163,10 @@ __device__ void vs_scores(const void* q, const void* k, const int* seqs, const i
                           int total_q, int total_kv, float scale_log2, int chunk_tiles, const float2* rowfin,
                           float* vscore, float* diag) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
-    // Half inputs: MI_VS_SCORES_KS warps per 16-row group, each on 64 / KS keys of every tile.
-    constexpr int KS = ElemBytes<T>::v == 2 ? MI_VS_SCORES_KS : 1;
     constexpr bool kInQ = VsPInQ<D, T>::v;
     // [64][64] swizzled (half inputs) or [64][65] (f32, whose Q tile stays live)
-    float* P = kInQ ? (float*)smem_raw : (float*)(smem_raw + EstLogits<D, T, KS>::SMEM);
-    // [4 KS][VS_RED_STRIDE]
-    float* red_all = (float*)(smem_raw + EstLogits<D, T, KS>::SMEM + (kInQ ? 0 : 64 * 65 * 4));
+    float* P = kInQ ? (float*)smem_raw : (float*)(smem_raw + EstLogits<D, T>::SMEM);
+    float* red_all = (float*)(smem_raw + EstLogits<D, T>::SMEM + (kInQ ? 0 : 64 * 65 * 4));  // [4][VS_RED_STRIDE]
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     float* red = red_all + warp * VS_RED_STRIDE;
     const int* item = items + IT_STRIDE * blockIdx.y;
@@ -212,32 +175,30 @@ __device__ void vs_scores(const void* q, const void* k, const int* seqs, const i
     const int t_begin = blockIdx.x * chunk_tiles;
     if (t_begin >= n_tiles) return;
     const int t_end = min(n_tiles, t_begin + chunk_tiles);
-    EstLogits<D, T, KS> lg;
+    EstLogits<D, T> lg;
     lg.init(smem_raw, g, t_begin * 64);
     const float2* rf = rowfin + blockIdx.y * 64;
     const int a_end = min(warp * 16 + 16, g.L);
     if constexpr (ElemBytes<T>::v == 2) {
         // Half inputs normalise in registers: the thread's two fragment rows' (max, 1/sum) are
         // loaded once; the column sums are reduced by shuffles; P goes to shared memory already
-        // normalised, for the diagonal walk only (each warp writes and reads its own block of P).
-        constexpr int W = 64 / KS, NJ = 8 / KS, NI = (15 + W + 31) / 32;
-        const int rows = (warp & 3) * 16, key_off = W * (warp >> 2);
-        const int r0 = rows + (lane >> 2);
+        // normalised, for the diagonal walk only (each warp writes and reads its own 16 rows).
+        const int r0 = warp * 16 + (lane >> 2);
         const float2 st0 = rf[r0], st1 = rf[r0 + 8];
         for (int t = t_begin; t < t_end; ++t) {
             const int j0 = t * 64;
-            float s[NJ][4];
+            float s[8][4];
             lg.frag(s, g, j0, t + 1 < t_end ? (t + 1) * 64 : -1, scale_log2);
-            float col[NJ][2];
+            float col[8][2];
 #pragma unroll
-            for (int j = 0; j < NJ; ++j)
+            for (int j = 0; j < 8; ++j)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const float2 st = e < 2 ? st0 : st1;
                     s[j][e] = s[j][e] == MI_NEG_INF ? 0.f : fast_exp2(s[j][e] - st.x) * st.y;
                 }
 #pragma unroll
-            for (int j = 0; j < NJ; ++j)
+            for (int j = 0; j < 8; ++j)
 #pragma unroll
                 for (int c = 0; c < 2; ++c) {
                     float v = s[j][c] + s[j][c + 2];
@@ -248,36 +209,33 @@ __device__ void vs_scores(const void* q, const void* k, const int* seqs, const i
                 }
             // The previous tile's partials have been read (frag starts with a barrier).
 #pragma unroll
-            for (int j = 0; j < NJ; ++j)
+            for (int j = 0; j < 8; ++j)
 #pragma unroll
-                for (int e = 0; e < 4; ++e)
-                    P[vs_p_at(r0 + (e >> 1) * 8, key_off + j * 8 + (lane & 3) * 2 + (e & 1))] = s[j][e];
+                for (int e = 0; e < 4; ++e) P[vs_p_at(r0 + (e >> 1) * 8, j * 8 + (lane & 3) * 2 + (e & 1))] = s[j][e];
             __syncwarp();
             if (lane < 4) {
 #pragma unroll
-                for (int j = 0; j < NJ; ++j) {
-                    red[key_off + j * 8 + lane * 2] = col[j][0];
-                    red[key_off + j * 8 + lane * 2 + 1] = col[j][1];
+                for (int j = 0; j < 8; ++j) {
+                    red[j * 8 + lane * 2] = col[j][0];
+                    red[j * 8 + lane * 2 + 1] = col[j][1];
                 }
             }
-            // The warp's rows rows + ar and columns key_off + c (c < W) touch the 15 + W diagonals
-            // e = a - c + 63 from e_lo = vs_diag_lo(warp); lane sums e = e_lo + lane + 32i over its
-            // rows in registers, reading c = W - 1 + ar - lane - 32i (32 consecutive columns per row:
-            // no bank conflict). Rows past L hold zeros. vs_scores_flush reads only each warp's
-            // range, so nothing is cleared.
-            const int e_lo = vs_diag_lo<KS>(warp);
+            // The warp's rows 16w + ar touch the 79 diagonals e = a - c + 63 in [16w, 16w + 79); lane
+            // sums e = 16w + lane + 32i over its rows in registers, reading column
+            // c = 63 + ar - lane - 32i (32 consecutive columns per row: no bank conflict). Rows
+            // past L hold zeros. vs_scores_flush reads only each warp's range, so nothing is cleared.
 #pragma unroll
-            for (int i = 0; i < NI; ++i) {
-                if (i == NI - 1 && lane >= 15 + W - 32 * (NI - 1)) break;
+            for (int i = 0; i < 3; ++i) {
+                if (i == 2 && lane >= 15) break;
                 float acc = 0.f;
 #pragma unroll
                 for (int ar = 0; ar < 16; ++ar) {
-                    const int c = W - 1 + ar - lane - 32 * i;
-                    if (c >= 0 && c < W) acc += P[vs_p_at(rows + ar, key_off + c)];
+                    const int c = 63 + ar - lane - 32 * i;
+                    if (c >= 0 && c < 64) acc += P[vs_p_at(warp * 16 + ar, c)];
                 }
-                red[64 + e_lo + lane + 32 * i] = acc;
+                red[64 + warp * 16 + lane + 32 * i] = acc;
             }
-            vs_scores_flush<KS>(red_all, g, item, t, j0, vscore, diag);
+            vs_scores_flush(red_all, g, item, t, j0, vscore, diag);
         }
     } else {
         for (int t = t_begin; t < t_end; ++t) {
@@ -303,7 +261,7 @@ __device__ void vs_scores(const void* q, const void* k, const int* seqs, const i
             }
             red[lane] = col0;
             red[lane + 32] = col1;
-            vs_scores_flush<1>(red_all, g, item, t, j0, vscore, diag);
+            vs_scores_flush(red_all, g, item, t, j0, vscore, diag);
         }
     }
 }

@@ -164,12 +164,9 @@ fn estimate(
     let tile_smem = if f32_in { 2 * 64 * (d + 1) * 4 } else { 3 * 64 * d * 2 };
     let logits_smem = 64 * 65 * 4;
     let rowstats_smem = tile_smem + if f32_in { logits_smem } else { 0 };
-    // Half inputs: VS_SCORES_KS warps per 16-row group (each with its partial sums); with one, at
-    // D >= 128, the normalised tile lives in the Q tile's buffer (VsPInQ), which two keep live.
-    let scores_ks = if f32_in { 1 } else { crate::kernels::VS_SCORES_KS };
-    let p_in_q = !f32_in && scores_ks == 1 && 64 * d * 2 >= 64 * 64 * 4;
-    let scores_smem =
-        tile_smem + if p_in_q { 0 } else { logits_smem } + 4 * scores_ks * crate::kernels::VS_RED_STRIDE * 4;
+    // Half inputs at D >= 128 keep vs_scores' normalised tile in the Q tile's buffer (VsPInQ).
+    let p_in_q = !f32_in && 64 * d * 2 >= 64 * 64 * 4;
+    let scores_smem = tile_smem + if p_in_q { 0 } else { logits_smem } + 4 * crate::kernels::VS_RED_STRIDE * 4;
     let total_score: usize = items.iter().map(|i| shape.seqs[i.b].kv_len).sum();
     let total_diag: usize = items.iter().map(|i| shape.seqs[i.b].kv_len.div_ceil(64) * 127).sum();
     let stats = gpu.alloc::<f32>(2 * n * n_chunks * 64)?;
@@ -191,9 +188,7 @@ fn estimate(
     ];
     let mut a = common.to_vec();
     a.extend([Arg::I(chunk_tiles as i32), Arg::I(n_chunks as i32), Arg::P(gpu.ptr(&stats))]);
-    // Half inputs: VS_ROWSTATS_KS warps per 16-row group, each on part of a tile's keys.
-    let rowstats_threads = if f32_in { 128 } else { 128 * crate::kernels::VS_ROWSTATS_KS as u32 };
-    gpu.launch(&format!("vs_rowstats_{suffix}"), (n_chunks as u32, n as u32, 1), rowstats_threads, rowstats_smem, &a)?;
+    gpu.launch(&format!("vs_rowstats_{suffix}"), (n_chunks as u32, n as u32, 1), 128, rowstats_smem, &a)?;
     gpu.launch(
         "vs_combine",
         (n as u32, 1, 1),
@@ -203,13 +198,7 @@ fn estimate(
     )?;
     let mut a = common.to_vec();
     a.extend([Arg::I(chunk_tiles as i32), Arg::P(gpu.ptr(&rowfin)), Arg::P(gpu.ptr(&vscore)), Arg::P(gpu.ptr(&diag))]);
-    gpu.launch(
-        &format!("vs_scores_{suffix}"),
-        (n_chunks as u32, n as u32, 1),
-        128 * scores_ks as u32,
-        scores_smem,
-        &a,
-    )?;
+    gpu.launch(&format!("vs_scores_{suffix}"), (n_chunks as u32, n as u32, 1), 128, scores_smem, &a)?;
     gpu.launch(
         "vs_slash_reduce",
         (kv_max.div_ceil(256) as u32, n as u32, 1),

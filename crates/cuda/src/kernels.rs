@@ -119,9 +119,7 @@ pub struct AttnParams {
 unsafe impl DeviceRepr for AttnParams {}
 
 /// Head kinds of kernels/abi.cuh (read from it by build.rs).
-pub use generated::{
-    BS_ROWS, BS_SPAN, HEAD_ASHAPE, HEAD_DENSE, HEAD_INDEX, HOPPER_STAGES, VS_RED_STRIDE, VS_ROWSTATS_KS, VS_SCORES_KS,
-};
+pub use generated::{BS_ROWS, BS_SPAN, HEAD_ASHAPE, HEAD_DENSE, HEAD_INDEX, HOPPER_STAGES, VS_RED_STRIDE};
 
 // The kernels assert the same size (static_assert in kernels/tiles.cuh, MI_ATTN_PARAMS_BYTES).
 const _: () = assert!(std::mem::size_of::<AttnParams>() == generated::ATTN_PARAMS_BYTES);
