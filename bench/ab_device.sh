@@ -45,9 +45,13 @@ if [ -n "${NCU_ARGS:-}" ] && command -v ncu > /dev/null; then
     # shellcheck disable=SC2086
     ncu --clock-control none --print-units base --metrics gpu__time_duration.sum --csv "/tmp/ab/${NCU_TAG:-${tags[-1]}}" $NCU_ARGS \
         --no-peers --no-baseline > /tmp/ab/ncu.csv 2> /tmp/ab/ncu.err
-    python3 - /tmp/ab/ncu.csv <<'PY' | tee "$OUT/ncu-kernels.txt"
+    python3 - /tmp/ab/ncu.csv /tmp/ab/ncu.err <<'PY' | tee "$OUT/ncu-kernels.txt"
 import csv, sys, collections
 rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+if not rows:  # ncu or the command failed: say why instead of a traceback
+    print("no kernels profiled; ncu said:")
+    print("".join(open(sys.argv[2]).readlines()[-10:]))
+    sys.exit(0)
 head = rows[0]
 name, val = head.index("Kernel Name"), head.index("Metric Value")
 tot = collections.defaultdict(float); cnt = collections.Counter()
