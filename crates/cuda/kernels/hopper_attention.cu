@@ -45,11 +45,10 @@ MI_HOPPER_ENTRY(hopper_attn_f16_d128_mixed, 128, F16Elems<MixedProducer>)
 // merged columns of a tile start at col_ptr[s0].
 //
 // Work split (one thread per tile left most SMs idle and walked global memory serially): the
-// warp stages the tile's lists in shared memory when they fit; the warp walks the union runs (a
-// run of touching tiles per step) and lane 0 writes each chunk's key ranges; the lanes then fill
-// the chunks' ownership masks in parallel; the
-// column merge is split over the lanes by merge path (lists in any other order: lane 0 merges them
-// sequentially).
+// warp stages the tile's lists in shared memory when they fit; the union runs and their chunks'
+// key ranges are split over the lanes by merge path (plan_runs), and so is the column merge (lists
+// in any other order: lane 0 merges them sequentially); the lanes then fill the chunks' ownership
+// masks in parallel.
 constexpr int PLAN_WARPS = 4;     // warps per CTA
 constexpr int PLAN_STAGE = 1024;  // staged list entries per warp (4 KB)
 constexpr int PLAN_GCAP = 32;     // gather chunks whose ownership bits one pass accumulates
@@ -125,84 +124,157 @@ __device__ __forceinline__ int2 plan_valid(const int* tiles, const PlanHalf& h) 
     return make_int2(b, h.row_end > 0 ? lo : b);
 }
 
-// The warp takes the run of h's valid tiles that starts at tile c (< v_end): the tiles after it
-// whose start is at or before the previous tile's end (ends ascend with starts, so that end is the
-// run's so far). 32 tiles per step, the first break found by a ballot. Every lane gets the same
-// [s, e) and the cursor past the run.
-__device__ __forceinline__ void plan_tile_run(const int* tiles, const PlanHalf& h, int v_end, int& c, int& s, int& e,
-                                              int lane) {
-    s = max(tiles[c], 0);
-    e = min(tiles[c] + 64, h.row_end);
-    ++c;
-    while (c < v_end) {
-        const int j = c + lane;
-        const bool in = j < v_end;
-        const int tj = in ? tiles[j] : 0;
-        const int sj = max(tj, 0), ej = in ? min(tj + 64, h.row_end) : 0;
-        int prev = __shfl_up_sync(FULL_WARP, ej, 1);
-        if (lane == 0) prev = e;
-        const u32 brk = __ballot_sync(FULL_WARP, !in || sj > prev);
-        const int b = brk ? __ffs(brk) - 1 : 32;  // tiles c .. c + b - 1 extend the run
-        if (b > 0) e = __shfl_sync(FULL_WARP, ej, b - 1);
-        c += b;
-        if (b < 32) return;
+// Merge-path split: how many of the first d elements of merge(A, B) come from A (ties: A first).
+__device__ __forceinline__ int plan_diagonal(const int* A, int na, const int* B, int nb, int d) {
+    int lo = max(0, d - nb), hi = min(d, na);
+    while (lo < hi) {
+        const int mid = (lo + hi) >> 1;
+        if (A[mid] <= B[d - 1 - mid])
+            lo = mid + 1;
+        else
+            hi = mid;
     }
+    return lo;
 }
 
-// The warp: the union runs of both blocks' tiles (both ascending), cut into chunks as they close;
-// lane 0 writes them. The blocks' runs of touching tiles are taken whole (plan_tile_run), the
-// smaller start first: the union's maximal runs, and so the chunks, are those of a tile-by-tile
-// merge, in fewer steps (a VS index's slash ranges come as runs of consecutive tiles). Chunk c gets
-// its key ranges (a, la, b, lb; lb == 0: a RANGE chunk, else a PAIR) in its first 16 bytes; the
-// lanes turn them into ChunkMetas. Returns the chunk count (the same in every lane).
+// How one union run of L keys is cut, as a map of the state between runs: p = 1 when a <= 64-key
+// remainder of an earlier run waits to be paired with this run's first <= 64 keys. out: that state
+// after the run; cnt: the chunks it emits (the pair included). Maps compose in run order, so a
+// warp scan gives every lane its first chunk and its incoming state.
+struct PlanCut {
+    int out0, out1, cnt0, cnt1;  // by incoming state 0 / 1
+};
+
+__device__ __forceinline__ PlanCut plan_cut_identity() { return PlanCut{0, 1, 0, 0}; }
+
+__device__ __forceinline__ PlanCut plan_cut_run(int L) {
+    const int lb = min(64, L), r0 = L & (BN - 1), r1 = (L - lb) & (BN - 1);
+    return PlanCut{r0 > 0 && r0 <= 64, r1 > 0 && r1 <= 64, L / BN + (r0 > 64), 1 + (L - lb) / BN + (r1 > 64)};
+}
+
+// f, then g.
+__device__ __forceinline__ PlanCut plan_cut_then(const PlanCut& f, const PlanCut& g) {
+    return PlanCut{f.out0 ? g.out1 : g.out0, f.out1 ? g.out1 : g.out0, f.cnt0 + (f.out0 ? g.cnt1 : g.cnt0),
+                   f.cnt1 + (f.out1 ? g.cnt1 : g.cnt0)};
+}
+
+__device__ __forceinline__ PlanCut plan_cut_shfl_up(const PlanCut& f, int off) {
+    return PlanCut{__shfl_up_sync(FULL_WARP, f.out0, off), __shfl_up_sync(FULL_WARP, f.out1, off),
+                   __shfl_up_sync(FULL_WARP, f.cnt0, off), __shfl_up_sync(FULL_WARP, f.cnt1, off)};
+}
+
+// The union runs of both blocks' valid tiles, cut into chunks (128 keys; a <= 64-key remainder
+// paired with the next run's first <= 64 keys, or alone at the end): chunk c gets its key ranges
+// (a, la, b, lb; lb == 0: a RANGE chunk, else a PAIR) in its first 16 bytes, and the lanes turn
+// them into ChunkMetas afterwards. Returns the chunk count (the same in every lane).
+//
+// Lane-parallel: each lane takes a 32nd of the two tile lists merged by start (merge path). Ends
+// ascend with starts within a block, so the largest end before a merged position is the larger of
+// the two blocks' ends just before it, and a tile starts a union run exactly when its start lies
+// past that (touching tiles join, as in a sequential merge). Three walks of the lane's stretch:
+// where its runs start (a run that starts in one lane ends where the next run starts, maybe in a
+// later lane), the run lengths' cut maps (a warp scan of them places every lane's chunks), and the
+// chunks themselves. A pair whose remainder comes from an earlier lane is written in two halves:
+// (a, la) by the lane holding the remainder, (b, lb) by the lane whose run completes it.
 __device__ int plan_runs(const int* tiles, const PlanHalf (&half)[2], ChunkMeta* out, int lane) {
-    int count = 0;
-    auto emit = [&](int a, int la, int b, int lb) {
-        if (lane == 0) *(int4*)(out + count) = make_int4(a, la, b, lb);
-        ++count;
-    };
     const int2 v0 = plan_valid(tiles, half[0]), v1 = plan_valid(tiles, half[1]);
-    int c0 = v0.x, c1 = v1.x;
-    int rs = 0, re = -1;  // current run [rs, re); re < 0: none
-    int pend_a = 0, pend_l = 0;
-    auto flush = [&](int a, int b) {
+    const int *A = tiles + v0.x, *B = tiles + v1.x;
+    const int na = v0.y - v0.x, nb = v1.y - v1.x, ra = half[0].row_end, rb = half[1].row_end;
+    const int total = na + nb, per = (total + 31) / 32;
+    const int d0 = min(total, lane * per), d1 = min(total, d0 + per);
+    const int i0 = plan_diagonal(A, na, B, nb, d0);
+    // Calls head(start, largest end before it) at each union run that starts in the stretch.
+    auto walk = [&](auto&& head) {
+        int i = i0, j = d0 - i0;
+        int M = max(i > 0 ? min(A[i - 1] + 64, ra) : -1, j > 0 ? min(B[j - 1] + 64, rb) : -1);
+        for (int d = d0; d < d1; ++d) {
+            int t, e;
+            if (j >= nb || (i < na && A[i] <= B[j])) {
+                t = A[i++];
+                e = min(t + 64, ra);
+            } else {
+                t = B[j++];
+                e = min(t + 64, rb);
+            }
+            const int s = max(t, 0);
+            if (s > M) head(s, M);
+            M = max(M, e);
+        }
+    };
+    const int last_end = max(na > 0 ? min(A[na - 1] + 64, ra) : -1, nb > 0 ? min(B[nb - 1] + 64, rb) : -1);
+
+    // 1. The end of this lane's last run: the largest end before the next lane's first run start.
+    int close = last_end, has = 0;
+    walk([&](int, int m) {
+        if (!has) close = m;
+        has = 1;
+    });
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {  // nearest lane at or after this one with a run start
+        const int c2 = __shfl_down_sync(FULL_WARP, close, off), h2 = __shfl_down_sync(FULL_WARP, has, off);
+        if (!has && lane + off < 32) {
+            close = c2;
+            has = h2;
+        }
+    }
+    const int after_c = __shfl_down_sync(FULL_WARP, close, 1), after_h = __shfl_down_sync(FULL_WARP, has, 1);
+    const int run_close = lane < 31 && after_h ? after_c : last_end;
+
+    // 2. Cut maps of the lane's runs, scanned over the lanes.
+    PlanCut f = plan_cut_identity();
+    int rs = -1;
+    walk([&](int s, int m) {
+        if (rs >= 0) f = plan_cut_then(f, plan_cut_run(m - rs));
+        rs = s;
+    });
+    if (rs >= 0) f = plan_cut_then(f, plan_cut_run(run_close - rs));
+    PlanCut inc = f;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const PlanCut g = plan_cut_shfl_up(inc, off);
+        if (lane >= off) inc = plan_cut_then(g, inc);
+    }
+    PlanCut ex = plan_cut_shfl_up(inc, 1);
+    if (lane == 0) ex = plan_cut_identity();
+    const int n_cut = __shfl_sync(FULL_WARP, inc.cnt0, 31), last_pend = __shfl_sync(FULL_WARP, inc.out0, 31);
+
+    // 3. The chunks.
+    int idx = ex.cnt0, pend = ex.out0, own_pend = 0, pa = 0, pl = 0;
+    auto cut = [&](int a, int b) {
         while (a < b) {
-            if (pend_l > 0) {
+            if (pend) {
                 const int lb = min(64, b - a);
-                emit(pend_a, pend_l, a, lb);
-                pend_l = 0;
+                if (own_pend)
+                    *(int4*)(out + idx) = make_int4(pa, pl, a, lb);
+                else
+                    *((int2*)(out + idx) + 1) = make_int2(a, lb);
+                pend = own_pend = 0;
+                ++idx;
                 a += lb;
                 continue;
             }
             const int l = min(BN, b - a);
             if (l <= 64) {
-                pend_a = a;
-                pend_l = l;
+                pend = own_pend = 1;
+                pa = a;
+                pl = l;
             } else {
-                emit(a, l, 0, 0);
+                *(int4*)(out + idx++) = make_int4(a, l, 0, 0);
             }
             a += l;
         }
     };
-    while (c0 < v0.y || c1 < v1.y) {
-        const int n0 = c0 < v0.y ? max(tiles[c0], 0) : 0x7fffffff;
-        const int n1 = c1 < v1.y ? max(tiles[c1], 0) : 0x7fffffff;
-        int s, e;
-        if (n0 <= n1)
-            plan_tile_run(tiles, half[0], v0.y, c0, s, e, lane);
-        else
-            plan_tile_run(tiles, half[1], v1.y, c1, s, e, lane);
-        if (re >= 0 && s <= re) {
-            re = max(re, e);
-        } else {
-            if (re >= 0) flush(rs, re);
-            rs = s;
-            re = e;
-        }
+    rs = -1;
+    walk([&](int s, int m) {
+        if (rs >= 0) cut(rs, m);
+        rs = s;
+    });
+    if (rs >= 0) cut(rs, run_close);
+    if (own_pend) {  // its partner comes from a later lane, or it ends the list alone
+        *(int2*)(out + idx) = make_int2(pa, pl);
+        if (idx == n_cut) *((int2*)(out + idx) + 1) = make_int2(0, 0);
     }
-    if (re >= 0) flush(rs, re);
-    if (pend_l > 0) emit(pend_a, pend_l, 0, 0);
-    return count;
+    return n_cut + last_pend;
 }
 
 // Lanes: chunk c's ranges -> its ChunkMeta with both blocks' ownership masks.
@@ -236,19 +308,6 @@ __device__ __forceinline__ void plan_own(u32 (*gmask)[2][4], int g0, int rank, i
     const u32 bit = 1u << mask_bit(c);
     if (who & 1) atomicOr(&gmask[g][0][mask_word(c)], bit);
     if (who & 2) atomicOr(&gmask[g][1][mask_word(c)], bit);
-}
-
-// Merge-path split: how many of the first d elements of merge(A, B) come from A (ties: A first).
-__device__ __forceinline__ int plan_diagonal(const int* A, int na, const int* B, int nb, int d) {
-    int lo = max(0, d - nb), hi = min(d, na);
-    while (lo < hi) {
-        const int mid = (lo + hi) >> 1;
-        if (A[mid] <= B[d - 1 - mid])
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
 }
 
 // One lane's stretch [d, d_end) of merge(A, B): calls f(key, who) for each merged column (who: bit 0
