@@ -277,10 +277,18 @@ __device__ int plan_runs(const int* tiles, const PlanHalf (&half)[2], ChunkMeta*
     return n_cut + last_pend;
 }
 
-// Lanes: chunk c's ranges -> its ChunkMeta with both blocks' ownership masks.
+// Lanes: chunk c's ranges -> its ChunkMeta with both blocks' ownership masks. Each lane takes a
+// 32nd of the chunks in a row: their keys ascend, so one binary search per block places the lane's
+// tile cursors and each chunk only moves them on (one search per chunk and block cost a chain of
+// dependent loads each).
 __device__ __forceinline__ void plan_range_masks(const int* tiles, const PlanHalf (&half)[2], ChunkMeta* out,
                                                  int count, int lane) {
-    for (int c = lane; c < count; c += 32) {
+    const int per = (count + 31) / 32, c0 = min(count, lane * per), c1 = min(count, c0 + per);
+    if (c0 >= c1) return;
+    int q[2];
+#pragma unroll
+    for (int w = 0; w < 2; ++w) q[w] = plan_seek(tiles, half[w], ((const int4*)(out + c0))->x);
+    for (int c = c0; c < c1; ++c) {
         const int4 r = *(const int4*)(out + c);
         const bool pair = r.w > 0;
         ChunkMeta cm = pair ? range_meta<true>(r.x, r.y, KIND_PAIR, r.z, r.w)
@@ -289,9 +297,8 @@ __device__ __forceinline__ void plan_range_masks(const int* tiles, const PlanHal
 #pragma unroll
         for (int w = 0; w < 2; ++w) {
             u32 m[4] = {0u, 0u, 0u, 0u};
-            int q = plan_seek(tiles, half[w], r.x);
-            plan_bits(tiles, half[w], q, r.x, r.y, 0, m);
-            if (pair) plan_bits(tiles, half[w], q, r.z, r.w, 64, m);
+            plan_bits(tiles, half[w], q[w], r.x, r.y, 0, m);
+            if (pair) plan_bits(tiles, half[w], q[w], r.z, r.w, 64, m);
             if ((m[0] & m[1] & m[2] & m[3]) == 0xffffffffu) cm.full |= 1 << w;
 #pragma unroll
             for (int i = 0; i < 4; ++i) cm.mask[w][i] = m[i];
@@ -441,7 +448,7 @@ __device__ int plan_columns_unordered(const int* A, int na, const int* B, int nb
     return count;
 }
 
-extern "C" __global__ void __launch_bounds__(32 * PLAN_WARPS)
+extern "C" __global__ void __launch_bounds__(32 * PLAN_WARPS, 8)
     hopper_plan_index(const unsigned* tile_ptr, const int* tile_start, const unsigned* col_ptr, const int* col_index,
                       const int* head_kind, unsigned slot_base, int R, int M, int heads, int n, int off,
                       ChunkMeta* chunks,
@@ -451,11 +458,13 @@ extern "C" __global__ void __launch_bounds__(32 * PLAN_WARPS)
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int t = blockIdx.x * PLAN_WARPS + warp;
     if (t >= heads * M) return;  // the whole warp
-    const int h = t / M, m = t % M;
+    // Longest tiles first, all heads of a row band together (a tile's lists grow with its rows,
+    // causally): the last wave's warps are then the short ones, not one head's long ones.
+    const int h = t % heads, m = M - 1 - t / heads;
     if (head_kind[h] != HEAD_INDEX) {
         if (lane == 0) {
-            tile_chunks[2 * t] = 0;
-            tile_chunks[2 * t + 1] = 0;
+            tile_chunks[2 * (h * M + m)] = 0;
+            tile_chunks[2 * (h * M + m) + 1] = 0;
         }
         return;
     }
@@ -494,7 +503,7 @@ extern "C" __global__ void __launch_bounds__(32 * PLAN_WARPS)
         count += __shfl_sync(FULL_WARP, n_gather, 0);
     }
     if (lane == 0) {
-        tile_chunks[2 * t] = first;
-        tile_chunks[2 * t + 1] = count;
+        tile_chunks[2 * (h * M + m)] = first;
+        tile_chunks[2 * (h * M + m) + 1] = count;
     }
 }
