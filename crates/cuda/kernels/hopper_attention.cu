@@ -486,7 +486,7 @@ extern "C" __global__ void __launch_bounds__(32 * PLAN_WARPS, 8)
     const PlanHalf half[2] = {PlanHalf{0, t_mid, min(128 * m + 64, n) + off},
                               has1 ? PlanHalf{t_mid, t_end, min(128 * m + 128, n) + off} : PlanHalf{0, 0, 0}};
     int count = plan_runs(tiles, half, out, lane);
-    __syncwarp();  // lane 0's chunk ranges are visible to every lane
+    __syncwarp();  // every lane's chunk ranges are visible to every lane
     plan_range_masks(tiles, half, out, count, lane);
     __syncwarp();  // every lane is done with the staged tiles
 
